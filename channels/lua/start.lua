@@ -1,0 +1,23 @@
+-- Begin running a claimed task.
+-- KEYS[1] channel hash; KEYS[2] timeline list.
+-- ARGV[1] now (RFC 3339); ARGV[2] timeline entry for a first start;
+-- ARGV[3] timeline entry for a restart after a lost lease.
+-- Returns {"run", task, project_id} when the task must run,
+-- {"done", message, project_id, task} when it already finished (its side effects
+-- may not have happened: the caller redoes them, they are idempotent), or
+-- {"gone"} when the channel expired.
+local v = redis.call('HMGET', KEYS[1], 'status', 'task', 'project_id', 'message')
+local st = v[1]
+if not st then
+  return {'gone'}
+end
+if st == 'pending' then
+  redis.call('HSET', KEYS[1], 'status', 'generating', 'updated_at', ARGV[1])
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  return {'run', v[2], v[3]}
+end
+if st == 'generating' then
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+  return {'run', v[2], v[3]}
+end
+return {'done', v[4] or '', v[3], v[2]}

@@ -1,0 +1,63 @@
+package channels
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/riverhub/riverhub/ai"
+)
+
+type metrics struct {
+	submitted prometheus.Counter
+	rejected  prometheus.Counter
+	reclaimed prometheus.Counter
+	completed *prometheus.CounterVec
+	attempts  *prometheus.CounterVec
+	busy      prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, s *Service) metrics {
+	m := metrics{
+		submitted: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_tasks_submitted_total",
+			Help: "Tasks accepted by this node."}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_tasks_rejected_total",
+			Help: "Submissions refused because the queue was full."}),
+		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_tasks_reclaimed_total",
+			Help: "Tasks requeued by this node after their lease expired."}),
+		completed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_tasks_completed_total",
+			Help: "Tasks completed by this node, by final status."}, []string{"status"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_provider_attempts_total",
+			Help: "Provider attempts, by provider and outcome (success, failure)."}, []string{"provider", "outcome"}),
+		busy: prometheus.NewGauge(prometheus.GaugeOpts{Name: "riverhub_workers_busy",
+			Help: "Tasks running a provider call on this node."}),
+	}
+	if reg == nil {
+		return m
+	}
+	depth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_task_queue_depth",
+		Help: "Tasks waiting for a worker (all nodes)."}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		n, err := s.QueueDepth(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(n)
+	})
+	workers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_workers",
+		Help: "Size of this node's task worker pool."}, func() float64 { return float64(s.o.Workers) })
+	reg.MustRegister(m.submitted, m.rejected, m.reclaimed, m.completed, m.attempts, m.busy, depth, workers)
+	return m
+}
+
+func (m metrics) countAttempts(as []ai.Attempt) {
+	for _, a := range as {
+		outcome := "failure"
+		if a.Success {
+			outcome = "success"
+		}
+		m.attempts.WithLabelValues(a.Provider, outcome).Inc()
+	}
+}

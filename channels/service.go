@@ -1,0 +1,371 @@
+package channels
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/apperr"
+)
+
+//go:embed lua/*.lua
+var luaFS embed.FS
+
+func script(name string) *redis.Script {
+	b, err := luaFS.ReadFile("lua/" + name + ".lua")
+	if err != nil {
+		panic(err)
+	}
+	return redis.NewScript(string(b))
+}
+
+var (
+	enqueueScript  = script("enqueue")
+	claimScript    = script("claim")
+	reclaimScript  = script("reclaim")
+	releaseScript  = script("release")
+	startScript    = script("start")
+	completeScript = script("complete")
+)
+
+// Runner runs a request against the providers (ai.Runner).
+type Runner interface {
+	Run(ctx context.Context, req ai.Request) (ai.Result, error)
+}
+
+// Publisher pushes a message into a channel's room (the realtime hub).
+type Publisher interface {
+	Publish(ctx context.Context, projectID, channelID string, msg json.RawMessage) error
+}
+
+// Dispatcher enqueues webhook deliveries (the dispatch engine). Enqueue
+// must be idempotent per (event type, channel): it may be called again for
+// the same event after a crash.
+type Dispatcher interface {
+	Enqueue(ctx context.Context, ev Event) error
+}
+
+// Options configures a Service. Zero values take the defaults noted.
+type Options struct {
+	Prefix     string        // Redis key prefix; default "riverhub"
+	Workers    int           // concurrent tasks on this node; default 256
+	MaxQueue   int           // ready tasks above which Submit refuses; default 100000
+	Lease      time.Duration // task lease; default 30s
+	Retention  time.Duration // channel record TTL; default 7 days
+	Node       string        // this node's name on the timeline; default hostname:pid
+	Publisher  Publisher     // nil: no room messages
+	Dispatcher Dispatcher    // nil: no webhooks
+	Registerer prometheus.Registerer
+	Log        zerolog.Logger
+	Now        func() time.Time
+}
+
+// Service runs channels.
+type Service struct {
+	rdb    redis.UniversalClient
+	runner Runner
+	o      Options
+
+	readyKey, leaseKey string
+
+	wake chan struct{}
+
+	mu       sync.Mutex
+	inflight map[string]struct{}
+
+	runCtx    context.Context // cancelled when running tasks must stop
+	runCancel context.CancelFunc
+	stop      chan struct{} // closed to stop claiming
+	loops     sync.WaitGroup
+	tasks     sync.WaitGroup
+	started   bool
+	stopOnce  sync.Once
+
+	m metrics
+}
+
+// New returns a Service; Start begins claiming tasks.
+func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
+	if o.Prefix == "" {
+		o.Prefix = "riverhub"
+	}
+	if o.Workers <= 0 {
+		o.Workers = 256
+	}
+	if o.MaxQueue <= 0 {
+		o.MaxQueue = 100000
+	}
+	if o.Lease <= 0 {
+		o.Lease = 30 * time.Second
+	}
+	if o.Retention <= 0 {
+		o.Retention = 7 * 24 * time.Hour
+	}
+	if o.Node == "" {
+		h, _ := os.Hostname()
+		o.Node = h + ":" + strconv.Itoa(os.Getpid())
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Service{
+		rdb: rdb, runner: runner, o: o,
+		readyKey: o.Prefix + ":{tasks}:ready",
+		leaseKey: o.Prefix + ":{tasks}:lease",
+		wake:     make(chan struct{}, 1),
+		inflight: make(map[string]struct{}),
+		stop:     make(chan struct{}),
+	}
+	s.runCtx, s.runCancel = context.WithCancel(context.Background())
+	s.m = newMetrics(o.Registerer, s)
+	return s
+}
+
+func (s *Service) chKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}" }
+func (s *Service) tlKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}:tl" }
+
+// ErrQueueFull answers a submission the node cannot take on.
+var ErrQueueFull = &apperr.Error{Kind: apperr.RateLimited, Code: "queue_full",
+	Message: "too many tasks are waiting; retry later", RetryAfter: 1}
+
+func (s *Service) writeRecord(pipe redis.Pipeliner, t *Task, status Status, now time.Time, entries ...Entry) error {
+	task, err := json.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("encode task: %w", err)
+	}
+	at := stamp(now)
+	ck, tk := s.chKey(t.ChannelID), s.tlKey(t.ChannelID)
+	pipe.HSet(context.Background(), ck,
+		"project_id", t.ProjectID, "workflow", t.Workflow.Name, "event_name", t.Workflow.EventName,
+		"status", string(status), "created_at", at, "updated_at", at, "task", task)
+	pipe.Expire(context.Background(), ck, s.o.Retention)
+	vals := make([]any, len(entries))
+	for i, e := range entries {
+		vals[i] = mustJSON(e)
+	}
+	pipe.RPush(context.Background(), tk, vals...)
+	pipe.Expire(context.Background(), tk, s.o.Retention)
+	return nil
+}
+
+// Submit records a channel and queues its task. The channel id is chosen
+// by the caller (it is part of the answer, which may have to be stored for
+// idempotency before the task exists). A full queue is ErrQueueFull and
+// leaves nothing behind.
+func (s *Service) Submit(ctx context.Context, t *Task) error {
+	now := s.o.Now()
+	pipe := s.rdb.TxPipeline()
+	if err := s.writeRecord(pipe, t, StatusPending, now, s.requestEntry(t, now)); err != nil {
+		return err
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("record channel: %w", err)
+	}
+	n, err := enqueueScript.Run(ctx, s.rdb, []string{s.readyKey}, t.ChannelID, s.o.MaxQueue).Int64()
+	if err == nil && n < 0 {
+		err = ErrQueueFull
+	}
+	if err != nil {
+		// Not queued: the record must not linger as a request that will
+		// never run.
+		s.rdb.Del(context.WithoutCancel(ctx), s.chKey(t.ChannelID), s.tlKey(t.ChannelID))
+		if errors.Is(err, ErrQueueFull) {
+			s.m.rejected.Inc()
+			return err
+		}
+		return fmt.Errorf("enqueue task: %w", err)
+	}
+	s.m.submitted.Inc()
+	s.poke()
+	return nil
+}
+
+func (s *Service) requestEntry(t *Task, now time.Time) Entry {
+	return Entry{At: stamp(now), Type: "request", Workflow: t.Workflow.Name, Node: s.o.Node}
+}
+
+// RunSync records a channel and runs it on the calling goroutine, returning
+// the final message. The task is leased like a queued one, so if this node
+// dies mid-run another node finishes it (and delivers its webhooks).
+func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error) {
+	now := s.o.Now()
+	pipe := s.rdb.Pipeline()
+	if err := s.writeRecord(pipe, t, StatusGenerating, now, s.requestEntry(t, now),
+		Entry{At: stamp(now), Type: "generating", Node: s.o.Node}); err != nil {
+		return nil, err
+	}
+	pipe.ZAdd(ctx, s.leaseKey, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: t.ChannelID})
+	s.track(t.ChannelID)
+	defer s.untrack(t.ChannelID)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("record channel: %w", err)
+	}
+	s.m.submitted.Inc()
+	msg, err := s.execute(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// execute runs a task that this node holds, completes it and acks it.
+func (s *Service) execute(ctx context.Context, t *Task) (json.RawMessage, error) {
+	s.m.busy.Inc()
+	res, runErr := s.runner.Run(ctx, ai.Request{
+		Chain:        append([]ai.Target{{Provider: t.Workflow.Provider, Model: t.Workflow.Model}}, t.Workflow.Fallbacks...),
+		SystemPrompt: t.Workflow.SystemPrompt,
+		Messages:     t.Messages,
+		Schema:       t.Schema,
+		SchemaName:   t.SchemaName,
+		Mock:         t.Workflow.Mock,
+	})
+	s.m.busy.Dec()
+	s.m.countAttempts(res.Attempts)
+	if ctx.Err() != nil {
+		// Shutting down or the caller left: the lease stays and the task
+		// runs again elsewhere rather than failing for a reason of ours.
+		return nil, ctx.Err()
+	}
+	now := s.o.Now()
+	at := stamp(now)
+	status, msg, err := completedMessage(t, res, runErr, at)
+	if err != nil {
+		return nil, fmt.Errorf("encode message: %w", err)
+	}
+	result, _ := json.Marshal(struct {
+		Data     json.RawMessage `json:"data,omitempty"`
+		Provider string          `json:"provider,omitempty"`
+		Model    string          `json:"model,omitempty"`
+		Tokens   ai.Tokens       `json:"tokens"`
+		Duration int64           `json:"duration_ms"`
+		Attempts []ai.Attempt    `json:"attempts"`
+	}{res.Data, res.Provider, res.Model, res.Tokens, res.DurationMS, res.Attempts})
+	args := []any{string(status), result, msg, at}
+	for _, a := range res.Attempts {
+		d, ok := a.DurationMS, a.Success
+		args = append(args, mustJSON(Entry{At: at, Type: "ai_attempt", Provider: a.Provider, Model: a.Model,
+			DurationMS: &d, Success: &ok, Error: a.Error}))
+	}
+	final := Entry{At: at, Type: "completed", Node: s.o.Node}
+	if status == StatusError {
+		final.Type = "failed"
+		if runErr != nil {
+			final.Error = errorText(runErr)
+		}
+	}
+	args = append(args, mustJSON(final))
+	out, err := completeScript.Run(ctx, s.rdb, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("complete channel: %w", err)
+	}
+	won, _ := out[0].(int64)
+	if won < 0 {
+		s.ack(ctx, t.ChannelID)
+		return nil, apperr.NotFoundf("channel %s expired", t.ChannelID)
+	}
+	if won == 1 {
+		s.m.completed.WithLabelValues(string(status)).Inc()
+	}
+	winner := json.RawMessage(out[1].(string))
+	if err := s.finish(ctx, t.ProjectID, t.ChannelID, t.WebhookID, winner); err != nil {
+		return nil, err
+	}
+	return winner, nil
+}
+
+func errorText(err error) string {
+	if e := apperr.As(err); e != nil {
+		return e.Message
+	}
+	return err.Error()
+}
+
+// finish runs the side effects of a final message, then releases the
+// lease. Both side effects are idempotent, so a reclaimed task that had
+// already completed can run them again.
+func (s *Service) finish(ctx context.Context, pid, cid, webhookID string, msg json.RawMessage) error {
+	if s.o.Dispatcher != nil {
+		if err := s.o.Dispatcher.Enqueue(ctx, Event{Type: "task.completed", ProjectID: pid, ChannelID: cid,
+			WebhookID: webhookID, Body: msg}); err != nil {
+			return fmt.Errorf("enqueue webhooks: %w", err) // lease kept: retried after reclaim
+		}
+	}
+	if s.o.Publisher != nil {
+		if err := s.o.Publisher.Publish(ctx, pid, cid, msg); err != nil {
+			return fmt.Errorf("publish: %w", err)
+		}
+	}
+	s.ack(ctx, cid)
+	return nil
+}
+
+func (s *Service) ack(ctx context.Context, cid string) {
+	if err := s.rdb.ZRem(context.WithoutCancel(ctx), s.leaseKey, cid).Err(); err != nil {
+		// The lease will expire and the task be finished again: harmless.
+		s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("ack task")
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// Get returns a channel of the project; another project's channel is not
+// found.
+func (s *Service) Get(ctx context.Context, pid, cid string) (View, error) {
+	v, err := s.rdb.HMGet(ctx, s.chKey(cid), "project_id", "workflow", "event_name", "status", "created_at", "updated_at", "message").Result()
+	if err != nil {
+		return View{}, fmt.Errorf("get channel: %w", err)
+	}
+	owner, _ := v[0].(string)
+	if owner == "" || owner != pid {
+		return View{}, apperr.NotFoundf("channel %s not found", cid)
+	}
+	str := func(i int) string { x, _ := v[i].(string); return x }
+	view := View{ChannelID: cid, ProjectID: owner, Workflow: str(1), Status: Status(str(3)),
+		CreatedAt: str(4), UpdatedAt: str(5), Message: json.RawMessage("null")}
+	if ev := str(2); ev != "" {
+		view.EventName = &ev
+	}
+	if m := str(6); m != "" {
+		view.Message = json.RawMessage(m)
+	}
+	return view, nil
+}
+
+// Timeline returns a channel's audit timeline, in order.
+func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.RawMessage, error) {
+	view, err := s.Get(ctx, pid, cid)
+	if err != nil {
+		return View{}, nil, err
+	}
+	raw, err := s.rdb.LRange(ctx, s.tlKey(cid), 0, -1).Result()
+	if err != nil {
+		return View{}, nil, fmt.Errorf("timeline: %w", err)
+	}
+	out := make([]json.RawMessage, len(raw))
+	for i, r := range raw {
+		out[i] = json.RawMessage(r)
+	}
+	return view, out, nil
+}
+
+// QueueDepth is the number of tasks waiting for a worker.
+func (s *Service) QueueDepth(ctx context.Context) (int64, error) {
+	return s.rdb.LLen(ctx, s.readyKey).Result()
+}

@@ -1,0 +1,240 @@
+package channels
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	claimBatch = 64                     // most tasks one claim script moves
+	idlePoll   = 50 * time.Millisecond  // claim retry when the queue was empty
+	errorPause = 500 * time.Millisecond // after a Redis error
+)
+
+// Start launches the claimer, the lease heartbeat and the reclaimer. Stop
+// them with Shutdown.
+func (s *Service) Start() {
+	s.started = true
+	s.loops.Add(3)
+	go s.claimLoop()
+	go s.every(s.o.Lease/3, s.heartbeat)
+	go s.every(max(s.o.Lease/4, 50*time.Millisecond), s.reclaim)
+}
+
+// poke wakes this node's claimer after a local submission.
+func (s *Service) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) track(cid string) {
+	s.mu.Lock()
+	s.inflight[cid] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *Service) untrack(cid string) {
+	s.mu.Lock()
+	delete(s.inflight, cid)
+	s.mu.Unlock()
+}
+
+func (s *Service) claimLoop() {
+	defer s.loops.Done()
+	slots := make(chan struct{}, s.o.Workers) // one token per free worker
+	for range s.o.Workers {
+		slots <- struct{}{}
+	}
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-slots:
+		}
+		n := 1
+	more:
+		for n < claimBatch {
+			select {
+			case <-slots:
+				n++
+			default:
+				break more
+			}
+		}
+		ids, err := s.claim(n)
+		for range n - len(ids) {
+			slots <- struct{}{}
+		}
+		for _, id := range ids {
+			s.track(id)
+			s.tasks.Add(1)
+			go func() {
+				defer func() {
+					s.untrack(id)
+					slots <- struct{}{}
+					s.tasks.Done()
+				}()
+				s.process(id)
+			}()
+		}
+		if len(ids) > 0 {
+			continue
+		}
+		pause := idlePoll
+		if err != nil {
+			pause = errorPause
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-s.stop:
+			t.Stop()
+			return
+		case <-s.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (s *Service) claim(n int) ([]string, error) {
+	deadline := s.o.Now().Add(s.o.Lease).UnixMilli()
+	ids, err := claimScript.Run(s.runCtx, s.rdb, []string{s.readyKey, s.leaseKey}, n, deadline).StringSlice()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		if s.runCtx.Err() == nil {
+			s.o.Log.Error().Err(err).Msg("claim tasks")
+		}
+		return nil, err
+	}
+	return ids, nil
+}
+
+// process runs one claimed task.
+func (s *Service) process(cid string) {
+	ctx := s.runCtx
+	now := stamp(s.o.Now())
+	start := mustJSON(Entry{At: now, Type: "generating", Node: s.o.Node})
+	restart := mustJSON(Entry{At: now, Type: "requeued", Node: s.o.Node, Error: "the previous run's lease expired"})
+	out, err := startScript.Run(ctx, s.rdb, []string{s.chKey(cid), s.tlKey(cid)}, now, start, restart).StringSlice()
+	if err != nil {
+		if ctx.Err() == nil {
+			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("start task") // lease expires, task comes back
+		}
+		return
+	}
+	switch out[0] {
+	case "gone":
+		s.ack(ctx, cid)
+	case "done":
+		var t Task
+		if len(out) > 3 && out[1] != "" {
+			_ = json.Unmarshal([]byte(out[3]), &t)
+			if err := s.finish(ctx, out[2], cid, t.WebhookID, json.RawMessage(out[1])); err != nil && ctx.Err() == nil {
+				s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("finish task")
+			}
+			return
+		}
+		s.ack(ctx, cid)
+	case "run":
+		var t Task
+		if err := json.Unmarshal([]byte(out[1]), &t); err != nil {
+			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("decode task; dropping it from the queue")
+			s.ack(ctx, cid)
+			return
+		}
+		if _, err := s.execute(ctx, &t); err != nil && ctx.Err() == nil {
+			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("run task")
+		}
+	}
+}
+
+func (s *Service) every(d time.Duration, f func()) {
+	defer s.loops.Done()
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}
+
+// heartbeat extends the leases of every task this node runs, in one call.
+func (s *Service) heartbeat() {
+	s.mu.Lock()
+	ids := make([]redis.Z, 0, len(s.inflight))
+	score := float64(s.o.Now().Add(s.o.Lease).UnixMilli())
+	for id := range s.inflight {
+		ids = append(ids, redis.Z{Score: score, Member: id})
+	}
+	s.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	// XX: never re-add a lease that was acked or reclaimed meanwhile.
+	if err := s.rdb.ZAddXX(s.runCtx, s.leaseKey, ids...).Err(); err != nil && s.runCtx.Err() == nil {
+		s.o.Log.Warn().Err(err).Msg("extend task leases")
+	}
+}
+
+// reclaim requeues tasks whose leases ran out (their node died).
+func (s *Service) reclaim() {
+	n, err := reclaimScript.Run(s.runCtx, s.rdb, []string{s.readyKey, s.leaseKey}, s.o.Now().UnixMilli(), 1000).Int()
+	if err != nil {
+		if s.runCtx.Err() == nil {
+			s.o.Log.Warn().Err(err).Msg("reclaim expired task leases")
+		}
+		return
+	}
+	if n > 0 {
+		s.m.reclaimed.Add(float64(n))
+		s.o.Log.Info().Int("tasks", n).Msg("requeued tasks whose lease expired")
+		s.poke()
+	}
+}
+
+// Shutdown stops claiming, waits for running tasks until ctx ends, then
+// stops the rest and gives their leases back so another node takes them
+// at once. Safe to call twice.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.loops.Wait()
+		done := make(chan struct{})
+		go func() { s.tasks.Wait(); close(done) }()
+		var ids []any
+		select {
+		case <-done:
+		case <-ctx.Done():
+			// Whatever runs now is abandoned: remember it before the
+			// cancelled runs untrack themselves, then hand it back.
+			s.mu.Lock()
+			for id := range s.inflight {
+				ids = append(ids, id)
+			}
+			s.mu.Unlock()
+			s.runCancel()
+			<-done
+		}
+		s.runCancel()
+		if len(ids) > 0 {
+			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n, err := releaseScript.Run(rctx, s.rdb, []string{s.readyKey, s.leaseKey}, ids...).Int()
+			if err != nil {
+				s.o.Log.Warn().Err(err).Msg("release task leases; they will expire instead")
+			} else {
+				s.o.Log.Info().Int("tasks", n).Msg("released unfinished tasks to other nodes")
+			}
+		}
+	})
+	return nil
+}

@@ -1,0 +1,148 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// setting describes one variable. The table below drives Load, Usage and
+// Vars, so the documentation cannot drift from what is parsed.
+type setting struct {
+	env   string // environment variable
+	flag  string // flag name without the dash; "" for secrets
+	def   string // default as shown to people
+	help  string // one-line meaning
+	apply func(c *Config, v string) error
+}
+
+var settings = []setting{
+	{"RIVERHUB_ADDR", "addr", ":8080", "HTTP listen address (host:port)",
+		func(c *Config, v string) error { c.Addr = v; return nil }},
+	{"REDIS_URL", "redis-url", "(embedded, development only)", "redis://, rediss://, redis-sentinel:// or redis-cluster:// URL",
+		func(c *Config, v string) error { c.RedisURL = v; return nil }},
+	{"RIVERHUB_ENV", "env", string(Development), "development or production (stricter checks)",
+		func(c *Config, v string) error { c.Env = Env(v); return nil }},
+	{"RIVERHUB_PUBLIC_URL", "public-url", "http://localhost:<port of addr>", "external base URL for callback_url and websocket_url; https in production",
+		func(c *Config, v string) error { c.PublicURL = trimSlash(v); return nil }},
+	{"RIVERHUB_KEY_PREFIX", "key-prefix", "riverhub", "prefix of every Redis key ([A-Za-z0-9_.:-], 1-64 chars)",
+		func(c *Config, v string) error { c.KeyPrefix = v; return nil }},
+	{"RIVERHUB_ADMIN_KEY", "", "(none: admin API off)", "admin API key, at least 16 chars",
+		func(c *Config, v string) error { c.AdminKey = v; return nil }},
+	{"RIVERHUB_TOKEN_SECRET", "", "(random per process in development)", "ws_token signing secret, at least 32 bytes; required in production",
+		func(c *Config, v string) error { c.TokenSecret = v; return nil }},
+	{"RIVERHUB_RETRY_SCHEDULE", "retry-schedule", "0s,5s,30s,2m,10m,30m,1h,2h", "webhook delay before each attempt (1-50 durations)",
+		func(c *Config, v string) (err error) { c.RetrySchedule, err = parseSchedule(v); return err }},
+	{"RIVERHUB_WEBHOOK_TIMEOUT", "webhook-timeout", "10s", "timeout of one webhook delivery attempt",
+		durationField(func(c *Config) *time.Duration { return &c.WebhookTimeout })},
+	{"RIVERHUB_CALLBACK_TIMEOUT", "callback-timeout", "5m", "how long a task waits for its callback",
+		durationField(func(c *Config) *time.Duration { return &c.CallbackTimeout })},
+	{"RIVERHUB_PLAYGROUND_CALLBACK_DELAY", "playground-callback-delay", "1.5s", "delay before the playground answers its callback",
+		durationField(func(c *Config) *time.Duration { return &c.PlaygroundCallbackDelay })},
+	{"OPENAI_API_KEY", "", "(none: provider off)", "OpenAI API key",
+		func(c *Config, v string) error { c.OpenAIAPIKey = v; return nil }},
+	{"OPENAI_BASE_URL", "openai-base-url", "https://api.openai.com/v1", "OpenAI-compatible API root",
+		func(c *Config, v string) error { c.OpenAIBaseURL = trimSlash(v); return nil }},
+	{"ANTHROPIC_API_KEY", "", "(none: provider off)", "Anthropic API key",
+		func(c *Config, v string) error { c.AnthropicAPIKey = v; return nil }},
+	{"ANTHROPIC_BASE_URL", "anthropic-base-url", "https://api.anthropic.com", "Anthropic API root",
+		func(c *Config, v string) error { c.AnthropicBaseURL = trimSlash(v); return nil }},
+	{"RIVERHUB_PROVIDER_TIMEOUT", "provider-timeout", "60s", "timeout of one model provider attempt",
+		durationField(func(c *Config) *time.Duration { return &c.ProviderTimeout })},
+	{"RIVERHUB_WORKERS", "workers", "256", "task workers on this node (1-100000)",
+		func(c *Config, v string) (err error) { c.Workers, err = parseInt(v); return err }},
+	{"RIVERHUB_MAX_QUEUE", "max-queue", "100000", "queued tasks above which submission answers 429",
+		func(c *Config, v string) (err error) { c.MaxQueue, err = parseInt(v); return err }},
+	{"RIVERHUB_TASK_LEASE", "task-lease", "30s", "how long a claimed task is hidden before it is reclaimed",
+		durationField(func(c *Config) *time.Duration { return &c.TaskLease })},
+	{"RIVERHUB_RETENTION", "retention", "168h", "TTL of channel records (7 days)",
+		durationField(func(c *Config) *time.Duration { return &c.Retention })},
+	{"RIVERHUB_DLQ_RETENTION", "dlq-retention", "720h", "how long dead letters are kept (30 days)",
+		durationField(func(c *Config) *time.Duration { return &c.DLQRetention })},
+	{"RIVERHUB_MAX_BODY_BYTES", "max-body-bytes", "1048576", "request body limit in bytes (1 MiB)",
+		func(c *Config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return fmt.Errorf("%q is not an integer", v)
+			}
+			c.MaxBodyBytes = n
+			return nil
+		}},
+	{"RIVERHUB_TOKEN_TTL", "token-ttl", "1h", "lifetime of a ws_token",
+		durationField(func(c *Config) *time.Duration { return &c.TokenTTL })},
+	{"RIVERHUB_SHUTDOWN_TIMEOUT", "shutdown-timeout", "15s", "how long shutdown waits for in-flight work",
+		durationField(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+	{"RIVERHUB_LOG_LEVEL", "log-level", "info", "debug, info, warn or error",
+		func(c *Config, v string) error { c.LogLevel = v; return nil }},
+	{"RIVERHUB_ALLOW_CIDRS", "allow-cidrs", "(none)", "private CIDRs production allows as webhook targets",
+		func(c *Config, v string) (err error) { c.AllowCIDRs, err = parseCIDRs(v); return err }},
+}
+
+func durationField(field func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return err // names the value: time: invalid duration "x"
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+// trimSlash drops trailing slashes from a base URL, since paths are
+// appended to it, but leaves "https://" alone so the error names the
+// missing host.
+func trimSlash(v string) string {
+	for strings.HasSuffix(v, "/") && !strings.HasSuffix(v, "://") {
+		v = v[:len(v)-1]
+	}
+	return v
+}
+
+func parseInt(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not an integer", v)
+	}
+	return n, nil
+}
+
+// Var documents one setting, for help output and the README table.
+type Var struct {
+	Env     string // environment variable, e.g. "RIVERHUB_WORKERS"
+	Flag    string // flag with its dash, e.g. "-workers"; "" when the setting is a secret
+	Default string // default as text; parenthesised when it is a description
+	Help    string // one-line meaning
+}
+
+// Vars lists every setting in a stable order.
+func Vars() []Var {
+	out := make([]Var, len(settings))
+	for i, s := range settings {
+		out[i] = Var{Env: s.env, Default: s.def, Help: s.help}
+		if s.flag != "" {
+			out[i].Flag = "-" + s.flag
+		}
+	}
+	return out
+}
+
+// Usage returns an aligned table of every environment variable with its
+// flag, default and meaning.
+func Usage() string {
+	var b strings.Builder
+	b.WriteString("Settings (a flag overrides its environment variable; secrets have no flag):\n\n")
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "VARIABLE\tFLAG\tDEFAULT\tMEANING")
+	for _, v := range Vars() {
+		f := v.Flag
+		if f == "" {
+			f = "(none)"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", v.Env, f, v.Default, v.Help)
+	}
+	w.Flush()
+	return b.String()
+}

@@ -1,0 +1,226 @@
+package console
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/riverhub/riverhub/apperr"
+)
+
+// Event types a webhook endpoint can subscribe to.
+const (
+	EventTaskCompleted   = "task.completed"
+	EventTaskAIGenerated = "task.ai_generated"
+)
+
+// Events lists every event type; an endpoint created without events gets
+// all of them.
+var Events = []string{EventTaskCompleted, EventTaskAIGenerated}
+
+// SecretRotationOverlap is how long the previous secret keeps signing
+// beside the new one after a rotation.
+const SecretRotationOverlap = 24 * time.Hour
+
+// Webhook is an endpoint that receives signed deliveries.
+type Webhook struct {
+	ID          string    `json:"id"`
+	URL         string    `json:"url"`
+	Description string    `json:"description"`
+	Events      []string  `json:"events"`
+	Enabled     bool      `json:"enabled"`
+	Secret      string    `json:"secret"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	// PreviousSecret signs beside Secret until PreviousSecretExpiresAt.
+	PreviousSecret          string     `json:"previous_secret,omitempty"`
+	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
+}
+
+// Subscribes reports whether the endpoint wants events of type t.
+func (w *Webhook) Subscribes(t string) bool {
+	return w.Enabled && slices.Contains(w.Events, t)
+}
+
+// Secrets returns the secrets that sign a delivery at time now: the
+// current one, and the previous one during its overlap.
+func (w *Webhook) Secrets(now time.Time) []string {
+	if w.PreviousSecret != "" && w.PreviousSecretExpiresAt != nil && now.Before(*w.PreviousSecretExpiresAt) {
+		return []string{w.Secret, w.PreviousSecret}
+	}
+	return []string{w.Secret}
+}
+
+// WebhookInput creates an endpoint.
+type WebhookInput struct {
+	URL         string   `json:"url"`
+	Description string   `json:"description"`
+	Events      []string `json:"events"`
+}
+
+// WebhookPatch changes some fields of an endpoint; nil fields stay.
+type WebhookPatch struct {
+	URL         *string   `json:"url"`
+	Description *string   `json:"description"`
+	Events      *[]string `json:"events"`
+	Enabled     *bool     `json:"enabled"`
+}
+
+func newSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return "whsec_" + base64.StdEncoding.EncodeToString(b)
+}
+
+func (s *Store) webhooksKey(pid string) string { return s.projKey(pid, "webhooks") }
+
+func (s *Store) checkURL(ctx context.Context, u string) error {
+	if len(u) > 2048 {
+		return apperr.Invalidf("url is longer than 2048 characters")
+	}
+	if err := s.guard.CheckURL(ctx, u, s.production); err != nil {
+		return apperr.New(apperr.Invalid, "invalid_url", "%v", err)
+	}
+	return nil
+}
+
+func checkEvents(ev []string) ([]string, error) {
+	if len(ev) == 0 {
+		return slices.Clone(Events), nil
+	}
+	out := make([]string, 0, len(ev))
+	for _, e := range ev {
+		if !slices.Contains(Events, e) {
+			return nil, apperr.Invalidf("unknown event %q (known: task.completed, task.ai_generated)", e)
+		}
+		if !slices.Contains(out, e) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// CreateWebhook validates the URL and stores a new enabled endpoint with a
+// fresh secret.
+func (s *Store) CreateWebhook(ctx context.Context, pid string, in WebhookInput) (Webhook, error) {
+	if err := s.checkURL(ctx, in.URL); err != nil {
+		return Webhook{}, err
+	}
+	if len(in.Description) > 1024 {
+		return Webhook{}, apperr.Invalidf("description is longer than 1024 characters")
+	}
+	ev, err := checkEvents(in.Events)
+	if err != nil {
+		return Webhook{}, err
+	}
+	now := s.now().UTC()
+	w := Webhook{ID: randomID("wh_"), URL: in.URL, Description: in.Description, Events: ev, Enabled: true,
+		Secret: newSecret(), CreatedAt: now, UpdatedAt: now}
+	if err := s.rdb.HSet(ctx, s.webhooksKey(pid), w.ID, mustJSON(w)).Err(); err != nil {
+		return Webhook{}, fmt.Errorf("create webhook: %w", err)
+	}
+	return w, nil
+}
+
+// GetWebhook returns one endpoint.
+func (s *Store) GetWebhook(ctx context.Context, pid, id string) (Webhook, error) {
+	var w Webhook
+	err := s.getJSON(ctx, s.webhooksKey(pid), id, "webhook", &w)
+	return w, err
+}
+
+// ListWebhooks lists endpoints, oldest first.
+func (s *Store) ListWebhooks(ctx context.Context, pid string, p ListParams) (Page[Webhook], error) {
+	return listHash(ctx, s, s.webhooksKey(pid), p, func(w *Webhook) string { return createdKey(w.CreatedAt, w.ID) })
+}
+
+// AllWebhooks returns every endpoint of a project (for dispatch).
+func (s *Store) AllWebhooks(ctx context.Context, pid string) ([]Webhook, error) {
+	var all []Webhook
+	p := ListParams{Limit: 500}
+	for {
+		page, err := s.ListWebhooks(ctx, pid, p)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page.Items...)
+		if page.NextCursor == nil {
+			return all, nil
+		}
+		p.Cursor = *page.NextCursor
+	}
+}
+
+// UpdateWebhook applies a patch.
+func (s *Store) UpdateWebhook(ctx context.Context, pid, id string, p WebhookPatch) (Webhook, error) {
+	return s.modifyWebhook(ctx, pid, id, func(w *Webhook) error {
+		if p.URL != nil {
+			if err := s.checkURL(ctx, *p.URL); err != nil {
+				return err
+			}
+			w.URL = *p.URL
+		}
+		if p.Description != nil {
+			if len(*p.Description) > 1024 {
+				return apperr.Invalidf("description is longer than 1024 characters")
+			}
+			w.Description = *p.Description
+		}
+		if p.Events != nil {
+			ev, err := checkEvents(*p.Events)
+			if err != nil {
+				return err
+			}
+			w.Events = ev
+		}
+		if p.Enabled != nil {
+			w.Enabled = *p.Enabled
+		}
+		return nil
+	})
+}
+
+// RotateSecret issues a new secret; the old one keeps signing beside it for
+// SecretRotationOverlap so receivers can switch without dropping deliveries.
+func (s *Store) RotateSecret(ctx context.Context, pid, id string) (Webhook, error) {
+	return s.modifyWebhook(ctx, pid, id, func(w *Webhook) error {
+		exp := s.now().UTC().Add(SecretRotationOverlap)
+		w.PreviousSecret, w.PreviousSecretExpiresAt = w.Secret, &exp
+		w.Secret = newSecret()
+		return nil
+	})
+}
+
+func (s *Store) modifyWebhook(ctx context.Context, pid, id string, change func(*Webhook) error) (Webhook, error) {
+	w, err := s.GetWebhook(ctx, pid, id)
+	if err != nil {
+		return Webhook{}, err
+	}
+	if err := change(&w); err != nil {
+		return Webhook{}, err
+	}
+	w.UpdatedAt = s.now().UTC()
+	n, err := replaceScript.Run(ctx, s.rdb, []string{s.webhooksKey(pid)}, id, mustJSON(w)).Int()
+	if err != nil {
+		return Webhook{}, fmt.Errorf("update webhook: %w", err)
+	}
+	if n == 0 {
+		return Webhook{}, apperr.NotFoundf("webhook %q not found", id)
+	}
+	return w, nil
+}
+
+// DeleteWebhook removes an endpoint.
+func (s *Store) DeleteWebhook(ctx context.Context, pid, id string) error {
+	n, err := s.rdb.HDel(ctx, s.webhooksKey(pid), id).Result()
+	if err != nil {
+		return fmt.Errorf("delete webhook: %w", err)
+	}
+	if n == 0 {
+		return apperr.NotFoundf("webhook %q not found", id)
+	}
+	return nil
+}

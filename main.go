@@ -1,0 +1,148 @@
+// Command riverhub is a self-hosted server for asynchronous AI requests:
+// REST task submission, provider calls with fallbacks, signed webhooks,
+// backend callbacks and WebSocket channels. See README.md.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+
+	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/channels"
+	"github.com/riverhub/riverhub/config"
+	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/netguard"
+	"github.com/riverhub/riverhub/rdb"
+	"github.com/riverhub/riverhub/server"
+	"github.com/riverhub/riverhub/wstoken"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "serve" {
+		args = args[1:]
+	}
+	if err := run(ctx, args, os.Getenv, os.Stdout, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "riverhub:", err)
+		os.Exit(1)
+	}
+}
+
+// run starts riverhub and serves until ctx ends. When ready is not nil it
+// receives the listening address once the server accepts connections (tests
+// start the program on ":0").
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, ready chan<- string) error {
+	cfg, err := config.Load(args, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, config.Usage())
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stdout)
+
+	if cfg.TokenSecret == "" {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		cfg.TokenSecret = hex.EncodeToString(b)
+		log.Warn().Msg("RIVERHUB_TOKEN_SECRET is not set: using a random one; ws tokens will not work on other nodes or after a restart")
+	}
+
+	conn, err := rdb.Open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	store := console.New(conn, console.Options{Prefix: cfg.KeyPrefix, Production: cfg.Production(),
+		Guard: &netguard.Guard{Allow: cfg.AllowCIDRs}})
+	project, generated, err := store.Bootstrap(ctx, cfg.AdminKey)
+	if err != nil {
+		return fmt.Errorf("bootstrap the default project: %w", err)
+	}
+	if generated != "" {
+		fmt.Fprintf(stdout, "\n  riverhub admin API key (shown once; set RIVERHUB_ADMIN_KEY to choose your own):\n\n    %s\n\n", generated)
+	}
+	log.Info().Str("project_id", project.ID).Msg("default project ready")
+
+	runner := ai.NewRunner(ai.Config{
+		OpenAIBaseURL: cfg.OpenAIBaseURL, OpenAIAPIKey: cfg.OpenAIAPIKey,
+		AnthropicBaseURL: cfg.AnthropicBaseURL, AnthropicAPIKey: cfg.AnthropicAPIKey,
+		Timeout: cfg.ProviderTimeout,
+	})
+	svc := channels.New(conn, runner, channels.Options{
+		Prefix: cfg.KeyPrefix, Workers: cfg.Workers, MaxQueue: cfg.MaxQueue, Lease: cfg.TaskLease,
+		Retention: cfg.Retention, Registerer: reg, Log: log,
+	})
+	svc.Start()
+
+	srv := server.New(server.Deps{
+		Console: store, Channels: svc, Tokens: wstoken.NewIssuer(cfg.TokenSecret, cfg.TokenTTL),
+		Ready: func(ctx context.Context) error { return conn.Ping(ctx).Err() }, Registry: reg, Log: log,
+		PublicURL: cfg.PublicURL, MaxBodyBytes: cfg.MaxBodyBytes,
+	})
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		_ = svc.Shutdown(context.Background())
+		return fmt.Errorf("RIVERHUB_ADDR: %w", err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	log.Info().Str("addr", ln.Addr().String()).Str("env", string(cfg.Env)).Str("public_url", cfg.PublicURL).Msg("riverhub is serving")
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		_ = svc.Shutdown(context.Background())
+		return fmt.Errorf("serve: %w", err)
+	}
+	// Ordered: stop taking requests (waiting for the ones in flight), stop
+	// claiming tasks and let running ones finish within the bound, then the
+	// deferred Redis close.
+	log.Info().Msg("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn().Err(err).Msg("http shutdown")
+	}
+	_ = svc.Shutdown(sctx)
+	log.Info().Msg("stopped")
+	return nil
+}
+
+func newLogger(cfg *config.Config, stdout io.Writer) zerolog.Logger {
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		level = zerolog.InfoLevel
+	}
+	var w io.Writer = stdout
+	if !cfg.Production() {
+		w = zerolog.ConsoleWriter{Out: stdout, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}

@@ -1,0 +1,188 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/riverhub/riverhub/console"
+)
+
+// answer writes v with status, or the error.
+func (s *Server) answer(c *gin.Context, status int, v any, err error) {
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(status, v)
+}
+
+func list[T any](s *Server, c *gin.Context, f func(console.ListParams) (console.Page[T], error)) {
+	p, err := listParams(c)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	page, err := f(p)
+	s.answer(c, http.StatusOK, page, err)
+}
+
+func (s *Server) createWorkflow(c *gin.Context) {
+	var in console.WorkflowInput
+	if !s.body(c, &in) {
+		return
+	}
+	w, err := s.Console.CreateWorkflow(c.Request.Context(), principal(c).ProjectID, in)
+	s.answer(c, http.StatusCreated, w, err)
+}
+
+func (s *Server) listWorkflows(c *gin.Context) {
+	list(s, c, func(p console.ListParams) (console.Page[console.Workflow], error) {
+		return s.Console.ListWorkflows(c.Request.Context(), principal(c).ProjectID, p)
+	})
+}
+
+func (s *Server) getWorkflow(c *gin.Context) {
+	w, err := s.Console.GetWorkflow(c.Request.Context(), principal(c).ProjectID, c.Param("name"))
+	s.answer(c, http.StatusOK, w, err)
+}
+
+func (s *Server) replaceWorkflow(c *gin.Context) {
+	var in console.WorkflowInput
+	if !s.body(c, &in) {
+		return
+	}
+	w, err := s.Console.ReplaceWorkflow(c.Request.Context(), principal(c).ProjectID, c.Param("name"), in)
+	s.answer(c, http.StatusOK, w, err)
+}
+
+func (s *Server) deleteWorkflow(c *gin.Context) {
+	err := s.Console.DeleteWorkflow(c.Request.Context(), principal(c).ProjectID, c.Param("name"))
+	s.answer(c, http.StatusOK, gin.H{"deleted": true}, err)
+}
+
+func (s *Server) createOutput(c *gin.Context) {
+	var in struct {
+		Name   string          `json:"name"`
+		Schema json.RawMessage `json:"schema"`
+	}
+	if !s.body(c, &in) {
+		return
+	}
+	o, err := s.Console.CreateOutput(c.Request.Context(), principal(c).ProjectID, in.Name, in.Schema)
+	s.answer(c, http.StatusCreated, o, err)
+}
+
+func (s *Server) listOutputs(c *gin.Context) {
+	list(s, c, func(p console.ListParams) (console.Page[console.StructuredOutput], error) {
+		return s.Console.ListOutputs(c.Request.Context(), principal(c).ProjectID, p)
+	})
+}
+
+func (s *Server) getOutput(c *gin.Context) {
+	o, err := s.Console.GetOutput(c.Request.Context(), principal(c).ProjectID, c.Param("id"))
+	s.answer(c, http.StatusOK, o, err)
+}
+
+func (s *Server) deleteOutput(c *gin.Context) {
+	err := s.Console.DeleteOutput(c.Request.Context(), principal(c).ProjectID, c.Param("id"))
+	s.answer(c, http.StatusOK, gin.H{"deleted": true}, err)
+}
+
+func (s *Server) createWebhook(c *gin.Context) {
+	var in console.WebhookInput
+	if !s.body(c, &in) {
+		return
+	}
+	w, err := s.Console.CreateWebhook(c.Request.Context(), principal(c).ProjectID, in)
+	s.answer(c, http.StatusCreated, w, err)
+}
+
+func (s *Server) listWebhooks(c *gin.Context) {
+	list(s, c, func(p console.ListParams) (console.Page[console.Webhook], error) {
+		return s.Console.ListWebhooks(c.Request.Context(), principal(c).ProjectID, p)
+	})
+}
+
+func (s *Server) getWebhook(c *gin.Context) {
+	w, err := s.Console.GetWebhook(c.Request.Context(), principal(c).ProjectID, c.Param("id"))
+	s.answer(c, http.StatusOK, w, err)
+}
+
+func (s *Server) updateWebhook(c *gin.Context) {
+	var in console.WebhookPatch
+	if !s.body(c, &in) {
+		return
+	}
+	w, err := s.Console.UpdateWebhook(c.Request.Context(), principal(c).ProjectID, c.Param("id"), in)
+	s.answer(c, http.StatusOK, w, err)
+}
+
+func (s *Server) deleteWebhook(c *gin.Context) {
+	err := s.Console.DeleteWebhook(c.Request.Context(), principal(c).ProjectID, c.Param("id"))
+	s.answer(c, http.StatusOK, gin.H{"deleted": true}, err)
+}
+
+func (s *Server) rotateSecret(c *gin.Context) {
+	w, err := s.Console.RotateSecret(c.Request.Context(), principal(c).ProjectID, c.Param("id"))
+	s.answer(c, http.StatusOK, w, err)
+}
+
+// keyView is an API key as clients see it: never its hash.
+type keyView struct {
+	console.APIKey
+	Hash string `json:"hash,omitempty"`
+}
+
+func viewKey(k console.APIKey) keyView { return keyView{APIKey: k} }
+
+func (s *Server) createKey(c *gin.Context) {
+	var in struct {
+		Name string `json:"name"`
+	}
+	if !s.body(c, &in) {
+		return
+	}
+	k, key, err := s.Console.CreateKey(c.Request.Context(), principal(c).ProjectID, in.Name)
+	s.answer(c, http.StatusCreated, struct {
+		keyView
+		Key string `json:"key"`
+	}{viewKey(k), key}, err)
+}
+
+func (s *Server) listKeys(c *gin.Context) {
+	list(s, c, func(p console.ListParams) (console.Page[keyView], error) {
+		page, err := s.Console.ListKeys(c.Request.Context(), principal(c).ProjectID, p)
+		out := console.Page[keyView]{Items: make([]keyView, len(page.Items)), NextCursor: page.NextCursor}
+		for i, k := range page.Items {
+			out.Items[i] = viewKey(k)
+		}
+		return out, err
+	})
+}
+
+func (s *Server) deleteKey(c *gin.Context) {
+	err := s.Console.DeleteKey(c.Request.Context(), principal(c).ProjectID, c.Param("id"))
+	s.answer(c, http.StatusOK, gin.H{"deleted": true}, err)
+}
+
+func (s *Server) createProject(c *gin.Context) {
+	var in struct {
+		Name string `json:"name"`
+	}
+	if !s.body(c, &in) {
+		return
+	}
+	p, key, err := s.Console.CreateProject(c.Request.Context(), in.Name)
+	s.answer(c, http.StatusCreated, struct {
+		console.Project
+		Key string `json:"key"`
+	}{p, key}, err)
+}
+
+func (s *Server) listProjects(c *gin.Context) {
+	list(s, c, func(p console.ListParams) (console.Page[console.Project], error) {
+		return s.Console.ListProjects(c.Request.Context(), p)
+	})
+}

@@ -1,0 +1,147 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/apperr"
+)
+
+// readBody reads a request body within the size limit.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, tooLarge(limit)
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge(limit)
+		}
+		return nil, apperr.Invalidf("cannot read the request body")
+	}
+	return b, nil
+}
+
+// decodeJSON decodes exactly one JSON object into v, with errors a client
+// can act on. Unknown fields are ignored: clients of compatible services
+// send fields riverhub does not use.
+func decodeJSON(body []byte, v any) error {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return apperr.Invalidf("request body is empty; send a JSON object")
+	}
+	if body[0] != '{' {
+		return apperr.Invalidf("request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			return apperr.Invalidf("field %q must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+		case errors.As(err, &te):
+			return apperr.Invalidf("request body has a value of the wrong type (%s)", te.Value)
+		case errors.As(err, &se):
+			return apperr.Invalidf("malformed JSON at byte %d: %v", se.Offset, se)
+		default:
+			return apperr.Invalidf("malformed JSON: %v", err)
+		}
+	}
+	if dec.More() {
+		return apperr.Invalidf("request body holds more than one JSON value")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return apperr.Invalidf("request body holds data after the JSON object")
+	}
+	return nil
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "string":
+		return "a string"
+	case "slice", "array":
+		return "an array"
+	case "struct", "map":
+		return "an object"
+	case "bool":
+		return "a boolean"
+	case "int", "int64", "int32", "uint", "uint64", "float64":
+		return "a number"
+	}
+	return "another type"
+}
+
+// taskRequest is the body of POST /v1/ai and /v1/ai/async.
+type taskRequest struct {
+	Workflow     string          `json:"workflow"`
+	Messages     []ai.Message    `json:"messages"`
+	CustomerData json.RawMessage `json:"customer_data"`
+	Metadata     json.RawMessage `json:"metadata"`
+	WebhookID    string          `json:"webhook_id"`
+}
+
+const maxMessages = 1000
+
+// decodeTaskRequest decodes and checks a task submission.
+func decodeTaskRequest(body []byte) (taskRequest, error) {
+	var r taskRequest
+	if err := decodeJSON(body, &r); err != nil {
+		return r, err
+	}
+	if r.Workflow == "" {
+		return r, apperr.Invalidf("workflow is required")
+	}
+	if len(r.Messages) == 0 {
+		return r, apperr.Invalidf("messages is required: a non-empty array of {role, content}")
+	}
+	if len(r.Messages) > maxMessages {
+		return r, apperr.Invalidf("at most %d messages", maxMessages)
+	}
+	for i, m := range r.Messages {
+		switch m.Role {
+		case "system", "user", "assistant":
+		case "":
+			return r, apperr.Invalidf("messages[%d].role is required (system, user or assistant)", i)
+		default:
+			return r, apperr.Invalidf("messages[%d].role %q is not one of system, user, assistant", i, m.Role)
+		}
+	}
+	cd, err := objectOrNull("customer_data", r.CustomerData)
+	if err != nil {
+		return r, err
+	}
+	if cd == nil {
+		if cd, err = objectOrNull("metadata", r.Metadata); err != nil {
+			return r, err
+		}
+	}
+	if cd == nil {
+		cd = json.RawMessage("{}")
+	}
+	r.CustomerData = cd
+	return r, nil
+}
+
+// objectOrNull accepts a JSON object (compacted) or absence/null (nil).
+func objectOrNull(field string, raw json.RawMessage) (json.RawMessage, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil, nil
+	}
+	if raw[0] != '{' {
+		return nil, apperr.Invalidf("%s must be a JSON object", field)
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return nil, apperr.Invalidf("%s: %v", field, fmt.Errorf("malformed JSON"))
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,228 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/channels"
+	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/wstoken"
+)
+
+// Deps are what the server calls into.
+type Deps struct {
+	Console  *console.Store
+	Channels *channels.Service
+	Tokens   *wstoken.Issuer
+	// Ready reports whether Redis answers (GET /readyz).
+	Ready func(ctx context.Context) error
+	// Registry serves /metrics; the server adds its HTTP metrics to it.
+	Registry *prometheus.Registry
+	Log      zerolog.Logger
+	// PublicURL is the base of websocket_url and callback_url.
+	PublicURL string
+	// MaxBodyBytes limits request bodies (413 above it).
+	MaxBodyBytes int64
+}
+
+// Server is the HTTP handler.
+type Server struct {
+	Deps
+	wsURL   string
+	router  *gin.Engine
+	reqs    *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+}
+
+
+// New builds the router.
+func New(d Deps) *Server {
+	gin.SetMode(gin.ReleaseMode)
+	s := &Server{Deps: d, router: gin.New()}
+	s.wsURL = websocketURL(d.PublicURL)
+	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_http_requests_total",
+		Help: "HTTP requests by route and status."}, []string{"route", "method", "status"})
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "riverhub_http_request_duration_seconds",
+		Help:    "HTTP request latency by route.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}},
+		[]string{"route", "method"})
+	if d.Registry != nil {
+		d.Registry.MustRegister(s.reqs, s.latency)
+	}
+	s.routes()
+	return s
+}
+
+// ServeHTTP makes Server an http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// websocketURL turns http(s)://host/base into ws(s)://host/base/socket, the
+// endpoint a Phoenix client is given (it appends /websocket itself).
+func websocketURL(public string) string {
+	u := strings.TrimSuffix(public, "/")
+	switch {
+	case strings.HasPrefix(u, "https://"):
+		u = "wss://" + strings.TrimPrefix(u, "https://")
+	case strings.HasPrefix(u, "http://"):
+		u = "ws://" + strings.TrimPrefix(u, "http://")
+	}
+	return u + "/socket"
+}
+
+func (s *Server) routes() {
+	r := s.router
+	r.Use(s.recoverer, s.observe)
+	r.NoRoute(func(c *gin.Context) { s.fail(c, apperr.NotFoundf("no route %s %s", c.Request.Method, c.Request.URL.Path)) })
+	r.NoMethod(func(c *gin.Context) {
+		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, envelope{Error: "method_not_allowed", Message: "method not allowed on this route"})
+	})
+	r.HandleMethodNotAllowed = true
+
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", s.readyz)
+	if s.Registry != nil {
+		h := promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{})
+		r.GET("/metrics", gin.WrapH(h))
+	}
+
+	api := r.Group("", s.auth)
+	for _, p := range []string{"/v1/ai/async", "/api/v1/ai/async"} {
+		api.POST(p, s.submitAsync)
+	}
+	for _, p := range []string{"/v1/ai", "/api/v1/ai"} {
+		api.POST(p, s.submitSync)
+	}
+	api.POST("/api/v1/ai/reconnect", s.reconnect)
+	api.GET("/api/v1/channels/:channel_id", s.getChannel)
+
+	con := api.Group("/api/console")
+	con.POST("/workflow", s.createWorkflow)
+	con.GET("/workflow", s.listWorkflows)
+	con.GET("/workflow/:name", s.getWorkflow)
+	con.PUT("/workflow/:name", s.replaceWorkflow)
+	con.DELETE("/workflow/:name", s.deleteWorkflow)
+
+	con.POST("/structured-output", s.createOutput)
+	con.GET("/structured-output", s.listOutputs)
+	con.GET("/structured-output/:id", s.getOutput)
+	con.DELETE("/structured-output/:id", s.deleteOutput)
+
+	con.POST("/webhook", s.createWebhook)
+	con.GET("/webhook", s.listWebhooks)
+	con.GET("/webhook/:id", s.getWebhook)
+	con.PATCH("/webhook/:id", s.updateWebhook)
+	con.DELETE("/webhook/:id", s.deleteWebhook)
+	con.POST("/webhook/:id/rotate-secret", s.rotateSecret)
+
+	con.POST("/keys", s.createKey)
+	con.GET("/keys", s.listKeys)
+	con.DELETE("/keys/:id", s.deleteKey)
+
+	con.POST("/projects", s.adminOnly, s.createProject)
+	con.GET("/projects", s.adminOnly, s.listProjects)
+
+	con.GET("/logs/:channel_id", s.channelLog)
+}
+
+func (s *Server) recoverer(c *gin.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log().Error().Interface("panic", v).Str("route", c.FullPath()).Msg("handler panicked")
+			s.fail(c, apperr.New(apperr.Internal, "internal", "internal error"))
+		}
+	}()
+	c.Next()
+}
+
+func (s *Server) log() *zerolog.Logger { return &s.Log }
+
+// observe counts requests and their latency by route.
+func (s *Server) observe(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	s.reqs.WithLabelValues(route, c.Request.Method, strconv.Itoa(c.Writer.Status())).Inc()
+	s.latency.WithLabelValues(route, c.Request.Method).Observe(time.Since(start).Seconds())
+}
+
+func (s *Server) readyz(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if s.Ready != nil {
+		if err := s.Ready(ctx); err != nil {
+			c.JSON(http.StatusServiceUnavailable, envelope{Error: "not_ready", Message: "redis does not answer"})
+			return
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+}
+
+// auth resolves the bearer key to a project.
+func (s *Server) auth(c *gin.Context) {
+	h := c.GetHeader("Authorization")
+	key, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		key, ok = strings.CutPrefix(h, "bearer ")
+	}
+	if !ok || strings.TrimSpace(key) == "" {
+		s.fail(c, console.ErrUnauthorized)
+		return
+	}
+	p, err := s.Console.Authenticate(c.Request.Context(), strings.TrimSpace(key))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.Set("principal", p)
+}
+
+func principal(c *gin.Context) console.Principal {
+	p, _ := c.Get("principal")
+	return p.(console.Principal)
+}
+
+func (s *Server) adminOnly(c *gin.Context) {
+	if !principal(c).Admin {
+		s.fail(c, apperr.New(apperr.Forbidden, "forbidden", "only the admin key (RIVERHUB_ADMIN_KEY) manages projects"))
+	}
+}
+
+// body reads and decodes the request body into v.
+func (s *Server) body(c *gin.Context, v any) bool {
+	b, err := readBody(c.Request, s.MaxBodyBytes)
+	if err == nil {
+		err = decodeJSON(b, v)
+	}
+	if err != nil {
+		s.fail(c, err)
+		return false
+	}
+	return true
+}
+
+func listParams(c *gin.Context) (console.ListParams, error) {
+	p := console.ListParams{Cursor: c.Query("cursor")}
+	if l := c.Query("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 {
+			return p, apperr.Invalidf("limit must be a number between 1 and 500")
+		}
+		p.Limit = n
+	}
+	return p, nil
+}

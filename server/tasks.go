@@ -1,0 +1,223 @@
+package server
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/channels"
+	"github.com/riverhub/riverhub/wstoken"
+)
+
+// asyncAnswer is the answer to an async submission (and to a reconnect,
+// without the first two fields).
+type asyncAnswer struct {
+	Message          string `json:"message,omitempty"`
+	Status           string `json:"status,omitempty"`
+	ChannelID        string `json:"channel_id"`
+	ProjectID        string `json:"project_id"`
+	WSToken          string `json:"ws_token"`
+	WebsocketURL     string `json:"websocket_url"`
+	WebsocketChannel string `json:"websocket_channel"`
+}
+
+func (s *Server) channelAnswer(pid, cid string) (asyncAnswer, error) {
+	tok, err := s.Tokens.Issue(pid, cid)
+	return asyncAnswer{ChannelID: cid, ProjectID: pid, WSToken: tok, WebsocketURL: s.wsURL,
+		WebsocketChannel: wstoken.Topic(pid, cid)}, err
+}
+
+// prepare decodes a submission and resolves its workflow into a Task.
+func (s *Server) prepare(c *gin.Context) (*channels.Task, []byte, bool) {
+	body, err := readBody(c.Request, s.MaxBodyBytes)
+	if err != nil {
+		s.fail(c, err)
+		return nil, nil, false
+	}
+	req, err := decodeTaskRequest(body)
+	if err != nil {
+		s.fail(c, err)
+		return nil, nil, false
+	}
+	ctx := c.Request.Context()
+	pid := principal(c).ProjectID
+	wf, err := s.Console.GetWorkflow(ctx, pid, req.Workflow)
+	if err != nil {
+		s.fail(c, err)
+		return nil, nil, false
+	}
+	t := &channels.Task{ChannelID: uuid.NewString(), ProjectID: pid, Workflow: wf, Messages: req.Messages,
+		CustomerData: req.CustomerData, WebhookID: req.WebhookID}
+	if wf.StructuredOutputID != "" {
+		o, err := s.Console.GetOutput(ctx, pid, wf.StructuredOutputID)
+		if err != nil {
+			s.fail(c, apperr.Invalidf("workflow %q refers to structured output %q, which no longer exists", wf.Name, wf.StructuredOutputID))
+			return nil, nil, false
+		}
+		t.Schema, t.SchemaName = o.Schema, o.Name
+	}
+	if req.WebhookID != "" {
+		if _, err := s.Console.GetWebhook(ctx, pid, req.WebhookID); err != nil {
+			s.fail(c, err)
+			return nil, nil, false
+		}
+	}
+	return t, body, true
+}
+
+func fingerprint(route string, body []byte) string {
+	h := sha256.New()
+	h.Write([]byte(route))
+	h.Write([]byte{0})
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (s *Server) submitAsync(c *gin.Context) {
+	t, body, ok := s.prepare(c)
+	if !ok {
+		return
+	}
+	ctx := c.Request.Context()
+	ans, err := s.channelAnswer(t.ProjectID, t.ChannelID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	ans.Message, ans.Status = "success", string(channels.StatusPending)
+	idem := c.GetHeader("Idempotency-Key")
+	if idem != "" {
+		raw, _ := json.Marshal(ans)
+		prev, err := s.Channels.ClaimIdempotency(ctx, t.ProjectID, idem, fingerprint("async", body), raw)
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		if prev != nil {
+			c.Header("Idempotent-Replayed", "true")
+			c.Data(http.StatusOK, "application/json; charset=utf-8", prev)
+			return
+		}
+	}
+	if err := s.Channels.Submit(ctx, t); err != nil {
+		if idem != "" {
+			s.Channels.ReleaseIdempotency(ctx, t.ProjectID, idem)
+		}
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, ans)
+}
+
+// submitSync runs the task while the client waits and answers with the
+// final payload (status "success" or "error"; both are 200: the request
+// was carried out, its outcome is in the payload).
+func (s *Server) submitSync(c *gin.Context) {
+	t, body, ok := s.prepare(c)
+	if !ok {
+		return
+	}
+	ctx := c.Request.Context()
+	idem := c.GetHeader("Idempotency-Key")
+	if idem != "" {
+		raw, _ := json.Marshal(map[string]string{"channel_id": t.ChannelID})
+		prev, err := s.Channels.ClaimIdempotency(ctx, t.ProjectID, idem, fingerprint("sync", body), raw)
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		if prev != nil {
+			s.replaySync(c, t.ProjectID, prev)
+			return
+		}
+	}
+	msg, err := s.Channels.RunSync(ctx, t)
+	if err != nil {
+		if idem != "" && ctx.Err() == nil {
+			s.Channels.ReleaseIdempotency(ctx, t.ProjectID, idem)
+		}
+		s.fail(c, err)
+		return
+	}
+	c.Data(http.StatusOK, "application/json; charset=utf-8", msg)
+}
+
+func (s *Server) replaySync(c *gin.Context, pid string, prev json.RawMessage) {
+	var first struct {
+		ChannelID string `json:"channel_id"`
+	}
+	_ = json.Unmarshal(prev, &first)
+	v, err := s.Channels.Get(c.Request.Context(), pid, first.ChannelID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if string(v.Message) == "null" {
+		s.fail(c, apperr.New(apperr.Conflict, "request_in_progress",
+			"the first request with this Idempotency-Key (channel %s) is still running", first.ChannelID))
+		return
+	}
+	c.Header("Idempotent-Replayed", "true")
+	c.Data(http.StatusOK, "application/json; charset=utf-8", v.Message)
+}
+
+// channelID reads the :channel_id parameter; anything but a UUID cannot be
+// a channel, so it is "not found" like an unknown one.
+func channelID(c *gin.Context, id string) (string, error) {
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return "", apperr.NotFoundf("channel %q not found", id)
+	}
+	return u.String(), nil
+}
+
+func (s *Server) getChannel(c *gin.Context) {
+	cid, err := channelID(c, c.Param("channel_id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	v, err := s.Channels.Get(c.Request.Context(), principal(c).ProjectID, cid)
+	s.answer(c, http.StatusOK, v, err)
+}
+
+func (s *Server) reconnect(c *gin.Context) {
+	var in struct {
+		ChannelID string `json:"channel_id"`
+	}
+	if !s.body(c, &in) {
+		return
+	}
+	if in.ChannelID == "" {
+		s.fail(c, apperr.Invalidf("channel_id is required"))
+		return
+	}
+	cid, err := channelID(c, in.ChannelID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	pid := principal(c).ProjectID
+	if _, err := s.Channels.Get(c.Request.Context(), pid, cid); err != nil {
+		s.fail(c, err)
+		return
+	}
+	ans, err := s.channelAnswer(pid, cid)
+	s.answer(c, http.StatusOK, ans, err)
+}
+
+// channelLog is a channel's record and audit timeline.
+func (s *Server) channelLog(c *gin.Context) {
+	cid, err := channelID(c, c.Param("channel_id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	v, tl, err := s.Channels.Timeline(c.Request.Context(), principal(c).ProjectID, cid)
+	s.answer(c, http.StatusOK, gin.H{"channel": v, "timeline": tl}, err)
+}
