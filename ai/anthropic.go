@@ -55,6 +55,9 @@ type anthropicResponse struct {
 // the model is forced to call, whose input is the output.
 func (r *Runner) anthropic(ctx context.Context, model string, req *Request, sch *compiledSchema) (completion, error) {
 	system, messages := anthropicConversation(req.SystemPrompt, req.Messages)
+	if messages == nil {
+		messages = []Message{} // "messages": null is rejected
+	}
 	body := anthropicRequest{
 		Model:     model,
 		MaxTokens: anthropicMaxTokens,

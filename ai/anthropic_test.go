@@ -62,15 +62,14 @@ func TestAnthropicText(t *testing.T) {
 func TestAnthropicOmitsEmptySystem(t *testing.T) {
 	srv := newFakeProvider(t, anthropicReply([]map[string]any{textBlock("ok")}, 1, 1))
 	r := newTestRunner(t, nil, srv, time.Second)
-	if _, err := r.Run(testContext(t), Request{
-		Chain:    []Target{{Provider: "anthropic", Model: "m"}},
-		Messages: []Message{{Role: "user", Content: "Hi"}},
-	}); err != nil {
+	if _, err := r.Run(testContext(t), Request{Chain: []Target{{Provider: "anthropic", Model: "m"}}}); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if sys, ok := srv.onlyRequest(t).Body["system"]; ok {
+	req := srv.onlyRequest(t)
+	if sys, ok := req.Body["system"]; ok {
 		t.Errorf("system = %s, want omitted", sys)
 	}
+	assertJSONEqual(t, "messages", req.Body["messages"], `[]`)
 }
 
 func TestAnthropicForcedTool(t *testing.T) {

@@ -48,6 +48,9 @@ type openAIResponse struct {
 // openAI calls an OpenAI-compatible chat completions endpoint.
 func (r *Runner) openAI(ctx context.Context, model string, req *Request, sch *compiledSchema) (completion, error) {
 	body := openAIRequest{Model: model, Messages: req.Messages}
+	if body.Messages == nil {
+		body.Messages = []Message{} // "messages": null is rejected
+	}
 	if req.SystemPrompt != "" {
 		body.Messages = make([]Message, 0, len(req.Messages)+1)
 		body.Messages = append(body.Messages, Message{Role: "system", Content: req.SystemPrompt})

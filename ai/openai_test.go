@@ -88,6 +88,7 @@ func TestOpenAIWithoutKeySendsNoAuthorization(t *testing.T) {
 	if req.Path != "/chat/completions" {
 		t.Errorf("path = %q, want /chat/completions", req.Path)
 	}
+	assertJSONEqual(t, "messages", req.Body["messages"], `[]`)
 }
 
 func TestOpenAIFailures(t *testing.T) {

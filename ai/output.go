@@ -34,8 +34,12 @@ func parseOutput(text []byte, sch *compiledSchema) (json.RawMessage, error) {
 	body := unfence(bytes.TrimSpace(text))
 
 	if sch == nil {
-		if len(body) > 0 && body[0] == '{' && json.Valid(body) {
-			return compactJSON(body)
+		if len(body) > 0 && body[0] == '{' {
+			// Compact validates as it goes, so a separate json.Valid
+			// pass would only double the work.
+			if data, err := compactJSON(body); err == nil {
+				return data, nil
+			}
 		}
 		return contentObject(text), nil
 	}

@@ -287,7 +287,7 @@ func derivePublicURL(addr string) string {
 		return ""
 	}
 	switch host {
-	case "", "0.0.0.0", "::", "[::]":
+	case "", "0.0.0.0", "::":
 		host = "localhost"
 	}
 	return "http://" + net.JoinHostPort(host, port)

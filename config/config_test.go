@@ -201,7 +201,7 @@ func TestLoadErrors(t *testing.T) {
 		name string
 		env  map[string]string
 		args []string
-		want string // the whole message, or a prefix ending in "…" is not used: exact match keeps messages honest
+		want string // the exact message: matching it whole keeps messages deliberate
 	}{
 		// environment and mode
 		{"bad env", one("RIVERHUB_ENV", "staging"), nil, `RIVERHUB_ENV: unknown value "staging" (want development or production)`},

@@ -86,15 +86,23 @@ func (s *Store) Authenticate(ctx context.Context, key string) (Principal, error)
 	return Principal{ProjectID: pid, KeyID: id, Admin: admin == "1"}, nil
 }
 
+// displayPrefix is the start of key shown in lists: enough to recognise a
+// key, never more than half of it (an admin key from the environment can be
+// short), so the listed prefix never gives the key away.
+func displayPrefix(key string) string {
+	n := 4
+	if strings.HasPrefix(key, KeyPrefix) {
+		n = len(KeyPrefix) + 6
+	}
+	return key[:min(n, len(key)/2)]
+}
+
 // storeKey records a key for a project.
 func (s *Store) storeKey(ctx context.Context, pid, name, key string, admin bool) (APIKey, error) {
 	h := hashKey(key)
 	k := APIKey{
-		ID: randomID("key_"), ProjectID: pid, Name: name, Prefix: key[:len(KeyPrefix)+6],
+		ID: randomID("key_"), ProjectID: pid, Name: name, Prefix: displayPrefix(key),
 		Admin: admin, CreatedAt: s.now().UTC(), Hash: h,
-	}
-	if !strings.HasPrefix(key, KeyPrefix) {
-		k.Prefix = key[:min(4, len(key))]
 	}
 	adminFlag := "0"
 	if admin {

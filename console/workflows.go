@@ -68,11 +68,11 @@ func (s *Store) validateWorkflow(ctx context.Context, pid string, in *WorkflowIn
 	if in.EventName != "" && (len(in.EventName) > 128 || !eventPattern.MatchString(in.EventName)) {
 		return apperr.Invalidf("event_name may hold only letters, digits, '_', '-', '.' and ':' (at most 128)")
 	}
-	if err := checkTarget("", ai.Target{Provider: in.Provider, Model: in.Model}); err != nil {
-		return err
-	}
 	if in.Model == "" && in.Provider == "mock" {
 		in.Model = "mock"
+	}
+	if err := checkTarget("", ai.Target{Provider: in.Provider, Model: in.Model}); err != nil {
+		return err
 	}
 	if len(in.Fallbacks) > maxFallbacks {
 		return apperr.Invalidf("at most %d fallbacks", maxFallbacks)

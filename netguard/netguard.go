@@ -61,7 +61,9 @@ type Guard struct {
 
 // Blocked reports whether ip is in a blocked range and not allowed.
 func (g *Guard) Blocked(ip netip.Addr) bool {
-	ip = ip.Unmap()
+	// Prefix.Contains is false for any address with a zone, so without
+	// dropping it "fe80::1%eth0" would pass as not blocked.
+	ip = ip.Unmap().WithZone("")
 	for _, p := range g.Allow {
 		if p.Contains(ip) {
 			return false

@@ -43,7 +43,6 @@ type Server struct {
 	latency *prometheus.HistogramVec
 }
 
-
 // New builds the router.
 func New(d Deps) *Server {
 	gin.SetMode(gin.ReleaseMode)
@@ -81,7 +80,9 @@ func websocketURL(public string) string {
 func (s *Server) routes() {
 	r := s.router
 	r.Use(s.recoverer, s.observe)
-	r.NoRoute(func(c *gin.Context) { s.fail(c, apperr.NotFoundf("no route %s %s", c.Request.Method, c.Request.URL.Path)) })
+	r.NoRoute(func(c *gin.Context) {
+		s.fail(c, apperr.NotFoundf("no route %s %s", c.Request.Method, c.Request.URL.Path))
+	})
 	r.NoMethod(func(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, envelope{Error: "method_not_allowed", Message: "method not allowed on this route"})
 	})

@@ -26,14 +26,10 @@ func New(tb testing.TB) (redis.UniversalClient, string) {
 		m := miniredis.RunT(tb)
 		c = redis.NewClient(&redis.Options{Addr: m.Addr(), PoolSize: 64})
 	} else {
-		t, err := config.ParseRedisURL(url)
-		if err != nil {
+		var err error
+		if c, err = Client(url); err != nil {
 			tb.Fatalf("REDIS_URL: %v", err)
 		}
-		c = redis.NewUniversalClient(&redis.UniversalOptions{
-			Addrs: t.Addrs, DB: t.DB, Username: t.Username, Password: t.Password,
-			MasterName: t.MasterName, IsClusterMode: t.Cluster, PoolSize: 128,
-		})
 	}
 	if err := c.Ping(context.Background()).Err(); err != nil {
 		_ = c.Close()
@@ -63,6 +59,18 @@ func Drop(c redis.UniversalClient, prefix string) {
 	if len(batch) > 0 {
 		c.Unlink(ctx, batch...)
 	}
+}
+
+// Client connects to the Redis named by url.
+func Client(url string) (redis.UniversalClient, error) {
+	t, err := config.ParseRedisURL(url)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs: t.Addrs, DB: t.DB, Username: t.Username, Password: t.Password,
+		MasterName: t.MasterName, IsClusterMode: t.Cluster, PoolSize: 128,
+	}), nil
 }
 
 // Prefix returns a key prefix no other test uses.

@@ -1,0 +1,328 @@
+package console_test
+
+import (
+	"context"
+	"encoding/base64"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/netguard"
+)
+
+// wantSecret fails unless s is "whsec_" + standard base64 of at least 24 bytes.
+func wantSecret(tb testing.TB, s string) {
+	tb.Helper()
+	b64, ok := strings.CutPrefix(s, "whsec_")
+	if !ok {
+		tb.Fatalf("secret %q does not start with whsec_", s)
+	}
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		tb.Fatalf("secret %q: not standard base64 after whsec_: %v", s, err)
+	}
+	if len(raw) < 24 {
+		tb.Fatalf("secret %q holds %d bytes, want >= 24", s, len(raw))
+	}
+}
+
+func TestCreateWebhook(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, console.Options{})
+	ctx := context.Background()
+	pid := e.project(t, "acme")
+
+	tests := []struct {
+		name       string
+		in         console.WebhookInput
+		wantEvents []string // nil = rejected
+		mention    string
+	}{
+		{"events default to all", console.WebhookInput{URL: "https://example.com/hook"},
+			[]string{console.EventTaskCompleted, console.EventTaskAIGenerated}, ""},
+		{"empty events list means all", console.WebhookInput{URL: "https://example.com/hook", Events: []string{}},
+			[]string{console.EventTaskCompleted, console.EventTaskAIGenerated}, ""},
+		{"one event", console.WebhookInput{URL: "http://localhost:9000/hook", Events: []string{"task.ai_generated"}},
+			[]string{"task.ai_generated"}, ""},
+		{"duplicate events collapse", console.WebhookInput{URL: "https://example.com/h", Events: []string{"task.completed", "task.completed"}},
+			[]string{"task.completed"}, ""},
+		{"unknown event", console.WebhookInput{URL: "https://example.com/hook", Events: []string{"task.completed", "task.started"}},
+			nil, "task.started"},
+		{"relative url", console.WebhookInput{URL: "/hook"}, nil, "absolute"},
+		{"ftp url", console.WebhookInput{URL: "ftp://example.com/hook"}, nil, "scheme"},
+		{"no host", console.WebhookInput{URL: "https:///hook"}, nil, "absolute"},
+		{"empty url", console.WebhookInput{}, nil, "url"},
+		{"credentials in url", console.WebhookInput{URL: "https://user:pw@example.com/hook"}, nil, "credentials"},
+		{"url too long", console.WebhookInput{URL: "https://example.com/" + strings.Repeat("a", 2048)}, nil, "2048"},
+		{"description too long", console.WebhookInput{URL: "https://example.com/", Description: strings.Repeat("d", 1025)}, nil, "description"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, err := e.store.CreateWebhook(ctx, pid, tt.in)
+			if tt.wantEvents == nil {
+				wantAppErr(t, err, apperr.Invalid, "", tt.mention)
+				return
+			}
+			mustOK(t, err, "CreateWebhook")
+			wantSecret(t, w.Secret)
+			if !strings.HasPrefix(w.ID, "wh_") || w.URL != tt.in.URL || !w.Enabled || w.CreatedAt.IsZero() {
+				t.Errorf("CreateWebhook = %+v", w)
+			}
+			got, err := e.store.GetWebhook(ctx, pid, w.ID)
+			mustOK(t, err, "GetWebhook")
+			if !slices.Equal(got.Events, tt.wantEvents) {
+				t.Errorf("events = %q, want %q", got.Events, tt.wantEvents)
+			}
+			if got.Secret != w.Secret {
+				t.Errorf("stored secret %q differs from the one returned %q", got.Secret, w.Secret)
+			}
+			for _, ev := range tt.wantEvents {
+				if !got.Subscribes(ev) {
+					t.Errorf("webhook does not subscribe to %s", ev)
+				}
+			}
+		})
+	}
+}
+
+func TestWebhookSecretsAreUnique(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, console.Options{})
+	pid := e.project(t, "acme")
+	seen := map[string]bool{}
+	for range 5 {
+		w, err := e.store.CreateWebhook(context.Background(), pid, console.WebhookInput{URL: "https://example.com/"})
+		mustOK(t, err, "CreateWebhook")
+		if seen[w.Secret] {
+			t.Fatalf("secret %q issued twice", w.Secret)
+		}
+		seen[w.Secret] = true
+	}
+}
+
+func TestUpdateWebhook(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, console.Options{})
+	ctx := context.Background()
+	pid := e.project(t, "acme")
+	ptr := func(s string) *string { return &s }
+	f := false
+
+	tests := []struct {
+		name    string
+		patch   console.WebhookPatch
+		check   func(console.Webhook) bool
+		wantErr string // "" = accepted; otherwise a word the message must contain
+	}{
+		{"url", console.WebhookPatch{URL: ptr("https://new.example.com/h")},
+			func(w console.Webhook) bool { return w.URL == "https://new.example.com/h" }, ""},
+		{"description", console.WebhookPatch{Description: ptr("orders")},
+			func(w console.Webhook) bool { return w.Description == "orders" }, ""},
+		{"events", console.WebhookPatch{Events: &[]string{"task.completed"}},
+			func(w console.Webhook) bool { return slices.Equal(w.Events, []string{"task.completed"}) }, ""},
+		{"enabled false", console.WebhookPatch{Enabled: &f},
+			func(w console.Webhook) bool { return !w.Enabled && !w.Subscribes("task.completed") }, ""},
+		{"empty patch changes nothing", console.WebhookPatch{},
+			func(w console.Webhook) bool { return w.URL == "https://example.com/hook" && w.Enabled }, ""},
+		{"bad url", console.WebhookPatch{URL: ptr("ftp://example.com")}, nil, "scheme"},
+		{"unknown event", console.WebhookPatch{Events: &[]string{"task.deleted"}}, nil, "task.deleted"},
+		{"description too long", console.WebhookPatch{Description: ptr(strings.Repeat("d", 1025))}, nil, "description"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			orig, err := e.store.CreateWebhook(ctx, pid, console.WebhookInput{URL: "https://example.com/hook", Description: "first"})
+			mustOK(t, err, "CreateWebhook")
+			upd, err := e.store.UpdateWebhook(ctx, pid, orig.ID, tt.patch)
+			got, gerr := e.store.GetWebhook(ctx, pid, orig.ID)
+			mustOK(t, gerr, "GetWebhook")
+			if tt.wantErr != "" {
+				wantAppErr(t, err, apperr.Invalid, "", tt.wantErr)
+				if got.URL != orig.URL || got.Description != orig.Description || !slices.Equal(got.Events, orig.Events) || !got.UpdatedAt.Equal(orig.UpdatedAt) {
+					t.Errorf("a rejected patch changed the webhook: %+v → %+v", orig, got)
+				}
+				return
+			}
+			mustOK(t, err, "UpdateWebhook")
+			if !tt.check(got) {
+				t.Errorf("stored webhook after patch = %+v", got)
+			}
+			if got.Secret != orig.Secret || got.ID != orig.ID || !got.CreatedAt.Equal(orig.CreatedAt) {
+				t.Errorf("patch changed secret, id or created_at: %+v → %+v", orig, got)
+			}
+			if upd.URL != got.URL || upd.Description != got.Description || upd.Enabled != got.Enabled {
+				t.Errorf("UpdateWebhook returned %+v, stored %+v", upd, got)
+			}
+			// Fields the patch did not name stay as they were.
+			if tt.patch.Description == nil && got.Description != "first" {
+				t.Errorf("description changed to %q without being patched", got.Description)
+			}
+		})
+	}
+
+	_, err := e.store.UpdateWebhook(ctx, pid, "wh_missing", console.WebhookPatch{Description: ptr("x")})
+	wantAppErr(t, err, apperr.NotFound, "not_found")
+}
+
+func TestRotateSecret(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, console.Options{})
+	ctx := context.Background()
+	pid := e.project(t, "acme")
+	w, err := e.store.CreateWebhook(ctx, pid, console.WebhookInput{URL: "https://example.com/hook"})
+	mustOK(t, err, "CreateWebhook")
+	old := w.Secret
+
+	rotated, err := e.store.RotateSecret(ctx, pid, w.ID)
+	mustOK(t, err, "RotateSecret")
+	rotatedAt := e.clock.Now()
+	wantSecret(t, rotated.Secret)
+	if rotated.Secret == old {
+		t.Fatal("rotation kept the same secret")
+	}
+	got, err := e.store.GetWebhook(ctx, pid, w.ID)
+	mustOK(t, err, "GetWebhook")
+	if got.Secret != rotated.Secret || got.PreviousSecret != old {
+		t.Fatalf("stored secrets = %q / previous %q, want %q / %q", got.Secret, got.PreviousSecret, rotated.Secret, old)
+	}
+
+	tests := []struct {
+		name  string
+		after time.Duration
+		want  []string
+	}{
+		{"right after", 0, []string{rotated.Secret, old}},
+		{"after 23h59m", 23*time.Hour + 59*time.Minute, []string{rotated.Secret, old}},
+		{"after 24h", 24 * time.Hour, []string{rotated.Secret}},
+		{"after a week", 7 * 24 * time.Hour, []string{rotated.Secret}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if s := got.Secrets(rotatedAt.Add(tt.after)); !slices.Equal(s, tt.want) {
+				t.Errorf("Secrets = %q, want %q", s, tt.want)
+			}
+		})
+	}
+
+	// A second rotation retires the first secret at once: only the last
+	// two ever sign.
+	again, err := e.store.RotateSecret(ctx, pid, w.ID)
+	mustOK(t, err, "RotateSecret again")
+	if s := again.Secrets(e.clock.Now()); !slices.Equal(s, []string{again.Secret, rotated.Secret}) {
+		t.Errorf("after two rotations Secrets = %q, want [new, previous]", s)
+	}
+
+	_, err = e.store.RotateSecret(ctx, pid, "wh_missing")
+	wantAppErr(t, err, apperr.NotFound, "not_found")
+}
+
+func TestDeleteWebhook(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, console.Options{})
+	ctx := context.Background()
+	pid := e.project(t, "acme")
+	w, err := e.store.CreateWebhook(ctx, pid, console.WebhookInput{URL: "https://example.com/hook"})
+	mustOK(t, err, "CreateWebhook")
+	mustOK(t, e.store.DeleteWebhook(ctx, pid, w.ID), "DeleteWebhook")
+	_, err = e.store.GetWebhook(ctx, pid, w.ID)
+	wantAppErr(t, err, apperr.NotFound, "not_found")
+	wantAppErr(t, e.store.DeleteWebhook(ctx, pid, w.ID), apperr.NotFound, "not_found")
+	// A patch must not resurrect a deleted endpoint.
+	_, err = e.store.RotateSecret(ctx, pid, w.ID)
+	wantAppErr(t, err, apperr.NotFound, "not_found")
+	all, err := e.store.AllWebhooks(ctx, pid)
+	mustOK(t, err, "AllWebhooks")
+	if len(all) != 0 {
+		t.Errorf("AllWebhooks after delete = %+v", all)
+	}
+}
+
+func TestWebhookURLProduction(t *testing.T) {
+	t.Parallel()
+	res := fakeResolver{
+		"hooks.example.com":    addrs("93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"),
+		"internal.example.com": addrs("10.0.0.7"),
+		"mixed.example.com":    addrs("93.184.215.14", "192.168.1.1"),
+		"meta.example.com":     addrs("169.254.169.254"),
+		"v6local.example.com":  addrs("fd00::1"),
+		"localhost":            addrs("127.0.0.1", "::1"),
+	}
+	tests := []struct {
+		name  string
+		allow []string
+		url   string
+		ok    bool
+	}{
+		{"public https name", nil, "https://hooks.example.com/riverhub", true},
+		{"public https literal", nil, "https://8.8.8.8/hook", true},
+		{"public https ipv6 literal", nil, "https://[2606:4700::1111]:8443/hook", true},
+		{"http refused", nil, "http://hooks.example.com/riverhub", false},
+		{"loopback literal", nil, "https://127.0.0.1/hook", false},
+		{"loopback with port", nil, "https://127.0.0.1:8443/hook", false},
+		{"private 10/8", nil, "https://10.1.2.3/hook", false},
+		{"private 192.168", nil, "https://192.168.0.10/hook", false},
+		{"private 172.16", nil, "https://172.20.0.1/hook", false},
+		{"ipv6 loopback", nil, "https://[::1]/hook", false},
+		{"ipv4-mapped ipv6 loopback", nil, "https://[::ffff:127.0.0.1]/hook", false},
+		{"cloud metadata", nil, "https://169.254.169.254/latest/meta-data", false},
+		{"cgnat", nil, "https://100.64.0.1/hook", false},
+		{"unspecified", nil, "https://0.0.0.0/hook", false},
+		{"name resolving to private", nil, "https://internal.example.com/hook", false},
+		{"name resolving to metadata", nil, "https://meta.example.com/hook", false},
+		{"name resolving to ULA", nil, "https://v6local.example.com/hook", false},
+		{"name with one private address", nil, "https://mixed.example.com/hook", false},
+		{"localhost", nil, "https://localhost/hook", false},
+		{"unresolvable name", nil, "https://nowhere.example.com/hook", false},
+		{"allowed cidr lets private through", []string{"10.1.0.0/16"}, "https://10.1.2.3/hook", true},
+		{"allowed cidr covers resolved name", []string{"10.0.0.0/24"}, "https://internal.example.com/hook", true},
+		{"allowed cidr is not wider than given", []string{"10.1.0.0/16"}, "https://10.2.0.1/hook", false},
+		{"allowed cidr does not allow http", []string{"10.1.0.0/16"}, "http://10.1.2.3/hook", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			g := &netguard.Guard{Resolver: res}
+			for _, a := range tt.allow {
+				g.Allow = append(g.Allow, netip.MustParsePrefix(a))
+			}
+			e := newEnv(t, console.Options{Production: true, Guard: g})
+			ctx := context.Background()
+			pid := e.project(t, "acme")
+			w, err := e.store.CreateWebhook(ctx, pid, console.WebhookInput{URL: tt.url})
+			if !tt.ok {
+				wantAppErr(t, err, apperr.Invalid, "invalid_url")
+				if all, _ := e.store.AllWebhooks(ctx, pid); len(all) != 0 {
+					t.Errorf("a refused webhook was stored: %+v", all)
+				}
+				// PATCH checks the URL the same way.
+				ok, err := e.store.CreateWebhook(ctx, pid, console.WebhookInput{URL: "https://hooks.example.com/ok"})
+				mustOK(t, err, "CreateWebhook public")
+				_, err = e.store.UpdateWebhook(ctx, pid, ok.ID, console.WebhookPatch{URL: &tt.url})
+				wantAppErr(t, err, apperr.Invalid, "invalid_url")
+				if got, _ := e.store.GetWebhook(ctx, pid, ok.ID); got.URL != "https://hooks.example.com/ok" {
+					t.Errorf("a refused PATCH changed the url to %q", got.URL)
+				}
+				return
+			}
+			mustOK(t, err, "CreateWebhook")
+			if w.URL != tt.url {
+				t.Errorf("url = %q, want %q", w.URL, tt.url)
+			}
+		})
+	}
+}
+
+func TestWebhookURLDevelopment(t *testing.T) {
+	t.Parallel()
+	// Development accepts local receivers: that is how people test.
+	e := newEnv(t, console.Options{})
+	pid := e.project(t, "acme")
+	for _, u := range []string{"http://localhost:3000/hook", "http://127.0.0.1:9/x", "https://10.1.2.3/hook", "http://[::1]:8080/"} {
+		if _, err := e.store.CreateWebhook(context.Background(), pid, console.WebhookInput{URL: u}); err != nil {
+			t.Errorf("development refused %s: %v", u, err)
+		}
+	}
+}

@@ -1,0 +1,279 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var tsPattern = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
+
+func TestSubmitMockWorkflow(t *testing.T) {
+	t.Parallel()
+	n := newNode(t)
+	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{
+		"name": "summary", "provider": "mock", "model": "mock-1",
+		"mock": map[string]any{"response": map[string]any{"summary": "refund <requested>"}, "delay_ms": 10},
+	})
+	ans := n.submit(t, "summary", map[string]any{
+		"customer_data": map[string]any{"user_id": "user_789"},
+		// Fields clients of compatible services send; riverhub ignores them.
+		"delivery_method": "webhook", "events": []string{"x"}, "webhook_url": "https://x", "inputs": map[string]any{}, "context": "c",
+	})
+	if ans["message"] != "success" || ans["status"] != "pending" {
+		t.Fatalf("answer = %v", ans)
+	}
+	cid, pid := ans["channel_id"].(string), ans["project_id"].(string)
+	if ans["websocket_channel"] != "ai_response:"+pid+":"+cid {
+		t.Errorf("websocket_channel = %v", ans["websocket_channel"])
+	}
+	if tok, _ := ans["ws_token"].(string); strings.Count(tok, ".") != 2 {
+		t.Errorf("ws_token is not a JWT: %q", tok)
+	}
+	if u, _ := ans["websocket_url"].(string); !strings.HasPrefix(u, "ws://") || !strings.HasSuffix(u, "/socket") {
+		t.Errorf("websocket_url = %q", u)
+	}
+
+	v := n.waitFinal(t, n.key, cid, 5*time.Second)
+	if v["status"] != "success" || v["workflow"] != "summary" || v["event_name"] != nil {
+		t.Fatalf("channel = %v", v)
+	}
+	msg := v["message"].(map[string]any)
+	for path, want := range map[string]any{
+		"type": "task.completed", "status": "success", "workflow": "summary", "channel_id": cid,
+		"data/summary": "refund <requested>", "meta/provider": "mock", "meta/model": "mock-1",
+		"meta/attempts/0/success": true, "meta/attempts/0/provider": "mock", "customer_data/user_id": "user_789",
+	} {
+		if got := get(t, msg, strings.Split(path, "/")...); got != want {
+			t.Errorf("message %s = %v, want %v", path, got, want)
+		}
+	}
+	if ts, _ := msg["timestamp"].(string); !tsPattern.MatchString(ts) {
+		t.Errorf("timestamp %q is not RFC 3339 UTC with milliseconds", ts)
+	}
+	if tok := get(t, msg, "meta", "tokens", "total").(float64); tok <= 0 {
+		t.Errorf("meta.tokens.total = %v", tok)
+	}
+
+	log := n.must(t, 200, "GET", "/api/console/logs/"+cid, nil)
+	var types []string
+	for _, e := range log["timeline"].([]any) {
+		types = append(types, e.(map[string]any)["type"].(string))
+	}
+	if got := strings.Join(types, ","); got != "request,generating,ai_attempt,completed" {
+		t.Errorf("timeline = %s", got)
+	}
+}
+
+// fakeOpenAI answers chat completions per model: "fail-500" fails, "bad-json"
+// answers text that fails a schema, anything else answers want.
+func fakeOpenAI(t *testing.T, want string) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		if r.URL.Path != "/v1/chat/completions" || r.Header.Get("Authorization") != "Bearer sk-test" {
+			http.Error(w, "bad path or key", 400)
+			return
+		}
+		var req struct {
+			Model    string `json:"model"`
+			Messages []struct{ Role, Content string }
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Messages) == 0 {
+			http.Error(w, "bad body", 400)
+			return
+		}
+		content := want
+		switch req.Model {
+		case "fail-500":
+			w.WriteHeader(500)
+			w.Write([]byte(`{"error":{"message":"upstream exploded","type":"server_error"}}`))
+			return
+		case "bad-json":
+			content = `{"wrong": true}`
+		}
+		json.NewEncoder(w).Encode(map[string]any{
+			"id": "chatcmpl-1", "object": "chat.completion", "model": req.Model,
+			"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+				"message": map[string]any{"role": "assistant", "content": content}}},
+			"usage": map[string]any{"prompt_tokens": 245, "completion_tokens": 89, "total_tokens": 334},
+		})
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &calls
+}
+
+func TestOpenAIProviderAndFallbacks(t *testing.T) {
+	t.Parallel()
+	fake, _ := fakeOpenAI(t, `{"title":"Inception","year":2010}`)
+	n := newNode(t, "OPENAI_BASE_URL", fake.URL+"/v1", "OPENAI_API_KEY", "sk-test")
+	out := n.must(t, 201, "POST", "/api/console/structured-output", map[string]any{
+		"name": "movie", "schema": map[string]any{"type": "object", "required": []string{"title"},
+			"properties": map[string]any{"title": map[string]any{"type": "string"}}},
+	})
+	soID := out["id"].(string)
+	tests := []struct {
+		name         string
+		workflow     map[string]any
+		wantAttempts []bool
+		wantError    string // substring of the first attempt's error
+	}{
+		{"openai", map[string]any{"provider": "openai", "model": "gpt-4o"}, []bool{true}, ""},
+		{"fallback after 500", map[string]any{"provider": "openai", "model": "fail-500",
+			"fallbacks": []any{map[string]any{"provider": "openai", "model": "gpt-4o"}}}, []bool{false, true}, "500"},
+		{"schema failure then fallback", map[string]any{"provider": "openai", "model": "bad-json", "structured_output_id": soID,
+			"fallbacks": []any{map[string]any{"provider": "openai", "model": "gpt-4o"}}}, []bool{false, true}, "schema"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wf := tt.workflow
+			wf["name"] = "wf" + string(rune('a'+i))
+			n.must(t, 201, "POST", "/api/console/workflow", wf)
+			cid := n.submit(t, wf["name"].(string), nil)["channel_id"].(string)
+			v := n.waitFinal(t, n.key, cid, 10*time.Second)
+			if v["status"] != "success" {
+				t.Fatalf("status = %v: %v", v["status"], v["message"])
+			}
+			msg := v["message"].(map[string]any)
+			if got := get(t, msg, "data", "title"); got != "Inception" {
+				t.Errorf("data.title = %v", got)
+			}
+			if got := get(t, msg, "meta", "tokens"); !jsonEqual(got, map[string]any{"prompt": 245.0, "completion": 89.0, "total": 334.0}) {
+				t.Errorf("meta.tokens = %v", got)
+			}
+			atts := get(t, msg, "meta", "attempts").([]any)
+			if len(atts) != len(tt.wantAttempts) {
+				t.Fatalf("attempts = %v", atts)
+			}
+			for j, want := range tt.wantAttempts {
+				if atts[j].(map[string]any)["success"] != want {
+					t.Errorf("attempt %d = %v", j, atts[j])
+				}
+			}
+			if tt.wantError != "" {
+				if e, _ := atts[0].(map[string]any)["error"].(string); !strings.Contains(e, tt.wantError) {
+					t.Errorf("first attempt error = %q, want it to mention %q", e, tt.wantError)
+				}
+			}
+		})
+	}
+}
+
+func jsonEqual(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
+
+func TestAllProvidersFail(t *testing.T) {
+	t.Parallel()
+	n := newNode(t)
+	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{
+		"name": "broken", "provider": "mock", "mock": map[string]any{"error": "model overloaded"},
+		"fallbacks": []any{map[string]any{"provider": "mock", "model": "m2"}},
+	})
+	cid := n.submit(t, "broken", nil)["channel_id"].(string)
+	v := n.waitFinal(t, n.key, cid, 5*time.Second)
+	msg := v["message"].(map[string]any)
+	if v["status"] != "error" || msg["status"] != "error" || get(t, msg, "error", "code") != "generation_failed" {
+		t.Fatalf("channel = %v", v)
+	}
+	if e, _ := get(t, msg, "error", "message").(string); !strings.Contains(e, "model overloaded") {
+		t.Errorf("error.message = %q", e)
+	}
+	if n := len(get(t, msg, "meta", "attempts").([]any)); n != 2 {
+		t.Errorf("attempts = %d, want 2", n)
+	}
+}
+
+func TestSyncSubmission(t *testing.T) {
+	t.Parallel()
+	n := newNode(t)
+	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{
+		"name": "s", "provider": "mock", "mock": map[string]any{"response": "plain text answer"},
+	})
+	msg := n.must(t, 200, "POST", "/v1/ai", map[string]any{"workflow": "s", "messages": userMessages("hi"), "metadata": map[string]any{"k": "v"}})
+	if msg["status"] != "success" || get(t, msg, "data", "content") != "plain text answer" || get(t, msg, "customer_data", "k") != "v" {
+		t.Fatalf("sync answer = %v", msg)
+	}
+	// The channel is recorded like an async one.
+	v := n.must(t, 200, "GET", "/api/v1/channels/"+msg["channel_id"].(string), nil)
+	if v["status"] != "success" || !jsonEqual(v["message"], msg) {
+		t.Errorf("channel = %v", v)
+	}
+	// /api/v1/ai is the same route.
+	if r := n.do(t, "POST", "/api/v1/ai", n.key, map[string]any{"workflow": "s", "messages": userMessages("hi")}); r.status != 200 {
+		t.Errorf("/api/v1/ai: %d %s", r.status, r.body)
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	n := newNode(t)
+	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{"name": "w", "provider": "mock"})
+	body := map[string]any{"workflow": "w", "messages": userMessages("once")}
+	first := n.must(t, 200, "POST", "/v1/ai/async", body, "Idempotency-Key", "order-42")
+	again := n.do(t, "POST", "/api/v1/ai/async", n.key, body, "Idempotency-Key", "order-42")
+	if again.status != 200 || !jsonEqual(again.json(t), first) {
+		t.Fatalf("repeat answered %d %s, want the first answer %v", again.status, again.body, first)
+	}
+	other := n.do(t, "POST", "/v1/ai/async", n.key, map[string]any{"workflow": "w", "messages": userMessages("other")}, "Idempotency-Key", "order-42")
+	if other.status != 409 || other.json(t)["error"] != "idempotency_key_reused" {
+		t.Errorf("different body with the same key: %d %s", other.status, other.body)
+	}
+	fresh := n.must(t, 200, "POST", "/v1/ai/async", body, "Idempotency-Key", "order-43")
+	if fresh["channel_id"] == first["channel_id"] {
+		t.Error("a different key returned the same channel")
+	}
+	n.waitFinal(t, n.key, first["channel_id"].(string), 5*time.Second)
+
+	syncFirst := n.must(t, 200, "POST", "/v1/ai", body, "Idempotency-Key", "sync-1")
+	syncAgain := n.must(t, 200, "POST", "/v1/ai", body, "Idempotency-Key", "sync-1")
+	if syncAgain["channel_id"] != syncFirst["channel_id"] {
+		t.Errorf("sync repeat ran a new channel: %v vs %v", syncAgain["channel_id"], syncFirst["channel_id"])
+	}
+}
+
+func TestQueueFullAnswers429(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, "RIVERHUB_WORKERS", "1", "RIVERHUB_MAX_QUEUE", "3")
+	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{
+		"name": "slow", "provider": "mock", "mock": map[string]any{"delay_ms": 1500},
+	})
+	body := map[string]any{"workflow": "slow", "messages": userMessages("x")}
+	var accepted []string
+	var rejected response
+	for range 10 {
+		r := n.do(t, "POST", "/v1/ai/async", n.key, body)
+		if r.status == 429 {
+			rejected = r
+			break
+		}
+		if r.status != 200 {
+			t.Fatalf("submit: %d %s", r.status, r.body)
+		}
+		accepted = append(accepted, r.json(t)["channel_id"].(string))
+	}
+	if rejected.status != 429 {
+		t.Fatalf("10 submissions to a 1-worker node with max queue 3 were all accepted")
+	}
+	// One running, three queued: a fifth is one too many.
+	if len(accepted) < 3 || len(accepted) > 4 {
+		t.Errorf("accepted %d before refusing, want 3 or 4", len(accepted))
+	}
+	if rejected.header.Get("Retry-After") == "" || rejected.json(t)["error"] != "queue_full" {
+		t.Errorf("429 without Retry-After or code: %v %s", rejected.header, rejected.body)
+	}
+	// Nothing accepted was lost: every accepted channel exists.
+	for _, cid := range accepted {
+		if r := n.do(t, "GET", "/api/v1/channels/"+cid, n.key, nil); r.status != 200 {
+			t.Errorf("accepted channel %s: %d", cid, r.status)
+		}
+	}
+}
