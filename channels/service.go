@@ -31,6 +31,7 @@ func script(name string) *redis.Script {
 }
 
 var (
+	recordScript   = script("record")
 	enqueueScript  = script("enqueue")
 	claimScript    = script("claim")
 	reclaimScript  = script("reclaim")
@@ -139,42 +140,42 @@ func (s *Service) tlKey(cid string) string { return s.o.Prefix + ":ch:{" + cid +
 var ErrQueueFull = &apperr.Error{Kind: apperr.RateLimited, Code: "queue_full",
 	Message: "too many tasks are waiting; retry later", RetryAfter: 1}
 
-func (s *Service) writeRecord(pipe redis.Pipeliner, t *Task, status Status, now time.Time, entries ...Entry) error {
+// recordArgs are the record script's arguments for a new channel.
+func (s *Service) recordArgs(t *Task, status Status, now time.Time, entries ...Entry) ([]any, error) {
 	task, err := json.Marshal(t)
 	if err != nil {
-		return fmt.Errorf("encode task: %w", err)
+		return nil, fmt.Errorf("encode task: %w", err)
 	}
 	at := stamp(now)
-	ck, tk := s.chKey(t.ChannelID), s.tlKey(t.ChannelID)
-	pipe.HSet(context.Background(), ck,
+	args := []any{int64(s.o.Retention / time.Second), 7,
 		"project_id", t.ProjectID, "workflow", t.Workflow.Name, "event_name", t.Workflow.EventName,
-		"status", string(status), "created_at", at, "updated_at", at, "task", task)
-	pipe.Expire(context.Background(), ck, s.o.Retention)
-	vals := make([]any, len(entries))
-	for i, e := range entries {
-		vals[i] = mustJSON(e)
+		"status", string(status), "created_at", at, "updated_at", at, "task", task}
+	for _, e := range entries {
+		args = append(args, mustJSON(e))
 	}
-	pipe.RPush(context.Background(), tk, vals...)
-	pipe.Expire(context.Background(), tk, s.o.Retention)
-	return nil
+	return args, nil
 }
 
-// Submit records a channel and queues its task. The channel id is chosen
-// by the caller (it is part of the answer, which may have to be stored for
-// idempotency before the task exists). A full queue is ErrQueueFull and
-// leaves nothing behind.
+// Submit records a channel and queues its task, in one round trip: the
+// record script (the channel's slot) then the enqueue script (the queue's
+// slot), pipelined. The channel id is chosen by the caller (it is part of
+// the answer, which may have to be stored for idempotency before the task
+// exists). A full queue is ErrQueueFull and leaves nothing behind.
 func (s *Service) Submit(ctx context.Context, t *Task) error {
 	now := s.o.Now()
-	pipe := s.rdb.TxPipeline()
-	if err := s.writeRecord(pipe, t, StatusPending, now, s.requestEntry(t, now)); err != nil {
+	args, err := s.recordArgs(t, StatusPending, now, s.requestEntry(t, now))
+	if err != nil {
 		return err
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("record channel: %w", err)
-	}
-	n, err := enqueueScript.Run(ctx, s.rdb, []string{s.readyKey}, t.ChannelID, s.o.MaxQueue).Int64()
-	if err == nil && n < 0 {
-		err = ErrQueueFull
+	var depth *redis.Cmd
+	err = s.pipelined(ctx, func(p redis.Pipeliner) {
+		recordScript.EvalSha(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
+		depth = enqueueScript.EvalSha(ctx, p, []string{s.readyKey}, t.ChannelID, s.o.MaxQueue)
+	})
+	if err == nil {
+		if n, _ := depth.Int64(); n < 0 {
+			err = ErrQueueFull
+		}
 	}
 	if err != nil {
 		// Not queued: the record must not linger as a request that will
@@ -184,11 +185,29 @@ func (s *Service) Submit(ctx context.Context, t *Task) error {
 			s.m.rejected.Inc()
 			return err
 		}
-		return fmt.Errorf("enqueue task: %w", err)
+		return fmt.Errorf("submit task: %w", err)
 	}
 	s.m.submitted.Inc()
 	s.poke()
 	return nil
+}
+
+// pipelined runs fill's commands in one round trip. Scripts are sent by
+// hash; if the server lost them (a restart, a failover) they are loaded
+// and the pipeline sent again: every script sent this way is safe to
+// repeat.
+func (s *Service) pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
+	for try := 0; ; try++ {
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
+		if err == nil || try > 0 || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			return err
+		}
+		for _, sc := range []*redis.Script{recordScript, enqueueScript} {
+			if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+				return fmt.Errorf("load script: %w", err)
+			}
+		}
+	}
 }
 
 func (s *Service) requestEntry(t *Task, now time.Time) Entry {
@@ -200,15 +219,18 @@ func (s *Service) requestEntry(t *Task, now time.Time) Entry {
 // dies mid-run another node finishes it (and delivers its webhooks).
 func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error) {
 	now := s.o.Now()
-	pipe := s.rdb.Pipeline()
-	if err := s.writeRecord(pipe, t, StatusGenerating, now, s.requestEntry(t, now),
-		Entry{At: stamp(now), Type: "generating", Node: s.o.Node}); err != nil {
+	args, err := s.recordArgs(t, StatusGenerating, now, s.requestEntry(t, now),
+		Entry{At: stamp(now), Type: "generating", Node: s.o.Node})
+	if err != nil {
 		return nil, err
 	}
-	pipe.ZAdd(ctx, s.leaseKey, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: t.ChannelID})
 	s.track(t.ChannelID)
 	defer s.untrack(t.ChannelID)
-	if _, err := pipe.Exec(ctx); err != nil {
+	err = s.pipelined(ctx, func(p redis.Pipeliner) {
+		recordScript.EvalSha(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
+		p.ZAdd(ctx, s.leaseKey, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: t.ChannelID})
+	})
+	if err != nil {
 		return nil, fmt.Errorf("record channel: %w", err)
 	}
 	s.m.submitted.Inc()

@@ -70,6 +70,9 @@ func (s *Store) Authenticate(ctx context.Context, key string) (Principal, error)
 		return Principal{}, ErrUnauthorized
 	}
 	h := hashKey(key)
+	if p, ok := s.principals.get(h); ok {
+		return p, nil
+	}
 	vals, err := s.rdb.HMGet(ctx, s.apiKeyKey(h), "hash", "project_id", "id", "admin").Result()
 	if err != nil {
 		return Principal{}, fmt.Errorf("authenticate: %w", err)
@@ -83,7 +86,9 @@ func (s *Store) Authenticate(ctx context.Context, key string) (Principal, error)
 	pid, _ := vals[1].(string)
 	id, _ := vals[2].(string)
 	admin, _ := vals[3].(string)
-	return Principal{ProjectID: pid, KeyID: id, Admin: admin == "1"}, nil
+	p := Principal{ProjectID: pid, KeyID: id, Admin: admin == "1"}
+	s.principals.put(h, p)
+	return p, nil
 }
 
 // displayPrefix is the start of key shown in lists: enough to recognise a
@@ -147,6 +152,7 @@ func (s *Store) DeleteKey(ctx context.Context, pid, id string) error {
 	if err := s.rdb.Del(ctx, s.apiKeyKey(k.Hash)).Err(); err != nil {
 		return fmt.Errorf("delete key: %w", err)
 	}
+	s.principals.drop(k.Hash)
 	return s.rdb.HDel(ctx, s.projKey(pid, "keys"), id).Err()
 }
 
@@ -244,6 +250,7 @@ func (s *Store) revokeHash(ctx context.Context, pid, hash string) error {
 	if err := s.rdb.Del(ctx, s.apiKeyKey(hash)).Err(); err != nil {
 		return fmt.Errorf("revoke old admin key: %w", err)
 	}
+	s.principals.drop(hash)
 	if id != "" {
 		return s.rdb.HDel(ctx, s.projKey(pid, "keys"), id).Err()
 	}

@@ -59,9 +59,16 @@ func (s *Store) CreateOutput(ctx context.Context, pid, name string, schema json.
 
 // GetOutput returns one structured output.
 func (s *Store) GetOutput(ctx context.Context, pid, id string) (StructuredOutput, error) {
+	ck := pid + "\x00" + id
+	if o, ok := s.outputs.get(ck); ok {
+		return o, nil
+	}
 	var o StructuredOutput
-	err := s.getJSON(ctx, s.outputsKey(pid), id, "structured output", &o)
-	return o, err
+	if err := s.getJSON(ctx, s.outputsKey(pid), id, "structured output", &o); err != nil {
+		return StructuredOutput{}, err
+	}
+	s.outputs.put(ck, o)
+	return o, nil
 }
 
 // ListOutputs lists structured outputs, oldest first.
@@ -89,5 +96,6 @@ func (s *Store) DeleteOutput(ctx context.Context, pid, id string) error {
 	if err != nil {
 		return err
 	}
+	s.outputs.drop(pid + "\x00" + id)
 	return s.rdb.HDel(ctx, s.outputsKey(pid), id).Err()
 }

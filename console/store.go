@@ -25,6 +25,10 @@ type Store struct {
 	production bool
 	guard      *netguard.Guard
 	now        func() time.Time
+
+	principals *ttlCache[Principal]        // by key hash
+	workflows  *ttlCache[Workflow]         // by project + name
+	outputs    *ttlCache[StructuredOutput] // by project + id
 }
 
 // Options configures a Store.
@@ -33,6 +37,10 @@ type Options struct {
 	Production bool   // https-only, public-address-only webhook URLs
 	Guard      *netguard.Guard
 	Now        func() time.Time // default time.Now
+	// CacheTTL bounds how stale this node's view of keys, workflows and
+	// structured outputs may be; 0 means the default CacheTTL, negative
+	// disables caching.
+	CacheTTL time.Duration
 }
 
 // New returns a Store over rdb.
@@ -43,7 +51,14 @@ func New(rdb redis.UniversalClient, o Options) *Store {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Store{rdb: rdb, prefix: o.Prefix, production: o.Production, guard: o.Guard, now: o.Now}
+	if o.CacheTTL == 0 {
+		o.CacheTTL = CacheTTL
+	}
+	return &Store{rdb: rdb, prefix: o.Prefix, production: o.Production, guard: o.Guard, now: o.Now,
+		principals: newTTLCache[Principal](o.CacheTTL, o.Now),
+		workflows:  newTTLCache[Workflow](o.CacheTTL, o.Now),
+		outputs:    newTTLCache[StructuredOutput](o.CacheTTL, o.Now),
+	}
 }
 
 func (s *Store) projKey(pid, coll string) string {

@@ -1,0 +1,197 @@
+package main
+
+// Benchmarks of the whole program: run() on a real Redis (REDIS_URL, else
+// the embedded one), driven over HTTP. They report figures with
+// b.ReportMetric and never fail on speed. BENCHMARKS.md records them; run
+// them with -benchtime=1x (each runs a fixed amount of work):
+//
+//	REDIS_URL=redis://127.0.0.1:6379/0 go test -run '^$' -bench . -benchtime=1x .
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var benchClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}}
+
+func post(tb testing.TB, url, key string, body []byte) (int, []byte) {
+	req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := benchClient.Do(req)
+	if err != nil {
+		tb.Fatalf("POST %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, b
+}
+
+// completed reads riverhub_tasks_completed_total (all statuses) from /metrics.
+func completed(tb testing.TB, base string) float64 {
+	res, err := benchClient.Get(base + "/metrics")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer res.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "riverhub_tasks_completed_total{") {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	i := int(float64(len(d)-1) * p)
+	return d[i]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BenchmarkThroughput submits tasks of a zero-delay mock workflow from 64
+// concurrent clients for 10 s and counts the tasks completed in that
+// window: the sustained rate of the whole pipeline (HTTP, auth, record,
+// queue, claim, provider, completion), with its queue kept from growing.
+func BenchmarkThroughput(b *testing.B) {
+	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error")
+	n.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "m", "provider": "mock", "mock": map[string]any{"response": map[string]any{"ok": true}}})
+	body, _ := json.Marshal(map[string]any{"workflow": "m", "messages": userMessages("hello"), "customer_data": map[string]any{"user_id": "u1"}})
+	const window = 10 * time.Second
+	b.ResetTimer()
+	for range b.N {
+		var submitted, refused atomic.Int64
+		start0 := completed(b, n.base)
+		stop := time.Now().Add(window)
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(stop) {
+					code, _ := post(b, n.base+"/v1/ai/async", n.key, body)
+					switch code {
+					case 200:
+						submitted.Add(1)
+					case 429:
+						refused.Add(1)
+						time.Sleep(10 * time.Millisecond)
+					default:
+						b.Errorf("submit answered %d", code)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		done := completed(b, n.base) - start0
+		b.ReportMetric(done/window.Seconds(), "completed/s")
+		b.ReportMetric(float64(submitted.Load())/window.Seconds(), "submitted/s")
+		b.ReportMetric(float64(refused.Load()), "refused")
+		// Drain, so the next iteration starts from an empty queue.
+		for completed(b, n.base)-start0 < float64(submitted.Load()) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// BenchmarkSubmitLatency sends async submissions at a fixed 1,000 req/s
+// (open loop: a slow answer does not slow the sender) for 5 s and reports
+// the answer latency percentiles.
+func BenchmarkSubmitLatency(b *testing.B) {
+	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error")
+	n.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "m", "provider": "mock"})
+	body, _ := json.Marshal(map[string]any{"workflow": "m", "messages": userMessages("hello")})
+	const rate, window = 1000, 5 * time.Second
+	// Warm the connection pool.
+	for range 200 {
+		post(b, n.base+"/v1/ai/async", n.key, body)
+	}
+	b.ResetTimer()
+	for range b.N {
+		total := int(rate * window.Seconds())
+		lat := make([]time.Duration, total)
+		var wg sync.WaitGroup
+		tick := time.Second / rate
+		t0 := time.Now()
+		for i := range total {
+			due := t0.Add(time.Duration(i) * tick)
+			time.Sleep(time.Until(due))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s := time.Now()
+				if code, out := post(b, n.base+"/v1/ai/async", n.key, body); code != 200 {
+					b.Errorf("submit: %d %s", code, out)
+				}
+				lat[i] = time.Since(s)
+			}()
+		}
+		wg.Wait()
+		b.ReportMetric(ms(percentile(lat, 0.50)), "p50-ms")
+		b.ReportMetric(ms(percentile(lat, 0.99)), "p99-ms")
+		b.ReportMetric(float64(total)/time.Since(t0).Seconds(), "req/s")
+	}
+}
+
+// BenchmarkSyncOverhead compares POST /v1/ai (an openai workflow pointed at
+// a local fake chat-completions server) with calling that fake directly,
+// one request at a time, interleaved, and reports both medians and the
+// difference: what riverhub adds to a synchronous request.
+func BenchmarkSyncOverhead(b *testing.B) {
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"{\"answer\":42}"}}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}`)
+	}))
+	defer fake.Close()
+	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error", "OPENAI_BASE_URL", fake.URL+"/v1", "OPENAI_API_KEY", "sk-bench")
+	n.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "o", "provider": "openai", "model": "gpt-4o"})
+	body, _ := json.Marshal(map[string]any{"workflow": "o", "messages": userMessages("hello")})
+	direct, _ := json.Marshal(map[string]any{"model": "gpt-4o", "messages": userMessages("hello")})
+	const rounds = 3000
+	for range 200 { // warm both paths
+		post(b, fake.URL+"/v1/chat/completions", "sk-bench", direct)
+		post(b, n.base+"/v1/ai", n.key, body)
+	}
+	b.ResetTimer()
+	for range b.N {
+		viaHub := make([]time.Duration, 0, rounds)
+		straight := make([]time.Duration, 0, rounds)
+		for range rounds {
+			s := time.Now()
+			post(b, fake.URL+"/v1/chat/completions", "sk-bench", direct)
+			straight = append(straight, time.Since(s))
+			s = time.Now()
+			if code, out := post(b, n.base+"/v1/ai", n.key, body); code != 200 {
+				b.Fatalf("sync: %d %s", code, out)
+			}
+			viaHub = append(viaHub, time.Since(s))
+		}
+		p50d, p50h := percentile(straight, .5), percentile(viaHub, .5)
+		b.ReportMetric(ms(p50d), "direct-p50-ms")
+		b.ReportMetric(ms(p50h), "riverhub-p50-ms")
+		b.ReportMetric(ms(p50h-p50d), "added-p50-ms")
+		b.ReportMetric(ms(percentile(viaHub, .99)-percentile(straight, .99)), "added-p99-ms")
+	}
+}
