@@ -18,7 +18,7 @@ func TestSubmitMockWorkflow(t *testing.T) {
 	n := newNode(t)
 	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{
 		"name": "summary", "provider": "mock", "model": "mock-1",
-		"mock": map[string]any{"response": map[string]any{"summary": "refund <requested>"}, "delay_ms": 10},
+		"mock": map[string]any{"response": map[string]any{"summary": "refund <requested> &amp; \u2028"}, "delay_ms": 10},
 	})
 	ans := n.submit(t, "summary", map[string]any{
 		"customer_data": map[string]any{"user_id": "user_789"},
@@ -46,7 +46,7 @@ func TestSubmitMockWorkflow(t *testing.T) {
 	msg := v["message"].(map[string]any)
 	for path, want := range map[string]any{
 		"type": "task.completed", "status": "success", "workflow": "summary", "channel_id": cid,
-		"data/summary": "refund <requested>", "meta/provider": "mock", "meta/model": "mock-1",
+		"data/summary": "refund <requested> &amp; \u2028", "meta/provider": "mock", "meta/model": "mock-1",
 		"meta/attempts/0/success": true, "meta/attempts/0/provider": "mock", "customer_data/user_id": "user_789",
 	} {
 		if got := get(t, msg, strings.Split(path, "/")...); got != want {
@@ -198,8 +198,14 @@ func TestSyncSubmission(t *testing.T) {
 	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{
 		"name": "s", "provider": "mock", "mock": map[string]any{"response": "plain text answer"},
 	})
-	msg := n.must(t, 200, "POST", "/v1/ai", map[string]any{"workflow": "s", "messages": userMessages("hi"), "metadata": map[string]any{"k": "v"}})
-	if msg["status"] != "success" || get(t, msg, "data", "content") != "plain text answer" || get(t, msg, "customer_data", "k") != "v" {
+	raw := n.do(t, "POST", "/v1/ai", n.key, map[string]any{"workflow": "s", "messages": userMessages("hi"), "metadata": map[string]any{"k": "v <&>"}})
+	// The payload is sent as JSON.stringify would write it (no \u003c
+	// escapes), so receivers that verify HMAC(JSON.stringify(body)) agree.
+	if raw.status != 200 || !strings.Contains(string(raw.body), `"k":"v <&>"`) {
+		t.Fatalf("sync answer: %d %s", raw.status, raw.body)
+	}
+	msg := raw.json(t)
+	if msg["status"] != "success" || get(t, msg, "data", "content") != "plain text answer" || get(t, msg, "customer_data", "k") != "v <&>" {
 		t.Fatalf("sync answer = %v", msg)
 	}
 	// The channel is recorded like an async one.

@@ -1,11 +1,11 @@
 package channels
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 
 	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/jscanon"
 )
 
 // ErrorBody is the error object of a failed channel's message.
@@ -72,14 +72,6 @@ func completedMessage(t *Task, res ai.Result, runErr error, at string) (Status, 
 	return m.Status, b, err
 }
 
-// encode writes compact JSON without HTML escaping: the bytes are signed
-// and receivers re-serialise them with JSON.stringify.
-func encode(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
+// encode writes the payload as JSON.stringify would re-serialise it: the
+// bytes are signed, and receivers verify HMAC(JSON.stringify(body)).
+func encode(v any) ([]byte, error) { return jscanon.Marshal(v) }

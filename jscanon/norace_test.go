@@ -1,0 +1,5 @@
+//go:build !race
+
+package jscanon
+
+const raceEnabled = false
