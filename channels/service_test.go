@@ -1,0 +1,226 @@
+package channels
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/rdb/rdbtest"
+)
+
+// runnerFunc adapts a function to Runner.
+type runnerFunc func(ctx context.Context, req ai.Request) (ai.Result, error)
+
+func (f runnerFunc) Run(ctx context.Context, req ai.Request) (ai.Result, error) { return f(ctx, req) }
+
+func answer(data string) runnerFunc {
+	return func(ctx context.Context, req ai.Request) (ai.Result, error) {
+		return ai.Result{Data: json.RawMessage(data), Provider: "mock", Model: "m",
+			Attempts: []ai.Attempt{{Provider: "mock", Model: "m", Success: true}}}, nil
+	}
+}
+
+// recorder counts side effects.
+type recorder struct {
+	mu        sync.Mutex
+	published []string
+	events    []Event
+}
+
+func (r *recorder) Publish(_ context.Context, _, cid string, msg json.RawMessage) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.published = append(r.published, string(msg))
+	return nil
+}
+
+func (r *recorder) Enqueue(_ context.Context, ev Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, ev)
+	return nil
+}
+
+func newTask() *Task {
+	return &Task{ChannelID: uuid.NewString(), ProjectID: "p1",
+		Workflow:     console.Workflow{Name: "w", Provider: "mock", Model: "m"},
+		Messages:     []ai.Message{{Role: "user", Content: "hi"}},
+		CustomerData: json.RawMessage(`{"u":1}`)}
+}
+
+func newService(tb testing.TB, c redis.UniversalClient, prefix string, r Runner, o Options) *Service {
+	tb.Helper()
+	o.Prefix = prefix
+	o.Log = zerolog.Nop()
+	s := New(c, r, o)
+	tb.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	return s
+}
+
+func waitStatus(tb testing.TB, s *Service, cid string, want Status) View {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v, err := s.Get(context.Background(), "p1", cid)
+		if err == nil && v.Status == want {
+			return v
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("channel %s: status %q (err %v), want %q", cid, v.Status, err, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Two nodes running the same task (one kept going after losing its lease)
+// complete it once: both see the winner's message, the timeline has one
+// outcome.
+func TestCompletionIsOnce(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	rec := &recorder{}
+	a := newService(t, c, prefix, answer(`{"from":"a"}`), Options{Publisher: rec, Dispatcher: rec})
+	b := newService(t, c, prefix, answer(`{"from":"b"}`), Options{Publisher: rec, Dispatcher: rec})
+	task := newTask()
+	if err := a.Submit(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	msgs := make([]json.RawMessage, 2)
+	for i, s := range []*Service{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t2 := *task
+			m, err := s.execute(context.Background(), &t2)
+			if err != nil {
+				t.Error(err)
+			}
+			msgs[i] = m
+		}()
+	}
+	wg.Wait()
+	if string(msgs[0]) != string(msgs[1]) {
+		t.Fatalf("the two runs disagree on the final message:\n%s\n%s", msgs[0], msgs[1])
+	}
+	_, tl, err := a.Timeline(context.Background(), "p1", task.ChannelID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcomes := 0
+	for _, e := range tl {
+		if strings.Contains(string(e), `"type":"completed"`) {
+			outcomes++
+		}
+	}
+	if outcomes != 1 {
+		t.Errorf("timeline has %d completions, want 1: %s", outcomes, tl)
+	}
+	// Side effects may repeat (they are idempotent downstream) but always
+	// carry the winner's message.
+	for _, p := range rec.published {
+		if p != string(msgs[0]) {
+			t.Errorf("published a losing message: %s", p)
+		}
+	}
+}
+
+// A task leased by a node that then vanished is requeued when its lease
+// ends and completed by another node.
+func TestExpiredLeaseIsReclaimed(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{"ok":true}`), Options{Lease: 200 * time.Millisecond})
+	task := newTask()
+	ctx := context.Background()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	// A "dead node" claims it and never comes back.
+	ids, err := claimScript.Run(ctx, s.rdb, []string{s.readyKey, s.leaseKey}, 10, time.Now().Add(100*time.Millisecond).UnixMilli()).StringSlice()
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("claim: %v %v", ids, err)
+	}
+	s.Start()
+	v := waitStatus(t, s, task.ChannelID, StatusSuccess)
+	if !strings.Contains(string(v.Message), `"ok":true`) {
+		t.Errorf("message = %s", v.Message)
+	}
+	// The lease is acked right after the completion is recorded.
+	deadline := time.Now().Add(2 * time.Second)
+	for n, _ := s.rdb.ZCard(ctx, s.leaseKey).Result(); n != 0; n, _ = s.rdb.ZCard(ctx, s.leaseKey).Result() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d leases left after completion", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Shutdown with a task still running hands it back to the queue.
+func TestShutdownReleasesUnfinishedTasks(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	block := runnerFunc(func(ctx context.Context, req ai.Request) (ai.Result, error) {
+		<-ctx.Done()
+		return ai.Result{}, ctx.Err()
+	})
+	s := newService(t, c, prefix, block, Options{})
+	s.Start()
+	task := newTask()
+	ctx := context.Background()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, task.ChannelID, StatusGenerating)
+	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	_ = s.Shutdown(sctx)
+	ready, _ := s.rdb.LRange(ctx, s.readyKey, 0, -1).Result()
+	leased, _ := s.rdb.ZCard(ctx, s.leaseKey).Result()
+	if len(ready) != 1 || ready[0] != task.ChannelID || leased != 0 {
+		t.Errorf("after shutdown: ready %v, leased %d; want the task back in the queue", ready, leased)
+	}
+	if v, _ := s.Get(ctx, "p1", task.ChannelID); v.Status != StatusGenerating {
+		t.Errorf("status = %s: an interrupted task must not be marked failed", v.Status)
+	}
+}
+
+func TestFullQueueLeavesNothing(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{}`), Options{MaxQueue: 1})
+	ctx := context.Background()
+	if err := s.Submit(ctx, newTask()); err != nil {
+		t.Fatal(err)
+	}
+	second := newTask()
+	if err := s.Submit(ctx, second); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("second submit: %v, want ErrQueueFull", err)
+	}
+	if n, _ := s.rdb.Exists(ctx, s.chKey(second.ChannelID), s.tlKey(second.ChannelID)).Result(); n != 0 {
+		t.Errorf("refused task left %d keys", n)
+	}
+}
+
+func TestForeignProjectIsNotFound(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{}`), Options{})
+	task := newTask()
+	if err := s.Submit(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(context.Background(), "p2", task.ChannelID); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("another project read the channel: %v", err)
+	}
+}
