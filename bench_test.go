@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -122,17 +123,20 @@ func BenchmarkSubmitLatency(b *testing.B) {
 	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error")
 	n.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "m", "provider": "mock"})
 	body, _ := json.Marshal(map[string]any{"workflow": "m", "messages": userMessages("hello")})
-	const rate, window = 1000, 5 * time.Second
+	rate, window := 1000, 5*time.Second
+	if r, err := strconv.Atoi(os.Getenv("BENCH_RATE")); err == nil {
+		rate = r
+	}
 	// Warm the connection pool.
 	for range 200 {
 		post(b, n.base+"/v1/ai/async", n.key, body)
 	}
 	b.ResetTimer()
 	for range b.N {
-		total := int(rate * window.Seconds())
+		total := int(float64(rate) * window.Seconds())
 		lat := make([]time.Duration, total)
 		var wg sync.WaitGroup
-		tick := time.Second / rate
+		tick := time.Second / time.Duration(rate)
 		t0 := time.Now()
 		for i := range total {
 			due := t0.Add(time.Duration(i) * tick)

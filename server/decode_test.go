@@ -1,0 +1,336 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/riverhub/riverhub/apperr"
+)
+
+// wantInvalidRequest fails unless err is a 400 invalid_request whose message
+// mentions every string of mention.
+func wantInvalidRequest(tb testing.TB, err error, mention ...string) {
+	tb.Helper()
+	if err == nil {
+		tb.Fatalf("err = nil, want invalid_request mentioning %q", mention)
+	}
+	e := apperr.As(err)
+	if e == nil {
+		tb.Fatalf("err = %v (%T), want an *apperr.Error", err, err)
+	}
+	if e.Kind != apperr.Invalid || e.Code != "invalid_request" || statusOf(e.Kind) != http.StatusBadRequest {
+		tb.Errorf("err = kind %d code %q, want invalid_request (400)", e.Kind, e.Code)
+	}
+	for _, m := range mention {
+		if !strings.Contains(e.Message, m) {
+			tb.Errorf("message %q does not mention %q", e.Message, m)
+		}
+	}
+}
+
+const okMsgs = `"messages":[{"role":"user","content":"hi"}]`
+
+func TestDecodeTaskRequestRejects(t *testing.T) {
+	t.Parallel()
+	many := `{"workflow":"w","messages":[` + strings.Repeat(`{"role":"user","content":"x"},`, 1000) + `{"role":"user","content":"x"}]}`
+	tests := []struct {
+		name    string
+		body    string
+		mention []string
+	}{
+		{"empty body", ``, []string{"empty"}},
+		{"whitespace body", " \n\t ", []string{"empty"}},
+		{"top-level array", `[{"workflow":"w",` + okMsgs + `}]`, []string{"JSON object"}},
+		{"top-level string", `"w"`, []string{"JSON object"}},
+		{"top-level null", `null`, []string{"JSON object"}},
+		{"top-level number", `42`, []string{"JSON object"}},
+		{"truncated", `{"workflow":"w",`, []string{"malformed JSON"}},
+		{"missing colon", `{"workflow" "w"}`, []string{"malformed JSON"}},
+		{"single quotes", `{'workflow':'w'}`, []string{"malformed JSON"}},
+		{"trailing comma", `{"workflow":"w",}`, []string{"malformed JSON"}},
+		{"second object", `{"workflow":"w",` + okMsgs + `} {}`, []string{"more than one"}},
+		{"trailing brace", `{"workflow":"w",` + okMsgs + `}}`, []string{"after the JSON object"}},
+		{"trailing word", `{"workflow":"w",` + okMsgs + `} x`, []string{"JSON"}},
+		{"workflow is a number", `{"workflow":7,` + okMsgs + `}`, []string{`"workflow"`, "string"}},
+		{"workflow is an object", `{"workflow":{"name":"w"},` + okMsgs + `}`, []string{`"workflow"`, "string"}},
+		{"messages is an object", `{"workflow":"w","messages":{"role":"user"}}`, []string{`"messages"`, "array"}},
+		{"messages is a string", `{"workflow":"w","messages":"hi"}`, []string{`"messages"`, "array"}},
+		{"message is a string", `{"workflow":"w","messages":["hi"]}`, []string{"messages"}},
+		{"role is a number", `{"workflow":"w","messages":[{"role":1,"content":"x"}]}`, []string{"messages", "role", "string"}},
+		{"content is a number", `{"workflow":"w","messages":[{"role":"user","content":5}]}`, []string{"messages", "content", "string"}},
+		{"webhook_id is a number", `{"workflow":"w",` + okMsgs + `,"webhook_id":5}`, []string{`"webhook_id"`, "string"}},
+		{"missing workflow", `{` + okMsgs + `}`, []string{"workflow", "required"}},
+		{"empty workflow", `{"workflow":"",` + okMsgs + `}`, []string{"workflow", "required"}},
+		{"null workflow", `{"workflow":null,` + okMsgs + `}`, []string{"workflow", "required"}},
+		{"missing messages", `{"workflow":"w"}`, []string{"messages", "required"}},
+		{"empty messages", `{"workflow":"w","messages":[]}`, []string{"messages", "required"}},
+		{"null messages", `{"workflow":"w","messages":null}`, []string{"messages", "required"}},
+		{"missing role", `{"workflow":"w","messages":[{"content":"x"}]}`, []string{"messages[0].role", "required"}},
+		{"bad role", `{"workflow":"w","messages":[{"role":"user","content":"a"},{"role":"tool","content":"b"}]}`, []string{"messages[1].role", `"tool"`}},
+		{"role in capitals", `{"workflow":"w","messages":[{"role":"User","content":"a"}]}`, []string{"messages[0].role"}},
+		{"too many messages", many, []string{"1000"}},
+		{"customer_data is an array", `{"workflow":"w",` + okMsgs + `,"customer_data":[1,2]}`, []string{"customer_data", "object"}},
+		{"customer_data is a string", `{"workflow":"w",` + okMsgs + `,"customer_data":"u1"}`, []string{"customer_data", "object"}},
+		{"customer_data is a number", `{"workflow":"w",` + okMsgs + `,"customer_data":1}`, []string{"customer_data", "object"}},
+		{"customer_data is true", `{"workflow":"w",` + okMsgs + `,"customer_data":true}`, []string{"customer_data", "object"}},
+		{"metadata is an array", `{"workflow":"w",` + okMsgs + `,"metadata":["a"]}`, []string{"metadata", "object"}},
+		{"metadata is a string with null customer_data", `{"workflow":"w",` + okMsgs + `,"customer_data":null,"metadata":"x"}`, []string{"metadata", "object"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := decodeTaskRequest([]byte(tt.body))
+			wantInvalidRequest(t, err, tt.mention...)
+		})
+	}
+}
+
+func TestDecodeTaskRequestAccepts(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		body         string
+		wantCustomer string
+		wantWebhook  string
+		wantMessages int
+	}{
+		{"minimal", `{"workflow":"w",` + okMsgs + `}`, `{}`, "", 1},
+		{"surrounded by whitespace", "\n  {\"workflow\":\"w\"," + okMsgs + "}\r\n", `{}`, "", 1},
+		{"all roles", `{"workflow":"w","messages":[{"role":"system","content":"s"},{"role":"user","content":"u"},{"role":"assistant","content":"a"}]}`, `{}`, "", 3},
+		{"empty content is allowed", `{"workflow":"w","messages":[{"role":"user","content":""}]}`, `{}`, "", 1},
+		{"customer_data compacted", `{"workflow":"w",` + okMsgs + `,"customer_data": { "user_id" : "u1", "n": [1, 2] } }`, `{"user_id":"u1","n":[1,2]}`, "", 1},
+		{"null customer_data is empty", `{"workflow":"w",` + okMsgs + `,"customer_data":null}`, `{}`, "", 1},
+		{"metadata when customer_data is absent", `{"workflow":"w",` + okMsgs + `,"metadata":{"order":"o-1"}}`, `{"order":"o-1"}`, "", 1},
+		{"metadata when customer_data is null", `{"workflow":"w",` + okMsgs + `,"customer_data":null,"metadata":{"order":"o-1"}}`, `{"order":"o-1"}`, "", 1},
+		{"customer_data wins over metadata", `{"workflow":"w",` + okMsgs + `,"customer_data":{"a":1},"metadata":{"b":2}}`, `{"a":1}`, "", 1},
+		{"metadata ignored, even malformed, when customer_data given", `{"workflow":"w",` + okMsgs + `,"customer_data":{"a":1},"metadata":[1]}`, `{"a":1}`, "", 1},
+		{"empty customer_data object", `{"workflow":"w",` + okMsgs + `,"customer_data":{}}`, `{}`, "", 1},
+		{"webhook_id kept", `{"workflow":"w",` + okMsgs + `,"webhook_id":"wh_123"}`, `{}`, "wh_123", 1},
+		{"unknown fields of compatible clients ignored",
+			`{"workflow":"w",` + okMsgs + `,"delivery_method":"webhook","events":["task.completed"],` +
+				`"webhook_url":"https://example.com/h","inputs":{"x":1},"context":[1,"two",{"three":3}],"stream":true}`,
+			`{}`, "", 1},
+		{"unicode kept", `{"workflow":"résumé",` + okMsgs + `,"customer_data":{"name":"Zoë \u2603"}}`, `{"name":"Zoë \u2603"}`, "", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := decodeTaskRequest([]byte(tt.body))
+			if err != nil {
+				t.Fatalf("decodeTaskRequest: %v", err)
+			}
+			if r.Workflow == "" {
+				t.Error("workflow is empty")
+			}
+			if string(r.CustomerData) != tt.wantCustomer {
+				t.Errorf("customer_data = %s, want %s", r.CustomerData, tt.wantCustomer)
+			}
+			if r.WebhookID != tt.wantWebhook {
+				t.Errorf("webhook_id = %q, want %q", r.WebhookID, tt.wantWebhook)
+			}
+			if len(r.Messages) != tt.wantMessages {
+				t.Errorf("%d messages, want %d", len(r.Messages), tt.wantMessages)
+			}
+		})
+	}
+}
+
+func TestDecodeTaskRequestKeepsMessages(t *testing.T) {
+	t.Parallel()
+	r, err := decodeTaskRequest([]byte(`{"workflow":"support","messages":[{"role":"system","content":"Be kind."},{"role":"user","content":"Line 1\nLine \"2\""}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Workflow != "support" || r.Messages[0].Role != "system" || r.Messages[0].Content != "Be kind." ||
+		r.Messages[1].Role != "user" || r.Messages[1].Content != "Line 1\nLine \"2\"" {
+		t.Errorf("decoded %+v", r)
+	}
+}
+
+func TestDecodeJSON(t *testing.T) {
+	t.Parallel()
+	type target struct {
+		Name  string   `json:"name"`
+		Count int      `json:"count"`
+		Tags  []string `json:"tags"`
+		On    bool     `json:"on"`
+		Inner struct {
+			N int `json:"n"`
+		} `json:"inner"`
+	}
+	tests := []struct {
+		name    string
+		body    string
+		mention []string // nil = accepted
+	}{
+		{"object", `{"name":"a","count":2,"tags":["x"],"on":true,"inner":{"n":1}}`, nil},
+		{"unknown fields ignored", `{"name":"a","surprise":{"deep":[1,2,3]}}`, nil},
+		{"empty object", `{}`, nil},
+		{"empty", ``, []string{"empty"}},
+		{"array", `[]`, []string{"JSON object"}},
+		{"string", `"{}"`, []string{"JSON object"}},
+		{"malformed", `{"name":}`, []string{"malformed JSON"}},
+		{"unterminated string", `{"name":"a`, []string{"malformed JSON"}},
+		{"trailing object", `{} {}`, []string{"more than one"}},
+		{"trailing bracket", `{}]`, []string{"after the JSON object"}},
+		{"name is a number", `{"name":1}`, []string{`"name"`, "a string", "number"}},
+		{"count is a string", `{"count":"2"}`, []string{`"count"`, "a number", "string"}},
+		{"count is fractional", `{"count":1.5}`, []string{`"count"`, "a number"}},
+		{"count overflows", `{"count":1e400}`, []string{`"count"`}},
+		{"tags is a string", `{"tags":"x"}`, []string{`"tags"`, "an array", "string"}},
+		{"tags holds a number", `{"tags":[1]}`, []string{`"tags"`, "a string"}},
+		{"on is a string", `{"on":"yes"}`, []string{`"on"`, "a boolean"}},
+		{"inner is an array", `{"inner":[]}`, []string{`"inner"`, "an object"}},
+		{"inner.n is a string", `{"inner":{"n":"1"}}`, []string{"inner.n", "a number"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var v target
+			err := decodeJSON([]byte(tt.body), &v)
+			if tt.mention == nil {
+				if err != nil {
+					t.Fatalf("decodeJSON(%s) = %v", tt.body, err)
+				}
+				return
+			}
+			wantInvalidRequest(t, err, tt.mention...)
+		})
+	}
+
+	var v target
+	if err := decodeJSON([]byte(`{"name":"a","count":2,"tags":["x","y"],"on":true,"inner":{"n":7}}`), &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Name != "a" || v.Count != 2 || len(v.Tags) != 2 || !v.On || v.Inner.N != 7 {
+		t.Errorf("decoded %+v", v)
+	}
+}
+
+func TestReadBody(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		body     string
+		length   int64 // Content-Length; -1 = unknown (chunked)
+		limit    int64
+		wantCode string // "" = read
+	}{
+		{"within limit", `{"a":1}`, 7, 16, ""},
+		{"exactly the limit", strings.Repeat("x", 16), 16, 16, ""},
+		{"declared too large", strings.Repeat("x", 17), 17, 16, "payload_too_large"},
+		{"chunked too large", strings.Repeat("x", 64), -1, 16, "payload_too_large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/v1/ai/async", bytes.NewReader([]byte(tt.body)))
+			r.ContentLength = tt.length
+			b, err := readBody(r, tt.limit)
+			if tt.wantCode == "" {
+				if err != nil || string(b) != tt.body {
+					t.Fatalf("readBody = %q, %v; want the body", b, err)
+				}
+				return
+			}
+			e := apperr.As(err)
+			if e == nil || e.Code != tt.wantCode || statusOf(e.Kind) != http.StatusRequestEntityTooLarge {
+				t.Fatalf("readBody error = %v, want %s (413)", err, tt.wantCode)
+			}
+		})
+	}
+}
+
+// checkTaskRequest asserts what every accepted submission guarantees the
+// rest of the server.
+func checkTaskRequest(tb testing.TB, body []byte, r taskRequest) {
+	tb.Helper()
+	if !json.Valid(body) {
+		tb.Fatalf("accepted a body that is not valid JSON: %q", body)
+	}
+	if r.Workflow == "" {
+		tb.Fatalf("accepted an empty workflow: %q", body)
+	}
+	if len(r.Messages) == 0 || len(r.Messages) > maxMessages {
+		tb.Fatalf("accepted %d messages: %q", len(r.Messages), body)
+	}
+	for i, m := range r.Messages {
+		switch m.Role {
+		case "system", "user", "assistant":
+		default:
+			tb.Fatalf("accepted messages[%d].role %q: %q", i, m.Role, body)
+		}
+	}
+	if len(r.CustomerData) == 0 || r.CustomerData[0] != '{' {
+		tb.Fatalf("customer_data %q is not an object: %q", r.CustomerData, body)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(r.CustomerData, &obj); err != nil || obj == nil {
+		tb.Fatalf("customer_data %q does not decode as an object (%v): %q", r.CustomerData, err, body)
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, r.CustomerData); err != nil || !bytes.Equal(compact.Bytes(), r.CustomerData) {
+		tb.Fatalf("customer_data %q is not compact: %q", r.CustomerData, body)
+	}
+}
+
+// checkRejection asserts an error is a client error, never an internal one.
+func checkRejection(tb testing.TB, body []byte, err error) {
+	tb.Helper()
+	e := apperr.As(err)
+	if e == nil || e.Kind != apperr.Invalid || e.Code != "invalid_request" || e.Message == "" {
+		tb.Fatalf("rejection of %q is %v, want invalid_request with a message", body, err)
+	}
+}
+
+func FuzzDecodeTaskRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"workflow":"w","messages":[{"role":"user","content":"hi"}]}`,
+		`{"workflow":"w","messages":[{"role":"user","content":"hi"}],"metadata":{"a":1},"customer_data":null}`,
+		`{"workflow":"w","messages":[{"role":"tool","content":"hi"}]}`,
+		`[]`,
+		``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := decodeTaskRequest(body)
+		if err != nil {
+			checkRejection(t, body, err)
+			return
+		}
+		checkTaskRequest(t, body, r)
+	})
+}
+
+func FuzzDecodeJSON(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":[1,{"b":null}]}`, `{} {}`, `[1]`, ` {"x":"\u00e9"} `} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		// Into a map every valid object fits, so the decoder must accept
+		// exactly the bodies that are one JSON object.
+		var m map[string]any
+		err := decodeJSON(body, &m)
+		trimmed := bytes.TrimSpace(body)
+		isObject := json.Valid(trimmed) && len(trimmed) > 0 && trimmed[0] == '{'
+		switch {
+		case err == nil && !isObject:
+			t.Fatalf("accepted %q, which is not one JSON object", body)
+		case err != nil && isObject:
+			t.Fatalf("refused the JSON object %q: %v", body, err)
+		case err != nil:
+			checkRejection(t, body, err)
+		case m == nil:
+			t.Fatalf("accepted %q but decoded nothing", body)
+		}
+
+		// Into a struct, type errors are client errors with a message.
+		var r taskRequest
+		if err := decodeJSON(body, &r); err != nil {
+			checkRejection(t, body, err)
+		} else if !isObject {
+			t.Fatalf("struct decode accepted %q, which is not one JSON object", body)
+		}
+	})
+}
