@@ -215,8 +215,10 @@ func (s *Service) requestEntry(t *Task, now time.Time) Entry {
 }
 
 // RunSync records a channel and runs it on the calling goroutine, returning
-// the final message. The task is leased like a queued one, so if this node
-// dies mid-run another node finishes it (and delivers its webhooks).
+// the final message. The record is written while the provider works (the
+// completion waits for both), and the side effects run after the answer;
+// the task is leased like a queued one throughout, so if this node dies
+// mid-run another node finishes it (and delivers its webhooks).
 func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error) {
 	now := s.o.Now()
 	args, err := s.recordArgs(t, StatusGenerating, now, s.requestEntry(t, now),
@@ -225,26 +227,62 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 		return nil, err
 	}
 	s.track(t.ChannelID)
-	defer s.untrack(t.ChannelID)
-	err = s.pipelined(ctx, func(p redis.Pipeliner) {
-		recordScript.EvalSha(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
-		p.ZAdd(ctx, s.leaseKey, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: t.ChannelID})
-	})
-	if err != nil {
+	recorded := make(chan error, 1)
+	go func() {
+		recorded <- s.pipelined(ctx, func(p redis.Pipeliner) {
+			recordScript.EvalSha(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
+			p.ZAdd(ctx, s.leaseKey, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: t.ChannelID})
+		})
+	}()
+	res, runErr := s.generate(ctx, t)
+	if err := <-recorded; err != nil {
+		s.untrack(t.ChannelID)
 		return nil, fmt.Errorf("record channel: %w", err)
 	}
 	s.m.submitted.Inc()
-	msg, err := s.execute(ctx, t)
+	if ctx.Err() != nil {
+		s.untrack(t.ChannelID) // the lease runs out and another node runs it
+		return nil, ctx.Err()
+	}
+	msg, err := s.conclude(ctx, t, res, runErr)
 	if err != nil {
+		s.untrack(t.ChannelID)
 		return nil, err
 	}
+	s.tasks.Add(1)
+	go func() {
+		defer s.tasks.Done()
+		defer s.untrack(t.ChannelID)
+		if err := s.finish(s.runCtx, t.ProjectID, t.ChannelID, t.WebhookID, msg); err != nil && s.runCtx.Err() == nil {
+			s.o.Log.Error().Err(err).Str("channel_id", t.ChannelID).Msg("finish task")
+		}
+	}()
 	return msg, nil
 }
 
 // execute runs a task that this node holds, completes it and acks it.
 func (s *Service) execute(ctx context.Context, t *Task) (json.RawMessage, error) {
+	res, runErr := s.generate(ctx, t)
+	if ctx.Err() != nil {
+		// Shutting down: the lease stays and the task runs again
+		// elsewhere rather than failing for a reason of ours.
+		return nil, ctx.Err()
+	}
+	msg, err := s.conclude(ctx, t, res, runErr)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.finish(ctx, t.ProjectID, t.ChannelID, t.WebhookID, msg); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// generate calls the providers.
+func (s *Service) generate(ctx context.Context, t *Task) (ai.Result, error) {
 	s.m.busy.Inc()
-	res, runErr := s.runner.Run(ctx, ai.Request{
+	defer s.m.busy.Dec()
+	res, err := s.runner.Run(ctx, ai.Request{
 		Chain:        append([]ai.Target{{Provider: t.Workflow.Provider, Model: t.Workflow.Model}}, t.Workflow.Fallbacks...),
 		SystemPrompt: t.Workflow.SystemPrompt,
 		Messages:     t.Messages,
@@ -252,13 +290,13 @@ func (s *Service) execute(ctx context.Context, t *Task) (json.RawMessage, error)
 		SchemaName:   t.SchemaName,
 		Mock:         t.Workflow.Mock,
 	})
-	s.m.busy.Dec()
 	s.m.countAttempts(res.Attempts)
-	if ctx.Err() != nil {
-		// Shutting down or the caller left: the lease stays and the task
-		// runs again elsewhere rather than failing for a reason of ours.
-		return nil, ctx.Err()
-	}
+	return res, err
+}
+
+// conclude records the outcome (once: the first completion wins) and
+// returns the winning message.
+func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr error) (json.RawMessage, error) {
 	now := s.o.Now()
 	at := stamp(now)
 	status, msg, err := completedMessage(t, res, runErr, at)
@@ -299,11 +337,7 @@ func (s *Service) execute(ctx context.Context, t *Task) (json.RawMessage, error)
 	if won == 1 {
 		s.m.completed.WithLabelValues(string(status)).Inc()
 	}
-	winner := json.RawMessage(out[1].(string))
-	if err := s.finish(ctx, t.ProjectID, t.ChannelID, t.WebhookID, winner); err != nil {
-		return nil, err
-	}
-	return winner, nil
+	return json.RawMessage(out[1].(string)), nil
 }
 
 func errorText(err error) string {
