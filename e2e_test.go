@@ -60,6 +60,20 @@ func TestSubmitMockWorkflow(t *testing.T) {
 		t.Errorf("meta.tokens.total = %v", tok)
 	}
 
+	metrics := n.do(t, "GET", "/metrics", "", nil)
+	for _, name := range []string{"riverhub_http_requests_total{", "riverhub_http_request_duration_seconds_bucket{",
+		"riverhub_task_queue_depth ", "riverhub_workers_busy ", `riverhub_provider_attempts_total{outcome="success",provider="mock"} 1`,
+		`riverhub_tasks_completed_total{status="success"} 1`} {
+		if !strings.Contains(string(metrics.body), name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if r := n.do(t, "GET", p, "", nil); r.status != 200 {
+			t.Errorf("GET %s = %d", p, r.status)
+		}
+	}
+
 	log := n.must(t, 200, "GET", "/api/console/logs/"+cid, nil)
 	var types []string
 	for _, e := range log["timeline"].([]any) {

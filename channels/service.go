@@ -80,7 +80,12 @@ type Service struct {
 
 	readyKey, leaseKey string
 
-	wake chan struct{}
+	wake  chan struct{}
+	acks  chan string   // lease releases for ackLoop
+	acked chan struct{} // closed when ackLoop has sent the last one
+
+	ackMu      sync.RWMutex
+	acksClosed bool
 
 	mu       sync.Mutex
 	inflight map[string]struct{}
@@ -125,11 +130,14 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 		readyKey: o.Prefix + ":{tasks}:ready",
 		leaseKey: o.Prefix + ":{tasks}:lease",
 		wake:     make(chan struct{}, 1),
+		acks:     make(chan string, 4096),
+		acked:    make(chan struct{}),
 		inflight: make(map[string]struct{}),
 		stop:     make(chan struct{}),
 	}
 	s.runCtx, s.runCancel = context.WithCancel(context.Background())
 	s.m = newMetrics(o.Registerer, s)
+	go s.ackLoop()
 	return s
 }
 
@@ -194,15 +202,15 @@ func (s *Service) Submit(ctx context.Context, t *Task) error {
 
 // pipelined runs fill's commands in one round trip. Scripts are sent by
 // hash; if the server lost them (a restart, a failover) they are loaded
-// and the pipeline sent again: every script sent this way is safe to
-// repeat.
+// and the pipeline sent again. Scripts are lost all together, so no
+// command of the failed pipeline took effect.
 func (s *Service) pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
 	for try := 0; ; try++ {
 		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
 		if err == nil || try > 0 || !redis.HasErrorPrefix(err, "NOSCRIPT") {
 			return err
 		}
-		for _, sc := range []*redis.Script{recordScript, enqueueScript} {
+		for _, sc := range []*redis.Script{recordScript, enqueueScript, startScript} {
 			if err := sc.Load(ctx, s.rdb).Err(); err != nil {
 				return fmt.Errorf("load script: %w", err)
 			}
@@ -366,10 +374,64 @@ func (s *Service) finish(ctx context.Context, pid, cid, webhookID string, msg js
 	return nil
 }
 
+// ack releases a finished task's lease. Acks are batched: one ZREM carries
+// every ack that arrived while the previous one was in flight, so under
+// load a task costs a fraction of a round trip here. A lost ack only means
+// the lease expires and the task is finished again, which is harmless.
 func (s *Service) ack(ctx context.Context, cid string) {
-	if err := s.rdb.ZRem(context.WithoutCancel(ctx), s.leaseKey, cid).Err(); err != nil {
-		// The lease will expire and the task be finished again: harmless.
-		s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("ack task")
+	s.ackMu.RLock()
+	defer s.ackMu.RUnlock()
+	if !s.acksClosed {
+		select {
+		case s.acks <- cid:
+			return
+		default: // the batcher is behind
+		}
+	}
+	s.zremLeases(context.WithoutCancel(ctx), cid)
+}
+
+// closeAcks stops the batcher after it has sent what it holds; later acks
+// go straight to Redis.
+func (s *Service) closeAcks() {
+	s.ackMu.Lock()
+	if !s.acksClosed {
+		s.acksClosed = true
+		close(s.acks)
+	}
+	s.ackMu.Unlock()
+	<-s.acked
+}
+
+func (s *Service) zremLeases(ctx context.Context, ids ...any) {
+	if err := s.rdb.ZRem(ctx, s.leaseKey, ids...).Err(); err != nil {
+		s.o.Log.Warn().Err(err).Int("tasks", len(ids)).Msg("ack tasks")
+	}
+}
+
+const ackBatch = 512
+
+// ackLoop sends batched acks until acks is closed and drained.
+func (s *Service) ackLoop() {
+	defer close(s.acked)
+	batch := make([]any, 0, ackBatch)
+	for id := range s.acks {
+		batch = append(batch[:0], id)
+	more:
+		for len(batch) < ackBatch {
+			select {
+			case id, ok := <-s.acks:
+				if !ok {
+					break more
+				}
+				batch = append(batch, id)
+			default:
+				break more
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.zremLeases(ctx, batch...)
+		cancel()
 	}
 }
 

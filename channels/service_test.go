@@ -212,6 +212,23 @@ func TestFullQueueLeavesNothing(t *testing.T) {
 	}
 }
 
+func TestRecordsExpireAfterRetention(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{}`), Options{Retention: time.Hour})
+	task := newTask()
+	ctx := context.Background()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{s.chKey(task.ChannelID), s.tlKey(task.ChannelID)} {
+		ttl, err := c.TTL(ctx, k).Result()
+		if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+			t.Errorf("TTL of %s = %v (%v), want the 1h retention", k, ttl, err)
+		}
+	}
+}
+
 func TestForeignProjectIsNotFound(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)

@@ -73,6 +73,9 @@ func (s *Service) claimLoop() {
 		}
 		for _, id := range ids {
 			s.track(id)
+		}
+		starts := s.startAll(ids)
+		for i, id := range ids {
 			s.tasks.Add(1)
 			go func() {
 				defer func() {
@@ -80,7 +83,9 @@ func (s *Service) claimLoop() {
 					slots <- struct{}{}
 					s.tasks.Done()
 				}()
-				s.process(id)
+				if starts != nil {
+					s.process(id, starts[i])
+				}
 			}()
 		}
 		if len(ids) > 0 {
@@ -114,17 +119,39 @@ func (s *Service) claim(n int) ([]string, error) {
 	return ids, nil
 }
 
-// process runs one claimed task.
-func (s *Service) process(cid string) {
+// startAll marks a claimed batch as generating, one script per channel,
+// all in one round trip. On failure the batch goes back to the queue.
+func (s *Service) startAll(ids []string) []*redis.Cmd {
 	ctx := s.runCtx
 	now := stamp(s.o.Now())
 	start := mustJSON(Entry{At: now, Type: "generating", Node: s.o.Node})
 	restart := mustJSON(Entry{At: now, Type: "requeued", Node: s.o.Node, Error: "the previous run's lease expired"})
-	out, err := startScript.Run(ctx, s.rdb, []string{s.chKey(cid), s.tlKey(cid)}, now, start, restart).StringSlice()
+	cmds := make([]*redis.Cmd, len(ids))
+	err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		for i, id := range ids {
+			cmds[i] = startScript.EvalSha(ctx, p, []string{s.chKey(id), s.tlKey(id)}, now, start, restart)
+		}
+	})
 	if err != nil {
 		if ctx.Err() == nil {
-			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("start task") // lease expires, task comes back
+			s.o.Log.Error().Err(err).Int("tasks", len(ids)).Msg("start tasks; giving them back")
+			args := make([]any, len(ids))
+			for i, id := range ids {
+				args[i] = id
+			}
+			releaseScript.Run(context.WithoutCancel(ctx), s.rdb, []string{s.readyKey, s.leaseKey}, args...)
 		}
+		return nil
+	}
+	return cmds
+}
+
+// process runs one claimed task, given the outcome of its start script.
+func (s *Service) process(cid string, start *redis.Cmd) {
+	ctx := s.runCtx
+	out, err := start.StringSlice()
+	if err != nil {
+		s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("start task") // lease expires, task comes back
 		return
 	}
 	switch out[0] {
@@ -225,6 +252,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 			<-done
 		}
 		s.runCancel()
+		s.closeAcks()
 		if len(ids) > 0 {
 			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()

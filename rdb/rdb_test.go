@@ -1,0 +1,51 @@
+package rdb
+
+import (
+	"context"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/riverhub/riverhub/config"
+)
+
+func TestPersistent(t *testing.T) {
+	tests := []struct {
+		name, appendonly, save string
+		want                   bool
+	}{
+		{"nothing on disk", "no", "", false},
+		{"aof", "yes", "", true},
+		{"rdb snapshots", "no", "3600 1 300 100", true},
+		{"both", "yes", "900 1", true},
+	}
+	for _, tt := range tests {
+		if got := Persistent(tt.appendonly, tt.save); got != tt.want {
+			t.Errorf("%s: Persistent(%q, %q) = %v, want %v", tt.name, tt.appendonly, tt.save, got, tt.want)
+		}
+	}
+}
+
+func TestOpenEmbeddedAndRefusedInProduction(t *testing.T) {
+	cfg := config.Defaults()
+	c, err := Open(context.Background(), cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Embedded {
+		t.Error("no REDIS_URL in development should give the embedded Redis")
+	}
+	if err := c.Set(context.Background(), "k", "v", 0).Err(); err != nil {
+		t.Errorf("embedded redis: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Error(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	cfg.Env = config.Production
+	if _, err := Open(context.Background(), cfg, zerolog.Nop()); err == nil {
+		t.Error("production without REDIS_URL opened a connection")
+	}
+}
