@@ -26,6 +26,7 @@ import (
 	"github.com/riverhub/riverhub/channels"
 	"github.com/riverhub/riverhub/config"
 	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/netguard"
 	"github.com/riverhub/riverhub/rdb"
 	"github.com/riverhub/riverhub/server"
@@ -75,8 +76,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	store := console.New(conn, console.Options{Prefix: cfg.KeyPrefix, Production: cfg.Production(),
-		Guard: &netguard.Guard{Allow: cfg.AllowCIDRs}})
+	guard := &netguard.Guard{Allow: cfg.AllowCIDRs}
+	store := console.New(conn, console.Options{Prefix: cfg.KeyPrefix, Production: cfg.Production(), Guard: guard})
 	project, generated, err := store.Bootstrap(ctx, cfg.AdminKey)
 	if err != nil {
 		return fmt.Errorf("bootstrap the default project: %w", err)
@@ -91,20 +92,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		AnthropicBaseURL: cfg.AnthropicBaseURL, AnthropicAPIKey: cfg.AnthropicAPIKey,
 		Timeout: cfg.ProviderTimeout,
 	})
+	deliveries := dispatch.New(conn, dispatch.Options{
+		Prefix: cfg.KeyPrefix, Schedule: cfg.RetrySchedule, Timeout: cfg.WebhookTimeout,
+		Retention: cfg.Retention, DLQRetention: cfg.DLQRetention, Production: cfg.Production(), Guard: guard,
+		Endpoints: store, Registerer: reg, Log: log,
+	})
 	svc := channels.New(conn, runner, channels.Options{
 		Prefix: cfg.KeyPrefix, Workers: cfg.Workers, MaxQueue: cfg.MaxQueue, Lease: cfg.TaskLease,
-		Retention: cfg.Retention, Registerer: reg, Log: log,
+		Retention: cfg.Retention, Dispatcher: deliveries, Registerer: reg, Log: log,
 	})
+	deliveries.SetTimeline(svc)
 	svc.Start()
+	deliveries.Start()
 
 	srv := server.New(server.Deps{
-		Console: store, Channels: svc, Tokens: wstoken.NewIssuer(cfg.TokenSecret, cfg.TokenTTL),
+		Console: store, Channels: svc, Deliveries: deliveries, Tokens: wstoken.NewIssuer(cfg.TokenSecret, cfg.TokenTTL),
 		Ready: func(ctx context.Context) error { return conn.Ping(ctx).Err() }, Registry: reg, Log: log,
 		PublicURL: cfg.PublicURL, MaxBodyBytes: cfg.MaxBodyBytes,
 	})
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		_ = svc.Shutdown(context.Background())
+		_ = deliveries.Shutdown(context.Background())
 		return fmt.Errorf("RIVERHUB_ADDR: %w", err)
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
@@ -119,6 +128,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	case <-ctx.Done():
 	case err := <-served:
 		_ = svc.Shutdown(context.Background())
+		_ = deliveries.Shutdown(context.Background())
 		return fmt.Errorf("serve: %w", err)
 	}
 	// Ordered: stop taking requests (waiting for the ones in flight), stop
@@ -131,6 +141,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		log.Warn().Err(err).Msg("http shutdown")
 	}
 	_ = svc.Shutdown(sctx)
+	_ = deliveries.Shutdown(sctx)
 	log.Info().Msg("stopped")
 	return nil
 }

@@ -487,3 +487,10 @@ func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.R
 func (s *Service) QueueDepth(ctx context.Context) (int64, error) {
 	return s.rdb.LLen(ctx, s.readyKey).Result()
 }
+
+// AppendTimeline adds an entry to a channel's timeline within p (other
+// packages, such as the dispatch engine, batch their entries with their own
+// commands). RPUSHX: a channel that has expired gets no TTL-less remnant.
+func (s *Service) AppendTimeline(ctx context.Context, p redis.Pipeliner, cid string, entry []byte) {
+	p.RPushX(ctx, s.tlKey(cid), entry)
+}

@@ -29,6 +29,7 @@ type Store struct {
 	principals *ttlCache[Principal]        // by key hash
 	workflows  *ttlCache[Workflow]         // by project + name
 	outputs    *ttlCache[StructuredOutput] // by project + id
+	hooks      *ttlCache[[]Webhook]        // a project's endpoints, by project
 }
 
 // Options configures a Store.
@@ -58,6 +59,7 @@ func New(rdb redis.UniversalClient, o Options) *Store {
 		principals: newTTLCache[Principal](o.CacheTTL, o.Now),
 		workflows:  newTTLCache[Workflow](o.CacheTTL, o.Now),
 		outputs:    newTTLCache[StructuredOutput](o.CacheTTL, o.Now),
+		hooks:      newTTLCache[[]Webhook](o.CacheTTL, o.Now),
 	}
 }
 

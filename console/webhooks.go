@@ -122,6 +122,7 @@ func (s *Store) CreateWebhook(ctx context.Context, pid string, in WebhookInput) 
 	if err := s.rdb.HSet(ctx, s.webhooksKey(pid), w.ID, mustJSON(w)).Err(); err != nil {
 		return Webhook{}, fmt.Errorf("create webhook: %w", err)
 	}
+	s.hooks.drop(pid)
 	return w, nil
 }
 
@@ -204,6 +205,7 @@ func (s *Store) modifyWebhook(ctx context.Context, pid, id string, change func(*
 	}
 	w.UpdatedAt = s.now().UTC()
 	n, err := replaceScript.Run(ctx, s.rdb, []string{s.webhooksKey(pid)}, id, mustJSON(w)).Int()
+	s.hooks.drop(pid)
 	if err != nil {
 		return Webhook{}, fmt.Errorf("update webhook: %w", err)
 	}
@@ -216,6 +218,7 @@ func (s *Store) modifyWebhook(ctx context.Context, pid, id string, change func(*
 // DeleteWebhook removes an endpoint.
 func (s *Store) DeleteWebhook(ctx context.Context, pid, id string) error {
 	n, err := s.rdb.HDel(ctx, s.webhooksKey(pid), id).Result()
+	s.hooks.drop(pid)
 	if err != nil {
 		return fmt.Errorf("delete webhook: %w", err)
 	}
@@ -223,4 +226,18 @@ func (s *Store) DeleteWebhook(ctx context.Context, pid, id string) error {
 		return apperr.NotFoundf("webhook %q not found", id)
 	}
 	return nil
+}
+
+// ProjectWebhooks returns every endpoint of a project, cached for up to
+// CacheTTL: the dispatch engine reads them for every event and attempt.
+func (s *Store) ProjectWebhooks(ctx context.Context, pid string) ([]Webhook, error) {
+	if ws, ok := s.hooks.get(pid); ok {
+		return ws, nil
+	}
+	ws, err := s.AllWebhooks(ctx, pid)
+	if err != nil {
+		return nil, err
+	}
+	s.hooks.put(pid, ws)
+	return ws, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/riverhub/riverhub/apperr"
 	"github.com/riverhub/riverhub/channels"
 	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/wstoken"
 )
 
@@ -22,6 +23,8 @@ import (
 type Deps struct {
 	Console  *console.Store
 	Channels *channels.Service
+	// Deliveries is the webhook engine (dead letters, replay).
+	Deliveries *dispatch.Engine
 	Tokens   *wstoken.Issuer
 	// Ready reports whether Redis answers (GET /readyz).
 	Ready func(ctx context.Context) error
@@ -132,6 +135,12 @@ func (s *Server) routes() {
 	con.GET("/projects", s.adminOnly, s.listProjects)
 
 	con.GET("/logs/:channel_id", s.channelLog)
+
+	con.GET("/dlq", s.listDeadLetters)
+	con.POST("/dlq/replay", s.replayDeadLetters)
+	con.GET("/dlq/:id", s.getDelivery)
+	con.POST("/dlq/:id/replay", s.replayDeadLetter)
+	con.DELETE("/dlq/:id", s.discardDeadLetter)
 }
 
 func (s *Server) recoverer(c *gin.Context) {

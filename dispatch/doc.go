@@ -1,0 +1,35 @@
+// Package dispatch delivers webhooks: one delivery per (event, channel,
+// endpoint), signed, sent, retried on the schedule and dead-lettered after
+// the last attempt, where an operator can inspect, replay or discard it.
+//
+// Guarantees: at-least-once. A delivery's id is its webhook-id, the same on
+// every attempt and replay, so receivers can dedupe. Enqueue is idempotent
+// (the id is derived from the event type, channel and endpoint), so a
+// completion that is finished twice creates one delivery.
+//
+// Scheduling lives in Redis sorted sets. Due deliveries wait in a set
+// scored by due time; a node claims a batch in one script that moves them
+// into a lease set (scored by lease deadline, longer than the attempt
+// timeout) and stamps each with a claim token. Recording an attempt checks
+// the token, so an attempt is recorded once even if a lease ran out and
+// another node sent it again. A lease that runs out (the node died
+// mid-attempt) makes the delivery due again. Idle nodes sleep until the
+// earliest due time (at most a second); an enqueue or a retry scheduled on
+// this node wakes it early. Attempt outcomes and their timeline entries are
+// written in batches, one round trip per batch.
+//
+// Isolation: a node runs at most Options.Concurrency attempts at once and
+// at most Options.PerEndpoint against one endpoint; a delivery whose
+// endpoint is busy goes back to the schedule for a moment without an
+// attempt, so one slow endpoint cannot starve the others.
+//
+// Keys (P = prefix; every key carries the {dq} hash tag, so each script runs
+// on one Cluster slot):
+//
+//	P:{dq}:due                 ZSET delivery id → due time (unix ms)
+//	P:{dq}:lease               ZSET delivery id → lease deadline (unix ms)
+//	P:{dq}:d:<id>              HASH the delivery (project, endpoint, channel, event, body, counters, status)
+//	P:{dq}:d:<id>:att          LIST attempts (JSON), in order
+//	P:{dq}:dlq:<pid>           ZSET dead deliveries of a project → dead time
+//	P:{dq}:dlq:<pid>:<whid>    ZSET the same, per endpoint
+package dispatch

@@ -1,0 +1,245 @@
+package dispatch
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/riverhub/riverhub/channels"
+	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/netguard"
+)
+
+//go:embed lua/*.lua
+var luaFS embed.FS
+
+func script(name string) *redis.Script {
+	b, err := luaFS.ReadFile("lua/" + name + ".lua")
+	if err != nil {
+		panic(err)
+	}
+	return redis.NewScript(string(b))
+}
+
+var (
+	enqueueScript = script("enqueue")
+	claimScript   = script("claim")
+	recordScript  = script("record")
+	deferScript   = script("defer")
+	reclaimScript = script("reclaim")
+	replayScript  = script("replay")
+	discardScript = script("discard")
+	allScripts    = []*redis.Script{enqueueScript, claimScript, recordScript, deferScript, reclaimScript, replayScript, discardScript}
+)
+
+// Endpoints gives a project's webhook endpoints (console.Store).
+type Endpoints interface {
+	ProjectWebhooks(ctx context.Context, projectID string) ([]console.Webhook, error)
+}
+
+// Timeline appends entries to a channel's audit timeline within a pipeline
+// (channels.Service), so attempts and their timeline lines travel together.
+type Timeline interface {
+	AppendTimeline(ctx context.Context, p redis.Pipeliner, channelID string, entry []byte)
+}
+
+// Options configures an Engine. Zero values take the defaults noted.
+type Options struct {
+	Prefix       string          // Redis key prefix; default "riverhub"
+	Schedule     []time.Duration // delay before each attempt; default 0s,5s,30s,2m,10m,30m,1h,2h
+	Timeout      time.Duration   // one attempt; default 10s
+	Retention    time.Duration   // how long a delivered delivery is kept; default 7 days
+	DLQRetention time.Duration   // how long a dead delivery is kept; default 30 days
+	Concurrency  int             // attempts in flight on this node; default 512
+	PerEndpoint  int             // attempts in flight per endpoint on this node; default 64
+	Production   bool            // guard every attempt's resolved addresses
+	Guard        *netguard.Guard // the allow-list; default none
+	Client       *http.Client    // default: built from Timeout, Guard, Production
+	Endpoints    Endpoints
+	Timeline     Timeline
+	Registerer   prometheus.Registerer
+	Log          zerolog.Logger
+	Now          func() time.Time
+}
+
+// Engine enqueues, schedules and sends deliveries.
+type Engine struct {
+	rdb redis.UniversalClient
+	o   Options
+
+	dueKey, leaseKey, dPrefix string
+
+	wake    chan struct{}
+	results chan result
+	written chan struct{}
+
+	mu     sync.Mutex
+	busy   map[string]int // attempts in flight per endpoint
+	nextAt time.Time      // when the claimer means to wake
+
+	runCtx    context.Context
+	runCancel context.CancelFunc
+	stop      chan struct{}
+	loops     sync.WaitGroup
+	attempts  sync.WaitGroup
+	stopOnce  sync.Once
+
+	m metrics
+}
+
+// New returns an Engine; Start begins sending.
+func New(rdb redis.UniversalClient, o Options) *Engine {
+	if o.Prefix == "" {
+		o.Prefix = "riverhub"
+	}
+	if len(o.Schedule) == 0 {
+		o.Schedule = []time.Duration{0, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute,
+			30 * time.Minute, time.Hour, 2 * time.Hour}
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.Retention <= 0 {
+		o.Retention = 7 * 24 * time.Hour
+	}
+	if o.DLQRetention <= 0 {
+		o.DLQRetention = 30 * 24 * time.Hour
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 512
+	}
+	if o.PerEndpoint <= 0 {
+		o.PerEndpoint = 64
+	}
+	if o.Guard == nil {
+		o.Guard = &netguard.Guard{}
+	}
+	if o.Client == nil {
+		o.Client = newClient(o.Timeout, o.Guard, o.Production)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	tag := o.Prefix + ":{dq}:"
+	e := &Engine{
+		rdb: rdb, o: o,
+		dueKey: tag + "due", leaseKey: tag + "lease", dPrefix: tag + "d:",
+		wake:    make(chan struct{}, 1),
+		results: make(chan result, 4096),
+		written: make(chan struct{}),
+		busy:    make(map[string]int),
+		stop:    make(chan struct{}),
+	}
+	e.runCtx, e.runCancel = context.WithCancel(context.Background())
+	e.m = newMetrics(o.Registerer, e)
+	go e.recordLoop()
+	return e
+}
+
+// SetTimeline sets where attempts are logged (the channels service, which
+// is built after the engine because it enqueues into it).
+func (e *Engine) SetTimeline(t Timeline) { e.o.Timeline = t }
+
+func (e *Engine) dKey(id string) string   { return e.dPrefix + id }
+func (e *Engine) attKey(id string) string { return e.dPrefix + id + ":att" }
+func (e *Engine) dlqKey(pid string) string {
+	return e.o.Prefix + ":{dq}:dlq:" + pid
+}
+func (e *Engine) dlqHookKey(pid, whid string) string { return e.dlqKey(pid) + ":" + whid }
+
+// DeliveryID is the delivery (and webhook-id) of an event for an endpoint:
+// derived, so that enqueueing the same event again is a no-op.
+func DeliveryID(eventType, channelID, webhookID string) string {
+	h := sha256.Sum256([]byte(eventType + "\x00" + channelID + "\x00" + webhookID))
+	return "msg_" + hex.EncodeToString(h[:13])
+}
+
+// Enqueue creates a delivery of ev for every enabled endpoint of the project
+// subscribed to its type (only ev.WebhookID's when set), due now.
+func (e *Engine) Enqueue(ctx context.Context, ev channels.Event) error {
+	hooks, err := e.o.Endpoints.ProjectWebhooks(ctx, ev.ProjectID)
+	if err != nil {
+		return fmt.Errorf("load endpoints: %w", err)
+	}
+	now := e.o.Now()
+	at := now.UTC().Format(time.RFC3339Nano)
+	n := 0
+	err = e.pipelined(ctx, func(p redis.Pipeliner) {
+		for _, w := range hooks {
+			if !w.Subscribes(ev.Type) || (ev.WebhookID != "" && w.ID != ev.WebhookID) {
+				continue
+			}
+			id := DeliveryID(ev.Type, ev.ChannelID, w.ID)
+			enqueueScript.EvalSha(ctx, p, []string{e.dKey(id), e.dueKey}, id, now.UnixMilli(),
+				"project_id", ev.ProjectID, "webhook_id", w.ID, "channel_id", ev.ChannelID, "event", ev.Type,
+				"body", []byte(ev.Body), "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at", at)
+			n++
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("enqueue deliveries: %w", err)
+	}
+	if n > 0 {
+		e.m.enqueued.Add(float64(n))
+		e.poke(now)
+	}
+	return nil
+}
+
+// poke wakes the claimer if it sleeps past t.
+func (e *Engine) poke(t time.Time) {
+	e.mu.Lock()
+	early := e.nextAt.IsZero() || t.Before(e.nextAt)
+	e.mu.Unlock()
+	if early {
+		select {
+		case e.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// pipelined sends fill's commands in one round trip, loading the scripts
+// and sending again if the server lost them (it loses all of them at once,
+// so none of the first try's scripts ran).
+func (e *Engine) pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
+	for try := 0; ; try++ {
+		_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
+		if err == nil || try > 0 || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			if err == redis.Nil {
+				return nil
+			}
+			return err
+		}
+		for _, sc := range allScripts {
+			if err := sc.Load(ctx, e.rdb).Err(); err != nil {
+				return fmt.Errorf("load script: %w", err)
+			}
+		}
+	}
+}
+
+func newToken() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,376 @@
+package dispatch
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/console"
+)
+
+const (
+	claimBatch = 256
+	maxIdle    = time.Second            // longest sleep without looking at the schedule
+	busyDelay  = 100 * time.Millisecond // a delivery whose endpoint is at its limit waits this long
+	errorPause = 500 * time.Millisecond
+)
+
+// claimed is a delivery this node holds for one attempt.
+type claimed struct {
+	id, projectID, webhookID, channelID, event string
+	body                                       []byte
+	attempts, tries                            int64
+	token                                      string
+}
+
+// result is an attempt's outcome, waiting to be recorded.
+type result struct {
+	d       claimed
+	verdict string // ok, retry, dead
+	attempt []byte // JSON for the delivery's attempt list
+	entries [][]byte
+	nextAt  time.Time
+	status  int
+	err     string
+}
+
+// Start launches the claimer and the lease reclaimer.
+func (e *Engine) Start() {
+	e.loops.Add(2)
+	go e.claimLoop()
+	go e.reclaimLoop()
+}
+
+func (e *Engine) lease() time.Duration { return 2*e.o.Timeout + 5*time.Second }
+
+func (e *Engine) claimLoop() {
+	defer e.loops.Done()
+	slots := make(chan struct{}, e.o.Concurrency)
+	for range e.o.Concurrency {
+		slots <- struct{}{}
+	}
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-slots:
+		}
+		n := 1
+	more:
+		for n < claimBatch {
+			select {
+			case <-slots:
+				n++
+			default:
+				break more
+			}
+		}
+		ds, next, err := e.claim(n)
+		for range n - len(ds) {
+			slots <- struct{}{}
+		}
+		for _, d := range ds {
+			e.attempts.Add(1)
+			go func() {
+				defer func() { slots <- struct{}{}; e.attempts.Done() }()
+				e.attempt(d)
+			}()
+		}
+		if len(ds) == n {
+			continue // more may be due
+		}
+		now := e.o.Now()
+		wakeAt := now.Add(maxIdle)
+		switch {
+		case err != nil:
+			wakeAt = now.Add(errorPause)
+		case !next.IsZero() && next.Before(wakeAt):
+			wakeAt = next
+		}
+		e.mu.Lock()
+		e.nextAt = wakeAt
+		e.mu.Unlock()
+		t := time.NewTimer(wakeAt.Sub(now))
+		select {
+		case <-e.stop:
+			t.Stop()
+			return
+		case <-e.wake:
+		case <-t.C:
+		}
+		t.Stop()
+		e.mu.Lock()
+		e.nextAt = time.Time{}
+		e.mu.Unlock()
+	}
+}
+
+// claim takes up to n due deliveries and reports the earliest due time of
+// the rest.
+func (e *Engine) claim(n int) ([]claimed, time.Time, error) {
+	now := e.o.Now()
+	token := newToken()
+	res, err := claimScript.Run(e.runCtx, e.rdb, []string{e.dueKey, e.leaseKey},
+		now.UnixMilli(), n, now.Add(e.lease()).UnixMilli(), token, e.dPrefix).Slice()
+	if err != nil {
+		if e.runCtx.Err() == nil {
+			e.o.Log.Error().Err(err).Msg("claim deliveries")
+		}
+		return nil, time.Time{}, err
+	}
+	rows, _ := res[0].([]any)
+	out := make([]claimed, 0, len(rows))
+	for _, r := range rows {
+		f, _ := r.([]any)
+		if len(f) < 8 {
+			continue
+		}
+		s := func(i int) string { v, _ := f[i].(string); return v }
+		d := claimed{id: s(0), projectID: s(1), webhookID: s(2), channelID: s(3), event: s(4), body: []byte(s(5)), token: token}
+		d.attempts, _ = parseInt(s(6))
+		d.tries, _ = parseInt(s(7))
+		out = append(out, d)
+	}
+	var next time.Time
+	if sc, _ := res[1].(string); sc != "" {
+		if ms, err := parseInt(sc); err == nil {
+			next = time.UnixMilli(ms)
+		}
+	}
+	e.m.claimed.Add(float64(len(out)))
+	return out, next, nil
+}
+
+// attempt sends one delivery and queues its outcome for recording.
+func (e *Engine) attempt(d claimed) {
+	hooks, err := e.o.Endpoints.ProjectWebhooks(e.runCtx, d.projectID)
+	if err != nil {
+		e.putBack(d, e.o.Now().Add(errorPause))
+		return
+	}
+	var w *console.Webhook
+	for i := range hooks {
+		if hooks[i].ID == d.webhookID {
+			w = &hooks[i]
+		}
+	}
+	if w == nil || !w.Enabled {
+		reason := "endpoint deleted"
+		url := ""
+		if w != nil {
+			reason, url = "endpoint disabled", w.URL
+		}
+		e.conclude(d, url, outcome{err: reason}, true)
+		return
+	}
+	if !e.acquire(w.ID) {
+		e.putBack(d, e.o.Now().Add(busyDelay))
+		return
+	}
+	now := e.o.Now()
+	o := send(e.runCtx, e.o.Client, w.URL, d.id, d.channelID, d.body, w.Secrets(now), now, e.o.Timeout)
+	e.release(w.ID)
+	if e.runCtx.Err() != nil {
+		// Cut off by shutdown, not by the receiver: no attempt is counted.
+		e.putBack(d, e.o.Now())
+		return
+	}
+	e.conclude(d, w.URL, o, false)
+}
+
+func (e *Engine) acquire(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.busy[id] >= e.o.PerEndpoint {
+		return false
+	}
+	e.busy[id]++
+	return true
+}
+
+func (e *Engine) release(id string) {
+	e.mu.Lock()
+	if e.busy[id]--; e.busy[id] <= 0 {
+		delete(e.busy, id)
+	}
+	e.mu.Unlock()
+}
+
+// putBack returns a claimed delivery to the schedule without an attempt.
+func (e *Engine) putBack(d claimed, at time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := deferScript.Run(ctx, e.rdb, []string{e.dKey(d.id), e.dueKey, e.leaseKey}, d.id, d.token, at.UnixMilli()).Err(); err != nil {
+		e.o.Log.Warn().Err(err).Str("delivery_id", d.id).Msg("put delivery back; its lease will expire instead")
+	}
+	e.poke(at)
+}
+
+// Attempt is one entry of a delivery's attempt history.
+type Attempt struct {
+	Attempt         int64  `json:"attempt"`
+	At              string `json:"at"`
+	URL             string `json:"url"`
+	StatusCode      int    `json:"status_code,omitempty"`
+	DurationMS      int64  `json:"duration_ms"`
+	Success         bool   `json:"success"`
+	Error           string `json:"error,omitempty"`
+	ResponseExcerpt string `json:"response_excerpt,omitempty"`
+	NextAttemptAt   string `json:"next_attempt_at,omitempty"`
+}
+
+// timelineEntry is what a channel's timeline shows of an attempt.
+type timelineEntry struct {
+	At         string `json:"at"`
+	Type       string `json:"type"` // delivery_attempt, dead_lettered, replayed
+	DeliveryID string `json:"delivery_id"`
+	WebhookID  string `json:"webhook_id"`
+	Event      string `json:"event"`
+	*Attempt
+}
+
+// conclude decides what follows an attempt and queues it for recording.
+// final forces a dead letter (the endpoint is gone or disabled).
+func (e *Engine) conclude(d claimed, url string, o outcome, final bool) {
+	now := e.o.Now()
+	at := now.UTC().Format(tsFormat)
+	r := result{d: d, status: o.status, err: o.err}
+	a := Attempt{Attempt: d.attempts + 1, At: at, URL: url, StatusCode: o.status, DurationMS: o.duration.Milliseconds(),
+		Success: o.ok(), Error: o.err, ResponseExcerpt: o.excerpt}
+	switch {
+	case o.ok():
+		r.verdict = "ok"
+	case !final && d.tries+1 < int64(len(e.o.Schedule)):
+		r.verdict = "retry"
+		r.nextAt = now.Add(e.o.Schedule[d.tries+1])
+		a.NextAttemptAt = r.nextAt.UTC().Format(tsFormat)
+	default:
+		r.verdict = "dead"
+	}
+	r.attempt = mustJSON(a)
+	r.entries = append(r.entries, mustJSON(timelineEntry{At: at, Type: "delivery_attempt", DeliveryID: d.id,
+		WebhookID: d.webhookID, Event: d.event, Attempt: &a}))
+	if r.verdict == "dead" {
+		r.entries = append(r.entries, mustJSON(timelineEntry{At: at, Type: "dead_lettered", DeliveryID: d.id,
+			WebhookID: d.webhookID, Event: d.event}))
+	}
+	e.results <- r
+}
+
+const tsFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// recordLoop writes attempt outcomes in batches until results is closed.
+func (e *Engine) recordLoop() {
+	defer close(e.written)
+	batch := make([]result, 0, claimBatch)
+	for r := range e.results {
+		batch = append(batch[:0], r)
+	more:
+		for len(batch) < claimBatch {
+			select {
+			case r, ok := <-e.results:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		e.record(batch)
+	}
+}
+
+func (e *Engine) record(batch []result) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now := e.o.Now()
+	at := now.UTC().Format(time.RFC3339Nano)
+	var earliest time.Time
+	err := e.pipelined(ctx, func(p redis.Pipeliner) {
+		for _, r := range batch {
+			d := r.d
+			ttl := e.o.Retention
+			if r.verdict == "dead" {
+				ttl = e.o.DLQRetention
+			}
+			next := int64(0)
+			if r.verdict == "retry" {
+				next = r.nextAt.UnixMilli()
+				if earliest.IsZero() || r.nextAt.Before(earliest) {
+					earliest = r.nextAt
+				}
+			}
+			recordScript.EvalSha(ctx, p, []string{e.dKey(d.id), e.attKey(d.id), e.dueKey, e.leaseKey,
+				e.dlqKey(d.projectID), e.dlqHookKey(d.projectID, d.webhookID)},
+				d.id, d.token, r.verdict, now.UnixMilli(), r.attempt, next, int64(ttl/time.Second), r.status, r.err, at)
+			if e.o.Timeline != nil {
+				for _, en := range r.entries {
+					e.o.Timeline.AppendTimeline(ctx, p, d.channelID, en)
+				}
+			}
+		}
+	})
+	if err != nil {
+		// The leases run out and the attempts are made again: at-least-once.
+		e.o.Log.Error().Err(err).Int("attempts", len(batch)).Msg("record delivery attempts")
+		return
+	}
+	for _, r := range batch {
+		e.m.attempts.WithLabelValues(r.verdict).Inc()
+	}
+	if !earliest.IsZero() {
+		e.poke(earliest)
+	}
+}
+
+func (e *Engine) reclaimLoop() {
+	defer e.loops.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+		}
+		n, err := reclaimScript.Run(e.runCtx, e.rdb, []string{e.dueKey, e.leaseKey}, e.o.Now().UnixMilli(), 1000, e.dPrefix).Int()
+		if err != nil {
+			if e.runCtx.Err() == nil {
+				e.o.Log.Warn().Err(err).Msg("reclaim delivery leases")
+			}
+			continue
+		}
+		if n > 0 {
+			e.o.Log.Info().Int("deliveries", n).Msg("deliveries whose lease expired are due again")
+			e.m.reclaimed.Add(float64(n))
+			e.poke(e.o.Now())
+		}
+	}
+}
+
+// Shutdown stops claiming, lets attempts in flight finish until ctx ends,
+// cuts the rest off (they go back to the schedule without an attempt), and
+// writes the outcomes it holds. Safe to call twice.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	e.stopOnce.Do(func() {
+		close(e.stop)
+		e.loops.Wait()
+		done := make(chan struct{})
+		go func() { e.attempts.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			e.runCancel()
+			<-done
+		}
+		e.runCancel()
+		close(e.results)
+		<-e.written
+	})
+	return nil
+}
+
+func parseInt(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }

@@ -1,0 +1,11 @@
+-- Make deliveries whose lease ended before ARGV[1] due again at once: the
+-- node sending them died. The attempt was not recorded, so it is repeated
+-- with the same webhook-id.
+-- KEYS[1] due zset; KEYS[2] lease zset; ARGV[2] max; ARGV[3] hash prefix.
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZADD', KEYS[1], ARGV[1], id)
+  redis.call('HSET', ARGV[3] .. id, 'status', 'pending', 'claim', '')
+end
+return #ids

@@ -1,0 +1,135 @@
+package dispatch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/riverhub/riverhub/netguard"
+	"github.com/riverhub/riverhub/verify"
+)
+
+// excerptBytes is how much of a receiver's answer is kept with an attempt.
+const excerptBytes = 4096
+
+// newClient returns the HTTP client attempts use: no redirects, the attempt
+// timeout, and in production a dialer that resolves the host itself and
+// refuses blocked addresses on every attempt (a DNS answer may change
+// between attempts).
+func newClient(timeout time.Duration, guard *netguard.Guard, production bool) *http.Client {
+	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:               nil, // a proxy would hide the real target from the guard
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: timeout,
+		DialContext:         d.DialContext,
+	}
+	if production {
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			ips, err := guard.Resolve(ctx, host)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", errBlocked, err)
+			}
+			var last error
+			for _, ip := range ips {
+				c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+				if err == nil {
+					return c, nil
+				}
+				last = err
+			}
+			return nil, last
+		}
+	}
+	return &http.Client{
+		Transport:     tr,
+		Timeout:       timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+var errBlocked = errors.New("target address not allowed")
+
+// outcome of one attempt.
+type outcome struct {
+	status   int
+	excerpt  string
+	err      string
+	duration time.Duration
+}
+
+func (o outcome) ok() bool { return o.err == "" && o.status >= 200 && o.status < 300 }
+
+// send makes one attempt.
+func send(ctx context.Context, c *http.Client, url, id, channelID string, body []byte, secrets []string, now time.Time, timeout time.Duration) outcome {
+	start := time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return outcome{err: "invalid url"}
+	}
+	ts := strconv.FormatInt(now.Unix(), 10)
+	sigs := make([]string, len(secrets))
+	for i, s := range secrets {
+		sigs[i] = verify.SignStandard(id, now.Unix(), body, s)
+	}
+	h := req.Header
+	h["content-type"] = []string{"application/json"}
+	h["mr-signature"] = []string{verify.SignMR(body, secrets[0])}
+	h["mr-timestamp"] = []string{ts}
+	h["mr-channel-id"] = []string{channelID}
+	h["webhook-id"] = []string{id}
+	h["webhook-timestamp"] = []string{ts}
+	h["webhook-signature"] = []string{strings.Join(sigs, " ")}
+	h["User-Agent"] = []string{"riverhub-webhooks/1"}
+	res, err := c.Do(req)
+	o := outcome{duration: time.Since(start)}
+	if err != nil {
+		o.err = describe(err, timeout)
+		return o
+	}
+	defer res.Body.Close()
+	o.status = res.StatusCode
+	buf := make([]byte, excerptBytes)
+	n, _ := io.ReadFull(res.Body, buf)
+	o.excerpt = string(buf[:n])
+	_, _ = io.CopyN(io.Discard, res.Body, 64<<10) // let the connection be reused
+	o.duration = time.Since(start)
+	if res.StatusCode >= 300 && res.StatusCode < 400 {
+		o.err = fmt.Sprintf("status %d: redirects are not followed", res.StatusCode)
+	} else if !o.ok() {
+		o.err = fmt.Sprintf("status %d", res.StatusCode)
+	}
+	return o
+}
+
+// describe turns a transport error into a short line for the audit trail.
+func describe(err error, timeout time.Duration) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, errBlocked):
+		msg := err.Error()
+		return msg[strings.Index(msg, errBlocked.Error()):]
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout after " + timeout.String()
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "Post ") {
+		msg = msg[i+2:] // drop `Post "url":` — the URL is recorded beside it
+	}
+	return msg
+}
