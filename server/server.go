@@ -25,7 +25,7 @@ type Deps struct {
 	Channels *channels.Service
 	// Deliveries is the webhook engine (dead letters, replay).
 	Deliveries *dispatch.Engine
-	Tokens   *wstoken.Issuer
+	Tokens     *wstoken.Issuer
 	// Ready reports whether Redis answers (GET /readyz).
 	Ready func(ctx context.Context) error
 	// Registry serves /metrics; the server adds its HTTP metrics to it.
