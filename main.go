@@ -153,7 +153,18 @@ func newLogger(cfg *config.Config, stdout io.Writer) zerolog.Logger {
 	}
 	var w io.Writer = stdout
 	if !cfg.Production() {
-		w = zerolog.ConsoleWriter{Out: stdout, TimeFormat: time.TimeOnly}
+		w = zerolog.ConsoleWriter{Out: stdout, TimeFormat: time.TimeOnly, NoColor: !isTerminal(stdout)}
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+// isTerminal reports whether w is a terminal (colours only there, not in
+// log files and pipes).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
