@@ -17,9 +17,13 @@ import (
 // IdempotencyTTL is how long a first answer is replayed.
 const IdempotencyTTL = 24 * time.Hour
 
-type idemRecord struct {
-	Fingerprint string          `json:"fingerprint"`
-	Answer      json.RawMessage `json:"answer"`
+// Idempotent is what an Idempotency-Key stands for: the request's
+// fingerprint, its channel, and whether that request was accepted (Done)
+// or is still being accepted.
+type Idempotent struct {
+	Fingerprint string `json:"fingerprint"`
+	ChannelID   string `json:"channel_id"`
+	Done        bool   `json:"done"`
 }
 
 func (s *Service) idemKey(pid, key string) string {
@@ -27,12 +31,13 @@ func (s *Service) idemKey(pid, key string) string {
 	return s.o.Prefix + ":idem:{" + pid + "}:" + hex.EncodeToString(h[:])
 }
 
-// ClaimIdempotency stores answer as the first answer to (project, key)
-// unless one exists. It returns the stored answer when the key was used
-// before with the same request (fingerprint), and a conflict error when it
-// was used with a different one. A nil answer means "go ahead".
-func (s *Service) ClaimIdempotency(ctx context.Context, pid, key, fingerprint string, answer json.RawMessage) (json.RawMessage, error) {
-	rec, _ := json.Marshal(idemRecord{Fingerprint: fingerprint, Answer: answer})
+// ClaimIdempotency reserves (project, key) for a request with the given
+// fingerprint and channel. It returns nil when the caller goes ahead (then
+// it must call ConfirmIdempotency or ReleaseIdempotency), the earlier
+// request's record when the key was used before with the same fingerprint,
+// and a conflict when it was used with a different one.
+func (s *Service) ClaimIdempotency(ctx context.Context, pid, key, fingerprint, channelID string) (*Idempotent, error) {
+	rec, _ := json.Marshal(Idempotent{Fingerprint: fingerprint, ChannelID: channelID})
 	k := s.idemKey(pid, key)
 	ok, err := s.rdb.SetNX(ctx, k, rec, IdempotencyTTL).Result()
 	if err != nil {
@@ -42,13 +47,13 @@ func (s *Service) ClaimIdempotency(ctx context.Context, pid, key, fingerprint st
 		return nil, nil
 	}
 	raw, err := s.rdb.Get(ctx, k).Bytes()
-	if errors.Is(err, redis.Nil) { // expired between the two calls
-		return s.ClaimIdempotency(ctx, pid, key, fingerprint, answer)
+	if errors.Is(err, redis.Nil) { // released or expired between the two calls
+		return s.ClaimIdempotency(ctx, pid, key, fingerprint, channelID)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("idempotency: %w", err)
 	}
-	var prev idemRecord
+	var prev Idempotent
 	if err := json.Unmarshal(raw, &prev); err != nil {
 		return nil, fmt.Errorf("idempotency: %w", err)
 	}
@@ -56,8 +61,21 @@ func (s *Service) ClaimIdempotency(ctx context.Context, pid, key, fingerprint st
 		return nil, apperr.New(apperr.Conflict, "idempotency_key_reused",
 			"this Idempotency-Key was used with a different request body")
 	}
-	return prev.Answer, nil
+	return &prev, nil
 }
+
+// ConfirmIdempotency marks the claimed key's request as accepted: repeats
+// now get its answer.
+func (s *Service) ConfirmIdempotency(ctx context.Context, pid, key, fingerprint, channelID string) {
+	rec, _ := json.Marshal(Idempotent{Fingerprint: fingerprint, ChannelID: channelID, Done: true})
+	if err := s.rdb.SetArgs(context.WithoutCancel(ctx), s.idemKey(pid, key), rec, redis.SetArgs{Mode: "XX", KeepTTL: true}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		s.o.Log.Warn().Err(err).Msg("confirm idempotency key; repeats will be told the request is in progress")
+	}
+}
+
+// ErrInProgress answers a repeat of a request that is still being accepted.
+var ErrInProgress = apperr.New(apperr.Conflict, "request_in_progress",
+	"the first request with this Idempotency-Key is still in progress; retry shortly")
 
 // ReleaseIdempotency forgets a claimed key whose request then failed, so
 // the client's retry is not answered with an answer that never held.

@@ -177,8 +177,8 @@ func (s *Service) Submit(ctx context.Context, t *Task) error {
 	}
 	var depth *redis.Cmd
 	err = s.pipelined(ctx, func(p redis.Pipeliner) {
-		recordScript.EvalSha(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
-		depth = enqueueScript.EvalSha(ctx, p, []string{s.readyKey}, t.ChannelID, s.o.MaxQueue)
+		recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
+		depth = enqueueScript.Eval(ctx, p, []string{s.readyKey}, t.ChannelID, s.o.MaxQueue)
 	})
 	if err == nil {
 		if n, _ := depth.Int64(); n < 0 {
@@ -200,22 +200,13 @@ func (s *Service) Submit(ctx context.Context, t *Task) error {
 	return nil
 }
 
-// pipelined runs fill's commands in one round trip. Scripts are sent by
-// hash; if the server lost them (a restart, a failover) they are loaded
-// and the pipeline sent again. Scripts are lost all together, so no
-// command of the failed pipeline took effect.
+// pipelined runs fill's commands in one round trip. Scripts in a pipeline
+// are sent whole (EVAL), not by hash: a NOSCRIPT answer in the middle of a
+// pipeline (a restarted or failed-over shard) would leave some commands
+// applied and others not, and a blind resend would apply them twice.
 func (s *Service) pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
-	for try := 0; ; try++ {
-		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
-		if err == nil || try > 0 || !redis.HasErrorPrefix(err, "NOSCRIPT") {
-			return err
-		}
-		for _, sc := range []*redis.Script{recordScript, enqueueScript, startScript} {
-			if err := sc.Load(ctx, s.rdb).Err(); err != nil {
-				return fmt.Errorf("load script: %w", err)
-			}
-		}
-	}
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
+	return err
 }
 
 func (s *Service) requestEntry(t *Task, now time.Time) Entry {
@@ -238,7 +229,7 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 	recorded := make(chan error, 1)
 	go func() {
 		recorded <- s.pipelined(ctx, func(p redis.Pipeliner) {
-			recordScript.EvalSha(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
+			recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
 			p.ZAdd(ctx, s.leaseKey, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: t.ChannelID})
 		})
 	}()
@@ -309,7 +300,13 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 	at := stamp(now)
 	status, msg, err := completedMessage(t, res, runErr, at)
 	if err != nil {
-		return nil, fmt.Errorf("encode message: %w", err)
+		// The model's output cannot be sent (e.g. nested too deeply for
+		// receivers to re-serialise): fail the channel rather than retry.
+		res.Data = nil
+		runErr = fmt.Errorf("the output could not be encoded: %v", err)
+		if status, msg, err = completedMessage(t, res, runErr, at); err != nil {
+			return nil, fmt.Errorf("encode message: %w", err)
+		}
 	}
 	result, _ := json.Marshal(struct {
 		Data     json.RawMessage `json:"data,omitempty"`
@@ -493,4 +490,15 @@ func (s *Service) QueueDepth(ctx context.Context) (int64, error) {
 // commands). RPUSHX: a channel that has expired gets no TTL-less remnant.
 func (s *Service) AppendTimeline(ctx context.Context, p redis.Pipeliner, cid string, entry []byte) {
 	p.RPushX(ctx, s.tlKey(cid), entry)
+}
+
+// abandon fails a task that cannot run, so it stops coming back.
+func (s *Service) abandon(ctx context.Context, t *Task, why string) {
+	msg, err := s.conclude(ctx, t, ai.Result{}, errors.New(why))
+	if err == nil {
+		err = s.finish(ctx, t.ProjectID, t.ChannelID, t.WebhookID, msg)
+	}
+	if err != nil && ctx.Err() == nil {
+		s.o.Log.Error().Err(err).Str("channel_id", t.ChannelID).Msg("fail abandoned task")
+	}
 }

@@ -3,6 +3,8 @@ package channels
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strconv"
 	"errors"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 )
 
 const (
+	maxRuns    = 5                      // runs of one task before it is failed
 	claimBatch = 64                     // most tasks one claim script moves
 	idlePoll   = 50 * time.Millisecond  // claim retry when the queue was empty
 	errorPause = 500 * time.Millisecond // after a Redis error
@@ -125,11 +128,11 @@ func (s *Service) startAll(ids []string) []*redis.Cmd {
 	ctx := s.runCtx
 	now := stamp(s.o.Now())
 	start := mustJSON(Entry{At: now, Type: "generating", Node: s.o.Node})
-	restart := mustJSON(Entry{At: now, Type: "requeued", Node: s.o.Node, Error: "the previous run's lease expired"})
+	restart := mustJSON(Entry{At: now, Type: "requeued", Node: s.o.Node, Error: "the previous run was interrupted (lease expired or node stopped)"})
 	cmds := make([]*redis.Cmd, len(ids))
 	err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, id := range ids {
-			cmds[i] = startScript.EvalSha(ctx, p, []string{s.chKey(id), s.tlKey(id)}, now, start, restart)
+			cmds[i] = startScript.Eval(ctx, p, []string{s.chKey(id), s.tlKey(id)}, now, start, restart)
 		}
 	})
 	if err != nil {
@@ -170,8 +173,15 @@ func (s *Service) process(cid string, start *redis.Cmd) {
 	case "run":
 		var t Task
 		if err := json.Unmarshal([]byte(out[1]), &t); err != nil {
-			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("decode task; dropping it from the queue")
-			s.ack(ctx, cid)
+			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("decode task")
+			t = Task{ChannelID: cid, ProjectID: out[2]}
+			s.abandon(ctx, &t, "the stored task could not be read")
+			return
+		}
+		if runs, _ := strconv.Atoi(out[3]); runs > maxRuns {
+			// Something kills every run (a crash, an encoding failure):
+			// stop paying for provider calls and say so.
+			s.abandon(ctx, &t, fmt.Sprintf("the task was interrupted %d times and was given up", runs-1))
 			return
 		}
 		if _, err := s.execute(ctx, &t); err != nil && ctx.Err() == nil {

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"crypto/rand"
 	"crypto/sha256"
 	"embed"
@@ -40,7 +41,6 @@ var (
 	reclaimScript = script("reclaim")
 	replayScript  = script("replay")
 	discardScript = script("discard")
-	allScripts    = []*redis.Script{enqueueScript, claimScript, recordScript, deferScript, reclaimScript, replayScript, discardScript}
 )
 
 // Endpoints gives a project's webhook endpoints (console.Store).
@@ -181,7 +181,7 @@ func (e *Engine) Enqueue(ctx context.Context, ev channels.Event) error {
 				continue
 			}
 			id := DeliveryID(ev.Type, ev.ChannelID, w.ID)
-			enqueueScript.EvalSha(ctx, p, []string{e.dKey(id), e.dueKey}, id, now.UnixMilli(),
+			enqueueScript.Eval(ctx, p, []string{e.dKey(id), e.dueKey}, id, now.UnixMilli(),
 				"project_id", ev.ProjectID, "webhook_id", w.ID, "channel_id", ev.ChannelID, "event", ev.Type,
 				"body", []byte(ev.Body), "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at", at)
 			n++
@@ -210,24 +210,15 @@ func (e *Engine) poke(t time.Time) {
 	}
 }
 
-// pipelined sends fill's commands in one round trip, loading the scripts
-// and sending again if the server lost them (it loses all of them at once,
-// so none of the first try's scripts ran).
+// pipelined sends fill's commands in one round trip. Scripts in a
+// pipeline are sent whole (EVAL), not by hash: a NOSCRIPT answer in the
+// middle of a pipeline would leave some commands applied and others not.
 func (e *Engine) pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
-	for try := 0; ; try++ {
-		_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
-		if err == nil || try > 0 || !redis.HasErrorPrefix(err, "NOSCRIPT") {
-			if err == redis.Nil {
-				return nil
-			}
-			return err
-		}
-		for _, sc := range allScripts {
-			if err := sc.Load(ctx, e.rdb).Err(); err != nil {
-				return fmt.Errorf("load script: %w", err)
-			}
-		}
+	_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
+	if errors.Is(err, redis.Nil) {
+		return nil
 	}
+	return err
 }
 
 func newToken() string {

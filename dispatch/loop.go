@@ -303,7 +303,7 @@ func (e *Engine) record(batch []result) {
 					earliest = r.nextAt
 				}
 			}
-			recordScript.EvalSha(ctx, p, []string{e.dKey(d.id), e.attKey(d.id), e.dueKey, e.leaseKey,
+			recordScript.Eval(ctx, p, []string{e.dKey(d.id), e.attKey(d.id), e.dueKey, e.leaseKey,
 				e.dlqKey(d.projectID), e.dlqHookKey(d.projectID, d.webhookID)},
 				d.id, d.token, r.verdict, now.UnixMilli(), r.attempt, next, int64(ttl/time.Second), r.status, r.err, at)
 			if e.o.Timeline != nil {

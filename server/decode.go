@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/jscanon"
 )
 
 // readBody reads a request body within the size limit.
@@ -139,9 +139,10 @@ func objectOrNull(field string, raw json.RawMessage) (json.RawMessage, error) {
 	if raw[0] != '{' {
 		return nil, apperr.Invalidf("%s must be a JSON object", field)
 	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, raw); err != nil {
-		return nil, apperr.Invalidf("%s: %v", field, fmt.Errorf("malformed JSON"))
+	// Canonical now, so that every payload that carries it can be encoded.
+	out, err := jscanon.Canonical(raw)
+	if err != nil {
+		return nil, apperr.Invalidf("%s cannot be accepted: %v", field, err)
 	}
-	return buf.Bytes(), nil
+	return out, nil
 }

@@ -113,7 +113,7 @@ func TestDecodeTaskRequestAccepts(t *testing.T) {
 			`{"workflow":"w",` + okMsgs + `,"delivery_method":"webhook","events":["task.completed"],` +
 				`"webhook_url":"https://example.com/h","inputs":{"x":1},"context":[1,"two",{"three":3}],"stream":true}`,
 			`{}`, "", 1},
-		{"unicode kept", `{"workflow":"résumé",` + okMsgs + `,"customer_data":{"name":"Zoë \u2603"}}`, `{"name":"Zoë \u2603"}`, "", 1},
+		{"unicode kept, escapes written as JSON.stringify does", `{"workflow":"résumé",` + okMsgs + `,"customer_data":{"name":"Zoë \u2603 <b>"}}`, `{"name":"Zoë ☃ <b>"}`, "", 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

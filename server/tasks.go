@@ -3,7 +3,6 @@ package server
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -91,16 +90,27 @@ func (s *Server) submitAsync(c *gin.Context) {
 	}
 	ans.Message, ans.Status = "success", string(channels.StatusPending)
 	idem := c.GetHeader("Idempotency-Key")
+	fp := fingerprint("async", body)
 	if idem != "" {
-		raw, _ := json.Marshal(ans)
-		prev, err := s.Channels.ClaimIdempotency(ctx, t.ProjectID, idem, fingerprint("async", body), raw)
+		prev, err := s.Channels.ClaimIdempotency(ctx, t.ProjectID, idem, fp, t.ChannelID)
 		if err != nil {
 			s.fail(c, err)
 			return
 		}
 		if prev != nil {
+			if !prev.Done {
+				s.fail(c, channels.ErrInProgress)
+				return
+			}
+			// The first answer, with a fresh token (the first may have expired).
+			first, err := s.channelAnswer(t.ProjectID, prev.ChannelID)
+			if err != nil {
+				s.fail(c, err)
+				return
+			}
+			first.Message, first.Status = "success", string(channels.StatusPending)
 			c.Header("Idempotent-Replayed", "true")
-			c.Data(http.StatusOK, "application/json; charset=utf-8", prev)
+			c.JSON(http.StatusOK, first)
 			return
 		}
 	}
@@ -110,6 +120,9 @@ func (s *Server) submitAsync(c *gin.Context) {
 		}
 		s.fail(c, err)
 		return
+	}
+	if idem != "" {
+		s.Channels.ConfirmIdempotency(ctx, t.ProjectID, idem, fp, t.ChannelID)
 	}
 	c.JSON(http.StatusOK, ans)
 }
@@ -124,42 +137,47 @@ func (s *Server) submitSync(c *gin.Context) {
 	}
 	ctx := c.Request.Context()
 	idem := c.GetHeader("Idempotency-Key")
+	fp := fingerprint("sync", body)
 	if idem != "" {
-		raw, _ := json.Marshal(map[string]string{"channel_id": t.ChannelID})
-		prev, err := s.Channels.ClaimIdempotency(ctx, t.ProjectID, idem, fingerprint("sync", body), raw)
+		prev, err := s.Channels.ClaimIdempotency(ctx, t.ProjectID, idem, fp, t.ChannelID)
 		if err != nil {
 			s.fail(c, err)
 			return
 		}
 		if prev != nil {
-			s.replaySync(c, t.ProjectID, prev)
+			s.replaySync(c, t.ProjectID, prev.ChannelID)
 			return
 		}
 	}
 	msg, err := s.Channels.RunSync(ctx, t)
-	if err != nil {
-		if idem != "" && ctx.Err() == nil {
+	if idem != "" {
+		if err != nil && ctx.Err() == nil {
 			s.Channels.ReleaseIdempotency(ctx, t.ProjectID, idem)
+		} else {
+			// Accepted (even if the client left: the channel finishes).
+			s.Channels.ConfirmIdempotency(ctx, t.ProjectID, idem, fp, t.ChannelID)
 		}
+	}
+	if err != nil {
 		s.fail(c, err)
 		return
 	}
 	c.Data(http.StatusOK, "application/json; charset=utf-8", msg)
 }
 
-func (s *Server) replaySync(c *gin.Context, pid string, prev json.RawMessage) {
-	var first struct {
-		ChannelID string `json:"channel_id"`
-	}
-	_ = json.Unmarshal(prev, &first)
-	v, err := s.Channels.Get(c.Request.Context(), pid, first.ChannelID)
+// replaySync answers a repeated sync request with the first one's final
+// payload, or 409 while it still runs.
+func (s *Server) replaySync(c *gin.Context, pid, cid string) {
+	v, err := s.Channels.Get(c.Request.Context(), pid, cid)
 	if err != nil {
+		if e := apperr.As(err); e != nil && e.Kind == apperr.NotFound {
+			err = channels.ErrInProgress // claimed, not yet recorded
+		}
 		s.fail(c, err)
 		return
 	}
 	if string(v.Message) == "null" {
-		s.fail(c, apperr.New(apperr.Conflict, "request_in_progress",
-			"the first request with this Idempotency-Key (channel %s) is still running", first.ChannelID))
+		s.fail(c, channels.ErrInProgress)
 		return
 	}
 	c.Header("Idempotent-Replayed", "true")

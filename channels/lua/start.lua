@@ -2,7 +2,8 @@
 -- KEYS[1] channel hash; KEYS[2] timeline list.
 -- ARGV[1] now (RFC 3339); ARGV[2] timeline entry for a first start;
 -- ARGV[3] timeline entry for a restart after a lost lease.
--- Returns {"run", task, project_id} when the task must run,
+-- Returns {"run", task, project_id, runs} when the task must run (runs
+-- counts the runs begun, this one included),
 -- {"done", message, project_id, task} when it already finished (its side effects
 -- may not have happened: the caller redoes them, they are idempotent), or
 -- {"gone"} when the channel expired.
@@ -14,10 +15,10 @@ end
 if st == 'pending' then
   redis.call('HSET', KEYS[1], 'status', 'generating', 'updated_at', ARGV[1])
   redis.call('RPUSH', KEYS[2], ARGV[2])
-  return {'run', v[2], v[3]}
+  return {'run', v[2], v[3], tostring(redis.call('HINCRBY', KEYS[1], 'runs', 1))}
 end
 if st == 'generating' then
   redis.call('RPUSH', KEYS[2], ARGV[3])
-  return {'run', v[2], v[3]}
+  return {'run', v[2], v[3], tostring(redis.call('HINCRBY', KEYS[1], 'runs', 1))}
 end
 return {'done', v[4] or '', v[3], v[2]}
