@@ -76,9 +76,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("RIVERHUB_ADDR: %w", err)
+	}
+	defer ln.Close()
+
 	guard := &netguard.Guard{Allow: cfg.AllowCIDRs}
 	store := console.New(conn, console.Options{Prefix: cfg.KeyPrefix, Production: cfg.Production(), Guard: guard})
-	project, generated, err := store.Bootstrap(ctx, cfg.AdminKey)
+	project, generated, err := store.Bootstrap(ctx, cfg.AdminKey, !cfg.Production())
 	if err != nil {
 		return fmt.Errorf("bootstrap the default project: %w", err)
 	}
@@ -102,21 +108,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Retention: cfg.Retention, Dispatcher: deliveries, Registerer: reg, Log: log,
 	})
 	deliveries.SetTimeline(svc)
-	svc.Start()
-	deliveries.Start()
 
 	srv := server.New(server.Deps{
 		Console: store, Channels: svc, Deliveries: deliveries, Tokens: wstoken.NewIssuer(cfg.TokenSecret, cfg.TokenTTL),
 		Ready: func(ctx context.Context) error { return conn.Ping(ctx).Err() }, Registry: reg, Log: log,
 		PublicURL: cfg.PublicURL, MaxBodyBytes: cfg.MaxBodyBytes,
 	})
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		_ = svc.Shutdown(context.Background())
-		_ = deliveries.Shutdown(context.Background())
-		return fmt.Errorf("RIVERHUB_ADDR: %w", err)
-	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 120 * time.Second}
+	svc.Start()
+	deliveries.Start()
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	log.Info().Str("addr", ln.Addr().String()).Str("env", string(cfg.Env)).Str("public_url", cfg.PublicURL).Msg("riverhub is serving")
@@ -127,21 +127,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	select {
 	case <-ctx.Done():
 	case err := <-served:
-		_ = svc.Shutdown(context.Background())
-		_ = deliveries.Shutdown(context.Background())
+		stopAll(svc, deliveries, time.Second)
 		return fmt.Errorf("serve: %w", err)
 	}
-	// Ordered: stop taking requests (waiting for the ones in flight), stop
-	// claiming tasks and let running ones finish within the bound, then the
-	// deferred Redis close.
+	// Ordered: stop claiming work, drain the HTTP requests in flight, let
+	// running tasks and attempts finish within the bound (giving the rest
+	// back to the queue), then the deferred Redis close. Each step has its
+	// own budget.
 	log.Info().Msg("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
+	svc.StopClaiming()
+	deliveries.StopClaiming()
+	hctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	if err := hs.Shutdown(hctx); err != nil {
 		log.Warn().Err(err).Msg("http shutdown")
 	}
-	_ = svc.Shutdown(sctx)
-	_ = deliveries.Shutdown(sctx)
+	cancel()
+	stopAll(svc, deliveries, cfg.ShutdownTimeout)
 	log.Info().Msg("stopped")
 	return nil
 }
@@ -167,4 +168,15 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// stopAll shuts the task workers down, then the deliveries (tasks that
+// finish meanwhile still enqueue theirs), each within bound.
+func stopAll(svc *channels.Service, deliveries *dispatch.Engine, bound time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	_ = svc.Shutdown(ctx)
+	cancel()
+	ctx, cancel = context.WithTimeout(context.Background(), bound)
+	_ = deliveries.Shutdown(ctx)
+	cancel()
 }

@@ -93,10 +93,13 @@ type Service struct {
 	runCtx    context.Context // cancelled when running tasks must stop
 	runCancel context.CancelFunc
 	stop      chan struct{} // closed to stop claiming
+	quit      chan struct{} // closed to stop heartbeats and reclaims, once no task runs
 	loops     sync.WaitGroup
 	tasks     sync.WaitGroup
-	started   bool
+	claimer   sync.WaitGroup
 	stopOnce  sync.Once
+	quitOnce  sync.Once
+	closing   bool // under mu: Shutdown has begun waiting for tasks
 
 	m metrics
 }
@@ -134,6 +137,7 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 		acked:    make(chan struct{}),
 		inflight: make(map[string]struct{}),
 		stop:     make(chan struct{}),
+		quit:     make(chan struct{}),
 	}
 	s.runCtx, s.runCancel = context.WithCancel(context.Background())
 	s.m = newMetrics(o.Registerer, s)
@@ -248,13 +252,23 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 		s.untrack(t.ChannelID)
 		return nil, err
 	}
-	s.tasks.Add(1)
-	go func() {
-		defer s.tasks.Done()
+	finish := func() {
 		defer s.untrack(t.ChannelID)
 		if err := s.finish(s.runCtx, t.ProjectID, t.ChannelID, t.WebhookID, msg); err != nil && s.runCtx.Err() == nil {
 			s.o.Log.Error().Err(err).Str("channel_id", t.ChannelID).Msg("finish task")
 		}
+	}
+	s.mu.Lock()
+	if s.closing { // Shutdown is waiting for tasks: do not start one behind its back
+		s.mu.Unlock()
+		finish()
+		return msg, nil
+	}
+	s.tasks.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.tasks.Done()
+		finish()
 	}()
 	return msg, nil
 }

@@ -21,8 +21,8 @@ const (
 // Start launches the claimer, the lease heartbeat and the reclaimer. Stop
 // them with Shutdown.
 func (s *Service) Start() {
-	s.started = true
-	s.loops.Add(3)
+	s.claimer.Add(1)
+	s.loops.Add(2)
 	go s.claimLoop()
 	go s.every(s.o.Lease/3, s.heartbeat)
 	go s.every(max(s.o.Lease/4, 50*time.Millisecond), s.reclaim)
@@ -49,7 +49,7 @@ func (s *Service) untrack(cid string) {
 }
 
 func (s *Service) claimLoop() {
-	defer s.loops.Done()
+	defer s.claimer.Done()
 	slots := make(chan struct{}, s.o.Workers) // one token per free worker
 	for range s.o.Workers {
 		slots <- struct{}{}
@@ -78,6 +78,13 @@ func (s *Service) claimLoop() {
 			s.track(id)
 		}
 		starts := s.startAll(ids)
+		if starts == nil { // given back; do not spin on them
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(errorPause):
+			}
+		}
 		for i, id := range ids {
 			s.tasks.Add(1)
 			go func() {
@@ -196,7 +203,7 @@ func (s *Service) every(d time.Duration, f func()) {
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stop:
+		case <-s.quit:
 			return
 		case <-t.C:
 			f()
@@ -238,13 +245,24 @@ func (s *Service) reclaim() {
 	}
 }
 
+// StopClaiming stops taking tasks from the queue; tasks running go on.
+// The first step of a shutdown, before the HTTP server drains.
+func (s *Service) StopClaiming() {
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.claimer.Wait()
+	})
+}
+
 // Shutdown stops claiming, waits for running tasks until ctx ends, then
 // stops the rest and gives their leases back so another node takes them
 // at once. Safe to call twice.
 func (s *Service) Shutdown(ctx context.Context) error {
-	s.stopOnce.Do(func() {
-		close(s.stop)
-		s.loops.Wait()
+	s.StopClaiming()
+	s.quitOnce.Do(func() {
+		s.mu.Lock()
+		s.closing = true
+		s.mu.Unlock()
 		done := make(chan struct{})
 		go func() { s.tasks.Wait(); close(done) }()
 		var ids []any
@@ -262,6 +280,10 @@ func (s *Service) Shutdown(ctx context.Context) error {
 			<-done
 		}
 		s.runCancel()
+		// Heartbeats ran until now, so no lease ran out under a task still
+		// running here.
+		close(s.quit)
+		s.loops.Wait()
 		s.closeAcks()
 		if len(ids) > 0 {
 			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

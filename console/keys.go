@@ -186,9 +186,11 @@ func (s *Store) ListProjects(ctx context.Context, p ListParams) (Page[Project], 
 
 // Bootstrap makes sure the default project exists and that adminKey (if
 // not empty) is its admin key, replacing a previous admin key. With an
-// empty adminKey it generates one the first time only and returns it (the
-// caller prints it once); later starts return "".
-func (s *Store) Bootstrap(ctx context.Context, adminKey string) (Project, string, error) {
+// empty adminKey and generate set (development), it generates one the
+// first time only and returns it (the caller prints it once); later starts
+// return "". Without generate nothing is generated: production never prints
+// a secret into its logs.
+func (s *Store) Bootstrap(ctx context.Context, adminKey string, generate bool) (Project, string, error) {
 	pid, err := s.rdb.HGet(ctx, s.prefix+":projects:byname", DefaultProject).Result()
 	var p Project
 	switch {
@@ -199,7 +201,7 @@ func (s *Store) Bootstrap(ctx context.Context, adminKey string) (Project, string
 			return Project{}, "", fmt.Errorf("bootstrap: %w", err)
 		}
 		if !ok { // another node created it a moment ago
-			return s.Bootstrap(ctx, adminKey)
+			return s.Bootstrap(ctx, adminKey, generate)
 		}
 		if err := s.rdb.HSet(ctx, s.prefix+":projects", p.ID, mustJSON(p)).Err(); err != nil {
 			return Project{}, "", fmt.Errorf("bootstrap: %w", err)
@@ -217,27 +219,31 @@ func (s *Store) Bootstrap(ctx context.Context, adminKey string) (Project, string
 		if err != nil {
 			return Project{}, "", fmt.Errorf("bootstrap: %w", err)
 		}
-		if n > 0 {
+		if n > 0 || !generate {
 			return p, "", nil
 		}
 		adminKey = newKey()
 		generated = adminKey
 	}
 	h := hashKey(adminKey)
+	// The key is stored before it is named the admin key, and the old one
+	// revoked last: a failure half-way leaves a working admin key, and the
+	// next start completes the change.
+	if n, err := s.rdb.Exists(ctx, s.apiKeyKey(h)).Result(); err != nil {
+		return Project{}, "", fmt.Errorf("bootstrap: %w", err)
+	} else if n == 0 {
+		if _, err := s.storeKey(ctx, p.ID, "admin", adminKey, true); err != nil {
+			return Project{}, "", err
+		}
+	}
 	old, err := s.rdb.GetSet(ctx, s.prefix+":admin", h).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return Project{}, "", fmt.Errorf("bootstrap: %w", err)
 	}
-	if old == h {
-		return p, generated, nil
-	}
-	if old != "" {
+	if old != "" && old != h {
 		if err := s.revokeHash(ctx, p.ID, old); err != nil {
 			return Project{}, "", err
 		}
-	}
-	if _, err := s.storeKey(ctx, p.ID, "admin", adminKey, true); err != nil {
-		return Project{}, "", err
 	}
 	return p, generated, nil
 }

@@ -2,6 +2,8 @@ package console_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 	"testing"
 
@@ -150,7 +152,7 @@ func TestBootstrap(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, console.Options{})
 		const admin1, admin2 = "first-admin-key-0123456789", "mr_live_second-admin-key-0123456789"
-		p, gen, err := e.store.Bootstrap(ctx, admin1)
+		p, gen, err := e.store.Bootstrap(ctx, admin1, true)
 		mustOK(t, err, "Bootstrap")
 		if gen != "" || p.Name != console.DefaultProject || p.ID == "" {
 			t.Fatalf("Bootstrap = %+v, %q", p, gen)
@@ -162,7 +164,7 @@ func TestBootstrap(t *testing.T) {
 		}
 
 		// Same key again (a restart): nothing changes.
-		p2, gen, err := e.store.Bootstrap(ctx, admin1)
+		p2, gen, err := e.store.Bootstrap(ctx, admin1, true)
 		mustOK(t, err, "Bootstrap again")
 		if p2.ID != p.ID || gen != "" {
 			t.Errorf("restart Bootstrap = %+v %q, want project %s", p2, gen, p.ID)
@@ -172,7 +174,7 @@ func TestBootstrap(t *testing.T) {
 		}
 
 		// The operator changes RIVERHUB_ADMIN_KEY: the old one stops working.
-		p3, _, err := e.store.Bootstrap(ctx, admin2)
+		p3, _, err := e.store.Bootstrap(ctx, admin2, true)
 		mustOK(t, err, "Bootstrap new key")
 		if p3.ID != p.ID {
 			t.Errorf("a new admin key made a new default project %s (was %s)", p3.ID, p.ID)
@@ -194,7 +196,7 @@ func TestBootstrap(t *testing.T) {
 		}
 
 		// An empty key later keeps the configured one and generates nothing.
-		_, gen, err = e.store.Bootstrap(ctx, "")
+		_, gen, err = e.store.Bootstrap(ctx, "", true)
 		mustOK(t, err, "Bootstrap empty")
 		if gen != "" {
 			t.Errorf("Bootstrap(\"\") after a configured key generated %q", gen)
@@ -215,7 +217,7 @@ func TestBootstrap(t *testing.T) {
 	t.Run("generated key", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, console.Options{})
-		p, gen, err := e.store.Bootstrap(ctx, "")
+		p, gen, err := e.store.Bootstrap(ctx, "", true)
 		mustOK(t, err, "Bootstrap")
 		if !strings.HasPrefix(gen, console.KeyPrefix) {
 			t.Fatalf("generated key = %q, want an mr_live_ key", gen)
@@ -225,7 +227,7 @@ func TestBootstrap(t *testing.T) {
 		if !pr.Admin || pr.ProjectID != p.ID {
 			t.Errorf("generated key authenticates as %+v", pr)
 		}
-		p2, gen2, err := e.store.Bootstrap(ctx, "")
+		p2, gen2, err := e.store.Bootstrap(ctx, "", true)
 		mustOK(t, err, "Bootstrap again")
 		if gen2 != "" || p2.ID != p.ID {
 			t.Errorf("second Bootstrap(\"\") = %+v %q, want the same project and no key", p2, gen2)
@@ -244,7 +246,7 @@ func TestBootstrap(t *testing.T) {
 		// a short key in the clear in its listed prefix.
 		e := newEnv(t, console.Options{})
 		for _, k := range []string{"abc", "mr_live_x"} {
-			_, _, err := e.store.Bootstrap(ctx, k)
+			_, _, err := e.store.Bootstrap(ctx, k, true)
 			mustOK(t, err, "Bootstrap "+k)
 			if pr, err := e.store.Authenticate(ctx, k); err != nil || !pr.Admin {
 				t.Errorf("Authenticate(%q) = %+v, %v", k, pr, err)
@@ -299,5 +301,35 @@ func TestProjects(t *testing.T) {
 	mustOK(t, err, "ListProjects")
 	if len(page.Items) != 2 || page.Items[0].ID != a.ID || page.Items[1].ID != b.ID || page.Items[0].Name != "alpha" {
 		t.Errorf("ListProjects = %+v, want alpha then beta", page.Items)
+	}
+}
+
+// A start that stopped half-way through an admin key change (the admin
+// marker already names the new key, the key itself not stored) is
+// completed by the next start: the key works.
+func TestBootstrapRepairsHalfDoneChange(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, console.Options{})
+	ctx := context.Background()
+	const key = "mr_live_half_done_admin_key_0123456789"
+	sum := sha256.Sum256([]byte(key))
+	if err := e.rdb.Set(ctx, e.prefix+":admin", hex.EncodeToString(sum[:]), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.store.Bootstrap(ctx, key, false); err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.store.Authenticate(ctx, key)
+	if err != nil || !p.Admin {
+		t.Fatalf("admin key after repair: %+v, %v", p, err)
+	}
+}
+
+// Production never generates (and so never prints) a key.
+func TestBootstrapWithoutGenerate(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, console.Options{})
+	if _, gen, err := e.store.Bootstrap(context.Background(), "", false); err != nil || gen != "" {
+		t.Fatalf("Bootstrap without generate = %q, %v", gen, err)
 	}
 }

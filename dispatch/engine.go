@@ -94,6 +94,7 @@ type Engine struct {
 	loops     sync.WaitGroup
 	attempts  sync.WaitGroup
 	stopOnce  sync.Once
+	quitOnce  sync.Once
 
 	m metrics
 }

@@ -351,13 +351,21 @@ func (e *Engine) reclaimLoop() {
 	}
 }
 
+// StopClaiming stops taking deliveries; attempts in flight go on. Safe to
+// call twice.
+func (e *Engine) StopClaiming() {
+	e.stopOnce.Do(func() {
+		close(e.stop)
+		e.loops.Wait()
+	})
+}
+
 // Shutdown stops claiming, lets attempts in flight finish until ctx ends,
 // cuts the rest off (they go back to the schedule without an attempt), and
 // writes the outcomes it holds. Safe to call twice.
 func (e *Engine) Shutdown(ctx context.Context) error {
-	e.stopOnce.Do(func() {
-		close(e.stop)
-		e.loops.Wait()
+	e.StopClaiming()
+	e.quitOnce.Do(func() {
 		done := make(chan struct{})
 		go func() { e.attempts.Wait(); close(done) }()
 		select {
