@@ -3,9 +3,9 @@ package channels
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
-	"errors"
 	"time"
 
 	"github.com/redis/go-redis/v9"
