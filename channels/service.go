@@ -80,9 +80,10 @@ type Service struct {
 
 	readyKey, leaseKey string
 
-	wake  chan struct{}
-	acks  chan string   // lease releases for ackLoop
-	acked chan struct{} // closed when ackLoop has sent the last one
+	wake      chan struct{}
+	syncSlots chan struct{} // one per synchronous run in flight (at most Workers)
+	acks      chan string   // lease releases for ackLoop
+	acked     chan struct{} // closed when ackLoop has sent the last one
 
 	ackMu      sync.RWMutex
 	acksClosed bool
@@ -130,14 +131,15 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	}
 	s := &Service{
 		rdb: rdb, runner: runner, o: o,
-		readyKey: o.Prefix + ":{tasks}:ready",
-		leaseKey: o.Prefix + ":{tasks}:lease",
-		wake:     make(chan struct{}, 1),
-		acks:     make(chan string, 4096),
-		acked:    make(chan struct{}),
-		inflight: make(map[string]struct{}),
-		stop:     make(chan struct{}),
-		quit:     make(chan struct{}),
+		readyKey:  o.Prefix + ":{tasks}:ready",
+		leaseKey:  o.Prefix + ":{tasks}:lease",
+		wake:      make(chan struct{}, 1),
+		syncSlots: make(chan struct{}, o.Workers),
+		acks:      make(chan string, 4096),
+		acked:     make(chan struct{}),
+		inflight:  make(map[string]struct{}),
+		stop:      make(chan struct{}),
+		quit:      make(chan struct{}),
 	}
 	s.runCtx, s.runCancel = context.WithCancel(context.Background())
 	s.m = newMetrics(o.Registerer, s)
@@ -223,6 +225,14 @@ func (s *Service) requestEntry(t *Task, now time.Time) Entry {
 // the task is leased like a queued one throughout, so if this node dies
 // mid-run another node finishes it (and delivers its webhooks).
 func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error) {
+	// Sync runs hold a provider call like a worker does: bounded the same.
+	select {
+	case s.syncSlots <- struct{}{}:
+		defer func() { <-s.syncSlots }()
+	default:
+		s.m.rejected.Inc()
+		return nil, ErrQueueFull
+	}
 	now := s.o.Now()
 	args, err := s.recordArgs(t, StatusGenerating, now, s.requestEntry(t, now),
 		Entry{At: stamp(now), Type: "generating", Node: s.o.Node})
@@ -240,14 +250,19 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 	res, runErr := s.generate(ctx, t)
 	if err := <-recorded; err != nil {
 		s.untrack(t.ChannelID)
+		// Half a record (the lease and the record live in different
+		// slots) must not linger as a channel that never finishes.
+		s.rdb.Del(context.WithoutCancel(ctx), s.chKey(t.ChannelID), s.tlKey(t.ChannelID))
+		s.rdb.ZRem(context.WithoutCancel(ctx), s.leaseKey, t.ChannelID)
 		return nil, fmt.Errorf("record channel: %w", err)
 	}
 	s.m.submitted.Inc()
-	if ctx.Err() != nil {
-		s.untrack(t.ChannelID) // the lease runs out and another node runs it
+	if ctx.Err() != nil && res.Data == nil && runErr != nil {
+		s.untrack(t.ChannelID) // cut short: the lease runs out and another node runs it
 		return nil, ctx.Err()
 	}
-	msg, err := s.conclude(ctx, t, res, runErr)
+	// The provider answered: keep the answer even if the client left.
+	msg, err := s.conclude(context.WithoutCancel(ctx), t, res, runErr)
 	if err != nil {
 		s.untrack(t.ChannelID)
 		return nil, err

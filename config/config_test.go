@@ -24,6 +24,7 @@ func prodEnv() map[string]string {
 		"RIVERHUB_ENV":          "production",
 		"REDIS_URL":             "redis://redis:6379/0",
 		"RIVERHUB_TOKEN_SECRET": secret32,
+		"RIVERHUB_PUBLIC_URL":   "https://hub.example.com",
 	}
 }
 
@@ -118,7 +119,7 @@ func TestLoadEachVariable(t *testing.T) {
 			c.RedisURL = "rediss://:pw@cache:6380/2"
 		}},
 		{"env production", prodEnv(), func(c *Config) {
-			c.Env, c.RedisURL, c.TokenSecret = Production, "redis://redis:6379/0", secret32
+			c.Env, c.RedisURL, c.TokenSecret, c.PublicURL = Production, "redis://redis:6379/0", secret32, "https://hub.example.com"
 		}},
 		{"env development explicit", map[string]string{"RIVERHUB_ENV": "development"}, func(c *Config) {}},
 		{"public url trailing slash trimmed", map[string]string{"RIVERHUB_PUBLIC_URL": "https://hub.example.com/base/"}, func(c *Config) {
@@ -211,7 +212,7 @@ func TestLoadErrors(t *testing.T) {
 		{"production without redis", with(prodEnv(), "REDIS_URL", ""), nil, `REDIS_URL: required in production (the embedded Redis keeps nothing across restarts)`},
 		{"production without token secret", with(prodEnv(), "RIVERHUB_TOKEN_SECRET", ""), nil, `RIVERHUB_TOKEN_SECRET: required in production (at least 32 bytes, shared by every node)`},
 		{"production short token secret", with(prodEnv(), "RIVERHUB_TOKEN_SECRET", "short"), nil, `RIVERHUB_TOKEN_SECRET: too short (5 bytes, want at least 32)`},
-		{"production http public url", with(prodEnv(), "RIVERHUB_PUBLIC_URL", "http://hub.example.com"), nil, `RIVERHUB_PUBLIC_URL: "http://hub.example.com": must be https in production`},
+		{"production http public url", with(prodEnv(), "RIVERHUB_PUBLIC_URL", "http://hub.example.com"), nil, `RIVERHUB_PUBLIC_URL: "http://hub.example.com": must be set to the public https URL in production`},
 
 		// addresses and URLs
 		{"addr without port", one("RIVERHUB_ADDR", "localhost"), nil, `RIVERHUB_ADDR: "localhost" is not host:port`},
@@ -471,17 +472,15 @@ func TestPublicURLDerivation(t *testing.T) {
 
 func TestProduction(t *testing.T) {
 	t.Parallel()
-	// Derived (not explicit) PublicURL is accepted in production.
-	c, err := Load(nil, envOf(prodEnv()))
-	if err != nil {
-		t.Fatalf("minimal production env: %v", err)
-	}
-	if !c.Production() || c.PublicURL != "http://localhost:8080" {
-		t.Fatalf("Production() = %v, PublicURL = %q", c.Production(), c.PublicURL)
-	}
+	// A derived http://localhost PublicURL is refused in production: the
+	// URLs handed to clients would only work on the server itself.
 	env := prodEnv()
-	env["RIVERHUB_PUBLIC_URL"] = "https://hub.example.com"
-	if c, err = Load(nil, envOf(env)); err != nil || c.PublicURL != "https://hub.example.com" {
+	delete(env, "RIVERHUB_PUBLIC_URL")
+	if _, err := Load(nil, envOf(env)); err == nil || !strings.Contains(err.Error(), "RIVERHUB_PUBLIC_URL") {
+		t.Fatalf("production without RIVERHUB_PUBLIC_URL: %v", err)
+	}
+	c, err := Load(nil, envOf(prodEnv()))
+	if err != nil || !c.Production() || c.PublicURL != "https://hub.example.com" {
 		t.Fatalf("https public URL in production: %v, %+v", err, c)
 	}
 }
@@ -500,7 +499,7 @@ func TestValidateEditedConfig(t *testing.T) {
 		{"public url trailing slash", func(c *Config) { c.PublicURL = "https://x/" }, `RIVERHUB_PUBLIC_URL: "https://x/": must not end with '/'`},
 		{"production explicit http", func(c *Config) {
 			c.Env, c.RedisURL, c.TokenSecret, c.PublicURL = Production, "redis://r", secret32, "http://x"
-		}, `RIVERHUB_PUBLIC_URL: "http://x": must be https in production`},
+		}, `RIVERHUB_PUBLIC_URL: "http://x": must be set to the public https URL in production`},
 		{"empty env", func(c *Config) { c.Env = "" }, `RIVERHUB_ENV: unknown value "" (want development or production)`},
 		{"empty schedule", func(c *Config) { c.RetrySchedule = nil }, `RIVERHUB_RETRY_SCHEDULE: 0 entries (want 1 to 50)`},
 		{"negative schedule entry", func(c *Config) { c.RetrySchedule = []time.Duration{time.Second, -time.Second} }, `RIVERHUB_RETRY_SCHEDULE: entry 2 "-1s": negative`},

@@ -152,8 +152,10 @@ func (c *Config) validatePublicURL() error {
 	if strings.HasSuffix(c.PublicURL, "/") {
 		return fmt.Errorf("%q: must not end with '/'", c.PublicURL)
 	}
-	if c.Production() && u.Scheme != "https" && c.PublicURL != derivePublicURL(c.Addr) {
-		return fmt.Errorf("%q: must be https in production", c.PublicURL)
+	if c.Production() && u.Scheme != "https" {
+		// A derived http://localhost URL would hand clients callback and
+		// socket URLs that only work on the server itself.
+		return fmt.Errorf("%q: must be set to the public https URL in production", c.PublicURL)
 	}
 	return nil
 }

@@ -19,6 +19,15 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1`)
 
+// swapScript replaces a hash field only if it still holds the expected
+// value: 1 done, 0 changed meanwhile, -1 gone.
+var swapScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return -1 end
+if cur ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1`)
+
 // StructuredOutput is a named JSON Schema the AI's output must satisfy.
 type StructuredOutput struct {
 	ID        string          `json:"id"`

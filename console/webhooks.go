@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/apperr"
 )
@@ -195,24 +199,39 @@ func (s *Store) RotateSecret(ctx context.Context, pid, id string) (Webhook, erro
 	})
 }
 
+// modifyWebhook applies change as a compare-and-set on the stored JSON, so
+// two concurrent changes (a rotation and a PATCH) cannot undo each other.
 func (s *Store) modifyWebhook(ctx context.Context, pid, id string, change func(*Webhook) error) (Webhook, error) {
-	w, err := s.GetWebhook(ctx, pid, id)
-	if err != nil {
-		return Webhook{}, err
+	for range 5 {
+		raw, err := s.rdb.HGet(ctx, s.webhooksKey(pid), id).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return Webhook{}, apperr.NotFoundf("webhook %q not found", id)
+		}
+		if err != nil {
+			return Webhook{}, fmt.Errorf("update webhook: %w", err)
+		}
+		var w Webhook
+		if err := json.Unmarshal(raw, &w); err != nil {
+			return Webhook{}, fmt.Errorf("decode webhook: %w", err)
+		}
+		if err := change(&w); err != nil {
+			return Webhook{}, err
+		}
+		w.UpdatedAt = s.now().UTC()
+		n, err := swapScript.Run(ctx, s.rdb, []string{s.webhooksKey(pid)}, id, raw, mustJSON(w)).Int()
+		s.hooks.drop(pid)
+		if err != nil {
+			return Webhook{}, fmt.Errorf("update webhook: %w", err)
+		}
+		switch n {
+		case 1:
+			return w, nil
+		case -1:
+			return Webhook{}, apperr.NotFoundf("webhook %q not found", id)
+		}
+		// Changed meanwhile: apply the change to the newer version.
 	}
-	if err := change(&w); err != nil {
-		return Webhook{}, err
-	}
-	w.UpdatedAt = s.now().UTC()
-	n, err := replaceScript.Run(ctx, s.rdb, []string{s.webhooksKey(pid)}, id, mustJSON(w)).Int()
-	s.hooks.drop(pid)
-	if err != nil {
-		return Webhook{}, fmt.Errorf("update webhook: %w", err)
-	}
-	if n == 0 {
-		return Webhook{}, apperr.NotFoundf("webhook %q not found", id)
-	}
-	return w, nil
+	return Webhook{}, apperr.New(apperr.Conflict, "concurrent_update", "the webhook is being changed concurrently; retry")
 }
 
 // DeleteWebhook removes an endpoint.

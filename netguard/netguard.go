@@ -31,10 +31,13 @@ var blocked = mustPrefixes(
 	"224.0.0.0/4",     // multicast
 	"240.0.0.0/4",     // reserved, broadcast
 	"::/128",          // unspecified
+	"::/96",           // IPv4-compatible (deprecated): embeds an IPv4 address
 	"::1/128",         // loopback
 	"64:ff9b::/96",    // NAT64 can reach IPv4 private space
 	"100::/64",        // discard
 	"2001:db8::/32",   // documentation
+	"2002::/16",       // 6to4: embeds an IPv4 address
+	"fec0::/10",       // site-local (deprecated)
 	"fc00::/7",        // unique local
 	"fe80::/10",       // link-local
 	"ff00::/8",        // multicast

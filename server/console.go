@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -131,11 +132,17 @@ func (s *Server) rotateSecret(c *gin.Context) {
 
 // keyView is an API key as clients see it: never its hash.
 type keyView struct {
-	console.APIKey
-	Hash string `json:"hash,omitempty"`
+	ID        string    `json:"id"`
+	ProjectID string    `json:"project_id"`
+	Name      string    `json:"name"`
+	Prefix    string    `json:"prefix"`
+	Admin     bool      `json:"admin"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
-func viewKey(k console.APIKey) keyView { return keyView{APIKey: k} }
+func viewKey(k console.APIKey) keyView {
+	return keyView{ID: k.ID, ProjectID: k.ProjectID, Name: k.Name, Prefix: k.Prefix, Admin: k.Admin, CreatedAt: k.CreatedAt}
+}
 
 func (s *Server) createKey(c *gin.Context) {
 	var in struct {

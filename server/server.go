@@ -136,11 +136,24 @@ func (s *Server) routes() {
 
 	con.GET("/logs/:channel_id", s.channelLog)
 
+	// Parts of the contract that are not served yet say so, rather than
+	// answering "not found" (which a client would read as an unknown id).
+	r.GET("/socket/websocket", s.notImplemented)
+	r.POST("/v1/callback/:channel_id", s.notImplemented)
+	r.POST("/api/v1/callback/:channel_id", s.notImplemented)
+	con.POST("/playground", s.notImplemented)
+	con.GET("/logs", s.notImplemented)
+
 	con.GET("/dlq", s.listDeadLetters)
 	con.POST("/dlq/replay", s.replayDeadLetters)
 	con.GET("/dlq/:id", s.getDelivery)
 	con.POST("/dlq/:id/replay", s.replayDeadLetter)
 	con.DELETE("/dlq/:id", s.discardDeadLetter)
+}
+
+func (s *Server) notImplemented(c *gin.Context) {
+	c.AbortWithStatusJSON(http.StatusNotImplemented, envelope{Error: "not_implemented",
+		Message: "this part of the API is not available in this version of riverhub yet"})
 }
 
 func (s *Server) recoverer(c *gin.Context) {
