@@ -84,9 +84,11 @@ type Engine struct {
 	results chan result
 	written chan struct{}
 
-	mu     sync.Mutex
-	busy   map[string]int // attempts in flight per endpoint
-	nextAt time.Time      // when the claimer means to wake
+	mu       sync.Mutex
+	busy     map[string]int       // attempts in flight per endpoint
+	waiting  map[string][]claimed // parked for a busy endpoint, by endpoint
+	deferred map[string][]string  // ids put back for a busy endpoint, by endpoint
+	nextAt   time.Time            // when the claimer means to wake
 
 	runCtx    context.Context
 	runCancel context.CancelFunc
@@ -136,11 +138,13 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 	e := &Engine{
 		rdb: rdb, o: o,
 		dueKey: tag + "due", leaseKey: tag + "lease", dPrefix: tag + "d:",
-		wake:    make(chan struct{}, 1),
-		results: make(chan result, 4096),
-		written: make(chan struct{}),
-		busy:    make(map[string]int),
-		stop:    make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		results:  make(chan result, 4096),
+		written:  make(chan struct{}),
+		busy:     make(map[string]int),
+		waiting:  make(map[string][]claimed),
+		deferred: make(map[string][]string),
+		stop:     make(chan struct{}),
 	}
 	e.runCtx, e.runCancel = context.WithCancel(context.Background())
 	e.m = newMetrics(o.Registerer, e)

@@ -12,8 +12,7 @@ import (
 
 const (
 	claimBatch = 256
-	maxIdle    = time.Second            // longest sleep without looking at the schedule
-	busyDelay  = 100 * time.Millisecond // a delivery whose endpoint is at its limit waits this long
+	maxIdle    = time.Second // longest sleep without looking at the schedule
 	errorPause = 500 * time.Millisecond
 )
 
@@ -28,7 +27,7 @@ type claimed struct {
 // result is an attempt's outcome, waiting to be recorded.
 type result struct {
 	d       claimed
-	verdict string // ok, retry, dead
+	verdict string // ok, retry, dead; defer: back to the schedule without an attempt
 	attempt []byte // JSON for the delivery's attempt list
 	entries [][]byte
 	nextAt  time.Time
@@ -145,39 +144,56 @@ func (e *Engine) claim(n int) ([]claimed, time.Time, error) {
 
 // attempt sends one delivery and queues its outcome for recording.
 func (e *Engine) attempt(d claimed) {
-	hooks, err := e.o.Endpoints.ProjectWebhooks(e.runCtx, d.projectID)
-	if err != nil {
-		e.putBack(d, e.o.Now().Add(errorPause))
-		return
-	}
-	var w *console.Webhook
-	for i := range hooks {
-		if hooks[i].ID == d.webhookID {
-			w = &hooks[i]
-		}
-	}
-	if w == nil || !w.Enabled {
-		reason := "endpoint deleted"
-		url := ""
-		if w != nil {
-			reason, url = "endpoint disabled", w.URL
-		}
-		e.conclude(d, url, outcome{err: reason}, true)
+	w, ok := e.endpoint(d)
+	if !ok {
 		return
 	}
 	if !e.acquire(w.ID) {
-		e.putBack(d, e.o.Now().Add(busyDelay))
+		e.wait(d, w.ID)
 		return
 	}
-	now := e.o.Now()
-	o := send(e.runCtx, e.o.Client, w.URL, d.id, d.channelID, d.body, w.Secrets(now), now, e.o.Timeout)
-	e.release(w.ID)
-	if e.runCtx.Err() != nil {
-		// Cut off by shutdown, not by the receiver: no attempt is counted.
-		e.putBack(d, e.o.Now())
-		return
+	// Holding the endpoint's slot, send this delivery and then any that
+	// wait for the same endpoint on this node.
+	for {
+		now := e.o.Now()
+		o := send(e.runCtx, e.o.Client, w.URL, d.id, d.channelID, d.body, w.Secrets(now), now, e.o.Timeout)
+		if e.runCtx.Err() != nil {
+			// Cut off by shutdown, not by the receiver: no attempt is counted.
+			e.putBack(d, e.o.Now())
+		} else {
+			e.conclude(d, w.URL, o, false)
+		}
+		next, more := e.handOff(w.ID)
+		if !more {
+			return
+		}
+		d = next
+		if w, ok = e.endpoint(d); !ok {
+			e.release(d.webhookID)
+			return
+		}
 	}
-	e.conclude(d, w.URL, o, false)
+}
+
+// endpoint finds a delivery's endpoint; a deleted or disabled one
+// dead-letters the delivery at once (false).
+func (e *Engine) endpoint(d claimed) (console.Webhook, bool) {
+	hooks, err := e.o.Endpoints.ProjectWebhooks(e.runCtx, d.projectID)
+	if err != nil {
+		e.putBack(d, e.o.Now().Add(errorPause))
+		return console.Webhook{}, false
+	}
+	for _, w := range hooks {
+		if w.ID == d.webhookID {
+			if !w.Enabled {
+				e.conclude(d, w.URL, outcome{err: "endpoint disabled"}, true)
+				return console.Webhook{}, false
+			}
+			return w, true
+		}
+	}
+	e.conclude(d, "", outcome{err: "endpoint deleted"}, true)
+	return console.Webhook{}, false
 }
 
 func (e *Engine) acquire(id string) bool {
@@ -190,6 +206,71 @@ func (e *Engine) acquire(id string) bool {
 	return true
 }
 
+// wait parks a delivery whose endpoint is at its limit. Up to PerEndpoint
+// of them wait on this node (each waits at most one attempt timeout, well
+// within its lease) and are sent as slots free up. The rest go back to the
+// schedule a whole timeout later, so a hanging endpoint's backlog is not
+// claimed again and again; this node remembers them and brings them
+// forward as soon as the endpoint keeps up again.
+func (e *Engine) wait(d claimed, id string) {
+	e.mu.Lock()
+	if len(e.waiting[id]) < e.o.PerEndpoint {
+		e.waiting[id] = append(e.waiting[id], d)
+		e.mu.Unlock()
+		return
+	}
+	if len(e.deferred[id]) < maxDeferred {
+		e.deferred[id] = append(e.deferred[id], d.id)
+	}
+	e.mu.Unlock()
+	e.putBack(d, e.o.Now().Add(e.o.Timeout))
+}
+
+const maxDeferred = 10000 // deferred ids remembered per endpoint
+
+// handOff passes the caller's endpoint slot to the next waiting delivery,
+// or releases it (and brings deferred deliveries forward when the
+// endpoint has room again).
+func (e *Engine) handOff(id string) (claimed, bool) {
+	e.mu.Lock()
+	if q := e.waiting[id]; len(q) > 0 {
+		d := q[0]
+		if len(q) == 1 {
+			delete(e.waiting, id)
+		} else {
+			e.waiting[id] = q[1:]
+		}
+		e.mu.Unlock()
+		return d, true
+	}
+	if e.busy[id]--; e.busy[id] <= 0 {
+		delete(e.busy, id)
+	}
+	var pull []string
+	if ids := e.deferred[id]; len(ids) > 0 {
+		n := min(len(ids), 2*e.o.PerEndpoint)
+		pull = ids[:n]
+		if n == len(ids) {
+			delete(e.deferred, id)
+		} else {
+			e.deferred[id] = ids[n:]
+		}
+	}
+	e.mu.Unlock()
+	if len(pull) > 0 {
+		now := e.o.Now()
+		zs := make([]redis.Z, len(pull))
+		for i, m := range pull {
+			zs[i] = redis.Z{Score: float64(now.UnixMilli()), Member: m}
+		}
+		// XX: only deliveries still waiting in the schedule move.
+		if err := e.rdb.ZAddXX(context.WithoutCancel(e.runCtx), e.dueKey, zs...).Err(); err == nil {
+			e.poke(now)
+		}
+	}
+	return claimed{}, false
+}
+
 func (e *Engine) release(id string) {
 	e.mu.Lock()
 	if e.busy[id]--; e.busy[id] <= 0 {
@@ -198,14 +279,10 @@ func (e *Engine) release(id string) {
 	e.mu.Unlock()
 }
 
-// putBack returns a claimed delivery to the schedule without an attempt.
+// putBack returns a claimed delivery to the schedule, due at at, without
+// an attempt. It travels with the attempt outcomes, batched.
 func (e *Engine) putBack(d claimed, at time.Time) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := deferScript.Run(ctx, e.rdb, []string{e.dKey(d.id), e.dueKey, e.leaseKey}, d.id, d.token, at.UnixMilli()).Err(); err != nil {
-		e.o.Log.Warn().Err(err).Str("delivery_id", d.id).Msg("put delivery back; its lease will expire instead")
-	}
-	e.poke(at)
+	e.results <- result{d: d, verdict: "defer", nextAt: at}
 }
 
 // Attempt is one entry of a delivery's attempt history.
@@ -292,6 +369,13 @@ func (e *Engine) record(batch []result) {
 	err := e.pipelined(ctx, func(p redis.Pipeliner) {
 		for _, r := range batch {
 			d := r.d
+			if r.verdict == "defer" {
+				deferScript.Eval(ctx, p, []string{e.dKey(d.id), e.dueKey, e.leaseKey}, d.id, d.token, r.nextAt.UnixMilli())
+				if earliest.IsZero() || r.nextAt.Before(earliest) {
+					earliest = r.nextAt
+				}
+				continue
+			}
 			ttl := e.o.Retention
 			if r.verdict == "dead" {
 				ttl = e.o.DLQRetention
@@ -319,7 +403,9 @@ func (e *Engine) record(batch []result) {
 		return
 	}
 	for _, r := range batch {
-		e.m.attempts.WithLabelValues(r.verdict).Inc()
+		if r.verdict != "defer" {
+			e.m.attempts.WithLabelValues(r.verdict).Inc()
+		}
 	}
 	if !earliest.IsZero() {
 		e.poke(earliest)
@@ -375,6 +461,17 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 			<-done
 		}
 		e.runCancel()
+		// Deliveries parked for a busy endpoint go back to the schedule.
+		e.mu.Lock()
+		var parked []claimed
+		for id, q := range e.waiting {
+			parked = append(parked, q...)
+			delete(e.waiting, id)
+		}
+		e.mu.Unlock()
+		for _, d := range parked {
+			e.putBack(d, e.o.Now())
+		}
 		close(e.results)
 		<-e.written
 	})
