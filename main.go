@@ -27,6 +27,7 @@ import (
 	"github.com/riverhub/riverhub/config"
 	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/dispatch"
+	"github.com/riverhub/riverhub/hub"
 	"github.com/riverhub/riverhub/netguard"
 	"github.com/riverhub/riverhub/rdb"
 	"github.com/riverhub/riverhub/server"
@@ -103,18 +104,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Retention: cfg.Retention, DLQRetention: cfg.DLQRetention, Production: cfg.Production(), Guard: guard,
 		Endpoints: store, Registerer: reg, Log: log,
 	})
+	tokens := wstoken.NewIssuer(cfg.TokenSecret, cfg.TokenTTL)
+	sockets := hub.New(conn, hub.Options{Prefix: cfg.KeyPrefix, Tokens: tokens, Retention: cfg.Retention,
+		Registerer: reg, Log: log})
 	svc := channels.New(conn, runner, channels.Options{
 		Prefix: cfg.KeyPrefix, Workers: cfg.Workers, MaxQueue: cfg.MaxQueue, Lease: cfg.TaskLease,
-		Retention: cfg.Retention, Dispatcher: deliveries, Registerer: reg, Log: log,
+		Retention: cfg.Retention, Dispatcher: deliveries, Publisher: sockets, Registerer: reg, Log: log,
 	})
 	deliveries.SetTimeline(svc)
 
 	srv := server.New(server.Deps{
-		Console: store, Channels: svc, Deliveries: deliveries, Tokens: wstoken.NewIssuer(cfg.TokenSecret, cfg.TokenTTL),
+		Console: store, Channels: svc, Deliveries: deliveries, Sockets: sockets, Tokens: tokens,
 		Ready: func(ctx context.Context) error { return conn.Ping(ctx).Err() }, Registry: reg, Log: log,
 		PublicURL: cfg.PublicURL, MaxBodyBytes: cfg.MaxBodyBytes,
 	})
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 120 * time.Second}
+	sockets.Start()
 	svc.Start()
 	deliveries.Start()
 	served := make(chan error, 1)
@@ -127,6 +132,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	select {
 	case <-ctx.Done():
 	case err := <-served:
+		_ = sockets.Shutdown(context.Background())
 		stopAll(svc, deliveries, time.Second)
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -137,6 +143,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	log.Info().Msg("shutting down")
 	svc.StopClaiming()
 	deliveries.StopClaiming()
+	// Sockets first: hijacked connections are not closed by the HTTP
+	// shutdown, and going-away sends the clients to another node, where
+	// they miss nothing (history replays on join).
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	_ = sockets.Shutdown(sctx)
+	cancel()
 	hctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	if err := hs.Shutdown(hctx); err != nil {
 		log.Warn().Err(err).Msg("http shutdown")

@@ -25,7 +25,10 @@ type Deps struct {
 	Channels *channels.Service
 	// Deliveries is the webhook engine (dead letters, replay).
 	Deliveries *dispatch.Engine
-	Tokens     *wstoken.Issuer
+	// Sockets serves the Phoenix-protocol WebSocket (the realtime hub);
+	// its credential is the ws_token in the query, not an API key.
+	Sockets http.Handler
+	Tokens  *wstoken.Issuer
 	// Ready reports whether Redis answers (GET /readyz).
 	Ready func(ctx context.Context) error
 	// Registry serves /metrics; the server adds its HTTP metrics to it.
@@ -138,7 +141,11 @@ func (s *Server) routes() {
 
 	// Parts of the contract that are not served yet say so, rather than
 	// answering "not found" (which a client would read as an unknown id).
-	r.GET("/socket/websocket", s.notImplemented)
+	if s.Sockets != nil {
+		r.GET("/socket/websocket", gin.WrapH(s.Sockets))
+	} else {
+		r.GET("/socket/websocket", s.notImplemented)
+	}
 	r.POST("/v1/callback/:channel_id", s.notImplemented)
 	r.POST("/api/v1/callback/:channel_id", s.notImplemented)
 	con.POST("/playground", s.notImplemented)

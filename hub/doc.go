@@ -1,0 +1,92 @@
+// Package hub is riverhub's realtime side: browsers' WebSockets speaking the
+// Phoenix Channels v2 JSON protocol (so the official `phoenix` npm client
+// works unchanged), rooms keyed by channel_id, each channel's message
+// history, and the Redis pub/sub fan-out that lets any node publish to
+// sockets held by any other.
+//
+// # What it owns
+//
+//   - The socket endpoint (ServeHTTP, mounted at GET /socket/websocket). The
+//     ws token (query "token", or the phoenix client's authToken
+//     subprotocol) is checked before the upgrade: missing, invalid or expired
+//     is HTTP 403; more than MaxConns sockets, or a node shutting down, is 503;
+//     a vsn other than 2.x is 400. Any Origin is accepted: the token is the
+//     credential, never a cookie. Inbound frames are limited to MaxFrameBytes
+//     (larger: close 1009). Compression is not negotiated.
+//   - The protocol. Frames are [join_ref, ref, topic, event, payload]; refs
+//     are strings or null, topic and event non-empty strings, the payload an
+//     object. Anything else closes that socket alone: 1007 for a text frame
+//     that is not such an array, 1003 for a binary frame. Events:
+//     phx_join (reply ok or error {reason}), phx_leave (reply ok, then
+//     phx_close; ok too for a topic not joined, as Phoenix), heartbeat on any
+//     topic (reply ok), anything else: error "unmatched topic" on a topic
+//     not joined, "unknown_event" on a joined one.
+//   - Join checks, in order: the token is still valid (token_expired,
+//     unauthorized); the topic is ai_response:{project_id}:{channel_id} or
+//     ai_response:{channel_id} (else invalid_channel_format); the ids are
+//     canonical UUIDs (invalid_project_uuid, invalid_channel_uuid); the
+//     project is the token's (unauthorized_project_access); the channel is
+//     the token's (unauthorized_channel_access); ids compare
+//     case-insensitively; fewer than MaxChannelsPerSocket topics are joined
+//     (too_many_channels). A join of a topic already joined replaces the old
+//     join, which gets phx_close. "unavailable" means Redis did not answer
+//     within 5 s; the phoenix client rejoins by itself.
+//   - Pushes: event "response", join_ref = the join's join_ref (its ref if
+//     the client sent none), ref null, payload = the published message byte
+//     for byte.
+//   - Each channel's history and the fan-out between nodes, in Redis.
+//
+// # Redis
+//
+// P is Options.Prefix; {cid} is the hash tag of the channel's record in
+// package channels, so the publish script touches one Cluster slot.
+//
+//	P:ch:{cid}:hist  LIST    entries {"seq":N,"payload":<message>}, the last HistoryMax
+//	P:ch:{cid}:seq   STRING  the channel's last seq
+//	P:room:{cid}     pub/sub channel carrying each new entry
+//
+// Publish runs one script: if the last entry already carries exactly this
+// message it does nothing (a publisher re-run after a crash does not repeat
+// itself); else INCR, RPUSH, LTRIM, EXPIRE both keys to Retention, PUBLISH.
+// A node SUBSCRIBEs to P:room:{cid} only while it has a socket joined to
+// cid, over one pub/sub connection, and UNSUBSCRIBEs when the room empties;
+// joins and leaves that arrive together share one command.
+//
+// # Concurrency contract
+//
+// Publish and ServeHTTP may be called from any goroutine, before or after
+// Start (sockets can only complete a join once Start has run). Each socket
+// has one reader goroutine (the handler's: it decodes frames and handles
+// joins, which wait on Redis for at most 5 s) and one writer goroutine, the
+// only one that writes to the connection, each frame within WriteTimeout.
+// One pub/sub goroutine subscribes rooms and fans messages out. Nothing
+// that fans out ever waits on a socket: frames are handed to the socket's
+// bounded queue (SendQueue messages; a join's reply plus history counts as
+// one) and a full queue closes that socket with 1008 "client too slow". A
+// socket that sends nothing for HeartbeatTimeout is closed with 1008
+// "heartbeat timeout". Shutdown closes every socket with 1001 "server
+// shutting down", so clients reconnect to another node, then stops the
+// pub/sub loop; it is safe twice.
+//
+// # Guarantees
+//
+//   - Order: a socket receives a channel's messages in publish order (seq
+//     order), each at most once per join.
+//   - No-miss join: a join subscribes first, waits until Redis confirms the
+//     subscription, then reads the history; the reply, every history entry and
+//     then the live messages follow in order, live messages with a seq at or
+//     below the last one sent being dropped. Nothing published after the
+//     subscription is missed; nothing is sent twice.
+//   - Pub/sub interruptions: when the pub/sub connection is re-established,
+//     Redis re-confirms each room's subscription and the node re-reads those
+//     rooms' histories before any later message, delivering what each socket
+//     has not had. If the history cannot be read (three tries), the rooms'
+//     sockets are closed with 1013 so that their clients rejoin: a gap is
+//     never silent.
+//   - At-least-once across reconnects: a client that reconnects and rejoins
+//     receives the channel's whole history again, from the start (there is
+//     no resume cursor; the phoenix client rejoins with the same params). A
+//     client dedupes what it has seen, e.g. by the message's status. Only the
+//     last HistoryMax messages are kept, and a channel's keys expire
+//     Retention after its last message.
+package hub

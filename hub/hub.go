@@ -1,0 +1,394 @@
+package hub
+
+import (
+	"context"
+	_ "embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/riverhub/riverhub/wstoken"
+)
+
+//go:embed lua/publish.lua
+var publishLua string
+
+var publishScript = redis.NewScript(publishLua)
+
+// Options configures a Hub. Zero values take the defaults noted.
+type Options struct {
+	Prefix               string          // Redis key prefix; default "riverhub"
+	Tokens               *wstoken.Issuer // verifies ws tokens; required to serve sockets
+	Retention            time.Duration   // history TTL, renewed by each message; default 7 days
+	HistoryMax           int             // messages kept per channel and replayed on join; default 100
+	MaxChannelsPerSocket int             // topics one socket may join; default 100
+	MaxConns             int             // sockets on this node; more are refused with 503; default 20000
+	SendQueue            int             // per-socket outbound queue, in messages (a join's replay counts as one); default 64
+	WriteTimeout         time.Duration   // per frame written; default 10s
+	HeartbeatTimeout     time.Duration   // a socket silent this long is closed; default 60s (2 × the phoenix client's 30 s heartbeat)
+	MaxFrameBytes        int64           // inbound frame limit; larger frames close the socket with 1009; default 64 KiB
+	Log                  zerolog.Logger
+	Registerer           prometheus.Registerer // optional
+}
+
+const (
+	// joinTimeout bounds a join's wait for the room's subscription and its
+	// history read: below the phoenix client's 10 s push timeout, so the
+	// client sees our error reply rather than its own timeout.
+	joinTimeout = 5 * time.Second
+	// redisTimeout bounds the pub/sub loop's own Redis calls.
+	redisTimeout = 5 * time.Second
+)
+
+// Hub serves Phoenix-protocol sockets and fans channel messages out to them.
+type Hub struct {
+	rdb redis.UniversalClient
+	o   Options
+	m   metrics
+
+	conns atomic.Int64 // sockets accepted and not yet finished
+
+	sessMu   sync.Mutex
+	sessions map[*session]struct{}
+	closed   bool // under sessMu: Shutdown began; no new sockets
+
+	// Rooms: one per channel with local subscribers. mu guards rooms,
+	// dirty and pendingSubs; the pub/sub loop reads rooms under RLock to
+	// fan out.
+	mu          sync.RWMutex
+	rooms       map[string]*room
+	dirty       map[string]struct{} // channel ids whose Redis subscription may need to change
+	pendingSubs map[string]int      // SUBSCRIBEs sent and not yet confirmed, by channel id
+
+	wake     chan struct{} // pokes the pub/sub loop to (un)subscribe dirty rooms
+	quit     chan struct{} // closed by Shutdown to stop the pub/sub loop
+	loopDone chan struct{} // closed when the pub/sub loop has returned
+
+	psMu    sync.Mutex
+	ps      *redis.PubSub // the one pub/sub connection; set by Start
+	stopped bool          // under psMu: Shutdown has stopped (or forestalled) the loop
+}
+
+// New returns a Hub; Start begins its pub/sub loop.
+func New(rdb redis.UniversalClient, o Options) *Hub {
+	if o.Prefix == "" {
+		o.Prefix = "riverhub"
+	}
+	if o.Retention <= 0 {
+		o.Retention = 7 * 24 * time.Hour
+	}
+	if o.HistoryMax <= 0 {
+		o.HistoryMax = 100
+	}
+	if o.MaxChannelsPerSocket <= 0 {
+		o.MaxChannelsPerSocket = 100
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = 20000
+	}
+	if o.SendQueue <= 0 {
+		o.SendQueue = 64
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.HeartbeatTimeout <= 0 {
+		o.HeartbeatTimeout = 60 * time.Second
+	}
+	if o.MaxFrameBytes <= 0 {
+		o.MaxFrameBytes = 64 << 10
+	}
+	h := &Hub{
+		rdb: rdb, o: o,
+		sessions:    make(map[*session]struct{}),
+		rooms:       make(map[string]*room),
+		dirty:       make(map[string]struct{}),
+		pendingSubs: make(map[string]int),
+		wake:        make(chan struct{}, 1),
+		quit:        make(chan struct{}),
+		loopDone:    make(chan struct{}),
+	}
+	h.m = newMetrics(o.Registerer, h)
+	return h
+}
+
+func (h *Hub) histKey(cid string) string { return h.o.Prefix + ":ch:{" + cid + "}:hist" }
+func (h *Hub) seqKey(cid string) string  { return h.o.Prefix + ":ch:{" + cid + "}:seq" }
+
+// roomChannel is the pub/sub channel a channel's messages are published on.
+func (h *Hub) roomChannel(cid string) string { return h.o.Prefix + ":room:{" + cid + "}" }
+
+// roomOf is the inverse of roomChannel.
+func (h *Hub) roomOf(channel string) (string, bool) {
+	rest, ok := strings.CutPrefix(channel, h.o.Prefix+":room:{")
+	if !ok || !strings.HasSuffix(rest, "}") {
+		return "", false
+	}
+	return rest[:len(rest)-1], true
+}
+
+// Start opens the pub/sub connection and starts the loop that subscribes
+// rooms and fans messages out. Safe twice.
+func (h *Hub) Start() {
+	h.psMu.Lock()
+	defer h.psMu.Unlock()
+	if h.ps != nil || h.stopped {
+		return
+	}
+	h.ps = h.rdb.Subscribe(context.Background())
+	ch := h.ps.ChannelWithSubscriptions(redis.WithChannelSize(4096))
+	go h.loop(h.ps, ch)
+}
+
+// ErrInvalidMessage is a message that is not a JSON object.
+var ErrInvalidMessage = errors.New("hub: message is not a JSON object")
+
+// Publish appends msg to the channel's history and sends it to every socket
+// joined to the channel, on every node. msg is sent byte for byte as the
+// payload of a "response" push. A repeat of the channel's last message is
+// dropped, so a publisher that runs again after a crash does not show it
+// twice. projectID is not part of the room's identity (the ws token binds
+// a socket to one project and channel); it is accepted to satisfy
+// channels.Publisher. Publish never waits on a socket.
+func (h *Hub) Publish(ctx context.Context, projectID, channelID string, msg json.RawMessage) error {
+	if channelID == "" {
+		return errors.New("hub: publish: empty channel id")
+	}
+	if !isObject(msg) {
+		return ErrInvalidMessage
+	}
+	ttl := int64(h.o.Retention / time.Second)
+	if ttl < 1 {
+		ttl = 1
+	}
+	seq, err := publishScript.Run(ctx, h.rdb, []string{h.histKey(channelID), h.seqKey(channelID)},
+		[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID)).Int64()
+	if err != nil {
+		return fmt.Errorf("publish to channel %s: %w", channelID, err)
+	}
+	if seq == 0 {
+		h.m.published.WithLabelValues("duplicate").Inc()
+	} else {
+		h.m.published.WithLabelValues("published").Inc()
+	}
+	return nil
+}
+
+// isObject reports whether b is one valid JSON object.
+func isObject(b []byte) bool {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return json.Valid(b)
+		}
+		return false
+	}
+	return false
+}
+
+// ServeHTTP is the socket endpoint, GET /socket/websocket?token=…&vsn=2.0.0.
+//
+// Any Origin is accepted: the credential is the ws token in the URL (or the
+// phoenix client's authToken subprotocol), never a cookie, so a page on
+// another origin gains nothing a token holder does not already have.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if vsn := r.URL.Query().Get("vsn"); vsn != "" && !strings.HasPrefix(vsn, "2.") {
+		httpError(w, http.StatusBadRequest, "unsupported_vsn", "only the Phoenix v2 JSON serializer (vsn=2.0.0) is supported")
+		return
+	}
+	if h.isClosed() {
+		w.Header().Set("Retry-After", "1")
+		httpError(w, http.StatusServiceUnavailable, "unavailable", "this node is shutting down")
+		return
+	}
+	if h.o.Tokens == nil {
+		httpError(w, http.StatusServiceUnavailable, "unavailable", "sockets are not configured on this node")
+		return
+	}
+	token := requestToken(r)
+	claims, err := h.o.Tokens.Parse(token)
+	if err != nil {
+		msg := "missing or invalid ws token"
+		if errors.Is(err, wstoken.ErrExpired) {
+			msg = "ws token expired; get a fresh one from POST /api/v1/ai/reconnect"
+		}
+		httpError(w, http.StatusForbidden, "forbidden", msg)
+		return
+	}
+	if h.conns.Add(1) > int64(h.o.MaxConns) {
+		h.conns.Add(-1)
+		w.Header().Set("Retry-After", "1")
+		httpError(w, http.StatusServiceUnavailable, "unavailable", "this node has too many sockets open")
+		return
+	}
+	defer h.conns.Add(-1)
+
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		InsecureSkipVerify: true, // see above: the token is the credential
+		Subprotocols:       []string{"phoenix"},
+	})
+	if err != nil {
+		return // Accept has answered
+	}
+	conn.SetReadLimit(h.o.MaxFrameBytes)
+	s := newSession(h, conn, token, claims)
+	if !h.register(s) {
+		_ = conn.Close(websocket.StatusGoingAway, "server shutting down")
+		return
+	}
+	h.m.sockets.Inc()
+	defer h.m.sockets.Dec()
+	s.run()
+	h.unregister(s)
+}
+
+// requestToken is the token from the query, or else from the phoenix
+// client's authToken option (subprotocol "base64url.bearer.phx.<base64>").
+func requestToken(r *http.Request) string {
+	if t := r.URL.Query().Get("token"); t != "" {
+		return t
+	}
+	for _, line := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(line, ",") {
+			enc, ok := strings.CutPrefix(strings.TrimSpace(p), "base64url.bearer.phx.")
+			if !ok {
+				continue
+			}
+			enc = strings.TrimRight(enc, "=")
+			for _, e := range []*base64.Encoding{base64.RawURLEncoding, base64.RawStdEncoding} {
+				if b, err := e.DecodeString(enc); err == nil {
+					return string(b)
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func httpError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "message": msg})
+}
+
+func (h *Hub) isClosed() bool {
+	h.sessMu.Lock()
+	defer h.sessMu.Unlock()
+	return h.closed
+}
+
+func (h *Hub) register(s *session) bool {
+	h.sessMu.Lock()
+	defer h.sessMu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.sessions[s] = struct{}{}
+	return true
+}
+
+func (h *Hub) unregister(s *session) {
+	h.sessMu.Lock()
+	delete(h.sessions, s)
+	h.sessMu.Unlock()
+}
+
+// Shutdown refuses new sockets, closes every socket with 1001 (going away)
+// so that clients reconnect to another node, waits for them to finish
+// (until ctx is done; then the rest are dropped without a close handshake
+// and Shutdown returns ctx's error), then stops the pub/sub loop. A socket
+// whose client has stopped reading takes up to WriteTimeout (or the close
+// frame's 5 s) to finish. Safe twice.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.sessMu.Lock()
+	h.closed = true
+	open := make([]*session, 0, len(h.sessions))
+	for s := range h.sessions {
+		open = append(open, s)
+	}
+	h.sessMu.Unlock()
+
+	for _, s := range open {
+		s.closeWith(websocket.StatusGoingAway, "server shutting down")
+	}
+	var err error
+	for _, s := range open {
+		select {
+		case <-s.done:
+			continue
+		case <-ctx.Done():
+		}
+		err = ctx.Err()
+		// Out of time: drop the rest without a handshake. A socket whose
+		// close handshake is under way finishes it on its own (within
+		// 10 s, the library's bound), so do not wait for it here.
+		for _, s := range open {
+			go func() { _ = s.conn.CloseNow() }()
+		}
+		break
+	}
+	h.psMu.Lock()
+	if !h.stopped {
+		h.stopped = true
+		close(h.quit)
+	}
+	running := h.ps != nil
+	h.psMu.Unlock()
+	if running {
+		<-h.loopDone // the loop closes the pub/sub connection as it returns
+	}
+	if err != nil {
+		return fmt.Errorf("hub shutdown: %w", err)
+	}
+	return nil
+}
+
+type metrics struct {
+	sockets   prometheus.Gauge
+	joined    prometheus.Gauge
+	pushed    prometheus.Counter
+	slow      *prometheus.CounterVec
+	resyncs   prometheus.Counter
+	published *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, h *Hub) metrics {
+	m := metrics{
+		sockets: prometheus.NewGauge(prometheus.GaugeOpts{Name: "riverhub_hub_sockets_open",
+			Help: "WebSockets open on this node."}),
+		joined: prometheus.NewGauge(prometheus.GaugeOpts{Name: "riverhub_hub_joined_channels",
+			Help: "Channel topics joined by this node's sockets."}),
+		pushed: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_hub_messages_pushed_total",
+			Help: "Channel messages queued to this node's sockets (history replays included)."}),
+		slow: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_slow_client_closes_total",
+			Help: "Sockets closed for not keeping up, by reason (queue_full, write_timeout)."}, []string{"reason"}),
+		resyncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_hub_room_resyncs_total",
+			Help: "Rooms re-read from history after the pub/sub connection was re-established."}),
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_publishes_total",
+			Help: "Publish calls on this node, by result (published, duplicate)."}, []string{"result"}),
+	}
+	if reg == nil {
+		return m
+	}
+	rooms := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_hub_rooms",
+		Help: "Channels this node holds a Redis subscription for."}, func() float64 {
+		h.mu.RLock()
+		defer h.mu.RUnlock()
+		return float64(len(h.rooms))
+	})
+	reg.MustRegister(m.sockets, m.joined, m.pushed, m.slow, m.resyncs, m.published, rooms)
+	return m
+}

@@ -1,0 +1,403 @@
+package hub
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
+)
+
+// entry is one history entry: {"seq":N,"payload":<message>}.
+type entry struct {
+	seq     int64
+	payload string
+}
+
+// parseEntry reads an entry as the publish script writes it, without
+// decoding the payload (it is sent on byte for byte).
+func parseEntry(s string) (entry, bool) {
+	const pre, mid = `{"seq":`, `,"payload":`
+	rest, ok := strings.CutPrefix(s, pre)
+	if !ok || !strings.HasSuffix(rest, "}") {
+		return entry{}, false
+	}
+	i := strings.IndexByte(rest, ',')
+	if i <= 0 {
+		return entry{}, false
+	}
+	seq, err := strconv.ParseInt(rest[:i], 10, 64)
+	if err != nil || seq <= 0 || !strings.HasPrefix(rest[i:], mid) {
+		return entry{}, false
+	}
+	return entry{seq: seq, payload: rest[i+len(mid) : len(rest)-1]}, true
+}
+
+type roomState int
+
+const (
+	roomNew         roomState = iota // no SUBSCRIBE sent yet
+	roomSubscribing                  // SUBSCRIBE sent, not confirmed
+	roomLive                         // confirmed: messages published from now on arrive
+)
+
+// room is a channel with subscribers on this node.
+type room struct {
+	cid     string
+	members map[*member]struct{}
+	state   roomState
+	ready   chan struct{} // closed when the room goes live
+}
+
+// member is one socket's join of a room.
+type member struct {
+	s       *session
+	topic   string
+	joinRef *string
+	prefix  []byte // [join_ref,null,topic,"response",
+	room    *room  // set by addMember, under Hub.mu
+
+	mu      sync.Mutex
+	ready   bool    // the join reply and history are queued; live messages go straight out
+	lastSeq int64   // the last seq queued to the socket
+	pending []entry // live messages received before ready
+	removed bool
+}
+
+func (m *member) frame(payload string) []byte {
+	b := make([]byte, 0, len(m.prefix)+len(payload)+1)
+	b = append(b, m.prefix...)
+	b = append(b, payload...)
+	return append(b, ']')
+}
+
+// deliver queues one message, in seq order, each seq once.
+func (m *member) deliver(e entry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.removed {
+		return
+	}
+	if !m.ready {
+		if len(m.pending) >= 2*m.s.h.o.HistoryMax+m.s.h.o.SendQueue {
+			m.s.tooSlow()
+			return
+		}
+		m.pending = append(m.pending, e)
+		return
+	}
+	if e.seq <= m.lastSeq {
+		return
+	}
+	if m.s.send([][]byte{m.frame(e.payload)}) {
+		m.lastSeq = e.seq
+		m.s.h.m.pushed.Inc()
+	}
+}
+
+// start queues the join reply, the history and what arrived meanwhile, as
+// one batch, and lets live messages through from then on.
+func (m *member) start(reply []byte, hist []entry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.removed {
+		return
+	}
+	frames := make([][]byte, 0, 1+len(hist)+len(m.pending))
+	frames = append(frames, reply)
+	slices.SortStableFunc(m.pending, func(a, b entry) int { return cmp.Compare(a.seq, b.seq) })
+	for _, list := range [][]entry{hist, m.pending} {
+		for _, e := range list {
+			if e.seq > m.lastSeq {
+				m.lastSeq = e.seq
+				frames = append(frames, m.frame(e.payload))
+			}
+		}
+	}
+	m.pending = nil
+	m.ready = true
+	if m.s.send(frames) {
+		m.s.h.m.pushed.Add(float64(len(frames) - 1))
+	}
+}
+
+// addMember puts m in its channel's room, creating the room (and asking
+// the loop to subscribe it) if it is the first.
+func (h *Hub) addMember(cid string, m *member) *room {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rooms[cid]
+	if r == nil {
+		r = &room{cid: cid, members: make(map[*member]struct{}), ready: make(chan struct{})}
+		h.rooms[cid] = r
+		h.markDirty(cid)
+	}
+	r.members[m] = struct{}{}
+	m.room = r
+	h.m.joined.Inc()
+	return r
+}
+
+// removeMember takes m out of its room; the loop unsubscribes a room that
+// stays empty. Safe twice.
+func (h *Hub) removeMember(m *member) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m.mu.Lock()
+	already := m.removed
+	m.removed = true
+	m.pending = nil
+	m.mu.Unlock()
+	if already || m.room == nil {
+		return
+	}
+	r := m.room
+	delete(r.members, m)
+	h.m.joined.Dec()
+	if len(r.members) == 0 {
+		h.markDirty(r.cid)
+	}
+}
+
+// markDirty records that a room's subscription may have to change. Under mu.
+func (h *Hub) markDirty(cid string) {
+	h.dirty[cid] = struct{}{}
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop owns the pub/sub connection: it subscribes and unsubscribes rooms
+// and fans messages out. Messages of one channel arrive on one connection,
+// in publish order, and are handed to the sockets in that order.
+func (h *Hub) loop(ps *redis.PubSub, ch <-chan any) {
+	defer close(h.loopDone)
+	defer ps.Close()
+	var resync []string
+	handle := func(msg any) {
+		switch msg := msg.(type) {
+		case *redis.Subscription:
+			if cid := h.confirm(msg); cid != "" {
+				resync = append(resync, cid)
+			}
+		case *redis.Message:
+			// Re-read rooms before any later message reaches them, so
+			// each socket still gets its channel's messages in order.
+			if len(resync) > 0 {
+				h.resync(resync)
+				resync = resync[:0]
+			}
+			h.fanout(msg)
+		}
+	}
+	for {
+		select {
+		case <-h.quit:
+			return
+		case <-h.wake:
+			h.reconcile(ps)
+		case msg, ok := <-ch:
+			if !ok {
+				return
+			}
+			handle(msg)
+			// Take what is already waiting too, so that a burst of
+			// confirmations (a reconnect resubscribes every room) is
+			// re-read in one round trip.
+		drain:
+			for range 1024 {
+				select {
+				case msg, ok := <-ch:
+					if !ok {
+						break drain
+					}
+					handle(msg)
+				default:
+					break drain
+				}
+			}
+			if len(resync) > 0 {
+				h.resync(resync)
+				resync = resync[:0]
+			}
+		}
+	}
+}
+
+// reconcile subscribes new rooms and unsubscribes empty ones, in one
+// command each.
+func (h *Hub) reconcile(ps *redis.PubSub) {
+	var sub, unsub []string
+	h.mu.Lock()
+	for cid := range h.dirty {
+		r := h.rooms[cid]
+		switch {
+		case r == nil:
+		case len(r.members) == 0:
+			delete(h.rooms, cid)
+			if r.state != roomNew {
+				unsub = append(unsub, h.roomChannel(cid))
+			}
+		case r.state == roomNew:
+			r.state = roomSubscribing
+			h.pendingSubs[cid]++
+			sub = append(sub, h.roomChannel(cid))
+		}
+	}
+	clear(h.dirty)
+	h.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	// Errors need no retry here: the PubSub remembers its channels and
+	// resubscribes them all when it reconnects, which confirms the rooms.
+	if len(unsub) > 0 {
+		if err := ps.Unsubscribe(ctx, unsub...); err != nil {
+			h.o.Log.Warn().Err(err).Int("channels", len(unsub)).Msg("hub: unsubscribe")
+		}
+	}
+	if len(sub) > 0 {
+		if err := ps.Subscribe(ctx, sub...); err != nil {
+			h.o.Log.Warn().Err(err).Int("channels", len(sub)).Msg("hub: subscribe")
+		}
+	}
+}
+
+// confirm handles a subscription confirmation. A room waiting for its
+// SUBSCRIBEs goes live; a room already live has been resubscribed after a
+// reconnect and may have missed messages: its channel id is returned, to be
+// re-read from history.
+func (h *Hub) confirm(s *redis.Subscription) (resync string) {
+	if s.Kind != "subscribe" {
+		return ""
+	}
+	cid, ok := h.roomOf(s.Channel)
+	if !ok {
+		return ""
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n := h.pendingSubs[cid]; n > 1 {
+		h.pendingSubs[cid] = n - 1
+	} else {
+		delete(h.pendingSubs, cid)
+	}
+	r := h.rooms[cid]
+	switch {
+	case r == nil:
+	case r.state == roomSubscribing && h.pendingSubs[cid] == 0:
+		r.state = roomLive
+		close(r.ready)
+	case r.state == roomLive:
+		return cid
+	}
+	return ""
+}
+
+func (h *Hub) fanout(msg *redis.Message) {
+	cid, ok := h.roomOf(msg.Channel)
+	if !ok {
+		return
+	}
+	e, ok := parseEntry(msg.Payload)
+	if !ok {
+		h.o.Log.Warn().Str("channel", msg.Channel).Msg("hub: unreadable room message")
+		return
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if r := h.rooms[cid]; r != nil {
+		for m := range r.members {
+			m.deliver(e)
+		}
+	}
+}
+
+// resync re-reads the history of rooms whose subscription was interrupted
+// and hands each socket what it has not had (deliver drops the rest). If
+// Redis does not answer, the rooms' sockets are closed with 1013: their
+// clients reconnect and rejoin, which replays the history, so a gap is never
+// silent.
+func (h *Hub) resync(cids []string) {
+	h.m.resyncs.Add(float64(len(cids)))
+	var hists [][]entry
+	var err error
+	for attempt, wait := 0, 100*time.Millisecond; attempt < 3; attempt, wait = attempt+1, wait*4 {
+		if hists, err = h.histories(cids); err == nil {
+			break
+		}
+		select {
+		case <-h.quit:
+			return
+		case <-time.After(wait):
+		}
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for i, cid := range cids {
+		r := h.rooms[cid]
+		if r == nil {
+			continue
+		}
+		for m := range r.members {
+			if err != nil {
+				m.s.closeWith(websocket.StatusTryAgainLater, "message history unavailable; reconnect")
+				continue
+			}
+			for _, e := range hists[i] {
+				m.deliver(e)
+			}
+		}
+	}
+	if err != nil {
+		h.o.Log.Error().Err(err).Int("rooms", len(cids)).Msg("hub: re-read history after pub/sub reconnect")
+	}
+}
+
+// history reads one channel's history, oldest first.
+func (h *Hub) history(ctx context.Context, cid string) ([]entry, error) {
+	raw, err := h.rdb.LRange(ctx, h.histKey(cid), 0, -1).Result()
+	if err != nil {
+		return nil, err
+	}
+	return h.entries(cid, raw), nil
+}
+
+// histories reads several channels' histories in one round trip.
+func (h *Hub) histories(cids []string) ([][]entry, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	cmds := make([]*redis.StringSliceCmd, len(cids))
+	_, err := h.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, cid := range cids {
+			cmds[i] = p.LRange(ctx, h.histKey(cid), 0, -1)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]entry, len(cids))
+	for i, c := range cmds {
+		out[i] = h.entries(cids[i], c.Val())
+	}
+	return out, nil
+}
+
+func (h *Hub) entries(cid string, raw []string) []entry {
+	out := make([]entry, 0, len(raw))
+	for _, s := range raw {
+		if e, ok := parseEntry(s); ok {
+			out = append(out, e)
+		} else {
+			h.o.Log.Warn().Str("channel_id", cid).Msg("hub: unreadable history entry")
+		}
+	}
+	return out
+}

@@ -1,0 +1,375 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/riverhub/riverhub/wstoken"
+)
+
+// Join error reasons (the "reason" of a phx_reply error).
+const (
+	reasonInvalidFormat       = "invalid_channel_format"
+	reasonInvalidProject      = "invalid_project_uuid"
+	reasonInvalidChannel      = "invalid_channel_uuid"
+	reasonUnauthorizedProject = "unauthorized_project_access"
+	reasonUnauthorizedChannel = "unauthorized_channel_access"
+	reasonTooMany             = "too_many_channels"
+	reasonTokenExpired        = "token_expired"
+	reasonUnauthorized        = "unauthorized"
+	reasonUnavailable         = "unavailable" // Redis did not answer in time; the client rejoins
+	reasonUnmatchedTopic      = "unmatched topic"
+	reasonUnknownEvent        = "unknown_event"
+)
+
+// session is one socket. Its reader (run, on the HTTP handler's goroutine)
+// decodes frames and handles joins; its writer (writeLoop) is the only
+// goroutine that writes to the connection. Everyone else hands the writer
+// frames through out, without ever waiting: a full queue closes the socket.
+type session struct {
+	h      *Hub
+	conn   *websocket.Conn
+	token  string
+	claims wstoken.Claims
+
+	out chan [][]byte // batches of frames, written in order
+
+	closeOnce   sync.Once
+	closing     chan struct{} // closed by closeWith
+	closeCode   websocket.StatusCode
+	closeReason string
+
+	writerDone chan struct{}
+	done       chan struct{} // closed when the socket is finished and left its rooms
+
+	subs map[string]*member // joined topics; owned by the reader goroutine
+
+	slow atomic.Bool // counted as a slow client
+}
+
+func newSession(h *Hub, conn *websocket.Conn, token string, claims wstoken.Claims) *session {
+	return &session{
+		h: h, conn: conn, token: token, claims: claims,
+		out:        make(chan [][]byte, h.o.SendQueue),
+		closing:    make(chan struct{}),
+		writerDone: make(chan struct{}),
+		done:       make(chan struct{}),
+		subs:       make(map[string]*member),
+	}
+}
+
+// closeWith asks the writer to close the socket with code and reason once
+// the frame it is writing (if any) is out. It never blocks; the first call
+// wins.
+func (s *session) closeWith(code websocket.StatusCode, reason string) {
+	s.closeOnce.Do(func() {
+		s.closeCode, s.closeReason = code, reason
+		close(s.closing)
+	})
+}
+
+func (s *session) isClosing() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// send queues frames for the writer, in order with everything queued
+// before. It never blocks: a client whose queue is full is closed.
+func (s *session) send(frames [][]byte) bool {
+	if s.isClosing() {
+		return false
+	}
+	select {
+	case s.out <- frames:
+		return true
+	default:
+		s.tooSlow()
+		return false
+	}
+}
+
+// tooSlow closes a socket whose queue is full.
+func (s *session) tooSlow() {
+	s.countSlow("queue_full")
+	s.closeWith(websocket.StatusPolicyViolation, "client too slow")
+}
+
+// countSlow records, once per socket, that it was closed for not keeping up.
+func (s *session) countSlow(reason string) {
+	if s.slow.CompareAndSwap(false, true) {
+		s.h.m.slow.WithLabelValues(reason).Inc()
+		s.h.o.Log.Info().Str("channel_id", s.claims.ChannelID).Str("reason", reason).Msg("socket closed: client too slow")
+	}
+}
+
+// run serves the socket until it closes.
+func (s *session) run() {
+	defer close(s.done)
+	go s.writeLoop()
+
+	idle := time.AfterFunc(s.h.o.HeartbeatTimeout, func() {
+		s.closeWith(websocket.StatusPolicyViolation, "heartbeat timeout")
+	})
+	s.readLoop(idle)
+	idle.Stop()
+	s.closeWith(websocket.StatusNormalClosure, "")
+	<-s.writerDone
+	for _, m := range s.subs {
+		s.h.removeMember(m)
+	}
+	clear(s.subs)
+}
+
+// readLoop reads frames until the connection fails or a frame is garbage.
+// Reads are not bound to a context: cancelling one would drop the
+// connection without the close frame the writer is about to send.
+func (s *session) readLoop(idle *time.Timer) {
+	for {
+		typ, data, err := s.conn.Read(context.Background())
+		if err != nil {
+			// Closed by the peer, by the writer, or over the read limit
+			// (the library has then sent 1009 itself).
+			return
+		}
+		idle.Reset(s.h.o.HeartbeatTimeout)
+		if typ != websocket.MessageText {
+			s.closeWith(websocket.StatusUnsupportedData, "binary frames are not supported; use the v2 JSON serializer")
+			return
+		}
+		f, err := parseFrame(data)
+		if err != nil {
+			s.closeWith(websocket.StatusInvalidFramePayloadData, err.Error())
+			return
+		}
+		if s.isClosing() {
+			return
+		}
+		s.handle(f)
+	}
+}
+
+// writeLoop writes queued frames, each within WriteTimeout, until the
+// session closes; then it closes the connection with the recorded code.
+func (s *session) writeLoop() {
+	defer close(s.writerDone)
+	for {
+		select {
+		case <-s.closing:
+			_ = s.conn.Close(s.closeCode, s.closeReason)
+			return
+		default:
+		}
+		select {
+		case <-s.closing:
+			_ = s.conn.Close(s.closeCode, s.closeReason)
+			return
+		case frames := <-s.out:
+			for _, f := range frames {
+				if s.isClosing() {
+					break // the close frame goes out next
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), s.h.o.WriteTimeout)
+				err := s.conn.Write(ctx, websocket.MessageText, f)
+				cancel()
+				if err != nil {
+					// Timed out or broken: the library has closed the
+					// connection; there is no one to send a close frame to.
+					if errors.Is(err, context.DeadlineExceeded) {
+						s.countSlow("write_timeout")
+					}
+					s.closeWith(websocket.StatusAbnormalClosure, "write failed")
+					_ = s.conn.CloseNow()
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *session) reply(f frame, status string, response []byte) {
+	s.send([][]byte{replyFrame(f, status, response)})
+}
+
+func (s *session) replyError(f frame, reason string) {
+	s.reply(f, "error", reasonResponse(reason))
+}
+
+func (s *session) handle(f frame) {
+	switch f.Event {
+	case "heartbeat":
+		// On "phoenix" (the socket's heartbeat) or on any channel topic:
+		// the frame has already reset the idle timer.
+		s.reply(f, "ok", emptyObject)
+	case "phx_join":
+		s.join(f)
+	case "phx_leave":
+		// As Phoenix: ok even for a topic that is not joined (the phoenix
+		// client leaves after a join timeout without knowing).
+		if m := s.subs[f.Topic]; m != nil {
+			s.drop(m)
+			s.reply(f, "ok", emptyObject)
+			s.sendClose(m)
+			return
+		}
+		s.reply(f, "ok", emptyObject)
+	default:
+		if s.subs[f.Topic] == nil {
+			s.replyError(f, reasonUnmatchedTopic)
+			return
+		}
+		s.replyError(f, reasonUnknownEvent)
+	}
+}
+
+// join subscribes the socket to a channel: reply, then the channel's
+// history, then live messages, with no gap and no repeat.
+func (s *session) join(f frame) {
+	if _, err := s.h.o.Tokens.Parse(s.token); err != nil {
+		if errors.Is(err, wstoken.ErrExpired) {
+			s.replyError(f, reasonTokenExpired)
+		} else {
+			s.replyError(f, reasonUnauthorized)
+		}
+		return
+	}
+	cid, reason := authorize(f.Topic, s.claims)
+	if reason != "" {
+		s.replyError(f, reason)
+		return
+	}
+	if old := s.subs[f.Topic]; old != nil {
+		// Phoenix semantics: the new join replaces the old one, whose
+		// client-side channel is told it is closed.
+		s.drop(old)
+		s.sendClose(old)
+	}
+	if len(s.subs) >= s.h.o.MaxChannelsPerSocket {
+		s.replyError(f, reasonTooMany)
+		return
+	}
+	joinRef := f.JoinRef
+	if joinRef == nil {
+		joinRef = f.Ref // a client that sends no join_ref gets its join's ref
+	}
+	m := &member{s: s, topic: f.Topic, joinRef: joinRef, prefix: pushPrefix(joinRef, f.Topic)}
+	s.subs[f.Topic] = m
+	r := s.h.addMember(cid, m)
+
+	// Subscribe first and wait until Redis confirms it, then read the
+	// history: every message is then either in what we read or arrives
+	// live after it (m buffers those until start), or both.
+	ctx, cancel := context.WithTimeout(context.Background(), joinTimeout)
+	defer cancel()
+	var hist []entry
+	err := s.awaitRoom(ctx, r)
+	if err == nil {
+		hist, err = s.h.history(ctx, cid)
+	}
+	if err != nil {
+		s.drop(m)
+		if !s.isClosing() {
+			s.h.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("join failed")
+			s.replyError(f, reasonUnavailable)
+		}
+		return
+	}
+	m.start(replyFrame(f, "ok", emptyObject), hist)
+}
+
+var errSessionClosing = errors.New("socket closing")
+
+func (s *session) awaitRoom(ctx context.Context, r *room) error {
+	select {
+	case <-r.ready:
+		return nil
+	case <-s.closing:
+		return errSessionClosing
+	case <-ctx.Done():
+		return errors.New("redis subscription not confirmed in time")
+	}
+}
+
+// drop ends a join on this side.
+func (s *session) drop(m *member) {
+	if s.subs[m.topic] == m {
+		delete(s.subs, m.topic)
+	}
+	s.h.removeMember(m)
+}
+
+// sendClose tells the client a join is over (phx_close, as Phoenix sends
+// after a leave or when a duplicate join replaces it).
+func (s *session) sendClose(m *member) {
+	s.send([][]byte{frame{JoinRef: m.joinRef, Ref: m.joinRef, Topic: m.topic, Event: "phx_close", Payload: emptyObject}.encode()})
+}
+
+// authorize checks a join topic against the socket's token and returns the
+// room's channel id, or the error reason. Shape first, then ids, then
+// ownership; ids compare case-insensitively (UUIDs), and the room is the
+// token's channel.
+func authorize(topic string, c wstoken.Claims) (cid, reason string) {
+	rest, ok := strings.CutPrefix(topic, "ai_response:")
+	if !ok {
+		return "", reasonInvalidFormat
+	}
+	var pid string
+	parts := strings.Split(rest, ":")
+	switch len(parts) {
+	case 1:
+		cid = parts[0]
+	case 2:
+		pid, cid = parts[0], parts[1]
+		if pid == "" {
+			return "", reasonInvalidFormat
+		}
+	default:
+		return "", reasonInvalidFormat
+	}
+	if cid == "" {
+		return "", reasonInvalidFormat
+	}
+	if len(parts) == 2 && !isUUID(pid) {
+		return "", reasonInvalidProject
+	}
+	if !isUUID(cid) {
+		return "", reasonInvalidChannel
+	}
+	if len(parts) == 2 && !strings.EqualFold(pid, c.ProjectID) {
+		return "", reasonUnauthorizedProject
+	}
+	if !strings.EqualFold(cid, c.ChannelID) {
+		return "", reasonUnauthorizedChannel
+	}
+	return c.ChannelID, ""
+}
+
+// isUUID accepts the canonical 8-4-4-4-12 hex form only.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
