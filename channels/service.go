@@ -50,6 +50,12 @@ type Publisher interface {
 	Publish(ctx context.Context, projectID, channelID string, msg json.RawMessage) error
 }
 
+// PipePublisher is a Publisher that can queue its publish into a pipeline,
+// so the workers send it together with the lease release.
+type PipePublisher interface {
+	PublishPipe(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage) error
+}
+
 // Dispatcher enqueues webhook deliveries (the dispatch engine). Enqueue
 // must be idempotent per (event type, channel): it may be called again for
 // the same event after a crash.
@@ -82,7 +88,7 @@ type Service struct {
 
 	wake      chan struct{}
 	syncSlots chan struct{} // one per synchronous run in flight (at most Workers)
-	acks      chan string   // lease releases for ackLoop
+	acks      chan ackItem  // lease releases (and publishes) for ackLoop
 	acked     chan struct{} // closed when ackLoop has sent the last one
 
 	ackMu      sync.RWMutex
@@ -135,7 +141,7 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 		leaseKey:  o.Prefix + ":{tasks}:lease",
 		wake:      make(chan struct{}, 1),
 		syncSlots: make(chan struct{}, o.Workers),
-		acks:      make(chan string, 4096),
+		acks:      make(chan ackItem, 4096),
 		acked:     make(chan struct{}),
 		inflight:  make(map[string]struct{}),
 		stop:      make(chan struct{}),
@@ -391,6 +397,11 @@ func (s *Service) finish(ctx context.Context, pid, cid, webhookID string, msg js
 			return fmt.Errorf("enqueue webhooks: %w", err) // lease kept: retried after reclaim
 		}
 	}
+	if pp, ok := s.o.Publisher.(PipePublisher); ok {
+		// Published and released together, in order, by the batcher.
+		s.ackWith(ctx, ackItem{cid: cid, pid: pid, msg: msg, pub: pp})
+		return nil
+	}
 	if s.o.Publisher != nil {
 		if err := s.o.Publisher.Publish(ctx, pid, cid, msg); err != nil {
 			return fmt.Errorf("publish: %w", err)
@@ -404,17 +415,76 @@ func (s *Service) finish(ctx context.Context, pid, cid, webhookID string, msg js
 // every ack that arrived while the previous one was in flight, so under
 // load a task costs a fraction of a round trip here. A lost ack only means
 // the lease expires and the task is finished again, which is harmless.
-func (s *Service) ack(ctx context.Context, cid string) {
+func (s *Service) ack(ctx context.Context, cid string) { s.ackWith(ctx, ackItem{cid: cid}) }
+
+// ackItem is a lease release, optionally preceded by a room publish.
+type ackItem struct {
+	cid, pid string
+	msg      json.RawMessage
+	pub      PipePublisher
+}
+
+func (s *Service) ackWith(ctx context.Context, it ackItem) {
 	s.ackMu.RLock()
 	defer s.ackMu.RUnlock()
 	if !s.acksClosed {
 		select {
-		case s.acks <- cid:
+		case s.acks <- it:
 			return
 		default: // the batcher is behind
 		}
 	}
-	s.zremLeases(context.WithoutCancel(ctx), cid)
+	s.sendAcks(context.WithoutCancel(ctx), []ackItem{it})
+}
+
+// sendAcks publishes what must be published, then releases the leases, in
+// one round trip. If it fails, the leases expire and the tasks are
+// finished again (publishing is idempotent), which is harmless.
+func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
+	ids := make([]any, len(items))
+	for i, it := range items {
+		ids[i] = it.cid
+	}
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, it := range items {
+			if it.pub != nil {
+				if err := it.pub.PublishPipe(ctx, p, it.pid, it.cid, it.msg); err != nil {
+					s.o.Log.Warn().Err(err).Str("channel_id", it.cid).Msg("publish")
+				}
+			}
+		}
+		p.ZRem(ctx, s.leaseKey, ids...)
+		return nil
+	})
+	if err != nil {
+		s.o.Log.Warn().Err(err).Int("tasks", len(items)).Msg("publish and ack tasks")
+	}
+}
+
+const ackBatch = 512
+
+// ackLoop sends batched acks until acks is closed and drained.
+func (s *Service) ackLoop() {
+	defer close(s.acked)
+	batch := make([]ackItem, 0, ackBatch)
+	for it := range s.acks {
+		batch = append(batch[:0], it)
+	more:
+		for len(batch) < ackBatch {
+			select {
+			case it, ok := <-s.acks:
+				if !ok {
+					break more
+				}
+				batch = append(batch, it)
+			default:
+				break more
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.sendAcks(ctx, batch)
+		cancel()
+	}
 }
 
 // closeAcks stops the batcher after it has sent what it holds; later acks
@@ -427,38 +497,6 @@ func (s *Service) closeAcks() {
 	}
 	s.ackMu.Unlock()
 	<-s.acked
-}
-
-func (s *Service) zremLeases(ctx context.Context, ids ...any) {
-	if err := s.rdb.ZRem(ctx, s.leaseKey, ids...).Err(); err != nil {
-		s.o.Log.Warn().Err(err).Int("tasks", len(ids)).Msg("ack tasks")
-	}
-}
-
-const ackBatch = 512
-
-// ackLoop sends batched acks until acks is closed and drained.
-func (s *Service) ackLoop() {
-	defer close(s.acked)
-	batch := make([]any, 0, ackBatch)
-	for id := range s.acks {
-		batch = append(batch[:0], id)
-	more:
-		for len(batch) < ackBatch {
-			select {
-			case id, ok := <-s.acks:
-				if !ok {
-					break more
-				}
-				batch = append(batch, id)
-			default:
-				break more
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		s.zremLeases(ctx, batch...)
-		cancel()
-	}
 }
 
 func mustJSON(v any) []byte {

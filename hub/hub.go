@@ -185,6 +185,22 @@ func (h *Hub) Publish(ctx context.Context, projectID, channelID string, msg json
 	return nil
 }
 
+// PublishPipe queues the same publish as Publish into p, so a caller can
+// send it in one round trip with its own commands (the task workers batch
+// publishes with their lease releases). The outcome is not counted.
+func (h *Hub) PublishPipe(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage) error {
+	if channelID == "" {
+		return errors.New("hub: publish: empty channel id")
+	}
+	if !isObject(msg) {
+		return ErrInvalidMessage
+	}
+	ttl := max(int64(h.o.Retention/time.Second), 1)
+	publishScript.Eval(ctx, p, []string{h.histKey(channelID), h.seqKey(channelID)},
+		[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID))
+	return nil
+}
+
 // isObject reports whether b is one valid JSON object.
 func isObject(b []byte) bool {
 	for _, c := range b {
