@@ -14,8 +14,9 @@
 // the token, so an attempt is recorded once even if a lease ran out and
 // another node sent it again. A lease that runs out (the node died
 // mid-attempt) makes the delivery due again. Idle nodes sleep until the
-// earliest due time (at most a second); an enqueue or a retry scheduled on
-// this node wakes it early. Attempt outcomes and their timeline entries are
+// earliest due time, at most 100 ms (so deliveries made due by another
+// node wait little); an enqueue or a retry scheduled on this node wakes it
+// early. Attempt outcomes and their timeline entries are
 // written in batches, one round trip per batch.
 //
 // Isolation: a node runs at most Options.Concurrency attempts at once and
