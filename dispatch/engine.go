@@ -129,7 +129,7 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 		o.Guard = &netguard.Guard{}
 	}
 	if o.Client == nil {
-		o.Client = newClient(o.Timeout, o.Guard, o.Production)
+		o.Client = newClient(o.Timeout, o.Guard, o.Production, o.Concurrency)
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -23,12 +23,17 @@ const excerptBytes = 4096
 // timeout, and in production a dialer that resolves the host itself and
 // refuses blocked addresses on every attempt (a DNS answer may change
 // between attempts).
-func newClient(timeout time.Duration, guard *netguard.Guard, production bool) *http.Client {
+//
+// The idle pool holds as many connections per host as attempts can be in
+// flight: endpoints often share a host, and a smaller pool closes and
+// redials connections on every burst (measured: ~31k dials per 50k
+// deliveries with 64, ~500 with 512).
+func newClient(timeout time.Duration, guard *netguard.Guard, production bool, concurrency int) *http.Client {
 	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		Proxy:               nil, // a proxy would hide the real target from the guard
-		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 64,
+		MaxIdleConns:        2 * concurrency,
+		MaxIdleConnsPerHost: concurrency,
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: timeout,
 		DialContext:         d.DialContext,
