@@ -17,18 +17,13 @@ import (
 
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/rdb"
 )
 
 //go:embed lua/*.lua
 var luaFS embed.FS
 
-func script(name string) *redis.Script {
-	b, err := luaFS.ReadFile("lua/" + name + ".lua")
-	if err != nil {
-		panic(err)
-	}
-	return redis.NewScript(string(b))
-}
+func script(name string) *redis.Script { return rdb.Script(luaFS, name) }
 
 var (
 	recordScript   = script("record")

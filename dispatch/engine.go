@@ -20,18 +20,13 @@ import (
 	"github.com/riverhub/riverhub/channels"
 	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/netguard"
+	"github.com/riverhub/riverhub/rdb"
 )
 
 //go:embed lua/*.lua
 var luaFS embed.FS
 
-func script(name string) *redis.Script {
-	b, err := luaFS.ReadFile("lua/" + name + ".lua")
-	if err != nil {
-		panic(err)
-	}
-	return redis.NewScript(string(b))
-}
+func script(name string) *redis.Script { return rdb.Script(luaFS, name) }
 
 var (
 	enqueueScript = script("enqueue")
