@@ -110,6 +110,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	svc := channels.New(conn, runner, channels.Options{
 		Prefix: cfg.KeyPrefix, Workers: cfg.Workers, MaxQueue: cfg.MaxQueue, Lease: cfg.TaskLease,
 		Retention: cfg.Retention, Dispatcher: deliveries, Publisher: sockets, Registerer: reg, Log: log,
+		PublicURL: cfg.PublicURL, CallbackTimeout: cfg.CallbackTimeout, PlaygroundDelay: cfg.PlaygroundCallbackDelay,
 	})
 	deliveries.SetTimeline(svc)
 

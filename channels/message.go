@@ -75,3 +75,115 @@ func completedMessage(t *Task, res ai.Result, runErr error, at string) (Status, 
 // encode writes the payload as JSON.stringify would re-serialise it: the
 // bytes are signed, and receivers verify HMAC(JSON.stringify(body)).
 func encode(v any) ([]byte, error) { return jscanon.Marshal(v) }
+
+// Error codes of event-driven channels.
+const (
+	CodeCallbackTimeout = "callback_timeout"
+)
+
+// hookMeta is the meta object of task.ai_generated and of the room's
+// ai_generated message.
+type hookMeta struct {
+	WorkflowID   string `json:"workflow_id"`
+	WorkflowName string `json:"workflow_name"`
+	ProjectID    string `json:"project_id"`
+	Provider     string `json:"provider"`
+	Model        string `json:"model"`
+}
+
+type aiResponse struct {
+	Data json.RawMessage `json:"data"`
+}
+
+// aiGenerated is the task.ai_generated webhook body, field for field as the
+// spec shows it.
+type aiGenerated struct {
+	Type             string          `json:"type"`
+	Event            string          `json:"event"`
+	ChannelID        string          `json:"channel_id"`
+	AIResponse       aiResponse      `json:"ai_response"`
+	CallbackURL      string          `json:"callback_url"`
+	CallbackRequired bool            `json:"callback_required"`
+	Meta             hookMeta        `json:"meta"`
+	CustomerData     json.RawMessage `json:"customer_data"`
+	Timestamp        string          `json:"timestamp"`
+}
+
+// roomGenerated is the room's message once an event-driven generation is
+// done.
+type roomGenerated struct {
+	Status    Status   `json:"status"`
+	ChannelID string   `json:"channel_id"`
+	EventName string   `json:"event_name"`
+	Meta      hookMeta `json:"meta"`
+	Timestamp string   `json:"timestamp"`
+}
+
+// roomSimulating tells a playground's room that the callback is being
+// simulated.
+type roomSimulating struct {
+	Status    string `json:"status"`
+	ChannelID string `json:"channel_id"`
+	EventName string `json:"event_name"`
+	Message   string `json:"message"`
+	Timestamp string `json:"timestamp"`
+}
+
+// StatusSimulating is the status of the playground's "simulating backend
+// callback" message (not a channel state).
+const StatusSimulating = "simulating_callback"
+
+// roomCompleted is the room's final message after a successful callback
+// (or the playground's simulated one).
+type roomCompleted struct {
+	Status           Status          `json:"status"`
+	ChannelID        string          `json:"channel_id"`
+	EventName        string          `json:"event_name"`
+	Data             json.RawMessage `json:"data"`
+	AIResponse       aiResponse      `json:"ai_response"`
+	CustomerData     json.RawMessage `json:"customer_data"`
+	TaskID           json.RawMessage `json:"task_id"`
+	CallbackMetadata json.RawMessage `json:"callback_metadata"`
+	Simulated        bool            `json:"simulated,omitempty"`
+	Timestamp        string          `json:"timestamp"`
+}
+
+// roomFailed is the room's final message after an error callback or the
+// callback deadline.
+type roomFailed struct {
+	Status       Status          `json:"status"`
+	ChannelID    string          `json:"channel_id"`
+	EventName    string          `json:"event_name"`
+	Error        ErrorBody       `json:"error"`
+	CustomerData json.RawMessage `json:"customer_data"`
+	Timestamp    string          `json:"timestamp"`
+}
+
+func orNull(b json.RawMessage) json.RawMessage {
+	if len(b) == 0 {
+		return json.RawMessage("null")
+	}
+	return b
+}
+
+func orEmpty(b json.RawMessage) json.RawMessage {
+	if len(b) == 0 {
+		return json.RawMessage("{}")
+	}
+	return b
+}
+
+// simulatedData is the playground's enrichment of the generated data: an
+// object gains "simulated": true and a note of what a backend would add;
+// anything else is wrapped.
+func simulatedData(data json.RawMessage, at string) json.RawMessage {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(data, &obj) != nil || obj == nil {
+		obj = map[string]json.RawMessage{"value": orNull(data)}
+	}
+	obj["simulated"] = json.RawMessage("true")
+	obj["enriched_at"], _ = json.Marshal(at)
+	obj["enrichment"] = json.RawMessage(`{"source":"playground","note":"a real backend adds its own data here before it calls back"}`)
+	b, _ := json.Marshal(obj)
+	return b
+}

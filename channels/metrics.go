@@ -16,6 +16,7 @@ type metrics struct {
 	completed *prometheus.CounterVec
 	attempts  *prometheus.CounterVec
 	busy      prometheus.Gauge
+	timeouts  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Service) metrics {
@@ -30,6 +31,8 @@ func newMetrics(reg prometheus.Registerer, s *Service) metrics {
 			Help: "Tasks completed by this node, by final status."}, []string{"status"}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_provider_attempts_total",
 			Help: "Provider attempts, by provider and outcome (success, failure)."}, []string{"provider", "outcome"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_callback_deadlines_fired_total",
+			Help: "Callback deadlines fired by this node, by outcome (timeout, simulated)."}, []string{"outcome"}),
 		busy: prometheus.NewGauge(prometheus.GaugeOpts{Name: "riverhub_workers_busy",
 			Help: "Tasks running a provider call on this node."}),
 	}
@@ -48,7 +51,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) metrics {
 	})
 	workers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_workers",
 		Help: "Size of this node's task worker pool."}, func() float64 { return float64(s.o.Workers) })
-	reg.MustRegister(m.submitted, m.rejected, m.reclaimed, m.completed, m.attempts, m.busy, depth, workers)
+	reg.MustRegister(m.submitted, m.rejected, m.reclaimed, m.completed, m.attempts, m.busy, m.timeouts, depth, workers)
 	return m
 }
 

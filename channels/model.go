@@ -16,6 +16,11 @@ const (
 	StatusGenerating Status = "generating"
 	StatusSuccess    Status = "success"
 	StatusError      Status = "error"
+	// StatusAIGenerated: an event-driven channel's generation is done and
+	// it awaits its backend's callback (until its deadline).
+	StatusAIGenerated Status = "ai_generated"
+	// StatusCompleted: the backend called back with its data.
+	StatusCompleted Status = "completed"
 )
 
 // Task is everything a worker needs to run a request, stored with the
@@ -30,6 +35,9 @@ type Task struct {
 	Messages     []ai.Message     `json:"messages"`
 	CustomerData json.RawMessage  `json:"customer_data"` // a JSON object; {} when none
 	WebhookID    string           `json:"webhook_id,omitempty"`
+	// Playground runs send no webhook; an event-driven one completes with
+	// a simulated callback after the playground delay.
+	Playground bool `json:"playground,omitempty"`
 }
 
 // View is the public state of a channel (the polling fallback).
@@ -46,8 +54,10 @@ type View struct {
 
 // Entry is one line of a channel's audit timeline.
 type Entry struct {
-	At   string `json:"at"`
-	Type string `json:"type"` // request, generating, requeued, ai_attempt, completed, failed
+	At string `json:"at"`
+	// request, generating, requeued, ai_attempt, completed, failed,
+	// ai_generated, callback, callback_rejected, timeout
+	Type string `json:"type"`
 	// ai_attempt
 	Provider   string `json:"provider,omitempty"`
 	Model      string `json:"model,omitempty"`
@@ -57,6 +67,14 @@ type Entry struct {
 	// request
 	Workflow string `json:"workflow,omitempty"`
 	Node     string `json:"node,omitempty"`
+	// ai_generated (the callback deadline), callback, callback_rejected,
+	// timeout
+	Deadline  string          `json:"deadline,omitempty"`
+	Status    Status          `json:"status,omitempty"`
+	Code      string          `json:"code,omitempty"`
+	Callback  json.RawMessage `json:"callback,omitempty"` // the body the backend sent
+	Answer    int             `json:"answer,omitempty"`   // the HTTP status it was given
+	Simulated bool            `json:"simulated,omitempty"`
 }
 
 // Event is a webhook event for the dispatch engine.

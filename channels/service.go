@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,9 @@ var (
 	releaseScript  = script("release")
 	startScript    = script("start")
 	completeScript = script("complete")
+	claimDueScript = script("claimdue")
+	fireScript     = script("fire")
+	callbackScript = script("callback")
 )
 
 // Runner runs a request against the providers (ai.Runner).
@@ -53,9 +57,12 @@ type PipePublisher interface {
 
 // Dispatcher enqueues webhook deliveries (the dispatch engine). Enqueue
 // must be idempotent per (event type, channel): it may be called again for
-// the same event after a crash.
+// the same event after a crash. Cancel stops the retries of an event's
+// deliveries that have not succeeded (ev.Body unused), saying why on the
+// timeline; it is idempotent too.
 type Dispatcher interface {
 	Enqueue(ctx context.Context, ev Event) error
+	Cancel(ctx context.Context, ev Event, reason string) error
 }
 
 // Options configures a Service. Zero values take the defaults noted.
@@ -68,6 +75,14 @@ type Options struct {
 	Node       string        // this node's name on the timeline; default hostname:pid
 	Publisher  Publisher     // nil: no room messages
 	Dispatcher Dispatcher    // nil: no webhooks
+	// PublicURL is the base of the callback_url in task.ai_generated.
+	PublicURL string
+	// CallbackTimeout is how long an event-driven channel awaits its
+	// callback (a workflow may set its own); default 5 minutes.
+	CallbackTimeout time.Duration
+	// PlaygroundDelay is when the playground's simulated callback comes;
+	// default 1.5 s.
+	PlaygroundDelay time.Duration
 	Registerer prometheus.Registerer
 	Log        zerolog.Logger
 	Now        func() time.Time
@@ -80,8 +95,10 @@ type Service struct {
 	o      Options
 
 	readyKey, leaseKey string
+	dueKey             string // callback deadlines
 
 	wake      chan struct{}
+	wakeDue   chan struct{} // an earlier deadline was set on this node
 	syncSlots chan struct{} // one per synchronous run in flight (at most Workers)
 	acks      chan ackItem  // lease releases (and publishes) for ackLoop
 	acked     chan struct{} // closed when ackLoop has sent the last one
@@ -130,10 +147,18 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.CallbackTimeout <= 0 {
+		o.CallbackTimeout = 5 * time.Minute
+	}
+	if o.PlaygroundDelay <= 0 {
+		o.PlaygroundDelay = 1500 * time.Millisecond
+	}
 	s := &Service{
 		rdb: rdb, runner: runner, o: o,
 		readyKey:  o.Prefix + ":{tasks}:ready",
 		leaseKey:  o.Prefix + ":{tasks}:lease",
+		dueKey:    o.Prefix + ":{cb}:due",
+		wakeDue:   make(chan struct{}, 1),
 		wake:      make(chan struct{}, 1),
 		syncSlots: make(chan struct{}, o.Workers),
 		acks:      make(chan ackItem, 4096),
@@ -263,14 +288,15 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 		return nil, ctx.Err()
 	}
 	// The provider answered: keep the answer even if the client left.
-	msg, err := s.conclude(context.WithoutCancel(ctx), t, res, runErr)
+	o, err := s.conclude(context.WithoutCancel(ctx), t, res, runErr)
 	if err != nil {
 		s.untrack(t.ChannelID)
 		return nil, err
 	}
+	msg := o.msg
 	finish := func() {
 		defer s.untrack(t.ChannelID)
-		if err := s.finish(s.runCtx, t.ProjectID, t.ChannelID, t.WebhookID, msg); err != nil && s.runCtx.Err() == nil {
+		if err := s.finish(s.runCtx, o); err != nil && s.runCtx.Err() == nil {
 			s.o.Log.Error().Err(err).Str("channel_id", t.ChannelID).Msg("finish task")
 		}
 	}
@@ -297,14 +323,14 @@ func (s *Service) execute(ctx context.Context, t *Task) (json.RawMessage, error)
 		// elsewhere rather than failing for a reason of ours.
 		return nil, ctx.Err()
 	}
-	msg, err := s.conclude(ctx, t, res, runErr)
+	o, err := s.conclude(ctx, t, res, runErr)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.finish(ctx, t.ProjectID, t.ChannelID, t.WebhookID, msg); err != nil {
+	if err := s.finish(ctx, o); err != nil {
 		return nil, err
 	}
-	return msg, nil
+	return o.msg, nil
 }
 
 // generate calls the providers.
@@ -323,9 +349,45 @@ func (s *Service) generate(ctx context.Context, t *Task) (ai.Result, error) {
 	return res, err
 }
 
+// outcome is what a finished generation leaves to do: publish its room
+// message(s), send its webhook and, for an event-driven channel, set its
+// callback deadline.
+type outcome struct {
+	pid, cid, webhookID string
+	playground          bool
+	status              Status
+	msg                 json.RawMessage // the room's message: the final one, or ai_generated
+	hook                json.RawMessage // the task.ai_generated body (event-driven)
+	deadline            int64           // the callback deadline, unix ms (event-driven)
+	sim                 json.RawMessage // playground: the "simulating backend callback" message
+	beyond              bool            // a callback or the deadline has settled the channel since
+}
+
+// outcomeOf reads the channel's outcome as the complete and start scripts
+// return it: status, message, hook, deadline, sim, beyond.
+func outcomeOf(t *Task, v []any) outcome {
+	str := func(i int) string {
+		if i < len(v) {
+			x, _ := v[i].(string)
+			return x
+		}
+		return ""
+	}
+	o := outcome{pid: t.ProjectID, cid: t.ChannelID, webhookID: t.WebhookID, playground: t.Playground,
+		status: Status(str(0)), msg: json.RawMessage(str(1)), beyond: str(5) != ""}
+	if h := str(2); h != "" {
+		o.hook = json.RawMessage(h)
+	}
+	o.deadline, _ = strconv.ParseInt(str(3), 10, 64)
+	if m := str(4); m != "" {
+		o.sim = json.RawMessage(m)
+	}
+	return o
+}
+
 // conclude records the outcome (once: the first completion wins) and
-// returns the winning message.
-func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr error) (json.RawMessage, error) {
+// returns the winning one.
+func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr error) (outcome, error) {
 	now := s.o.Now()
 	at := stamp(now)
 	status, msg, err := completedMessage(t, res, runErr, at)
@@ -335,7 +397,7 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 		res.Data = nil
 		runErr = fmt.Errorf("the output could not be encoded: %v", err)
 		if status, msg, err = completedMessage(t, res, runErr, at); err != nil {
-			return nil, fmt.Errorf("encode message: %w", err)
+			return outcome{}, fmt.Errorf("encode message: %w", err)
 		}
 	}
 	result, _ := json.Marshal(struct {
@@ -346,13 +408,22 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 		Duration int64           `json:"duration_ms"`
 		Attempts []ai.Attempt    `json:"attempts"`
 	}{res.Data, res.Provider, res.Model, res.Tokens, res.DurationMS, res.Attempts})
-	args := []any{string(status), result, msg, at}
+	final := Entry{At: at, Type: "completed", Node: s.o.Node}
+	var fields []any
+	if status == StatusSuccess && t.Workflow.EventName != "" {
+		g, err := s.generated(t, res, now)
+		if err != nil {
+			return outcome{}, err
+		}
+		status, msg, fields, final = StatusAIGenerated, g.msg, g.fields, g.entry
+	}
+	args := []any{string(status), result, msg, at, len(fields) / 2}
+	args = append(args, fields...)
 	for _, a := range res.Attempts {
 		d, ok := a.DurationMS, a.Success
 		args = append(args, mustJSON(Entry{At: at, Type: "ai_attempt", Provider: a.Provider, Model: a.Model,
 			DurationMS: &d, Success: &ok, Error: a.Error}))
 	}
-	final := Entry{At: at, Type: "completed", Node: s.o.Node}
 	if status == StatusError {
 		final.Type = "failed"
 		if runErr != nil {
@@ -362,17 +433,93 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 	args = append(args, mustJSON(final))
 	out, err := completeScript.Run(ctx, s.rdb, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...).Slice()
 	if err != nil {
-		return nil, fmt.Errorf("complete channel: %w", err)
+		return outcome{}, fmt.Errorf("complete channel: %w", err)
 	}
 	won, _ := out[0].(int64)
 	if won < 0 {
 		s.ack(ctx, t.ChannelID)
-		return nil, apperr.NotFoundf("channel %s expired", t.ChannelID)
+		return outcome{}, apperr.NotFoundf("channel %s expired", t.ChannelID)
 	}
 	if won == 1 {
 		s.m.completed.WithLabelValues(string(status)).Inc()
 	}
-	return json.RawMessage(out[1].(string)), nil
+	return outcomeOf(t, out[1:]), nil
+}
+
+// generation is what an event-driven channel stores once generated.
+type generation struct {
+	msg    json.RawMessage // the room's ai_generated message
+	fields []any           // hash fields: deadline, hook or sim, due_status, due_msg
+	entry  Entry           // its timeline entry
+}
+
+// generated prepares an event-driven channel's wait for its callback: the
+// room's ai_generated message, the task.ai_generated body (the playground
+// sends none, and announces its simulated callback instead), the deadline,
+// and the message the deadline publishes if it comes first (the timeout
+// error, or the playground's simulated completion). Everything is built
+// now, so the deadline settles the channel in one script.
+func (s *Service) generated(t *Task, res ai.Result, now time.Time) (generation, error) {
+	at := stamp(now)
+	wait := s.o.CallbackTimeout
+	if t.Workflow.CallbackTimeoutSeconds > 0 {
+		wait = time.Duration(t.Workflow.CallbackTimeoutSeconds) * time.Second
+	}
+	if t.Playground {
+		wait = s.o.PlaygroundDelay
+	}
+	deadline := now.Add(wait)
+	due := stamp(deadline)
+	cust := orEmpty(t.CustomerData)
+	ev := t.Workflow.EventName
+	meta := hookMeta{WorkflowID: t.Workflow.ID, WorkflowName: t.Workflow.Name, ProjectID: t.ProjectID,
+		Provider: res.Provider, Model: res.Model}
+	g := generation{entry: Entry{At: at, Type: "ai_generated", Deadline: due, Simulated: t.Playground, Node: s.o.Node}}
+	var err error
+	if g.msg, err = encode(roomGenerated{Status: StatusAIGenerated, ChannelID: t.ChannelID, EventName: ev, Meta: meta, Timestamp: at}); err != nil {
+		return g, fmt.Errorf("encode message: %w", err)
+	}
+	g.fields = []any{"deadline", deadline.UnixMilli()}
+	var dueStatus Status
+	var dueMsg []byte
+	if t.Playground {
+		sim, err := encode(roomSimulating{Status: StatusSimulating, ChannelID: t.ChannelID, EventName: ev,
+			Message: "Simulating backend callback", Timestamp: at})
+		if err != nil {
+			return g, fmt.Errorf("encode message: %w", err)
+		}
+		dueStatus = StatusCompleted
+		dueMsg, err = encode(roomCompleted{Status: StatusCompleted, ChannelID: t.ChannelID, EventName: ev,
+			Data: simulatedData(res.Data, due), AIResponse: aiResponse{orNull(res.Data)}, CustomerData: cust,
+			TaskID: json.RawMessage(`"playground"`), CallbackMetadata: json.RawMessage(`{"simulated":true}`),
+			Simulated: true, Timestamp: due})
+		if err != nil {
+			return g, fmt.Errorf("encode message: %w", err)
+		}
+		g.fields = append(g.fields, "sim", sim)
+	} else {
+		hook, err := encode(aiGenerated{Type: "task.ai_generated", Event: ev, ChannelID: t.ChannelID,
+			AIResponse: aiResponse{orNull(res.Data)}, CallbackURL: s.callbackURL(t.ChannelID), CallbackRequired: true,
+			Meta: meta, CustomerData: cust, Timestamp: at})
+		if err != nil {
+			return g, fmt.Errorf("encode webhook: %w", err)
+		}
+		dueStatus = StatusError
+		dueMsg, err = encode(roomFailed{Status: StatusError, ChannelID: t.ChannelID, EventName: ev,
+			Error:        ErrorBody{Message: fmt.Sprintf("no callback arrived within %s", wait), Code: CodeCallbackTimeout},
+			CustomerData: cust, Timestamp: due})
+		if err != nil {
+			return g, fmt.Errorf("encode message: %w", err)
+		}
+		g.fields = append(g.fields, "hook", hook)
+	}
+	g.fields = append(g.fields, "due_status", string(dueStatus), "due_msg", dueMsg)
+	return g, nil
+}
+
+// callbackURL is where a backend posts a channel's callback.
+func (s *Service) callbackURL(cid string) string {
+	return strings.TrimSuffix(s.o.PublicURL, "/") + "/api/v1/callback/" + cid
 }
 
 func errorText(err error) string {
@@ -382,27 +529,35 @@ func errorText(err error) string {
 	return err.Error()
 }
 
-// finish runs the side effects of a final message, then releases the
-// lease. Both side effects are idempotent, so a reclaimed task that had
+// finish runs the side effects of a generation's outcome, then releases
+// the lease. The side effects are idempotent, so a reclaimed task that had
 // already completed can run them again.
-func (s *Service) finish(ctx context.Context, pid, cid, webhookID string, msg json.RawMessage) error {
-	if s.o.Dispatcher != nil {
-		if err := s.o.Dispatcher.Enqueue(ctx, Event{Type: "task.completed", ProjectID: pid, ChannelID: cid,
-			WebhookID: webhookID, Body: msg}); err != nil {
+func (s *Service) finish(ctx context.Context, o outcome) error {
+	if o.beyond || len(o.msg) == 0 {
+		// A callback or the deadline settled the channel, and published.
+		s.ack(ctx, o.cid)
+		return nil
+	}
+	if o.status == StatusAIGenerated {
+		return s.awaitCallback(ctx, o)
+	}
+	if s.o.Dispatcher != nil && !o.playground {
+		if err := s.o.Dispatcher.Enqueue(ctx, Event{Type: "task.completed", ProjectID: o.pid, ChannelID: o.cid,
+			WebhookID: o.webhookID, Body: o.msg}); err != nil {
 			return fmt.Errorf("enqueue webhooks: %w", err) // lease kept: retried after reclaim
 		}
 	}
 	if pp, ok := s.o.Publisher.(PipePublisher); ok {
 		// Published and released together, in order, by the batcher.
-		s.ackWith(ctx, ackItem{cid: cid, pid: pid, msg: msg, pub: pp})
+		s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, pub: pp})
 		return nil
 	}
 	if s.o.Publisher != nil {
-		if err := s.o.Publisher.Publish(ctx, pid, cid, msg); err != nil {
+		if err := s.o.Publisher.Publish(ctx, o.pid, o.cid, o.msg); err != nil {
 			return fmt.Errorf("publish: %w", err)
 		}
 	}
-	s.ack(ctx, cid)
+	s.ack(ctx, o.cid)
 	return nil
 }
 
@@ -556,9 +711,9 @@ func (s *Service) AppendTimeline(ctx context.Context, p redis.Pipeliner, cid str
 
 // abandon fails a task that cannot run, so it stops coming back.
 func (s *Service) abandon(ctx context.Context, t *Task, why string) {
-	msg, err := s.conclude(ctx, t, ai.Result{}, errors.New(why))
+	o, err := s.conclude(ctx, t, ai.Result{}, errors.New(why))
 	if err == nil {
-		err = s.finish(ctx, t.ProjectID, t.ChannelID, t.WebhookID, msg)
+		err = s.finish(ctx, o)
 	}
 	if err != nil && ctx.Err() == nil {
 		s.o.Log.Error().Err(err).Str("channel_id", t.ChannelID).Msg("fail abandoned task")

@@ -35,6 +35,14 @@ type recorder struct {
 	mu        sync.Mutex
 	published []string
 	events    []Event
+	cancels   []Event
+}
+
+func (r *recorder) Cancel(_ context.Context, ev Event, _ string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cancels = append(r.cancels, ev)
+	return nil
 }
 
 func (r *recorder) Publish(_ context.Context, _, cid string, msg json.RawMessage) error {

@@ -22,8 +22,9 @@ const (
 // them with Shutdown.
 func (s *Service) Start() {
 	s.claimer.Add(1)
-	s.loops.Add(2)
+	s.loops.Add(3)
 	go s.claimLoop()
+	go s.deadlineLoop()
 	go s.every(s.o.Lease/3, s.heartbeat)
 	go s.every(max(s.o.Lease/4, 50*time.Millisecond), s.reclaim)
 }
@@ -168,15 +169,17 @@ func (s *Service) process(cid string, start *redis.Cmd) {
 	case "gone":
 		s.ack(ctx, cid)
 	case "done":
+		// {"done", task, project_id, status, message, hook, deadline, sim, beyond}
 		var t Task
-		if len(out) > 3 && out[1] != "" {
-			_ = json.Unmarshal([]byte(out[3]), &t)
-			if err := s.finish(ctx, out[2], cid, t.WebhookID, json.RawMessage(out[1])); err != nil && ctx.Err() == nil {
-				s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("finish task")
-			}
-			return
+		_ = json.Unmarshal([]byte(out[1]), &t)
+		t.ChannelID, t.ProjectID = cid, out[2]
+		v := make([]any, 0, len(out)-3)
+		for _, x := range out[3:] {
+			v = append(v, x)
 		}
-		s.ack(ctx, cid)
+		if err := s.finish(ctx, outcomeOf(&t, v)); err != nil && ctx.Err() == nil {
+			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("finish task")
+		}
 	case "run":
 		var t Task
 		if err := json.Unmarshal([]byte(out[1]), &t); err != nil {

@@ -20,7 +20,7 @@ type Delivery struct {
 	WebhookID     string          `json:"webhook_id"`
 	ChannelID     string          `json:"channel_id"`
 	Event         string          `json:"event"`
-	Status        string          `json:"status"` // pending, delivering, retrying, succeeded, dead
+	Status        string          `json:"status"` // pending, delivering, retrying, succeeded, dead, cancelled
 	Attempts      int64           `json:"attempts"`
 	Replays       int64           `json:"replays"`
 	CreatedAt     string          `json:"created_at"`

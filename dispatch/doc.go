@@ -19,6 +19,11 @@
 // early. Attempt outcomes and their timeline entries are
 // written in batches, one round trip per batch.
 //
+// Cancellation: when an event-driven channel is settled (its callback
+// came, or its deadline passed), the retries of its task.ai_generated
+// deliveries are cancelled (Cancel): a waiting delivery stops at once, one
+// being attempted ends with that attempt; status "cancelled".
+//
 // Isolation: a node runs at most Options.Concurrency attempts at once and
 // at most Options.PerEndpoint against one endpoint; a delivery whose
 // endpoint is busy goes back to the schedule for a moment without an

@@ -36,6 +36,7 @@ var (
 	reclaimScript = script("reclaim")
 	replayScript  = script("replay")
 	discardScript = script("discard")
+	cancelScript  = script("cancel")
 )
 
 // Endpoints gives a project's webhook endpoints (console.Store).

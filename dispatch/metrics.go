@@ -9,6 +9,7 @@ import (
 
 type metrics struct {
 	enqueued  prometheus.Counter
+	cancelled prometheus.Counter
 	claimed   prometheus.Counter
 	reclaimed prometheus.Counter
 	attempts  *prometheus.CounterVec
@@ -16,6 +17,8 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer, e *Engine) metrics {
 	m := metrics{
+		cancelled: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_deliveries_cancelled_total",
+			Help: "Deliveries whose retries were cancelled (their channel was settled)."}),
 		enqueued: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_deliveries_enqueued_total",
 			Help: "Webhook deliveries created by this node."}),
 		claimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_deliveries_claimed_total",
@@ -39,7 +42,7 @@ func newMetrics(reg prometheus.Registerer, e *Engine) metrics {
 			return float64(n)
 		}
 	}
-	reg.MustRegister(m.enqueued, m.claimed, m.reclaimed, m.attempts,
+	reg.MustRegister(m.enqueued, m.cancelled, m.claimed, m.reclaimed, m.attempts,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_deliveries_scheduled",
 			Help: "Deliveries waiting for an attempt (all nodes)."}, depth(e.dueKey)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_deliveries_in_flight",

@@ -45,9 +45,10 @@
 //	P:ch:{cid}:seq   STRING  the channel's last seq
 //	P:room:{cid}     pub/sub channel carrying each new entry
 //
-// Publish runs one script: if the last entry already carries exactly this
-// message it does nothing (a publisher re-run after a crash does not repeat
-// itself); else INCR, RPUSH, LTRIM, EXPIRE both keys to Retention, PUBLISH.
+// Publish runs one script: if an entry of the history already carries
+// exactly this message it does nothing (a publisher re-run after a crash
+// does not repeat itself, even after later messages); else INCR, RPUSH,
+// LTRIM, EXPIRE both keys to Retention, PUBLISH.
 // A node SUBSCRIBEs to P:room:{cid} only while it has a socket joined to
 // cid, over one pub/sub connection, and UNSUBSCRIBEs when the room empties;
 // joins and leaves that arrive together share one command.

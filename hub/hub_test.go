@@ -99,11 +99,11 @@ func TestDuplicatePublishDeliveredOnce(t *testing.T) {
 	ref := c.mustJoin(topic)
 
 	// A publisher that crashed after publishing runs again: the repeat is
-	// dropped. The same message after another one is a new message.
-	for _, p := range []string{`{"s":"a"}`, `{"s":"a"}`, `{"s":"b"}`, `{"s":"a"}`} {
+	// dropped, also when other messages came in between.
+	for _, p := range []string{`{"s":"a"}`, `{"s":"a"}`, `{"s":"b"}`, `{"s":"a"}`, `{"s":"c"}`} {
 		publish(t, h, pid, cid, p)
 	}
-	for _, p := range []string{`{"s":"a"}`, `{"s":"b"}`, `{"s":"a"}`} {
+	for _, p := range []string{`{"s":"a"}`, `{"s":"b"}`, `{"s":"c"}`} {
 		c.response(topic, ref, p)
 	}
 	if extra := c.heartbeat(); len(extra) > 0 {
@@ -112,7 +112,7 @@ func TestDuplicatePublishDeliveredOnce(t *testing.T) {
 	// A late joiner's history holds it once too.
 	late := dial(t, srv, token)
 	lref := late.mustJoin(topic)
-	for _, p := range []string{`{"s":"a"}`, `{"s":"b"}`, `{"s":"a"}`} {
+	for _, p := range []string{`{"s":"a"}`, `{"s":"b"}`, `{"s":"c"}`} {
 		late.response(topic, lref, p)
 	}
 	if extra := late.heartbeat(); len(extra) > 0 {

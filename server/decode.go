@@ -9,6 +9,7 @@ import (
 
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/channels"
 	"github.com/riverhub/riverhub/jscanon"
 )
 
@@ -145,4 +146,47 @@ func objectOrNull(field string, raw json.RawMessage) (json.RawMessage, error) {
 		return nil, apperr.Invalidf("%s cannot be accepted: %v", field, err)
 	}
 	return out, nil
+}
+
+// decodeCallback decodes a backend's callback: an error ({error, message?},
+// error a non-empty string) or a success ({data, task_id?, metadata?}, data
+// present and not null).
+func decodeCallback(body []byte) (channels.CallbackBody, error) {
+	var cb channels.CallbackBody
+	var m map[string]json.RawMessage
+	if err := decodeJSON(body, &m); err != nil {
+		return cb, err
+	}
+	canon, err := jscanon.Canonical(bytes.TrimSpace(body))
+	if err != nil {
+		return cb, apperr.Invalidf("the callback cannot be accepted: %v", err)
+	}
+	cb.Canonical = canon
+	isNull := func(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }
+	if raw, ok := m["error"]; ok && !isNull(raw) {
+		if json.Unmarshal(raw, &cb.Error) != nil || cb.Error == "" {
+			return cb, apperr.Invalidf("error must be a non-empty string (the code of your backend's failure)")
+		}
+		if raw, ok := m["message"]; ok && !isNull(raw) {
+			if json.Unmarshal(raw, &cb.Message) != nil {
+				return cb, apperr.Invalidf("message must be a string")
+			}
+		}
+		return cb, nil
+	}
+	if isNull(m["data"]) {
+		return cb, apperr.Invalidf(`data is required: send {"data": ...} with your result, or {"error": "<code>", "message": "..."}`)
+	}
+	// Canonical, as every payload that carries them.
+	for _, f := range []struct {
+		dst *json.RawMessage
+		key string
+	}{{&cb.Data, "data"}, {&cb.TaskID, "task_id"}, {&cb.Metadata, "metadata"}} {
+		if raw := m[f.key]; !isNull(raw) {
+			if *f.dst, err = jscanon.Canonical(raw); err != nil {
+				return cb, apperr.Invalidf("%s cannot be accepted: %v", f.key, err)
+			}
+		}
+	}
+	return cb, nil
 }

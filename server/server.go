@@ -109,6 +109,8 @@ func (s *Server) routes() {
 		api.POST(p, s.submitSync)
 	}
 	api.POST("/api/v1/ai/reconnect", s.reconnect)
+	api.POST("/v1/callback/:channel_id", s.callback)
+	api.POST("/api/v1/callback/:channel_id", s.callback)
 	api.GET("/api/v1/channels/:channel_id", s.getChannel)
 
 	con := api.Group("/api/console")
@@ -146,9 +148,7 @@ func (s *Server) routes() {
 	} else {
 		r.GET("/socket/websocket", s.notImplemented)
 	}
-	r.POST("/v1/callback/:channel_id", s.notImplemented)
-	r.POST("/api/v1/callback/:channel_id", s.notImplemented)
-	con.POST("/playground", s.notImplemented)
+	con.POST("/playground", s.playground)
 	con.GET("/logs", s.notImplemented)
 
 	con.GET("/dlq", s.listDeadLetters)

@@ -239,3 +239,48 @@ func (s *Server) channelLog(c *gin.Context) {
 	v, tl, err := s.Channels.Timeline(c.Request.Context(), principal(c).ProjectID, cid)
 	s.answer(c, http.StatusOK, gin.H{"channel": v, "timeline": tl}, err)
 }
+
+// callback settles an event-driven channel with its backend's result.
+func (s *Server) callback(c *gin.Context) {
+	cid, err := channelID(c, c.Param("channel_id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	body, err := readBody(c.Request, s.MaxBodyBytes)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	cb, err := decodeCallback(body)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if err := s.Channels.Callback(c.Request.Context(), principal(c).ProjectID, cid, cb); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"received": true})
+}
+
+// playground runs a workflow for real without sending webhooks; an
+// event-driven one completes with a simulated callback.
+func (s *Server) playground(c *gin.Context) {
+	t, _, ok := s.prepare(c)
+	if !ok {
+		return
+	}
+	t.Playground, t.WebhookID = true, ""
+	ans, err := s.channelAnswer(t.ProjectID, t.ChannelID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	ans.Message, ans.Status = "success", string(channels.StatusPending)
+	if err := s.Channels.Submit(c.Request.Context(), t); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, ans)
+}

@@ -4,10 +4,12 @@
 -- ARGV[3] timeline entry for a restart after a lost lease.
 -- Returns {"run", task, project_id, runs} when the task must run (runs
 -- counts the runs begun, this one included),
--- {"done", message, project_id, task} when it already finished (its side effects
--- may not have happened: the caller redoes them, they are idempotent), or
--- {"gone"} when the channel expired.
-local v = redis.call('HMGET', KEYS[1], 'status', 'task', 'project_id', 'message')
+-- {"done", task, project_id, status, message, hook, deadline, sim, beyond}
+-- when it already finished (its side effects may not have happened: the
+-- caller redoes them, they are idempotent; beyond is set once a callback or
+-- the deadline has settled an event-driven channel, whose generation's side
+-- effects are then moot), or {"gone"} when the channel expired.
+local v = redis.call('HMGET', KEYS[1], 'status', 'task', 'project_id', 'message', 'hook', 'deadline', 'sim', 'outcome')
 local st = v[1]
 if not st then
   return {'gone'}
@@ -21,4 +23,4 @@ if st == 'generating' then
   redis.call('RPUSH', KEYS[2], ARGV[3])
   return {'run', v[2], v[3], tostring(redis.call('HINCRBY', KEYS[1], 'runs', 1))}
 end
-return {'done', v[4] or '', v[3], v[2]}
+return {'done', v[2], v[3], st, v[4] or '', v[5] or '', v[6] or '', v[7] or '', v[8] or ''}

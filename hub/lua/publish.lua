@@ -7,14 +7,17 @@
 -- ARGV[3] retention in seconds (both keys)
 -- ARGV[4] the pub/sub channel of the room, P:room:{cid}
 --
--- Returns the new entry's seq, or 0 when the last entry already carries this
--- exact message: a publisher that crashed after publishing and runs again
--- must not show the browser the same message twice.
+-- Returns the new entry's seq, or 0 when an entry of the history already
+-- carries this exact message: a publisher that crashed after publishing and
+-- runs again must not show the browser the same message twice. (A channel's
+-- messages differ from one another, each with its own status and time, so
+-- only a repeat matches; the history holds at most ARGV[2] entries.)
 local suffix = ',"payload":' .. ARGV[1] .. '}'
-local last = redis.call('LINDEX', KEYS[1], -1)
-if last and #last > #suffix and string.sub(last, -#suffix) == suffix
-    and string.match(string.sub(last, 1, #last - #suffix), '^{"seq":%d+$') then
-  return 0
+for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if #e > #suffix and string.sub(e, -#suffix) == suffix
+      and string.match(string.sub(e, 1, #e - #suffix), '^{"seq":%d+$') then
+    return 0
+  end
 end
 local seq = redis.call('INCR', KEYS[2])
 local entry = '{"seq":' .. seq .. suffix

@@ -1,0 +1,328 @@
+package channels
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/apperr"
+)
+
+// Event-driven channels. Once generated, a channel awaits its backend's
+// callback until its deadline:
+//
+//	generating ──▶ ai_generated ──callback {data}──▶ completed
+//	                    │        ──callback {error}─▶ error
+//	                    └──────── deadline ────────▶ error (callback_timeout)
+//	                              (playground: ────▶ completed, simulated)
+//
+// A callback and the deadline settle the channel through one
+// compare-and-set on its record (callback.lua, fire.lua), so exactly one
+// outcome wins and exactly one final message is published. The winner
+// publishes it; the deadline entry stays in P:{cb}:due until that publish
+// is done, so if the winner's node dies in between, the deadline poller
+// of any node publishes it (publishing is idempotent).
+//
+//	P:{cb}:due  ZSET channel id → when a node next looks at it (unix ms):
+//	            its deadline, or a claim's lease while a node settles it
+
+const (
+	deadlineBatch = 256                    // most deadlines one claim takes
+	deadlinePoll  = 100 * time.Millisecond // the poller's period
+	deadlineLease = 5 * time.Second        // a claimed deadline's lease
+)
+
+// awaitCallback runs the side effects of an event-driven generation: the
+// deadline is set and the room told before the backend is sent the
+// webhook, so a callback always finds both.
+func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
+	pp, pipe := s.o.Publisher.(PipePublisher)
+	err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		p.ZAddNX(ctx, s.dueKey, redis.Z{Score: float64(o.deadline), Member: o.cid})
+		if pipe {
+			_ = pp.PublishPipe(ctx, p, o.pid, o.cid, o.msg)
+			if o.sim != nil {
+				_ = pp.PublishPipe(ctx, p, o.pid, o.cid, o.sim)
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("set callback deadline: %w", err)
+	}
+	if !pipe && s.o.Publisher != nil {
+		for _, m := range []json.RawMessage{o.msg, o.sim} {
+			if m == nil {
+				continue
+			}
+			if err := s.o.Publisher.Publish(ctx, o.pid, o.cid, m); err != nil {
+				return fmt.Errorf("publish: %w", err)
+			}
+		}
+	}
+	if s.o.Dispatcher != nil && o.hook != nil && !o.playground {
+		if err := s.o.Dispatcher.Enqueue(ctx, Event{Type: "task.ai_generated", ProjectID: o.pid, ChannelID: o.cid,
+			WebhookID: o.webhookID, Body: o.hook}); err != nil {
+			return fmt.Errorf("enqueue webhooks: %w", err)
+		}
+	}
+	s.ack(ctx, o.cid)
+	if time.Until(time.UnixMilli(o.deadline)) < deadlinePoll {
+		s.pokeDeadlines()
+	}
+	return nil
+}
+
+func (s *Service) pokeDeadlines() {
+	select {
+	case s.wakeDue <- struct{}{}:
+	default:
+	}
+}
+
+// CallbackBody is a backend's callback: a success ({data, task_id?,
+// metadata?}) or an error ({error, message?}).
+type CallbackBody struct {
+	Data     json.RawMessage // set for a success (never JSON null)
+	TaskID   json.RawMessage // any JSON value, or nil
+	Metadata json.RawMessage // any JSON value, or nil
+	Error    string          // set for an error
+	Message  string
+	// Canonical is the body as received, re-serialised canonically: it
+	// is logged on the timeline and tells a repeat from a different
+	// callback.
+	Canonical json.RawMessage
+}
+
+// Conflict codes of a callback that cannot be accepted.
+var (
+	ErrCallbackTimeout = func(cid string) error {
+		return apperr.New(apperr.Conflict, "callback_timeout",
+			"channel %s stopped waiting for its callback: the deadline passed", cid)
+	}
+	ErrCallbackReceived = func(cid string) error {
+		return apperr.New(apperr.Conflict, "callback_already_received",
+			"channel %s already received a different callback", cid)
+	}
+	ErrNotAwaiting = func(cid string, st Status) error {
+		return apperr.New(apperr.Conflict, "not_awaiting_callback",
+			"channel %s is not awaiting a callback (its status is %s)", cid, st)
+	}
+)
+
+// Callback settles an event-driven channel of project pid with its
+// backend's callback and publishes the final message. The same callback
+// again is accepted again (nothing changes); anything else once the
+// channel is settled, before it awaits a callback, or after its deadline
+// is a conflict; another project's channel is not found.
+func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody) error {
+	v, err := s.rdb.HMGet(ctx, s.chKey(cid), "project_id", "status", "event_name", "task", "result").Result()
+	if err != nil {
+		return fmt.Errorf("read channel: %w", err)
+	}
+	str := func(i int) string { x, _ := v[i].(string); return x }
+	if owner := str(0); owner == "" || owner != pid {
+		return apperr.NotFoundf("channel %s not found", cid)
+	}
+	now := s.o.Now()
+	at := stamp(now)
+	fp := sha256.Sum256(cb.Canonical)
+	status, msg := Status(""), json.RawMessage(nil)
+	if Status(str(1)) == StatusAIGenerated {
+		if status, msg, err = callbackMessage(cid, str(2), str(3), str(4), cb, at); err != nil {
+			return err
+		}
+	}
+	entry := Entry{At: at, Type: "callback", Status: status, Callback: cb.Canonical, Answer: 200, Node: s.o.Node}
+	if status == StatusError {
+		entry.Code, entry.Error = cb.Error, cb.Message
+	}
+	out, err := callbackScript.Run(ctx, s.rdb, []string{s.chKey(cid), s.tlKey(cid)}, now.UnixMilli(), at,
+		hex.EncodeToString(fp[:]), string(status), []byte(msg), mustJSON(entry),
+		s.timeoutEntry(at), s.simulatedEntry(at)).StringSlice()
+	if err != nil {
+		return fmt.Errorf("accept callback: %w", err)
+	}
+	var reject error
+	switch out[0] {
+	case "gone":
+		return apperr.NotFoundf("channel %s not found", cid)
+	case "ok", "repeat":
+		return s.settled(ctx, pid, cid, json.RawMessage(out[1]), "a callback was received")
+	case "late":
+		if err := s.settled(ctx, pid, cid, json.RawMessage(out[2]), "the callback deadline passed"); err != nil {
+			return err
+		}
+		reject = ErrCallbackTimeout(cid)
+		if out[1] != "timeout" {
+			reject = ErrCallbackReceived(cid)
+		}
+	case "timeout":
+		reject = ErrCallbackTimeout(cid)
+	case "conflict":
+		reject = ErrCallbackReceived(cid)
+	default:
+		reject = ErrNotAwaiting(cid, Status(out[1]))
+	}
+	e := apperr.As(reject)
+	_ = s.rdb.RPushX(ctx, s.tlKey(cid), mustJSON(Entry{At: at, Type: "callback_rejected", Code: e.Code,
+		Error: e.Message, Callback: cb.Canonical, Answer: 409, Node: s.o.Node})).Err()
+	return reject
+}
+
+// callbackMessage builds the final message of a callback from the stored
+// task and generation.
+func callbackMessage(cid, event, task, result string, cb CallbackBody, at string) (Status, json.RawMessage, error) {
+	var t Task
+	var r struct {
+		Data json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(task), &t); err != nil {
+		return "", nil, fmt.Errorf("read channel task: %w", err)
+	}
+	_ = json.Unmarshal([]byte(result), &r)
+	var m any
+	st := StatusCompleted
+	if cb.Error != "" {
+		st = StatusError
+		text := cb.Message
+		if text == "" {
+			text = cb.Error
+		}
+		m = roomFailed{Status: st, ChannelID: cid, EventName: event, Error: ErrorBody{Message: text, Code: cb.Error},
+			CustomerData: orEmpty(t.CustomerData), Timestamp: at}
+	} else {
+		m = roomCompleted{Status: st, ChannelID: cid, EventName: event, Data: cb.Data, AIResponse: aiResponse{orNull(r.Data)},
+			CustomerData: orEmpty(t.CustomerData), TaskID: orNull(cb.TaskID), CallbackMetadata: orNull(cb.Metadata), Timestamp: at}
+	}
+	b, err := encode(m)
+	if err != nil {
+		return "", nil, apperr.Invalidf("the callback cannot be sent on: %v", err)
+	}
+	return st, b, nil
+}
+
+func (s *Service) timeoutEntry(at string) []byte {
+	return mustJSON(Entry{At: at, Type: "timeout", Status: StatusError, Code: CodeCallbackTimeout,
+		Error: "no callback arrived before the deadline", Node: s.o.Node})
+}
+
+func (s *Service) simulatedEntry(at string) []byte {
+	return mustJSON(Entry{At: at, Type: "callback", Status: StatusCompleted, Simulated: true, Node: s.o.Node})
+}
+
+// settled runs the side effects of a settled channel: its final message is
+// published (idempotent: a message already in the room's history is not
+// sent again), its deadline entry removed, and the retries of its
+// task.ai_generated deliveries cancelled, saying why (none when why is
+// empty).
+func (s *Service) settled(ctx context.Context, pid, cid string, msg json.RawMessage, why string) error {
+	if s.o.Dispatcher != nil && why != "" {
+		if err := s.o.Dispatcher.Cancel(ctx, Event{Type: "task.ai_generated", ProjectID: pid, ChannelID: cid}, why); err != nil {
+			s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("cancel task.ai_generated retries")
+		}
+	}
+	pp, pipe := s.o.Publisher.(PipePublisher)
+	if !pipe && s.o.Publisher != nil && len(msg) > 0 {
+		if err := s.o.Publisher.Publish(ctx, pid, cid, msg); err != nil {
+			return fmt.Errorf("publish: %w", err)
+		}
+	}
+	return s.pipelined(ctx, func(p redis.Pipeliner) {
+		if pipe && len(msg) > 0 {
+			_ = pp.PublishPipe(ctx, p, pid, cid, msg)
+		}
+		p.ZRem(ctx, s.dueKey, cid)
+	})
+}
+
+// deadlineLoop settles the channels whose callback deadline has come, on
+// whichever node claims them first.
+func (s *Service) deadlineLoop() {
+	defer s.loops.Done()
+	t := time.NewTicker(deadlinePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+		case <-s.wakeDue:
+		}
+		for s.fireDue() == deadlineBatch && s.runCtx.Err() == nil {
+		}
+	}
+}
+
+// fireDue claims due deadlines and settles them; it returns how many it
+// claimed.
+func (s *Service) fireDue() int {
+	ctx := s.runCtx
+	now := s.o.Now()
+	ids, err := claimDueScript.Run(ctx, s.rdb, []string{s.dueKey}, now.UnixMilli(), deadlineBatch,
+		now.Add(deadlineLease).UnixMilli()).StringSlice()
+	if err != nil {
+		if ctx.Err() == nil && err != redis.Nil {
+			s.o.Log.Warn().Err(err).Msg("claim callback deadlines")
+		}
+		return 0
+	}
+	if len(ids) == 0 {
+		return 0
+	}
+	at := stamp(now)
+	timeout, simulated := s.timeoutEntry(at), s.simulatedEntry(at)
+	cmds := make([]*redis.Cmd, len(ids))
+	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		for i, id := range ids {
+			cmds[i] = fireScript.Eval(ctx, p, []string{s.chKey(id), s.tlKey(id)}, now.UnixMilli(), at, timeout, simulated)
+		}
+	}); err != nil && ctx.Err() == nil {
+		s.o.Log.Warn().Err(err).Int("channels", len(ids)).Msg("fire callback deadlines; retried after the lease")
+	}
+	var waits []redis.Z
+	var gone []any
+	for i, id := range ids {
+		out, err := cmds[i].StringSlice()
+		if err != nil {
+			continue // the lease runs out and it is tried again
+		}
+		switch out[0] {
+		case "gone":
+			gone = append(gone, id)
+		case "wait":
+			ms, _ := strconv.ParseInt(out[1], 10, 64)
+			waits = append(waits, redis.Z{Score: float64(ms), Member: id})
+		case "fired", "done":
+			if out[0] == "fired" {
+				s.m.timeouts.WithLabelValues(out[3]).Inc()
+			}
+			why := "the callback deadline passed"
+			switch out[3] {
+			case "simulated":
+				why = "" // a playground run: no webhook to cancel
+			case "callback":
+				why = "a callback was received"
+			}
+			if err := s.settled(ctx, out[2], id, json.RawMessage(out[1]), why); err != nil && ctx.Err() == nil {
+				s.o.Log.Warn().Err(err).Str("channel_id", id).Msg("publish deadline outcome; retried after the lease")
+			}
+		}
+	}
+	if len(waits) > 0 || len(gone) > 0 {
+		_ = s.pipelined(ctx, func(p redis.Pipeliner) {
+			if len(waits) > 0 {
+				p.ZAdd(ctx, s.dueKey, waits...)
+			}
+			if len(gone) > 0 {
+				p.ZRem(ctx, s.dueKey, gone...)
+			}
+		})
+	}
+	return len(ids)
+}

@@ -1,0 +1,355 @@
+package channels
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/hub"
+	"github.com/riverhub/riverhub/jscanon"
+	"github.com/riverhub/riverhub/rdb/rdbtest"
+)
+
+func eventTask() *Task {
+	t := newTask()
+	t.Workflow.ID, t.Workflow.EventName = "wf_1", "new_thing"
+	return t
+}
+
+func success(data string) CallbackBody {
+	raw := `{"data":` + data + `,"task_id":"t1"}`
+	c, _ := jscanon.Canonical([]byte(raw))
+	return CallbackBody{Data: json.RawMessage(data), TaskID: json.RawMessage(`"t1"`), Canonical: c}
+}
+
+func conflictCode(err error) string {
+	if e := apperr.As(err); e != nil && e.Kind == apperr.Conflict {
+		return e.Code
+	}
+	return fmt.Sprintf("not a conflict: %v", err)
+}
+
+// history is the room's messages, as a late joiner would receive them.
+func history(tb testing.TB, s *Service, cid string) []map[string]any {
+	tb.Helper()
+	raw, err := s.rdb.LRange(context.Background(), s.o.Prefix+":ch:{"+cid+"}:hist", 0, -1).Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := make([]map[string]any, len(raw))
+	for i, r := range raw {
+		var e struct {
+			Payload map[string]any `json:"payload"`
+		}
+		if err := json.Unmarshal([]byte(r), &e); err != nil {
+			tb.Fatal(err)
+		}
+		out[i] = e.Payload
+	}
+	return out
+}
+
+func statuses(h []map[string]any) string {
+	var s []string
+	for _, m := range h {
+		s = append(s, fmt.Sprint(m["status"]))
+	}
+	return strings.Join(s, ",")
+}
+
+// An event-driven channel: generation → ai_generated (room message and
+// task.ai_generated webhook), callback → completed; the same callback again
+// is accepted, a different one is a conflict.
+func TestCallbackCompletesChannel(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	rec := &recorder{}
+	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop()})
+	s := newService(t, c, prefix, answer(`{"title":"Inception"}`),
+		Options{Publisher: h, Dispatcher: rec, PublicURL: "https://rh.example/"})
+	s.Start()
+	task := eventTask()
+	ctx := context.Background()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	v := waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+	var gen map[string]any
+	_ = json.Unmarshal(v.Message, &gen)
+	if gen["status"] != "ai_generated" || gen["event_name"] != "new_thing" || gen["channel_id"] != task.ChannelID {
+		t.Errorf("ai_generated message = %s", v.Message)
+	}
+	rec.mu.Lock()
+	events := append([]Event(nil), rec.events...)
+	rec.mu.Unlock()
+	if len(events) != 1 || events[0].Type != "task.ai_generated" {
+		t.Fatalf("webhook events = %+v", events)
+	}
+	var hook map[string]any
+	if err := json.Unmarshal(events[0].Body, &hook); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"type": "task.ai_generated", "event": "new_thing", "channel_id": task.ChannelID,
+		"callback_url": "https://rh.example/api/v1/callback/" + task.ChannelID, "callback_required": true}
+	for k, w := range want {
+		if hook[k] != w {
+			t.Errorf("hook[%s] = %v, want %v", k, hook[k], w)
+		}
+	}
+	if d := get(hook, "ai_response", "data", "title"); d != "Inception" {
+		t.Errorf("ai_response.data.title = %v", d)
+	}
+	if m := get(hook, "meta", "workflow_id"); m != "wf_1" {
+		t.Errorf("meta.workflow_id = %v", m)
+	}
+	if cd := get(hook, "customer_data", "u"); cd != 1.0 {
+		t.Errorf("customer_data.u = %v", cd)
+	}
+
+	if err := s.Callback(ctx, "p2", task.ChannelID, success(`{"x":1}`)); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("another project's callback: %v", err)
+	}
+	if err := s.Callback(ctx, "p1", task.ChannelID, success(`{"title":"Inception","id":7}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Callback(ctx, "p1", task.ChannelID, success(`{"title":"Inception","id":7}`)); err != nil {
+		t.Errorf("identical repeat: %v", err)
+	}
+	if code := conflictCode(s.Callback(ctx, "p1", task.ChannelID, success(`{"other":true}`))); code != "callback_already_received" {
+		t.Errorf("different callback: %s", code)
+	}
+	v = waitStatus(t, s, task.ChannelID, StatusCompleted)
+	hist := history(t, s, task.ChannelID)
+	if statuses(hist) != "ai_generated,completed" {
+		t.Fatalf("room history = %s", statuses(hist))
+	}
+	done := hist[1]
+	if get(done, "data", "id") != 7.0 || get(done, "ai_response", "data", "title") != "Inception" ||
+		done["task_id"] != "t1" || get(done, "customer_data", "u") != 1.0 {
+		t.Errorf("completed message = %v", done)
+	}
+	if n, _ := c.ZCard(ctx, s.dueKey).Result(); n != 0 {
+		t.Errorf("%d deadlines left after the callback", n)
+	}
+	rec.mu.Lock()
+	if len(rec.cancels) == 0 || rec.cancels[0].Type != "task.ai_generated" {
+		t.Errorf("retries not cancelled: %+v", rec.cancels)
+	}
+	rec.mu.Unlock()
+	_, tl, _ := s.Timeline(ctx, "p1", task.ChannelID)
+	var types []string
+	for _, e := range tl {
+		var x Entry
+		_ = json.Unmarshal(e, &x)
+		types = append(types, x.Type)
+	}
+	if got := strings.Join(types, ","); got != "request,generating,ai_attempt,ai_generated,callback,callback_rejected" {
+		t.Errorf("timeline = %s", got)
+	}
+}
+
+func get(m any, path ...string) any {
+	for _, p := range path {
+		mm, ok := m.(map[string]any)
+		if !ok {
+			return nil
+		}
+		m = mm[p]
+	}
+	return m
+}
+
+// An error callback fails the channel with the backend's error; a callback
+// on a standard channel or one still generating is refused.
+func TestErrorCallbackAndNotAwaiting(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop()})
+	s := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: h})
+	ctx := context.Background()
+	std := newTask()
+	if err := s.Submit(ctx, std); err != nil {
+		t.Fatal(err)
+	}
+	if code := conflictCode(s.Callback(ctx, "p1", std.ChannelID, success(`1`))); code != "not_awaiting_callback" {
+		t.Errorf("callback while pending: %s", code)
+	}
+	s.Start()
+	waitStatus(t, s, std.ChannelID, StatusSuccess)
+	if code := conflictCode(s.Callback(ctx, "p1", std.ChannelID, success(`1`))); code != "not_awaiting_callback" {
+		t.Errorf("callback on a standard channel: %s", code)
+	}
+	ev := eventTask()
+	if err := s.Submit(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, ev.ChannelID, StatusAIGenerated)
+	body := CallbackBody{Error: "processing_failed", Message: "Database connection timeout",
+		Canonical: json.RawMessage(`{"error":"processing_failed","message":"Database connection timeout"}`)}
+	if err := s.Callback(ctx, "p1", ev.ChannelID, body); err != nil {
+		t.Fatal(err)
+	}
+	v := waitStatus(t, s, ev.ChannelID, StatusError)
+	if !strings.Contains(string(v.Message), `"error":{"message":"Database connection timeout","code":"processing_failed"}`) {
+		t.Errorf("error message = %s", v.Message)
+	}
+}
+
+// No callback before the deadline: the channel fails with callback_timeout,
+// its webhook's retries are cancelled, and a late callback is refused.
+func TestDeadlineTimesOut(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	rec := &recorder{}
+	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop()})
+	s := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: h, Dispatcher: rec, CallbackTimeout: 300 * time.Millisecond})
+	s.Start()
+	ctx := context.Background()
+	task := eventTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+	v := waitStatus(t, s, task.ChannelID, StatusError)
+	if !strings.Contains(string(v.Message), `"code":"callback_timeout"`) {
+		t.Errorf("timeout message = %s", v.Message)
+	}
+	if code := conflictCode(s.Callback(ctx, "p1", task.ChannelID, success(`{}`))); code != "callback_timeout" {
+		t.Errorf("late callback: %s", code)
+	}
+	if hs := statuses(history(t, s, task.ChannelID)); hs != "ai_generated,error" {
+		t.Errorf("room history = %s", hs)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.cancels) != 1 {
+		t.Errorf("cancels = %+v", rec.cancels)
+	}
+}
+
+// The playground sends no webhook: ai_generated, then the "simulating"
+// message, then the simulated completion after the delay.
+func TestPlaygroundSimulatesCallback(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	rec := &recorder{}
+	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop()})
+	s := newService(t, c, prefix, answer(`{"title":"x"}`), Options{Publisher: h, Dispatcher: rec, PlaygroundDelay: 200 * time.Millisecond})
+	s.Start()
+	ctx := context.Background()
+	task := eventTask()
+	task.Playground = true
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	v := waitStatus(t, s, task.ChannelID, StatusCompleted)
+	hist := history(t, s, task.ChannelID)
+	if got := statuses(hist); got != "ai_generated,simulating_callback,completed" {
+		t.Fatalf("room history = %s", got)
+	}
+	if get(hist[2], "data", "simulated") != true || get(hist[2], "data", "title") != "x" || hist[2]["simulated"] != true {
+		t.Errorf("simulated completion = %s", v.Message)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.events) != 0 || len(rec.cancels) != 0 {
+		t.Errorf("the playground touched webhooks: %+v %+v", rec.events, rec.cancels)
+	}
+}
+
+// Thousands of callbacks race their deadlines on two nodes: each channel
+// ends with exactly one outcome and exactly one final message, and each
+// callback's answer agrees with the outcome.
+func TestCallbackDeadlineRace(t *testing.T) {
+	t.Parallel()
+	n := 2000
+	if testing.Short() {
+		n = 300
+	}
+	c, prefix := rdbtest.New(t)
+	const wait = 1500 * time.Millisecond
+	var nodes []*Service
+	for range 2 {
+		h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop()})
+		s := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: h, Dispatcher: &recorder{}, CallbackTimeout: wait})
+		nodes = append(nodes, s)
+	}
+	ctx := context.Background()
+	tasks := make([]*Task, n)
+	for i := range tasks {
+		tasks[i] = eventTask()
+		if err := nodes[i%2].Submit(ctx, tasks[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	for _, s := range nodes {
+		s.Start()
+	}
+	for _, tk := range tasks {
+		waitStatus(t, nodes[0], tk.ChannelID, StatusAIGenerated)
+	}
+	if time.Since(start) > wait/2 {
+		t.Logf("generation took %v of the %v deadline", time.Since(start), wait)
+	}
+	// Aim each callback at its own deadline, give or take 30 ms.
+	type answer struct {
+		err error
+	}
+	answers := make([]answer, n)
+	var wg sync.WaitGroup
+	for i, tk := range tasks {
+		v, _ := nodes[0].rdb.HGet(ctx, nodes[0].chKey(tk.ChannelID), "deadline").Int64()
+		at := time.UnixMilli(v).Add(time.Duration(rand.IntN(60)-30) * time.Millisecond)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Until(at))
+			answers[i].err = nodes[(i+1)%2].Callback(ctx, "p1", tk.ChannelID, success(`{"i":1}`))
+		}()
+	}
+	wg.Wait()
+	counts := map[string]int{}
+	for i, tk := range tasks {
+		var v View
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			v, _ = nodes[1].Get(ctx, "p1", tk.ChannelID)
+			if v.Status == StatusCompleted || v.Status == StatusError || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		hs := statuses(history(t, nodes[0], tk.ChannelID))
+		switch {
+		case v.Status == StatusCompleted && answers[i].err == nil && hs == "ai_generated,completed":
+			counts["callback"]++
+		case v.Status == StatusError && conflictCode(answers[i].err) == "callback_timeout" && hs == "ai_generated,error":
+			counts["timeout"]++
+		default:
+			t.Fatalf("channel %d: status %s, callback answer %v, room %s", i, v.Status, answers[i].err, hs)
+		}
+		_, tl, _ := nodes[0].Timeline(ctx, "p1", tk.ChannelID)
+		outcomes := 0
+		for _, e := range tl {
+			if s := string(e); strings.Contains(s, `"type":"callback"`) || strings.Contains(s, `"type":"timeout"`) {
+				outcomes++
+			}
+		}
+		if outcomes != 1 {
+			t.Fatalf("channel %d: %d outcomes on the timeline: %s", i, outcomes, tl)
+		}
+	}
+	if n, _ := c.ZCard(ctx, nodes[0].dueKey).Result(); n != 0 {
+		t.Errorf("%d deadlines left", n)
+	}
+	t.Logf("%d channels: %d settled by their callback, %d by their deadline", n, counts["callback"], counts["timeout"])
+}

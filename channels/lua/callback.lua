@@ -1,0 +1,43 @@
+-- Accept a backend's callback: the compare-and-set that a callback and the
+-- channel's deadline race through, so exactly one outcome wins.
+-- KEYS[1] channel hash; KEYS[2] timeline list.
+-- ARGV[1] now (unix ms); ARGV[2] now (RFC 3339); ARGV[3] the callback's
+-- fingerprint; ARGV[4] the status it sets (completed or error); ARGV[5] the
+-- message it publishes; ARGV[6] its timeline entry; ARGV[7] timeline entry
+-- of a timeout; ARGV[8] timeline entry of a simulated callback.
+-- Returns {"ok", message}; {"repeat", message} (the same callback again);
+-- {"late", outcome, message} (the deadline had passed: it is fired now);
+-- {"timeout"}; {"conflict", status} (settled by another callback or a
+-- simulation); {"not_awaiting", status}; or {"gone"}.
+local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'cb_fp', 'outcome', 'message')
+local st = v[1]
+if not st then
+  return {'gone'}
+end
+if st == 'ai_generated' then
+  if tonumber(v[2]) <= tonumber(ARGV[1]) then
+    local outcome, entry = 'timeout', ARGV[7]
+    if v[3] ~= 'error' then
+      outcome, entry = 'simulated', ARGV[8]
+    end
+    redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2])
+    redis.call('RPUSH', KEYS[2], entry)
+    return {'late', outcome, v[4]}
+  end
+  redis.call('HSET', KEYS[1], 'status', ARGV[4], 'message', ARGV[5], 'outcome', 'callback', 'cb_fp', ARGV[3], 'updated_at', ARGV[2])
+  redis.call('RPUSH', KEYS[2], ARGV[6])
+  return {'ok', ARGV[5]}
+end
+if v[6] == 'callback' then
+  if v[5] == ARGV[3] then
+    return {'repeat', v[7] or ''}
+  end
+  return {'conflict', st}
+end
+if v[6] == 'timeout' then
+  return {'timeout'}
+end
+if v[6] == 'simulated' then
+  return {'conflict', st}
+end
+return {'not_awaiting', st}

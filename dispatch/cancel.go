@@ -1,0 +1,72 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/channels"
+)
+
+// Cancel stops the retries of ev's deliveries (ev.Type for ev.ChannelID,
+// one per endpoint of the project) that have not succeeded: waiting ones
+// at once, one under way when its attempt ends. Each cancellation is on
+// the channel's timeline with why. Idempotent.
+func (e *Engine) Cancel(ctx context.Context, ev channels.Event, why string) error {
+	hooks, err := e.o.Endpoints.ProjectWebhooks(ctx, ev.ProjectID)
+	if err != nil {
+		return fmt.Errorf("load endpoints: %w", err)
+	}
+	if len(hooks) == 0 {
+		return nil
+	}
+	at := e.o.Now().UTC().Format(tsFormat)
+	ttl := int64(e.o.Retention / time.Second)
+	ids := make([]string, len(hooks))
+	cmds := make([]*redis.Cmd, len(hooks))
+	err = e.pipelined(ctx, func(p redis.Pipeliner) {
+		for i, w := range hooks {
+			ids[i] = DeliveryID(ev.Type, ev.ChannelID, w.ID)
+			cmds[i] = cancelScript.Eval(ctx, p, []string{e.dKey(ids[i]), e.attKey(ids[i]), e.dueKey}, ids[i], why, at, ttl)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("cancel deliveries: %w", err)
+	}
+	if e.o.Timeline == nil {
+		return nil
+	}
+	var entries [][]byte
+	for i, c := range cmds {
+		n, _ := c.Int()
+		if n == 0 {
+			continue
+		}
+		note := "retries cancelled: " + why
+		if n == 2 {
+			note = "retries cancelled: " + why + " (the attempt under way ends it)"
+		}
+		entries = append(entries, mustJSON(cancelEntry{At: at, Type: "delivery_cancelled", DeliveryID: ids[i],
+			WebhookID: hooks[i].ID, Event: ev.Type, Reason: note}))
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	e.m.cancelled.Add(float64(len(entries)))
+	return e.pipelined(ctx, func(p redis.Pipeliner) {
+		for _, en := range entries {
+			e.o.Timeline.AppendTimeline(ctx, p, ev.ChannelID, en)
+		}
+	})
+}
+
+type cancelEntry struct {
+	At         string `json:"at"`
+	Type       string `json:"type"`
+	DeliveryID string `json:"delivery_id"`
+	WebhookID  string `json:"webhook_id"`
+	Event      string `json:"event"`
+	Reason     string `json:"reason"`
+}
