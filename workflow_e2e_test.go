@@ -60,10 +60,10 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var p struct {
-		Type         string `json:"type"`
-		Event        string `json:"event"`
-		ChannelID    string `json:"channel_id"`
-		CallbackURL  string `json:"callback_url"`
+		Type         string                        `json:"type"`
+		Event        string                        `json:"event"`
+		ChannelID    string                        `json:"channel_id"`
+		CallbackURL  string                        `json:"callback_url"`
 		AIResponse   struct{ Data map[string]any } `json:"ai_response"`
 		CustomerData struct{ Mode string }         `json:"customer_data"`
 	}

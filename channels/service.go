@@ -83,9 +83,9 @@ type Options struct {
 	// PlaygroundDelay is when the playground's simulated callback comes;
 	// default 1.5 s.
 	PlaygroundDelay time.Duration
-	Registerer prometheus.Registerer
-	Log        zerolog.Logger
-	Now        func() time.Time
+	Registerer      prometheus.Registerer
+	Log             zerolog.Logger
+	Now             func() time.Time
 }
 
 // Service runs channels.
