@@ -167,7 +167,8 @@ func (n *node) must(tb testing.TB, want int, method, path string, body any, head
 	return r.json(tb)
 }
 
-// waitFinal polls the channel until it leaves pending/generating.
+// waitFinal polls the channel until it has a final status (success,
+// completed or error).
 func (n *node) waitFinal(tb testing.TB, key, cid string, within time.Duration) map[string]any {
 	tb.Helper()
 	deadline := time.Now().Add(within)
@@ -177,7 +178,7 @@ func (n *node) waitFinal(tb testing.TB, key, cid string, within time.Duration) m
 			tb.Fatalf("GET channel %s: %d %s", cid, r.status, r.body)
 		}
 		v := r.json(tb)
-		if st := v["status"]; st != "pending" && st != "generating" {
+		if st := v["status"]; st == "success" || st == "completed" || st == "error" {
 			return v
 		}
 		if time.Now().After(deadline) {

@@ -374,3 +374,47 @@ func TestCallbackDeadlineRace(t *testing.T) {
 	}
 	t.Logf("%d channels: %d settled by their callback, %d by their deadline", n, counts["callback"], counts["timeout"])
 }
+
+// A node that claimed a due deadline and died before settling it: another
+// node fires it once the claim's lease runs out.
+func TestClaimedDeadlineOfDeadNodeFires(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop()})
+	o := Options{Publisher: h, CallbackTimeout: 200 * time.Millisecond}
+	gen := newService(t, c, prefix, answer(`{"a":1}`), o)
+	gen.Start()
+	ctx := context.Background()
+	task := eventTask()
+	if err := gen.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, gen, task.ChannelID, StatusAIGenerated)
+	_ = gen.Shutdown(ctx)
+
+	// The "dead node" claims the deadline as soon as it is due.
+	var ids []string
+	for len(ids) == 0 {
+		var err error
+		ids, err = claimDueScript.Run(ctx, c, []string{gen.dueKey}, time.Now().UnixMilli(), 10,
+			time.Now().Add(700*time.Millisecond).UnixMilli()).StringSlice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	claimed := time.Now()
+	live := newService(t, c, prefix, answer(`{}`), o)
+	live.Start()
+	time.Sleep(200 * time.Millisecond)
+	if v, _ := live.Get(ctx, "p1", task.ChannelID); v.Status != StatusAIGenerated && time.Since(claimed) < 600*time.Millisecond {
+		t.Fatalf("fired while another node's claim held it: %s", v.Status)
+	}
+	v := waitStatus(t, live, task.ChannelID, StatusError)
+	if !strings.Contains(string(v.Message), CodeCallbackTimeout) {
+		t.Errorf("message = %s", v.Message)
+	}
+	if hs := statuses(waitHistory(t, live, task.ChannelID, 2)); hs != "ai_generated,error" {
+		t.Errorf("room history = %s", hs)
+	}
+}
