@@ -222,11 +222,7 @@ func (s *Service) simulatedEntry(at string) []byte {
 // task.ai_generated deliveries cancelled, saying why (none when why is
 // empty).
 func (s *Service) settled(ctx context.Context, pid, cid string, msg json.RawMessage, why string) error {
-	if s.o.Dispatcher != nil && why != "" {
-		if err := s.o.Dispatcher.Cancel(ctx, Event{Type: "task.ai_generated", ProjectID: pid, ChannelID: cid}, why); err != nil {
-			s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("cancel task.ai_generated retries")
-		}
-	}
+	s.cancelHook(ctx, pid, cid, why)
 	pp, pipe := s.o.Publisher.(PipePublisher)
 	if !pipe && s.o.Publisher != nil && len(msg) > 0 {
 		if err := s.o.Publisher.Publish(ctx, pid, cid, msg); err != nil {
@@ -239,6 +235,18 @@ func (s *Service) settled(ctx context.Context, pid, cid string, msg json.RawMess
 		}
 		p.ZRem(ctx, s.dueKey, cid)
 	})
+}
+
+// cancelHook cancels the retries of a settled channel's task.ai_generated
+// deliveries (none when why is empty). A failure leaves them to run out:
+// the backend's callback then gets a conflict, which is harmless.
+func (s *Service) cancelHook(ctx context.Context, pid, cid, why string) {
+	if s.o.Dispatcher == nil || why == "" {
+		return
+	}
+	if err := s.o.Dispatcher.Cancel(ctx, Event{Type: "task.ai_generated", ProjectID: pid, ChannelID: cid}, why); err != nil {
+		s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("cancel task.ai_generated retries")
+	}
 }
 
 // deadlineLoop settles the channels whose callback deadline has come, on
@@ -285,16 +293,23 @@ func (s *Service) fireDue() int {
 	}); err != nil && ctx.Err() == nil {
 		s.o.Log.Warn().Err(err).Int("channels", len(ids)).Msg("fire callback deadlines; retried after the lease")
 	}
+	// Then, in one round trip: the winners' messages published (a
+	// message the room already has is not sent again), settled and
+	// expired channels' entries removed, early ones put back to their
+	// deadline.
+	type settle struct{ pid, cid, why string }
+	var done []settle
+	var msgs []json.RawMessage
 	var waits []redis.Z
-	var gone []any
+	var drop []any
 	for i, id := range ids {
 		out, err := cmds[i].StringSlice()
 		if err != nil {
-			continue // the lease runs out and it is tried again
+			continue // the claim's lease runs out and it is tried again
 		}
 		switch out[0] {
 		case "gone":
-			gone = append(gone, id)
+			drop = append(drop, id)
 		case "wait":
 			ms, _ := strconv.ParseInt(out[1], 10, 64)
 			waits = append(waits, redis.Z{Score: float64(ms), Member: id})
@@ -309,20 +324,43 @@ func (s *Service) fireDue() int {
 			case "callback":
 				why = "a callback was received"
 			}
-			if err := s.settled(ctx, out[2], id, json.RawMessage(out[1]), why); err != nil && ctx.Err() == nil {
-				s.o.Log.Warn().Err(err).Str("channel_id", id).Msg("publish deadline outcome; retried after the lease")
+			done = append(done, settle{out[2], id, why})
+			msgs = append(msgs, json.RawMessage(out[1]))
+		}
+	}
+	for _, d := range done {
+		s.cancelHook(ctx, d.pid, d.cid, d.why)
+	}
+	pp, pipe := s.o.Publisher.(PipePublisher)
+	if !pipe && s.o.Publisher != nil {
+		for i, d := range done {
+			if err := s.o.Publisher.Publish(ctx, d.pid, d.cid, msgs[i]); err != nil {
+				s.o.Log.Warn().Err(err).Str("channel_id", d.cid).Msg("publish deadline outcome; retried after the lease")
+				done[i].cid = "" // keep its entry: retried after the lease
 			}
 		}
 	}
-	if len(waits) > 0 || len(gone) > 0 {
-		_ = s.pipelined(ctx, func(p redis.Pipeliner) {
-			if len(waits) > 0 {
-				p.ZAdd(ctx, s.dueKey, waits...)
+	for _, d := range done {
+		if d.cid != "" {
+			drop = append(drop, d.cid)
+		}
+	}
+	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		if pipe {
+			for i, d := range done {
+				if len(msgs[i]) > 0 {
+					_ = pp.PublishPipe(ctx, p, d.pid, d.cid, msgs[i])
+				}
 			}
-			if len(gone) > 0 {
-				p.ZRem(ctx, s.dueKey, gone...)
-			}
-		})
+		}
+		if len(waits) > 0 {
+			p.ZAdd(ctx, s.dueKey, waits...)
+		}
+		if len(drop) > 0 {
+			p.ZRem(ctx, s.dueKey, drop...)
+		}
+	}); err != nil && ctx.Err() == nil {
+		s.o.Log.Warn().Err(err).Int("channels", len(ids)).Msg("publish deadline outcomes; retried after the lease")
 	}
 	return len(ids)
 }

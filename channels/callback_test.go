@@ -100,9 +100,13 @@ func TestCallbackCompletesChannel(t *testing.T) {
 	if gen["status"] != "ai_generated" || gen["event_name"] != "new_thing" || gen["channel_id"] != task.ChannelID {
 		t.Errorf("ai_generated message = %s", v.Message)
 	}
-	rec.mu.Lock()
-	events := append([]Event(nil), rec.events...)
-	rec.mu.Unlock()
+	// The webhook is enqueued after the room heard of the generation.
+	var events []Event
+	for deadline := time.Now().Add(5 * time.Second); len(events) == 0 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		rec.mu.Lock()
+		events = append([]Event(nil), rec.events...)
+		rec.mu.Unlock()
+	}
 	if len(events) != 1 || events[0].Type != "task.ai_generated" {
 		t.Fatalf("webhook events = %+v", events)
 	}
@@ -238,7 +242,8 @@ func TestDeadlineTimesOut(t *testing.T) {
 	if code := conflictCode(s.Callback(ctx, "p1", task.ChannelID, success(`{}`))); code != "callback_timeout" {
 		t.Errorf("late callback: %s", code)
 	}
-	if hs := statuses(history(t, s, task.ChannelID)); hs != "ai_generated,error" {
+	// The deadline's winner cancels the retries, then publishes.
+	if hs := statuses(waitHistory(t, s, task.ChannelID, 2)); hs != "ai_generated,error" {
 		t.Errorf("room history = %s", hs)
 	}
 	rec.mu.Lock()
