@@ -8,6 +8,7 @@ package channels
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -108,9 +109,21 @@ func BenchmarkDeadlineLateness(b *testing.B) {
 		before := usedMemory(b, c)
 		t0 := time.Now()
 		const waiting, measured = 100_000, 5_000
-		generate(b, s, waiting, 10*time.Minute)
+		sample := generate(b, s, waiting, 10*time.Minute)[0]
 		gen := time.Since(t0)
 		perChannel := float64(usedMemory(b, c)-before) / waiting
+		var parts []string
+		for _, k := range []string{s.chKey(sample), s.tlKey(sample), s.chKey(sample) + ":hist", s.chKey(sample) + ":seq"} {
+			n, _ := c.MemoryUsage(ctx, k, 0).Result()
+			parts = append(parts, fmt.Sprintf("%s %d B", k[len(prefix):], n))
+		}
+		fields, _ := c.HGetAll(ctx, s.chKey(sample)).Result()
+		var sizes []string
+		for f, v := range fields {
+			sizes = append(sizes, fmt.Sprintf("%s=%d", f, len(v)))
+		}
+		slices.Sort(sizes)
+		b.Logf("one waiting channel: %s; hash fields (bytes): %s", strings.Join(parts, ", "), strings.Join(sizes, " "))
 		if n, _ := c.ZCard(ctx, s.dueKey).Result(); n != waiting {
 			b.Fatalf("%d deadlines set, want %d", n, waiting)
 		}
