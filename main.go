@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -82,6 +83,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("RIVERHUB_ADDR: %w", err)
 	}
 	defer ln.Close()
+	// A public URL derived from ":0" names the port actually bound.
+	if u, err := url.Parse(cfg.PublicURL); err == nil && u.Port() == "0" {
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		u.Host = net.JoinHostPort(u.Hostname(), port)
+		cfg.PublicURL = u.String()
+	}
 
 	guard := &netguard.Guard{Allow: cfg.AllowCIDRs}
 	store := console.New(conn, console.Options{Prefix: cfg.KeyPrefix, Production: cfg.Production(), Guard: guard})

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"strconv"
@@ -17,9 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/hub"
 	"github.com/riverhub/riverhub/rdb/rdbtest"
 )
@@ -162,5 +165,125 @@ func BenchmarkDeadlineLateness(b *testing.B) {
 		b.ReportMetric(q(1), "late-max-ms")
 		b.ReportMetric(perChannel, "B/waiting-channel")
 		b.ReportMetric(waiting/gen.Seconds(), "generated/s")
+	}
+}
+
+// v7At is a UUIDv7 for a channel created at ms.
+func v7At(ms int64, rnd *rand.Rand) string {
+	var u uuid.UUID
+	for i := range 6 {
+		u[i] = byte(ms >> (40 - 8*i))
+	}
+	for i := 6; i < 16; i++ {
+		u[i] = byte(rnd.Uint32())
+	}
+	u[6] = 0x70 | u[6]&0x0f
+	u[8] = 0x80 | u[8]&0x3f
+	return u.String()
+}
+
+// BenchmarkLogsPage: one project retains 1,000,000 channels (created over
+// the last 6 days: 8 workflows, two of them event-driven; mostly
+// successes, some errors, a few awaiting callbacks), written as the real
+// path writes their records' listed fields and their log indexes. Then
+// 2,000 pages are read with filters drawn from a mix (none, workflow,
+// event name, status, workflow + status, event + status, a day's range,
+// a rare combination, and workflow + event name, the one combination
+// without an index of its own, here matching nothing, so that each page
+// scans its full budget), a third of them following the cursor to the
+// next page; it reports each page's latency.
+func BenchmarkLogsPage(b *testing.B) {
+	for range b.N {
+		c, prefix := benchRedis(b)
+		ctx := context.Background()
+		s := newService(b, c, prefix, answer(`{}`), Options{})
+		const n, pid = 1_000_000, "p1"
+		rnd := rand.New(rand.NewPCG(1, 2))
+		now := time.Now()
+		span := int64(6 * 24 * time.Hour / time.Millisecond)
+		t0 := time.Now()
+		const chunk = 2000
+		for base := 0; base < n; base += chunk {
+			_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for range chunk {
+					ms := now.UnixMilli() - rnd.Int64N(span)
+					t := &Task{ChannelID: v7At(ms, rnd), ProjectID: pid}
+					w := rnd.IntN(8)
+					t.Workflow.Name = fmt.Sprintf("wf%d", w)
+					st := StatusSuccess
+					if w >= 6 {
+						t.Workflow.EventName = fmt.Sprintf("ev_%d", w)
+						st = StatusCompleted
+					}
+					switch r := rnd.IntN(100); {
+					case r < 5:
+						st = StatusError
+					case r < 8 && w >= 6:
+						st = StatusAIGenerated
+					}
+					at := stamp(time.UnixMilli(ms))
+					p.HSet(ctx, s.chKey(t.ChannelID), "project_id", pid, "workflow", t.Workflow.Name,
+						"event_name", t.Workflow.EventName, "status", string(st), "created_at", at, "updated_at", at)
+					s.indexNew(ctx, p, t, st, now)
+					if st != StatusPending {
+						s.indexMove(ctx, p, t.logRef(), StatusPending, st)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Logf("seeded %d channels in %v", n, time.Since(t0))
+		day := now.Add(-72 * time.Hour)
+		filters := []struct {
+			name string
+			f    LogFilter
+		}{
+			{"none", LogFilter{}},
+			{"workflow", LogFilter{Workflow: "wf3"}},
+			{"event", LogFilter{EventName: "ev_7"}},
+			{"status=error", LogFilter{Status: StatusError}},
+			{"status=ai_generated", LogFilter{Status: StatusAIGenerated}},
+			{"workflow+status", LogFilter{Workflow: "wf2", Status: StatusError}},
+			{"event+status", LogFilter{EventName: "ev_6", Status: StatusAIGenerated}},
+			{"day", LogFilter{From: day, To: day.Add(24 * time.Hour)}},
+			{"workflow+day", LogFilter{Workflow: "wf5", From: day, To: day.Add(24 * time.Hour)}},
+			{"rare: standard workflow awaiting callback", LogFilter{Workflow: "wf1", Status: StatusAIGenerated}},
+			{"worst: workflow + another's event (a scan)", LogFilter{Workflow: "wf6", EventName: "ev_7"}},
+		}
+		var all []time.Duration
+		per := map[string][]time.Duration{}
+		for i := range 2000 {
+			f := filters[i%len(filters)]
+			start := time.Now()
+			page, err := s.Logs(ctx, pid, f.f, console.ListParams{Limit: 50})
+			d := time.Since(start)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if i%3 == 0 && page.NextCursor != nil {
+				start = time.Now()
+				if _, err := s.Logs(ctx, pid, f.f, console.ListParams{Limit: 50, Cursor: *page.NextCursor}); err != nil {
+					b.Fatal(err)
+				}
+				d2 := time.Since(start)
+				all = append(all, d2)
+				per[f.name] = append(per[f.name], d2)
+			}
+			all = append(all, d)
+			per[f.name] = append(per[f.name], d)
+		}
+		q := func(d []time.Duration, p float64) float64 {
+			slices.Sort(d)
+			return float64(d[int(float64(len(d)-1)*p)]) / float64(time.Millisecond)
+		}
+		for _, f := range filters {
+			b.Logf("%-45s p50 %.2f ms  p99 %.2f ms", f.name, q(per[f.name], .5), q(per[f.name], .99))
+		}
+		b.ReportMetric(q(all, .50), "p50-ms")
+		b.ReportMetric(q(all, .99), "p99-ms")
+		b.ReportMetric(float64(len(all)), "pages")
 	}
 }

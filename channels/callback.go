@@ -45,6 +45,7 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 	pp, pipe := s.o.Publisher.(PipePublisher)
 	err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		p.ZAddNX(ctx, s.dueKey, redis.Z{Score: float64(o.deadline), Member: o.cid})
+		s.indexMove(ctx, p, logRef{o.pid, o.cid, o.workflow, o.event}, StatusGenerating, StatusAIGenerated)
 		if pipe {
 			_ = pp.PublishPipe(ctx, p, o.pid, o.cid, o.msg)
 			if o.sim != nil {
@@ -121,7 +122,7 @@ var (
 // channel is settled, before it awaits a callback, or after its deadline
 // is a conflict; another project's channel is not found.
 func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody) error {
-	v, err := s.rdb.HMGet(ctx, s.chKey(cid), "project_id", "status", "event_name", "task", "result").Result()
+	v, err := s.rdb.HMGet(ctx, s.chKey(cid), "project_id", "status", "event_name", "task", "result", "workflow").Result()
 	if err != nil {
 		return fmt.Errorf("read channel: %w", err)
 	}
@@ -129,6 +130,7 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 	if owner := str(0); owner == "" || owner != pid {
 		return apperr.NotFoundf("channel %s not found", cid)
 	}
+	ref := logRef{pid, cid, str(5), str(2)}
 	now := s.o.Now()
 	at := stamp(now)
 	fp := sha256.Sum256(cb.Canonical)
@@ -152,10 +154,12 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 	switch out[0] {
 	case "gone":
 		return apperr.NotFoundf("channel %s not found", cid)
-	case "ok", "repeat":
-		return s.settled(ctx, pid, cid, json.RawMessage(out[1]), "a callback was received")
+	case "ok":
+		return s.settled(ctx, ref, status, json.RawMessage(out[1]), "a callback was received")
+	case "repeat":
+		return s.settled(ctx, ref, Status(out[2]), json.RawMessage(out[1]), "a callback was received")
 	case "late":
-		if err := s.settled(ctx, pid, cid, json.RawMessage(out[2]), "the callback deadline passed"); err != nil {
+		if err := s.settled(ctx, ref, Status(out[3]), json.RawMessage(out[2]), "the callback deadline passed"); err != nil {
 			return err
 		}
 		reject = ErrCallbackTimeout(cid)
@@ -221,7 +225,8 @@ func (s *Service) simulatedEntry(at string) []byte {
 // sent again), its deadline entry removed, and the retries of its
 // task.ai_generated deliveries cancelled, saying why (none when why is
 // empty).
-func (s *Service) settled(ctx context.Context, pid, cid string, msg json.RawMessage, why string) error {
+func (s *Service) settled(ctx context.Context, ref logRef, st Status, msg json.RawMessage, why string) error {
+	pid, cid := ref.pid, ref.cid
 	s.cancelHook(ctx, pid, cid, why)
 	pp, pipe := s.o.Publisher.(PipePublisher)
 	if !pipe && s.o.Publisher != nil && len(msg) > 0 {
@@ -233,6 +238,7 @@ func (s *Service) settled(ctx context.Context, pid, cid string, msg json.RawMess
 		if pipe && len(msg) > 0 {
 			_ = pp.PublishPipe(ctx, p, pid, cid, msg)
 		}
+		s.indexMove(ctx, p, ref, StatusAIGenerated, st)
 		p.ZRem(ctx, s.dueKey, cid)
 	})
 }
@@ -297,7 +303,11 @@ func (s *Service) fireDue() int {
 	// message the room already has is not sent again), settled and
 	// expired channels' entries removed, early ones put back to their
 	// deadline.
-	type settle struct{ pid, cid, why string }
+	type settle struct {
+		pid, cid, why   string
+		status          Status
+		workflow, event string
+	}
 	var done []settle
 	var msgs []json.RawMessage
 	var waits []redis.Z
@@ -324,7 +334,7 @@ func (s *Service) fireDue() int {
 			case "callback":
 				why = "a callback was received"
 			}
-			done = append(done, settle{out[2], id, why})
+			done = append(done, settle{out[2], id, why, Status(out[4]), out[5], out[6]})
 			msgs = append(msgs, json.RawMessage(out[1]))
 		}
 	}
@@ -346,11 +356,12 @@ func (s *Service) fireDue() int {
 		}
 	}
 	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
-		if pipe {
-			for i, d := range done {
-				if len(msgs[i]) > 0 {
-					_ = pp.PublishPipe(ctx, p, d.pid, d.cid, msgs[i])
-				}
+		for i, d := range done {
+			if pipe && len(msgs[i]) > 0 {
+				_ = pp.PublishPipe(ctx, p, d.pid, d.cid, msgs[i])
+			}
+			if d.cid != "" {
+				s.indexMove(ctx, p, logRef{d.pid, d.cid, d.workflow, d.event}, StatusAIGenerated, d.status)
 			}
 		}
 		if len(waits) > 0 {

@@ -211,6 +211,7 @@ func (s *Service) Submit(ctx context.Context, t *Task) error {
 	err = s.pipelined(ctx, func(p redis.Pipeliner) {
 		recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
 		depth = enqueueScript.Eval(ctx, p, []string{s.readyKey}, t.ChannelID, s.o.MaxQueue)
+		s.indexNew(ctx, p, t, StatusPending, now)
 	})
 	if err == nil {
 		if n, _ := depth.Int64(); n < 0 {
@@ -271,6 +272,7 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 		recorded <- s.pipelined(ctx, func(p redis.Pipeliner) {
 			recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
 			p.ZAdd(ctx, s.leaseKey, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: t.ChannelID})
+			s.indexNew(ctx, p, t, StatusGenerating, now)
 		})
 	}()
 	res, runErr := s.generate(ctx, t)
@@ -354,6 +356,7 @@ func (s *Service) generate(ctx context.Context, t *Task) (ai.Result, error) {
 // callback deadline.
 type outcome struct {
 	pid, cid, webhookID string
+	workflow, event     string // the workflow's name and event name
 	playground          bool
 	status              Status
 	msg                 json.RawMessage // the room's message: the final one, or ai_generated
@@ -374,6 +377,7 @@ func outcomeOf(t *Task, v []any) outcome {
 		return ""
 	}
 	o := outcome{pid: t.ProjectID, cid: t.ChannelID, webhookID: t.WebhookID, playground: t.Playground,
+		workflow: t.Workflow.Name, event: t.Workflow.EventName,
 		status: Status(str(0)), msg: json.RawMessage(str(1)), beyond: str(5) != ""}
 	if h := str(2); h != "" {
 		o.hook = json.RawMessage(h)
@@ -548,8 +552,8 @@ func (s *Service) finish(ctx context.Context, o outcome) error {
 		}
 	}
 	if pp, ok := s.o.Publisher.(PipePublisher); ok {
-		// Published and released together, in order, by the batcher.
-		s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, pub: pp})
+		// Published, indexed and released together, in order, by the batcher.
+		s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, pub: pp, status: o.status, workflow: o.workflow, event: o.event})
 		return nil
 	}
 	if s.o.Publisher != nil {
@@ -557,7 +561,7 @@ func (s *Service) finish(ctx context.Context, o outcome) error {
 			return fmt.Errorf("publish: %w", err)
 		}
 	}
-	s.ack(ctx, o.cid)
+	s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, status: o.status, workflow: o.workflow, event: o.event})
 	return nil
 }
 
@@ -567,11 +571,15 @@ func (s *Service) finish(ctx context.Context, o outcome) error {
 // the lease expires and the task is finished again, which is harmless.
 func (s *Service) ack(ctx context.Context, cid string) { s.ackWith(ctx, ackItem{cid: cid}) }
 
-// ackItem is a lease release, optionally preceded by a room publish.
+// ackItem is a lease release, optionally preceded by a room publish and
+// the move of the channel to its final status's log index.
 type ackItem struct {
 	cid, pid string
 	msg      json.RawMessage
 	pub      PipePublisher
+	status   Status // the final status, when set
+	workflow string // the channel's workflow and event name, for the log indexes
+	event    string
 }
 
 func (s *Service) ackWith(ctx context.Context, it ackItem) {
@@ -601,6 +609,9 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 				if err := it.pub.PublishPipe(ctx, p, it.pid, it.cid, it.msg); err != nil {
 					s.o.Log.Warn().Err(err).Str("channel_id", it.cid).Msg("publish")
 				}
+			}
+			if it.status != "" {
+				s.indexMove(ctx, p, logRef{it.pid, it.cid, it.workflow, it.event}, StatusGenerating, it.status)
 			}
 		}
 		p.ZRem(ctx, s.leaseKey, ids...)

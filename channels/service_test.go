@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -60,7 +59,7 @@ func (r *recorder) Enqueue(_ context.Context, ev Event) error {
 }
 
 func newTask() *Task {
-	return &Task{ChannelID: uuid.NewString(), ProjectID: "p1",
+	return &Task{ChannelID: NewChannelID(), ProjectID: "p1",
 		Workflow:     console.Workflow{Name: "w", Provider: "mock", Model: "m"},
 		Messages:     []ai.Message{{Role: "user", Content: "hi"}},
 		CustomerData: json.RawMessage(`{"u":1}`)}

@@ -149,7 +149,7 @@ func (s *Server) routes() {
 		r.GET("/socket/websocket", s.notImplemented)
 	}
 	con.POST("/playground", s.playground)
-	con.GET("/logs", s.notImplemented)
+	con.GET("/logs", s.listLogs)
 
 	con.GET("/dlq", s.listDeadLetters)
 	con.POST("/dlq/replay", s.replayDeadLetters)

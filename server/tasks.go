@@ -4,12 +4,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
 	"github.com/riverhub/riverhub/apperr"
 	"github.com/riverhub/riverhub/channels"
+	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/wstoken"
 )
 
@@ -50,7 +52,7 @@ func (s *Server) prepare(c *gin.Context) (*channels.Task, []byte, bool) {
 		s.fail(c, err)
 		return nil, nil, false
 	}
-	t := &channels.Task{ChannelID: uuid.NewString(), ProjectID: pid, Workflow: wf, Messages: req.Messages,
+	t := &channels.Task{ChannelID: channels.NewChannelID(), ProjectID: pid, Workflow: wf, Messages: req.Messages,
 		CustomerData: req.CustomerData, WebhookID: req.WebhookID}
 	if wf.StructuredOutputID != "" {
 		o, err := s.Console.GetOutput(ctx, pid, wf.StructuredOutputID)
@@ -283,4 +285,27 @@ func (s *Server) playground(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, ans)
+}
+
+// listLogs is the request log: the project's channels, newest first,
+// filtered by workflow, event_name, status and created time (from, to:
+// RFC 3339).
+func (s *Server) listLogs(c *gin.Context) {
+	f := channels.LogFilter{Workflow: c.Query("workflow"), EventName: c.Query("event_name"), Status: channels.Status(c.Query("status"))}
+	for _, q := range []struct {
+		name string
+		dst  *time.Time
+	}{{"from", &f.From}, {"to", &f.To}} {
+		if v := c.Query(q.name); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				s.fail(c, apperr.Invalidf("%s must be an RFC 3339 time, such as 2026-01-05T12:34:56Z", q.name))
+				return
+			}
+			*q.dst = t
+		}
+	}
+	list(s, c, func(p console.ListParams) (console.Page[channels.LogItem], error) {
+		return s.Channels.Logs(c.Request.Context(), principal(c).ProjectID, f, p)
+	})
 }

@@ -5,8 +5,9 @@
 -- fingerprint; ARGV[4] the status it sets (completed or error); ARGV[5] the
 -- message it publishes; ARGV[6] its timeline entry; ARGV[7] timeline entry
 -- of a timeout; ARGV[8] timeline entry of a simulated callback.
--- Returns {"ok", message}; {"repeat", message} (the same callback again);
--- {"late", outcome, message} (the deadline had passed: it is fired now);
+-- Returns {"ok", message}; {"repeat", message, status} (the same callback
+-- again); {"late", outcome, message, status} (the deadline had passed: it
+-- is fired now);
 -- {"timeout"}; {"conflict", status} (settled by another callback or a
 -- simulation); {"not_awaiting", status}; or {"gone"}.
 local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'cb_fp', 'outcome', 'message')
@@ -22,7 +23,7 @@ if st == 'ai_generated' then
     end
     redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2])
     redis.call('RPUSH', KEYS[2], entry)
-    return {'late', outcome, v[4]}
+    return {'late', outcome, v[4], v[3]}
   end
   redis.call('HSET', KEYS[1], 'status', ARGV[4], 'message', ARGV[5], 'outcome', 'callback', 'cb_fp', ARGV[3], 'updated_at', ARGV[2])
   redis.call('RPUSH', KEYS[2], ARGV[6])
@@ -30,7 +31,7 @@ if st == 'ai_generated' then
 end
 if v[6] == 'callback' then
   if v[5] == ARGV[3] then
-    return {'repeat', v[7] or ''}
+    return {'repeat', v[7] or '', st}
   end
   return {'conflict', st}
 end

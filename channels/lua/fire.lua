@@ -5,15 +5,17 @@
 -- KEYS[1] channel hash; KEYS[2] timeline list.
 -- ARGV[1] now (unix ms); ARGV[2] now (RFC 3339); ARGV[3] timeline entry of
 -- a timeout; ARGV[4] timeline entry of a simulated callback.
--- Returns {"fired", message, project_id, outcome}, {"wait", deadline} (not
--- due yet), {"done", message, project_id, outcome} (settled before: its
--- message is published again, idempotently), or {"gone"}.
-local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'project_id', 'message', 'outcome')
+-- Returns {"fired", message, project_id, outcome, status, workflow, event},
+-- {"wait", deadline} (not due yet), {"done", message, project_id, outcome,
+-- status, workflow, event}
+-- (settled before: its message is published again, idempotently), or
+-- {"gone"}.
+local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'project_id', 'message', 'outcome', 'workflow', 'event_name')
 if not v[1] then
   return {'gone'}
 end
 if v[1] ~= 'ai_generated' then
-  return {'done', v[6] or '', v[5] or '', v[7] or ''}
+  return {'done', v[6] or '', v[5] or '', v[7] or '', v[1], v[8] or '', v[9] or ''}
 end
 if tonumber(v[2]) > tonumber(ARGV[1]) then
   return {'wait', v[2]}
@@ -24,4 +26,4 @@ if v[3] ~= 'error' then
 end
 redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2])
 redis.call('RPUSH', KEYS[2], entry)
-return {'fired', v[4], v[5], outcome}
+return {'fired', v[4], v[5], outcome, v[3], v[8] or '', v[9] or ''}

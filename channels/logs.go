@@ -1,0 +1,324 @@
+package channels
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/console"
+)
+
+// The request logs: a project's channels, newest first, filtered by
+// workflow, event name, status and time, answered from secondary indexes
+// rather than by scanning every channel.
+//
+//	P:logs:{pid}               ZSET every channel of the project → created (unix ms)
+//	P:logs:{pid}:wf:<name>     ZSET the same, one workflow's
+//	P:logs:{pid}:ev:<event>    ZSET the same, one event name's
+//	P:logs:{pid}:st:<state>    ZSET the same, by state: active (pending or
+//	                           generating), ai_generated, success, completed, error
+//	P:logs:{pid}:wf:<name>:st:<state>, P:logs:{pid}:ev:<event>:st:<state>
+//	                           ZSET the same, by workflow and state, by event and state
+//
+// So every filter but "workflow and event name together" has an index of
+// its own, read a page at a time (the time range is a score range); that
+// one combination scans the workflow's index and checks the event name.
+//
+// Channel ids are UUIDv7, so a channel's score is read off its id wherever
+// its status changes. The indexes are written in the pipelines that
+// already carry a channel's record and status changes (no extra round
+// trip), trimmed to the retention as they are written, and always
+// confirmed against the channel's record when read: an entry whose
+// channel has expired, or whose status has moved on since, is skipped.
+
+// NewChannelID returns a new channel id: a UUIDv7, ordered by creation time.
+func NewChannelID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// createdMS is when the channel was created, read off a UUIDv7 id (else
+// now: the id came from elsewhere).
+func createdMS(cid string, now time.Time) int64 {
+	u, err := uuid.Parse(cid)
+	if err != nil || u.Version() != 7 {
+		return now.UnixMilli()
+	}
+	sec, nsec := u.Time().UnixTime()
+	return sec*1000 + nsec/1e6
+}
+
+func (s *Service) logKey(pid string) string { return s.o.Prefix + ":logs:{" + pid + "}" }
+func (s *Service) logKeyOf(pid, kind, v string) string {
+	return s.logKey(pid) + ":" + kind + ":" + v
+}
+
+// stateOf is the status index a channel in status st belongs to.
+func stateOf(st Status) string {
+	if st == StatusPending || st == StatusGenerating {
+		return "active"
+	}
+	return string(st)
+}
+
+// trimEvery: one index write in this many also drops the entries older
+// than the retention (each such trim removes what accumulated meanwhile).
+const trimEvery = 64
+
+func (s *Service) trim(ctx context.Context, p redis.Pipeliner, now time.Time, keys ...string) {
+	if rand.IntN(trimEvery) != 0 {
+		return
+	}
+	cutoff := "(" + strconv.FormatInt(now.Add(-s.o.Retention).UnixMilli(), 10)
+	for _, k := range keys {
+		p.ZRemRangeByScore(ctx, k, "-inf", cutoff)
+	}
+}
+
+// logRef names a channel and what it is indexed by.
+type logRef struct{ pid, cid, workflow, event string }
+
+func (t *Task) logRef() logRef {
+	return logRef{t.ProjectID, t.ChannelID, t.Workflow.Name, t.Workflow.EventName}
+}
+
+// stateKeys are the status indexes of r in state st.
+func (s *Service) stateKeys(r logRef, st Status) []string {
+	state := stateOf(st)
+	keys := []string{s.logKeyOf(r.pid, "st", state), s.logKeyOf(r.pid, "wf", r.workflow+":st:"+state)}
+	if r.event != "" {
+		keys = append(keys, s.logKeyOf(r.pid, "ev", r.event+":st:"+state))
+	}
+	return keys
+}
+
+// indexNew adds a new channel to its project's indexes, within p.
+func (s *Service) indexNew(ctx context.Context, p redis.Pipeliner, t *Task, st Status, now time.Time) {
+	r := t.logRef()
+	z := redis.Z{Score: float64(createdMS(r.cid, now)), Member: r.cid}
+	keys := append([]string{s.logKey(r.pid), s.logKeyOf(r.pid, "wf", r.workflow)}, s.stateKeys(r, st)...)
+	if r.event != "" {
+		keys = append(keys, s.logKeyOf(r.pid, "ev", r.event))
+	}
+	for _, k := range keys {
+		p.ZAdd(ctx, k, z)
+	}
+	s.trim(ctx, p, now, keys...)
+}
+
+// indexMove moves a channel between status indexes, within p. Idempotent.
+func (s *Service) indexMove(ctx context.Context, p redis.Pipeliner, r logRef, from, to Status) {
+	now := s.o.Now()
+	if stateOf(from) != stateOf(to) {
+		for _, k := range s.stateKeys(r, from) {
+			p.ZRem(ctx, k, r.cid)
+		}
+	}
+	z := redis.Z{Score: float64(createdMS(r.cid, now)), Member: r.cid}
+	keys := s.stateKeys(r, to)
+	for _, k := range keys {
+		p.ZAdd(ctx, k, z)
+	}
+	s.trim(ctx, p, now, keys...)
+}
+
+// LogFilter selects channels; zero fields do not filter.
+type LogFilter struct {
+	Workflow  string
+	EventName string
+	Status    Status
+	From, To  time.Time // created at or after From, at or before To
+}
+
+// LogItem is a channel as the request log lists it.
+type LogItem struct {
+	ChannelID string  `json:"channel_id"`
+	Workflow  string  `json:"workflow"`
+	EventName *string `json:"event_name"`
+	Status    Status  `json:"status"`
+	CreatedAt string  `json:"created_at"`
+	UpdatedAt string  `json:"updated_at"`
+}
+
+// ValidStatus reports whether st is a channel status.
+func ValidStatus(st Status) bool {
+	switch st {
+	case StatusPending, StatusGenerating, StatusAIGenerated, StatusSuccess, StatusCompleted, StatusError:
+		return true
+	}
+	return false
+}
+
+const (
+	// logScanBudget bounds the index entries one page looks at: a page of
+	// a rare combination of filters may come back short, with a cursor
+	// to go on from, rather than slow.
+	logScanBudget = 1000
+	logBatchMin   = 100
+)
+
+type logCursor struct {
+	score int64
+	cid   string
+}
+
+func (c logCursor) String() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.score, 10) + ":" + c.cid))
+}
+
+func parseLogCursor(s string) (logCursor, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err == nil {
+		score, cid, ok := strings.Cut(string(b), ":")
+		if n, err := strconv.ParseInt(score, 10, 64); ok && err == nil {
+			return logCursor{n, cid}, nil
+		}
+	}
+	return logCursor{}, apperr.Invalidf("cursor is not one this server gave out")
+}
+
+// Logs lists the project's channels that match f, newest first, a page at
+// a time. The most selective index drives the scan and the other filters
+// are checked on each channel's record; a page looks at no more than
+// logScanBudget entries, so it may hold fewer than p.Limit items with a
+// next cursor (more may follow), and next_cursor is null once there is
+// nothing left.
+func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p console.ListParams) (console.Page[LogItem], error) {
+	page := console.Page[LogItem]{Items: []LogItem{}}
+	p, err := p.Normalize()
+	if err != nil {
+		return page, err
+	}
+	if f.Status != "" && !ValidStatus(f.Status) {
+		return page, apperr.Invalidf("status %q is not one of pending, generating, ai_generated, success, completed, error", f.Status)
+	}
+	maxS, minS := "+inf", "-inf"
+	if !f.To.IsZero() {
+		maxS = strconv.FormatInt(f.To.UnixMilli(), 10)
+	}
+	if !f.From.IsZero() {
+		minS = strconv.FormatInt(f.From.UnixMilli(), 10)
+	}
+	var after *logCursor
+	if p.Cursor != "" {
+		c, err := parseLogCursor(p.Cursor)
+		if err != nil {
+			return page, err
+		}
+		after = &c
+		if f.To.IsZero() || c.score < f.To.UnixMilli() {
+			maxS = strconv.FormatInt(c.score, 10)
+		}
+	}
+	key, err := s.logDriver(ctx, pid, f, minS, maxS)
+	if err != nil {
+		return page, err
+	}
+	batch := min(max(2*p.Limit, logBatchMin), 500)
+	var last *logCursor
+	var stale []any
+	scanned, offset := 0, int64(0)
+	for scanned < logScanBudget {
+		zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: key, Start: maxS, Stop: minS, ByScore: true,
+			Rev: true, Offset: offset, Count: int64(batch)}).Result()
+		if err != nil {
+			return page, fmt.Errorf("read log index: %w", err)
+		}
+		offset += int64(len(zs))
+		cmds := make([]*redis.SliceCmd, len(zs))
+		if _, err := s.rdb.Pipelined(ctx, func(pp redis.Pipeliner) error {
+			for i, z := range zs {
+				cmds[i] = pp.HMGet(ctx, s.chKey(z.Member.(string)), "project_id", "workflow", "event_name", "status", "created_at", "updated_at")
+			}
+			return nil
+		}); err != nil {
+			return page, fmt.Errorf("read channels: %w", err)
+		}
+		for i, z := range zs {
+			cid, score := z.Member.(string), int64(z.Score)
+			if after != nil && score == after.score && cid >= after.cid {
+				continue // at or before the cursor (same millisecond)
+			}
+			scanned++
+			last = &logCursor{score, cid}
+			v := cmds[i].Val()
+			str := func(j int) string { x, _ := v[j].(string); return x }
+			if str(0) != pid {
+				stale = append(stale, cid) // expired
+				continue
+			}
+			it := LogItem{ChannelID: cid, Workflow: str(1), Status: Status(str(3)), CreatedAt: str(4), UpdatedAt: str(5)}
+			if ev := str(2); ev != "" {
+				it.EventName = &ev
+			}
+			if (f.Workflow != "" && it.Workflow != f.Workflow) || (f.EventName != "" && str(2) != f.EventName) ||
+				(f.Status != "" && it.Status != f.Status) {
+				continue
+			}
+			page.Items = append(page.Items, it)
+			if len(page.Items) == p.Limit {
+				break
+			}
+		}
+		if len(page.Items) == p.Limit || len(zs) < batch {
+			break
+		}
+	}
+	if len(stale) > 0 {
+		_ = s.rdb.ZRem(ctx, key, stale...).Err()
+	}
+	exhausted := len(page.Items) < p.Limit && scanned < logScanBudget
+	if last != nil && !exhausted {
+		c := last.String()
+		page.NextCursor = &c
+	}
+	return page, nil
+}
+
+// logDriver picks the index that answers f: the one of its status (by
+// workflow or event when given), else of its workflow or event name, else
+// every channel's. Given both a workflow and an event name, it takes the
+// index with fewer entries in the time range and the other is checked on
+// each record.
+func (s *Service) logDriver(ctx context.Context, pid string, f LogFilter, minS, maxS string) (string, error) {
+	var keys []string
+	suffix := ""
+	if f.Status != "" {
+		suffix = ":st:" + stateOf(f.Status)
+	}
+	if f.Workflow != "" {
+		keys = append(keys, s.logKeyOf(pid, "wf", f.Workflow+suffix))
+	}
+	if f.EventName != "" {
+		keys = append(keys, s.logKeyOf(pid, "ev", f.EventName+suffix))
+	}
+	switch {
+	case len(keys) == 0 && f.Status != "":
+		return s.logKeyOf(pid, "st", stateOf(f.Status)), nil
+	case len(keys) == 0:
+		return s.logKey(pid), nil
+	case len(keys) == 1:
+		return keys[0], nil
+	}
+	counts := make([]*redis.IntCmd, len(keys))
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			counts[i] = p.ZCount(ctx, k, minS, maxS)
+		}
+		return nil
+	}); err != nil {
+		return "", fmt.Errorf("count log indexes: %w", err)
+	}
+	best := 0
+	for i, c := range counts {
+		if c.Val() < counts[best].Val() {
+			best = i
+		}
+	}
+	return keys[best], nil
+}

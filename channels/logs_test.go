@@ -1,0 +1,134 @@
+package channels
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/hub"
+	"github.com/riverhub/riverhub/rdb/rdbtest"
+)
+
+// The request log lists a project's channels newest first, filtered by
+// workflow, event name, status and time, page by page with nothing lost or
+// repeated, and never another project's.
+func TestLogsFiltersAndPages(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop()})
+	ok := answer(`{"a":1}`)
+	runner := runnerFunc(func(ctx context.Context, req ai.Request) (ai.Result, error) {
+		if req.SystemPrompt == "fail" {
+			return ai.Result{}, errors.New("provider down")
+		}
+		return ok(ctx, req)
+	})
+	s := newService(t, c, prefix, runner, Options{Publisher: h})
+	ctx := context.Background()
+	type made struct {
+		cid, workflow, event string
+		status               Status
+	}
+	var all []made
+	for i := range 40 {
+		t := newTask()
+		t.Workflow.Name = fmt.Sprintf("wf%d", i%2)
+		want := StatusSuccess
+		if i%4 == 3 {
+			t.Workflow.EventName = "ev"
+			want = StatusAIGenerated
+		}
+		if i%5 == 0 {
+			t.Workflow.SystemPrompt = "fail"
+			want = StatusError
+		}
+		if err := s.Submit(ctx, t); err != nil {
+			panic(err)
+		}
+		all = append(all, made{t.ChannelID, t.Workflow.Name, t.Workflow.EventName, want})
+		time.Sleep(2 * time.Millisecond) // distinct creation times, mostly
+	}
+	other := newTask()
+	other.ProjectID = "p2"
+	if err := s.Submit(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	for _, m := range all {
+		waitStatus(t, s, m.cid, m.status)
+	}
+	// The status indexes move in the batched acks, right after.
+	time.Sleep(100 * time.Millisecond)
+	list := func(f LogFilter, limit int) []LogItem {
+		t.Helper()
+		var out []LogItem
+		cursor := ""
+		for pages := 0; ; pages++ {
+			page, err := s.Logs(ctx, "p1", f, console.ListParams{Limit: limit, Cursor: cursor})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, page.Items...)
+			if page.NextCursor == nil {
+				return out
+			}
+			if pages > 100 {
+				t.Fatal("paging does not end")
+			}
+			cursor = *page.NextCursor
+		}
+	}
+	expect := func(name string, f LogFilter, keep func(made) bool) {
+		t.Helper()
+		var want []string
+		for i := len(all) - 1; i >= 0; i-- {
+			if keep(all[i]) {
+				want = append(want, all[i].cid)
+			}
+		}
+		for _, limit := range []int{1, 3, 50} {
+			got := list(f, limit)
+			var ids []string
+			for _, it := range got {
+				ids = append(ids, it.ChannelID)
+			}
+			if fmt.Sprint(ids) != fmt.Sprint(want) {
+				t.Errorf("%s (limit %d): got %d channels %v,\nwant %d %v", name, limit, len(ids), ids, len(want), want)
+			}
+		}
+	}
+	expect("all", LogFilter{}, func(made) bool { return true })
+	expect("workflow", LogFilter{Workflow: "wf1"}, func(m made) bool { return m.workflow == "wf1" })
+	expect("event", LogFilter{EventName: "ev"}, func(m made) bool { return m.event == "ev" })
+	expect("status", LogFilter{Status: StatusAIGenerated}, func(m made) bool { return m.status == StatusAIGenerated })
+	expect("error", LogFilter{Status: StatusError}, func(m made) bool { return m.status == StatusError })
+	expect("workflow+status", LogFilter{Workflow: "wf1", Status: StatusSuccess},
+		func(m made) bool { return m.workflow == "wf1" && m.status == StatusSuccess })
+	expect("nothing", LogFilter{Workflow: "wf0", EventName: "nope"}, func(made) bool { return false })
+	// A time range: the middle channels by creation.
+	from, to := createdMS(all[10].cid, time.Now()), createdMS(all[29].cid, time.Now())
+	expect("range", LogFilter{From: time.UnixMilli(from), To: time.UnixMilli(to)}, func(m made) bool {
+		ms := createdMS(m.cid, time.Now())
+		return ms >= from && ms <= to
+	})
+	if page, _ := s.Logs(ctx, "p2", LogFilter{}, console.ListParams{}); len(page.Items) != 1 || page.Items[0].ChannelID != other.ChannelID {
+		t.Errorf("project p2 sees %+v", page.Items)
+	}
+	if _, err := s.Logs(ctx, "p1", LogFilter{Status: "done"}, console.ListParams{}); err == nil {
+		t.Error("an unknown status was accepted")
+	}
+	if _, err := s.Logs(ctx, "p1", LogFilter{}, console.ListParams{Cursor: "garbage!"}); err == nil {
+		t.Error("a garbage cursor was accepted")
+	}
+	// An expired channel drops out of the list.
+	c.Del(ctx, s.chKey(all[0].cid))
+	if got := list(LogFilter{}, 50); len(got) != len(all)-1 {
+		t.Errorf("after one channel expired: %d listed, want %d", len(got), len(all)-1)
+	}
+}
