@@ -74,12 +74,20 @@ func TestSubmitMockWorkflow(t *testing.T) {
 		}
 	}
 
-	log := n.must(t, 200, "GET", "/api/console/logs/"+cid, nil)
+	// The room's message is logged as a broadcast, in the batch that
+	// publishes it, right after the completion.
 	var types []string
-	for _, e := range log["timeline"].([]any) {
-		types = append(types, e.(map[string]any)["type"].(string))
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		log := n.must(t, 200, "GET", "/api/console/logs/"+cid, nil)
+		types = types[:0]
+		for _, e := range log["timeline"].([]any) {
+			types = append(types, e.(map[string]any)["type"].(string))
+		}
+		if len(types) >= 5 {
+			break
+		}
 	}
-	if got := strings.Join(types, ","); got != "request,generating,ai_attempt,completed" {
+	if got := strings.Join(types, ","); got != "request,generating,ai_attempt,completed,broadcast" {
 		t.Errorf("timeline = %s", got)
 	}
 }

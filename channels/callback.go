@@ -47,9 +47,9 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 		p.ZAddNX(ctx, s.dueKey, redis.Z{Score: float64(o.deadline), Member: o.cid})
 		s.indexMove(ctx, p, logRef{o.pid, o.cid, o.workflow, o.event}, StatusGenerating, StatusAIGenerated)
 		if pipe {
-			_ = pp.PublishPipe(ctx, p, o.pid, o.cid, o.msg)
+			s.broadcast(ctx, p, pp, o.pid, o.cid, StatusAIGenerated, o.msg, false)
 			if o.sim != nil {
-				_ = pp.PublishPipe(ctx, p, o.pid, o.cid, o.sim)
+				s.broadcast(ctx, p, pp, o.pid, o.cid, StatusSimulating, o.sim, false)
 			}
 		}
 	})
@@ -155,11 +155,11 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 	case "gone":
 		return apperr.NotFoundf("channel %s not found", cid)
 	case "ok":
-		return s.settled(ctx, ref, status, json.RawMessage(out[1]), "a callback was received")
+		return s.settled(ctx, ref, status, json.RawMessage(out[1]), "a callback was received", false)
 	case "repeat":
-		return s.settled(ctx, ref, Status(out[2]), json.RawMessage(out[1]), "a callback was received")
+		return s.settled(ctx, ref, Status(out[2]), json.RawMessage(out[1]), "a callback was received", true)
 	case "late":
-		if err := s.settled(ctx, ref, Status(out[3]), json.RawMessage(out[2]), "the callback deadline passed"); err != nil {
+		if err := s.settled(ctx, ref, Status(out[3]), json.RawMessage(out[2]), "the callback deadline passed", false); err != nil {
 			return err
 		}
 		reject = ErrCallbackTimeout(cid)
@@ -225,7 +225,7 @@ func (s *Service) simulatedEntry(at string) []byte {
 // sent again), its deadline entry removed, and the retries of its
 // task.ai_generated deliveries cancelled, saying why (none when why is
 // empty).
-func (s *Service) settled(ctx context.Context, ref logRef, st Status, msg json.RawMessage, why string) error {
+func (s *Service) settled(ctx context.Context, ref logRef, st Status, msg json.RawMessage, why string, rerun bool) error {
 	pid, cid := ref.pid, ref.cid
 	s.cancelHook(ctx, pid, cid, why)
 	pp, pipe := s.o.Publisher.(PipePublisher)
@@ -236,7 +236,7 @@ func (s *Service) settled(ctx context.Context, ref logRef, st Status, msg json.R
 	}
 	return s.pipelined(ctx, func(p redis.Pipeliner) {
 		if pipe && len(msg) > 0 {
-			_ = pp.PublishPipe(ctx, p, pid, cid, msg)
+			s.broadcast(ctx, p, pp, pid, cid, st, msg, rerun)
 		}
 		s.indexMove(ctx, p, ref, StatusAIGenerated, st)
 		p.ZRem(ctx, s.dueKey, cid)
@@ -307,6 +307,7 @@ func (s *Service) fireDue() int {
 		pid, cid, why   string
 		status          Status
 		workflow, event string
+		rerun           bool // settled before: only its publish is redone
 	}
 	var done []settle
 	var msgs []json.RawMessage
@@ -334,7 +335,7 @@ func (s *Service) fireDue() int {
 			case "callback":
 				why = "a callback was received"
 			}
-			done = append(done, settle{out[2], id, why, Status(out[4]), out[5], out[6]})
+			done = append(done, settle{out[2], id, why, Status(out[4]), out[5], out[6], out[0] == "done"})
 			msgs = append(msgs, json.RawMessage(out[1]))
 		}
 	}
@@ -358,7 +359,7 @@ func (s *Service) fireDue() int {
 	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, d := range done {
 			if pipe && len(msgs[i]) > 0 {
-				_ = pp.PublishPipe(ctx, p, d.pid, d.cid, msgs[i])
+				s.broadcast(ctx, p, pp, d.pid, d.cid, d.status, msgs[i], d.rerun)
 			}
 			if d.cid != "" {
 				s.indexMove(ctx, p, logRef{d.pid, d.cid, d.workflow, d.event}, StatusAIGenerated, d.status)

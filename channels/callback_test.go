@@ -168,7 +168,7 @@ func TestCallbackCompletesChannel(t *testing.T) {
 		_ = json.Unmarshal(e, &x)
 		types = append(types, x.Type)
 	}
-	if got := strings.Join(types, ","); got != "request,generating,ai_attempt,ai_generated,callback,callback_rejected" {
+	if got := strings.Join(types, ","); got != "request,generating,ai_attempt,ai_generated,broadcast,callback,broadcast,callback_rejected" {
 		t.Errorf("timeline = %s", got)
 	}
 }

@@ -56,7 +56,8 @@ type View struct {
 type Entry struct {
 	At string `json:"at"`
 	// request, generating, requeued, ai_attempt, completed, failed,
-	// ai_generated, callback, callback_rejected, timeout
+	// ai_generated, callback, callback_rejected, timeout, broadcast (a
+	// message published to the room: its status)
 	Type string `json:"type"`
 	// ai_attempt
 	Provider   string `json:"provider,omitempty"`

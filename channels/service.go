@@ -606,9 +606,7 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, it := range items {
 			if it.pub != nil {
-				if err := it.pub.PublishPipe(ctx, p, it.pid, it.cid, it.msg); err != nil {
-					s.o.Log.Warn().Err(err).Str("channel_id", it.cid).Msg("publish")
-				}
+				s.broadcast(ctx, p, it.pub, it.pid, it.cid, it.status, it.msg, false)
 			}
 			if it.status != "" {
 				s.indexMove(ctx, p, logRef{it.pid, it.cid, it.workflow, it.event}, StatusGenerating, it.status)
@@ -620,6 +618,20 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 	if err != nil {
 		s.o.Log.Warn().Err(err).Int("tasks", len(items)).Msg("publish and ack tasks")
 	}
+}
+
+// broadcast queues msg's publish into the channel's room, and unless it
+// is a re-run (which the room drops) its "broadcast" timeline entry,
+// within p.
+func (s *Service) broadcast(ctx context.Context, p redis.Pipeliner, pp PipePublisher, pid, cid string, st Status, msg json.RawMessage, rerun bool) {
+	if err := pp.PublishPipe(ctx, p, pid, cid, msg); err != nil {
+		s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("publish")
+		return
+	}
+	if rerun {
+		return
+	}
+	p.RPushX(ctx, s.tlKey(cid), mustJSON(Entry{At: stamp(s.o.Now()), Type: "broadcast", Status: st, Node: s.o.Node}))
 }
 
 const ackBatch = 512
