@@ -184,6 +184,16 @@ func TestWebhookDeadLetterAndReplay(t *testing.T) {
 	if h := detail["history"].([]any); len(h) != 8 {
 		t.Errorf("history has %d attempts", len(h))
 	}
+	// Each attempt keeps the headers it was sent with.
+	sentTo := rc.waitHits(t, 8, time.Second)
+	for i, a := range detail["history"].([]any) {
+		sent, _ := a.(map[string]any)["request_headers"].(map[string]any)
+		for _, k := range []string{"mr-signature", "mr-timestamp", "webhook-id", "webhook-signature", "mr-channel-id", "content-type"} {
+			if sent[k] != sentTo[i].header.Get(k) {
+				t.Errorf("attempt %d: request_headers[%s] = %v, the receiver got %q", i+1, k, sent[k], sentTo[i].header.Get(k))
+			}
+		}
+	}
 	mu.Lock()
 	healthy = true
 	mu.Unlock()

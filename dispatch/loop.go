@@ -296,6 +296,10 @@ type Attempt struct {
 	Error           string `json:"error,omitempty"`
 	ResponseExcerpt string `json:"response_excerpt,omitempty"`
 	NextAttemptAt   string `json:"next_attempt_at,omitempty"`
+	// Headers are the request's headers as sent (the signatures change
+	// with each attempt's timestamp); kept with the delivery's history,
+	// not on the channel's timeline.
+	Headers map[string]string `json:"request_headers,omitempty"`
 }
 
 // timelineEntry is what a channel's timeline shows of an attempt.
@@ -315,7 +319,7 @@ func (e *Engine) conclude(d claimed, url string, o outcome, final bool) {
 	at := now.UTC().Format(tsFormat)
 	r := result{d: d, status: o.status, err: o.err}
 	a := Attempt{Attempt: d.attempts + 1, At: at, URL: url, StatusCode: o.status, DurationMS: o.duration.Milliseconds(),
-		Success: o.ok(), Error: o.err, ResponseExcerpt: o.excerpt}
+		Success: o.ok(), Error: o.err, ResponseExcerpt: o.excerpt, Headers: o.headers}
 	switch {
 	case o.ok():
 		r.verdict = "ok"
@@ -327,8 +331,10 @@ func (e *Engine) conclude(d claimed, url string, o outcome, final bool) {
 		r.verdict = "dead"
 	}
 	r.attempt = mustJSON(a)
+	ta := a
+	ta.Headers = nil
 	r.entries = append(r.entries, mustJSON(timelineEntry{At: at, Type: "delivery_attempt", DeliveryID: d.id,
-		WebhookID: d.webhookID, Event: d.event, Attempt: &a}))
+		WebhookID: d.webhookID, Event: d.event, Attempt: &ta}))
 	if r.verdict == "dead" {
 		r.entries = append(r.entries, mustJSON(timelineEntry{At: at, Type: "dead_lettered", DeliveryID: d.id,
 			WebhookID: d.webhookID, Event: d.event}))

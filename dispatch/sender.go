@@ -74,6 +74,7 @@ type outcome struct {
 	excerpt  string
 	err      string
 	duration time.Duration
+	headers  map[string]string // the request's headers, as sent
 }
 
 func (o outcome) ok() bool { return o.err == "" && o.status >= 200 && o.status < 300 }
@@ -99,8 +100,12 @@ func send(ctx context.Context, c *http.Client, url, id, channelID string, body [
 	h["webhook-timestamp"] = []string{ts}
 	h["webhook-signature"] = []string{strings.Join(sigs, " ")}
 	h["User-Agent"] = []string{"riverhub-webhooks/1"}
+	sent := make(map[string]string, len(h))
+	for k, v := range h {
+		sent[strings.ToLower(k)] = v[0]
+	}
 	res, err := c.Do(req)
-	o := outcome{duration: time.Since(start)}
+	o := outcome{duration: time.Since(start), headers: sent}
 	if err != nil {
 		o.err = describe(err, timeout)
 		return o
