@@ -145,6 +145,20 @@ func TestWebhookRetriesOnScheduleThenSucceeds(t *testing.T) {
 	if !jsonEqual(codes, []float64{500, 500, 500, 200}) {
 		t.Errorf("timeline delivery attempts = %v", codes)
 	}
+	// The overview's statistics counted them (this minute, or the last
+	// one if the attempts straddled a minute).
+	st := n.must(t, 200, "GET", "/api/console/stats?minutes=2", nil)
+	var ok, failed float64
+	for _, m := range st["minutes"].([]any) {
+		ok += m.(map[string]any)["succeeded"].(float64)
+		failed += m.(map[string]any)["failed"].(float64)
+	}
+	if ok != 1 || failed != failures || st["p50_ms"] == nil {
+		t.Errorf("stats = %v", st)
+	}
+	if r := n.do(t, "GET", "/api/console/stats?minutes=0", n.key, nil); r.status != 400 {
+		t.Errorf("minutes=0: %d", r.status)
+	}
 }
 
 func TestWebhookDeadLetterAndReplay(t *testing.T) {

@@ -33,6 +33,8 @@ type result struct {
 	nextAt  time.Time
 	status  int
 	err     string
+	// durationMS is the attempt's duration (statistics).
+	durationMS int64
 }
 
 // Start launches the claimer and the lease reclaimer.
@@ -317,7 +319,7 @@ type timelineEntry struct {
 func (e *Engine) conclude(d claimed, url string, o outcome, final bool) {
 	now := e.o.Now()
 	at := now.UTC().Format(tsFormat)
-	r := result{d: d, status: o.status, err: o.err}
+	r := result{d: d, status: o.status, err: o.err, durationMS: o.duration.Milliseconds()}
 	a := Attempt{Attempt: d.attempts + 1, At: at, URL: url, StatusCode: o.status, DurationMS: o.duration.Milliseconds(),
 		Success: o.ok(), Error: o.err, ResponseExcerpt: o.excerpt, Headers: o.headers}
 	switch {
@@ -402,6 +404,7 @@ func (e *Engine) record(batch []result) {
 				}
 			}
 		}
+		e.countAttempts(ctx, p, batch, now)
 	})
 	if err != nil {
 		// The leases run out and the attempts are made again: at-least-once.

@@ -2,9 +2,11 @@ package server
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/riverhub/riverhub/apperr"
 	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/dispatch"
 )
@@ -49,4 +51,20 @@ func (s *Server) replayDeadLetters(c *gin.Context) {
 func (s *Server) discardDeadLetter(c *gin.Context) {
 	err := s.Deliveries.Discard(c.Request.Context(), principal(c).ProjectID, c.Param("id"))
 	s.answer(c, http.StatusOK, gin.H{"deleted": true}, err)
+}
+
+// deliveryStats are the project's webhook attempts per minute, by outcome,
+// with duration percentiles (?minutes=, default 60, at most 120).
+func (s *Server) deliveryStats(c *gin.Context) {
+	minutes := 60
+	if v := c.Query("minutes"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 120 {
+			s.fail(c, apperr.Invalidf("minutes must be a number between 1 and 120"))
+			return
+		}
+		minutes = n
+	}
+	st, err := s.Deliveries.Stats(c.Request.Context(), principal(c).ProjectID, minutes)
+	s.answer(c, http.StatusOK, st, err)
 }

@@ -151,6 +151,7 @@ func (s *Server) routes() {
 	con.POST("/playground", s.playground)
 	con.GET("/logs", s.listLogs)
 
+	con.GET("/stats", s.deliveryStats)
 	con.GET("/dlq", s.listDeadLetters)
 	con.POST("/dlq/replay", s.replayDeadLetters)
 	con.GET("/dlq/:id", s.getDelivery)

@@ -1,0 +1,131 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Delivery statistics for the console's overview: per project and minute,
+// the attempts by outcome and a histogram of their durations, kept for
+// two hours.
+//
+//	P:{dq}:stats:<pid>:<unix minute>  HASH ok, retry, dead: attempts by outcome;
+//	                                  l0..l11: attempts per duration bucket (latencyBounds)
+
+// latencyBounds are the upper bounds (ms) of the duration buckets; the
+// last bucket is everything slower.
+var latencyBounds = []int64{5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
+
+const statsTTL = 2 * time.Hour
+
+func (e *Engine) statsKey(pid string, minute int64) string {
+	return e.o.Prefix + ":{dq}:stats:" + pid + ":" + strconv.FormatInt(minute, 10)
+}
+
+func latencyBucket(ms int64) int {
+	for i, b := range latencyBounds {
+		if ms <= b {
+			return i
+		}
+	}
+	return len(latencyBounds)
+}
+
+// countAttempts adds a batch's attempts to the statistics, within p.
+func (e *Engine) countAttempts(ctx context.Context, p redis.Pipeliner, batch []result, now time.Time) {
+	minute := now.Unix() / 60
+	keys := map[string]bool{}
+	for _, r := range batch {
+		if r.verdict == "defer" {
+			continue
+		}
+		k := e.statsKey(r.d.projectID, minute)
+		keys[k] = true
+		p.HIncrBy(ctx, k, r.verdict, 1)
+		p.HIncrBy(ctx, k, "l"+strconv.Itoa(latencyBucket(r.durationMS)), 1)
+	}
+	for k := range keys {
+		p.Expire(ctx, k, statsTTL)
+	}
+}
+
+// MinuteStats are one minute's delivery attempts.
+type MinuteStats struct {
+	At        string `json:"at"` // the minute's start, RFC 3339
+	Succeeded int64  `json:"succeeded"`
+	Failed    int64  `json:"failed"` // failed, retry scheduled
+	Dead      int64  `json:"dead"`   // failed, dead-lettered
+	// P50MS and P99MS are the attempts' duration percentiles, as the
+	// upper bound of the histogram bucket they fall in (null when the
+	// minute had no attempt, -1 above the last bound).
+	P50MS *int64 `json:"p50_ms"`
+	P99MS *int64 `json:"p99_ms"`
+}
+
+// Stats are the project's delivery attempts per minute over the last
+// minutes (oldest first), and the percentiles over the whole window.
+type Stats struct {
+	Minutes []MinuteStats `json:"minutes"`
+	P50MS   *int64        `json:"p50_ms"`
+	P99MS   *int64        `json:"p99_ms"`
+	Bounds  []int64       `json:"latency_bounds_ms"`
+}
+
+// Stats reads the last minutes (at most 120) of the project's statistics.
+func (e *Engine) Stats(ctx context.Context, pid string, minutes int) (Stats, error) {
+	minutes = min(max(minutes, 1), 120)
+	now := e.o.Now().Unix() / 60
+	cmds := make([]*redis.MapStringStringCmd, minutes)
+	if _, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range minutes {
+			cmds[i] = p.HGetAll(ctx, e.statsKey(pid, now-int64(minutes-1-i)))
+		}
+		return nil
+	}); err != nil {
+		return Stats{}, fmt.Errorf("read delivery statistics: %w", err)
+	}
+	st := Stats{Minutes: make([]MinuteStats, minutes), Bounds: latencyBounds}
+	total := make([]int64, len(latencyBounds)+1)
+	for i, c := range cmds {
+		v := c.Val()
+		n := func(f string) int64 { x, _ := strconv.ParseInt(v[f], 10, 64); return x }
+		m := MinuteStats{At: time.Unix((now-int64(minutes-1-i))*60, 0).UTC().Format(time.RFC3339),
+			Succeeded: n("ok"), Failed: n("retry"), Dead: n("dead")}
+		hist := make([]int64, len(total))
+		for b := range hist {
+			hist[b] = n("l" + strconv.Itoa(b))
+			total[b] += hist[b]
+		}
+		m.P50MS, m.P99MS = percentileOf(hist, .50), percentileOf(hist, .99)
+		st.Minutes[i] = m
+	}
+	st.P50MS, st.P99MS = percentileOf(total, .50), percentileOf(total, .99)
+	return st, nil
+}
+
+// percentileOf is the upper bound of the bucket holding the p-th
+// percentile of hist (nil when empty, -1 for the open last bucket).
+func percentileOf(hist []int64, p float64) *int64 {
+	var n int64
+	for _, c := range hist {
+		n += c
+	}
+	if n == 0 {
+		return nil
+	}
+	rank := int64(float64(n-1)*p) + 1
+	for i, c := range hist {
+		if rank -= c; rank <= 0 {
+			b := int64(-1)
+			if i < len(latencyBounds) {
+				b = latencyBounds[i]
+			}
+			return &b
+		}
+	}
+	return nil
+}
