@@ -16,6 +16,7 @@ import (
 	"github.com/riverhub/riverhub/channels"
 	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/dispatch"
+	"github.com/riverhub/riverhub/web"
 	"github.com/riverhub/riverhub/wstoken"
 )
 
@@ -95,6 +96,10 @@ func (s *Server) routes() {
 	r.HandleMethodNotAllowed = true
 
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	// The browser console: static files; its API calls carry the key.
+	r.GET("/", func(c *gin.Context) { c.Redirect(http.StatusFound, web.Prefix) })
+	r.GET(web.Prefix+"*file", gin.WrapH(web.Handler()))
+	r.HEAD(web.Prefix+"*file", gin.WrapH(web.Handler()))
 	r.GET("/readyz", s.readyz)
 	if s.Registry != nil {
 		h := promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{})

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The console test drives the real console in headless Chromium
+// (e2e/console_browser.mjs, playwright-core with the system's chromium)
+// against a real node and two real webhook receivers. It needs node, the
+// e2e packages (cd e2e && npm ci) and chromium; without them it skips,
+// unless RIVERHUB_E2E_NODE=require (CI), where that is a failure.
+
+// consoleTooling finds node and chromium, or skips (fails when required).
+func consoleTooling(t *testing.T) (node, chromium string) {
+	t.Helper()
+	skip := t.Skipf
+	if os.Getenv("RIVERHUB_E2E_NODE") == "require" {
+		skip = t.Fatalf
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		skip("node is not on PATH; the console test runs e2e/console_browser.mjs under Node 20+")
+	}
+	if _, err := os.Stat(filepath.Join("e2e", "node_modules", "playwright-core", "package.json")); err != nil {
+		skip("the playwright-core npm package is not installed: run `cd e2e && npm ci`")
+	}
+	chromium = "/usr/bin/chromium"
+	if _, err := os.Stat(chromium); err != nil {
+		if chromium, err = exec.LookPath("chromium"); err != nil {
+			skip("chromium is not installed (apt-get install -y chromium); the console test needs a headless browser")
+		}
+	}
+	return node, chromium
+}
+
+// deliveryReceiver answers each delivery (by webhook-id) per a plan over
+// its attempt number, and remembers what it answered.
+type deliveryReceiver struct {
+	*httptest.Server
+	plan  func(attempt int) int
+	mu    sync.Mutex
+	byID  map[string][]int // webhook-id -> statuses answered, in order
+	total int
+}
+
+func newDeliveryReceiver(t *testing.T, plan func(attempt int) int) *deliveryReceiver {
+	r := &deliveryReceiver{plan: plan, byID: map[string][]int{}}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.Copy(io.Discard, req.Body)
+		id := req.Header.Get("webhook-id")
+		r.mu.Lock()
+		st := r.plan(len(r.byID[id]))
+		r.byID[id] = append(r.byID[id], st)
+		r.total++
+		r.mu.Unlock()
+		w.WriteHeader(st)
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *deliveryReceiver) answers(id string) []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int(nil), r.byID[id]...)
+}
+
+func artifactsDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("RIVERHUB_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("e2e", "artifacts")
+	}
+	dir, err := filepath.Abs(filepath.Join(dir, "console"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.RemoveAll(dir) // this run's screenshots only
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// The console is served by every node, without a key: "/" leads to it.
+func TestConsoleIsServed(t *testing.T) {
+	t.Parallel()
+	n := newNode(t)
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := noFollow.Get(n.base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusFound || res.Header.Get("Location") != "/console/" {
+		t.Fatalf("GET / = %d to %q, want 302 to /console/", res.StatusCode, res.Header.Get("Location"))
+	}
+	r := n.do(t, "GET", "/console/", "", nil)
+	if r.status != 200 || !strings.Contains(string(r.body), `src="js/app.js"`) {
+		t.Fatalf("GET /console/ = %d: %.200s", r.status, r.body)
+	}
+	if csp := r.header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+		t.Errorf("CSP = %q", csp)
+	}
+	// The API stays JSON, with or without the console.
+	if r := n.do(t, "GET", "/api/console/workflow", "", nil); r.status != 401 {
+		t.Errorf("GET /api/console/workflow without a key = %d, want 401", r.status)
+	}
+}
+
+// Not parallel: the browser's CPU use would disturb the timing assertions
+// of the webhook tests that run in parallel.
+func TestConsoleInBrowser(t *testing.T) {
+	node, chromium := consoleTooling(t)
+	flaky := newDeliveryReceiver(t, func(attempt int) int {
+		if attempt == 0 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	// Fails every attempt of the (8-step) schedule; the replay gets through.
+	dead := newDeliveryReceiver(t, func(attempt int) int {
+		if attempt < 8 {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	n := newNode(t, "RIVERHUB_RETRY_SCHEDULE", fastSchedule)
+	proj := n.must(t, 201, "POST", "/api/console/projects", map[string]any{"name": "console-e2e"})
+	key, _ := proj["key"].(string)
+	if !strings.HasPrefix(key, "mr_live_") {
+		t.Fatalf("project key = %q", key)
+	}
+	art := artifactsDir(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "console_browser.mjs"))
+	cmd.Env = append(os.Environ(),
+		"RIVERHUB_CONSOLE_URL="+n.base,
+		"RIVERHUB_CONSOLE_KEY="+key,
+		"RIVERHUB_FLAKY_URL="+flaky.URL+"/hook",
+		"RIVERHUB_DEAD_URL="+dead.URL+"/hook",
+		"RIVERHUB_ARTIFACTS="+art,
+		"CHROMIUM_PATH="+chromium,
+	)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	var oks int
+	var replayed string
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "FAIL "):
+			t.Error(line)
+		case strings.HasPrefix(line, "ok "):
+			oks++
+			t.Log(line)
+		case strings.HasPrefix(line, "replayed "):
+			replayed = strings.TrimPrefix(line, "replayed ")
+		default:
+			t.Log(line)
+		}
+	}
+	err = cmd.Wait()
+	if ctx.Err() != nil {
+		t.Fatalf("the browser script did not finish within 120 s; stderr:\n%s", stderr.String())
+	}
+	if err != nil {
+		t.Errorf("the browser script failed (%v); stderr:\n%s", err, stderr.String())
+	}
+	if oks < 20 {
+		t.Errorf("only %d browser checks passed; stderr:\n%s", oks, stderr.String())
+	}
+	t.Logf("browser checks took %v; screenshots in %s", time.Since(start).Round(100*time.Millisecond), art)
+
+	// What the receivers saw confirms the clicks did what they said: the
+	// replay from the dead-letter page really re-sent the delivery.
+	if replayed == "" {
+		t.Fatal("the script replayed no dead letter")
+	}
+	if got := dead.answers(replayed); len(got) != 9 || got[8] != http.StatusOK {
+		t.Errorf("the replayed delivery %s was answered %v, want 8 failures then 200", replayed, got)
+	}
+}

@@ -1,0 +1,165 @@
+// One webhook delivery as the console shows it (channel detail and dead
+// letters): status, every attempt, the payload and headers as sent, and a
+// copy-as-curl that re-sends it with fresh signatures.
+import { api, enc } from "./api.js";
+import {
+  badge, busy, card, copyText, errorBox, h, jsonView, mono, route, table, timeEl, toast, truncate,
+} from "./dom.js";
+
+// shellQuote quotes s for a POSIX shell.
+export function shellQuote(s) {
+  return "'" + String(s).replace(/'/g, "'\\''") + "'";
+}
+
+function hex(buf) {
+  return [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function b64(buf) {
+  let s = "";
+  for (const b of new Uint8Array(buf)) s += String.fromCharCode(b);
+  return btoa(s);
+}
+
+async function hmac(keyBytes, text) {
+  const key = await crypto.subtle.importKey("raw", keyBytes, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return crypto.subtle.sign("HMAC", key, new TextEncoder().encode(text));
+}
+
+// standardKey: the base64 part of a whsec_ secret, decoded (else the bytes).
+function standardKey(secret) {
+  if (secret.startsWith("whsec_")) {
+    try {
+      return Uint8Array.from(atob(secret.slice(6)), (c) => c.charCodeAt(0));
+    } catch {
+      // not base64: the whole string, as the server does
+    }
+  }
+  return new TextEncoder().encode(secret);
+}
+
+// body is the exact bytes riverhub sent: its bodies are written so that
+// JSON.stringify(JSON.parse(body)) reproduces them.
+export function sentBody(d) {
+  return JSON.stringify(d.payload);
+}
+
+function lastURL(d) {
+  const h = d.history || [];
+  return h.length ? h[h.length - 1].url : "";
+}
+
+// curlFor builds the command that sends the delivery again, signed now
+// with the endpoint's current secret when the browser can compute HMACs
+// (a secure context); otherwise the signature headers are placeholders.
+export async function curlFor(d) {
+  const body = sentBody(d);
+  let url = lastURL(d);
+  let secret = "";
+  try {
+    const w = await api.get("api/console/webhook/" + enc(d.webhook_id));
+    secret = w.secret || "";
+    url = url || w.url;
+  } catch {
+    // endpoint deleted: placeholders below
+  }
+  const ts = Math.floor(Date.now() / 1000);
+  let mrSig = "$MR_SIGNATURE";
+  let stdSig = "$WEBHOOK_SIGNATURE";
+  if (secret && globalThis.crypto?.subtle) {
+    try {
+      mrSig = hex(await hmac(new TextEncoder().encode(secret), body));
+      stdSig = "v1," + b64(await hmac(standardKey(secret), `${d.id}.${ts}.${body}`));
+    } catch {
+      // keep the placeholders
+    }
+  }
+  const headers = [
+    ["content-type", "application/json"],
+    ["mr-channel-id", d.channel_id],
+    ["mr-timestamp", String(ts)],
+    ["mr-signature", mrSig],
+    ["webhook-id", d.id],
+    ["webhook-timestamp", String(ts)],
+    ["webhook-signature", stdSig],
+  ];
+  return [`curl -X POST ${shellQuote(url || "https://your-endpoint.example/webhook")}`,
+    ...headers.map(([k, v]) => `  -H ${shellQuote(`${k}: ${v}`)}`),
+    `  --data-binary ${shellQuote(body)}`].join(" \\\n");
+}
+
+export function headersTable(d) {
+  const rows = [
+    ["content-type", "application/json"],
+    ["user-agent", "riverhub-webhooks/1"],
+    ["mr-channel-id", d.channel_id],
+    ["webhook-id", d.id],
+    ["mr-timestamp", "Unix seconds of each attempt (set when sent, not stored)"],
+    ["webhook-timestamp", "same as mr-timestamp"],
+    ["mr-signature", "hex HMAC-SHA256 of the body, keyed with the endpoint secret (per attempt)"],
+    ["webhook-signature", "v1,<base64 HMAC-SHA256 of \"webhook-id.timestamp.body\"> (per attempt; two during a rotation)"],
+  ];
+  return h("div", { class: "table-wrap" }, h("table", { class: "kv" },
+    h("tbody", {}, rows.map(([k, v]) => h("tr", {}, h("th", { scope: "row", class: "mono" }, k),
+      h("td", { class: k === "mr-channel-id" || k === "webhook-id" || k.endsWith("type") || k === "user-agent" ? "mono" : "muted small" }, v))))));
+}
+
+export function attemptsTable(history) {
+  if (!history?.length) return h("p", { class: "muted" }, "No attempt yet.");
+  const cols = [{ label: "#" }, { label: "Sent" }, { label: "Result" }, { label: "Duration" }, { label: "Detail" }];
+  return table(cols, history, (a) => [
+    String(a.attempt),
+    timeEl(a.at, true),
+    badge(a.success ? "success" : "error", a.status_code ? String(a.status_code) : (a.success ? "ok" : "failed")),
+    `${a.duration_ms ?? 0} ms`,
+    h("span", { class: "stack" },
+      a.error ? h("span", { class: "text-bad" }, a.error) : null,
+      a.response_excerpt ? h("code", { class: "mono small excerpt", title: truncate(a.response_excerpt, 1000) }, truncate(a.response_excerpt, 200)) : null,
+      a.next_attempt_at ? h("span", { class: "muted small" }, "next attempt ", timeEl(a.next_attempt_at, true)) : null),
+  ], { cls: "attempts", rowClass: (a) => "attempt attempt-" + (a.success ? "ok" : "bad") });
+}
+
+// deliveryCard shows d; onChange runs after a replay; extra are more
+// action buttons.
+export function deliveryCard(d, { onChange, showChannel = false, extra = [] } = {}) {
+  const slot = h("div", {});
+  const curlPre = h("pre", { class: "curl", hidden: true });
+  const curlBtn = h("button", { type: "button", class: "btn btn-small" }, "Copy as curl");
+  curlBtn.addEventListener("click", () => busy(curlBtn, async () => {
+    const cmd = await curlFor(d);
+    curlPre.textContent = cmd;
+    curlPre.hidden = false;
+    const ok = await copyText(cmd);
+    toast(ok ? "curl command copied to the clipboard." : "The curl command is below: copy it by hand.", ok ? "ok" : "info");
+  }));
+  const actions = h("div", { class: "actions wrap" }, curlBtn, extra);
+  if (d.status === "dead") {
+    const replay = h("button", { type: "button", class: "btn btn-small btn-primary" }, "Replay");
+    replay.addEventListener("click", () => busy(replay, async () => {
+      try {
+        await api.post("api/console/dlq/" + enc(d.id) + "/replay");
+        toast("Replayed: the delivery is sent again now.");
+        onChange?.();
+      } catch (err) {
+        slot.replaceChildren(errorBox(err, "Replay"));
+      }
+    }));
+    actions.prepend(replay);
+  }
+  const url = lastURL(d);
+  return card(
+    h("div", { class: "card-head" }, badge(d.status), h("h3", {}, d.event || "delivery"), h("span", { class: "spacer" }),
+      h("span", { class: "muted small" }, `${d.attempts} attempt${d.attempts === 1 ? "" : "s"}`, d.replays ? ` · ${d.replays} replay${d.replays === 1 ? "" : "s"}` : "")),
+    h("dl", { class: "facts" },
+      h("dt", {}, "Delivery (webhook-id)"), h("dd", {}, mono(d.id)),
+      h("dt", {}, "Endpoint"), h("dd", {}, mono(d.webhook_id), url ? h("span", {}, " → ", mono(url, "url")) : null),
+      showChannel ? [h("dt", {}, "Channel"), h("dd", {}, h("a", { href: route("logs", d.channel_id) }, mono(d.channel_id)))] : null,
+      h("dt", {}, "Created"), h("dd", {}, timeEl(d.created_at)),
+      d.dead_at ? [h("dt", {}, "Dead-lettered"), h("dd", {}, timeEl(d.dead_at))] : null,
+      d.next_attempt_at ? [h("dt", {}, "Next attempt"), h("dd", {}, timeEl(d.next_attempt_at))] : null,
+      d.last_error ? [h("dt", {}, "Last error"), h("dd", { class: "text-bad" }, d.last_error)] : null),
+    h("h4", {}, "Attempts"), attemptsTable(d.history),
+    h("h4", {}, "Payload as sent"), jsonView(d.payload, { label: "body" }),
+    h("details", { class: "sub" }, h("summary", {}, "Headers as sent"), headersTable(d)),
+    actions, curlPre, slot);
+}
