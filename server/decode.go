@@ -188,5 +188,8 @@ func decodeCallback(body []byte) (channels.CallbackBody, error) {
 			}
 		}
 	}
+	if string(cb.Data) == "null" { // e.g. 1e400, which JSON.stringify writes as null
+		return cb, apperr.Invalidf("data cannot be accepted: it would be sent on as null")
+	}
 	return cb, nil
 }

@@ -334,3 +334,38 @@ func FuzzDecodeJSON(f *testing.F) {
 		}
 	})
 }
+
+// A callback is accepted as exactly one of a success (data present, not
+// null) or an error (a non-empty code); what is accepted can be sent on.
+func FuzzDecodeCallback(f *testing.F) {
+	for _, s := range []string{
+		`{"data":{"title":"Inception","id":7},"task_id":"t1","metadata":{"ms":234}}`,
+		`{"error":"processing_failed","message":"Database connection timeout"}`,
+		`{"data":null}`, `{"error":""}`, `{"error":5}`, `{"task_id":"x"}`, `{"data":1e400}`, `[]`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		cb, err := decodeCallback(body)
+		if err != nil {
+			checkRejection(t, body, err)
+			return
+		}
+		if !json.Valid(cb.Canonical) {
+			t.Fatalf("canonical form of %q is not JSON: %q", body, cb.Canonical)
+		}
+		switch {
+		case cb.Error != "":
+			if cb.Data != nil {
+				t.Fatalf("%q is both an error and a success", body)
+			}
+		case cb.Data == nil || string(cb.Data) == "null" || !json.Valid(cb.Data):
+			t.Fatalf("accepted %q as a success without usable data: %q", body, cb.Data)
+		}
+		for _, raw := range []json.RawMessage{cb.TaskID, cb.Metadata} {
+			if raw != nil && !json.Valid(raw) {
+				t.Fatalf("accepted %q with invalid JSON %q", body, raw)
+			}
+		}
+	})
+}
