@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -45,24 +46,46 @@ func consoleTooling(t *testing.T) (node, chromium string) {
 }
 
 // deliveryReceiver answers each delivery (by webhook-id) per a plan over
-// its attempt number, and remembers what it answered.
+// its attempt number, and remembers what it answered and what it got.
+// GET /received?id=<webhook-id> lists the requests it got for that
+// delivery, so the browser test can compare the headers the console shows
+// with the ones that arrived.
 type deliveryReceiver struct {
 	*httptest.Server
-	plan  func(attempt int) int
-	mu    sync.Mutex
-	byID  map[string][]int // webhook-id -> statuses answered, in order
-	total int
+	plan func(attempt int) int
+	mu   sync.Mutex
+	byID map[string][]int      // webhook-id -> statuses answered, in order
+	got  map[string][]received // webhook-id -> requests, in order
+}
+
+// received is one request as the receiver got it: header names in lower
+// case (first value each) and the body.
+type received struct {
+	Headers map[string]string `json:"headers"`
+	Body    string            `json:"body"`
 }
 
 func newDeliveryReceiver(t *testing.T, plan func(attempt int) int) *deliveryReceiver {
-	r := &deliveryReceiver{plan: plan, byID: map[string][]int{}}
+	r := &deliveryReceiver{plan: plan, byID: map[string][]int{}, got: map[string][]received{}}
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		_, _ = io.Copy(io.Discard, req.Body)
+		if req.Method == http.MethodGet && req.URL.Path == "/received" {
+			r.mu.Lock()
+			list := append([]received{}, r.got[req.URL.Query().Get("id")]...)
+			r.mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(list)
+			return
+		}
+		body, _ := io.ReadAll(req.Body)
+		hdr := make(map[string]string, len(req.Header))
+		for k, v := range req.Header {
+			hdr[strings.ToLower(k)] = v[0]
+		}
 		id := req.Header.Get("webhook-id")
 		r.mu.Lock()
 		st := r.plan(len(r.byID[id]))
 		r.byID[id] = append(r.byID[id], st)
-		r.total++
+		r.got[id] = append(r.got[id], received{Headers: hdr, Body: string(body)})
 		r.mu.Unlock()
 		w.WriteHeader(st)
 	}))
@@ -152,6 +175,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		"RIVERHUB_CONSOLE_KEY="+key,
 		"RIVERHUB_FLAKY_URL="+flaky.URL+"/hook",
 		"RIVERHUB_DEAD_URL="+dead.URL+"/hook",
+		"RIVERHUB_FLAKY_RECEIVED="+flaky.URL+"/received",
+		"RIVERHUB_DEAD_RECEIVED="+dead.URL+"/received",
 		"RIVERHUB_ARTIFACTS="+art,
 		"CHROMIUM_PATH="+chromium,
 	)
@@ -189,7 +214,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err != nil {
 		t.Errorf("the browser script failed (%v); stderr:\n%s", err, stderr.String())
 	}
-	if oks < 20 {
+	if oks < 30 {
 		t.Errorf("only %d browser checks passed; stderr:\n%s", oks, stderr.String())
 	}
 	t.Logf("browser checks took %v; screenshots in %s", time.Since(start).Round(100*time.Millisecond), art)

@@ -10,11 +10,16 @@
 //
 //   RIVERHUB_CONSOLE_URL=http://127.0.0.1:8080 RIVERHUB_CONSOLE_KEY=mr_live_... \
 //   RIVERHUB_FLAKY_URL=http://127.0.0.1:9001/hook RIVERHUB_DEAD_URL=http://127.0.0.1:9002/hook \
+//   RIVERHUB_FLAKY_RECEIVED=http://127.0.0.1:9001/received RIVERHUB_DEAD_RECEIVED=http://127.0.0.1:9002/received \
 //   node console_browser.mjs
 //
 // The flaky receiver must fail the first attempt of each delivery and
 // accept the next; the dead one must fail every attempt of the retry
 // schedule (keep RIVERHUB_RETRY_SCHEDULE short) and accept the replay.
+// Each receiver's *_RECEIVED URL answers ?id=<webhook-id> with the
+// requests it got for that delivery: [{"headers": {lower-case name:
+// value}, "body": "..."}], oldest first. The project must be new (the
+// overview's figures count its deliveries).
 // RIVERHUB_ARTIFACTS (default ./artifacts/console) receives the screenshots;
 // CHROMIUM_PATH defaults to /usr/bin/chromium.
 import crypto from "node:crypto";
@@ -27,10 +32,12 @@ const BASE = (env.RIVERHUB_CONSOLE_URL || "").replace(/\/$/, "");
 const KEY = env.RIVERHUB_CONSOLE_KEY || "";
 const FLAKY = env.RIVERHUB_FLAKY_URL || "";
 const DEAD = env.RIVERHUB_DEAD_URL || "";
+const FLAKY_RECEIVED = env.RIVERHUB_FLAKY_RECEIVED || "";
+const DEAD_RECEIVED = env.RIVERHUB_DEAD_RECEIVED || "";
 const ART = env.RIVERHUB_ARTIFACTS || path.join(path.dirname(new URL(import.meta.url).pathname), "artifacts", "console");
 const CHROMIUM = env.CHROMIUM_PATH || "/usr/bin/chromium";
-if (!BASE || !KEY || !FLAKY || !DEAD) {
-  console.error("set RIVERHUB_CONSOLE_URL, RIVERHUB_CONSOLE_KEY, RIVERHUB_FLAKY_URL and RIVERHUB_DEAD_URL");
+if (!BASE || !KEY || !FLAKY || !DEAD || !FLAKY_RECEIVED || !DEAD_RECEIVED) {
+  console.error("set RIVERHUB_CONSOLE_URL, RIVERHUB_CONSOLE_KEY, RIVERHUB_FLAKY_URL, RIVERHUB_DEAD_URL, RIVERHUB_FLAKY_RECEIVED and RIVERHUB_DEAD_RECEIVED");
   process.exit(64);
 }
 fs.mkdirSync(ART, { recursive: true });
@@ -39,6 +46,12 @@ const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; connect-sr
 const XSS = "<script>window.__pwned=1</script>";
 const XSS_IMG = "<img src=x onerror=window.__pwned=2>";
 const T = 10000; // default wait for one thing to show
+// The desktop pages run in New York's time zone, so local-time inputs are
+// seen to be converted to UTC (January: UTC-5).
+const TZ = "America/New_York";
+// The headers riverhub sets on a delivery.
+const SENT_HEADERS = ["content-type", "mr-signature", "mr-timestamp", "mr-channel-id", "webhook-id", "webhook-timestamp",
+  "webhook-signature", "user-agent"];
 
 let failed = 0;
 const started = Date.now();
@@ -141,7 +154,7 @@ function cardWith(page, s) {
   return page.locator("section.card", { hasText: s });
 }
 
-const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: TZ });
 const page = await ctx.newPage();
 current = page;
 watch(page, "desktop");
@@ -178,10 +191,13 @@ await check("sign in with an API key (kept in sessionStorage, not in the URL)", 
   assert(!page.url().includes(KEY), "key in the URL");
 });
 
-await check("overview shows the project's counts and the server state", async () => {
+await check("overview shows the project's counts, the server state and, before any delivery, an empty chart", async () => {
   await go(page, "#/overview");
   await page.locator(".tile-value", { hasText: /^\d+\+?$/ }).first().waitFor({ timeout: T });
   await visible(page, "ready");
+  await cardWith(page, "Webhook deliveries, last hour").locator(".empty", { hasText: "No deliveries in the last hour" }).waitFor({ timeout: T });
+  await visible(page, "Add a webhook and submit a task");
+  assert(await page.locator(".chart-svg").count() === 0, "a chart is drawn without any delivery");
   await shot(page, "02-overview");
 });
 
@@ -390,6 +406,48 @@ if (logsList.status === 501) {
     await visible(page, "No request matches these filters");
     page.off("request", onReq);
   });
+  await check("request logs: created from / to filters take local time and send RFC 3339 UTC", async () => {
+    await go(page, "#/logs");
+    await page.locator("table.logs a", { hasText: cids[0] }).waitFor({ timeout: T });
+    const seen = [];
+    const onReq = (r) => { if (new URL(r.url()).pathname === "/api/console/logs") seen.push(new URL(r.url()).searchParams); };
+    page.on("request", onReq);
+    try {
+      const y = new Date().getUTCFullYear() + 1;
+      const from = page.locator("form.filters input[name=from]");
+      const to = page.locator("form.filters input[name=to]");
+      // A "from" in the future: nothing matches.
+      await from.fill(`${y}-01-15T09:30`);
+      await page.getByRole("button", { name: "Apply" }).click();
+      await visible(page, "No request matches these filters");
+      let q = seen.at(-1);
+      assert(q?.get("from") === `${y}-01-15T14:30:00Z`, `from sent as ${q?.get("from")}, want ${y}-01-15T14:30:00Z (09:30 in New York)`);
+      assert(new URL(page.url()).hash.includes("from=" + encodeURIComponent(`${y}-01-15T14:30:00Z`)), `the address lacks the filter: ${page.url()}`);
+      assert(await from.inputValue() === `${y}-01-15T09:30`, `the input shows ${await from.inputValue()} after applying`);
+      await shot(page, "08-logs-filter-from-future");
+      // "to" before "from" is refused in words, without a request.
+      const n = seen.length;
+      await to.fill(`${y}-01-15T09:00`);
+      await page.getByRole("button", { name: "Apply" }).click();
+      await page.locator(".filter-msg .alert-bad", { hasText: "is after" }).waitFor({ timeout: T });
+      assert(seen.length === n, "an inverted range was sent to the server");
+      // Cleared "from", a "to" in the future (to the end of its minute): the requests are back.
+      await from.fill("");
+      await to.fill(`${y}-01-15T09:30`);
+      await page.getByRole("button", { name: "Apply" }).click();
+      await page.locator("table.logs a", { hasText: cids[0] }).waitFor({ timeout: T });
+      await page.locator("table.logs a", { hasText: cids[1] }).waitFor({ timeout: T });
+      q = seen.at(-1);
+      assert(!q.has("from") && q.get("to") === `${y}-01-15T14:30:59.999Z`, `query after clearing = ${q}`);
+      // A "to" before the requests were made: nothing again.
+      await to.fill("2020-06-01T12:00");
+      await page.getByRole("button", { name: "Apply" }).click();
+      await visible(page, "No request matches these filters");
+      assert(seen.at(-1).get("to") === "2020-06-01T16:00:59.999Z", `to sent as ${seen.at(-1).get("to")}`);
+    } finally {
+      page.off("request", onReq);
+    }
+  });
   await check("request logs: a 501 list is explained as not available on this server yet (stubbed 501)", async () => {
     await page.route(/\/api\/console\/logs\?/, (route) => route.fulfill({ status: 501, contentType: "application/json",
       body: JSON.stringify({ error: "not_implemented", message: "this part of the API is not available in this version of riverhub yet" }) }));
@@ -435,7 +493,7 @@ await check("a payload holding <script> renders as inert text", async () => {
   assert(r.scripts === 0 && r.imgs === 0, `payload markup became elements: ${JSON.stringify(r)}`);
 });
 
-await check("payload pretty-printed on demand, headers as sent", async () => {
+await check("payload pretty-printed on demand", async () => {
   const c = cardWith(page, "Delivery (webhook-id)").filter({ hasText: FLAKY });
   const pre = c.locator(".json-pretty").first();
   assert(await pre.isHidden(), "payload not collapsed at first");
@@ -443,35 +501,126 @@ await check("payload pretty-printed on demand, headers as sent", async () => {
   await pre.waitFor({ state: "visible", timeout: T });
   const t = await pre.textContent();
   assert(t.includes('"type": "task.completed"') && t.includes(XSS), "pretty payload lacks the body fields");
-  await c.locator("summary", { hasText: "Headers as sent" }).click();
-  const headers = await c.locator("table.kv").textContent();
-  assert(headers.includes("mr-channel-id") && headers.includes(cids[0]) && headers.includes("webhook-id"), "headers table incomplete");
+});
+
+// What a receiver got for a delivery, oldest request first.
+async function receivedBy(url, id) {
+  const res = await fetch(url + "?id=" + encodeURIComponent(id));
+  assert(res.ok, `GET ${url}: ${res.status}`);
+  return res.json();
+}
+// shownHeaders reads a delivery card's "Headers as sent" table.
+async function shownHeaders(c) {
+  const rows = await c.locator(".sent-headers tr").evaluateAll((trs) => trs.map((tr) => [tr.querySelector("th").textContent, tr.querySelector("td").textContent]));
+  return Object.fromEntries(rows);
+}
+function sameHeaders(shown, got, what) {
+  assert(JSON.stringify(Object.keys(shown).sort()) === JSON.stringify([...SENT_HEADERS].sort()), `${what}: shown header names ${Object.keys(shown)}`);
+  for (const k of SENT_HEADERS) assert(shown[k] === got.headers[k], `${what}: ${k} shown as ${shown[k]}, the receiver got ${got.headers[k]}`);
+}
+const deliveryID = async (c) => (await c.locator("dl.facts dd .mono").first().textContent()).trim();
+
+await check("headers as sent: each attempt's headers are the ones its receiver got", async () => {
+  // The flaky delivery: the last attempt (200) shows by default.
+  const c = cardWith(page, "Delivery (webhook-id)").filter({ hasText: FLAKY });
+  const got = await receivedBy(FLAKY_RECEIVED, await deliveryID(c));
+  assert(got.length === 2, `the flaky receiver got ${got.length} requests`);
+  assert(await c.locator(".sent-headers").getAttribute("data-attempt") === "2", "the last attempt is not the one shown");
+  sameHeaders(await shownHeaders(c), got[1], "flaky attempt 2");
+  await c.locator("select[name=attempt]").selectOption({ index: 0 });
+  await c.locator(".sent-headers[data-attempt='1']").waitFor({ timeout: T });
+  sameHeaders(await shownHeaders(c), got[0], "flaky attempt 1");
+  // The dead delivery spans seconds: its first and last attempts were signed apart.
+  const dc = cardWith(page, "Delivery (webhook-id)").filter({ hasText: DEAD });
+  const dgot = await receivedBy(DEAD_RECEIVED, await deliveryID(dc));
+  assert(dgot.length === 8, `the dead receiver got ${dgot.length} requests`);
+  sameHeaders(await shownHeaders(dc), dgot[7], "dead attempt 8");
+  await dc.locator("select[name=attempt]").selectOption({ index: 0 });
+  await dc.locator(".sent-headers[data-attempt='1']").waitFor({ timeout: T });
+  const first = await shownHeaders(dc);
+  sameHeaders(first, dgot[0], "dead attempt 1");
+  assert(dgot[0].headers["mr-timestamp"] !== dgot[7].headers["mr-timestamp"], "attempts 1 and 8 share a timestamp: the check proves nothing");
+  assert(first["webhook-signature"].split(" ").length === 2, "during a rotation the webhook-signature carries both signatures");
+  await c.locator("select[name=attempt]").selectOption({ index: 1 });
+  await c.locator(".sent-headers[data-attempt='2']").waitFor({ timeout: T });
+  await c.screenshot({ path: path.join(ART, "09-channel-delivery-headers.png") });
 });
 
 function unquote(s) {
   return s.replace(/'\\''/g, "'");
 }
-
-await check("copy as curl re-sends the delivery with valid signatures", async () => {
-  const c = cardWith(page, "Delivery (webhook-id)").filter({ hasText: FLAKY });
+function parseCurl(cmd) {
+  const header = (k) => (new RegExp(`-H '${k}: ([^']*)'`).exec(cmd) || [])[1];
+  const body = unquote((/--data-binary '((?:[^']|'\\'')*)'$/s.exec(cmd) || [])[1] || "");
+  const headers = Object.fromEntries([...cmd.matchAll(/-H '([^:]+): ([^']*)'/g)].map((m) => [m[1], m[2]]));
+  return { header, body, headers };
+}
+async function copyCurl(c) {
   await c.getByRole("button", { name: "Copy as curl" }).click();
   const pre = c.locator("pre.curl");
   await pre.waitFor({ state: "visible", timeout: T });
-  const cmd = await pre.textContent();
-  const header = (k) => (new RegExp(`-H '${k}: ([^']*)'`).exec(cmd) || [])[1];
-  const body = unquote((/--data-binary '((?:[^']|'\\'')*)'$/s.exec(cmd) || [])[1] || "");
+  return pre.textContent();
+}
+
+await check("copy as curl repeats the chosen attempt: its headers as sent and the stored body, byte for byte", async () => {
+  const c = cardWith(page, "Delivery (webhook-id)").filter({ hasText: FLAKY });
+  const got = await receivedBy(FLAKY_RECEIVED, await deliveryID(c));
+  const cmd = await copyCurl(c);
+  const { header, body, headers } = parseCurl(cmd);
   assert(cmd.startsWith(`curl -X POST '${FLAKY}'`), `curl target: ${cmd.slice(0, 80)}`);
-  const id = header("webhook-id");
-  const ts = header("webhook-timestamp");
-  assert(/^msg_/.test(id || ""), `webhook-id = ${id}`);
-  assert(header("mr-channel-id") === cids[0], "mr-channel-id");
+  sameHeaders(headers, got[1], "curl of attempt 2");
+  assert(body === got[1].body, "the curl body differs from the bytes the receiver got");
+  // ...so the signatures it carries verify, as the receiver checks them.
   const mr = crypto.createHmac("sha256", secrets.flaky).update(body).digest("hex");
   assert(header("mr-signature") === mr, "mr-signature does not verify with the endpoint secret");
-  const std = "v1," + crypto.createHmac("sha256", Buffer.from(secrets.flaky.slice(6), "base64")).update(`${id}.${ts}.${body}`).digest("base64");
+  const std = "v1," + crypto.createHmac("sha256", Buffer.from(secrets.flaky.slice(6), "base64"))
+    .update(`${header("webhook-id")}.${header("webhook-timestamp")}.${body}`).digest("base64");
   assert(header("webhook-signature") === std, "webhook-signature does not verify");
   const p = JSON.parse(body);
   assert(p.channel_id === cids[0] && p.data.summary === XSS + XSS_IMG, "curl body is not the payload");
-  assert(JSON.stringify(p) === body, "curl body is not in the canonical form riverhub sends");
+  await c.locator(".curl-note", { hasText: "Attempt 2 as sent" }).waitFor({ timeout: T });
+  // Another attempt, another command: the dead delivery's first attempt.
+  const dc = cardWith(page, "Delivery (webhook-id)").filter({ hasText: DEAD });
+  const dgot = await receivedBy(DEAD_RECEIVED, await deliveryID(dc));
+  await dc.locator("select[name=attempt]").selectOption({ index: 0 });
+  const dcmd = parseCurl(await copyCurl(dc));
+  sameHeaders(dcmd.headers, dgot[0], "curl of dead attempt 1");
+  assert(dcmd.body === dgot[0].body, "the dead delivery's curl body differs from what its receiver got");
+});
+
+await check("copy as curl signs afresh for an attempt stored without its headers (stubbed answer: request_headers removed)", async () => {
+  const c = cardWith(page, "Delivery (webhook-id)").filter({ hasText: FLAKY });
+  const id = await deliveryID(c);
+  const re = new RegExp(`/api/console/dlq/${id}$`);
+  await page.route(re, async (route) => {
+    const res = await route.fetch();
+    const d = await res.json();
+    for (const a of d.history || []) delete a.request_headers;
+    await route.fulfill({ response: res, body: JSON.stringify(d) });
+  });
+  try {
+    await page.getByRole("button", { name: "Refresh" }).click();
+    await c.locator(".sent-headers[data-stored=false]").waitFor({ timeout: T });
+    await c.getByText("was recorded without its headers").waitFor({ timeout: T });
+    const cmd = await copyCurl(c);
+    const { header, body } = parseCurl(cmd);
+    assert(cmd.startsWith(`curl -X POST '${FLAKY}'`), `curl target: ${cmd.slice(0, 80)}`);
+    const wid = header("webhook-id");
+    const ts = header("webhook-timestamp");
+    assert(wid === id && header("mr-channel-id") === cids[0], "webhook-id / mr-channel-id");
+    assert(Math.abs(Number(ts) - Date.now() / 1000) < 60, `webhook-timestamp ${ts} is not now`);
+    const mr = crypto.createHmac("sha256", secrets.flaky).update(body).digest("hex");
+    assert(header("mr-signature") === mr, "mr-signature does not verify with the endpoint secret");
+    const std = "v1," + crypto.createHmac("sha256", Buffer.from(secrets.flaky.slice(6), "base64")).update(`${wid}.${ts}.${body}`).digest("base64");
+    assert(header("webhook-signature") === std, "webhook-signature does not verify");
+    const got = await receivedBy(FLAKY_RECEIVED, id);
+    assert(body === got[1].body, "the re-signed curl's body differs from the bytes sent");
+    await c.locator(".curl-note", { hasText: "Signed now" }).waitFor({ timeout: T });
+  } finally {
+    await page.unroute(re);
+  }
+  await page.getByRole("button", { name: "Refresh" }).click();
+  await c.locator(".sent-headers[data-attempt='2']:not([data-stored])").waitFor({ timeout: T });
 });
 
 await check("watch live: the page's Phoenix client joins the room and shows the message", async () => {
@@ -534,6 +683,126 @@ await check("replay the selected dead letter, discard the other", async () => {
   await shot(page, "12-dead-letters-empty");
 });
 log(`replayed ${replayedID}`);
+
+// --- overview charts -----------------------------------------------------------
+
+// chartFigures reads what the overview's charts show.
+async function chartFigures(p) {
+  return p.evaluate(() => {
+    const legend = (chart) => Object.fromEntries([...document.querySelectorAll(`figure[data-chart=${chart}] .legend li`)]
+      .map((li) => [li.dataset.series, li.querySelector(".legend-value").textContent]));
+    const bars = [...document.querySelectorAll("figure[data-chart=outcomes] g.bar")].map((g) => ({
+      at: g.dataset.at,
+      total: Number(g.dataset.total),
+      height: [...g.querySelectorAll("rect")].reduce((a, r) => a + Number(r.getAttribute("height")), 0),
+      segs: Object.fromEntries([...g.querySelectorAll("rect")].map((r) => [r.dataset.series, { v: Number(r.dataset.value), h: Number(r.getAttribute("height")) }])),
+    }));
+    const sums = {};
+    for (const b of bars) for (const [k, s] of Object.entries(b.segs)) sums[k] = (sums[k] || 0) + s.v;
+    const axis = (chart) => [...document.querySelectorAll(`figure[data-chart=${chart}] .axis-y text`)].map((e) => ({ t: e.textContent, y: Number(e.getAttribute("y")) }));
+    const lines = Object.fromEntries([...document.querySelectorAll("figure[data-chart=latency] g.line")].map((g) => [g.dataset.series, {
+      d: g.querySelector("path")?.getAttribute("d") || "",
+      dots: [...g.querySelectorAll("circle")].map((c) => ({ at: c.dataset.at, v: Number(c.dataset.value), y: Number(c.getAttribute("cy")) })),
+    }]));
+    // The smallest text as the user sees it, in CSS pixels.
+    const textPx = Math.min(...[...document.querySelectorAll(".chart-svg text")].map((e) => e.getBoundingClientRect().height));
+    const svgs = [...document.querySelectorAll(".chart-svg")].map((s) => ({ w: s.getBoundingClientRect().width, vb: s.viewBox.baseVal.width }));
+    return { outcomes: legend("outcomes"), latency: legend("latency"), bars, sums, yOutcomes: axis("outcomes"), yLatency: axis("latency"), lines, textPx, svgs };
+  });
+}
+
+await check("overview charts the last hour's deliveries by outcome and latency, as the receivers answered", async () => {
+  // Each flaky delivery failed once then succeeded, each dead one failed
+  // 7 times before its 8th attempt dead-lettered it, and the replay got
+  // through: 3 succeeded, 2 + 14 failed and retried, 2 dead.
+  const want = { succeeded: 3, failed: 16, dead: 2 };
+  const deadline = Date.now() + 5000;
+  let st;
+  for (;;) {
+    st = (await api("GET", "/api/console/stats?minutes=60")).data;
+    const tot = Object.fromEntries(Object.keys(want).map((k) => [k, st.minutes.reduce((a, m) => a + m[k], 0)]));
+    if (JSON.stringify(tot) === JSON.stringify(want)) break;
+    assert(Date.now() < deadline, `GET /api/console/stats totals ${JSON.stringify(tot)}, want ${JSON.stringify(want)}`);
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  await go(page, "#/overview");
+  await page.locator("figure[data-chart=latency] .chart-svg").waitFor({ timeout: T });
+  const f = await chartFigures(page);
+  assert(JSON.stringify(f.outcomes) === JSON.stringify({ succeeded: "3", failed: "16", dead: "2" }), `legend = ${JSON.stringify(f.outcomes)}`);
+  assert(JSON.stringify(f.sums) === JSON.stringify(want), `the bars add up to ${JSON.stringify(f.sums)}`);
+  const busyMinutes = st.minutes.filter((m) => m.succeeded + m.failed + m.dead > 0);
+  assert(f.bars.length === busyMinutes.length && f.bars.every((b, i) => b.at === busyMinutes[i].at), "bars are not the minutes with attempts");
+  const top = Number(f.yOutcomes.at(-1).t);
+  for (const b of f.bars) assert(Math.abs(b.height / b.total - f.bars[0].height / f.bars[0].total) < 0.05, "bar heights are not proportional to their counts");
+  assert(top >= Math.max(...f.bars.map((b) => b.total)), `the y axis tops at ${top}`);
+  const p50 = f.lines.p50_ms.dots.length;
+  assert(p50 === busyMinutes.length && f.lines.p99_ms.dots.length === p50, "a latency point per minute with attempts");
+  const pct = (v) => (v === -1 ? "> 10 s" : v >= 1000 ? `≤ ${v / 1000} s` : `≤ ${v} ms`);
+  assert(f.latency.p50_ms === pct(st.p50_ms) && f.latency.p99_ms === pct(st.p99_ms), `latency legend ${JSON.stringify(f.latency)} for ${st.p50_ms}/${st.p99_ms}`);
+  assert(f.textPx >= 11, `chart text is ${f.textPx}px high`);
+  assert(f.svgs.every((s) => Math.abs(s.w - s.vb) <= 1), `a chart is scaled, not drawn to its width: ${JSON.stringify(f.svgs)}`);
+  await shot(page, "02-overview-charts");
+});
+
+await check("overview charts: scales, gaps, and a refresh every 30 s that stops on leaving (stubbed statistics, fake clock)", async () => {
+  const now = Math.floor(Date.now() / 60000) * 60000;
+  const at = (i) => new Date(now - (59 - i) * 60000).toISOString().replace(".000Z", "Z");
+  const minutes = Array.from({ length: 60 }, (_, i) => ({ at: at(i), succeeded: 0, failed: 0, dead: 0, p50_ms: null, p99_ms: null }));
+  Object.assign(minutes[10], { succeeded: 8, failed: 1, dead: 1, p50_ms: 25, p99_ms: -1 });
+  Object.assign(minutes[30], { succeeded: 5, p50_ms: 5, p99_ms: 10 });
+  Object.assign(minutes[31], { succeeded: 2, failed: 1, p50_ms: 10, p99_ms: 50 });
+  Object.assign(minutes[59], { dead: 2, p50_ms: 1000, p99_ms: 2500 });
+  const stub = { minutes, p50_ms: 10, p99_ms: -1, latency_bounds_ms: [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000] };
+  const cx = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: "UTC" });
+  const p = await cx.newPage();
+  watch(p, "fake clock");
+  current = p;
+  try {
+    await p.clock.install();
+    let calls = 0;
+    await p.route(/\/api\/console\/stats\?/, (route) => {
+      calls++;
+      route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(stub) });
+    });
+    await signIn(p);
+    await p.locator("figure[data-chart=latency] .chart-svg").waitFor({ timeout: T });
+    const f = await chartFigures(p);
+    assert(JSON.stringify(f.outcomes) === JSON.stringify({ succeeded: "15", failed: "2", dead: "3" }), `legend = ${JSON.stringify(f.outcomes)}`);
+    assert(f.yOutcomes.map((e) => e.t).join(",") === "0,5,10", `y axis ${f.yOutcomes.map((e) => e.t)}`);
+    assert(f.bars.length === 4, `${f.bars.length} bars, want 4`);
+    const [b10, b30] = f.bars;
+    assert(Math.abs(b10.height - 2 * b30.height) < 0.1, `a 10 bar is ${b10.height} high, a 5 bar ${b30.height}`);
+    assert(Math.abs(b10.segs.dead.h - b10.height / 10) < 0.1 && Math.abs(b10.segs.succeeded.h - 0.8 * b10.height) < 0.1, "stacked segments out of proportion");
+    const yOf = (label) => f.yLatency.find((e) => e.t === label)?.y;
+    assert(yOf("> 10 s") !== undefined, `latency axis lacks "> 10 s": ${f.yLatency.map((e) => e.t)}`);
+    const slow = f.lines.p99_ms.dots.find((d) => d.at === at(10));
+    assert(slow && Math.abs(slow.y - yOf("> 10 s")) < 0.1, "p99 above the last bound is not drawn at \"> 10 s\"");
+    // Minutes without attempts break the line: 3 runs, one of them joined (30-31).
+    const d = f.lines.p50_ms.d;
+    assert((d.match(/M/g) || []).length === 3 && (d.match(/L/g) || []).length === 1, `p50 path = ${d}`);
+    assert(f.latency.p50_ms === "≤ 10 ms" && f.latency.p99_ms === "> 10 s", `latency legend ${JSON.stringify(f.latency)}`);
+    assert(await p.locator("figure[data-chart=outcomes] .axis-x text").count() >= 3, "too few time labels");
+    await shot(p, "02-overview-charts-stubbed");
+    // The page refreshes every 30 s...
+    const before = calls;
+    await p.clock.fastForward(30000);
+    const until = Date.now() + 5000;
+    while (calls === before) {
+      assert(Date.now() < until, "no refresh 30 s later");
+      await p.waitForTimeout(50);
+    }
+    // ...and stops once left.
+    await p.evaluate(() => { location.hash = "#/webhooks"; });
+    await p.locator("h1", { hasText: "Webhooks" }).waitFor({ timeout: T });
+    const left = calls;
+    await p.clock.fastForward(95000);
+    await p.waitForTimeout(300);
+    assert(calls === left, `${calls - left} refreshes after leaving the overview`);
+  } finally {
+    current = page;
+    await cx.close();
+  }
+});
 
 // --- playground -------------------------------------------------------------
 
@@ -630,6 +899,13 @@ await check("on a phone the nav collapses behind a menu and nothing overflows si
   watch(m, "phone");
   await signIn(m);
   await go(m, "#/overview");
+  const overflow = async () => m.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  await m.locator("figure[data-chart=latency] .chart-svg").waitFor({ timeout: T });
+  const pf = await chartFigures(m);
+  assert(pf.textPx >= 11, `chart text is ${pf.textPx}px high on a phone`);
+  assert(pf.svgs.every((s) => s.w <= 390 && Math.abs(s.w - s.vb) <= 1), `charts on a phone: ${JSON.stringify(pf.svgs)}`);
+  assert(await overflow() <= 1, "the overview overflows the phone screen");
+  await shot(m, "15-phone-overview");
   const nav = m.locator("nav#nav");
   assert(await nav.isHidden(), "nav shown before the menu is opened");
   await m.getByRole("button", { name: "Menu" }).click();
@@ -637,8 +913,7 @@ await check("on a phone the nav collapses behind a menu and nothing overflows si
   await shot(m, "15-phone-menu");
   await nav.getByRole("link", { name: "Webhooks" }).click();
   await nav.waitFor({ state: "hidden", timeout: T });
-  const overflow = async () => m.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  for (const [hash, name, wait] of [["#/webhooks", "16-phone-webhooks", long.slice(0, 40)], ["#/logs/" + cids[0], "17-phone-channel", "Webhook deliveries"],
+  for (const [hash, name, wait] of [["#/webhooks", "16-phone-webhooks", long.slice(0, 40)], ["#/logs", "16-phone-logs", "Created from"], ["#/logs/" + cids[0], "17-phone-channel", "Webhook deliveries"],
     ["#/workflows", "18-phone-workflows", wfName], ["#/logs/" + bigCid, "19-phone-large-payload", "Latest message"]]) {
     await go(m, hash);
     await visible(m, wait);

@@ -1,9 +1,9 @@
 // One webhook delivery as the console shows it (channel detail and dead
-// letters): status, every attempt, the payload and headers as sent, and a
-// copy-as-curl that re-sends it with fresh signatures.
+// letters): status, every attempt, the payload and, per attempt, the
+// headers as sent, and a copy-as-curl that sends that attempt again.
 import { api, enc } from "./api.js";
 import {
-  badge, busy, card, copyText, errorBox, h, jsonView, mono, route, table, timeEl, toast, truncate,
+  badge, busy, card, copyText, errorBox, h, jsonView, mono, preciseTime, route, select, table, timeEl, toast, truncate,
 } from "./dom.js";
 
 // shellQuote quotes s for a POSIX shell.
@@ -49,12 +49,35 @@ function lastURL(d) {
   return h.length ? h[h.length - 1].url : "";
 }
 
-// curlFor builds the command that sends the delivery again, signed now
-// with the endpoint's current secret when the browser can compute HMACs
-// (a secure context); otherwise the signature headers are placeholders.
-export async function curlFor(d) {
+// The headers riverhub sets, in the order it sets them; others (none
+// today) follow, sorted.
+const HEADER_ORDER = ["content-type", "mr-signature", "mr-timestamp", "mr-channel-id", "webhook-id", "webhook-timestamp",
+  "webhook-signature", "user-agent"];
+
+export function orderedHeaders(stored) {
+  const keys = Object.keys(stored || {});
+  const known = HEADER_ORDER.filter((k) => keys.includes(k));
+  return [...known, ...keys.filter((k) => !HEADER_ORDER.includes(k)).sort()].map((k) => [k, String(stored[k])]);
+}
+
+function curlCommand(url, headers, body) {
+  return [`curl -X POST ${shellQuote(url || "https://your-endpoint.example/webhook")}`,
+    ...headers.map(([k, v]) => `  -H ${shellQuote(`${k}: ${v}`)}`),
+    `  --data-binary ${shellQuote(body)}`].join(" \\\n");
+}
+
+// curlFor builds the command that sends attempt a of the delivery again.
+// An attempt that carries its request_headers is repeated exactly: its
+// URL, its headers (timestamps and signatures included) and the stored
+// body. An older attempt without them gets fresh signatures, computed with
+// the endpoint's current secret when the browser can compute HMACs (a
+// secure context); otherwise the signature headers are placeholders.
+export async function curlFor(d, a) {
   const body = sentBody(d);
-  let url = lastURL(d);
+  if (a?.request_headers && Object.keys(a.request_headers).length) {
+    return { cmd: curlCommand(a.url || lastURL(d), orderedHeaders(a.request_headers), body), exact: true };
+  }
+  let url = a?.url || lastURL(d);
   let secret = "";
   try {
     const w = await api.get("api/console/webhook/" + enc(d.webhook_id));
@@ -74,7 +97,7 @@ export async function curlFor(d) {
       // keep the placeholders
     }
   }
-  const headers = [
+  return { cmd: curlCommand(url, [
     ["content-type", "application/json"],
     ["mr-channel-id", d.channel_id],
     ["mr-timestamp", String(ts)],
@@ -82,26 +105,42 @@ export async function curlFor(d) {
     ["webhook-id", d.id],
     ["webhook-timestamp", String(ts)],
     ["webhook-signature", stdSig],
-  ];
-  return [`curl -X POST ${shellQuote(url || "https://your-endpoint.example/webhook")}`,
-    ...headers.map(([k, v]) => `  -H ${shellQuote(`${k}: ${v}`)}`),
-    `  --data-binary ${shellQuote(body)}`].join(" \\\n");
+  ], body), exact: false };
 }
 
-export function headersTable(d) {
+function kvTable(rows, valueClass) {
+  return h("div", { class: "table-wrap" }, h("table", { class: "kv headers" },
+    h("tbody", {}, rows.map(([k, v]) => h("tr", { dataset: { header: k } }, h("th", { scope: "row", class: "mono" }, k),
+      h("td", { class: valueClass(k) }, v))))));
+}
+
+// headersView shows attempt a's headers as sent; for an attempt recorded
+// without them (an older server), what riverhub sends and how the
+// per-attempt values are made.
+export function headersView(d, a) {
+  if (!a) return h("p", { class: "muted" }, "No attempt yet: the headers are recorded when the delivery is sent.");
+  if (a.request_headers && Object.keys(a.request_headers).length) {
+    return h("div", { class: "sent-headers", dataset: { attempt: String(a.attempt) } },
+      kvTable(orderedHeaders(a.request_headers), () => "mono"),
+      h("p", { class: "muted small" }, `Exactly as attempt ${a.attempt} sent them: the timestamps and signatures change with every attempt.`));
+  }
   const rows = [
     ["content-type", "application/json"],
     ["user-agent", "riverhub-webhooks/1"],
     ["mr-channel-id", d.channel_id],
     ["webhook-id", d.id],
-    ["mr-timestamp", "Unix seconds of each attempt (set when sent, not stored)"],
+    ["mr-timestamp", "Unix seconds of each attempt (set when sent)"],
     ["webhook-timestamp", "same as mr-timestamp"],
     ["mr-signature", "hex HMAC-SHA256 of the body, keyed with the endpoint secret (per attempt)"],
     ["webhook-signature", "v1,<base64 HMAC-SHA256 of \"webhook-id.timestamp.body\"> (per attempt; two during a rotation)"],
   ];
-  return h("div", { class: "table-wrap" }, h("table", { class: "kv" },
-    h("tbody", {}, rows.map(([k, v]) => h("tr", {}, h("th", { scope: "row", class: "mono" }, k),
-      h("td", { class: k === "mr-channel-id" || k === "webhook-id" || k.endsWith("type") || k === "user-agent" ? "mono" : "muted small" }, v))))));
+  return h("div", { class: "sent-headers", dataset: { attempt: String(a.attempt), stored: "false" } },
+    kvTable(rows, (k) => (k === "mr-channel-id" || k === "webhook-id" || k.endsWith("type") || k === "user-agent" ? "mono" : "muted small")),
+    h("p", { class: "muted small" }, `Attempt ${a.attempt} was recorded without its headers (by an older version of riverhub): the timestamps and signatures are described, not shown.`));
+}
+
+function attemptLabel(a) {
+  return `Attempt ${a.attempt} · ${a.status_code || (a.success ? "ok" : "failed")} · ${preciseTime(a.at)}`;
 }
 
 export function attemptsTable(history) {
@@ -123,12 +162,34 @@ export function attemptsTable(history) {
 // action buttons.
 export function deliveryCard(d, { onChange, showChannel = false, extra = [] } = {}) {
   const slot = h("div", {});
+  const history = d.history || [];
+  let chosen = history.at(-1);
+  const headersSlot = h("div", {}, headersView(d, chosen));
+  const curlNote = h("p", { class: "muted small curl-note", hidden: true });
   const curlPre = h("pre", { class: "curl", hidden: true });
+  let picker = null;
+  if (history.length > 1) {
+    const sel = select(history.map((a, i) => [String(i), attemptLabel(a)]), String(history.length - 1));
+    sel.name = "attempt";
+    sel.classList.add("attempt-select");
+    sel.addEventListener("change", () => {
+      chosen = history[Number(sel.value)];
+      headersSlot.replaceChildren(headersView(d, chosen));
+      curlPre.hidden = true; // it was another attempt's
+      curlNote.hidden = true;
+    });
+    sel.setAttribute("aria-label", "Attempt whose headers to show");
+    picker = h("span", { class: "attempt-pick" }, sel);
+  }
   const curlBtn = h("button", { type: "button", class: "btn btn-small" }, "Copy as curl");
   curlBtn.addEventListener("click", () => busy(curlBtn, async () => {
-    const cmd = await curlFor(d);
+    const { cmd, exact } = await curlFor(d, chosen);
     curlPre.textContent = cmd;
     curlPre.hidden = false;
+    curlNote.textContent = exact
+      ? `Attempt ${chosen.attempt} as sent: the same URL, body and headers, signatures included. A receiver that checks the timestamp's age (usually 5 minutes) refuses it once that has passed.`
+      : "Signed now with the endpoint's current secret: this attempt was recorded without its headers.";
+    curlNote.hidden = false;
     const ok = await copyText(cmd);
     toast(ok ? "curl command copied to the clipboard." : "The curl command is below: copy it by hand.", ok ? "ok" : "info");
   }));
@@ -158,8 +219,9 @@ export function deliveryCard(d, { onChange, showChannel = false, extra = [] } = 
       d.dead_at ? [h("dt", {}, "Dead-lettered"), h("dd", {}, timeEl(d.dead_at))] : null,
       d.next_attempt_at ? [h("dt", {}, "Next attempt"), h("dd", {}, timeEl(d.next_attempt_at))] : null,
       d.last_error ? [h("dt", {}, "Last error"), h("dd", { class: "text-bad" }, d.last_error)] : null),
-    h("h4", {}, "Attempts"), attemptsTable(d.history),
+    h("h4", {}, "Attempts"), attemptsTable(history),
     h("h4", {}, "Payload as sent"), jsonView(d.payload, { label: "body" }),
-    h("details", { class: "sub" }, h("summary", {}, "Headers as sent"), headersTable(d)),
-    actions, curlPre, slot);
+    h("div", { class: "headers-head" }, h("h4", {}, "Headers as sent"), picker),
+    headersSlot,
+    actions, curlNote, curlPre, slot);
 }

@@ -37,6 +37,32 @@ function openChannelForm() {
   return form;
 }
 
+// The time filters are datetime-local inputs (the browser's local time, to
+// the minute); the API and the page's address take RFC 3339 in UTC. "to"
+// covers its whole minute, as a user picking 12:34 means.
+export function localToRFC3339(value, endOfMinute = false) {
+  if (!value) return "";
+  const d = new Date(value); // a date-time without an offset is local time
+  if (Number.isNaN(d.getTime())) return "";
+  if (endOfMinute && value.length <= 16) d.setSeconds(59, 999);
+  return d.toISOString().replace(".000Z", "Z");
+}
+
+export function rfc3339ToLocal(iso) {
+  const d = new Date(iso || "");
+  if (!iso || Number.isNaN(d.getTime())) return "";
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
+function zoneName() {
+  try {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || "this device's zone";
+  } catch {
+    return "this device's zone";
+  }
+}
+
 async function renderList(view, query) {
   view.append(pageHeader("Request logs", "Every request, newest first. Open one to see its timeline and webhook deliveries."));
   view.append(card(openChannelForm()));
@@ -44,16 +70,31 @@ async function renderList(view, query) {
   const wfSel = select([["", "Any workflow"]], query.get("workflow") || "");
   const evIn = h("input", { type: "text", name: "event_name", value: query.get("event_name") || "", placeholder: "any", spellcheck: "false" });
   const stSel = select(STATUSES.map((s) => [s, s || "Any status"]), query.get("status") || "");
+  const fromIn = h("input", { type: "datetime-local", name: "from", value: rfc3339ToLocal(query.get("from")) });
+  const toIn = h("input", { type: "datetime-local", name: "to", value: rfc3339ToLocal(query.get("to")) });
+  const filterMsg = h("div", { class: "filter-msg" });
   const filters = h("form", { class: "filters", novalidate: true, "aria-label": "Filter request logs" },
     field("Workflow", wfSel), field("Event name", evIn), field("Status", stSel),
+    field("Created from", fromIn), field("Created to", toIn),
     h("div", { class: "filter-actions" }, h("button", { type: "submit", class: "btn btn-primary" }, "Apply"),
-      h("a", { class: "btn", href: "#/logs" }, "Reset")));
+      h("a", { class: "btn", href: "#/logs" }, "Reset")),
+    h("p", { class: "filter-note muted small" }, `Times are your local time (${zoneName()}), sent as UTC; “Created to” includes its whole minute.`),
+    filterMsg);
   filters.addEventListener("submit", (e) => {
     e.preventDefault();
+    clear(filterMsg);
+    const from = localToRFC3339(fromIn.value);
+    const to = localToRFC3339(toIn.value, true);
+    if (from && to && new Date(from) > new Date(to)) {
+      filterMsg.append(errorBox({ message: "“Created from” is after “Created to”: swap them or clear one." }, "Filtering"));
+      return;
+    }
     const q = new URLSearchParams();
     if (wfSel.value) q.set("workflow", wfSel.value);
     if (evIn.value.trim()) q.set("event_name", evIn.value.trim());
     if (stSel.value) q.set("status", stSel.value);
+    if (from) q.set("from", from);
+    if (to) q.set("to", to);
     const next = "#/logs" + (q.toString() ? "?" + q : "");
     if (location.hash === next) window.dispatchEvent(new HashChangeEvent("hashchange"));
     else location.hash = next;
@@ -67,7 +108,8 @@ async function renderList(view, query) {
 
   const results = h("div", {}, loading());
   view.append(results);
-  const params = { workflow: query.get("workflow"), event_name: query.get("event_name"), status: query.get("status"), limit: 50 };
+  const params = { workflow: query.get("workflow"), event_name: query.get("event_name"), status: query.get("status"),
+    from: query.get("from"), to: query.get("to"), limit: 50 };
   let first;
   try {
     first = await api.get("api/console/logs", params);
@@ -82,7 +124,7 @@ async function renderList(view, query) {
   }
   const items = first?.items || [];
   if (!items.length) {
-    const filtered = params.workflow || params.event_name || params.status;
+    const filtered = params.workflow || params.event_name || params.status || params.from || params.to;
     results.replaceChildren(emptyState(filtered ? "No request matches these filters" : "No requests yet",
       filtered ? "Change or reset the filters." : "Submit a task to POST /v1/ai/async (or try the Playground); it shows here at once.",
       filtered ? h("a", { class: "btn", href: "#/logs" }, "Reset filters") : h("a", { class: "btn btn-primary", href: "#/playground" }, "Open the playground")));
