@@ -72,6 +72,9 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(400)
 		return
 	}
+	if want := b.node.base + "/api/v1/callback/" + p.ChannelID; p.CallbackURL != want {
+		b.t.Errorf("callback_url = %q, want %q", p.CallbackURL, want)
+	}
 	b.mu.Lock()
 	b.hooks[p.ChannelID]++
 	first := b.hooks[p.ChannelID] == 1
@@ -125,26 +128,19 @@ func (b *backend) call(cid, callbackURL string, body any) {
 	b.mu.Unlock()
 }
 
-// roomMessages reads the room's messages until one has a final status,
-// then checks that nothing follows it.
-func roomMessages(t *testing.T, n *node, ans map[string]any) []map[string]any {
+// roomMessages joins the channel's room with the official phoenix client
+// (e2e/phoenix_app.mjs), waits for want messages, then listens on so that
+// a message beyond them would be seen, and returns every one received.
+func roomMessages(t *testing.T, n *node, ans map[string]any, want int) []map[string]any {
 	t.Helper()
-	_, next := joinRoom(t, n, ans)
-	var out []map[string]any
-	for {
-		m, err := next(10 * time.Second)
-		if err != nil {
-			t.Fatalf("room: %v after %v", err, out)
-		}
-		out = append(out, m)
-		if s := m["status"]; s == "completed" || s == "error" || s == "success" {
-			break
-		}
+	p := startJS(t, "phoenix_app.mjs", "--urls", socketURL(n), "--token", ans["ws_token"].(string),
+		"--topic", ans["websocket_channel"].(string), "--count", fmt.Sprint(want), "--linger-ms", "300",
+		"--timeout-ms", "15000")
+	code, lines := p.wait()
+	if code != 0 {
+		t.Fatalf("phoenix client exited %d after %d messages: %v", code, len(lines), lines)
 	}
-	if m, err := next(300 * time.Millisecond); err == nil {
-		t.Fatalf("a message after the final one: %v", m)
-	}
-	return out
+	return payloads(t, lines)
 }
 
 func statusesOf(ms []map[string]any) string {
@@ -156,8 +152,8 @@ func statusesOf(ms []map[string]any) string {
 }
 
 // Event-driven workflows end to end: a real backend receives
-// task.ai_generated, calls back (or not), and a socket in the room sees
-// exactly the spec's messages, in order.
+// task.ai_generated, calls back (or not), and the official phoenix client
+// in the room sees exactly the spec's messages, in order.
 func TestEventDrivenWorkflows(t *testing.T) {
 	t.Parallel()
 	n := newNode(t, "RIVERHUB_RETRY_SCHEDULE", "0s,300ms,20s,30s,40s,50s,60s,70s")
@@ -188,7 +184,7 @@ func TestEventDrivenWorkflows(t *testing.T) {
 			t.Parallel()
 			ans := n.submit(t, tc.workflow, map[string]any{"customer_data": map[string]any{"mode": tc.mode}})
 			cid := ans["channel_id"].(string)
-			msgs := roomMessages(t, n, ans)
+			msgs := roomMessages(t, n, ans, len(strings.Split(tc.room, ",")))
 			if got := statusesOf(msgs); got != tc.room {
 				t.Fatalf("room got %s, want %s: %v", got, tc.room, msgs)
 			}
@@ -329,7 +325,7 @@ func TestPlayground(t *testing.T) {
 		"event_name": "e", "mock": map[string]any{"response": map[string]any{"title": "x"}}})
 	ans := n.must(t, 200, "POST", "/api/console/playground", map[string]any{"workflow": "ev",
 		"messages": []map[string]string{{"role": "user", "content": "hi"}}})
-	msgs := roomMessages(t, n, ans)
+	msgs := roomMessages(t, n, ans, 3)
 	if got := statusesOf(msgs); got != "ai_generated,simulating_callback,completed" {
 		t.Fatalf("room got %s: %v", got, msgs)
 	}

@@ -148,6 +148,15 @@ type Config struct {
 	// RIVERHUB_TOKEN_TTL, flag -token-ttl, default 1h; > 0.
 	TokenTTL time.Duration
 
+	// WSTokenSingleUse makes each ws_token open one socket: a second
+	// connection with it, on any node, is refused with 403. A client whose
+	// socket drops then needs a fresh token (POST /api/v1/ai/reconnect)
+	// before it can reconnect; the phoenix client alone retries with its
+	// first token. Off, a token opens sockets until it expires.
+	// RIVERHUB_WS_TOKEN_SINGLE_USE, flag -ws-token-single-use, default
+	// false; true or false.
+	WSTokenSingleUse bool
+
 	// ShutdownTimeout is how long a stopping server waits for in-flight
 	// requests and tasks; 0 stops at once.
 	// RIVERHUB_SHUTDOWN_TIMEOUT, flag -shutdown-timeout, default 15s; >= 0.

@@ -71,6 +71,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"DLQRetention", d.DLQRetention, 720 * time.Hour},
 		{"MaxBodyBytes", d.MaxBodyBytes, int64(1048576)},
 		{"TokenTTL", d.TokenTTL, time.Hour},
+		{"WSTokenSingleUse", d.WSTokenSingleUse, false},
 		{"ShutdownTimeout", d.ShutdownTimeout, 15 * time.Second},
 		{"LogLevel", d.LogLevel, "info"},
 		{"AllowCIDRs", d.AllowCIDRs, []netip.Prefix(nil)},
@@ -157,6 +158,9 @@ func TestLoadEachVariable(t *testing.T) {
 		{"dlq retention", map[string]string{"RIVERHUB_DLQ_RETENTION": "48h"}, func(c *Config) { c.DLQRetention = 48 * time.Hour }},
 		{"max body bytes", map[string]string{"RIVERHUB_MAX_BODY_BYTES": "4096"}, func(c *Config) { c.MaxBodyBytes = 4096 }},
 		{"token ttl", map[string]string{"RIVERHUB_TOKEN_TTL": "15m"}, func(c *Config) { c.TokenTTL = 15 * time.Minute }},
+		{"ws token single use", map[string]string{"RIVERHUB_WS_TOKEN_SINGLE_USE": "true"}, func(c *Config) { c.WSTokenSingleUse = true }},
+		{"ws token single use, other spelling", map[string]string{"RIVERHUB_WS_TOKEN_SINGLE_USE": "ON"}, func(c *Config) { c.WSTokenSingleUse = true }},
+		{"ws token single use off", map[string]string{"RIVERHUB_WS_TOKEN_SINGLE_USE": "0"}, func(c *Config) {}},
 		{"shutdown timeout zero", map[string]string{"RIVERHUB_SHUTDOWN_TIMEOUT": "0s"}, func(c *Config) { c.ShutdownTimeout = 0 }},
 		{"log level", map[string]string{"RIVERHUB_LOG_LEVEL": "debug"}, func(c *Config) { c.LogLevel = "debug" }},
 		{"allow cidrs masked and bare", map[string]string{"RIVERHUB_ALLOW_CIDRS": "10.1.2.3/8, 192.168.1.7 ,fd00::/8"}, func(c *Config) {
@@ -266,6 +270,7 @@ func TestLoadErrors(t *testing.T) {
 
 		// integers
 		{"workers not a number", one("RIVERHUB_WORKERS", "many"), nil, `RIVERHUB_WORKERS: "many" is not an integer`},
+		{"single use not a boolean", one("RIVERHUB_WS_TOKEN_SINGLE_USE", "sometimes"), nil, `RIVERHUB_WS_TOKEN_SINGLE_USE: "sometimes" is not a boolean (want true or false)`},
 		{"workers zero", one("RIVERHUB_WORKERS", "0"), nil, `RIVERHUB_WORKERS: must be between 1 and 100000, got 0`},
 		{"workers too many", one("RIVERHUB_WORKERS", "100001"), nil, `RIVERHUB_WORKERS: must be between 1 and 100000, got 100001`},
 		{"max queue zero", one("RIVERHUB_MAX_QUEUE", "0"), nil, `RIVERHUB_MAX_QUEUE: must be at least 1, got 0`},
@@ -399,7 +404,7 @@ func TestEveryFlagParses(t *testing.T) {
 		"-playground-callback-delay": "1s", "-openai-base-url": "https://o", "-anthropic-base-url": "https://a",
 		"-provider-timeout": "1s", "-workers": "1", "-max-queue": "1", "-task-lease": "1s", "-retention": "1h",
 		"-dlq-retention": "1h", "-max-body-bytes": "1", "-token-ttl": "1s", "-shutdown-timeout": "1s",
-		"-log-level": "warn", "-allow-cidrs": "10.0.0.0/8",
+		"-log-level": "warn", "-allow-cidrs": "10.0.0.0/8", "-ws-token-single-use": "true",
 	}
 	var args []string
 	flags := 0
@@ -421,7 +426,7 @@ func TestEveryFlagParses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load(%v): %v", args, err)
 	}
-	if c.Addr != ":9" || c.LogLevel != "warn" || c.DLQRetention != time.Hour || c.PublicURL != "https://p" {
+	if c.Addr != ":9" || c.LogLevel != "warn" || c.DLQRetention != time.Hour || c.PublicURL != "https://p" || !c.WSTokenSingleUse {
 		t.Fatalf("flags not applied: %+v", c)
 	}
 }

@@ -72,6 +72,8 @@ var settings = []setting{
 		}},
 	{"RIVERHUB_TOKEN_TTL", "token-ttl", "1h", "lifetime of a ws_token",
 		durationField(func(c *Config) *time.Duration { return &c.TokenTTL })},
+	{"RIVERHUB_WS_TOKEN_SINGLE_USE", "ws-token-single-use", "false", "each ws_token opens one socket; reconnects need a fresh token",
+		func(c *Config, v string) (err error) { c.WSTokenSingleUse, err = parseBool(v); return err }},
 	{"RIVERHUB_SHUTDOWN_TIMEOUT", "shutdown-timeout", "15s", "how long shutdown waits for in-flight work",
 		durationField(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{"RIVERHUB_LOG_LEVEL", "log-level", "info", "debug, info, warn or error",
@@ -107,6 +109,16 @@ func parseInt(v string) (int, error) {
 		return 0, fmt.Errorf("%q is not an integer", v)
 	}
 	return n, nil
+}
+
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "true", "1", "yes", "on":
+		return true, nil
+	case "false", "0", "no", "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean (want true or false)", v)
 }
 
 // Var documents one setting, for help output and the README table.

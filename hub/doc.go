@@ -57,9 +57,13 @@
 //
 // Publish and ServeHTTP may be called from any goroutine, before or after
 // Start (sockets can only complete a join once Start has run). Each socket
-// has one reader goroutine (the handler's: it decodes frames and handles
-// joins, which wait on Redis for at most 5 s) and one writer goroutine, the
-// only one that writes to the connection, each frame within WriteTimeout.
+// has one reader goroutine (started by the handler, which returns once the
+// socket is open: it decodes frames and handles joins, which wait on Redis
+// for at most 5 s) and, only while it has frames to write or its close to
+// send, one writer goroutine, the only one that writes to the connection,
+// each frame within WriteTimeout. The handshake's 4 KiB buffers are
+// swapped for smaller ones (buffers.go): an idle socket is one goroutine,
+// a few small buffers and its rooms.
 // One pub/sub goroutine subscribes rooms and fans messages out. Nothing
 // that fans out ever waits on a socket: frames are handed to the socket's
 // bounded queue (SendQueue messages; a join's reply plus history counts as

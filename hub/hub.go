@@ -38,6 +38,7 @@ type Options struct {
 	WriteTimeout         time.Duration   // per frame written; default 10s
 	HeartbeatTimeout     time.Duration   // a socket silent this long is closed; default 60s (2 × the phoenix client's 30 s heartbeat)
 	MaxFrameBytes        int64           // inbound frame limit; larger frames close the socket with 1009; default 64 KiB
+	SingleUseTokens      bool            // each ws token opens one socket, on any node; a second connection with it gets 403; default false
 	Log                  zerolog.Logger
 	Registerer           prometheus.Registerer // optional
 }
@@ -156,11 +157,11 @@ var ErrInvalidMessage = errors.New("hub: message is not a JSON object")
 
 // Publish appends msg to the channel's history and sends it to every socket
 // joined to the channel, on every node. msg is sent byte for byte as the
-// payload of a "response" push. A repeat of the channel's last message is
-// dropped, so a publisher that runs again after a crash does not show it
-// twice. projectID is not part of the room's identity (the ws token binds
-// a socket to one project and channel); it is accepted to satisfy
-// channels.Publisher. Publish never waits on a socket.
+// payload of a "response" push. A repeat of a message the channel's
+// history holds is dropped, so a publisher that runs again after a crash
+// does not show it twice. projectID is not part of the room's identity (the
+// ws token binds a socket to one project and channel); it is accepted to
+// satisfy channels.Publisher. Publish never waits on a socket.
 func (h *Hub) Publish(ctx context.Context, projectID, channelID string, msg json.RawMessage) error {
 	if channelID == "" {
 		return errors.New("hub: publish: empty channel id")
@@ -250,9 +251,32 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusServiceUnavailable, "unavailable", "this node has too many sockets open")
 		return
 	}
-	defer h.conns.Add(-1)
+	handedOff := false // from then on the socket's goroutine holds the slot
+	defer func() {
+		if !handedOff {
+			h.conns.Add(-1)
+		}
+	}()
+	// After the checks that answer 503, so that a node which cannot take
+	// the socket does not use the token up.
+	if h.o.SingleUseTokens {
+		fresh, err := h.useToken(r.Context(), claims)
+		switch {
+		case errors.Is(err, errNoTokenID):
+			httpError(w, http.StatusForbidden, "forbidden", "single-use ws tokens need an id (jti) and this one has none; get a fresh one from POST /api/v1/ai/reconnect")
+			return
+		case err != nil:
+			h.o.Log.Warn().Err(err).Msg("record a single-use ws token")
+			w.Header().Set("Retry-After", "1")
+			httpError(w, http.StatusServiceUnavailable, "unavailable", "could not check the ws token; try again")
+			return
+		case !fresh:
+			httpError(w, http.StatusForbidden, "forbidden", "ws token already used: each token opens one socket; get a fresh one from POST /api/v1/ai/reconnect")
+			return
+		}
+	}
 
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	conn, err := websocket.Accept(leanBuffers{w}, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // see above: the token is the credential
 		Subprotocols:       []string{"phoenix"},
 	})
@@ -265,10 +289,36 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
-	h.m.sockets.Inc()
-	defer h.m.sockets.Dec()
-	s.run()
-	h.unregister(s)
+	// The socket outlives this handler: returning lets net/http drop what
+	// it keeps per request (the request, its response buffer, the handler's
+	// deep stack), none of which a socket uses again.
+	handedOff = true
+	go s.serve()
+}
+
+// tokenSkew keeps a used token's record a little past its exp, for nodes
+// whose clocks run behind this one's.
+const tokenSkew = time.Minute
+
+var errNoTokenID = errors.New("ws token has no jti")
+
+// useToken records the token as used and reports whether this was its
+// first use: SET NX of P:wstoken:used:{jti}, so that of two sockets racing
+// on any nodes exactly one wins, kept until the token expires. The phoenix
+// client reconnects with the token it started with, so with single-use
+// tokens its app fetches a fresh one for each reconnect.
+func (h *Hub) useToken(ctx context.Context, c wstoken.Claims) (bool, error) {
+	if c.ID == "" || c.ExpiresAt == nil {
+		return false, errNoTokenID
+	}
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	ttl := time.Until(c.ExpiresAt.Time) + tokenSkew
+	fresh, err := h.rdb.SetNX(ctx, h.o.Prefix+":wstoken:used:"+c.ID, 1, ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("record ws token %s as used: %w", c.ID, err)
+	}
+	return fresh, nil
 }
 
 // requestToken is the token from the query, or else from the phoenix

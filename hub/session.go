@@ -28,73 +28,89 @@ const (
 	reasonUnknownEvent        = "unknown_event"
 )
 
-// session is one socket. Its reader (run, on the HTTP handler's goroutine)
-// decodes frames and handles joins; its writer (writeLoop) is the only
-// goroutine that writes to the connection. Everyone else hands the writer
-// frames through out, without ever waiting: a full queue closes the socket.
+// session is one socket. Its reader (serve, started by ServeHTTP) decodes
+// frames and handles joins. Everyone hands frames to the writer through
+// send, without ever waiting: a full queue closes the socket. The writer is
+// a goroutine that exists only while there is something to write (or the
+// close to send), one at a time, so an idle socket costs one goroutine.
 type session struct {
 	h      *Hub
 	conn   *websocket.Conn
 	token  string
 	claims wstoken.Claims
 
-	out chan [][]byte // batches of frames, written in order
-
-	closeOnce   sync.Once
-	closing     chan struct{} // closed by closeWith
+	mu          sync.Mutex
+	queue       [][][]byte // batches of frames waiting for the writer, in order; nil when empty
+	writing     bool       // a writer goroutine is running (or has closed the connection)
+	closing     bool       // closeWith was called: the close frame goes out next
 	closeCode   websocket.StatusCode
 	closeReason string
 
-	writerDone chan struct{}
-	done       chan struct{} // closed when the socket is finished and left its rooms
+	stop   chan struct{} // closed by closeWith
+	closed chan struct{} // closed when the writer has closed the connection
+	done   chan struct{} // closed when the socket is finished and left its rooms
 
-	subs map[string]*member // joined topics; owned by the reader goroutine
+	subs map[string]*member // joined topics; owned by the reader goroutine; nil until the first join
 
 	slow atomic.Bool // counted as a slow client
 }
 
 func newSession(h *Hub, conn *websocket.Conn, token string, claims wstoken.Claims) *session {
 	return &session{
-		h: h, conn: conn, token: token, claims: claims,
-		out:        make(chan [][]byte, h.o.SendQueue),
-		closing:    make(chan struct{}),
-		writerDone: make(chan struct{}),
-		done:       make(chan struct{}),
-		subs:       make(map[string]*member),
+		// The token is a slice of the request line: a copy lets the
+		// request go.
+		h: h, conn: conn, token: strings.Clone(token), claims: claims,
+		stop:   make(chan struct{}),
+		closed: make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 }
 
 // closeWith asks the writer to close the socket with code and reason once
-// the frame it is writing (if any) is out. It never blocks; the first call
-// wins.
+// the frame it is writing (if any) is out; frames still queued are dropped.
+// It never blocks; the first call wins.
 func (s *session) closeWith(code websocket.StatusCode, reason string) {
-	s.closeOnce.Do(func() {
-		s.closeCode, s.closeReason = code, reason
-		close(s.closing)
-	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return
+	}
+	s.closing, s.closeCode, s.closeReason = true, code, reason
+	close(s.stop)
+	s.queue = nil
+	s.wakeWriter()
 }
 
 func (s *session) isClosing() bool {
-	select {
-	case <-s.closing:
-		return true
-	default:
-		return false
-	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
 }
 
 // send queues frames for the writer, in order with everything queued
 // before. It never blocks: a client whose queue is full is closed.
 func (s *session) send(frames [][]byte) bool {
-	if s.isClosing() {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
 		return false
 	}
-	select {
-	case s.out <- frames:
-		return true
-	default:
+	if len(s.queue) >= s.h.o.SendQueue {
+		s.mu.Unlock()
 		s.tooSlow()
 		return false
+	}
+	s.queue = append(s.queue, frames)
+	s.wakeWriter()
+	s.mu.Unlock()
+	return true
+}
+
+// wakeWriter starts the writer unless one is running. Under mu.
+func (s *session) wakeWriter() {
+	if !s.writing {
+		s.writing = true
+		go s.write()
 	}
 }
 
@@ -112,18 +128,25 @@ func (s *session) countSlow(reason string) {
 	}
 }
 
-// run serves the socket until it closes.
+// serve runs the socket until it closes, then forgets it.
+func (s *session) serve() {
+	defer s.h.conns.Add(-1)
+	s.h.m.sockets.Inc()
+	defer s.h.m.sockets.Dec()
+	s.run()
+	s.h.unregister(s)
+}
+
+// run reads the socket until it closes.
 func (s *session) run() {
 	defer close(s.done)
-	go s.writeLoop()
-
 	idle := time.AfterFunc(s.h.o.HeartbeatTimeout, func() {
 		s.closeWith(websocket.StatusPolicyViolation, "heartbeat timeout")
 	})
 	s.readLoop(idle)
 	idle.Stop()
 	s.closeWith(websocket.StatusNormalClosure, "")
-	<-s.writerDone
+	<-s.closed
 	for _, m := range s.subs {
 		s.h.removeMember(m)
 	}
@@ -158,39 +181,53 @@ func (s *session) readLoop(idle *time.Timer) {
 	}
 }
 
-// writeLoop writes queued frames, each within WriteTimeout, until the
-// session closes; then it closes the connection with the recorded code.
-func (s *session) writeLoop() {
-	defer close(s.writerDone)
+// write is the writer: it writes the queued batches, each frame within
+// WriteTimeout, and returns when the queue is empty (the next send starts
+// another). Once the session is closing it closes the connection with the
+// recorded code instead, and no writer starts again.
+func (s *session) write() {
 	for {
-		select {
-		case <-s.closing:
-			_ = s.conn.Close(s.closeCode, s.closeReason)
+		s.mu.Lock()
+		if s.closing {
+			code, reason := s.closeCode, s.closeReason
+			s.mu.Unlock()
+			_ = s.conn.Close(code, reason)
+			close(s.closed)
 			return
-		default:
 		}
-		select {
-		case <-s.closing:
-			_ = s.conn.Close(s.closeCode, s.closeReason)
+		if len(s.queue) == 0 {
+			s.queue = nil // an idle socket keeps no queue
+			s.writing = false
+			s.mu.Unlock()
 			return
-		case frames := <-s.out:
-			for _, f := range frames {
-				if s.isClosing() {
-					break // the close frame goes out next
+		}
+		frames := s.queue[0]
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
+		s.mu.Unlock()
+		for _, f := range frames {
+			if s.isClosing() {
+				break // the close frame goes out next
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), s.h.o.WriteTimeout)
+			err := s.conn.Write(ctx, websocket.MessageText, f)
+			cancel()
+			if err != nil {
+				// Timed out or broken: the library has closed the
+				// connection; there is no one to send a close frame to.
+				if errors.Is(err, context.DeadlineExceeded) {
+					s.countSlow("write_timeout")
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), s.h.o.WriteTimeout)
-				err := s.conn.Write(ctx, websocket.MessageText, f)
-				cancel()
-				if err != nil {
-					// Timed out or broken: the library has closed the
-					// connection; there is no one to send a close frame to.
-					if errors.Is(err, context.DeadlineExceeded) {
-						s.countSlow("write_timeout")
-					}
-					s.closeWith(websocket.StatusAbnormalClosure, "write failed")
-					_ = s.conn.CloseNow()
-					return
+				s.mu.Lock()
+				if !s.closing {
+					s.closing, s.closeCode, s.closeReason = true, websocket.StatusAbnormalClosure, "write failed"
+					close(s.stop)
 				}
+				s.queue = nil
+				s.mu.Unlock()
+				_ = s.conn.CloseNow()
+				close(s.closed)
+				return
 			}
 		}
 	}
@@ -211,7 +248,18 @@ func (s *session) handle(f frame) {
 		// the frame has already reset the idle timer.
 		s.reply(f, "ok", emptyObject)
 	case "phx_join":
-		s.join(f)
+		// The token check and the Redis calls grow a stack to 8 KiB, and
+		// a goroutine keeps a grown stack until a GC finds it less than a
+		// quarter used, which the reader parked in Read never is. On a
+		// goroutine of its own the join's stack goes when it returns; the
+		// reader waits for it, so frames are still handled one at a time,
+		// in order.
+		joined := make(chan struct{})
+		go func() {
+			defer close(joined)
+			s.join(f)
+		}()
+		<-joined
 	case "phx_leave":
 		// As Phoenix: ok even for a topic that is not joined (the phoenix
 		// client leaves after a join timeout without knowing).
@@ -262,6 +310,9 @@ func (s *session) join(f frame) {
 		joinRef = f.Ref // a client that sends no join_ref gets its join's ref
 	}
 	m := &member{s: s, topic: f.Topic, joinRef: joinRef, prefix: pushPrefix(joinRef, f.Topic)}
+	if s.subs == nil {
+		s.subs = make(map[string]*member, 1)
+	}
 	s.subs[f.Topic] = m
 	r := s.h.addMember(cid, m)
 
@@ -292,7 +343,7 @@ func (s *session) awaitRoom(ctx context.Context, r *room) error {
 	select {
 	case <-r.ready:
 		return nil
-	case <-s.closing:
+	case <-s.stop:
 		return errSessionClosing
 	case <-ctx.Done():
 		return errors.New("redis subscription not confirmed in time")

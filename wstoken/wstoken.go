@@ -2,9 +2,14 @@
 // realtime hub: an HS256 JWT naming one project, one channel and its topic.
 // Nodes of one deployment share the secret, so a token issued by one node
 // opens the socket on any other.
+//
+// Every token carries a random id (the jti claim, Claims.ID), so a hub
+// configured for single-use tokens can remember which ones have opened a
+// socket; the package itself keeps no state.
 package wstoken
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"time"
@@ -37,12 +42,13 @@ func NewIssuer(secret string, ttl time.Duration) *Issuer {
 	return &Issuer{secret: []byte(secret), ttl: ttl, now: time.Now}
 }
 
-// Issue returns a token for the channel.
+// Issue returns a token for the channel, with a fresh random id (128 bits).
 func (i *Issuer) Issue(projectID, channelID string) (string, error) {
 	now := i.now()
 	c := Claims{
 		ProjectID: projectID, ChannelID: channelID, Topic: Topic(projectID, channelID),
 		RegisteredClaims: jwt.RegisteredClaims{
+			ID:        rand.Text(),
 			IssuedAt:  jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(now.Add(i.ttl)),
 		},

@@ -101,6 +101,34 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// Each token has its own jti, even two issued for one channel in the same
+// second: a hub with single-use tokens tells them apart by it.
+func TestUniqueID(t *testing.T) {
+	t.Parallel()
+	now := epoch
+	i := issuerAt(testSecret, time.Hour, &now)
+	seen := map[string]bool{}
+	for range 3 {
+		tok := mustIssue(t, i)
+		c, err := i.Parse(tok)
+		if err != nil {
+			t.Fatalf("Parse: %v", err)
+		}
+		if len(c.ID) < 20 {
+			t.Fatalf("jti %q: want a random id of at least 128 bits", c.ID)
+		}
+		if seen[c.ID] {
+			t.Fatalf("jti %q issued twice", c.ID)
+		}
+		seen[c.ID] = true
+		raw, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[1])
+		var payload map[string]any
+		if err := json.Unmarshal(raw, &payload); err != nil || payload["jti"] != c.ID {
+			t.Fatalf("payload %s: want the id as the jti claim", raw)
+		}
+	}
+}
+
 func TestExpired(t *testing.T) {
 	t.Parallel()
 	now := epoch
