@@ -19,6 +19,9 @@
 //                 network failure would (the client does not know it is
 //                 coming: it reconnects and rejoins on its own)
 // --reconnect-ms  the client's reconnect delay (default 1000)
+// --resume        rejoin with {"last_seq": <the ref of the last push>}, as an
+//                 app that wants exactly the messages it missed does (the
+//                 channel's params are a function, read at every join)
 //
 // Install once: cd e2e && npm ci
 import { Socket } from "phoenix";
@@ -49,6 +52,7 @@ const timeoutMs = Number(opt["timeout-ms"] ?? 15000);
 const dropAfter = opt["drop-after"] ? Number(opt["drop-after"]) : 0;
 const reconnectMs = Number(opt["reconnect-ms"] ?? 1000);
 const uniqueKey = opt["unique-key"];
+const resume = opt.resume === "true" || opt.resume === "1";
 
 const status = (o) => process.stderr.write(JSON.stringify(o) + "\n");
 
@@ -61,7 +65,10 @@ const socket = new Socket(url, {
 });
 socket.connect();
 
-const channel = socket.channel(topic, {});
+// Each push's ref is its message's seq; with --resume a rejoin asks only
+// for what came after the last one received.
+let lastSeq = 0;
+const channel = socket.channel(topic, () => (resume && lastSeq > 0 ? { last_seq: lastSeq } : {}));
 const seen = new Set();
 let received = 0;
 let joins = 0;
@@ -73,8 +80,9 @@ function finish(code) {
   setTimeout(() => process.exit(code), 500).unref();
 }
 
-channel.on("response", (payload) => {
+channel.on("response", (payload, ref) => {
   received++;
+  if (ref) lastSeq = Number(ref);
   process.stdout.write(JSON.stringify(payload) + "\n");
   seen.add(uniqueKey ? JSON.stringify(payload?.[uniqueKey]) : JSON.stringify(payload));
   if (dropAfter && !dropped && received >= dropAfter) {

@@ -32,7 +32,8 @@
 //     join, which gets phx_close. "unavailable" means Redis did not answer
 //     within 5 s; the phoenix client rejoins by itself.
 //   - Pushes: event "response", join_ref = the join's join_ref (its ref if
-//     the client sent none), ref null, payload = the published message byte
+//     the client sent none), ref = the message's seq as a decimal string
+//     ("1", "2", ...), payload = the published message byte
 //     for byte.
 //   - Each channel's history and the fan-out between nodes, in Redis.
 //
@@ -88,10 +89,13 @@
 //     has not had. If the history cannot be read (three tries), the rooms'
 //     sockets are closed with 1013 so that their clients rejoin: a gap is
 //     never silent.
-//   - At-least-once across reconnects: a client that reconnects and rejoins
-//     receives the channel's whole history again, from the start (there is
-//     no resume cursor; the phoenix client rejoins with the same params). A
-//     client dedupes what it has seen, e.g. by the message's status. Only the
-//     last HistoryMax messages are kept, and a channel's keys expire
-//     Retention after its last message.
+//   - Exactly the missed messages across reconnects: a join whose payload
+//     is {"last_seq": N} (the ref of the last push the client has) replays
+//     only the messages after N. A join without it replays the channel's
+//     whole history from the start (the official phoenix client rejoins
+//     with the params it was given; an app passes a function as the
+//     channel's params to send its last seq on each rejoin), and the client
+//     dedupes, e.g. by the message's status. Only the last HistoryMax
+//     messages are kept, and a channel's keys expire Retention after its
+//     last message.
 package hub

@@ -102,9 +102,25 @@ func reasonResponse(reason string) json.RawMessage {
 }
 
 // pushPrefix is the start of every "response" push to one join:
-// [join_ref,null,topic,"response", — the payload and "]" follow.
-func pushPrefix(joinRef *string, topic string) []byte {
-	b := frame{JoinRef: joinRef, Topic: topic, Event: "response", Payload: emptyObject}.encode()
-	// b ends with `{}]`: cut the placeholder payload.
-	return b[:len(b)-len(emptyObject)-1]
+// [join_ref,"<seq>",topic,"response", — split around the seq (head is
+// [join_ref, and tail ,topic,"response",); the payload and "]" follow.
+func pushPrefix(joinRef *string, topic string) (head, tail []byte) {
+	ref, _ := json.Marshal(joinRef) // null when nil
+	t, _ := json.Marshal(topic)
+	head = append(append([]byte{'['}, ref...), ',')
+	tail = append(append([]byte{','}, t...), `,"response",`...)
+	return head, tail
+}
+
+// lastSeq reads a join's {"last_seq": N}: the seq of the last message the
+// client has (each push carries its seq as its ref), so that a rejoin
+// replays only what came after. Anything else replays everything.
+func lastSeq(payload json.RawMessage) int64 {
+	var p struct {
+		LastSeq *int64 `json:"last_seq"`
+	}
+	if json.Unmarshal(payload, &p) != nil || p.LastSeq == nil || *p.LastSeq < 0 {
+		return 0
+	}
+	return *p.LastSeq
 }

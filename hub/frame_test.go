@@ -54,11 +54,29 @@ func TestParseFrame(t *testing.T) {
 }
 
 func TestPushFrame(t *testing.T) {
-	m := &member{prefix: pushPrefix(strPtr("7"), "ai_response:a<b")}
-	got := m.frame(`{"x": "</script>"}`)
-	want := `["7",null,"ai_response:a\u003cb","response",{"x": "</script>"}]`
+	m := &member{}
+	m.head, m.tail = pushPrefix(strPtr(`7,null,"`), "ai_response:a<b")
+	got := m.frame(entry{seq: 12, payload: `{"x": "</script>"}`})
+	want := `["7,null,\"","12","ai_response:a\u003cb","response",{"x": "</script>"}]`
 	if string(got) != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	var f []any
+	if err := json.Unmarshal(got, &f); err != nil || len(f) != 5 {
+		t.Fatalf("not a frame: %v", err)
+	}
+	m.head, m.tail = pushPrefix(nil, "t")
+	if got := string(m.frame(entry{seq: 1, payload: "{}"})); got != `[null,"1","t","response",{}]` {
+		t.Fatalf("got %s", got)
+	}
+}
+
+func TestLastSeq(t *testing.T) {
+	for in, want := range map[string]int64{`{"last_seq":3}`: 3, `{}`: 0, `{"last_seq":-1}`: 0, `{"last_seq":"3"}`: 0,
+		`{"last_seq":1.5}`: 0, `[]`: 0, `{"last_seq":null}`: 0, `{"other":1,"last_seq":0}`: 0} {
+		if got := lastSeq(json.RawMessage(in)); got != want {
+			t.Errorf("lastSeq(%s) = %d, want %d", in, got, want)
+		}
 	}
 }
 

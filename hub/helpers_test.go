@@ -83,9 +83,10 @@ func wsURL(srv *httptest.Server, token string) string {
 
 // client is a raw Phoenix v2 client.
 type client struct {
-	tb  testing.TB
-	c   *websocket.Conn
-	ref int
+	tb      testing.TB
+	c       *websocket.Conn
+	ref     int
+	lastSeq int64 // the seq (ref) of the last push read
 }
 
 func dial(tb testing.TB, srv *httptest.Server, token string) *client {
@@ -222,8 +223,14 @@ func (c *client) closeStatus() (websocket.StatusCode, string) {
 // join joins topic and returns the join ref and the reply.
 func (c *client) join(topic string) (string, msg) {
 	c.tb.Helper()
+	return c.joinWith(topic, map[string]any{})
+}
+
+func (c *client) joinWith(topic string, payload map[string]any) (string, msg) {
+	c.tb.Helper()
 	ref := c.nextRef()
-	b, _ := json.Marshal([]any{ref, ref, topic, "phx_join", map[string]any{}})
+	c.lastSeq, _ = payload["last_seq"].(int64) // a join replays from there
+	b, _ := json.Marshal([]any{ref, ref, topic, "phx_join", payload})
 	c.writeRaw(string(b))
 	m := c.read()
 	if m.Event != "phx_reply" || m.Ref == nil || *m.Ref != ref {
@@ -264,10 +271,16 @@ func (c *client) heartbeat() []msg {
 func (c *client) response(topic, joinRef, payload string) {
 	c.tb.Helper()
 	m := c.read()
-	want := fmt.Sprintf(`[%q,null,%q,"response",%s]`, joinRef, topic, payload)
-	if m.Raw != want {
-		c.tb.Fatalf("got  %s\nwant %s", m.Raw, want)
+	// The push's ref is the message's seq: increasing, from 1.
+	want := fmt.Sprintf(`[%q,"<seq>",%q,"response",%s]`, joinRef, topic, payload)
+	var seq int64
+	if m.Ref != nil {
+		seq, _ = strconv.ParseInt(*m.Ref, 10, 64)
 	}
+	if seq <= c.lastSeq || m.Raw != strings.Replace(want, "<seq>", *m.Ref, 1) {
+		c.tb.Fatalf("got  %s\nwant %s (seq above %d)", m.Raw, want, c.lastSeq)
+	}
+	c.lastSeq = seq
 }
 
 func publish(tb testing.TB, h *Hub, pid, cid, payload string) {

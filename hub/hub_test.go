@@ -368,6 +368,7 @@ func TestDuplicateJoinReplacesOld(t *testing.T) {
 	} else if st, _ := m.reply(); st != "ok" {
 		t.Fatalf("second join: %s", m)
 	}
+	c.lastSeq = 0
 	c.response(topic, second, `{"n":1}`) // the new join replays the history
 	publish(t, h, pid, cid, `{"n":2}`)
 	c.response(topic, second, `{"n":2}`)
@@ -716,5 +717,38 @@ func TestJoinWhilePublishingMissesNothing(t *testing.T) {
 		if err := <-results; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// Each push carries its message's seq as its ref; a join with
+// {"last_seq": N} replays only the messages after N: a client that
+// reconnects gets exactly what it missed.
+func TestJoinResumesAfterLastSeq(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	h, srv := e.node(Options{})
+	pid, cid, topic, token := e.channel()
+	for _, p := range []string{`{"n":1}`, `{"n":2}`, `{"n":3}`} {
+		publish(t, h, pid, cid, p)
+	}
+	c := dial(t, srv, token)
+	ref, m := c.joinWith(topic, map[string]any{"last_seq": int64(2)})
+	if st, _ := m.reply(); st != "ok" {
+		t.Fatalf("join: %s", m)
+	}
+	c.response(topic, ref, `{"n":3}`)
+	if c.lastSeq != 3 {
+		t.Fatalf("seq of the 3rd message = %d", c.lastSeq)
+	}
+	publish(t, h, pid, cid, `{"n":4}`)
+	c.response(topic, ref, `{"n":4}`)
+	if extra := c.heartbeat(); len(extra) > 0 {
+		t.Fatalf("more than the missing messages: %v", extra)
+	}
+	// A last_seq that is not a count replays everything.
+	c2 := dial(t, srv, token)
+	ref2, _ := c2.joinWith(topic, map[string]any{"last_seq": "x"})
+	for _, p := range []string{`{"n":1}`, `{"n":2}`, `{"n":3}`, `{"n":4}`} {
+		c2.response(topic, ref2, p)
 	}
 }

@@ -245,3 +245,30 @@ func TestPhoenixClientJoinRefused(t *testing.T) {
 		t.Fatal("no join reply")
 	}
 }
+
+// The same drop, with an app that rejoins with {"last_seq": N} (the
+// channel's params as a function, the official client's way): the raw
+// stream is exactly 1, 2, 3, 4 — exactly the missing messages, no repeats,
+// no dedupe needed.
+func TestPhoenixClientResumesExactly(t *testing.T) {
+	t.Parallel()
+	phoenixScript(t)
+	e := newEnv(t)
+	h, srv := e.node(Options{})
+	pid, cid, topic, token := e.channel()
+
+	p := startPhoenix(t, wsBase(srv.URL), token, topic,
+		"--count", "4", "--drop-after", "1", "--reconnect-ms", "1500", "--resume", "true")
+	p.await("joined", joins(1))
+	publish(t, h, pid, cid, `{"n":1}`)
+	p.await("dropped", nil)
+	eventually(t, "the server to see the drop", func() bool { return h.sessionCount() == 0 })
+	publish(t, h, pid, cid, `{"n":2}`)
+	publish(t, h, pid, cid, `{"n":3}`)
+	p.await("joined", joins(2))
+	publish(t, h, pid, cid, `{"n":4}`)
+
+	if raw := ns(t, p.wait()); !reflect.DeepEqual(raw, []int{1, 2, 3, 4}) {
+		t.Fatalf("received n = %v, want exactly 1, 2, 3, 4", raw)
+	}
+}

@@ -59,7 +59,8 @@ type member struct {
 	s       *session
 	topic   string
 	joinRef *string
-	prefix  []byte // [join_ref,null,topic,"response",
+	head    []byte // [join_ref,
+	tail    []byte // ,topic,"response",
 	room    *room  // set by addMember, under Hub.mu
 
 	mu      sync.Mutex
@@ -69,10 +70,15 @@ type member struct {
 	removed bool
 }
 
-func (m *member) frame(payload string) []byte {
-	b := make([]byte, 0, len(m.prefix)+len(payload)+1)
-	b = append(b, m.prefix...)
-	b = append(b, payload...)
+// frame is the push of one message: its seq is the frame's ref.
+func (m *member) frame(e entry) []byte {
+	b := make([]byte, 0, len(m.head)+len(m.tail)+len(e.payload)+24)
+	b = append(b, m.head...)
+	b = append(b, '"')
+	b = strconv.AppendInt(b, e.seq, 10)
+	b = append(b, '"')
+	b = append(b, m.tail...)
+	b = append(b, e.payload...)
 	return append(b, ']')
 }
 
@@ -94,7 +100,7 @@ func (m *member) deliver(e entry) {
 	if e.seq <= m.lastSeq {
 		return
 	}
-	if m.s.send([][]byte{m.frame(e.payload)}) {
+	if m.s.send([][]byte{m.frame(e)}) {
 		m.lastSeq = e.seq
 		m.s.h.m.pushed.Inc()
 	}
@@ -115,7 +121,7 @@ func (m *member) start(reply []byte, hist []entry) {
 		for _, e := range list {
 			if e.seq > m.lastSeq {
 				m.lastSeq = e.seq
-				frames = append(frames, m.frame(e.payload))
+				frames = append(frames, m.frame(e))
 			}
 		}
 	}

@@ -309,7 +309,8 @@ func (s *session) join(f frame) {
 	if joinRef == nil {
 		joinRef = f.Ref // a client that sends no join_ref gets its join's ref
 	}
-	m := &member{s: s, topic: f.Topic, joinRef: joinRef, prefix: pushPrefix(joinRef, f.Topic)}
+	m := &member{s: s, topic: f.Topic, joinRef: joinRef, lastSeq: lastSeq(f.Payload)}
+	m.head, m.tail = pushPrefix(joinRef, f.Topic)
 	if s.subs == nil {
 		s.subs = make(map[string]*member, 1)
 	}
