@@ -9,7 +9,9 @@
 //   - The socket endpoint (ServeHTTP, mounted at GET /socket/websocket). The
 //     ws token (query "token", or the phoenix client's authToken
 //     subprotocol) is checked before the upgrade: missing, invalid or expired
-//     is HTTP 403; more than MaxConns sockets, or a node shutting down, is 503;
+//     is HTTP 403, and so is a token used before when Options.SingleUseTokens
+//     is set (its jti is recorded in Redis, P:wstoken:used:<jti>, until it
+//     expires); more than MaxConns sockets, or a node shutting down, is 503;
 //     a vsn other than 2.x is 400. Any Origin is accepted: the token is the
 //     credential, never a cookie. Inbound frames are limited to MaxFrameBytes
 //     (larger: close 1009). Compression is not negotiated.
