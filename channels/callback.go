@@ -45,11 +45,16 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 	pp, pipe := s.o.Publisher.(PipePublisher)
 	err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		p.ZAddNX(ctx, s.dueKey, redis.Z{Score: float64(o.deadline), Member: o.cid})
+		// The record outlives its deadline by the retention, however short
+		// the retention and long the deadline.
+		ttl := time.Until(time.UnixMilli(o.deadline)) + s.o.Retention
+		p.Expire(ctx, s.chKey(o.cid), ttl)
+		p.Expire(ctx, s.tlKey(o.cid), ttl)
 		s.indexMove(ctx, p, logRef{o.pid, o.cid, o.workflow, o.event}, StatusGenerating, StatusAIGenerated)
 		if pipe {
-			s.broadcast(ctx, p, pp, o.pid, o.cid, StatusAIGenerated, o.msg, false)
+			s.broadcast(ctx, p, pp, o.pid, o.cid, StatusAIGenerated, o.msg, o.rerun)
 			if o.sim != nil {
-				s.broadcast(ctx, p, pp, o.pid, o.cid, StatusSimulating, o.sim, false)
+				s.broadcast(ctx, p, pp, o.pid, o.cid, StatusSimulating, o.sim, o.rerun)
 			}
 		}
 	})
@@ -72,11 +77,39 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 			return fmt.Errorf("enqueue webhooks: %w", err)
 		}
 	}
+	// A callback (or the deadline) may have settled the channel while the
+	// steps above ran: they re-added its deadline entry, indexed it as
+	// awaiting and enqueued its webhook after the settle had cancelled what
+	// there was. Settling again (idempotent) puts that right.
+	v, err := s.rdb.HMGet(ctx, s.chKey(o.cid), "status", "message", "outcome").Result()
+	if err != nil {
+		return fmt.Errorf("read channel: %w", err)
+	}
+	if outcome, _ := v[2].(string); outcome != "" {
+		st, _ := v[0].(string)
+		msg, _ := v[1].(string)
+		if err := s.settled(ctx, logRef{o.pid, o.cid, o.workflow, o.event}, Status(st), nil, json.RawMessage(msg),
+			settleReason(outcome), true); err != nil {
+			return err
+		}
+	}
 	s.ack(ctx, o.cid)
 	if time.Until(time.UnixMilli(o.deadline)) < deadlinePoll {
 		s.pokeDeadlines()
 	}
 	return nil
+}
+
+// settleReason is why a settled channel's webhook retries were cancelled
+// ("" when there is none to cancel: a simulated callback).
+func settleReason(outcome string) string {
+	switch outcome {
+	case "timeout":
+		return "the callback deadline passed"
+	case "simulated":
+		return ""
+	}
+	return "a callback was received"
 }
 
 func (s *Service) pokeDeadlines() {
@@ -122,44 +155,66 @@ var (
 // channel is settled, before it awaits a callback, or after its deadline
 // is a conflict; another project's channel is not found.
 func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody) error {
-	v, err := s.rdb.HMGet(ctx, s.chKey(cid), "project_id", "status", "event_name", "task", "result", "workflow").Result()
-	if err != nil {
-		return fmt.Errorf("read channel: %w", err)
-	}
-	str := func(i int) string { x, _ := v[i].(string); return x }
-	if owner := str(0); owner == "" || owner != pid {
-		return apperr.NotFoundf("channel %s not found", cid)
-	}
-	ref := logRef{pid, cid, str(5), str(2)}
-	now := s.o.Now()
-	at := stamp(now)
 	fp := sha256.Sum256(cb.Canonical)
-	status, msg := Status(""), json.RawMessage(nil)
-	if Status(str(1)) == StatusAIGenerated {
-		if status, msg, err = callbackMessage(cid, str(2), str(3), str(4), cb, at); err != nil {
-			return err
+	var out []string
+	var ref logRef
+	var status Status
+	var at string
+	for try := 0; ; try++ {
+		now := s.o.Now()
+		at = stamp(now)
+		// Read the channel; and bring its deadline entry forward to a
+		// claim's lease, so that if this node dies between the
+		// compare-and-set and the publish, a poller publishes within
+		// seconds (it puts an entry looked at early back to its deadline).
+		var v []any
+		var read *redis.SliceCmd
+		if err := s.pipelined(ctx, func(p redis.Pipeliner) {
+			read = p.HMGet(ctx, s.chKey(cid), "project_id", "status", "event_name", "task", "result", "workflow")
+			p.ZAddArgs(ctx, s.dueKey, redis.ZAddArgs{XX: true, LT: true,
+				Members: []redis.Z{{Score: float64(now.Add(deadlineLease).UnixMilli()), Member: cid}}})
+		}); err != nil {
+			return fmt.Errorf("read channel: %w", err)
 		}
-	}
-	entry := Entry{At: at, Type: "callback", Status: status, Callback: cb.Canonical, Answer: 200, Node: s.o.Node}
-	if status == StatusError {
-		entry.Code, entry.Error = cb.Error, cb.Message
-	}
-	out, err := callbackScript.Run(ctx, s.rdb, []string{s.chKey(cid), s.tlKey(cid)}, now.UnixMilli(), at,
-		hex.EncodeToString(fp[:]), string(status), []byte(msg), mustJSON(entry),
-		s.timeoutEntry(at), s.simulatedEntry(at)).StringSlice()
-	if err != nil {
-		return fmt.Errorf("accept callback: %w", err)
+		v = read.Val()
+		str := func(i int) string { x, _ := v[i].(string); return x }
+		if owner := str(0); owner == "" || owner != pid {
+			return apperr.NotFoundf("channel %s not found", cid)
+		}
+		ref = logRef{pid, cid, str(5), str(2)}
+		status = ""
+		var msg json.RawMessage
+		if Status(str(1)) == StatusAIGenerated {
+			var err error
+			if status, msg, err = callbackMessage(cid, str(2), str(3), str(4), cb, at); err != nil {
+				return err
+			}
+		}
+		entry := Entry{At: at, Type: "callback", Status: status, Callback: cb.Canonical, Answer: 200, Node: s.o.Node}
+		if status == StatusError {
+			entry.Code, entry.Error = cb.Error, cb.Message
+		}
+		var err error
+		out, err = callbackScript.Run(ctx, s.rdb, []string{s.chKey(cid), s.tlKey(cid)}, now.UnixMilli(), at,
+			hex.EncodeToString(fp[:]), string(status), []byte(msg), mustJSON(entry),
+			s.timeoutEntry(at), s.simulatedEntry(at)).StringSlice()
+		if err != nil {
+			return fmt.Errorf("accept callback: %w", err)
+		}
+		if out[0] != "retry" || try > 0 {
+			break
+		}
 	}
 	var reject error
 	switch out[0] {
 	case "gone":
 		return apperr.NotFoundf("channel %s not found", cid)
-	case "ok":
-		return s.settled(ctx, ref, status, json.RawMessage(out[1]), "a callback was received", false)
-	case "repeat":
-		return s.settled(ctx, ref, Status(out[2]), json.RawMessage(out[1]), "a callback was received", true)
-	case "late":
-		if err := s.settled(ctx, ref, Status(out[3]), json.RawMessage(out[2]), "the callback deadline passed", false); err != nil {
+	case "ok": // {"ok", message, generated, sim}
+		return s.settled(ctx, ref, status, rawAll(out[2], out[3]), json.RawMessage(out[1]), "a callback was received", false)
+	case "repeat": // {"repeat", message, status}
+		return s.settled(ctx, ref, Status(out[2]), nil, json.RawMessage(out[1]), "a callback was received", true)
+	case "late": // {"late", outcome, message, status, generated, sim}
+		if err := s.settled(ctx, ref, Status(out[3]), rawAll(out[4], out[5]), json.RawMessage(out[2]), settleReason(out[1]), false); err != nil {
 			return err
 		}
 		reject = ErrCallbackTimeout(cid)
@@ -170,13 +225,33 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 		reject = ErrCallbackTimeout(cid)
 	case "conflict":
 		reject = ErrCallbackReceived(cid)
+	case "retry":
+		reject = ErrNotAwaiting(cid, StatusGenerating)
 	default:
 		reject = ErrNotAwaiting(cid, Status(out[1]))
 	}
 	e := apperr.As(reject)
-	_ = s.rdb.RPushX(ctx, s.tlKey(cid), mustJSON(Entry{At: at, Type: "callback_rejected", Code: e.Code,
-		Error: e.Message, Callback: cb.Canonical, Answer: 409, Node: s.o.Node})).Err()
+	rejected := Entry{At: at, Type: "callback_rejected", Code: e.Code, Error: e.Message, Answer: 409, Node: s.o.Node}
+	if len(cb.Canonical) <= maxLoggedCallback { // a backend retrying a big body must not grow the timeline by it each time
+		rejected.Callback = cb.Canonical
+	}
+	_ = s.rdb.RPushX(ctx, s.tlKey(cid), mustJSON(rejected)).Err()
 	return reject
+}
+
+// maxLoggedCallback is the largest refused callback body kept on the
+// timeline (larger ones are logged without their body).
+const maxLoggedCallback = 4 << 10
+
+// rawAll is the non-empty messages among ms.
+func rawAll(ms ...string) []json.RawMessage {
+	var out []json.RawMessage
+	for _, m := range ms {
+		if m != "" {
+			out = append(out, json.RawMessage(m))
+		}
+	}
+	return out
 }
 
 // callbackMessage builds the final message of a callback from the stored
@@ -220,27 +295,46 @@ func (s *Service) simulatedEntry(at string) []byte {
 	return mustJSON(Entry{At: at, Type: "callback", Status: StatusCompleted, Simulated: true, Node: s.o.Node})
 }
 
-// settled runs the side effects of a settled channel: its final message is
-// published (idempotent: a message already in the room's history is not
-// sent again), its deadline entry removed, and the retries of its
-// task.ai_generated deliveries cancelled, saying why (none when why is
-// empty).
-func (s *Service) settled(ctx context.Context, ref logRef, st Status, msg json.RawMessage, why string, rerun bool) error {
+// settled runs the side effects of a settled channel, whoever settled it
+// and however often: the room gets the generation's messages (pre, which
+// it drops if it has them) and then the final one, the channel moves to
+// its final status's log index, the retries of its task.ai_generated
+// deliveries are cancelled (saying why; none when why is empty), and only
+// then is its deadline entry removed: if a step fails, the entry brings a
+// poller back to do it again. It runs to the end even if the caller's
+// request is cancelled.
+func (s *Service) settled(ctx context.Context, ref logRef, st Status, pre []json.RawMessage, msg json.RawMessage, why string, rerun bool) error {
+	ctx = context.WithoutCancel(ctx)
 	pid, cid := ref.pid, ref.cid
-	s.cancelHook(ctx, pid, cid, why)
 	pp, pipe := s.o.Publisher.(PipePublisher)
-	if !pipe && s.o.Publisher != nil && len(msg) > 0 {
-		if err := s.o.Publisher.Publish(ctx, pid, cid, msg); err != nil {
-			return fmt.Errorf("publish: %w", err)
+	if !pipe && s.o.Publisher != nil {
+		for _, m := range append(pre, msg) {
+			if len(m) == 0 {
+				continue
+			}
+			if err := s.o.Publisher.Publish(ctx, pid, cid, m); err != nil {
+				return fmt.Errorf("publish: %w", err)
+			}
 		}
 	}
-	return s.pipelined(ctx, func(p redis.Pipeliner) {
-		if pipe && len(msg) > 0 {
-			s.broadcast(ctx, p, pp, pid, cid, st, msg, rerun)
+	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		if pipe {
+			for _, m := range pre {
+				s.broadcast(ctx, p, pp, pid, cid, "", m, true)
+			}
+			if len(msg) > 0 {
+				s.broadcast(ctx, p, pp, pid, cid, st, msg, rerun)
+			}
 		}
 		s.indexMove(ctx, p, ref, StatusAIGenerated, st)
-		p.ZRem(ctx, s.dueKey, cid)
-	})
+	}); err != nil {
+		return fmt.Errorf("publish the final message: %w", err)
+	}
+	s.cancelHook(ctx, pid, cid, why)
+	if err := s.rdb.ZRem(ctx, s.dueKey, cid).Err(); err != nil {
+		return fmt.Errorf("remove the callback deadline: %w", err)
+	}
+	return nil
 }
 
 // cancelHook cancels the retries of a settled channel's task.ai_generated
@@ -299,18 +393,22 @@ func (s *Service) fireDue() int {
 	}); err != nil && ctx.Err() == nil {
 		s.o.Log.Warn().Err(err).Int("channels", len(ids)).Msg("fire callback deadlines; retried after the lease")
 	}
-	// Then, in one round trip: the winners' messages published (a
-	// message the room already has is not sent again), settled and
-	// expired channels' entries removed, early ones put back to their
-	// deadline.
+	// Then: the winners' messages published (the generation's first: the
+	// room drops those it has) and their channels indexed, early entries
+	// put back to their deadline and expired ones dropped, in one round
+	// trip; then the webhook retries cancelled; and only once all that
+	// succeeded, the settled channels' entries removed (else their claim's
+	// lease brings them back).
 	type settle struct {
-		pid, cid, why   string
-		status          Status
-		workflow, event string
-		rerun           bool // settled before: only its publish is redone
+		ref     logRef
+		status  Status
+		why     string
+		rerun   bool // settled before: only its publish is redone
+		pre     []json.RawMessage
+		msg     json.RawMessage
+		outcome string
 	}
 	var done []settle
-	var msgs []json.RawMessage
 	var waits []redis.Z
 	var drop []any
 	for i, id := range ids {
@@ -325,45 +423,41 @@ func (s *Service) fireDue() int {
 			ms, _ := strconv.ParseInt(out[1], 10, 64)
 			waits = append(waits, redis.Z{Score: float64(ms), Member: id})
 		case "fired", "done":
+			// {"fired"|"done", message, project_id, outcome, status, workflow, event[, generated, sim]}
+			d := settle{ref: logRef{out[2], id, out[5], out[6]}, status: Status(out[4]), why: settleReason(out[3]),
+				rerun: out[0] == "done", msg: json.RawMessage(out[1]), outcome: out[3]}
 			if out[0] == "fired" {
 				s.m.timeouts.WithLabelValues(out[3]).Inc()
+				d.pre = rawAll(out[7], out[8])
 			}
-			why := "the callback deadline passed"
-			switch out[3] {
-			case "simulated":
-				why = "" // a playground run: no webhook to cancel
-			case "callback":
-				why = "a callback was received"
-			}
-			done = append(done, settle{out[2], id, why, Status(out[4]), out[5], out[6], out[0] == "done"})
-			msgs = append(msgs, json.RawMessage(out[1]))
+			done = append(done, d)
 		}
-	}
-	for _, d := range done {
-		s.cancelHook(ctx, d.pid, d.cid, d.why)
 	}
 	pp, pipe := s.o.Publisher.(PipePublisher)
 	if !pipe && s.o.Publisher != nil {
-		for i, d := range done {
-			if err := s.o.Publisher.Publish(ctx, d.pid, d.cid, msgs[i]); err != nil {
-				s.o.Log.Warn().Err(err).Str("channel_id", d.cid).Msg("publish deadline outcome; retried after the lease")
-				done[i].cid = "" // keep its entry: retried after the lease
+		for _, d := range done {
+			for _, m := range append(d.pre, d.msg) {
+				if len(m) == 0 {
+					continue
+				}
+				if err := s.o.Publisher.Publish(ctx, d.ref.pid, d.ref.cid, m); err != nil {
+					s.o.Log.Warn().Err(err).Str("channel_id", d.ref.cid).Msg("publish deadline outcome; retried after the lease")
+					return len(ids)
+				}
 			}
-		}
-	}
-	for _, d := range done {
-		if d.cid != "" {
-			drop = append(drop, d.cid)
 		}
 	}
 	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
-		for i, d := range done {
-			if pipe && len(msgs[i]) > 0 {
-				s.broadcast(ctx, p, pp, d.pid, d.cid, d.status, msgs[i], d.rerun)
+		for _, d := range done {
+			if pipe {
+				for _, m := range d.pre {
+					s.broadcast(ctx, p, pp, d.ref.pid, d.ref.cid, "", m, true)
+				}
+				if len(d.msg) > 0 {
+					s.broadcast(ctx, p, pp, d.ref.pid, d.ref.cid, d.status, d.msg, d.rerun)
+				}
 			}
-			if d.cid != "" {
-				s.indexMove(ctx, p, logRef{d.pid, d.cid, d.workflow, d.event}, StatusAIGenerated, d.status)
-			}
+			s.indexMove(ctx, p, d.ref, StatusAIGenerated, d.status)
 		}
 		if len(waits) > 0 {
 			p.ZAdd(ctx, s.dueKey, waits...)
@@ -371,8 +465,21 @@ func (s *Service) fireDue() int {
 		if len(drop) > 0 {
 			p.ZRem(ctx, s.dueKey, drop...)
 		}
-	}); err != nil && ctx.Err() == nil {
-		s.o.Log.Warn().Err(err).Int("channels", len(ids)).Msg("publish deadline outcomes; retried after the lease")
+	}); err != nil {
+		if ctx.Err() == nil {
+			s.o.Log.Warn().Err(err).Int("channels", len(ids)).Msg("publish deadline outcomes; retried after the lease")
+		}
+		return len(ids)
+	}
+	settled := make([]any, 0, len(done))
+	for _, d := range done {
+		s.cancelHook(ctx, d.ref.pid, d.ref.cid, d.why) // idempotent: also for a settle redone
+		settled = append(settled, d.ref.cid)
+	}
+	if len(settled) > 0 {
+		if err := s.rdb.ZRem(ctx, s.dueKey, settled...).Err(); err != nil && ctx.Err() == nil {
+			s.o.Log.Warn().Err(err).Msg("remove settled callback deadlines; retried after the lease")
+		}
 	}
 	return len(ids)
 }

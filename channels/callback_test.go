@@ -423,3 +423,92 @@ func TestClaimedDeadlineOfDeadNodeFires(t *testing.T) {
 		t.Errorf("room history = %s", hs)
 	}
 }
+
+// A callback computed before the channel awaited one (it read
+// "generating") does not settle it with nothing: the script asks for a
+// fresh read.
+func TestCallbackOnStaleReadRetries(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop()})
+	s := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: h})
+	s.Start()
+	ctx := context.Background()
+	task := eventTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+	now := time.Now()
+	out, err := callbackScript.Run(ctx, c, []string{s.chKey(task.ChannelID), s.tlKey(task.ChannelID)}, now.UnixMilli(),
+		stamp(now), "fp", "", "", "{}", "{}", "{}").StringSlice()
+	if err != nil || out[0] != "retry" {
+		t.Fatalf("script answered %v, %v; want retry", out, err)
+	}
+	if v, _ := s.Get(ctx, "p1", task.ChannelID); v.Status != StatusAIGenerated {
+		t.Fatalf("status = %q after a stale callback", v.Status)
+	}
+	if err := s.Callback(ctx, "p1", task.ChannelID, success(`{"ok":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, task.ChannelID, StatusCompleted)
+}
+
+// racingDispatcher delivers the callback while the generation's side
+// effects are still running (between the room's ai_generated message and
+// the webhook's enqueue), as a backend that calls back at once after a
+// synchronous answer could.
+type racingDispatcher struct {
+	recorder
+	s    *Service
+	once sync.Once
+	err  error
+}
+
+func (d *racingDispatcher) Enqueue(ctx context.Context, ev Event) error {
+	d.once.Do(func() { d.err = d.s.Callback(ctx, ev.ProjectID, ev.ChannelID, success(`{"fast":true}`)) })
+	return d.recorder.Enqueue(ctx, ev)
+}
+
+// A callback that overtakes the generation's side effects: the room still
+// reads ai_generated then completed, the deadline entry is gone, the log
+// index says completed, and the webhook enqueued after the settle is
+// cancelled.
+func TestCallbackOvertakingGeneration(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop()})
+	d := &racingDispatcher{}
+	s := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: h, Dispatcher: d})
+	d.s = s
+	s.Start()
+	ctx := context.Background()
+	task := eventTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, task.ChannelID, StatusCompleted)
+	if d.err != nil {
+		t.Fatalf("callback: %v", d.err)
+	}
+	if hs := statuses(waitHistory(t, s, task.ChannelID, 2)); hs != "ai_generated,completed" {
+		t.Fatalf("room history = %s", hs)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, _ := c.ZCard(ctx, s.dueKey).Result()
+		aw, _ := c.ZScore(ctx, s.logKeyOf("p1", "st", "ai_generated"), task.ChannelID).Result()
+		done, _ := c.ZScore(ctx, s.logKeyOf("p1", "st", "completed"), task.ChannelID).Result()
+		d.mu.Lock()
+		cancels, events := len(d.cancels), len(d.events)
+		d.mu.Unlock()
+		if n == 0 && aw == 0 && done > 0 && events == 1 && cancels >= 2 {
+			break // the settle's own cancel (nothing yet) and the one after the enqueue
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the race: %d deadline entries, awaiting-index score %v, completed-index score %v, %d events, %d cancels",
+				n, aw, done, events, cancels)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -97,18 +97,35 @@ func (s *Service) stateKeys(r logRef, st Status) []string {
 	return keys
 }
 
-// indexNew adds a new channel to its project's indexes, within p.
-func (s *Service) indexNew(ctx context.Context, p redis.Pipeliner, t *Task, st Status, now time.Time) {
+// newKeys are the indexes a new channel in status st goes in.
+func (s *Service) newKeys(t *Task, st Status) []string {
 	r := t.logRef()
-	z := redis.Z{Score: float64(createdMS(r.cid, now)), Member: r.cid}
 	keys := append([]string{s.logKey(r.pid), s.logKeyOf(r.pid, "wf", r.workflow)}, s.stateKeys(r, st)...)
 	if r.event != "" {
 		keys = append(keys, s.logKeyOf(r.pid, "ev", r.event))
 	}
+	return keys
+}
+
+// indexNew adds a new channel to its project's indexes, within p.
+func (s *Service) indexNew(ctx context.Context, p redis.Pipeliner, t *Task, st Status, now time.Time) {
+	z := redis.Z{Score: float64(createdMS(t.ChannelID, now)), Member: t.ChannelID}
+	keys := s.newKeys(t, st)
 	for _, k := range keys {
 		p.ZAdd(ctx, k, z)
+		p.Expire(ctx, k, s.o.Retention) // an index no longer written goes with its last channels
 	}
 	s.trim(ctx, p, now, keys...)
+}
+
+// unindex takes back indexNew, for a channel that was not accepted after all.
+func (s *Service) unindex(ctx context.Context, t *Task, st Status) {
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range s.newKeys(t, st) {
+			p.ZRem(ctx, k, t.ChannelID)
+		}
+		return nil
+	})
 }
 
 // indexMove moves a channel between status indexes, within p. Idempotent.
@@ -123,6 +140,7 @@ func (s *Service) indexMove(ctx context.Context, p redis.Pipeliner, r logRef, fr
 	keys := s.stateKeys(r, to)
 	for _, k := range keys {
 		p.ZAdd(ctx, k, z)
+		p.Expire(ctx, k, s.o.Retention)
 	}
 	s.trim(ctx, p, now, keys...)
 }
@@ -224,12 +242,15 @@ func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p console.L
 	var stale []any
 	scanned, offset := 0, int64(0)
 	for scanned < logScanBudget {
+		// Each batch starts at the last entry seen (inclusive, skipping
+		// what is at or before it), not at an offset: entries added or
+		// removed meanwhile do not shift it. Offset only steps over a
+		// batch of entries that all share one millisecond.
 		zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: key, Start: maxS, Stop: minS, ByScore: true,
 			Rev: true, Offset: offset, Count: int64(batch)}).Result()
 		if err != nil {
 			return page, fmt.Errorf("read log index: %w", err)
 		}
-		offset += int64(len(zs))
 		cmds := make([]*redis.SliceCmd, len(zs))
 		if _, err := s.rdb.Pipelined(ctx, func(pp redis.Pipeliner) error {
 			for i, z := range zs {
@@ -239,11 +260,13 @@ func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p console.L
 		}); err != nil {
 			return page, fmt.Errorf("read channels: %w", err)
 		}
+		progressed := false
 		for i, z := range zs {
 			cid, score := z.Member.(string), int64(z.Score)
 			if after != nil && score == after.score && cid >= after.cid {
-				continue // at or before the cursor (same millisecond)
+				continue // at or before the cursor, or the last entry seen (same millisecond)
 			}
+			progressed = true
 			scanned++
 			last = &logCursor{score, cid}
 			v := cmds[i].Val()
@@ -267,6 +290,12 @@ func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p console.L
 		}
 		if len(page.Items) == p.Limit || len(zs) < batch {
 			break
+		}
+		if progressed {
+			after, offset = last, 0
+			maxS = strconv.FormatInt(last.score, 10)
+		} else {
+			offset += int64(len(zs))
 		}
 	}
 	if len(stale) > 0 {

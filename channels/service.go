@@ -222,6 +222,7 @@ func (s *Service) Submit(ctx context.Context, t *Task) error {
 		// Not queued: the record must not linger as a request that will
 		// never run.
 		s.rdb.Del(context.WithoutCancel(ctx), s.chKey(t.ChannelID), s.tlKey(t.ChannelID))
+		s.unindex(context.WithoutCancel(ctx), t, StatusPending)
 		if errors.Is(err, ErrQueueFull) {
 			s.m.rejected.Inc()
 			return err
@@ -282,6 +283,7 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 		// slots) must not linger as a channel that never finishes.
 		s.rdb.Del(context.WithoutCancel(ctx), s.chKey(t.ChannelID), s.tlKey(t.ChannelID))
 		s.rdb.ZRem(context.WithoutCancel(ctx), s.leaseKey, t.ChannelID)
+		s.unindex(context.WithoutCancel(ctx), t, StatusGenerating)
 		return nil, fmt.Errorf("record channel: %w", err)
 	}
 	s.m.submitted.Inc()
@@ -364,6 +366,7 @@ type outcome struct {
 	deadline            int64           // the callback deadline, unix ms (event-driven)
 	sim                 json.RawMessage // playground: the "simulating backend callback" message
 	beyond              bool            // a callback or the deadline has settled the channel since
+	rerun               bool            // another run completed it: its side effects are redone, not logged again
 }
 
 // outcomeOf reads the channel's outcome as the complete and start scripts
@@ -447,7 +450,9 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 	if won == 1 {
 		s.m.completed.WithLabelValues(string(status)).Inc()
 	}
-	return outcomeOf(t, out[1:]), nil
+	o := outcomeOf(t, out[1:])
+	o.rerun = won == 0
+	return o, nil
 }
 
 // generation is what an event-driven channel stores once generated.
@@ -553,7 +558,7 @@ func (s *Service) finish(ctx context.Context, o outcome) error {
 	}
 	if pp, ok := s.o.Publisher.(PipePublisher); ok {
 		// Published, indexed and released together, in order, by the batcher.
-		s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, pub: pp, status: o.status, workflow: o.workflow, event: o.event})
+		s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, pub: pp, status: o.status, workflow: o.workflow, event: o.event, rerun: o.rerun})
 		return nil
 	}
 	if s.o.Publisher != nil {
@@ -580,6 +585,7 @@ type ackItem struct {
 	status   Status // the final status, when set
 	workflow string // the channel's workflow and event name, for the log indexes
 	event    string
+	rerun    bool // a redone publish: not logged again
 }
 
 func (s *Service) ackWith(ctx context.Context, it ackItem) {
@@ -606,7 +612,7 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, it := range items {
 			if it.pub != nil {
-				s.broadcast(ctx, p, it.pub, it.pid, it.cid, it.status, it.msg, false)
+				s.broadcast(ctx, p, it.pub, it.pid, it.cid, it.status, it.msg, it.rerun)
 			}
 			if it.status != "" {
 				s.indexMove(ctx, p, logRef{it.pid, it.cid, it.workflow, it.event}, StatusGenerating, it.status)

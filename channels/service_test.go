@@ -217,6 +217,11 @@ func TestFullQueueLeavesNothing(t *testing.T) {
 	if n, _ := s.rdb.Exists(ctx, s.chKey(second.ChannelID), s.tlKey(second.ChannelID)).Result(); n != 0 {
 		t.Errorf("refused task left %d keys", n)
 	}
+	for _, k := range s.newKeys(second, StatusPending) {
+		if _, err := s.rdb.ZScore(ctx, k, second.ChannelID).Result(); err == nil {
+			t.Errorf("refused task left in log index %s", k)
+		}
+	}
 }
 
 func TestRecordsExpireAfterRetention(t *testing.T) {

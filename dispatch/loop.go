@@ -114,7 +114,7 @@ func (e *Engine) claim(n int) ([]claimed, time.Time, error) {
 	now := e.o.Now()
 	token := newToken()
 	res, err := claimScript.Run(e.runCtx, e.rdb, []string{e.dueKey, e.leaseKey},
-		now.UnixMilli(), n, now.Add(e.lease()).UnixMilli(), token, e.dPrefix).Slice()
+		now.UnixMilli(), n, now.Add(e.lease()).UnixMilli(), token, e.dPrefix, int64(e.o.Retention/time.Second)).Slice()
 	if err != nil {
 		if e.runCtx.Err() == nil {
 			e.o.Log.Error().Err(err).Msg("claim deliveries")
@@ -337,10 +337,6 @@ func (e *Engine) conclude(d claimed, url string, o outcome, final bool) {
 	ta.Headers = nil
 	r.entries = append(r.entries, mustJSON(timelineEntry{At: at, Type: "delivery_attempt", DeliveryID: d.id,
 		WebhookID: d.webhookID, Event: d.event, Attempt: &ta}))
-	if r.verdict == "dead" {
-		r.entries = append(r.entries, mustJSON(timelineEntry{At: at, Type: "dead_lettered", DeliveryID: d.id,
-			WebhookID: d.webhookID, Event: d.event}))
-	}
 	e.results <- r
 }
 
@@ -374,8 +370,9 @@ func (e *Engine) record(batch []result) {
 	now := e.o.Now()
 	at := now.UTC().Format(time.RFC3339Nano)
 	var earliest time.Time
+	recorded := make([]*redis.Cmd, len(batch))
 	err := e.pipelined(ctx, func(p redis.Pipeliner) {
-		for _, r := range batch {
+		for i, r := range batch {
 			d := r.d
 			if r.verdict == "defer" {
 				deferScript.Eval(ctx, p, []string{e.dKey(d.id), e.dueKey, e.leaseKey}, d.id, d.token, r.nextAt.UnixMilli())
@@ -395,7 +392,7 @@ func (e *Engine) record(batch []result) {
 					earliest = r.nextAt
 				}
 			}
-			recordScript.Eval(ctx, p, []string{e.dKey(d.id), e.attKey(d.id), e.dueKey, e.leaseKey,
+			recorded[i] = recordScript.Eval(ctx, p, []string{e.dKey(d.id), e.attKey(d.id), e.dueKey, e.leaseKey,
 				e.dlqKey(d.projectID), e.dlqHookKey(d.projectID, d.webhookID)},
 				d.id, d.token, r.verdict, now.UnixMilli(), r.attempt, next, int64(ttl/time.Second), r.status, r.err, at)
 			if e.o.Timeline != nil {
@@ -404,17 +401,46 @@ func (e *Engine) record(batch []result) {
 				}
 			}
 		}
-		e.countAttempts(ctx, p, batch, now)
 	})
 	if err != nil {
 		// The leases run out and the attempts are made again: at-least-once.
 		e.o.Log.Error().Err(err).Int("attempts", len(batch)).Msg("record delivery attempts")
 		return
 	}
-	for _, r := range batch {
-		if r.verdict != "defer" {
-			e.m.attempts.WithLabelValues(r.verdict).Inc()
+	// What each record did decides what follows: a dead letter, or retries
+	// cancelled meanwhile (the channel was settled), and the statistics.
+	applied := make([]result, 0, len(batch))
+	var after [][2]any // channel, timeline entry
+	for i, r := range batch {
+		if recorded[i] == nil {
+			continue
 		}
+		n, _ := recorded[i].Int()
+		if n == 0 {
+			continue // a stale claim: another node's attempt counts
+		}
+		ts := now.UTC().Format(tsFormat)
+		switch {
+		case n == 2:
+			r.verdict = "cancelled"
+			after = append(after, [2]any{r.d.channelID, mustJSON(cancelEntry{At: ts, Type: "delivery_cancelled", DeliveryID: r.d.id,
+				WebhookID: r.d.webhookID, Event: r.d.event, Reason: "retries cancelled: the channel was settled while this attempt was under way"})})
+		case r.verdict == "dead":
+			after = append(after, [2]any{r.d.channelID, mustJSON(timelineEntry{At: ts, Type: "dead_lettered", DeliveryID: r.d.id,
+				WebhookID: r.d.webhookID, Event: r.d.event})})
+		}
+		e.m.attempts.WithLabelValues(r.verdict).Inc()
+		applied = append(applied, r)
+	}
+	if err := e.pipelined(ctx, func(p redis.Pipeliner) {
+		if e.o.Timeline != nil {
+			for _, a := range after {
+				e.o.Timeline.AppendTimeline(ctx, p, a[0].(string), a[1].([]byte))
+			}
+		}
+		e.countAttempts(ctx, p, applied, now)
+	}); err != nil {
+		e.o.Log.Warn().Err(err).Msg("log delivery outcomes")
 	}
 	if !earliest.IsZero() {
 		e.poke(earliest)

@@ -45,7 +45,11 @@ func (e *Engine) countAttempts(ctx context.Context, p redis.Pipeliner, batch []r
 		}
 		k := e.statsKey(r.d.projectID, minute)
 		keys[k] = true
-		p.HIncrBy(ctx, k, r.verdict, 1)
+		verdict := r.verdict
+		if verdict == "cancelled" {
+			verdict = "retry" // a failed attempt whose retries were cancelled
+		}
+		p.HIncrBy(ctx, k, verdict, 1)
 		p.HIncrBy(ctx, k, "l"+strconv.Itoa(latencyBucket(r.durationMS)), 1)
 	}
 	for k := range keys {

@@ -2,15 +2,20 @@
 -- channel's deadline race through, so exactly one outcome wins.
 -- KEYS[1] channel hash; KEYS[2] timeline list.
 -- ARGV[1] now (unix ms); ARGV[2] now (RFC 3339); ARGV[3] the callback's
--- fingerprint; ARGV[4] the status it sets (completed or error); ARGV[5] the
+-- fingerprint; ARGV[4] the status it sets (completed or error; empty when
+-- the caller read the channel before it awaited a callback); ARGV[5] the
 -- message it publishes; ARGV[6] its timeline entry; ARGV[7] timeline entry
 -- of a timeout; ARGV[8] timeline entry of a simulated callback.
--- Returns {"ok", message}; {"repeat", message, status} (the same callback
--- again); {"late", outcome, message, status} (the deadline had passed: it
--- is fired now);
--- {"timeout"}; {"conflict", status} (settled by another callback or a
--- simulation); {"not_awaiting", status}; or {"gone"}.
-local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'cb_fp', 'outcome', 'message')
+-- Returns {"ok", message, generated, sim}; {"repeat", message, status}
+-- (the same callback again); {"late", outcome, message, status, generated,
+-- sim} (the deadline had passed: it is fired now); {"retry"} (the channel
+-- began to await its callback after the caller read it); {"timeout"};
+-- {"conflict", status} (settled by another callback or a simulation);
+-- {"not_awaiting", status}; or {"gone"}. generated and sim are the room
+-- messages of the generation, which the winner publishes again before the
+-- final one (the room drops them if it has them), so that the room's order
+-- holds even when the callback overtook the generation's own publish.
+local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'cb_fp', 'outcome', 'message', 'sim')
 local st = v[1]
 if not st then
   return {'gone'}
@@ -23,11 +28,14 @@ if st == 'ai_generated' then
     end
     redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2])
     redis.call('RPUSH', KEYS[2], entry)
-    return {'late', outcome, v[4], v[3]}
+    return {'late', outcome, v[4], v[3], v[7] or '', v[8] or ''}
+  end
+  if ARGV[4] == '' then
+    return {'retry'}
   end
   redis.call('HSET', KEYS[1], 'status', ARGV[4], 'message', ARGV[5], 'outcome', 'callback', 'cb_fp', ARGV[3], 'updated_at', ARGV[2])
   redis.call('RPUSH', KEYS[2], ARGV[6])
-  return {'ok', ARGV[5]}
+  return {'ok', ARGV[5], v[7] or '', v[8] or ''}
 end
 if v[6] == 'callback' then
   if v[5] == ARGV[3] then

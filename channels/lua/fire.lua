@@ -5,12 +5,14 @@
 -- KEYS[1] channel hash; KEYS[2] timeline list.
 -- ARGV[1] now (unix ms); ARGV[2] now (RFC 3339); ARGV[3] timeline entry of
 -- a timeout; ARGV[4] timeline entry of a simulated callback.
--- Returns {"fired", message, project_id, outcome, status, workflow, event},
+-- Returns {"fired", message, project_id, outcome, status, workflow, event,
+-- generated, sim} (generated and sim: the generation's room messages,
+-- published again before the final one, see callback.lua),
 -- {"wait", deadline} (not due yet), {"done", message, project_id, outcome,
 -- status, workflow, event}
 -- (settled before: its message is published again, idempotently), or
 -- {"gone"}.
-local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'project_id', 'message', 'outcome', 'workflow', 'event_name')
+local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'project_id', 'message', 'outcome', 'workflow', 'event_name', 'sim')
 if not v[1] then
   return {'gone'}
 end
@@ -26,4 +28,4 @@ if v[3] ~= 'error' then
 end
 redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2])
 redis.call('RPUSH', KEYS[2], entry)
-return {'fired', v[4], v[5], outcome, v[3], v[8] or '', v[9] or ''}
+return {'fired', v[4], v[5], outcome, v[3], v[8] or '', v[9] or '', v[6] or '', v[10] or ''}

@@ -8,7 +8,8 @@
 -- ARGV[9] last error; ARGV[10] now (RFC 3339).
 -- A retry or dead letter of a delivery whose retries were cancelled ends it
 -- as cancelled instead (see cancel.lua).
--- Returns 1 when recorded, 0 when the claim was stale.
+-- Returns 1 when recorded as asked, 2 when recorded as cancelled instead,
+-- 0 when the claim was stale.
 if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[2] then
   return 0
 end
@@ -43,5 +44,8 @@ else
   redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[7])
   redis.call('EXPIRE', KEYS[2], ARGV[7])
+end
+if outcome == 'cancelled' then
+  return 2
 end
 return 1
