@@ -257,3 +257,29 @@ func TestWebhookHangingReceiverIsCut(t *testing.T) {
 		t.Errorf("no timed-out attempt on the timeline: %v", log["timeline"])
 	}
 }
+
+// "Send a test event": a signed webhook.test delivery to one endpoint,
+// followed like any delivery; another project's endpoint is not found.
+func TestWebhookTestEvent(t *testing.T) {
+	t.Parallel()
+	rc := newReceiver(t, func(int) int { return 200 })
+	n := newNode(t)
+	whID := setupWebhook(t, n, rc)
+	ans := n.must(t, 202, "POST", "/api/console/webhook/"+whID+"/test", nil)
+	id, _ := ans["delivery_id"].(string)
+	hits := rc.waitHits(t, 1, 5*time.Second) // the receiver checks both signatures
+	if p := hits[0].payload; p["type"] != "webhook.test" || p["webhook_id"] != whID || hits[0].id != id {
+		t.Errorf("test delivery %s: %v", hits[0].id, p)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for n.must(t, 200, "GET", "/api/console/dlq/"+id, nil)["status"] != "succeeded" {
+		if time.Now().After(deadline) {
+			t.Fatal("the test delivery was not recorded as succeeded")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	other := n.must(t, 201, "POST", "/api/console/projects", map[string]any{"name": "other"})["key"].(string)
+	if r := n.do(t, "POST", "/api/console/webhook/"+whID+"/test", other, nil); r.status != 404 {
+		t.Errorf("another project's test: %d %s", r.status, r.body)
+	}
+}

@@ -235,3 +235,33 @@ func mustJSON(v any) []byte {
 	}
 	return b
 }
+
+// SendTest enqueues a "webhook.test" delivery to one endpoint of the
+// project, due now, whatever events it subscribes to (a disabled endpoint
+// dead-letters it, as any delivery). It goes through the same signing,
+// attempts and retries as real deliveries, and returns the delivery id.
+func (e *Engine) SendTest(ctx context.Context, pid string, w console.Webhook) (string, error) {
+	now := e.o.Now()
+	at := now.UTC().Format(tsFormat)
+	test := "test_" + newToken()
+	body, err := json.Marshal(struct {
+		Type      string `json:"type"`
+		WebhookID string `json:"webhook_id"`
+		ProjectID string `json:"project_id"`
+		Message   string `json:"message"`
+		Timestamp string `json:"timestamp"`
+	}{"webhook.test", w.ID, pid, "a test delivery from riverhub: answer 2xx to pass", at})
+	if err != nil {
+		return "", err
+	}
+	id := DeliveryID("webhook.test", test, w.ID)
+	if err := enqueueScript.Run(ctx, e.rdb, []string{e.dKey(id), e.dueKey}, id, now.UnixMilli(),
+		"project_id", pid, "webhook_id", w.ID, "channel_id", test, "event", "webhook.test",
+		"body", body, "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at",
+		now.UTC().Format(time.RFC3339Nano)).Err(); err != nil {
+		return "", fmt.Errorf("enqueue test delivery: %w", err)
+	}
+	e.m.enqueued.Inc()
+	e.poke(now)
+	return id, nil
+}

@@ -336,7 +336,22 @@ await check("rotate a webhook secret: the new one is shown, the old one keeps si
   await shot(page, "07-webhook-rotated");
 });
 
-log("note webhooks: no test-event API exists, so the console has no \"send test event\" button");
+await check("send a test event: the page follows the delivery to its answer (stubbed answers, so the receivers' counts stay as planned; the API itself is tested in Go)", async () => {
+  const posted = [];
+  await page.route(/\/api\/console\/webhook\/[^/]+\/test$/, (route) => {
+    posted.push(route.request().method());
+    route.fulfill({ status: 202, contentType: "application/json", body: JSON.stringify({ delivery_id: "msg_testdelivery01" }) });
+  });
+  await page.route(/\/api\/console\/dlq\/msg_testdelivery01$/, (route) => route.fulfill({ status: 200, contentType: "application/json",
+    body: JSON.stringify({ id: "msg_testdelivery01", status: "succeeded", attempts: 1, last_status_code: 200, event: "webhook.test" }) }));
+  const c = cardWith(page, FLAKY).first();
+  await c.getByRole("button", { name: "Send test event" }).click();
+  await c.locator(".test-result", { hasText: "answered HTTP 200" }).waitFor({ timeout: T });
+  assert(posted.length === 1 && posted[0] === "POST", `test requests = ${posted}`);
+  await c.locator(".test-result .badge", { hasText: "passed" }).waitFor({ timeout: T });
+  await page.unroute(/\/api\/console\/webhook\/[^/]+\/test$/);
+  await page.unroute(/\/api\/console\/dlq\/msg_testdelivery01$/);
+});
 
 // --- tasks: failed-then-succeeded delivery, dead letters --------------------
 

@@ -193,3 +193,17 @@ func (s *Server) listProjects(c *gin.Context) {
 		return s.Console.ListProjects(c.Request.Context(), p)
 	})
 }
+
+// testWebhook sends the endpoint a signed "webhook.test" delivery; its
+// attempts can be followed at GET /api/console/dlq/{delivery_id}.
+func (s *Server) testWebhook(c *gin.Context) {
+	ctx := c.Request.Context()
+	pid := principal(c).ProjectID
+	w, err := s.Console.GetWebhook(ctx, pid, c.Param("id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	id, err := s.Deliveries.SendTest(ctx, pid, w)
+	s.answer(c, http.StatusAccepted, gin.H{"delivery_id": id}, err)
+}

@@ -136,6 +136,7 @@ func (s *Server) routes() {
 	con.PATCH("/webhook/:id", s.updateWebhook)
 	con.DELETE("/webhook/:id", s.deleteWebhook)
 	con.POST("/webhook/:id/rotate-secret", s.rotateSecret)
+	con.POST("/webhook/:id/test", s.testWebhook)
 
 	con.POST("/keys", s.createKey)
 	con.GET("/keys", s.listKeys)

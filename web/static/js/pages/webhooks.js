@@ -119,6 +119,29 @@ function hookCard(w, reload, flash) {
       }
     });
   });
+  const test = h("button", { type: "button", class: "btn btn-small" }, "Send test event");
+  test.addEventListener("click", () => busy(test, async () => {
+    try {
+      const { delivery_id: id } = await api.post("api/console/webhook/" + enc(w.id) + "/test");
+      const line = h("p", { class: "test-result" }, "Test delivery ", mono(id), " sent; waiting for the answer…");
+      slot.replaceChildren(line);
+      // Follow it until its first attempt is recorded (about 10 s at most).
+      for (let i = 0; i < 20; i++) {
+        await new Promise((r) => setTimeout(r, 500));
+        const d = await api.get("api/console/dlq/" + enc(id));
+        if (!d.attempts) continue;
+        const code = d.last_status_code ? `HTTP ${d.last_status_code}` : (d.last_error || "no answer");
+        line.replaceChildren(d.status === "succeeded"
+          ? h("span", {}, badge("success", "passed"), " Test delivery ", mono(id), ` answered ${code}.`)
+          : h("span", {}, badge("error", "failed"), " Test delivery ", mono(id), ` failed: ${code}` +
+            (d.next_attempt_at ? "; it will be retried on the schedule." : ".")));
+        return;
+      }
+      line.append(" No answer recorded yet; see the endpoint's deliveries later.");
+    } catch (err) {
+      slot.replaceChildren(errorBox(err, "Sending a test event"));
+    }
+  }));
   const edit = h("button", { type: "button", class: "btn btn-small" }, "Edit");
   edit.addEventListener("click", () => {
     if (slot.querySelector("form")) return clear(slot);
@@ -143,7 +166,7 @@ function hookCard(w, reload, flash) {
     head,
     w.description ? h("p", {}, w.description) : null,
     h("p", { class: "muted small meta" }, mono(w.id), " · ", (w.events || []).join(", "), " · created ", timeEl(w.created_at)),
-    h("div", { class: "actions wrap" }, toggle, reveal, rotate, edit,
+    h("div", { class: "actions wrap" }, toggle, reveal, rotate, test, edit,
       h("a", { class: "btn btn-small", href: route("dlq") + "?webhook_id=" + enc(w.id) }, "Dead letters"), del),
     slot);
 }
