@@ -52,9 +52,9 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 		p.Expire(ctx, s.tlKey(o.cid), ttl)
 		s.indexMove(ctx, p, logRef{o.pid, o.cid, o.workflow, o.event}, StatusGenerating, StatusAIGenerated)
 		if pipe {
-			s.broadcast(ctx, p, pp, o.pid, o.cid, StatusAIGenerated, o.msg, o.rerun)
+			s.broadcast(ctx, p, pp, o.pid, o.cid, StatusAIGenerated, o.msg)
 			if o.sim != nil {
-				s.broadcast(ctx, p, pp, o.pid, o.cid, StatusSimulating, o.sim, o.rerun)
+				s.broadcast(ctx, p, pp, o.pid, o.cid, StatusSimulating, o.sim)
 			}
 		}
 	})
@@ -89,7 +89,7 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 		st, _ := v[0].(string)
 		msg, _ := v[1].(string)
 		if err := s.settled(ctx, logRef{o.pid, o.cid, o.workflow, o.event}, Status(st), nil, json.RawMessage(msg),
-			settleReason(outcome), true); err != nil {
+			settleReason(outcome)); err != nil {
 			return err
 		}
 	}
@@ -210,11 +210,11 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 	case "gone":
 		return apperr.NotFoundf("channel %s not found", cid)
 	case "ok": // {"ok", message, generated, sim}
-		return s.settled(ctx, ref, status, rawAll(out[2], out[3]), json.RawMessage(out[1]), "a callback was received", false)
+		return s.settled(ctx, ref, status, rawAll(out[2], out[3]), json.RawMessage(out[1]), "a callback was received")
 	case "repeat": // {"repeat", message, status}
-		return s.settled(ctx, ref, Status(out[2]), nil, json.RawMessage(out[1]), "a callback was received", true)
+		return s.settled(ctx, ref, Status(out[2]), nil, json.RawMessage(out[1]), "a callback was received")
 	case "late": // {"late", outcome, message, status, generated, sim}
-		if err := s.settled(ctx, ref, Status(out[3]), rawAll(out[4], out[5]), json.RawMessage(out[2]), settleReason(out[1]), false); err != nil {
+		if err := s.settled(ctx, ref, Status(out[3]), rawAll(out[4], out[5]), json.RawMessage(out[2]), settleReason(out[1])); err != nil {
 			return err
 		}
 		reject = ErrCallbackTimeout(cid)
@@ -237,6 +237,15 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 	}
 	_ = s.rdb.RPushX(ctx, s.tlKey(cid), mustJSON(rejected)).Err()
 	return reject
+}
+
+// messageStatus is a room message's status, for its broadcast entry.
+func messageStatus(m json.RawMessage) Status {
+	var v struct {
+		Status Status `json:"status"`
+	}
+	_ = json.Unmarshal(m, &v)
+	return v.Status
 }
 
 // maxLoggedCallback is the largest refused callback body kept on the
@@ -303,7 +312,7 @@ func (s *Service) simulatedEntry(at string) []byte {
 // then is its deadline entry removed: if a step fails, the entry brings a
 // poller back to do it again. It runs to the end even if the caller's
 // request is cancelled.
-func (s *Service) settled(ctx context.Context, ref logRef, st Status, pre []json.RawMessage, msg json.RawMessage, why string, rerun bool) error {
+func (s *Service) settled(ctx context.Context, ref logRef, st Status, pre []json.RawMessage, msg json.RawMessage, why string) error {
 	ctx = context.WithoutCancel(ctx)
 	pid, cid := ref.pid, ref.cid
 	pp, pipe := s.o.Publisher.(PipePublisher)
@@ -320,10 +329,10 @@ func (s *Service) settled(ctx context.Context, ref logRef, st Status, pre []json
 	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		if pipe {
 			for _, m := range pre {
-				s.broadcast(ctx, p, pp, pid, cid, "", m, true)
+				s.broadcast(ctx, p, pp, pid, cid, messageStatus(m), m)
 			}
 			if len(msg) > 0 {
-				s.broadcast(ctx, p, pp, pid, cid, st, msg, rerun)
+				s.broadcast(ctx, p, pp, pid, cid, st, msg)
 			}
 		}
 		s.indexMove(ctx, p, ref, StatusAIGenerated, st)
@@ -403,7 +412,6 @@ func (s *Service) fireDue() int {
 		ref     logRef
 		status  Status
 		why     string
-		rerun   bool // settled before: only its publish is redone
 		pre     []json.RawMessage
 		msg     json.RawMessage
 		outcome string
@@ -425,7 +433,7 @@ func (s *Service) fireDue() int {
 		case "fired", "done":
 			// {"fired"|"done", message, project_id, outcome, status, workflow, event[, generated, sim]}
 			d := settle{ref: logRef{out[2], id, out[5], out[6]}, status: Status(out[4]), why: settleReason(out[3]),
-				rerun: out[0] == "done", msg: json.RawMessage(out[1]), outcome: out[3]}
+				msg: json.RawMessage(out[1]), outcome: out[3]}
 			if out[0] == "fired" {
 				s.m.timeouts.WithLabelValues(out[3]).Inc()
 				d.pre = rawAll(out[7], out[8])
@@ -451,10 +459,10 @@ func (s *Service) fireDue() int {
 		for _, d := range done {
 			if pipe {
 				for _, m := range d.pre {
-					s.broadcast(ctx, p, pp, d.ref.pid, d.ref.cid, "", m, true)
+					s.broadcast(ctx, p, pp, d.ref.pid, d.ref.cid, messageStatus(m), m)
 				}
 				if len(d.msg) > 0 {
-					s.broadcast(ctx, p, pp, d.ref.pid, d.ref.cid, d.status, d.msg, d.rerun)
+					s.broadcast(ctx, p, pp, d.ref.pid, d.ref.cid, d.status, d.msg)
 				}
 			}
 			s.indexMove(ctx, p, d.ref, StatusAIGenerated, d.status)

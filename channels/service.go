@@ -52,7 +52,9 @@ type Publisher interface {
 // PipePublisher is a Publisher that can queue its publish into a pipeline,
 // so the workers send it together with the lease release.
 type PipePublisher interface {
-	PublishPipe(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage) error
+	// PublishPipe appends logEntry to logKey when, and only when, the
+	// message is published (not dropped as a repeat).
+	PublishPipe(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage, logKey string, logEntry []byte) error
 }
 
 // Dispatcher enqueues webhook deliveries (the dispatch engine). Enqueue
@@ -366,7 +368,6 @@ type outcome struct {
 	deadline            int64           // the callback deadline, unix ms (event-driven)
 	sim                 json.RawMessage // playground: the "simulating backend callback" message
 	beyond              bool            // a callback or the deadline has settled the channel since
-	rerun               bool            // another run completed it: its side effects are redone, not logged again
 }
 
 // outcomeOf reads the channel's outcome as the complete and start scripts
@@ -450,9 +451,7 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 	if won == 1 {
 		s.m.completed.WithLabelValues(string(status)).Inc()
 	}
-	o := outcomeOf(t, out[1:])
-	o.rerun = won == 0
-	return o, nil
+	return outcomeOf(t, out[1:]), nil
 }
 
 // generation is what an event-driven channel stores once generated.
@@ -558,7 +557,7 @@ func (s *Service) finish(ctx context.Context, o outcome) error {
 	}
 	if pp, ok := s.o.Publisher.(PipePublisher); ok {
 		// Published, indexed and released together, in order, by the batcher.
-		s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, pub: pp, status: o.status, workflow: o.workflow, event: o.event, rerun: o.rerun})
+		s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, pub: pp, status: o.status, workflow: o.workflow, event: o.event})
 		return nil
 	}
 	if s.o.Publisher != nil {
@@ -585,7 +584,6 @@ type ackItem struct {
 	status   Status // the final status, when set
 	workflow string // the channel's workflow and event name, for the log indexes
 	event    string
-	rerun    bool // a redone publish: not logged again
 }
 
 func (s *Service) ackWith(ctx context.Context, it ackItem) {
@@ -612,7 +610,7 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, it := range items {
 			if it.pub != nil {
-				s.broadcast(ctx, p, it.pub, it.pid, it.cid, it.status, it.msg, it.rerun)
+				s.broadcast(ctx, p, it.pub, it.pid, it.cid, it.status, it.msg)
 			}
 			if it.status != "" {
 				s.indexMove(ctx, p, logRef{it.pid, it.cid, it.workflow, it.event}, StatusGenerating, it.status)
@@ -626,18 +624,15 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 	}
 }
 
-// broadcast queues msg's publish into the channel's room, and unless it
-// is a re-run (which the room drops) its "broadcast" timeline entry,
-// within p.
-func (s *Service) broadcast(ctx context.Context, p redis.Pipeliner, pp PipePublisher, pid, cid string, st Status, msg json.RawMessage, rerun bool) {
-	if err := pp.PublishPipe(ctx, p, pid, cid, msg); err != nil {
+// broadcast queues msg's publish into the channel's room, within p; the
+// room logs it on the channel's timeline as a "broadcast" entry (status
+// st) only if it is not a repeat of a message the room already holds, so
+// side effects redone after a crash or by a losing run log nothing twice.
+func (s *Service) broadcast(ctx context.Context, p redis.Pipeliner, pp PipePublisher, pid, cid string, st Status, msg json.RawMessage) {
+	entry := mustJSON(Entry{At: stamp(s.o.Now()), Type: "broadcast", Status: st, Node: s.o.Node})
+	if err := pp.PublishPipe(ctx, p, pid, cid, msg, s.tlKey(cid), entry); err != nil {
 		s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("publish")
-		return
 	}
-	if rerun {
-		return
-	}
-	p.RPushX(ctx, s.tlKey(cid), mustJSON(Entry{At: stamp(s.o.Now()), Type: "broadcast", Status: st, Node: s.o.Node}))
 }
 
 const ackBatch = 512

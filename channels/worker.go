@@ -177,9 +177,7 @@ func (s *Service) process(cid string, start *redis.Cmd) {
 		for _, x := range out[3:] {
 			v = append(v, x)
 		}
-		o := outcomeOf(&t, v)
-		o.rerun = true
-		if err := s.finish(ctx, o); err != nil && ctx.Err() == nil {
+		if err := s.finish(ctx, outcomeOf(&t, v)); err != nil && ctx.Err() == nil {
 			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("finish task")
 		}
 	case "run":

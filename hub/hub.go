@@ -188,8 +188,11 @@ func (h *Hub) Publish(ctx context.Context, projectID, channelID string, msg json
 
 // PublishPipe queues the same publish as Publish into p, so a caller can
 // send it in one round trip with its own commands (the task workers batch
-// publishes with their lease releases). The outcome is not counted.
-func (h *Hub) PublishPipe(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage) error {
+// publishes with their lease releases). When logKey is set (a list under
+// the channel's hash tag, such as its audit timeline), logEntry is appended
+// to it if, and only if, the message is published rather than dropped as a
+// repeat. The outcome is not counted.
+func (h *Hub) PublishPipe(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage, logKey string, logEntry []byte) error {
 	if channelID == "" {
 		return errors.New("hub: publish: empty channel id")
 	}
@@ -197,8 +200,12 @@ func (h *Hub) PublishPipe(ctx context.Context, p redis.Pipeliner, projectID, cha
 		return ErrInvalidMessage
 	}
 	ttl := max(int64(h.o.Retention/time.Second), 1)
-	publishScript.Eval(ctx, p, []string{h.histKey(channelID), h.seqKey(channelID)},
-		[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID))
+	keys := []string{h.histKey(channelID), h.seqKey(channelID)}
+	args := []any{[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID)}
+	if logKey != "" {
+		keys, args = append(keys, logKey), append(args, logEntry)
+	}
+	publishScript.Eval(ctx, p, keys, args...)
 	return nil
 }
 

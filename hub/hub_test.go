@@ -752,3 +752,25 @@ func TestJoinResumesAfterLastSeq(t *testing.T) {
 		c2.response(topic, ref2, p)
 	}
 }
+
+// PublishPipe's log entry is appended when the message is published, not
+// when it is dropped as a repeat.
+func TestPublishPipeLogsOnlyWhatItPublishes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	h, _ := e.node(Options{})
+	pid, cid, _, _ := e.channel()
+	ctx := context.Background()
+	logKey := h.o.Prefix + ":ch:{" + cid + "}:tl"
+	e.rdb.RPush(ctx, logKey, "start")
+	for i, m := range []string{`{"s":"a"}`, `{"s":"a"}`, `{"s":"b"}`, `{"s":"a"}`} {
+		if _, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			return h.PublishPipe(ctx, p, pid, cid, json.RawMessage(m), logKey, []byte(fmt.Sprint("published ", i)))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := e.rdb.LRange(ctx, logKey, 0, -1).Result(); fmt.Sprint(got) != "[start published 0 published 2]" {
+		t.Fatalf("log = %q", got)
+	}
+}
