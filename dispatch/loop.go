@@ -401,6 +401,7 @@ func (e *Engine) record(batch []result) {
 				}
 			}
 		}
+		e.countAttempts(ctx, p, batch, now)
 	})
 	if err != nil {
 		// The leases run out and the attempts are made again: at-least-once.
@@ -408,20 +409,24 @@ func (e *Engine) record(batch []result) {
 		return
 	}
 	// What each record did decides what follows: a dead letter, or retries
-	// cancelled meanwhile (the channel was settled), and the statistics.
-	applied := make([]result, 0, len(batch))
+	// cancelled meanwhile (the channel was settled). Only then is there a
+	// second round trip.
 	var after [][2]any // channel, timeline entry
+	var deadCancelled []result
 	for i, r := range batch {
 		if recorded[i] == nil {
 			continue
 		}
 		n, _ := recorded[i].Int()
 		if n == 0 {
-			continue // a stale claim: another node's attempt counts
+			continue // a stale claim: the newer claim records its own
 		}
 		ts := now.UTC().Format(tsFormat)
 		switch {
 		case n == 2:
+			if r.verdict == "dead" {
+				deadCancelled = append(deadCancelled, r)
+			}
 			r.verdict = "cancelled"
 			after = append(after, [2]any{r.d.channelID, mustJSON(cancelEntry{At: ts, Type: "delivery_cancelled", DeliveryID: r.d.id,
 				WebhookID: r.d.webhookID, Event: r.d.event, Reason: "retries cancelled: the channel was settled while this attempt was under way"})})
@@ -430,17 +435,18 @@ func (e *Engine) record(batch []result) {
 				WebhookID: r.d.webhookID, Event: r.d.event})})
 		}
 		e.m.attempts.WithLabelValues(r.verdict).Inc()
-		applied = append(applied, r)
 	}
-	if err := e.pipelined(ctx, func(p redis.Pipeliner) {
-		if e.o.Timeline != nil {
-			for _, a := range after {
-				e.o.Timeline.AppendTimeline(ctx, p, a[0].(string), a[1].([]byte))
+	if len(after) > 0 {
+		if err := e.pipelined(ctx, func(p redis.Pipeliner) {
+			if e.o.Timeline != nil {
+				for _, a := range after {
+					e.o.Timeline.AppendTimeline(ctx, p, a[0].(string), a[1].([]byte))
+				}
 			}
+			e.recountCancelled(ctx, p, deadCancelled, now)
+		}); err != nil {
+			e.o.Log.Warn().Err(err).Msg("log delivery outcomes")
 		}
-		e.countAttempts(ctx, p, applied, now)
-	}); err != nil {
-		e.o.Log.Warn().Err(err).Msg("log delivery outcomes")
 	}
 	if !earliest.IsZero() {
 		e.poke(earliest)

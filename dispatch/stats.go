@@ -45,15 +45,22 @@ func (e *Engine) countAttempts(ctx context.Context, p redis.Pipeliner, batch []r
 		}
 		k := e.statsKey(r.d.projectID, minute)
 		keys[k] = true
-		verdict := r.verdict
-		if verdict == "cancelled" {
-			verdict = "retry" // a failed attempt whose retries were cancelled
-		}
-		p.HIncrBy(ctx, k, verdict, 1)
+		p.HIncrBy(ctx, k, r.verdict, 1)
 		p.HIncrBy(ctx, k, "l"+strconv.Itoa(latencyBucket(r.durationMS)), 1)
 	}
 	for k := range keys {
 		p.Expire(ctx, k, statsTTL)
+	}
+}
+
+// recountCancelled moves attempts counted as dead letters to the failed
+// ones, for deliveries whose record ended them as cancelled instead (their
+// channel was settled while the attempt was under way).
+func (e *Engine) recountCancelled(ctx context.Context, p redis.Pipeliner, rs []result, now time.Time) {
+	for _, r := range rs {
+		k := e.statsKey(r.d.projectID, now.Unix()/60)
+		p.HIncrBy(ctx, k, "dead", -1)
+		p.HIncrBy(ctx, k, "retry", 1)
 	}
 }
 
