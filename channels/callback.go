@@ -358,21 +358,10 @@ func (s *Service) cancelHook(ctx context.Context, pid, cid, why string) {
 	}
 }
 
-// deadlineLoop settles the channels whose callback deadline has come, on
-// whichever node claims them first.
-func (s *Service) deadlineLoop() {
-	defer s.loops.Done()
-	t := time.NewTicker(deadlinePoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.quit:
-			return
-		case <-t.C:
-		case <-s.wakeDue:
-		}
-		for s.fireDue() == deadlineBatch && s.runCtx.Err() == nil {
-		}
+// fireAllDue settles the channels whose callback deadline has come, on
+// whichever node claims them first, a full batch after another.
+func (s *Service) fireAllDue() {
+	for s.fireDue() == deadlineBatch && s.runCtx.Err() == nil {
 	}
 }
 

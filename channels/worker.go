@@ -24,9 +24,9 @@ func (s *Service) Start() {
 	s.claimer.Add(1)
 	s.loops.Add(3)
 	go s.claimLoop()
-	go s.deadlineLoop()
-	go s.every(s.o.Lease/3, s.heartbeat)
-	go s.every(max(s.o.Lease/4, 50*time.Millisecond), s.reclaim)
+	go s.every(deadlinePoll, s.wakeDue, s.fireAllDue)
+	go s.every(s.o.Lease/3, nil, s.heartbeat)
+	go s.every(max(s.o.Lease/4, 50*time.Millisecond), nil, s.reclaim)
 }
 
 // poke wakes this node's claimer after a local submission.
@@ -200,7 +200,9 @@ func (s *Service) process(cid string, start *redis.Cmd) {
 	}
 }
 
-func (s *Service) every(d time.Duration, f func()) {
+// every runs f every d, and whenever wake (nil: never) is signalled, until
+// quit.
+func (s *Service) every(d time.Duration, wake <-chan struct{}, f func()) {
 	defer s.loops.Done()
 	t := time.NewTicker(d)
 	defer t.Stop()
@@ -209,8 +211,9 @@ func (s *Service) every(d time.Duration, f func()) {
 		case <-s.quit:
 			return
 		case <-t.C:
-			f()
+		case <-wake:
 		}
+		f()
 	}
 }
 
