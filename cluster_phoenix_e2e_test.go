@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -24,18 +23,7 @@ import (
 // e2eScript returns node and the path of an e2e script, or skips the test.
 func e2eScript(t *testing.T, name string) (node, script string) {
 	t.Helper()
-	skip := t.Skipf
-	if os.Getenv("RIVERHUB_E2E_NODE") == "require" {
-		skip = t.Fatalf
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		skip("node is not on PATH; this test runs the official phoenix client under Node 20+")
-	}
-	if _, err := os.Stat(filepath.Join("e2e", "node_modules", "phoenix", "package.json")); err != nil {
-		skip("the phoenix npm package is not installed: run `cd e2e && npm ci`")
-	}
-	return node, filepath.Join("e2e", name)
+	return nodeTool(t, "this test runs the official phoenix client", "phoenix"), filepath.Join("e2e", name)
 }
 
 // jsProc is a running e2e script: its stdout lines (payloads or results)

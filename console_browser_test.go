@@ -25,16 +25,10 @@ import (
 // consoleTooling finds node and chromium, or skips (fails when required).
 func consoleTooling(t *testing.T) (node, chromium string) {
 	t.Helper()
+	node = nodeTool(t, "the console test (e2e/console_browser.mjs)", "playwright-core")
 	skip := t.Skipf
 	if os.Getenv("RIVERHUB_E2E_NODE") == "require" {
 		skip = t.Fatalf
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		skip("node is not on PATH; the console test runs e2e/console_browser.mjs under Node 20+")
-	}
-	if _, err := os.Stat(filepath.Join("e2e", "node_modules", "playwright-core", "package.json")); err != nil {
-		skip("the playwright-core npm package is not installed: run `cd e2e && npm ci`")
 	}
 	chromium = "/usr/bin/chromium"
 	if _, err := os.Stat(chromium); err != nil {

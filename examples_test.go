@@ -60,14 +60,7 @@ func goExampleCommand(t *testing.T) []string {
 // (CI) makes that a failure.
 func nodeExampleCommand(t *testing.T) []string {
 	t.Helper()
-	skip := t.Skipf
-	if os.Getenv("RIVERHUB_E2E_NODE") == "require" {
-		skip = t.Fatalf
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		skip("node is not on PATH; the node-backend example needs Node.js 20+")
-	}
+	node := nodeTool(t, "the node-backend example")
 	return []string{node, filepath.Join("examples", "node-backend", "server.mjs")}
 }
 

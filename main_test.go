@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -221,4 +223,26 @@ func get(tb testing.TB, m any, path ...string) any {
 		}
 	}
 	return cur
+}
+
+// nodeTool returns the node binary for a test that drives Node.js, after
+// checking that each npm package it needs is installed in e2e/. Without
+// them the test skips, unless RIVERHUB_E2E_NODE=require (CI), which makes
+// that a failure: those tests cannot silently stop running there.
+func nodeTool(t *testing.T, why string, packages ...string) string {
+	t.Helper()
+	skip := t.Skipf
+	if os.Getenv("RIVERHUB_E2E_NODE") == "require" {
+		skip = t.Fatalf
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		skip("node is not on PATH; %s needs Node.js 20+", why)
+	}
+	for _, p := range packages {
+		if _, err := os.Stat(filepath.Join("e2e", "node_modules", p, "package.json")); err != nil {
+			skip("the %s npm package is not installed: run `cd e2e && npm ci`", p)
+		}
+	}
+	return node
 }
