@@ -55,24 +55,10 @@
 import { createInterface } from "node:readline";
 import { Socket } from "phoenix";
 import WebSocket from "ws";
+import { args } from "./args.mjs";
 
-function args(argv) {
-  const out = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith("--")) throw new Error(`unexpected argument ${a}`);
-    if (a === "--refresh-token") {
-      out["refresh-token"] = "true";
-      continue;
-    }
-    const [k, v] = a.includes("=") ? a.slice(2).split(/=(.*)/s) : [a.slice(2), argv[++i]];
-    if (v === undefined) throw new Error(`${a} needs a value`);
-    out[k] = v;
-  }
-  return out;
-}
 
-const opt = args(process.argv.slice(2));
+const opt = args(process.argv.slice(2), ["refresh-token"]);
 const urls = (opt.urls ?? "").split(",").filter(Boolean);
 const topic = opt.topic;
 let token = opt.token;

@@ -26,18 +26,8 @@
 // Install once: cd e2e && npm ci
 import { Socket } from "phoenix";
 import WebSocket from "ws";
+import { args } from "./args.mjs";
 
-function args(argv) {
-  const out = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith("--")) throw new Error(`unexpected argument ${a}`);
-    const [k, v] = a.includes("=") ? a.slice(2).split(/=(.*)/s) : [a.slice(2), argv[++i]];
-    if (v === undefined) throw new Error(`${a} needs a value`);
-    out[k] = v;
-  }
-  return out;
-}
 
 const opt = args(process.argv.slice(2));
 const url = opt.url ?? process.env.RIVERHUB_WS_URL;
