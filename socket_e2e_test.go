@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +64,53 @@ func TestSocketReceivesFinalMessage(t *testing.T) {
 				t.Errorf("response payload = %s", f[4])
 			}
 			gotResponse = true
+		}
+	}
+}
+
+// The socket limits are settings: RIVERHUB_WS_MAX_CONNS refuses a socket
+// beyond it with 503, RIVERHUB_WS_MAX_CHANNELS a join beyond it with
+// too_many_channels.
+func TestSocketLimitsAreConfigurable(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, "RIVERHUB_WS_MAX_CONNS", "1", "RIVERHUB_WS_MAX_CHANNELS", "1")
+	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{"name": "w", "provider": "mock"})
+	ans := n.submit(t, "w", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := "ws://" + strings.TrimPrefix(n.base, "http://") + "/socket/websocket?vsn=2.0.0&token=" + ans["ws_token"].(string)
+	c, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if _, res, err := websocket.Dial(ctx, url, nil); err == nil || res == nil || res.StatusCode != 503 {
+		t.Errorf("a second socket beyond RIVERHUB_WS_MAX_CONNS=1: %v (%v)", err, res)
+	}
+	// The long and the short topic of the same channel: two joins.
+	cid := ans["channel_id"].(string)
+	for i, topic := range []string{ans["websocket_channel"].(string), "ai_response:" + cid} {
+		ref := fmt.Sprint(i + 1)
+		join, _ := json.Marshal([]any{ref, ref, topic, "phx_join", map[string]any{}})
+		if err := c.Write(ctx, websocket.MessageText, join); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(b), `"phx_reply"`) {
+				continue
+			}
+			want := `"status":"ok"`
+			if i == 1 {
+				want = `"reason":"too_many_channels"`
+			}
+			if !strings.Contains(string(b), want) {
+				t.Errorf("join %d: %s, want %s", i+1, b, want)
+			}
+			break
 		}
 	}
 }

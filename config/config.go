@@ -157,6 +157,14 @@ type Config struct {
 	// false; true or false.
 	WSTokenSingleUse bool
 
+	// WSMaxConns is how many sockets one node holds; more are refused
+	// with 503 (RIVERHUB_WS_MAX_CONNS, flag -ws-max-conns, default 20000).
+	WSMaxConns int
+	// WSMaxChannels is how many channels one socket may join; more get the
+	// join error too_many_channels (RIVERHUB_WS_MAX_CHANNELS, flag
+	// -ws-max-channels, default 100).
+	WSMaxChannels int
+
 	// ShutdownTimeout is how long a stopping server waits for in-flight
 	// requests and tasks; 0 stops at once.
 	// RIVERHUB_SHUTDOWN_TIMEOUT, flag -shutdown-timeout, default 15s; >= 0.
@@ -191,6 +199,8 @@ func Defaults() *Config {
 		ProviderTimeout:         60 * time.Second,
 		Workers:                 256,
 		MaxQueue:                100000,
+		WSMaxConns:              20000,
+		WSMaxChannels:           100,
 		TaskLease:               30 * time.Second,
 		Retention:               7 * 24 * time.Hour,
 		DLQRetention:            30 * 24 * time.Hour,

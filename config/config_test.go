@@ -72,6 +72,8 @@ func TestLoadDefaults(t *testing.T) {
 		{"MaxBodyBytes", d.MaxBodyBytes, int64(1048576)},
 		{"TokenTTL", d.TokenTTL, time.Hour},
 		{"WSTokenSingleUse", d.WSTokenSingleUse, false},
+		{"WSMaxConns", d.WSMaxConns, 20000},
+		{"WSMaxChannels", d.WSMaxChannels, 100},
 		{"ShutdownTimeout", d.ShutdownTimeout, 15 * time.Second},
 		{"LogLevel", d.LogLevel, "info"},
 		{"AllowCIDRs", d.AllowCIDRs, []netip.Prefix(nil)},
@@ -264,6 +266,8 @@ func TestLoadErrors(t *testing.T) {
 		{"provider timeout zero", one("RIVERHUB_PROVIDER_TIMEOUT", "0s"), nil, `RIVERHUB_PROVIDER_TIMEOUT: must be greater than 0, got 0s`},
 		{"task lease too short", one("RIVERHUB_TASK_LEASE", "99ms"), nil, `RIVERHUB_TASK_LEASE: must be at least 100ms, got 99ms`},
 		{"retention too short", one("RIVERHUB_RETENTION", "59s"), nil, `RIVERHUB_RETENTION: must be at least 1m0s, got 59s`},
+		{"no sockets", one("RIVERHUB_WS_MAX_CONNS", "0"), nil, `RIVERHUB_WS_MAX_CONNS: must be at least 1, got 0`},
+		{"no channels per socket", one("RIVERHUB_WS_MAX_CHANNELS", "0"), nil, `RIVERHUB_WS_MAX_CHANNELS: must be at least 1, got 0`},
 		{"dlq retention zero", one("RIVERHUB_DLQ_RETENTION", "0s"), nil, `RIVERHUB_DLQ_RETENTION: must be at least 1m0s, got 0s`},
 		{"token ttl zero", one("RIVERHUB_TOKEN_TTL", "0s"), nil, `RIVERHUB_TOKEN_TTL: must be greater than 0, got 0s`},
 		{"shutdown timeout negative", one("RIVERHUB_SHUTDOWN_TIMEOUT", "-5s"), nil, `RIVERHUB_SHUTDOWN_TIMEOUT: must not be negative, got -5s`},
@@ -405,6 +409,7 @@ func TestEveryFlagParses(t *testing.T) {
 		"-provider-timeout": "1s", "-workers": "1", "-max-queue": "1", "-task-lease": "1s", "-retention": "1h",
 		"-dlq-retention": "1h", "-max-body-bytes": "1", "-token-ttl": "1s", "-shutdown-timeout": "1s",
 		"-log-level": "warn", "-allow-cidrs": "10.0.0.0/8", "-ws-token-single-use": "true",
+		"-ws-max-conns": "7", "-ws-max-channels": "3",
 	}
 	var args []string
 	flags := 0
@@ -426,7 +431,8 @@ func TestEveryFlagParses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load(%v): %v", args, err)
 	}
-	if c.Addr != ":9" || c.LogLevel != "warn" || c.DLQRetention != time.Hour || c.PublicURL != "https://p" || !c.WSTokenSingleUse {
+	if c.Addr != ":9" || c.LogLevel != "warn" || c.DLQRetention != time.Hour || c.PublicURL != "https://p" || !c.WSTokenSingleUse ||
+		c.WSMaxConns != 7 || c.WSMaxChannels != 3 {
 		t.Fatalf("flags not applied: %+v", c)
 	}
 }

@@ -102,6 +102,12 @@ func (c *Config) Validate() error {
 	if c.MaxQueue < 1 {
 		return fmt.Errorf("RIVERHUB_MAX_QUEUE: must be at least 1, got %d", c.MaxQueue)
 	}
+	if c.WSMaxConns < 1 {
+		return fmt.Errorf("RIVERHUB_WS_MAX_CONNS: must be at least 1, got %d", c.WSMaxConns)
+	}
+	if c.WSMaxChannels < 1 {
+		return fmt.Errorf("RIVERHUB_WS_MAX_CHANNELS: must be at least 1, got %d", c.WSMaxChannels)
+	}
 	if c.MaxBodyBytes < 1 {
 		return fmt.Errorf("RIVERHUB_MAX_BODY_BYTES: must be at least 1, got %d", c.MaxBodyBytes)
 	}
