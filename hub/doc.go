@@ -51,7 +51,9 @@
 // Publish runs one script: if an entry of the history already carries
 // exactly this message it does nothing (a publisher re-run after a crash
 // does not repeat itself, even after later messages); else INCR, RPUSH,
-// LTRIM, EXPIRE both keys to Retention, PUBLISH.
+// LTRIM, EXPIRE both keys to Retention, PUBLISH, and (PublishPipe with a
+// log key: the channel's audit timeline, same hash tag) RPUSHX the caller's
+// log entry, so a repeat is neither shown nor logged twice.
 // A node SUBSCRIBEs to P:room:{cid} only while it has a socket joined to
 // cid, over one pub/sub connection, and UNSUBSCRIBEs when the room empties;
 // joins and leaves that arrive together share one command.
