@@ -419,7 +419,10 @@ func (e *Engine) record(batch []result) {
 		}
 		n, _ := recorded[i].Int()
 		if n == 0 {
-			continue // a stale claim: the newer claim records its own
+			// A stale claim: the newer claim records the delivery's
+			// outcome; this attempt was still made, and is counted.
+			e.m.attempts.WithLabelValues(r.verdict).Inc()
+			continue
 		}
 		ts := now.UTC().Format(tsFormat)
 		switch {
