@@ -28,6 +28,8 @@ type backend struct {
 	node   *node
 	secret string
 
+	work sync.WaitGroup // the background callbacks
+
 	mu      sync.Mutex
 	hooks   map[string]int           // task.ai_generated deliveries per channel
 	answers map[string][]int         // callback answers per channel
@@ -40,6 +42,9 @@ func newBackend(t *testing.T, n *node) *backend {
 		bodies: map[string]string{}, done: map[string]chan struct{}{}}
 	b.Server = httptest.NewServer(http.HandlerFunc(b.serve))
 	t.Cleanup(b.Close)
+	// Registered after the node's, so it runs first: no callback is sent
+	// to a node that has stopped.
+	t.Cleanup(b.work.Wait)
 	return b
 }
 
@@ -82,7 +87,7 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 	if p.CustomerData.Mode == "fail" {
 		w.WriteHeader(500)
 		if first {
-			go func() { time.Sleep(1500 * time.Millisecond); close(b.finished(p.ChannelID)) }()
+			b.work.Go(func() { time.Sleep(1500 * time.Millisecond); close(b.finished(p.ChannelID)) })
 		}
 		return
 	}
@@ -90,7 +95,7 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 	if !first {
 		return
 	}
-	go func() {
+	b.work.Go(func() {
 		defer close(b.finished(p.ChannelID))
 		enriched := map[string]any{"id": "mov_123"}
 		for k, v := range p.AIResponse.Data {
@@ -111,7 +116,7 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 			b.call(p.ChannelID, p.CallbackURL, ok)
 		case "never":
 		}
-	}()
+	})
 }
 
 // call posts a callback to the node the callback_url's path names.
@@ -121,7 +126,7 @@ func (b *backend) call(cid, callbackURL string, body any) {
 		b.t.Errorf("callback_url %q: %v", callbackURL, err)
 		return
 	}
-	res := b.node.do(b.t, "POST", u.Path, b.node.key, body)
+	res := b.node.do(b.t, "POST", u.Path, b.node.key, body) // fails the test if the node is gone
 	b.mu.Lock()
 	b.answers[cid] = append(b.answers[cid], res.status)
 	b.bodies[cid] = string(res.body)
@@ -156,6 +161,7 @@ func statusesOf(ms []map[string]any) string {
 // in the room sees exactly the spec's messages, in order.
 func TestEventDrivenWorkflows(t *testing.T) {
 	t.Parallel()
+	e2eScript(t, "phoenix_app.mjs") // skips here, not midway, without the phoenix client
 	n := newNode(t, "RIVERHUB_RETRY_SCHEDULE", "0s,300ms,20s,30s,40s,50s,60s,70s")
 	be := newBackend(t, n)
 	wh := n.must(t, 201, "POST", "/api/console/webhook", map[string]any{"url": be.URL + "/hook"})
@@ -317,6 +323,7 @@ func TestCallbackBadInput(t *testing.T) {
 // event-driven channel with a simulated callback.
 func TestPlayground(t *testing.T) {
 	t.Parallel()
+	e2eScript(t, "phoenix_app.mjs")
 	n := newNode(t, "RIVERHUB_PLAYGROUND_CALLBACK_DELAY", "300ms")
 	rc := newReceiver(t, func(int) int { return 200 })
 	wh := n.must(t, 201, "POST", "/api/console/webhook", map[string]any{"url": rc.URL + "/hook"})
