@@ -123,6 +123,51 @@ type Config struct {
 	// RIVERHUB_MAX_QUEUE, flag -max-queue, default 100000 tasks; >= 1.
 	MaxQueue int
 
+	// ProjectMaxQueue is the number of queued tasks of one project above
+	// which its submissions answer 429 queue_full, so one project's flood
+	// cannot fill the deployment's queue.
+	// RIVERHUB_PROJECT_MAX_QUEUE, flag -project-max-queue, default 50000
+	// tasks; >= 1.
+	ProjectMaxQueue int
+
+	// ProjectRate is how many tasks per second one project may submit,
+	// deployment-wide (all nodes share the budget in Redis), with a burst
+	// of twice that; more answer 429 rate_limited with Retry-After. 0 turns
+	// the limit off.
+	// RIVERHUB_PROJECT_RATE, flag -project-rate, default 1000; >= 0.
+	ProjectRate int
+
+	// WebhookConcurrency is how many webhook attempts one node runs at once.
+	// RIVERHUB_WEBHOOK_CONCURRENCY, flag -webhook-concurrency, default 512;
+	// >= 1.
+	WebhookConcurrency int
+
+	// EndpointConcurrency is the most attempts one node runs at once
+	// against one endpoint (a healthy one; a failing one gets fewer).
+	// RIVERHUB_ENDPOINT_CONCURRENCY, flag -endpoint-concurrency, default
+	// 64; >= 1.
+	EndpointConcurrency int
+
+	// ProjectConcurrency caps the webhook attempts one project runs at once
+	// on a node. 0: no fixed cap, only the fair share (a project holds at
+	// most its share of WebhookConcurrency while others wait, all of it
+	// when none do).
+	// RIVERHUB_PROJECT_CONCURRENCY, flag -project-concurrency, default 0;
+	// >= 0.
+	ProjectConcurrency int
+
+	// BreakerThreshold is how many consecutive failed attempts open an
+	// endpoint's circuit: its deliveries then wait without attempts while
+	// one probe at a time tests it.
+	// RIVERHUB_BREAKER_THRESHOLD, flag -breaker-threshold, default 5; >= 1.
+	BreakerThreshold int
+
+	// EndpointDisableAfter disables an endpoint whose attempts have failed
+	// without a success for this long. 0 never disables.
+	// RIVERHUB_ENDPOINT_DISABLE_AFTER, flag -endpoint-disable-after,
+	// default 120h (5 days); >= 0.
+	EndpointDisableAfter time.Duration
+
 	// TaskLease is how long a claimed task stays invisible to other nodes
 	// before it is reclaimed (its worker is presumed dead). The floor is low
 	// so tests can exercise reclaiming quickly.
@@ -199,6 +244,12 @@ func Defaults() *Config {
 		ProviderTimeout:         60 * time.Second,
 		Workers:                 256,
 		MaxQueue:                100000,
+		ProjectMaxQueue:         50000,
+		ProjectRate:             1000,
+		WebhookConcurrency:      512,
+		EndpointConcurrency:     64,
+		BreakerThreshold:        5,
+		EndpointDisableAfter:    5 * 24 * time.Hour,
 		WSMaxConns:              20000,
 		WSMaxChannels:           100,
 		TaskLease:               30 * time.Second,

@@ -409,7 +409,9 @@ func TestEveryFlagParses(t *testing.T) {
 		"-provider-timeout": "1s", "-workers": "1", "-max-queue": "1", "-task-lease": "1s", "-retention": "1h",
 		"-dlq-retention": "1h", "-max-body-bytes": "1", "-token-ttl": "1s", "-shutdown-timeout": "1s",
 		"-log-level": "warn", "-allow-cidrs": "10.0.0.0/8", "-ws-token-single-use": "true",
-		"-ws-max-conns": "7", "-ws-max-channels": "3",
+		"-ws-max-conns": "7", "-ws-max-channels": "3", "-project-max-queue": "5", "-project-rate": "0",
+		"-webhook-concurrency": "8", "-endpoint-concurrency": "2", "-project-concurrency": "4",
+		"-breaker-threshold": "3", "-endpoint-disable-after": "1h",
 	}
 	var args []string
 	flags := 0

@@ -102,6 +102,24 @@ func (c *Config) Validate() error {
 	if c.MaxQueue < 1 {
 		return fmt.Errorf("RIVERHUB_MAX_QUEUE: must be at least 1, got %d", c.MaxQueue)
 	}
+	for _, r := range []struct {
+		name   string
+		n, min int
+	}{
+		{"RIVERHUB_PROJECT_MAX_QUEUE", c.ProjectMaxQueue, 1},
+		{"RIVERHUB_PROJECT_RATE", c.ProjectRate, 0},
+		{"RIVERHUB_WEBHOOK_CONCURRENCY", c.WebhookConcurrency, 1},
+		{"RIVERHUB_ENDPOINT_CONCURRENCY", c.EndpointConcurrency, 1},
+		{"RIVERHUB_PROJECT_CONCURRENCY", c.ProjectConcurrency, 0},
+		{"RIVERHUB_BREAKER_THRESHOLD", c.BreakerThreshold, 1},
+	} {
+		if r.n < r.min {
+			return fmt.Errorf("%s: must be at least %d, got %d", r.name, r.min, r.n)
+		}
+	}
+	if c.EndpointDisableAfter < 0 {
+		return fmt.Errorf("RIVERHUB_ENDPOINT_DISABLE_AFTER: must not be negative, got %v", c.EndpointDisableAfter)
+	}
 	if c.WSMaxConns < 1 {
 		return fmt.Errorf("RIVERHUB_WS_MAX_CONNS: must be at least 1, got %d", c.WSMaxConns)
 	}
