@@ -153,7 +153,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	n := newNode(t, "RIVERHUB_RETRY_SCHEDULE", fastSchedule)
+	n := newNode(t, "RIVERHUB_RETRY_SCHEDULE", fastSchedule, "RIVERHUB_BREAKER_THRESHOLD", "100")
 	proj := n.must(t, 201, "POST", "/api/console/projects", map[string]any{"name": "console-e2e"})
 	key, _ := proj["key"].(string)
 	if !strings.HasPrefix(key, "mr_live_") {

@@ -109,6 +109,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	deliveries := dispatch.New(conn, dispatch.Options{
 		Prefix: cfg.KeyPrefix, Schedule: cfg.RetrySchedule, Timeout: cfg.WebhookTimeout,
 		Retention: cfg.Retention, DLQRetention: cfg.DLQRetention, Production: cfg.Production(), Guard: guard,
+		Concurrency: cfg.WebhookConcurrency, PerEndpoint: cfg.EndpointConcurrency, ProjectConcurrency: cfg.ProjectConcurrency,
+		BreakerThreshold: cfg.BreakerThreshold, DisableAfter: cfg.EndpointDisableAfter,
 		Endpoints: store, Registerer: reg, Log: log,
 	})
 	tokens := wstoken.NewIssuer(cfg.TokenSecret, cfg.TokenTTL)

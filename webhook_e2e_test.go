@@ -173,7 +173,9 @@ func TestWebhookDeadLetterAndReplay(t *testing.T) {
 		}
 		return 503
 	})
-	n := newNode(t, "RIVERHUB_RETRY_SCHEDULE", fastSchedule)
+	// The circuit would hold the later attempts back (that is tested in
+	// dispatch); here the whole schedule runs.
+	n := newNode(t, "RIVERHUB_RETRY_SCHEDULE", fastSchedule, "RIVERHUB_BREAKER_THRESHOLD", "100")
 	whID := setupWebhook(t, n, rc)
 	n.submit(t, "w", nil)
 	rc.waitHits(t, 8, 15*time.Second)

@@ -42,6 +42,10 @@ type Webhook struct {
 	// PreviousSecret signs beside Secret until PreviousSecretExpiresAt.
 	PreviousSecret          string     `json:"previous_secret,omitempty"`
 	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
+	// DisabledReason says why riverhub disabled the endpoint on its own
+	// (it failed for too long); cleared when it is enabled again.
+	DisabledReason string     `json:"disabled_reason,omitempty"`
+	DisabledAt     *time.Time `json:"disabled_at,omitempty"`
 }
 
 // Subscribes reports whether the endpoint wants events of type t.
@@ -183,10 +187,33 @@ func (s *Store) UpdateWebhook(ctx context.Context, pid, id string, p WebhookPatc
 		}
 		if p.Enabled != nil {
 			w.Enabled = *p.Enabled
+			if w.Enabled {
+				w.DisabledReason, w.DisabledAt = "", nil
+			}
 		}
 		return nil
 	})
 }
+
+// DisableWebhook turns an endpoint off on riverhub's own decision, keeping
+// why; PATCH {"enabled": true} turns it back on. Disabling one already
+// disabled changes nothing.
+func (s *Store) DisableWebhook(ctx context.Context, pid, id, reason string) error {
+	_, err := s.modifyWebhook(ctx, pid, id, func(w *Webhook) error {
+		if !w.Enabled {
+			return errUnchanged
+		}
+		now := s.now().UTC()
+		w.Enabled, w.DisabledReason, w.DisabledAt = false, reason, &now
+		return nil
+	})
+	if errors.Is(err, errUnchanged) {
+		return nil
+	}
+	return err
+}
+
+var errUnchanged = errors.New("unchanged")
 
 // RotateSecret issues a new secret; the old one keeps signing beside it for
 // SecretRotationOverlap so receivers can switch without dropping deliveries.

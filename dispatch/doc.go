@@ -25,9 +25,13 @@
 // being attempted ends with that attempt; status "cancelled".
 //
 // Isolation: a node runs at most Options.Concurrency attempts at once and
-// at most Options.PerEndpoint against one endpoint; a delivery whose
+// at most Options.PerEndpoint against one healthy endpoint (fewer against
+// a failing one: the limit adapts, see health.go); a delivery whose
 // endpoint is busy goes back to the schedule for a moment without an
-// attempt, so one slow endpoint cannot starve the others.
+// attempt, so one slow endpoint cannot starve the others. An endpoint
+// that keeps failing opens its circuit, shared by all nodes: its
+// deliveries wait in its waiting set, without attempts, while one probe
+// at a time tests it (health.go, claim.lua, record.lua).
 //
 // Keys (P = prefix; every key carries the {dq} hash tag, so each script runs
 // on one Cluster slot):
@@ -36,6 +40,10 @@
 //	P:{dq}:lease               ZSET delivery id → lease deadline (unix ms)
 //	P:{dq}:d:<id>              HASH the delivery (project, endpoint, channel, event, body, counters, status)
 //	P:{dq}:d:<id>:att          LIST attempts (JSON), in order
+//	P:{dq}:ep:<whid>           HASH endpoint health: state (closed, open, probing), fails, failing_since, open_until, probe, recent, epoch, reason
+//	P:{dq}:ep:<whid>:wait      ZSET deliveries waiting for the endpoint's circuit → their due time
+//	P:{dq}:epwake              ZSET endpoint id → when its waiting deliveries need attention (probe, release)
+//	P:{dq}:unhealthy           HASH endpoint id → degraded | open | probing (metrics)
 //	P:{dq}:dlq:<pid>           ZSET dead deliveries of a project → dead time
 //	P:{dq}:dlq:<pid>:<whid>    ZSET the same, per endpoint
 package dispatch

@@ -58,15 +58,27 @@ type Options struct {
 	Retention    time.Duration   // how long a delivered delivery is kept; default 7 days
 	DLQRetention time.Duration   // how long a dead delivery is kept; default 30 days
 	Concurrency  int             // attempts in flight on this node; default 512
-	PerEndpoint  int             // attempts in flight per endpoint on this node; default 64
-	Production   bool            // guard every attempt's resolved addresses
-	Guard        *netguard.Guard // the allow-list; default none
-	Client       *http.Client    // default: built from Timeout, Guard, Production
-	Endpoints    Endpoints
-	Timeline     Timeline
-	Registerer   prometheus.Registerer
-	Log          zerolog.Logger
-	Now          func() time.Time
+	PerEndpoint  int             // attempts in flight per healthy endpoint on this node; default 64
+	// BreakerThreshold consecutive failed attempts open an endpoint's
+	// circuit (default 5); it stays open BreakerCooldown (default 5s),
+	// doubling after each failed probe up to BreakerMaxCooldown (default
+	// 5m). An endpoint failing without a success for DisableAfter is
+	// disabled (0: never).
+	// ProjectConcurrency caps one project's attempts in flight on this
+	// node (0: only its fair share of Concurrency).
+	ProjectConcurrency int
+	BreakerThreshold   int
+	BreakerCooldown    time.Duration
+	BreakerMaxCooldown time.Duration
+	DisableAfter       time.Duration
+	Production         bool            // guard every attempt's resolved addresses
+	Guard              *netguard.Guard // the allow-list; default none
+	Client             *http.Client    // default: built from Timeout, Guard, Production
+	Endpoints          Endpoints
+	Timeline           Timeline
+	Registerer         prometheus.Registerer
+	Log                zerolog.Logger
+	Now                func() time.Time
 }
 
 // Engine enqueues, schedules and sends deliveries.
@@ -75,6 +87,9 @@ type Engine struct {
 	o   Options
 
 	dueKey, leaseKey, dPrefix string
+	epPrefix, unhealthyKey    string
+	wakeKey                   string
+	limits                    *limiter
 
 	wake    chan struct{}
 	results chan result
@@ -121,6 +136,15 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 	if o.PerEndpoint <= 0 {
 		o.PerEndpoint = 64
 	}
+	if o.BreakerThreshold <= 0 {
+		o.BreakerThreshold = 5
+	}
+	if o.BreakerCooldown <= 0 {
+		o.BreakerCooldown = 5 * time.Second
+	}
+	if o.BreakerMaxCooldown < o.BreakerCooldown {
+		o.BreakerMaxCooldown = max(o.BreakerCooldown, 5*time.Minute)
+	}
 	if o.Guard == nil {
 		o.Guard = &netguard.Guard{}
 	}
@@ -134,6 +158,7 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 	e := &Engine{
 		rdb: rdb, o: o,
 		dueKey: tag + "due", leaseKey: tag + "lease", dPrefix: tag + "d:",
+		epPrefix: tag + "ep:", unhealthyKey: tag + "unhealthy", wakeKey: tag + "epwake", limits: newLimiter(o.PerEndpoint),
 		wake:     make(chan struct{}, 1),
 		results:  make(chan result, 4096),
 		written:  make(chan struct{}),

@@ -22,6 +22,10 @@ type claimed struct {
 	body                                       []byte
 	attempts, tries                            int64
 	token                                      string
+	// resumed says why a delivery that waited for its endpoint goes now:
+	// "probe" (it tests an open endpoint), "closed" (the endpoint
+	// recovered), or "" (it did not wait).
+	resumed string
 }
 
 // result is an attempt's outcome, waiting to be recorded.
@@ -35,6 +39,10 @@ type result struct {
 	err     string
 	// durationMS is the attempt's duration (statistics).
 	durationMS int64
+	// health is what the attempt says of its endpoint: "1" it answered
+	// 2xx, "0" it failed, "" no attempt reached it.
+	health     string
+	retryAfter time.Duration
 }
 
 // Start launches the claimer and the lease reclaimer.
@@ -113,8 +121,8 @@ func (e *Engine) claimLoop() {
 func (e *Engine) claim(n int) ([]claimed, time.Time, error) {
 	now := e.o.Now()
 	token := newToken()
-	res, err := claimScript.Run(e.runCtx, e.rdb, []string{e.dueKey, e.leaseKey},
-		now.UnixMilli(), n, now.Add(e.lease()).UnixMilli(), token, e.dPrefix, int64(e.o.Retention/time.Second)).Slice()
+	res, err := claimScript.Run(e.runCtx, e.rdb, []string{e.dueKey, e.leaseKey, e.unhealthyKey, e.wakeKey},
+		now.UnixMilli(), n, now.Add(e.lease()).UnixMilli(), token, e.dPrefix, int64(e.o.Retention/time.Second), e.epPrefix).Slice()
 	if err != nil {
 		if e.runCtx.Err() == nil {
 			e.o.Log.Error().Err(err).Msg("claim deliveries")
@@ -125,11 +133,12 @@ func (e *Engine) claim(n int) ([]claimed, time.Time, error) {
 	out := make([]claimed, 0, len(rows))
 	for _, r := range rows {
 		f, _ := r.([]any)
-		if len(f) < 8 {
+		if len(f) < 9 {
 			continue
 		}
 		s := func(i int) string { v, _ := f[i].(string); return v }
-		d := claimed{id: s(0), projectID: s(1), webhookID: s(2), channelID: s(3), event: s(4), body: []byte(s(5)), token: token}
+		d := claimed{id: s(0), projectID: s(1), webhookID: s(2), channelID: s(3), event: s(4), body: []byte(s(5)), token: token,
+			resumed: s(8)}
 		d.attempts, _ = parseInt(s(6))
 		d.tries, _ = parseInt(s(7))
 		out = append(out, d)
@@ -141,6 +150,9 @@ func (e *Engine) claim(n int) ([]claimed, time.Time, error) {
 		}
 	}
 	e.m.claimed.Add(float64(len(out)))
+	if paused, _ := res[2].([]any); len(paused) > 0 {
+		e.notePaused(paused, now)
+	}
 	return out, next, nil
 }
 
@@ -188,12 +200,14 @@ func (e *Engine) endpoint(d claimed) (console.Webhook, bool) {
 	for _, w := range hooks {
 		if w.ID == d.webhookID {
 			if !w.Enabled {
+				e.forget(w.ID)
 				e.conclude(d, w.URL, outcome{err: "endpoint disabled"}, true)
 				return console.Webhook{}, false
 			}
 			return w, true
 		}
 	}
+	e.forget(d.webhookID)
 	e.conclude(d, "", outcome{err: "endpoint deleted"}, true)
 	return console.Webhook{}, false
 }
@@ -201,7 +215,7 @@ func (e *Engine) endpoint(d claimed) (console.Webhook, bool) {
 func (e *Engine) acquire(id string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.busy[id] >= e.o.PerEndpoint {
+	if e.busy[id] >= e.limits.get(id) {
 		return false
 	}
 	e.busy[id]++
@@ -216,7 +230,7 @@ func (e *Engine) acquire(id string) bool {
 // forward as soon as the endpoint keeps up again.
 func (e *Engine) wait(d claimed, id string) {
 	e.mu.Lock()
-	if len(e.waiting[id]) < e.o.PerEndpoint {
+	if len(e.waiting[id]) < e.limits.get(id) {
 		e.waiting[id] = append(e.waiting[id], d)
 		e.mu.Unlock()
 		return
@@ -319,7 +333,14 @@ type timelineEntry struct {
 func (e *Engine) conclude(d claimed, url string, o outcome, final bool) {
 	now := e.o.Now()
 	at := now.UTC().Format(tsFormat)
-	r := result{d: d, status: o.status, err: o.err, durationMS: o.duration.Milliseconds()}
+	r := result{d: d, status: o.status, err: o.err, durationMS: o.duration.Milliseconds(), retryAfter: o.retryAfter}
+	if !final {
+		r.health = "0"
+		if o.ok() {
+			r.health = "1"
+		}
+		e.limits.observe(d.webhookID, o.ok())
+	}
 	a := Attempt{Attempt: d.attempts + 1, At: at, URL: url, StatusCode: o.status, DurationMS: o.duration.Milliseconds(),
 		Success: o.ok(), Error: o.err, ResponseExcerpt: o.excerpt, Headers: o.headers}
 	switch {
@@ -327,12 +348,16 @@ func (e *Engine) conclude(d claimed, url string, o outcome, final bool) {
 		r.verdict = "ok"
 	case !final && d.tries+1 < int64(len(e.o.Schedule)):
 		r.verdict = "retry"
-		r.nextAt = now.Add(e.o.Schedule[d.tries+1])
+		r.nextAt = now.Add(max(e.o.Schedule[d.tries+1], o.retryAfter))
 		a.NextAttemptAt = r.nextAt.UTC().Format(tsFormat)
 	default:
 		r.verdict = "dead"
 	}
 	r.attempt = mustJSON(a)
+	if d.resumed != "" {
+		r.entries = append(r.entries, mustJSON(noteEntry{At: at, Type: "delivery_resumed", DeliveryID: d.id,
+			WebhookID: d.webhookID, Event: d.event, Reason: resumedWhy[d.resumed]}))
+	}
 	ta := a
 	ta.Headers = nil
 	r.entries = append(r.entries, mustJSON(timelineEntry{At: at, Type: "delivery_attempt", DeliveryID: d.id,
@@ -374,6 +399,14 @@ func (e *Engine) record(batch []result) {
 	err := e.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, r := range batch {
 			d := r.d
+			if r.verdict == "note" {
+				if e.o.Timeline != nil {
+					for _, en := range r.entries {
+						e.o.Timeline.AppendTimeline(ctx, p, d.channelID, en)
+					}
+				}
+				continue
+			}
 			if r.verdict == "defer" {
 				deferScript.Eval(ctx, p, []string{e.dKey(d.id), e.dueKey, e.leaseKey}, d.id, d.token, r.nextAt.UnixMilli())
 				if earliest.IsZero() || r.nextAt.Before(earliest) {
@@ -393,8 +426,10 @@ func (e *Engine) record(batch []result) {
 				}
 			}
 			recorded[i] = recordScript.Eval(ctx, p, []string{e.dKey(d.id), e.attKey(d.id), e.dueKey, e.leaseKey,
-				e.dlqKey(d.projectID), e.dlqHookKey(d.projectID, d.webhookID)},
-				d.id, d.token, r.verdict, now.UnixMilli(), r.attempt, next, int64(ttl/time.Second), r.status, r.err, at)
+				e.dlqKey(d.projectID), e.dlqHookKey(d.projectID, d.webhookID), e.epKey(d.webhookID), e.unhealthyKey, e.wakeKey},
+				d.id, d.token, r.verdict, now.UnixMilli(), r.attempt, next, int64(ttl/time.Second), r.status, r.err, at,
+				r.health, e.o.BreakerThreshold, e.o.BreakerCooldown.Milliseconds(), e.o.BreakerMaxCooldown.Milliseconds(),
+				r.retryAfter.Milliseconds(), e.o.DisableAfter.Milliseconds(), d.projectID, int64(e.o.DLQRetention/time.Second), d.webhookID)
 			if e.o.Timeline != nil {
 				for _, en := range r.entries {
 					e.o.Timeline.AppendTimeline(ctx, p, d.channelID, en)
@@ -417,7 +452,10 @@ func (e *Engine) record(batch []result) {
 		if recorded[i] == nil {
 			continue
 		}
-		n, _ := recorded[i].Int()
+		n, change := recordOutcome(recorded[i])
+		if change != "" {
+			after = append(after, e.healthChanged(ctx, r, change, now)...)
+		}
 		if n == 0 {
 			// A stale claim: the newer claim records the delivery's
 			// outcome; this attempt was still made, and is counted.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 )
 
 type metrics struct {
@@ -13,6 +14,10 @@ type metrics struct {
 	claimed   prometheus.Counter
 	reclaimed prometheus.Counter
 	attempts  *prometheus.CounterVec
+	paused    prometheus.Counter
+	// transitions counts endpoint circuit changes by kind (opened,
+	// reopened, closed, disable).
+	transitions *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, e *Engine) metrics {
@@ -27,6 +32,10 @@ func newMetrics(reg prometheus.Registerer, e *Engine) metrics {
 			Help: "Deliveries made due again by this node after their lease expired."}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_delivery_attempts_total",
 			Help: "Delivery attempts recorded by this node, by verdict (ok, retry, dead)."}, []string{"verdict"}),
+		paused: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_deliveries_paused_total",
+			Help: "Deliveries that began waiting, without an attempt, for an endpoint whose circuit is open."}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_endpoint_transitions_total",
+			Help: "Endpoint circuit changes seen by this node, by change (opened, reopened, closed, disable)."}, []string{"change"}),
 	}
 	if reg == nil {
 		return m
@@ -42,10 +51,54 @@ func newMetrics(reg prometheus.Registerer, e *Engine) metrics {
 			return float64(n)
 		}
 	}
-	reg.MustRegister(m.enqueued, m.cancelled, m.claimed, m.reclaimed, m.attempts,
+	reg.MustRegister(m.enqueued, m.cancelled, m.claimed, m.reclaimed, m.attempts, m.paused, m.transitions, endpointStates{e},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_deliveries_scheduled",
 			Help: "Deliveries waiting for an attempt (all nodes)."}, depth(e.dueKey)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_deliveries_in_flight",
 			Help: "Deliveries leased for an attempt (all nodes)."}, depth(e.leaseKey)))
 	return m
+}
+
+// endpointStates exports how many endpoints are degraded, open or
+// probing (all nodes; the rest are healthy or disabled), from the hash of
+// endpoints that are not healthy: one read, no per-endpoint labels.
+type endpointStates struct{ e *Engine }
+
+var endpointStatesDesc = prometheus.NewDesc("riverhub_endpoints_unhealthy",
+	"Webhook endpoints that are not healthy, by state (degraded, open, probing).", []string{"state"}, nil)
+
+var waitingDesc = prometheus.NewDesc("riverhub_deliveries_waiting_for_endpoint",
+	"Deliveries waiting, without attempts, for an endpoint whose circuit is open (all nodes).", nil, nil)
+
+func (c endpointStates) Describe(ch chan<- *prometheus.Desc) {
+	ch <- endpointStatesDesc
+	ch <- waitingDesc
+}
+
+func (c endpointStates) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	vals, err := c.e.rdb.HVals(ctx, c.e.unhealthyKey).Result()
+	if err != nil {
+		return
+	}
+	n := map[string]int{"degraded": 0, "open": 0, "probing": 0}
+	for _, v := range vals {
+		n[v]++
+	}
+	keys, _ := c.e.rdb.HKeys(ctx, c.e.unhealthyKey).Result()
+	var cards []*redis.IntCmd
+	_ = c.e.pipelined(ctx, func(p redis.Pipeliner) {
+		for _, k := range keys {
+			cards = append(cards, p.ZCard(ctx, c.e.waitKey(k)))
+		}
+	})
+	waiting := int64(0)
+	for _, cmd := range cards {
+		waiting += cmd.Val()
+	}
+	ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(waiting))
+	for st, k := range n {
+		ch <- prometheus.MustNewConstMetric(endpointStatesDesc, prometheus.GaugeValue, float64(k), st)
+	}
 }

@@ -600,3 +600,16 @@ func TestSlowEndpointBacklogDoesNotDelayOthers(t *testing.T) {
 		t.Errorf("with %d deliveries waiting for a hanging endpoint, deliveries to healthy ones took %v", backlog, took)
 	}
 }
+
+// DisableWebhook turns an endpoint off, as console.Store does.
+func (h *relHooks) DisableWebhook(_ context.Context, pid, id, reason string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := range h.hooks[pid] {
+		if h.hooks[pid][i].ID == id {
+			h.hooks[pid][i].Enabled = false
+			h.hooks[pid][i].DisabledReason = reason
+		}
+	}
+	return nil
+}

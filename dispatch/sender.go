@@ -75,6 +75,34 @@ type outcome struct {
 	err      string
 	duration time.Duration
 	headers  map[string]string // the request's headers, as sent
+	// retryAfter is how long a receiver that answered 429 or 503 asked
+	// to be left alone (Retry-After), within [minRetryAfter, maxRetryAfter].
+	retryAfter time.Duration
+}
+
+// A receiver's Retry-After is honoured within these bounds: shorter is
+// treated as the floor, longer as the cap (a typo of "86400" must not
+// park an endpoint for a day).
+const (
+	minRetryAfter = time.Second
+	maxRetryAfter = 10 * time.Minute
+)
+
+// parseRetryAfter reads a Retry-After header: delay seconds or an HTTP
+// date. Zero when absent or unreadable.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+		d = time.Duration(min(max(n, 0), int64(maxRetryAfter/time.Second))) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	} else {
+		return 0
+	}
+	return min(max(d, minRetryAfter), maxRetryAfter)
 }
 
 func (o outcome) ok() bool { return o.err == "" && o.status >= 200 && o.status < 300 }
@@ -112,6 +140,9 @@ func send(ctx context.Context, c *http.Client, url, id, channelID string, body [
 	}
 	defer res.Body.Close()
 	o.status = res.StatusCode
+	if o.status == http.StatusTooManyRequests || o.status == http.StatusServiceUnavailable {
+		o.retryAfter = parseRetryAfter(res.Header.Get("Retry-After"), time.Now())
+	}
 	buf := make([]byte, excerptBytes)
 	n, _ := io.ReadFull(res.Body, buf)
 	o.excerpt = string(buf[:n])

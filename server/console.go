@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/dispatch"
 )
 
 // answer writes v with status, or the error.
@@ -100,15 +102,63 @@ func (s *Server) createWebhook(c *gin.Context) {
 	s.answer(c, http.StatusCreated, w, err)
 }
 
+// webhookView is an endpoint with its delivery health.
+type webhookView struct {
+	console.Webhook
+	Health dispatch.Health `json:"health"`
+}
+
+// withHealth adds each endpoint's health; a disabled endpoint's state is
+// "disabled", with why.
+func (s *Server) withHealth(ctx context.Context, ws []console.Webhook) ([]webhookView, error) {
+	ids := make([]string, len(ws))
+	for i, w := range ws {
+		ids[i] = w.ID
+	}
+	hs, err := s.Deliveries.Health(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]webhookView, len(ws))
+	for i, w := range ws {
+		h := hs[w.ID]
+		if !w.Enabled {
+			h.State, h.OpenUntil = "disabled", nil
+			h.Reason = w.DisabledReason
+			if h.Reason == "" {
+				h.Reason = "disabled by the project"
+			}
+		}
+		out[i] = webhookView{Webhook: w, Health: h}
+	}
+	return out, nil
+}
+
 func (s *Server) listWebhooks(c *gin.Context) {
-	list(s, c, func(p console.ListParams) (console.Page[console.Webhook], error) {
-		return s.Console.ListWebhooks(c.Request.Context(), principal(c).ProjectID, p)
+	list(s, c, func(p console.ListParams) (console.Page[webhookView], error) {
+		ctx := c.Request.Context()
+		page, err := s.Console.ListWebhooks(ctx, principal(c).ProjectID, p)
+		if err != nil {
+			return console.Page[webhookView]{}, err
+		}
+		items, err := s.withHealth(ctx, page.Items)
+		return console.Page[webhookView]{Items: items, NextCursor: page.NextCursor}, err
 	})
 }
 
 func (s *Server) getWebhook(c *gin.Context) {
-	w, err := s.Console.GetWebhook(c.Request.Context(), principal(c).ProjectID, c.Param("id"))
-	s.answer(c, http.StatusOK, w, err)
+	ctx := c.Request.Context()
+	w, err := s.Console.GetWebhook(ctx, principal(c).ProjectID, c.Param("id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	v, err := s.withHealth(ctx, []console.Webhook{w})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	s.answer(c, http.StatusOK, v[0], nil)
 }
 
 func (s *Server) updateWebhook(c *gin.Context) {

@@ -1,27 +1,120 @@
 -- Claim up to ARGV[2] deliveries due at ARGV[1] (unix ms): move them from
 -- the due set to the lease set (leased until ARGV[3]) and stamp each with
 -- the claim token ARGV[4], so only this claim may record the attempt.
--- KEYS[1] due zset; KEYS[2] lease zset; ARGV[5] delivery hash key prefix;
--- ARGV[6] TTL (seconds) of a delivery that ends here, cancelled.
--- Returns {deliveries, earliest remaining due score or ""}; each delivery
--- is {id, project_id, webhook_id, channel_id, event, body, attempts, tries}.
+-- KEYS[1] due zset; KEYS[2] lease zset; KEYS[3] unhealthy endpoints hash;
+-- KEYS[4] endpoint wake-up zset (endpoint id → when its waiting
+-- deliveries need attention). ARGV[5] delivery hash key prefix; ARGV[6]
+-- TTL (seconds) of a delivery that ends here, cancelled; ARGV[7] endpoint
+-- health key prefix (the endpoint's waiting set is that key + ":wait").
+--
+-- Endpoint circuits (see record.lua): a delivery whose endpoint is open
+-- (or probing) is not claimed. It moves from the due set to the
+-- endpoint's waiting set, keeping its due time, without an attempt, and is
+-- reported once per opening (epoch) so its channel's timeline says why.
+-- Waiting deliveries cost nothing until the endpoint's wake-up time:
+-- then, if the circuit is still open, one of them goes back to the due set
+-- and is claimed as the probe; if it closed, they all go back (500 per
+-- claim).
+--
+-- Returns {deliveries, earliest remaining due score or "", paused}; each
+-- delivery is {id, project_id, webhook_id, channel_id, event, body,
+-- attempts, tries, resumed}, resumed being "probe" (it tests an open
+-- endpoint), "closed" (it waited for an endpoint that recovered) or "";
+-- each paused one is {id, channel_id, webhook_id, event, until, reason}.
 -- A delivery whose retries were cancelled is not claimed (see cancel.lua).
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {}
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
+local now = tonumber(ARGV[1])
+local eps = {}
+local function health(whid)
+  local h = eps[whid]
+  if not h then
+    local v = redis.call('HMGET', ARGV[7] .. whid, 'state', 'open_until', 'probe_until', 'epoch', 'reason')
+    h = {state = v[1] or 'closed', open_until = tonumber(v[2] or '0') or 0,
+         probe_until = tonumber(v[3] or '0') or 0, epoch = v[4] or '0', reason = v[5] or ''}
+    eps[whid] = h
+  end
+  return h
+end
+
+-- Endpoints whose waiting deliveries need attention.
+local wake = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', 0, 64)
+for _, whid in ipairs(wake) do
+  local h = health(whid)
+  local wait = ARGV[7] .. whid .. ':wait'
+  local n = 1 -- open or probing, and due: release the probe
+  if h.state == 'closed' then
+    n = 500
+  elseif (h.state == 'open' and now < h.open_until) or (h.state == 'probing' and now < h.probe_until) then
+    n = 0 -- not yet (the wake-up time was moved meanwhile)
+    redis.call('ZADD', KEYS[4], h.state == 'open' and h.open_until or h.probe_until, whid)
+  end
+  if n > 0 then
+    local moved = redis.call('ZRANGE', wait, 0, n - 1, 'WITHSCORES')
+    for i = 1, #moved, 2 do
+      redis.call('ZADD', KEYS[1], moved[i + 1], moved[i])
+    end
+    if #moved > 0 then
+      redis.call('ZREMRANGEBYRANK', wait, 0, #moved / 2 - 1)
+    end
+    if h.state == 'closed' and redis.call('EXISTS', wait) == 1 then
+      redis.call('ZADD', KEYS[4], now, whid)
+    else
+      redis.call('ZREM', KEYS[4], whid)
+    end
+  end
+end
+
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+local out, paused = {}, {}
+for i = 1, #ids, 2 do
+  local id, due = ids[i], ids[i + 1]
   local key = ARGV[5] .. id
-  local v = redis.call('HMGET', key, 'project_id', 'webhook_id', 'channel_id', 'event', 'body', 'attempts', 'tries', 'cancel')
+  local v = redis.call('HMGET', key, 'project_id', 'webhook_id', 'channel_id', 'event', 'body', 'attempts', 'tries', 'cancel', 'paused')
+  redis.call('ZREM', KEYS[1], id)
   if v[8] and v[8] ~= '' then
     -- cancelled while an attempt was under way, whose node then died
     redis.call('HSET', key, 'status', 'cancelled', 'claim', '', 'next_at', '')
     redis.call('EXPIRE', key, ARGV[6])
     redis.call('EXPIRE', key .. ':att', ARGV[6])
   elseif v[1] then
-    redis.call('ZADD', KEYS[2], ARGV[3], id)
-    redis.call('HSET', key, 'status', 'delivering', 'claim', ARGV[4])
-    out[#out + 1] = {id, v[1], v[2], v[3], v[4], v[5], v[6] or '0', v[7] or '0'}
+    local h = health(v[2])
+    local wait, probe = nil, false
+    if h.state == 'open' then
+      if now >= h.open_until then probe = true else wait = h.open_until end
+    elseif h.state == 'probing' then
+      if now >= h.probe_until then probe = true else wait = h.probe_until end
+    end
+    if wait then
+      redis.call('ZADD', ARGV[7] .. v[2] .. ':wait', due, id)
+      redis.call('ZADD', KEYS[4], 'NX', wait, v[2])
+      redis.call('HSET', key, 'next_at', wait)
+      if v[9] ~= h.epoch then
+        redis.call('HSET', key, 'paused', h.epoch)
+        paused[#paused + 1] = {id, v[3], v[2], v[4], tostring(wait), h.reason}
+      end
+    else
+      local resumed = ''
+      if probe then
+        redis.call('HSET', ARGV[7] .. v[2], 'state', 'probing', 'probe', id, 'probe_until', ARGV[3])
+        redis.call('HSET', KEYS[3], v[2], 'probing')
+        redis.call('ZADD', KEYS[4], ARGV[3], v[2])
+        h.state, h.probe_until = 'probing', tonumber(ARGV[3])
+        resumed = 'probe'
+      elseif v[9] and v[9] ~= '' then
+        resumed = 'closed'
+      end
+      if v[9] and v[9] ~= '' then
+        redis.call('HDEL', key, 'paused')
+      end
+      redis.call('ZADD', KEYS[2], ARGV[3], id)
+      redis.call('HSET', key, 'status', 'delivering', 'claim', ARGV[4])
+      out[#out + 1] = {id, v[1], v[2], v[3], v[4], v[5], v[6] or '0', v[7] or '0', resumed}
+    end
   end
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {out, nxt[2] or ''}
+local wk = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+local next_at = nxt[2]
+if wk[2] and (not next_at or tonumber(wk[2]) < tonumber(next_at)) then
+  next_at = wk[2]
+end
+return {out, next_at or '', paused}

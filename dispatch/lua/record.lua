@@ -8,10 +8,85 @@
 -- ARGV[9] last error; ARGV[10] now (RFC 3339).
 -- A retry or dead letter of a delivery whose retries were cancelled ends it
 -- as cancelled instead (see cancel.lua).
--- Returns 1 when recorded as asked, 2 when recorded as cancelled instead,
--- 0 when the claim was stale.
+--
+-- The attempt also updates its endpoint's health (KEYS[7], the endpoint's
+-- health hash; KEYS[8], the hash of endpoints that are not healthy), even
+-- under a stale claim (the attempt was made); KEYS[9] is the endpoint
+-- wake-up zset (see claim.lua): ARGV[11] "1" succeeded, "0"
+-- failed, "" no attempt reached the endpoint; ARGV[12] consecutive failures
+-- that open the circuit; ARGV[13] first open period (ms); ARGV[14] longest
+-- open period (ms); ARGV[15] the receiver's Retry-After (ms, 0 none);
+-- ARGV[16] failing this long (ms) disables the endpoint (0 never);
+-- ARGV[17] project id; ARGV[18] health TTL (seconds); ARGV[19] endpoint id.
+--
+-- Returns {recorded, change}: recorded is 1 when recorded as asked, 2 when
+-- recorded as cancelled instead, 0 when the claim was stale; change is
+-- "opened", "reopened", "closed", "disable" or "".
+local change = ''
+if ARGV[11] ~= '' then
+  local ep, bad = KEYS[7], KEYS[8]
+  local whid = ARGV[19]
+  local now = tonumber(ARGV[4])
+  local v = redis.call('HMGET', ep, 'state', 'fails', 'failing_since', 'cooldown', 'probe', 'recent', 'open_until')
+  local state = v[1] or 'closed'
+  local recent = (v[6] or '') .. ARGV[11]
+  if #recent > 50 then
+    recent = string.sub(recent, -50)
+  end
+  if ARGV[11] == '1' then
+    if state ~= 'closed' then
+      change = 'closed'
+      redis.call('ZADD', KEYS[9], now, whid) -- release the waiting deliveries
+    end
+    redis.call('HSET', ep, 'state', 'closed', 'fails', 0, 'failing_since', 0, 'cooldown', 0, 'probe', '',
+      'recent', recent, 'last_at', now, 'reason', '', 'project_id', ARGV[17])
+    redis.call('HDEL', bad, whid)
+  else
+    local fails = tonumber(v[2] or '0') + 1
+    local since = tonumber(v[3] or '0')
+    if since == 0 then
+      since = now
+    end
+    redis.call('HSET', ep, 'fails', fails, 'failing_since', since, 'recent', recent, 'last_at', now,
+      'last_error', ARGV[9], 'project_id', ARGV[17])
+    local base, cap, asked = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+    local cooldown, open_for, reason = 0, 0, ''
+    if asked > 0 then
+      if state == 'closed' or tonumber(v[7] or '0') < now + asked then
+        cooldown, open_for = tonumber(v[4] or '0'), asked
+        reason = 'the receiver answered ' .. ARGV[8] .. ' with Retry-After: ' .. math.floor(asked / 1000) .. ' s'
+      end
+    elseif state == 'probing' and v[5] == ARGV[1] then
+      cooldown = math.min(math.max(base, 2 * tonumber(v[4] or '0')), cap)
+      open_for = cooldown
+      reason = 'the probe failed: ' .. ARGV[9]
+    elseif state == 'closed' and fails >= tonumber(ARGV[12]) then
+      cooldown, open_for = base, base
+      reason = fails .. ' consecutive failed attempts (last: ' .. ARGV[9] .. ')'
+    end
+    if open_for > 0 then
+      redis.call('HINCRBY', ep, 'epoch', 1)
+      redis.call('HSET', ep, 'state', 'open', 'open_until', now + open_for, 'cooldown', cooldown, 'probe', '',
+        'reason', reason, 'opened_at', now)
+      if state == 'closed' then
+        change = 'opened'
+      else
+        change = 'reopened'
+      end
+      redis.call('HSET', bad, whid, 'open')
+      redis.call('ZADD', KEYS[9], now + open_for, whid)
+    elseif state == 'closed' then
+      redis.call('HSET', bad, whid, 'degraded')
+    end
+    local off = tonumber(ARGV[16])
+    if off > 0 and now - since >= off then
+      change = 'disable'
+    end
+  end
+  redis.call('EXPIRE', ep, ARGV[18])
+end
 if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[2] then
-  return 0
+  return {0, change}
 end
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -46,6 +121,6 @@ else
   redis.call('EXPIRE', KEYS[2], ARGV[7])
 end
 if outcome == 'cancelled' then
-  return 2
+  return {2, change}
 end
-return 1
+return {1, change}

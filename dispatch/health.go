@@ -1,0 +1,256 @@
+package dispatch
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Endpoint health. Every attempt updates its endpoint's health hash in
+// the record script, so all nodes share one view of an endpoint:
+//
+//	closed  — deliveries go as usual (healthy, or degraded after recent
+//	          failures);
+//	open    — after BreakerThreshold consecutive failures, or a 429/503
+//	          with Retry-After: deliveries wait without an attempt until
+//	          open_until (their schedule position, tries and webhook-id
+//	          are kept);
+//	probing — open_until has passed: one delivery is attempted (the
+//	          probe); the rest wait for its lease. Its success closes the
+//	          circuit, its failure opens it again for twice as long (up to
+//	          BreakerMaxCooldown).
+//
+// An endpoint failing without a success for DisableAfter is disabled
+// (Disabler), and says why.
+//
+// Besides the shared circuit, each node limits its own attempts per
+// endpoint adaptively (limiter): a healthy endpoint gets up to
+// PerEndpoint at once, a failing one fewer, down to one.
+
+// Disabler turns an endpoint off, saying why (console.Store).
+type Disabler interface {
+	DisableWebhook(ctx context.Context, projectID, webhookID, reason string) error
+}
+
+// Health is what the console shows of an endpoint.
+type Health struct {
+	// State is healthy, degraded (recent failures), open (deliveries wait
+	// for a probe), probing, or paused (the receiver asked to wait with
+	// Retry-After). Disabled endpoints are the console's to report.
+	State               string     `json:"state"`
+	FailureRate         float64    `json:"failure_rate"`    // of the recent attempts
+	RecentAttempts      int        `json:"recent_attempts"` // up to 50
+	ConsecutiveFailures int64      `json:"consecutive_failures"`
+	FailingSince        *time.Time `json:"failing_since,omitempty"`
+	OpenUntil           *time.Time `json:"open_until,omitempty"`
+	Reason              string     `json:"reason,omitempty"`
+	LastError           string     `json:"last_error,omitempty"`
+	LastAttemptAt       *time.Time `json:"last_attempt_at,omitempty"`
+}
+
+func (e *Engine) epKey(whid string) string   { return e.epPrefix + whid }
+func (e *Engine) waitKey(whid string) string { return e.epPrefix + whid + ":wait" }
+
+// Health reads the health of the given endpoints in one round trip. An
+// endpoint never attempted is healthy.
+func (e *Engine) Health(ctx context.Context, ids []string) (map[string]Health, error) {
+	cmds := make([]*redis.SliceCmd, len(ids))
+	err := e.pipelined(ctx, func(p redis.Pipeliner) {
+		for i, id := range ids {
+			cmds[i] = p.HMGet(ctx, e.epKey(id), "state", "fails", "failing_since", "open_until", "reason",
+				"last_error", "last_at", "recent")
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Health, len(ids))
+	for i, id := range ids {
+		v, _ := cmds[i].Result()
+		out[id] = healthOf(v)
+	}
+	return out, nil
+}
+
+func healthOf(v []any) Health {
+	s := func(i int) string {
+		if i < len(v) {
+			x, _ := v[i].(string)
+			return x
+		}
+		return ""
+	}
+	ms := func(i int) *time.Time {
+		n, _ := strconv.ParseInt(s(i), 10, 64)
+		if n <= 0 {
+			return nil
+		}
+		t := time.UnixMilli(n).UTC()
+		return &t
+	}
+	h := Health{State: "healthy", Reason: s(4), LastError: s(5), LastAttemptAt: ms(6)}
+	h.ConsecutiveFailures, _ = strconv.ParseInt(s(1), 10, 64)
+	if recent := s(7); recent != "" {
+		h.RecentAttempts = len(recent)
+		h.FailureRate = float64(strings.Count(recent, "0")) / float64(len(recent))
+	}
+	switch s(0) {
+	case "open":
+		h.State, h.OpenUntil = "open", ms(3)
+		if strings.Contains(h.Reason, "Retry-After") {
+			h.State = "paused"
+		}
+	case "probing":
+		h.State = "probing"
+	default:
+		if h.ConsecutiveFailures > 0 {
+			h.State = "degraded"
+		}
+	}
+	if h.ConsecutiveFailures > 0 {
+		h.FailingSince = ms(2)
+	}
+	if h.State == "healthy" {
+		h.Reason, h.LastError = "", ""
+	}
+	return h
+}
+
+// forget drops a deleted or disabled endpoint from the unhealthy count.
+func (e *Engine) forget(whid string) {
+	_ = e.rdb.HDel(e.runCtx, e.unhealthyKey, whid).Err()
+}
+
+// noteEntry is a timeline entry about a delivery that is not an attempt.
+type noteEntry struct {
+	At         string `json:"at"`
+	Type       string `json:"type"` // delivery_paused, delivery_resumed, endpoint_opened, endpoint_closed, endpoint_disabled
+	DeliveryID string `json:"delivery_id"`
+	WebhookID  string `json:"webhook_id"`
+	Event      string `json:"event,omitempty"`
+	Until      string `json:"until,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+var resumedWhy = map[string]string{
+	"probe":  "the endpoint's circuit is open: this attempt probes it",
+	"closed": "the endpoint recovered",
+}
+
+// notePaused puts the claim's paused deliveries on their channels'
+// timelines: why they wait, and until when.
+func (e *Engine) notePaused(rows []any, now time.Time) {
+	at := now.UTC().Format(tsFormat)
+	for _, r := range rows {
+		f, _ := r.([]any)
+		if len(f) < 6 {
+			continue
+		}
+		s := func(i int) string { v, _ := f[i].(string); return v }
+		until := s(4)
+		if ms, err := parseInt(until); err == nil {
+			until = time.UnixMilli(ms).UTC().Format(tsFormat)
+		}
+		d := claimed{id: s(0), channelID: s(1), webhookID: s(2), event: s(3)}
+		e.m.paused.Inc()
+		e.results <- result{d: d, verdict: "note", entries: [][]byte{mustJSON(noteEntry{At: at, Type: "delivery_paused",
+			DeliveryID: d.id, WebhookID: d.webhookID, Event: d.event, Until: until,
+			Reason: "the endpoint's circuit is open: " + s(5) + "; this delivery waits without using an attempt"})}}
+	}
+}
+
+// healthChanged acts on an endpoint's change of state after an attempt:
+// the attempt's channel hears of it, metrics count it, and an endpoint
+// failing for too long is disabled. It returns timeline entries.
+func (e *Engine) healthChanged(ctx context.Context, r result, change string, now time.Time) [][2]any {
+	at := now.UTC().Format(tsFormat)
+	d := r.d
+	e.m.transitions.WithLabelValues(change).Inc()
+	entry := noteEntry{At: at, DeliveryID: d.id, WebhookID: d.webhookID, Event: d.event}
+	switch change {
+	case "opened", "reopened":
+		entry.Type = "endpoint_opened"
+		entry.Reason = "the endpoint's circuit opened after this attempt: its deliveries wait for a probe"
+		if r.retryAfter > 0 {
+			entry.Reason = "the receiver asked to wait (Retry-After " + r.retryAfter.String() + "): its deliveries wait"
+		}
+		e.o.Log.Warn().Str("webhook_id", d.webhookID).Str("project_id", d.projectID).Str("error", r.err).Msg("endpoint circuit opened")
+	case "closed":
+		entry.Type = "endpoint_closed"
+		entry.Reason = "the endpoint answered: its circuit is closed and waiting deliveries go"
+		e.o.Log.Info().Str("webhook_id", d.webhookID).Str("project_id", d.projectID).Msg("endpoint circuit closed")
+	case "disable":
+		why := "failing without a success for " + e.o.DisableAfter.String() + " (last: " + r.err + ")"
+		dis, ok := e.o.Endpoints.(Disabler)
+		if !ok {
+			return nil
+		}
+		if err := dis.DisableWebhook(ctx, d.projectID, d.webhookID, why); err != nil {
+			e.o.Log.Warn().Err(err).Str("webhook_id", d.webhookID).Msg("disable failing endpoint")
+			return nil
+		}
+		entry.Type, entry.Reason = "endpoint_disabled", "the endpoint was disabled: "+why
+		e.o.Log.Warn().Str("webhook_id", d.webhookID).Str("project_id", d.projectID).Msg("endpoint disabled: " + why)
+	default:
+		return nil
+	}
+	return [][2]any{{d.channelID, mustJSON(entry)}}
+}
+
+// limiter is a node's adaptive per-endpoint concurrency: an endpoint
+// starts at a few attempts at once, gains one with every success up to
+// the cap, and is halved by every failure (down to one), so endpoints that
+// hang or fail hold few of the node's attempt slots.
+type limiter struct {
+	mu    sync.Mutex
+	cap   int
+	start int
+	lim   map[string]int // by endpoint, once it has been attempted
+}
+
+func newLimiter(cap int) *limiter {
+	return &limiter{cap: cap, start: max(1, min(cap, 8)), lim: make(map[string]int)}
+}
+
+func (l *limiter) get(id string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n, ok := l.lim[id]; ok {
+		return n
+	}
+	return l.start
+}
+
+func (l *limiter) observe(id string, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, known := l.lim[id]
+	if !known {
+		n = l.start
+	}
+	if ok {
+		n++
+	} else {
+		n = max(1, n/2)
+	}
+	if n >= l.cap {
+		l.lim[id] = l.cap
+		return
+	}
+	l.lim[id] = n
+}
+
+// recordOutcome reads the record script's answer: {recorded, change}.
+func recordOutcome(c *redis.Cmd) (int64, string) {
+	v, err := c.Slice()
+	if err != nil || len(v) < 2 {
+		return 0, ""
+	}
+	n, _ := v[0].(int64)
+	change, _ := v[1].(string)
+	return n, change
+}
