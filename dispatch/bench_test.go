@@ -172,7 +172,7 @@ func benchWaitDrained(b *testing.B, c redis.UniversalClient, e *Engine, deadline
 	for time.Now().Before(deadline) {
 		var lease, due *redis.IntCmd
 		_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			lease, due = p.ZCard(ctx, e.leaseKey), p.ZCard(ctx, e.dueKey)
+			lease, due = p.ZCard(ctx, e.leaseKey), p.ZCard(ctx, e.dueOf(benchProject))
 			return nil
 		})
 		if err != nil {
@@ -486,7 +486,8 @@ func benchWrite(b *testing.B, c redis.UniversalClient, e *Engine, hooks benchHoo
 						zs = append(zs, redis.Z{Score: float64(dueAt(i)), Member: id})
 					}
 					if zadd {
-						p.ZAdd(ctx, e.dueKey, zs...)
+						p.ZAdd(ctx, e.dueOf(benchProject), zs...)
+						p.ZAddArgs(ctx, e.projectsKey, redis.ZAddArgs{LT: true, Members: []redis.Z{{Score: float64(dueAt(from)), Member: benchProject}}})
 					}
 					return nil
 				})
@@ -601,7 +602,10 @@ func BenchmarkSchedulerLateness(b *testing.B) {
 		if jit {
 			for i := from; i < from+timed; i++ {
 				time.Sleep(time.Until(time.UnixMilli(dueAt(i))))
-				if err := c.ZAdd(ctx, e.dueKey, redis.Z{Score: float64(dueAt(i)), Member: ids[i-from]}).Err(); err != nil {
+				if err := c.ZAdd(ctx, e.dueOf(benchProject), redis.Z{Score: float64(dueAt(i)), Member: ids[i-from]}).Err(); err != nil {
+					b.Fatalf("zadd: %v", err)
+				}
+				if err := c.ZAddArgs(ctx, e.projectsKey, redis.ZAddArgs{LT: true, Members: []redis.Z{{Score: float64(dueAt(i)), Member: benchProject}}}).Err(); err != nil {
 					b.Fatalf("zadd: %v", err)
 				}
 				writeLag = max(writeLag, time.Since(time.UnixMilli(dueAt(i))))
@@ -640,7 +644,7 @@ func BenchmarkSchedulerLateness(b *testing.B) {
 	b.ReportMetric(float64(missing+jitMissing), "missing")
 
 	benchShutdown(e)
-	if n, err := c.ZCard(ctx, e.dueKey).Result(); err != nil || n != waiting {
+	if n, err := c.ZCard(ctx, e.dueOf(benchProject)).Result(); err != nil || n != waiting {
 		b.Logf("due set holds %d deliveries after the run, want %d (err %v)", n, waiting, err)
 	}
 	t0 = time.Now()
@@ -706,7 +710,7 @@ func BenchmarkMemoryPerWaitingDelivery(b *testing.B) {
 					sum += s.Val()
 				}
 				hashB = append(hashB, float64(sum)/float64(len(sample)))
-				zs, err := c.MemoryUsage(ctx, e.dueKey, 0).Result()
+				zs, err := c.MemoryUsage(ctx, e.dueOf(benchProject), 0).Result()
 				if err != nil {
 					b.Fatalf("memory usage: %v", err)
 				}

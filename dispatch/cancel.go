@@ -29,7 +29,7 @@ func (e *Engine) Cancel(ctx context.Context, ev channels.Event, why string) erro
 	err = e.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, w := range hooks {
 			ids[i] = DeliveryID(ev.Type, ev.ChannelID, w.ID)
-			cmds[i] = cancelScript.Eval(ctx, p, []string{e.dKey(ids[i]), e.attKey(ids[i]), e.dueKey, e.waitKey(w.ID)}, ids[i], why, at, ttl)
+			cmds[i] = cancelScript.Eval(ctx, p, []string{e.dKey(ids[i]), e.attKey(ids[i]), e.dueOf(ev.ProjectID), e.waitKey(w.ID)}, ids[i], why, at, ttl)
 		}
 	})
 	if err != nil {

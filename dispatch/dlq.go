@@ -204,8 +204,8 @@ func (e *Engine) replay(ctx context.Context, pid string, ds []Delivery) (int, er
 	cmds := make([]*redis.Cmd, len(ds))
 	err := e.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, d := range ds {
-			cmds[i] = replayScript.Eval(ctx, p, []string{e.dKey(d.ID), e.attKey(d.ID), e.dueKey,
-				e.dlqKey(pid), e.dlqHookKey(pid, d.WebhookID)}, d.ID, now.UnixMilli())
+			cmds[i] = replayScript.Eval(ctx, p, []string{e.dKey(d.ID), e.attKey(d.ID), e.dueOf(pid),
+				e.dlqKey(pid), e.dlqHookKey(pid, d.WebhookID), e.projectsKey}, d.ID, now.UnixMilli(), pid)
 		}
 	})
 	if err != nil {

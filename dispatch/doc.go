@@ -7,8 +7,9 @@
 // (the id is derived from the event type, channel and endpoint), so a
 // completion that is finished twice creates one delivery.
 //
-// Scheduling lives in Redis sorted sets. Due deliveries wait in a set
-// scored by due time; a node claims a batch in one script that moves them
+// Scheduling lives in Redis sorted sets. Due deliveries wait in their
+// project's set scored by due time; a node claims a batch in one script,
+// round robin across the projects with something due, that moves them
 // into a lease set (scored by lease deadline, longer than the attempt
 // timeout) and stamps each with a claim token. Recording an attempt checks
 // the token, so an attempt is recorded once even if a lease ran out and
@@ -36,7 +37,9 @@
 // Keys (P = prefix; every key carries the {dq} hash tag, so each script runs
 // on one Cluster slot):
 //
-//	P:{dq}:due                 ZSET delivery id → due time (unix ms)
+//	P:{dq}:due:<pid>           ZSET a project's deliveries → due time (unix ms)
+//	P:{dq}:projects            ZSET project → earliest due time of its set (a lower bound)
+//	P:{dq}:due                 ZSET the single schedule of earlier versions, drained into the above
 //	P:{dq}:lease               ZSET delivery id → lease deadline (unix ms)
 //	P:{dq}:d:<id>              HASH the delivery (project, endpoint, channel, event, body, counters, status)
 //	P:{dq}:d:<id>:att          LIST attempts (JSON), in order

@@ -37,6 +37,7 @@ var (
 	replayScript  = script("replay")
 	discardScript = script("discard")
 	cancelScript  = script("cancel")
+	migrateScript = script("migrate")
 )
 
 // Endpoints gives a project's webhook endpoints (console.Store).
@@ -86,10 +87,13 @@ type Engine struct {
 	rdb redis.UniversalClient
 	o   Options
 
-	dueKey, leaseKey, dPrefix string
-	epPrefix, unhealthyKey    string
-	wakeKey                   string
-	limits                    *limiter
+	// legacyDueKey is the single due set of earlier versions, drained
+	// into the projects' due sets (migrate.lua).
+	legacyDueKey, leaseKey, dPrefix string
+	duePrefix, projectsKey          string
+	epPrefix, unhealthyKey          string
+	wakeKey                         string
+	limits                          *limiter
 
 	wake    chan struct{}
 	results chan result
@@ -98,7 +102,11 @@ type Engine struct {
 	mu       sync.Mutex
 	busy     map[string]int       // attempts in flight per endpoint
 	waiting  map[string][]claimed // parked for a busy endpoint, by endpoint
-	deferred map[string][]string  // ids put back for a busy endpoint, by endpoint
+	deferred map[string][]claimed // put back for a busy endpoint, by endpoint
+	running  int                  // attempts in flight on this node
+	perProj  map[string]int       // of which, by project
+	dueProjs int                  // projects with deliveries due, at the last claim
+	freed    chan struct{}        // an attempt ended
 	nextAt   time.Time            // when the claimer means to wake
 
 	runCtx    context.Context
@@ -157,14 +165,17 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 	tag := o.Prefix + ":{dq}:"
 	e := &Engine{
 		rdb: rdb, o: o,
-		dueKey: tag + "due", leaseKey: tag + "lease", dPrefix: tag + "d:",
+		legacyDueKey: tag + "due", leaseKey: tag + "lease", dPrefix: tag + "d:",
+		duePrefix: tag + "due:", projectsKey: tag + "projects",
 		epPrefix: tag + "ep:", unhealthyKey: tag + "unhealthy", wakeKey: tag + "epwake", limits: newLimiter(o.PerEndpoint),
 		wake:     make(chan struct{}, 1),
 		results:  make(chan result, 4096),
 		written:  make(chan struct{}),
 		busy:     make(map[string]int),
 		waiting:  make(map[string][]claimed),
-		deferred: make(map[string][]string),
+		deferred: make(map[string][]claimed),
+		perProj:  make(map[string]int),
+		freed:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
 	e.runCtx, e.runCancel = context.WithCancel(context.Background())
@@ -178,6 +189,7 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 func (e *Engine) SetTimeline(t Timeline) { e.o.Timeline = t }
 
 func (e *Engine) dKey(id string) string   { return e.dPrefix + id }
+func (e *Engine) dueOf(pid string) string { return e.duePrefix + pid }
 func (e *Engine) attKey(id string) string { return e.dPrefix + id + ":att" }
 func (e *Engine) dlqKey(pid string) string {
 	return e.o.Prefix + ":{dq}:dlq:" + pid
@@ -207,7 +219,7 @@ func (e *Engine) Enqueue(ctx context.Context, ev channels.Event) error {
 				continue
 			}
 			id := DeliveryID(ev.Type, ev.ChannelID, w.ID)
-			enqueueScript.Eval(ctx, p, []string{e.dKey(id), e.dueKey}, id, now.UnixMilli(),
+			enqueueScript.Eval(ctx, p, []string{e.dKey(id), e.dueOf(ev.ProjectID), e.projectsKey}, id, now.UnixMilli(), ev.ProjectID,
 				"project_id", ev.ProjectID, "webhook_id", w.ID, "channel_id", ev.ChannelID, "event", ev.Type,
 				"body", []byte(ev.Body), "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at", at)
 			n++
@@ -280,7 +292,7 @@ func (e *Engine) SendTest(ctx context.Context, pid string, w console.Webhook) (s
 		return "", err
 	}
 	id := DeliveryID("webhook.test", test, w.ID)
-	if err := enqueueScript.Run(ctx, e.rdb, []string{e.dKey(id), e.dueKey}, id, now.UnixMilli(),
+	if err := enqueueScript.Run(ctx, e.rdb, []string{e.dKey(id), e.dueOf(pid), e.projectsKey}, id, now.UnixMilli(), pid,
 		"project_id", pid, "webhook_id", w.ID, "channel_id", test, "event", "webhook.test",
 		"body", body, "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at",
 		now.UTC().Format(time.RFC3339Nano)).Err(); err != nil {

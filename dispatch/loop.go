@@ -56,57 +56,43 @@ func (e *Engine) lease() time.Duration { return 2*e.o.Timeout + 5*time.Second }
 
 func (e *Engine) claimLoop() {
 	defer e.loops.Done()
-	slots := make(chan struct{}, e.o.Concurrency)
-	for range e.o.Concurrency {
-		slots <- struct{}{}
-	}
 	for {
-		select {
-		case <-e.stop:
-			return
-		case <-slots:
-		}
-		n := 1
-	more:
-		for n < claimBatch {
-			select {
-			case <-slots:
-				n++
-			default:
-				break more
+		n, skip := e.admit()
+		var next time.Time
+		var err error
+		if n > 0 {
+			var ds []claimed
+			ds, next, err = e.claim(n, skip)
+			for _, d := range ds {
+				e.begin(d.projectID)
+				e.attempts.Add(1)
+				go func() {
+					defer func() { e.end(d.projectID); e.attempts.Done() }()
+					e.attempt(d)
+				}()
 			}
-		}
-		ds, next, err := e.claim(n)
-		for range n - len(ds) {
-			slots <- struct{}{}
-		}
-		for _, d := range ds {
-			e.attempts.Add(1)
-			go func() {
-				defer func() { slots <- struct{}{}; e.attempts.Done() }()
-				e.attempt(d)
-			}()
-		}
-		if len(ds) == n {
-			continue // more may be due
+			if len(ds) == n {
+				continue // more may be due
+			}
 		}
 		now := e.o.Now()
 		wakeAt := now.Add(maxIdle)
 		switch {
 		case err != nil:
 			wakeAt = now.Add(errorPause)
-		case !next.IsZero() && next.Before(wakeAt):
+		case n > 0 && len(skip) == 0 && !next.IsZero() && next.Before(wakeAt):
 			wakeAt = next
 		}
 		e.mu.Lock()
 		e.nextAt = wakeAt
 		e.mu.Unlock()
-		t := time.NewTimer(wakeAt.Sub(now))
+		t := time.NewTimer(max(0, wakeAt.Sub(now)))
 		select {
 		case <-e.stop:
 			t.Stop()
 			return
 		case <-e.wake:
+		case <-e.freed:
 		case <-t.C:
 		}
 		t.Stop()
@@ -116,13 +102,69 @@ func (e *Engine) claimLoop() {
 	}
 }
 
-// claim takes up to n due deliveries and reports the earliest due time of
-// the rest.
-func (e *Engine) claim(n int) ([]claimed, time.Time, error) {
+// admit decides how many deliveries the claimer may take now, and for
+// which projects not: those holding their fair share of this node's
+// slots (Concurrency divided among the projects with attempts running
+// here or deliveries due), or ProjectConcurrency. A project alone gets
+// every slot. When every slot is taken, projects under their share may
+// still start up to their share beyond it (so a project never waits for
+// slots another holds beyond its own share); in flight stays below twice
+// Concurrency.
+func (e *Engine) admit() (int, []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.o.Concurrency
+	active := max(1, len(e.perProj), e.dueProjs)
+	share := max(1, c/active)
+	var skip []string
+	for pid, k := range e.perProj {
+		if k >= share || (e.o.ProjectConcurrency > 0 && k >= e.o.ProjectConcurrency) {
+			skip = append(skip, pid)
+		}
+	}
+	if free := c - e.running; free > 0 {
+		return min(free, claimBatch), skip
+	}
+	if len(skip) > 0 && e.running < 2*c {
+		// Full, and some project holds more than its share: other
+		// projects (due now, or not seen yet) may start within theirs.
+		return min(claimBatch, share, 2*c-e.running), skip
+	}
+	return 0, skip
+}
+
+func (e *Engine) begin(pid string) {
+	e.mu.Lock()
+	e.running++
+	e.perProj[pid]++
+	e.mu.Unlock()
+}
+
+func (e *Engine) end(pid string) {
+	e.mu.Lock()
+	e.running--
+	if e.perProj[pid]--; e.perProj[pid] <= 0 {
+		delete(e.perProj, pid)
+	}
+	e.mu.Unlock()
+	select {
+	case e.freed <- struct{}{}:
+	default:
+	}
+}
+
+// claim takes up to n due deliveries, of projects not in skip, and
+// reports the earliest due time of the rest.
+func (e *Engine) claim(n int, skip []string) ([]claimed, time.Time, error) {
 	now := e.o.Now()
 	token := newToken()
-	res, err := claimScript.Run(e.runCtx, e.rdb, []string{e.dueKey, e.leaseKey, e.unhealthyKey, e.wakeKey},
-		now.UnixMilli(), n, now.Add(e.lease()).UnixMilli(), token, e.dPrefix, int64(e.o.Retention/time.Second), e.epPrefix).Slice()
+	args := make([]any, 0, 8+len(skip))
+	args = append(args, now.UnixMilli(), n, now.Add(e.lease()).UnixMilli(), token, e.dPrefix,
+		int64(e.o.Retention/time.Second), e.epPrefix, e.duePrefix)
+	for _, pid := range skip {
+		args = append(args, pid)
+	}
+	res, err := claimScript.Run(e.runCtx, e.rdb, []string{e.projectsKey, e.leaseKey, e.unhealthyKey, e.wakeKey}, args...).Slice()
 	if err != nil {
 		if e.runCtx.Err() == nil {
 			e.o.Log.Error().Err(err).Msg("claim deliveries")
@@ -149,11 +191,30 @@ func (e *Engine) claim(n int) ([]claimed, time.Time, error) {
 			next = time.UnixMilli(ms)
 		}
 	}
+	if due, ok := res[3].(int64); ok {
+		e.mu.Lock()
+		e.dueProjs = int(due)
+		e.mu.Unlock()
+	}
 	e.m.claimed.Add(float64(len(out)))
 	if paused, _ := res[2].([]any); len(paused) > 0 {
 		e.notePaused(paused, now)
 	}
 	return out, next, nil
+}
+
+// migrate moves deliveries an earlier version scheduled in its single due
+// set into their projects' due sets (a rolling upgrade keeps adding there
+// until the last old node stops).
+func (e *Engine) migrate() {
+	for range 10 {
+		n, err := migrateScript.Run(e.runCtx, e.rdb, []string{e.legacyDueKey, e.projectsKey}, 1000, e.dPrefix, e.duePrefix).Int()
+		if err != nil || n == 0 {
+			return
+		}
+		e.o.Log.Info().Int("deliveries", n).Msg("moved deliveries from the earlier schedule into the projects' schedules")
+		e.poke(e.o.Now())
+	}
 }
 
 // attempt sends one delivery and queues its outcome for recording.
@@ -236,7 +297,7 @@ func (e *Engine) wait(d claimed, id string) {
 		return
 	}
 	if len(e.deferred[id]) < maxDeferred {
-		e.deferred[id] = append(e.deferred[id], d.id)
+		e.deferred[id] = append(e.deferred[id], claimed{id: d.id, projectID: d.projectID})
 	}
 	e.mu.Unlock()
 	e.putBack(d, e.o.Now().Add(e.o.Timeout))
@@ -262,7 +323,7 @@ func (e *Engine) handOff(id string) (claimed, bool) {
 	if e.busy[id]--; e.busy[id] <= 0 {
 		delete(e.busy, id)
 	}
-	var pull []string
+	var pull []claimed
 	if ids := e.deferred[id]; len(ids) > 0 {
 		n := min(len(ids), 2*e.o.PerEndpoint)
 		pull = ids[:n]
@@ -275,12 +336,15 @@ func (e *Engine) handOff(id string) (claimed, bool) {
 	e.mu.Unlock()
 	if len(pull) > 0 {
 		now := e.o.Now()
-		zs := make([]redis.Z, len(pull))
-		for i, m := range pull {
-			zs[i] = redis.Z{Score: float64(now.UnixMilli()), Member: m}
-		}
+		ctx := context.WithoutCancel(e.runCtx)
 		// XX: only deliveries still waiting in the schedule move.
-		if err := e.rdb.ZAddXX(context.WithoutCancel(e.runCtx), e.dueKey, zs...).Err(); err == nil {
+		if err := e.pipelined(ctx, func(p redis.Pipeliner) {
+			score := float64(now.UnixMilli())
+			for _, d := range pull {
+				p.ZAddXX(ctx, e.dueOf(d.projectID), redis.Z{Score: score, Member: d.id})
+				p.ZAddArgs(ctx, e.projectsKey, redis.ZAddArgs{LT: true, Members: []redis.Z{{Score: score, Member: d.projectID}}})
+			}
+		}); err == nil {
 			e.poke(now)
 		}
 	}
@@ -408,7 +472,8 @@ func (e *Engine) record(batch []result) {
 				continue
 			}
 			if r.verdict == "defer" {
-				deferScript.Eval(ctx, p, []string{e.dKey(d.id), e.dueKey, e.leaseKey}, d.id, d.token, r.nextAt.UnixMilli())
+				deferScript.Eval(ctx, p, []string{e.dKey(d.id), e.dueOf(d.projectID), e.leaseKey, e.projectsKey}, d.id, d.token,
+					r.nextAt.UnixMilli(), d.projectID)
 				if earliest.IsZero() || r.nextAt.Before(earliest) {
 					earliest = r.nextAt
 				}
@@ -425,8 +490,9 @@ func (e *Engine) record(batch []result) {
 					earliest = r.nextAt
 				}
 			}
-			recorded[i] = recordScript.Eval(ctx, p, []string{e.dKey(d.id), e.attKey(d.id), e.dueKey, e.leaseKey,
-				e.dlqKey(d.projectID), e.dlqHookKey(d.projectID, d.webhookID), e.epKey(d.webhookID), e.unhealthyKey, e.wakeKey},
+			recorded[i] = recordScript.Eval(ctx, p, []string{e.dKey(d.id), e.attKey(d.id), e.dueOf(d.projectID), e.leaseKey,
+				e.dlqKey(d.projectID), e.dlqHookKey(d.projectID, d.webhookID), e.epKey(d.webhookID), e.unhealthyKey, e.wakeKey,
+				e.projectsKey},
 				d.id, d.token, r.verdict, now.UnixMilli(), r.attempt, next, int64(ttl/time.Second), r.status, r.err, at,
 				r.health, e.o.BreakerThreshold, e.o.BreakerCooldown.Milliseconds(), e.o.BreakerMaxCooldown.Milliseconds(),
 				r.retryAfter.Milliseconds(), e.o.DisableAfter.Milliseconds(), d.projectID, int64(e.o.DLQRetention/time.Second), d.webhookID)
@@ -504,7 +570,8 @@ func (e *Engine) reclaimLoop() {
 			return
 		case <-t.C:
 		}
-		n, err := reclaimScript.Run(e.runCtx, e.rdb, []string{e.dueKey, e.leaseKey}, e.o.Now().UnixMilli(), 1000, e.dPrefix).Int()
+		e.migrate()
+		n, err := reclaimScript.Run(e.runCtx, e.rdb, []string{e.projectsKey, e.leaseKey}, e.o.Now().UnixMilli(), 1000, e.dPrefix, e.duePrefix).Int()
 		if err != nil {
 			if e.runCtx.Err() == nil {
 				e.o.Log.Warn().Err(err).Msg("reclaim delivery leases")

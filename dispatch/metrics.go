@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer, e *Engine) metrics {
 	}
 	reg.MustRegister(m.enqueued, m.cancelled, m.claimed, m.reclaimed, m.attempts, m.paused, m.transitions, endpointStates{e},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_deliveries_scheduled",
-			Help: "Deliveries waiting for an attempt (all nodes)."}, depth(e.dueKey)),
+			Help: "Deliveries scheduled for an attempt, due or later (all nodes; those waiting for an open endpoint are riverhub_deliveries_waiting_for_endpoint)."}, e.scheduled),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_deliveries_in_flight",
 			Help: "Deliveries leased for an attempt (all nodes)."}, depth(e.leaseKey)))
 	return m
@@ -101,4 +101,27 @@ func (c endpointStates) Collect(ch chan<- prometheus.Metric) {
 	for st, k := range n {
 		ch <- prometheus.MustNewConstMetric(endpointStatesDesc, prometheus.GaugeValue, float64(k), st)
 	}
+}
+
+// scheduled counts the deliveries in the projects' due sets.
+func (e *Engine) scheduled() float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	pids, err := e.rdb.ZRange(ctx, e.projectsKey, 0, -1).Result()
+	if err != nil {
+		return -1
+	}
+	var cards []*redis.IntCmd
+	if err := e.pipelined(ctx, func(p redis.Pipeliner) {
+		for _, pid := range pids {
+			cards = append(cards, p.ZCard(ctx, e.dueOf(pid)))
+		}
+	}); err != nil {
+		return -1
+	}
+	n := int64(0)
+	for _, c := range cards {
+		n += c.Val()
+	}
+	return float64(n)
 }

@@ -494,7 +494,7 @@ func TestShutdownGivesHangingAttemptBack(t *testing.T) {
 	if d.Status != "pending" || d.Attempts != 0 || len(d.History) != 0 {
 		t.Errorf("after shutdown: status %s, %d attempts, history %v; want pending, 0, none", d.Status, d.Attempts, d.History)
 	}
-	if _, err := c.ZScore(ctx, e.dueKey, id).Result(); err != nil {
+	if _, err := c.ZScore(ctx, e.dueOf("p1"), id).Result(); err != nil {
 		t.Errorf("delivery is not in the due set: %v", err)
 	}
 	if _, err := c.ZScore(ctx, e.leaseKey, id).Result(); err != redis.Nil {
@@ -570,7 +570,7 @@ func TestSlowEndpointBacklogDoesNotDelayOthers(t *testing.T) {
 	// machine the first pass over 3,000 takes a while; that is not churn.
 	settle := time.Now().Add(20 * time.Second)
 	for {
-		n, err := c.ZCount(context.Background(), e.dueKey, "-inf", strconv.FormatInt(time.Now().UnixMilli(), 10)).Result()
+		n, err := c.ZCount(context.Background(), e.dueOf("p_slow"), "-inf", strconv.FormatInt(time.Now().UnixMilli(), 10)).Result()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,6 +18,7 @@
 -- open period (ms); ARGV[15] the receiver's Retry-After (ms, 0 none);
 -- ARGV[16] failing this long (ms) disables the endpoint (0 never);
 -- ARGV[17] project id; ARGV[18] health TTL (seconds); ARGV[19] endpoint id.
+-- KEYS[3] is the project's due zset, KEYS[10] the projects zset.
 --
 -- Returns {recorded, change}: recorded is 1 when recorded as asked, 2 when
 -- recorded as cancelled instead, 0 when the claim was stale; change is
@@ -112,6 +113,7 @@ elseif outcome == 'retry' then
   redis.call('HINCRBY', KEYS[1], 'tries', 1)
   redis.call('HSET', KEYS[1], 'status', 'retrying', 'next_at', ARGV[6])
   redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
+  redis.call('ZADD', KEYS[10], 'LT', ARGV[6], ARGV[17])
 else
   redis.call('HINCRBY', KEYS[1], 'tries', 1)
   redis.call('HSET', KEYS[1], 'status', 'dead', 'next_at', '', 'dead_at', ARGV[4])

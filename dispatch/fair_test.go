@@ -1,0 +1,149 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/rdb/rdbtest"
+)
+
+// A project whose slow endpoints hold every attempt slot of the node does
+// not keep another project waiting: the other project starts within its
+// fair share, at once, and the node stays within twice its slots.
+func TestProjectsShareTheNodeFairly(t *testing.T) {
+	t.Parallel()
+	var release atomic.Bool
+	slow := newRelReceiver(t, func(rc *relReceiver, _ int, w http.ResponseWriter, r *http.Request) {
+		for !release.Load() {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-rc.quit:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	fast := newRelReceiver(t, relStatus(http.StatusOK))
+	c, prefix := rdbtest.New(t)
+	hooks := &relHooks{}
+	var heavy []console.Webhook
+	for i := range 10 {
+		heavy = append(heavy, relHook(fmt.Sprintf("wh_a%d", i), slow.URL))
+	}
+	hooks.set("pa", heavy...)
+	hooks.set("pb", relHook("wh_b", fast.URL))
+	const slots = 8
+	e := newRelEngine(t, c, prefix, hooks, Options{Concurrency: slots, Timeout: 20 * time.Second})
+	e.Start()
+	ctx := context.Background()
+	for i := range 100 {
+		if err := e.Enqueue(ctx, relEvent("pa", fmt.Sprintf("a-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow.waitCount(t, slots, 5*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	if n := slow.count(); n != slots {
+		t.Fatalf("project A alone has %d attempts in flight, want all %d slots", n, slots)
+	}
+	for i := range 3 {
+		if err := e.Enqueue(ctx, relEvent("pb", fmt.Sprintf("b-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A's attempts hang until released: B must not wait for them.
+	fast.waitCount(t, 3, 5*time.Second)
+	if n := slow.count(); n != slots {
+		t.Errorf("project A got %d attempts while holding its slots, want still %d", n, slots)
+	}
+	release.Store(true)
+	for i := range 100 {
+		relWaitStatus(t, e, "pa", DeliveryID("task.completed", fmt.Sprintf("a-%d", i), "wh_a"+fmt.Sprint(i%10)), "succeeded", 20*time.Second)
+	}
+	slow.mu.Lock()
+	peak := slow.maxInFlight
+	slow.mu.Unlock()
+	if peak > 2*slots {
+		t.Errorf("peak in flight %d, want at most twice the slots (%d)", peak, 2*slots)
+	}
+}
+
+// One claim serves projects round robin: a project's backlog of due
+// deliveries does not stand before another project's one.
+func TestClaimIsRoundRobinAcrossProjects(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	hooks := &relHooks{}
+	hooks.set("pa", relHook("wh_a", "http://127.0.0.1:9/a"))
+	hooks.set("pb", relHook("wh_b", "http://127.0.0.1:9/b"))
+	e := newRelEngine(t, c, prefix, hooks, Options{})
+	ctx := context.Background()
+	for i := range 2000 {
+		if err := e.Enqueue(ctx, relEvent("pa", fmt.Sprintf("a-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(5 * time.Millisecond)
+	if err := e.Enqueue(ctx, relEvent("pb", "b-0")); err != nil {
+		t.Fatal(err)
+	}
+	ds, _, err := e.claim(10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b int
+	for _, d := range ds {
+		if d.projectID == "pb" {
+			b++
+		}
+	}
+	if len(ds) != 10 || b != 1 {
+		t.Fatalf("claimed %d with %d of project B; want 10 with B's one delivery among them", len(ds), b)
+	}
+	// A project over its share on this node is skipped.
+	if err := e.Enqueue(ctx, relEvent("pb", "b-1")); err != nil {
+		t.Fatal(err)
+	}
+	ds, _, err = e.claim(10, []string{"pa"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 || ds[0].projectID != "pb" {
+		t.Fatalf("with project A skipped, claimed %v; want B's one delivery", ds)
+	}
+}
+
+// Deliveries an earlier version scheduled in its single due set are moved
+// into their projects' schedules and delivered.
+func TestLegacyScheduleIsMigrated(t *testing.T) {
+	t.Parallel()
+	rc := newRelReceiver(t, relStatus(http.StatusOK))
+	c, prefix := rdbtest.New(t)
+	hooks := &relHooks{}
+	hooks.set("p1", relHook("wh_1", rc.URL))
+	e := newRelEngine(t, c, prefix, hooks, Options{})
+	ctx := context.Background()
+	id := DeliveryID("task.completed", "old", "wh_1")
+	body := `{"type":"task.completed","channel_id":"old","status":"success","data":{}}`
+	if err := c.HSet(ctx, e.dKey(id), "project_id", "p1", "webhook_id", "wh_1", "channel_id", "old", "event", "task.completed",
+		"body", body, "attempts", 0, "tries", 0, "replays", 0, "status", "pending").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ZAdd(ctx, e.legacyDueKey, redis.Z{Score: float64(time.Now().UnixMilli()), Member: id}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.Start()
+	relWaitStatus(t, e, "p1", id, "succeeded", 5*time.Second)
+	if n, _ := c.Exists(ctx, e.legacyDueKey).Result(); n != 0 {
+		t.Errorf("the legacy due set still exists")
+	}
+}
