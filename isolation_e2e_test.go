@@ -308,10 +308,13 @@ func TestNoisyProjectDoesNotDelayOthers(t *testing.T) {
 		quietTasks = 60
 		floodRate  = 15.0 // tasks/s of D in phase 2
 		// A delivery that waits behind one hanging attempt waits up to a
-		// timeout; 250 ms is far below that, and covers what the flood
-		// costs the shared CPU (15 tasks/s and their 150 deliveries/s,
-		// under -race, on two cores) without any queueing behind D.
-		slack = 250 * time.Millisecond
+		// timeout; 1 s is far below that, and covers what the flood costs
+		// the shared CPU (15 tasks/s and their 150 deliveries/s, under
+		// -race, on two cores, beside the other packages' tests) without
+		// any queueing behind D. Every run of the engine without
+		// isolation still fails it (phase-2 p99 1.6-8.4 s against bounds
+		// of 1.07-1.13 s); the ratio itself is BenchmarkIsolation's.
+		slack = time.Second
 		// Until an endpoint has failed a few attempts nothing can tell it
 		// hangs; measuring starts once every hanging endpoint has had two
 		// attempt timeouts, and the flood goes on throughout.

@@ -36,7 +36,7 @@ func newTestNode(t *testing.T) *testNode {
 	t.Helper()
 	c, prefix := rdbtest.New(t)
 	tokens := wstoken.NewIssuer(testSecret, time.Hour)
-	h := hub.New(c, hub.Options{Prefix: prefix, Tokens: tokens, HeartbeatTimeout: 400 * time.Millisecond})
+	h := hub.New(c, hub.Options{Prefix: prefix, Tokens: tokens, HeartbeatTimeout: time.Second})
 	h.Start()
 	n := &testNode{sources: make(map[string]int)}
 	pid := uuid.NewString()
@@ -110,7 +110,7 @@ func TestOpensJoinsAndKeepsSockets(t *testing.T) {
 			t.Parallel()
 			n := newTestNode(t)
 			src := sourcesOr(t)
-			// Heartbeats every 100 ms against a 400 ms idle timeout, held
+			// Heartbeats every 100 ms against a 1 s idle timeout (room for a loaded machine under -race), held
 			// for 1.5 s: sockets that did not heartbeat would be closed.
 			out := runTool(t, tc.env, append(tc.args, "-nodes", n.srv.URL, "-n", "50", "-sources", src,
 				"-concurrency", "8", "-heartbeat", "100ms", "-hold", "1500ms")...)
