@@ -133,6 +133,21 @@ func (e *Engine) admit() (int, []string) {
 	return 0, skip
 }
 
+// saturated lists the endpoints this node has no room for: as many
+// attempts in flight as their limit allows and as many waiting. The claim
+// puts their deliveries off without handing them over.
+func (e *Engine) saturated() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for id, n := range e.busy {
+		if lim := e.limits.get(id); n >= lim && len(e.waiting[id]) >= lim {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 func (e *Engine) begin(pid string) {
 	e.mu.Lock()
 	e.running++
@@ -158,11 +173,15 @@ func (e *Engine) end(pid string) {
 func (e *Engine) claim(n int, skip []string) ([]claimed, time.Time, error) {
 	now := e.o.Now()
 	token := newToken()
-	args := make([]any, 0, 8+len(skip))
+	busy := e.saturated()
+	args := make([]any, 0, 10+len(skip)+len(busy))
 	args = append(args, now.UnixMilli(), n, now.Add(e.lease()).UnixMilli(), token, e.dPrefix,
-		int64(e.o.Retention/time.Second), e.epPrefix, e.duePrefix)
+		int64(e.o.Retention/time.Second), e.epPrefix, e.duePrefix, e.o.Timeout.Milliseconds(), len(skip))
 	for _, pid := range skip {
 		args = append(args, pid)
+	}
+	for _, id := range busy {
+		args = append(args, id)
 	}
 	res, err := claimScript.Run(e.runCtx, e.rdb, []string{e.projectsKey, e.leaseKey, e.unhealthyKey, e.wakeKey}, args...).Slice()
 	if err != nil {
@@ -194,6 +213,22 @@ func (e *Engine) claim(n int, skip []string) ([]claimed, time.Time, error) {
 	if due, ok := res[3].(int64); ok {
 		e.mu.Lock()
 		e.dueProjs = int(due)
+		e.mu.Unlock()
+	}
+	if held, _ := res[4].([]any); len(held) > 0 {
+		e.mu.Lock()
+		for _, r := range held {
+			f, _ := r.([]any)
+			if len(f) < 3 {
+				continue
+			}
+			id, _ := f[0].(string)
+			whid, _ := f[1].(string)
+			pid, _ := f[2].(string)
+			if len(e.deferred[whid]) < maxDeferred {
+				e.deferred[whid] = append(e.deferred[whid], claimed{id: id, projectID: pid})
+			}
+		}
 		e.mu.Unlock()
 	}
 	e.m.claimed.Add(float64(len(out)))

@@ -8,8 +8,12 @@
 -- deliveries need attention). ARGV[5] delivery hash key prefix; ARGV[6]
 -- TTL (seconds) of a delivery that ends here, cancelled; ARGV[7] endpoint
 -- health key prefix (an endpoint's waiting set is that key + ":wait");
--- ARGV[8] due zset key prefix (+ project id); ARGV[9..] projects not to
--- claim for (they hold their share of the claiming node's slots).
+-- ARGV[8] due zset key prefix (+ project id); ARGV[9] how long (ms) a
+-- delivery for a busy endpoint is put off; ARGV[10] k, then k projects not
+-- to claim for (they hold their share of the claiming node's slots), then
+-- the endpoints the claiming node is busy with (as many attempts as it
+-- allows in flight, and as many waiting): their deliveries are put off,
+-- unclaimed, without reading their bodies.
 --
 -- Fairness: the projects with something due are served round robin, an
 -- equal quota of the batch each per round, so a project's backlog does
@@ -25,7 +29,7 @@
 -- claim).
 --
 -- Returns {deliveries, earliest due or "", paused, projects with
--- something due}; each delivery is {id, project_id, webhook_id,
+-- something due, put off {id, endpoint id, project id}}; each delivery is {id, project_id, webhook_id,
 -- channel_id, event, body, attempts, tries, resumed}, resumed being
 -- "probe" (it tests an open endpoint), "closed" (it waited for an
 -- endpoint that recovered) or ""; each paused one is {id, channel_id,
@@ -83,13 +87,14 @@ for _, whid in ipairs(wake) do
   end
 end
 
-local out, paused = {}, {}
+local out, paused, held = {}, {}, {}
+local skip, busy = {}, {}
 -- take one due delivery: claim it, pause it, or end it (cancelled)
 local function take(id, due, dk)
   local key = ARGV[5] .. id
-  local v = redis.call('HMGET', key, 'project_id', 'webhook_id', 'channel_id', 'event', 'body', 'attempts', 'tries', 'cancel', 'paused')
+  local v = redis.call('HMGET', key, 'project_id', 'webhook_id', 'channel_id', 'event', 'attempts', 'tries', 'cancel', 'paused')
   redis.call('ZREM', dk, id)
-  if v[8] and v[8] ~= '' then
+  if v[7] and v[7] ~= '' then
     -- cancelled while an attempt was under way, whose node then died
     redis.call('HSET', key, 'status', 'cancelled', 'claim', '', 'next_at', '')
     redis.call('EXPIRE', key, ARGV[6])
@@ -97,6 +102,12 @@ local function take(id, due, dk)
     return
   end
   if not v[1] then
+    return
+  end
+  if busy[v[2]] then
+    -- the claiming node has no room for this endpoint: later, unclaimed
+    redis.call('ZADD', dk, now + tonumber(ARGV[9]), id)
+    held[#held + 1] = {id, v[2], v[1]}
     return
   end
   local h = health(v[2])
@@ -114,7 +125,7 @@ local function take(id, due, dk)
     redis.call('ZADD', ARGV[7] .. v[2] .. ':wait', due, id)
     redis.call('ZADD', KEYS[4], 'NX', wait, v[2])
     redis.call('HSET', key, 'next_at', wait)
-    if v[9] ~= h.epoch then
+    if v[8] ~= h.epoch then
       redis.call('HSET', key, 'paused', h.epoch)
       paused[#paused + 1] = {id, v[3], v[2], v[4], tostring(wait), h.reason}
     end
@@ -127,20 +138,24 @@ local function take(id, due, dk)
     redis.call('ZADD', KEYS[4], ARGV[3], v[2])
     h.state, h.probe_until, h.pid = 'probing', tonumber(ARGV[3]), v[1]
     resumed = 'probe'
-  elseif v[9] and v[9] ~= '' then
+  elseif v[8] and v[8] ~= '' then
     resumed = 'closed'
   end
-  if v[9] and v[9] ~= '' then
+  if v[8] and v[8] ~= '' then
     redis.call('HDEL', key, 'paused')
   end
   redis.call('ZADD', KEYS[2], ARGV[3], id)
   redis.call('HSET', key, 'status', 'delivering', 'claim', ARGV[4])
-  out[#out + 1] = {id, v[1], v[2], v[3], v[4], v[5], v[6] or '0', v[7] or '0', resumed}
+  local body = redis.call('HGET', key, 'body')
+  out[#out + 1] = {id, v[1], v[2], v[3], v[4], body, v[5] or '0', v[6] or '0', resumed}
 end
 
-local skip = {}
-for i = 9, #ARGV do
+local nskip = tonumber(ARGV[10])
+for i = 11, 10 + nskip do
   skip[ARGV[i]] = true
+end
+for i = 11 + nskip, #ARGV do
+  busy[ARGV[i]] = true
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
 local active = {}
@@ -178,4 +193,4 @@ local next_at = nxt[2]
 if wk[2] and (not next_at or tonumber(wk[2]) < tonumber(next_at)) then
   next_at = wk[2]
 end
-return {out, next_at or '', paused, #due}
+return {out, next_at or '', paused, #due, held}
