@@ -110,6 +110,17 @@ func artifactsDir(t *testing.T) string {
 	return dir
 }
 
+// consoleProject creates a project on the node and returns its key.
+func consoleProject(t *testing.T, n *node, name string) string {
+	t.Helper()
+	proj := n.must(t, 201, "POST", "/api/console/projects", map[string]any{"name": name})
+	key, _ := proj["key"].(string)
+	if !strings.HasPrefix(key, "mr_live_") {
+		t.Fatalf("project key = %q", key)
+	}
+	return key
+}
+
 // The console is served by every node, without a key: "/" leads to it.
 func TestConsoleIsServed(t *testing.T) {
 	t.Parallel()
@@ -153,12 +164,19 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		return http.StatusOK
 	})
+	// A threshold of 100 keeps the endpoint circuits closed, so the dead
+	// delivery runs the whole schedule.
 	n := newNode(t, "RIVERHUB_RETRY_SCHEDULE", fastSchedule, "RIVERHUB_BREAKER_THRESHOLD", "100")
-	proj := n.must(t, 201, "POST", "/api/console/projects", map[string]any{"name": "console-e2e"})
-	key, _ := proj["key"].(string)
-	if !strings.HasPrefix(key, "mr_live_") {
-		t.Fatalf("project key = %q", key)
-	}
+	key := consoleProject(t, n, "console-e2e")
+	// Endpoint health has nodes of its own, whose settings would disturb the
+	// steps above: one opens a circuit after 2 failures (and never disables),
+	// the other disables an endpoint failing for 1 s (and never opens).
+	failing := newDeliveryReceiver(t, func(int) int { return http.StatusInternalServerError })
+	breaker := newNode(t, "RIVERHUB_RETRY_SCHEDULE", fastSchedule, "RIVERHUB_BREAKER_THRESHOLD", "2",
+		"RIVERHUB_ENDPOINT_DISABLE_AFTER", "0")
+	disabling := newNode(t, "RIVERHUB_RETRY_SCHEDULE", fastSchedule, "RIVERHUB_BREAKER_THRESHOLD", "100",
+		"RIVERHUB_ENDPOINT_DISABLE_AFTER", "1s")
+	disablingKey := consoleProject(t, disabling, "console-disabling")
 	art := artifactsDir(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -171,6 +189,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		"RIVERHUB_DEAD_URL="+dead.URL+"/hook",
 		"RIVERHUB_FLAKY_RECEIVED="+flaky.URL+"/received",
 		"RIVERHUB_DEAD_RECEIVED="+dead.URL+"/received",
+		"RIVERHUB_BREAKER_CONSOLE_URL="+breaker.base,
+		"RIVERHUB_BREAKER_CONSOLE_KEY="+consoleProject(t, breaker, "console-breaker"),
+		"RIVERHUB_DISABLING_CONSOLE_URL="+disabling.base,
+		"RIVERHUB_DISABLING_CONSOLE_KEY="+disablingKey,
+		"RIVERHUB_FAILING_URL="+failing.URL+"/hook",
 		"RIVERHUB_ARTIFACTS="+art,
 		"CHROMIUM_PATH="+chromium,
 	)
@@ -185,7 +208,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("start node: %v", err)
 	}
 	var oks int
-	var replayed string
+	var replayed, reenabled string
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		line := sc.Text()
@@ -197,6 +220,8 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Log(line)
 		case strings.HasPrefix(line, "replayed "):
 			replayed = strings.TrimPrefix(line, "replayed ")
+		case strings.HasPrefix(line, "reenabled "):
+			reenabled = strings.TrimPrefix(line, "reenabled ")
 		default:
 			t.Log(line)
 		}
@@ -220,5 +245,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	if got := dead.answers(replayed); len(got) != 9 || got[8] != http.StatusOK {
 		t.Errorf("the replayed delivery %s was answered %v, want 8 failures then 200", replayed, got)
+	}
+
+	// The Enable button on the automatically disabled endpoint turned it on.
+	if reenabled == "" {
+		t.Fatal("the script enabled no automatically disabled endpoint")
+	}
+	w := disabling.do(t, "GET", "/api/console/webhook/"+reenabled, disablingKey, nil).json(t)
+	if w["enabled"] != true || w["disabled_reason"] != nil {
+		t.Errorf("after Enable the endpoint is enabled=%v, disabled_reason=%v", w["enabled"], w["disabled_reason"])
 	}
 }

@@ -20,6 +20,14 @@
 // requests it got for that delivery: [{"headers": {lower-case name:
 // value}, "body": "..."}], oldest first. The project must be new (the
 // overview's figures count its deliveries).
+// Endpoint health needs two more nodes, each with a project of its own
+// (their settings would disturb the steps above): RIVERHUB_BREAKER_CONSOLE_URL
+// and _KEY, a node whose circuits open after 2 failed attempts
+// (RIVERHUB_BREAKER_THRESHOLD=2, RIVERHUB_ENDPOINT_DISABLE_AFTER=0), and
+// RIVERHUB_DISABLING_CONSOLE_URL and _KEY, one that disables an endpoint
+// failing for 1 s (RIVERHUB_ENDPOINT_DISABLE_AFTER=1s, circuits kept closed),
+// both with a short retry schedule; RIVERHUB_FAILING_URL answers 500 to
+// everything. Without them those steps are skipped.
 // RIVERHUB_ARTIFACTS (default ./artifacts/console) receives the screenshots;
 // CHROMIUM_PATH defaults to /usr/bin/chromium.
 import crypto from "node:crypto";
@@ -36,6 +44,10 @@ const FLAKY_RECEIVED = env.RIVERHUB_FLAKY_RECEIVED || "";
 const DEAD_RECEIVED = env.RIVERHUB_DEAD_RECEIVED || "";
 const ART = env.RIVERHUB_ARTIFACTS || path.join(path.dirname(new URL(import.meta.url).pathname), "artifacts", "console");
 const CHROMIUM = env.CHROMIUM_PATH || "/usr/bin/chromium";
+const BREAKER = { base: (env.RIVERHUB_BREAKER_CONSOLE_URL || "").replace(/\/$/, ""), key: env.RIVERHUB_BREAKER_CONSOLE_KEY || "" };
+const DISABLING = { base: (env.RIVERHUB_DISABLING_CONSOLE_URL || "").replace(/\/$/, ""), key: env.RIVERHUB_DISABLING_CONSOLE_KEY || "" };
+const FAILING = env.RIVERHUB_FAILING_URL || "";
+const ALL_KEYS = [KEY, BREAKER.key, DISABLING.key].filter(Boolean);
 if (!BASE || !KEY || !FLAKY || !DEAD || !FLAKY_RECEIVED || !DEAD_RECEIVED) {
   console.error("set RIVERHUB_CONSOLE_URL, RIVERHUB_CONSOLE_KEY, RIVERHUB_FLAKY_URL, RIVERHUB_DEAD_URL, RIVERHUB_FLAKY_RECEIVED and RIVERHUB_DEAD_RECEIVED");
   process.exit(64);
@@ -80,8 +92,8 @@ function assert(cond, why) {
 }
 
 // api calls riverhub directly (the test's own setup and verification).
-async function api(method, p, body, key = KEY) {
-  const res = await fetch(BASE + p, {
+async function api(method, p, body, key = KEY, base = BASE) {
+  const res = await fetch(base + p, {
     method, headers: { Authorization: "Bearer " + key, "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
@@ -108,7 +120,7 @@ let apiCalls = 0;
 function watch(page, label) {
   page.on("request", (req) => {
     const u = req.url();
-    if (u.includes(KEY)) problems.push(`${label}: the API key appears in a URL: ${u.slice(0, 80)}`);
+    if (ALL_KEYS.some((k) => u.includes(k))) problems.push(`${label}: the API key appears in a URL: ${u.slice(0, 80)}`);
     if (new URL(u).pathname.startsWith("/api/") && req.resourceType() === "fetch") {
       apiCalls++;
       const auth = req.headers().authorization || "";
@@ -133,15 +145,15 @@ async function visible(page, s, timeout = T) {
 }
 
 // signIn opens the console (GET / redirects there) and signs in.
-async function signIn(page) {
-  await page.goto(BASE + "/");
-  await page.fill("input[name=api-key]", KEY);
+async function signIn(page, base = BASE, key = KEY) {
+  await page.goto(base + "/");
+  await page.fill("input[name=api-key]", key);
   await page.click("form.signin-form button[type=submit]");
   await page.locator("nav#nav").waitFor({ state: "attached", timeout: T });
 }
 
-async function go(page, hash) {
-  const url = BASE + "/console/" + hash;
+async function go(page, hash, base = BASE) {
+  const url = base + "/console/" + hash;
   // Going to the URL the page is on changes nothing: reload it instead.
   if (page.url() === url) await page.reload();
   else await page.goto(url);
@@ -310,12 +322,15 @@ await check("create two webhooks; each secret is shown at creation", async () =>
 
 await check("disable and enable a webhook (PATCH), reveal its secret", async () => {
   const card = cardWith(page, FLAKY).first();
+  await card.locator(".health-badge", { hasText: "healthy" }).waitFor({ timeout: T });
+  await card.locator(".health", { hasText: "No attempts yet" }).waitFor({ timeout: T });
   await card.getByRole("button", { name: "Disable" }).click();
-  await card.locator(".badge", { hasText: "disabled" }).waitFor({ timeout: T });
+  await card.locator(".health-badge", { hasText: "disabled" }).waitFor({ timeout: T });
+  await card.locator(".health", { hasText: "Disabled by the project" }).waitFor({ timeout: T });
   const hooks = (await api("GET", "/api/console/webhook")).data.items;
   assert(hooks.find((w) => w.url === FLAKY)?.enabled === false, "not disabled on the server");
   await cardWith(page, FLAKY).first().getByRole("button", { name: "Enable" }).click();
-  await cardWith(page, FLAKY).first().locator(".badge", { hasText: "enabled" }).waitFor({ timeout: T });
+  await cardWith(page, FLAKY).first().locator(".health-badge", { hasText: "healthy" }).waitFor({ timeout: T });
   assert((await api("GET", "/api/console/webhook")).data.items.find((w) => w.url === FLAKY)?.enabled === true, "not enabled again");
   const c = cardWith(page, FLAKY).first();
   await c.getByRole("button", { name: "Reveal secret" }).click();
@@ -872,6 +887,128 @@ if (pg.status === 501) {
     assert((await page.locator(".status-head .badge").textContent()).trim() === "completed", "channel not completed");
     await shot(page, "13-playground-channel");
   });
+}
+
+// --- endpoint health -----------------------------------------------------------
+
+// A failing endpoint on each of the health nodes: one whose circuit opens,
+// one that gets disabled. Both start at once, so their clocks overlap.
+async function failingEndpoint(node, name) {
+  const call = (m, p, b) => api(m, p, b, node.key, node.base);
+  const wf = await call("POST", "/api/console/workflow", { name: "health", provider: "mock", mock: { response: { ok: true } } });
+  assert(wf.status === 201, `${name}: create workflow: ${wf.status} ${JSON.stringify(wf.data)}`);
+  const hook = await call("POST", "/api/console/webhook", { url: FAILING + "/" + name, description: "answers 500" });
+  assert(hook.status === 201, `${name}: create webhook: ${hook.status} ${JSON.stringify(hook.data)}`);
+  const cids = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await call("POST", "/v1/ai/async", { workflow: "health", messages: [{ role: "user", content: "hi" }] });
+    assert(r.status === 200, `${name}: submit: ${r.status}`);
+    cids.push(r.data.channel_id);
+  }
+  return { call, hook: hook.data, url: FAILING + "/" + name, cids };
+}
+// until polls fn until it returns something truthy.
+async function until(what, fn, ms = T) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    assert(Date.now() < deadline, `${what} not within ${ms / 1000} s`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
+
+if (!BREAKER.base || !BREAKER.key || !DISABLING.base || !DISABLING.key || !FAILING) {
+  log("skip endpoint health: set RIVERHUB_BREAKER_CONSOLE_URL/_KEY, RIVERHUB_DISABLING_CONSOLE_URL/_KEY and RIVERHUB_FAILING_URL");
+} else {
+  let br = null;
+  let dis = null;
+  const bctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const bp = await bctx.newPage();
+  watch(bp, "breaker node");
+  const dctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const dp = await dctx.newPage();
+  watch(dp, "disabling node");
+  const health = async (e) => (await e.call("GET", "/api/console/webhook/" + e.hook.id)).data;
+
+  await check("webhooks page: an endpoint whose circuit opened shows open, why, since when, until when and its failure rate", async () => {
+    current = bp;
+    // Signed in first: the circuit stays open 5 s from its first failures.
+    await Promise.all([signIn(bp, BREAKER.base, BREAKER.key), signIn(dp, DISABLING.base, DISABLING.key)]);
+    [br, dis] = await Promise.all([failingEndpoint(BREAKER, "breaker"), failingEndpoint(DISABLING, "disabling")]);
+    await until("the circuit opening", async () => (await health(br)).health?.state === "open");
+    await go(bp, "#/webhooks", BREAKER.base);
+    const c = cardWith(bp, br.url).first();
+    const st = (await c.locator(".health-badge").textContent()).trim();
+    // The circuit stays open 5 s; a probe may already be under way.
+    assert(st === "open" || st === "probing", `state badge = ${st}`);
+    assert(await c.locator(".health-badge.badge-bad, .health-badge.badge-info").count() === 1, "the state badge is not coloured as a failure");
+    await c.locator(".health-reason", { hasText: /^2 consecutive failed attempts \(last: .*500/ }).waitFor({ timeout: T });
+    const rate = (await c.locator(".health-rate").textContent()).trim();
+    const m = /^(\d+) of (\d+) recent attempts failed \(100%\)$/.exec(rate);
+    assert(m && m[1] === m[2] && Number(m[2]) >= 2, `failure rate = ${rate}`);
+    await c.locator("dt", { hasText: "Failing since" }).waitFor({ timeout: T });
+    if (st === "open") await c.locator("dd", { hasText: /\(in \d+ s\); then one delivery probes it/ }).waitFor({ timeout: T });
+    await c.getByText("deliveries wait without using attempts").waitFor({ timeout: T });
+    await shot(bp, "20-webhook-circuit-open");
+  });
+
+  await check("webhooks page: an endpoint failing longer than RIVERHUB_ENDPOINT_DISABLE_AFTER shows disabled and why; Enable turns it back on", async () => {
+    await until("the endpoint being disabled", async () => (await health(dis)).enabled === false);
+    current = dp;
+    await go(dp, "#/webhooks", DISABLING.base);
+    const c = cardWith(dp, dis.url).first();
+    await c.locator(".health-badge.badge-bad", { hasText: "disabled" }).waitFor({ timeout: T });
+    const note = c.locator(".health[data-state=disabled]");
+    await note.getByText("Disabled automatically").waitFor({ timeout: T });
+    await note.locator(".health-reason", { hasText: /^failing without a success for 1s \(last: .*500/ }).waitFor({ timeout: T });
+    await note.getByText("pending deliveries were dead-lettered").waitFor({ timeout: T });
+    assert(await c.getByRole("button", { name: "Disable" }).count() === 0, "a disabled endpoint offers Disable");
+    await shot(dp, "21-webhook-disabled");
+    await note.getByRole("button", { name: "Enable" }).click();
+    await dp.locator(".toast", { hasText: "Replay its dead letters" }).waitFor({ timeout: T });
+    await c.locator(".health-badge", { hasText: /^(degraded|healthy)$/ }).waitFor({ timeout: T });
+    assert(await c.locator(".health[data-state=disabled]").count() === 0, "still explained as disabled");
+    const w = await health(dis);
+    assert(w.enabled === true && !w.disabled_reason && !w.disabled_at, `after Enable: ${JSON.stringify(w)}`);
+    await shot(dp, "21-webhook-enabled-again");
+    log(`reenabled ${dis.hook.id}`);
+  });
+
+  await check("webhooks page: the health follows the endpoint without a reload (the failed probe reopens the circuit)", async () => {
+    current = bp;
+    const c = cardWith(bp, br.url).first();
+    // The probe goes 5 s after the circuit opened; the page re-reads every 5 s.
+    await c.locator(".health-reason", { hasText: /^the probe failed: .*500/ }).waitFor({ timeout: 15000 });
+    await c.locator(".health-badge", { hasText: "open" }).waitFor({ timeout: T });
+    await shot(bp, "20-webhook-circuit-reopened");
+  });
+
+  await check("channel timeline: the circuit opening, and the delivery waiting until when and why", async () => {
+    // The channel whose attempt opened the circuit; its retry then waited.
+    let tl = null;
+    const cid = await until("a channel with endpoint_opened and delivery_paused", async () => {
+      for (const id of br.cids) {
+        tl = (await br.call("GET", "/api/console/logs/" + id)).data.timeline || [];
+        if (tl.some((e) => e.type === "endpoint_opened") && tl.some((e) => e.type === "delivery_paused")) return id;
+      }
+      return null;
+    });
+    const paused = tl.find((e) => e.type === "delivery_paused");
+    await go(bp, "#/logs/" + cid, BREAKER.base);
+    await bp.locator(".tl-entry[data-type=endpoint_opened]", { hasText: "Endpoint circuit opened" })
+      .filter({ hasText: "its deliveries wait for a probe" }).first().waitFor({ timeout: T });
+    const entry = bp.locator(".tl-entry[data-type=delivery_paused]").first();
+    await entry.filter({ hasText: /Delivery waiting — task\.completed until \d/ }).waitFor({ timeout: T });
+    await entry.filter({ hasText: "this delivery waits without using an attempt" }).waitFor({ timeout: T });
+    assert(await entry.locator(".tl-text time").first().getAttribute("datetime") === paused.until, "the until shown is not the entry's");
+    assert(await entry.locator(".tl-text a", { hasText: br.hook.id }).count() === 1, "no link to the endpoint");
+    assert(await bp.locator(".tl-wait[data-type=delivery_paused]").count() >= 1, "the waiting entry is not coloured as waiting");
+    await shot(bp, "22-channel-delivery-waiting");
+  });
+  current = page;
+  await bctx.close();
+  await dctx.close();
 }
 
 // --- API keys ----------------------------------------------------------------

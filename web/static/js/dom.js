@@ -75,6 +75,18 @@ export function ago(iso) {
   return `${Math.round(s / 86400)} d ago`;
 }
 
+// fromNow says how far a time is from now, either way ("in 4 s", "2 min ago").
+export function fromNow(iso) {
+  const d = new Date(iso);
+  if (!iso || Number.isNaN(d.getTime())) return "";
+  const s = Math.round((d.getTime() - Date.now()) / 1000);
+  if (s <= 0) return ago(iso);
+  if (s < 60) return `in ${s} s`;
+  if (s < 3600) return `in ${Math.round(s / 60)} min`;
+  if (s < 86400) return `in ${Math.round(s / 3600)} h`;
+  return `in ${Math.round(s / 86400)} d`;
+}
+
 // preciseTime shows milliseconds: retries of a short schedule are apart by
 // less than a second. Today's date is left out.
 export function preciseTime(iso) {
@@ -97,6 +109,8 @@ const tones = {
   pending: "wait", generating: "wait", delivering: "wait", retrying: "wait", joining: "wait",
   connecting: "wait", disconnected: "wait", ai_generated: "info", awaiting_callback: "info",
   joined: "ok", closed: "muted", info: "info", warn: "wait", cancelled: "muted", simulating_callback: "wait",
+  // endpoint health
+  healthy: "ok", degraded: "wait", open: "bad", probing: "info", paused: "wait",
 };
 
 export function tone(status) {

@@ -5,7 +5,7 @@
 import { all, api, enc, notImplemented } from "../api.js";
 import { deliveryCard } from "../delivery.js";
 import {
-  badge, busy, card, clear, copyButton, emptyState, errorBox, field, h, jsonView, loading, mono, notice,
+  badge, busy, card, clear, copyButton, emptyState, errorBox, field, fromNow, h, jsonView, loading, mono, notice,
   pageHeader, route, select, table, tableRow, timeEl,
 } from "../dom.js";
 import { openLive } from "../live.js";
@@ -191,7 +191,15 @@ function entryTone(e) {
       return "bad";
     case "replayed":
     case "requeued":
+    case "delivery_paused":
       return "wait";
+    case "endpoint_opened":
+    case "endpoint_disabled":
+      return "bad";
+    case "delivery_resumed":
+      return "info";
+    case "endpoint_closed":
+      return "ok";
     default:
       return "muted";
   }
@@ -238,9 +246,31 @@ function entryText(e) {
       return [h("strong", {}, "Callback timed out"), e.code ? ` — ${e.code}` : ""];
     case "replayed":
       return [h("strong", {}, "Replayed"), ` — ${e.event || "delivery"} sent again from the dead-letter queue`];
+    // Endpoint health: why a delivery waited, and until when.
+    case "endpoint_opened":
+      return [h("strong", {}, "Endpoint circuit opened"), endpointOf(e), reasonOf(e)];
+    case "delivery_paused":
+      return [h("strong", {}, "Delivery waiting"), ` — ${e.event || "delivery"}`,
+        // "in 4 s" while it still waits; afterwards the time says it all.
+        e.until ? [" until ", timeEl(e.until, true), new Date(e.until) > Date.now() ? ` (${fromNow(e.until)})` : ""] : "",
+        endpointOf(e), reasonOf(e)];
+    case "delivery_resumed":
+      return [h("strong", {}, "Delivery resumed"), ` — ${e.event || "delivery"}`, endpointOf(e), reasonOf(e)];
+    case "endpoint_closed":
+      return [h("strong", {}, "Endpoint recovered"), endpointOf(e), reasonOf(e)];
+    case "endpoint_disabled":
+      return [h("strong", {}, "Endpoint disabled"), endpointOf(e), reasonOf(e, "text-bad")];
     default:
       return [h("strong", {}, titleCase(e.type)), e.error ? h("div", { class: "text-bad" }, e.error) : null];
   }
+}
+
+function endpointOf(e) {
+  return e.webhook_id ? [" — endpoint ", h("a", { href: route("webhooks"), title: "Webhooks" }, mono(e.webhook_id))] : "";
+}
+
+function reasonOf(e, cls = "muted") {
+  return e.reason ? h("div", { class: ["tl-reason", cls] }, e.reason) : null;
 }
 
 // orderedTimeline sorts by time; entries of the same millisecond keep the
