@@ -120,6 +120,31 @@ func healthOf(v []any) Health {
 	return h
 }
 
+// unpark gives the deliveries this node holds for an endpoint whose
+// circuit just opened back to the schedule, unattempted: the next claim
+// moves them to the endpoint's waiting set instead of sending them into
+// the failure.
+func (e *Engine) unpark(whid string) {
+	e.mu.Lock()
+	parked := e.waiting[whid]
+	delete(e.waiting, whid)
+	e.mu.Unlock()
+	if len(parked) == 0 {
+		return
+	}
+	ctx := context.WithoutCancel(e.runCtx)
+	at := e.o.Now().UnixMilli()
+	err := e.pipelined(ctx, func(p redis.Pipeliner) {
+		for _, d := range parked {
+			deferScript.Eval(ctx, p, []string{e.dKey(d.id), e.dueOf(d.projectID), e.leaseKey, e.projectsKey}, d.id, d.token, at, d.projectID)
+		}
+	})
+	if err != nil {
+		// Their leases run out and they come back: nothing is lost.
+		e.o.Log.Warn().Err(err).Msg("give back deliveries parked for an opened endpoint")
+	}
+}
+
 // forget drops a deleted or disabled endpoint from the unhealthy count.
 func (e *Engine) forget(whid string) {
 	_ = e.rdb.HDel(e.runCtx, e.unhealthyKey, whid).Err()
@@ -179,6 +204,7 @@ func (e *Engine) healthChanged(ctx context.Context, r result, change string, now
 			entry.Reason = "the receiver asked to wait (Retry-After " + r.retryAfter.String() + "): its deliveries wait"
 		}
 		e.o.Log.Warn().Str("webhook_id", d.webhookID).Str("project_id", d.projectID).Str("error", r.err).Msg("endpoint circuit opened")
+		e.unpark(d.webhookID)
 	case "closed":
 		entry.Type = "endpoint_closed"
 		entry.Reason = "the endpoint answered: its circuit is closed and waiting deliveries go"

@@ -196,3 +196,45 @@ func TestLimiterAdapts(t *testing.T) {
 		}
 	}
 }
+
+// When an endpoint's circuit opens, the deliveries a node holds parked for
+// it go back unattempted instead of being sent into the failure.
+func TestOpeningGivesBackParkedDeliveries(t *testing.T) {
+	t.Parallel()
+	rc := newRelReceiver(t, func(rc *relReceiver, _ int, _ http.ResponseWriter, r *http.Request) { rc.hang(r) })
+	c, prefix := rdbtest.New(t)
+	hooks := &relHooks{}
+	hooks.set("p1", relHook("wh_1", rc.URL))
+	e := newRelEngine(t, c, prefix, hooks, Options{PerEndpoint: 4, Timeout: 400 * time.Millisecond, BreakerThreshold: 2,
+		Schedule: []time.Duration{0, 20 * time.Millisecond, 20 * time.Millisecond}})
+	e.Start()
+	ctx := context.Background()
+	for i := range 20 {
+		if err := e.Enqueue(ctx, relEvent("p1", fmt.Sprintf("ch%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h, _ := e.Health(ctx, []string{"wh_1"})
+		if h["wh_1"].State == "open" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("circuit not open: %+v", h["wh_1"])
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	// The endpoint's limit fell to 1 with the failures: one parked
+	// delivery may go while the failures are recorded, no more.
+	if n := rc.count(); n > 5 {
+		t.Errorf("the hanging endpoint got %d requests; want the 4 in flight when it opened and at most one parked", n)
+	}
+	e.mu.Lock()
+	parked := len(e.waiting["wh_1"])
+	e.mu.Unlock()
+	if parked != 0 {
+		t.Errorf("%d deliveries still parked for the open endpoint", parked)
+	}
+}

@@ -345,7 +345,11 @@ const maxDeferred = 10000 // deferred ids remembered per endpoint
 // endpoint has room again).
 func (e *Engine) handOff(id string) (claimed, bool) {
 	e.mu.Lock()
-	if q := e.waiting[id]; len(q) > 0 {
+	// Hand off only within the endpoint's limit: after failures it is
+	// lower than the attempts in flight, and the slot is released instead
+	// (the last attempt in flight always hands off, so none stays parked).
+	q := e.waiting[id]
+	if len(q) > 0 && e.busy[id] <= e.limits.get(id) {
 		d := q[0]
 		if len(q) == 1 {
 			delete(e.waiting, id)
@@ -359,7 +363,7 @@ func (e *Engine) handOff(id string) (claimed, bool) {
 		delete(e.busy, id)
 	}
 	var pull []claimed
-	if ids := e.deferred[id]; len(ids) > 0 {
+	if ids := e.deferred[id]; len(ids) > 0 && len(q) == 0 {
 		n := min(len(ids), 2*e.o.PerEndpoint)
 		pull = ids[:n]
 		if n == len(ids) {
