@@ -85,7 +85,7 @@ func generate(b *testing.B, s *Service, n int, wait time.Duration) []string {
 	wg.Wait()
 	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
 		depth, _ := s.QueueDepth(ctx)
-		leased, _ := s.rdb.ZCard(ctx, s.leaseKey).Result()
+		leased, _ := s.rdb.ZCard(ctx, s.q.lease).Result()
 		if depth == 0 && leased == 0 {
 			break
 		}
