@@ -74,8 +74,10 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // concurrent clients for 10 s and counts the tasks completed in that
 // window: the sustained rate of the whole pipeline (HTTP, auth, record,
 // queue, claim, provider, completion), with its queue kept from growing.
+// All clients submit for one project, whose rate limit is set far above
+// what they reach: its check runs on every submission but never refuses.
 func BenchmarkThroughput(b *testing.B) {
-	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error")
+	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000")
 	n.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "m", "provider": "mock", "mock": map[string]any{"response": map[string]any{"ok": true}}})
 	body, _ := json.Marshal(map[string]any{"workflow": "m", "messages": userMessages("hello"), "customer_data": map[string]any{"user_id": "u1"}})
 	const window = 10 * time.Second
@@ -120,7 +122,7 @@ func BenchmarkThroughput(b *testing.B) {
 // (open loop: a slow answer does not slow the sender) for 5 s and reports
 // the answer latency percentiles.
 func BenchmarkSubmitLatency(b *testing.B) {
-	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error")
+	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000")
 	n.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "m", "provider": "mock"})
 	body, _ := json.Marshal(map[string]any{"workflow": "m", "messages": userMessages("hello")})
 	rate, window := 1000, 5*time.Second
