@@ -171,7 +171,8 @@ func BenchmarkSyncOverhead(b *testing.B) {
 		io.WriteString(w, `{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"{\"answer\":42}"}}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}`)
 	}))
 	defer fake.Close()
-	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error", "OPENAI_BASE_URL", fake.URL+"/v1", "OPENAI_API_KEY", "sk-bench")
+	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error", "OPENAI_BASE_URL", fake.URL+"/v1", "OPENAI_API_KEY", "sk-bench",
+		"RIVERHUB_PROJECT_RATE", "1000000") // 3,200 sequential requests: over the default rate
 	n.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "o", "provider": "openai", "model": "gpt-4o"})
 	body, _ := json.Marshal(map[string]any{"workflow": "o", "messages": userMessages("hello")})
 	direct, _ := json.Marshal(map[string]any{"model": "gpt-4o", "messages": userMessages("hello")})
