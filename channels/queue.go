@@ -16,7 +16,9 @@ import (
 const legacyEntry = "~legacy"
 
 // composed is a script made of preludes (shared Lua functions) and a body,
-// in that order.
+// in that order, without their comment lines: a script in a pipeline is
+// sent whole and hashed by Redis on every call (see pipelined), and the
+// enqueue script runs once per submission.
 func composed(names ...string) *redis.Script {
 	var b strings.Builder
 	for _, n := range names {
@@ -24,7 +26,11 @@ func composed(names ...string) *redis.Script {
 		if err != nil {
 			panic(err)
 		}
-		b.Write(src)
+		for line := range strings.Lines(string(src)) {
+			if !strings.HasPrefix(strings.TrimSpace(line), "--") {
+				b.WriteString(line)
+			}
+		}
 		b.WriteByte('\n')
 	}
 	return redis.NewScript(b.String())
