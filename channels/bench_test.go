@@ -292,7 +292,7 @@ func BenchmarkLogsPage(b *testing.B) {
 }
 
 // BenchmarkFairQueueWait: project A has 50,000 tasks waiting (a provider
-// taking 5 ms each, 256 workers) while project B submits 100 tasks per
+// taking 10 ms each, 64 workers: at most 6,400 starts/s) while project B submits 100 tasks per
 // second for 5 s; it reports B's queue wait, from Submit to the start of
 // its run (status generating, the provider called), and how much of A's
 // backlog was left at the end (it must not have drained for the figure to
@@ -312,10 +312,10 @@ func BenchmarkFairQueueWait(b *testing.B) {
 				started[content] = time.Now()
 				mu.Unlock()
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond)
 			return ai.Result{Data: []byte(`{}`), Provider: "mock", Model: "m"}, nil
 		})
-		s := newService(b, c, prefix, runner, Options{Workers: 256, MaxQueue: 1 << 20, ProjectMaxQueue: 1 << 20})
+		s := newService(b, c, prefix, runner, Options{Workers: 64, MaxQueue: 1 << 20, ProjectMaxQueue: 1 << 20})
 		const backlog, rate, window = 50_000, 100, 5 * time.Second
 		fill(b, s, "A", backlog)
 		s.Start()
