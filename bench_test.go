@@ -74,8 +74,10 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // concurrent clients for 10 s and counts the tasks completed in that
 // window: the sustained rate of the whole pipeline (HTTP, auth, record,
 // queue, claim, provider, completion), with its queue kept from growing.
+// All clients submit for one project, whose rate limit is set far above
+// what they reach: its check runs on every submission but never refuses.
 func BenchmarkThroughput(b *testing.B) {
-	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error")
+	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000")
 	n.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "m", "provider": "mock", "mock": map[string]any{"response": map[string]any{"ok": true}}})
 	body, _ := json.Marshal(map[string]any{"workflow": "m", "messages": userMessages("hello"), "customer_data": map[string]any{"user_id": "u1"}})
 	const window = 10 * time.Second
@@ -120,7 +122,7 @@ func BenchmarkThroughput(b *testing.B) {
 // (open loop: a slow answer does not slow the sender) for 5 s and reports
 // the answer latency percentiles.
 func BenchmarkSubmitLatency(b *testing.B) {
-	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error")
+	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000")
 	n.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "m", "provider": "mock"})
 	body, _ := json.Marshal(map[string]any{"workflow": "m", "messages": userMessages("hello")})
 	rate, window := 1000, 5*time.Second
@@ -169,7 +171,8 @@ func BenchmarkSyncOverhead(b *testing.B) {
 		io.WriteString(w, `{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"{\"answer\":42}"}}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}`)
 	}))
 	defer fake.Close()
-	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error", "OPENAI_BASE_URL", fake.URL+"/v1", "OPENAI_API_KEY", "sk-bench")
+	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error", "OPENAI_BASE_URL", fake.URL+"/v1", "OPENAI_API_KEY", "sk-bench",
+		"RIVERHUB_PROJECT_RATE", "1000000") // 3,200 sequential requests: over the default rate
 	n.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "o", "provider": "openai", "model": "gpt-4o"})
 	body, _ := json.Marshal(map[string]any{"workflow": "o", "messages": userMessages("hello")})
 	direct, _ := json.Marshal(map[string]any{"model": "gpt-4o", "messages": userMessages("hello")})

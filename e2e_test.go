@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -275,6 +276,47 @@ func TestIdempotencyKey(t *testing.T) {
 	syncAgain := n.must(t, 200, "POST", "/v1/ai", body, "Idempotency-Key", "sync-1")
 	if syncAgain["channel_id"] != syncFirst["channel_id"] {
 		t.Errorf("sync repeat ran a new channel: %v vs %v", syncAgain["channel_id"], syncFirst["channel_id"])
+	}
+}
+
+// A project over its submission rate (RIVERHUB_PROJECT_RATE, burst twice
+// that) is answered 429 rate_limited with a Retry-After, on the async and
+// the sync route; another project is not.
+func TestProjectRateAnswers429(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, "RIVERHUB_PROJECT_RATE", "1")
+	wf := map[string]any{"name": "m", "provider": "mock"}
+	n.must(t, 201, "POST", "/api/console/workflow", wf)
+	body := map[string]any{"workflow": "m", "messages": userMessages("x")}
+	var limited response
+	for i := range 10 {
+		r := n.do(t, "POST", "/v1/ai/async", n.key, body)
+		if r.status == 429 {
+			limited = r
+			if i < 2 {
+				t.Errorf("refused after %d submissions, want a burst of 2", i)
+			}
+			break
+		}
+		if r.status != 200 {
+			t.Fatalf("submit: %d %s", r.status, r.body)
+		}
+	}
+	if limited.status != 429 || limited.json(t)["error"] != "rate_limited" {
+		t.Fatalf("10 submissions at rate 1/s were all accepted, or refused otherwise: %d %s", limited.status, limited.body)
+	}
+	if ra, err := strconv.Atoi(limited.header.Get("Retry-After")); err != nil || ra < 1 {
+		t.Errorf("Retry-After = %q, want whole seconds >= 1", limited.header.Get("Retry-After"))
+	}
+	if r := n.do(t, "POST", "/v1/ai", n.key, body); r.status != 429 || r.json(t)["error"] != "rate_limited" {
+		t.Errorf("sync route over the rate: %d %s", r.status, r.body)
+	}
+	other := n.must(t, 201, "POST", "/api/console/projects", map[string]any{"name": "other"})["key"].(string)
+	if r := n.do(t, "POST", "/api/console/workflow", other, wf); r.status != 201 {
+		t.Fatalf("workflow of the other project: %d %s", r.status, r.body)
+	}
+	if r := n.do(t, "POST", "/v1/ai/async", other, body); r.status != 200 {
+		t.Errorf("another project was limited too: %d %s", r.status, r.body)
 	}
 }
 

@@ -119,6 +119,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Registerer: reg, Log: log})
 	svc := channels.New(conn, runner, channels.Options{
 		Prefix: cfg.KeyPrefix, Workers: cfg.Workers, MaxQueue: cfg.MaxQueue, Lease: cfg.TaskLease,
+		ProjectMaxQueue: cfg.ProjectMaxQueue, ProjectRate: cfg.ProjectRate,
 		Retention: cfg.Retention, Dispatcher: deliveries, Publisher: sockets, Registerer: reg, Log: log,
 		PublicURL: cfg.PublicURL, CallbackTimeout: cfg.CallbackTimeout, PlaygroundDelay: cfg.PlaygroundCallbackDelay,
 	})

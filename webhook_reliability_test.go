@@ -55,7 +55,7 @@ func TestTwoNodesNeverSendTheSameAttemptTwice(t *testing.T) {
 	url := testRedisURL(t)
 	prefix := rdbtest.Prefix()
 	t.Cleanup(func() { dropPrefix(t, url, prefix) })
-	env := testEnv(t, url, prefix, "RIVERHUB_MAX_QUEUE", "1000000")
+	env := testEnv(t, url, prefix, "RIVERHUB_MAX_QUEUE", "1000000", "RIVERHUB_PROJECT_RATE", "0")
 	a := startNode(t, env)
 	b := startNode(t, env)
 	rc := newReceiver(t, func(int) int { return 200 })

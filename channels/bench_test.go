@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/hub"
 	"github.com/riverhub/riverhub/rdb/rdbtest"
@@ -85,7 +86,7 @@ func generate(b *testing.B, s *Service, n int, wait time.Duration) []string {
 	wg.Wait()
 	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
 		depth, _ := s.QueueDepth(ctx)
-		leased, _ := s.rdb.ZCard(ctx, s.leaseKey).Result()
+		leased, _ := s.rdb.ZCard(ctx, s.q.lease).Result()
 		if depth == 0 && leased == 0 {
 			break
 		}
@@ -287,5 +288,74 @@ func BenchmarkLogsPage(b *testing.B) {
 		b.ReportMetric(q(all, .50), "p50-ms")
 		b.ReportMetric(q(all, .99), "p99-ms")
 		b.ReportMetric(float64(len(all)), "pages")
+	}
+}
+
+// BenchmarkFairQueueWait: project A has 50,000 tasks waiting (a provider
+// taking 10 ms each, 64 workers: at most 6,400 starts/s) while project B submits 100 tasks per
+// second for 5 s; it reports B's queue wait, from Submit to the start of
+// its run (status generating, the provider called), and how much of A's
+// backlog was left at the end (it must not have drained for the figure to
+// mean anything). With one queue for all, B's tasks would wait for A's
+// whole backlog.
+//
+//	REDIS_URL=redis://127.0.0.1:6379/0 go test -run '^$' -bench FairQueueWait -benchtime=1x -count=3 ./channels/
+func BenchmarkFairQueueWait(b *testing.B) {
+	for range b.N {
+		c, prefix := benchRedis(b)
+		ctx := context.Background()
+		var mu sync.Mutex
+		started := map[string]time.Time{}
+		runner := runnerFunc(func(ctx context.Context, req ai.Request) (ai.Result, error) {
+			if content := req.Messages[0].Content; content != "A" {
+				mu.Lock()
+				started[content] = time.Now()
+				mu.Unlock()
+			}
+			time.Sleep(10 * time.Millisecond)
+			return ai.Result{Data: []byte(`{}`), Provider: "mock", Model: "m"}, nil
+		})
+		s := newService(b, c, prefix, runner, Options{Workers: 64, MaxQueue: 1 << 20, ProjectMaxQueue: 1 << 20})
+		const backlog, rate, window = 50_000, 100, 5 * time.Second
+		fill(b, s, "A", backlog)
+		s.Start()
+		total := int(rate * window.Seconds())
+		submitted := make(map[string]time.Time, total)
+		t0 := time.Now()
+		for i := range total {
+			time.Sleep(time.Until(t0.Add(time.Duration(i) * time.Second / rate)))
+			content := "B" + strconv.Itoa(i)
+			submitted[content] = time.Now()
+			if err := s.Submit(ctx, projectTask("B", content)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+			mu.Lock()
+			n := len(started)
+			mu.Unlock()
+			if n == total {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%d of B's %d tasks started", n, total)
+			}
+		}
+		left, _ := s.ProjectQueueDepth(ctx, "A")
+		waits := make([]time.Duration, 0, total)
+		mu.Lock()
+		for content, at := range started {
+			waits = append(waits, at.Sub(submitted[content]))
+		}
+		mu.Unlock()
+		slices.Sort(waits)
+		q := func(p float64) float64 {
+			return float64(waits[int(float64(len(waits)-1)*p)]) / float64(time.Millisecond)
+		}
+		b.ReportMetric(q(0.50), "wait-p50-ms")
+		b.ReportMetric(q(0.99), "wait-p99-ms")
+		b.ReportMetric(q(1), "wait-max-ms")
+		b.ReportMetric(float64(left), "A-left")
+		b.ReportMetric(float64(backlog-left)/time.Since(t0).Seconds(), "A-started/s")
 	}
 }

@@ -93,7 +93,7 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 			return err
 		}
 	}
-	s.ack(ctx, o.cid)
+	s.ack(ctx, o.pid, o.cid)
 	if time.Until(time.UnixMilli(o.deadline)) < deadlinePoll {
 		s.pokeDeadlines()
 	}

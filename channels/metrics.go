@@ -12,6 +12,7 @@ import (
 type metrics struct {
 	submitted prometheus.Counter
 	rejected  prometheus.Counter
+	limited   prometheus.Counter
 	reclaimed prometheus.Counter
 	completed *prometheus.CounterVec
 	attempts  *prometheus.CounterVec
@@ -24,7 +25,9 @@ func newMetrics(reg prometheus.Registerer, s *Service) metrics {
 		submitted: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_tasks_submitted_total",
 			Help: "Tasks accepted by this node."}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_tasks_rejected_total",
-			Help: "Submissions refused because the queue was full."}),
+			Help: "Submissions refused because the queue (the deployment's or the project's) was full."}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_tasks_rate_limited_total",
+			Help: "Submissions refused because their project submitted over its rate."}),
 		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_tasks_reclaimed_total",
 			Help: "Tasks requeued by this node after their lease expired."}),
 		completed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_tasks_completed_total",
@@ -51,7 +54,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) metrics {
 	})
 	workers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_workers",
 		Help: "Size of this node's task worker pool."}, func() float64 { return float64(s.o.Workers) })
-	reg.MustRegister(m.submitted, m.rejected, m.reclaimed, m.completed, m.attempts, m.busy, m.timeouts, depth, workers)
+	reg.MustRegister(m.submitted, m.rejected, m.limited, m.reclaimed, m.completed, m.attempts, m.busy, m.timeouts, depth, workers)
 	return m
 }
 

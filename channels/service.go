@@ -28,10 +28,11 @@ func script(name string) *redis.Script { return rdb.Script(luaFS, name) }
 
 var (
 	recordScript   = script("record")
-	enqueueScript  = script("enqueue")
+	enqueueScript  = composed("gcra", "enqueue")
+	limitScript    = composed("gcra", "limit")
 	claimScript    = script("claim")
-	reclaimScript  = script("reclaim")
-	releaseScript  = script("release")
+	reclaimScript  = composed("requeue", "reclaim")
+	releaseScript  = composed("requeue", "release")
 	startScript    = script("start")
 	completeScript = script("complete")
 	claimDueScript = script("claimdue")
@@ -69,14 +70,25 @@ type Dispatcher interface {
 
 // Options configures a Service. Zero values take the defaults noted.
 type Options struct {
-	Prefix     string        // Redis key prefix; default "riverhub"
-	Workers    int           // concurrent tasks on this node; default 256
-	MaxQueue   int           // ready tasks above which Submit refuses; default 100000
-	Lease      time.Duration // task lease; default 30s
-	Retention  time.Duration // channel record TTL; default 7 days
-	Node       string        // this node's name on the timeline; default hostname:pid
-	Publisher  Publisher     // nil: no room messages
-	Dispatcher Dispatcher    // nil: no webhooks
+	Prefix   string // Redis key prefix; default "riverhub"
+	Workers  int    // concurrent tasks on this node; default 256
+	MaxQueue int    // ready tasks above which Submit refuses; default 100000
+	// ProjectMaxQueue is the number of one project's ready tasks above
+	// which its submissions are refused (ErrProjectQueueFull); default
+	// 50000.
+	ProjectMaxQueue int
+	// ProjectRate is how many tasks per second one project may submit
+	// (Submit and RunSync), deployment-wide, with a burst of twice that;
+	// more are refused with code rate_limited. Default 0: no limit, so a
+	// program that calls the package directly (tests, benchmarks) is not
+	// limited unless it asks to be; the server sets it from
+	// RIVERHUB_PROJECT_RATE.
+	ProjectRate int
+	Lease       time.Duration // task lease; default 30s
+	Retention   time.Duration // channel record TTL; default 7 days
+	Node        string        // this node's name on the timeline; default hostname:pid
+	Publisher   Publisher     // nil: no room messages
+	Dispatcher  Dispatcher    // nil: no webhooks
 	// PublicURL is the base of the callback_url in task.ai_generated.
 	PublicURL string
 	// CallbackTimeout is how long an event-driven channel awaits its
@@ -96,8 +108,8 @@ type Service struct {
 	runner Runner
 	o      Options
 
-	readyKey, leaseKey string
-	dueKey             string // callback deadlines
+	q      queueKeys
+	dueKey string // callback deadlines
 
 	wake      chan struct{}
 	wakeDue   chan struct{} // an earlier deadline was set on this node
@@ -109,7 +121,7 @@ type Service struct {
 	acksClosed bool
 
 	mu       sync.Mutex
-	inflight map[string]struct{}
+	inflight map[string]string // channel id → lease member, of the tasks this node runs
 
 	runCtx    context.Context // cancelled when running tasks must stop
 	runCancel context.CancelFunc
@@ -136,6 +148,9 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	if o.MaxQueue <= 0 {
 		o.MaxQueue = 100000
 	}
+	if o.ProjectMaxQueue <= 0 {
+		o.ProjectMaxQueue = 50000
+	}
 	if o.Lease <= 0 {
 		o.Lease = 30 * time.Second
 	}
@@ -157,15 +172,14 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	}
 	s := &Service{
 		rdb: rdb, runner: runner, o: o,
-		readyKey:  o.Prefix + ":{tasks}:ready",
-		leaseKey:  o.Prefix + ":{tasks}:lease",
+		q:         newQueueKeys(o.Prefix),
 		dueKey:    o.Prefix + ":{cb}:due",
 		wakeDue:   make(chan struct{}, 1),
 		wake:      make(chan struct{}, 1),
 		syncSlots: make(chan struct{}, o.Workers),
 		acks:      make(chan ackItem, 4096),
 		acked:     make(chan struct{}),
-		inflight:  make(map[string]struct{}),
+		inflight:  make(map[string]string),
 		stop:      make(chan struct{}),
 		quit:      make(chan struct{}),
 	}
@@ -198,41 +212,65 @@ func (s *Service) recordArgs(t *Task, status Status, now time.Time, entries ...E
 	return args, nil
 }
 
-// Submit records a channel and queues its task, in one round trip: the
-// record script (the channel's slot) then the enqueue script (the queue's
-// slot), pipelined. The channel id is chosen by the caller (it is part of
-// the answer, which may have to be stored for idempotency before the task
-// exists). A full queue is ErrQueueFull and leaves nothing behind.
+// Submit records a channel and queues its task on its project's queue, in
+// one round trip: the record script (the channel's slot) then the enqueue
+// script (the queue's slot), pipelined. The channel id is chosen by the
+// caller (it is part of the answer, which may have to be stored for
+// idempotency before the task exists). A full queue is ErrQueueFull (the
+// deployment's) or ErrProjectQueueFull, a project over its rate is a
+// rate_limited error (IsRateLimited); either leaves nothing behind (the
+// record is deleted again: a second round trip, on refusal only).
 func (s *Service) Submit(ctx context.Context, t *Task) error {
 	now := s.o.Now()
 	args, err := s.recordArgs(t, StatusPending, now, s.requestEntry(t, now))
 	if err != nil {
 		return err
 	}
-	var depth *redis.Cmd
+	var enq *redis.Cmd
 	err = s.pipelined(ctx, func(p redis.Pipeliner) {
 		recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
-		depth = enqueueScript.Eval(ctx, p, []string{s.readyKey}, t.ChannelID, s.o.MaxQueue)
+		enq = enqueueScript.Eval(ctx, p,
+			[]string{s.q.queue(t.ProjectID), s.q.ring, s.q.count, s.q.legacy, s.q.rate(t.ProjectID)},
+			t.ChannelID, t.ProjectID, s.o.MaxQueue, s.o.ProjectMaxQueue, s.o.ProjectRate, 2*s.o.ProjectRate)
 		s.indexNew(ctx, p, t, StatusPending, now)
 	})
 	if err == nil {
-		if n, _ := depth.Int64(); n < 0 {
-			err = ErrQueueFull
-		}
+		err = s.enqueued(enq)
 	}
 	if err != nil {
 		// Not queued: the record must not linger as a request that will
 		// never run.
 		s.rdb.Del(context.WithoutCancel(ctx), s.chKey(t.ChannelID), s.tlKey(t.ChannelID))
 		s.unindex(context.WithoutCancel(ctx), t, StatusPending)
-		if errors.Is(err, ErrQueueFull) {
-			s.m.rejected.Inc()
+		if apperr.As(err) != nil {
 			return err
 		}
 		return fmt.Errorf("submit task: %w", err)
 	}
 	s.m.submitted.Inc()
 	s.poke()
+	return nil
+}
+
+// enqueued reads the enqueue script's answer: nil, or why it refused.
+func (s *Service) enqueued(c *redis.Cmd) error {
+	v, err := c.Int64Slice()
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(v) == 0:
+		return errors.New("enqueue: empty answer")
+	case v[0] == -1:
+		s.m.rejected.Inc()
+		return ErrQueueFull
+	case v[0] == -2:
+		s.m.rejected.Inc()
+		return ErrProjectQueueFull
+	case v[0] == -3 && len(v) == 2:
+		s.m.limited.Inc()
+		return rateLimited(int64(s.o.ProjectRate), v[1])
+	}
 	return nil
 }
 
@@ -263,18 +301,22 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 		s.m.rejected.Inc()
 		return nil, ErrQueueFull
 	}
+	if err := s.admit(ctx, t.ProjectID); err != nil {
+		return nil, err
+	}
 	now := s.o.Now()
 	args, err := s.recordArgs(t, StatusGenerating, now, s.requestEntry(t, now),
 		Entry{At: stamp(now), Type: "generating", Node: s.o.Node})
 	if err != nil {
 		return nil, err
 	}
-	s.track(t.ChannelID)
+	member := leaseMember(t.ProjectID, t.ChannelID)
+	s.track(t.ChannelID, member)
 	recorded := make(chan error, 1)
 	go func() {
 		recorded <- s.pipelined(ctx, func(p redis.Pipeliner) {
 			recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
-			p.ZAdd(ctx, s.leaseKey, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: t.ChannelID})
+			p.ZAdd(ctx, s.q.lease, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: member})
 			s.indexNew(ctx, p, t, StatusGenerating, now)
 		})
 	}()
@@ -284,7 +326,7 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 		// Half a record (the lease and the record live in different
 		// slots) must not linger as a channel that never finishes.
 		s.rdb.Del(context.WithoutCancel(ctx), s.chKey(t.ChannelID), s.tlKey(t.ChannelID))
-		s.rdb.ZRem(context.WithoutCancel(ctx), s.leaseKey, t.ChannelID)
+		s.rdb.ZRem(context.WithoutCancel(ctx), s.q.lease, member)
 		s.unindex(context.WithoutCancel(ctx), t, StatusGenerating)
 		return nil, fmt.Errorf("record channel: %w", err)
 	}
@@ -445,7 +487,7 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 	}
 	won, _ := out[0].(int64)
 	if won < 0 {
-		s.ack(ctx, t.ChannelID)
+		s.ack(ctx, t.ProjectID, t.ChannelID)
 		return outcome{}, apperr.NotFoundf("channel %s expired", t.ChannelID)
 	}
 	if won == 1 {
@@ -543,7 +585,7 @@ func errorText(err error) string {
 func (s *Service) finish(ctx context.Context, o outcome) error {
 	if o.beyond || len(o.msg) == 0 {
 		// A callback or the deadline settled the channel, and published.
-		s.ack(ctx, o.cid)
+		s.ack(ctx, o.pid, o.cid)
 		return nil
 	}
 	if o.status == StatusAIGenerated {
@@ -573,12 +615,15 @@ func (s *Service) finish(ctx context.Context, o outcome) error {
 // every ack that arrived while the previous one was in flight, so under
 // load a task costs a fraction of a round trip here. A lost ack only means
 // the lease expires and the task is finished again, which is harmless.
-func (s *Service) ack(ctx context.Context, cid string) { s.ackWith(ctx, ackItem{cid: cid}) }
+func (s *Service) ack(ctx context.Context, pid, cid string) {
+	s.ackWith(ctx, ackItem{cid: cid, pid: pid})
+}
 
 // ackItem is a lease release, optionally preceded by a room publish and
 // the move of the channel to its final status's log index.
 type ackItem struct {
 	cid, pid string
+	member   string // the lease member, set by ackWith
 	msg      json.RawMessage
 	pub      PipePublisher
 	status   Status // the final status, when set
@@ -587,6 +632,7 @@ type ackItem struct {
 }
 
 func (s *Service) ackWith(ctx context.Context, it ackItem) {
+	it.member = s.memberOf(it.pid, it.cid)
 	s.ackMu.RLock()
 	defer s.ackMu.RUnlock()
 	if !s.acksClosed {
@@ -605,7 +651,7 @@ func (s *Service) ackWith(ctx context.Context, it ackItem) {
 func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 	ids := make([]any, len(items))
 	for i, it := range items {
-		ids[i] = it.cid
+		ids[i] = it.member
 	}
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, it := range items {
@@ -616,7 +662,7 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 				s.indexMove(ctx, p, logRef{it.pid, it.cid, it.workflow, it.event}, StatusGenerating, it.status)
 			}
 		}
-		p.ZRem(ctx, s.leaseKey, ids...)
+		p.ZRem(ctx, s.q.lease, ids...)
 		return nil
 	})
 	if err != nil {
@@ -719,11 +765,6 @@ func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.R
 		out[i] = json.RawMessage(r)
 	}
 	return view, out, nil
-}
-
-// QueueDepth is the number of tasks waiting for a worker.
-func (s *Service) QueueDepth(ctx context.Context) (int64, error) {
-	return s.rdb.LLen(ctx, s.readyKey).Result()
 }
 
 // AppendTimeline adds an entry to a channel's timeline within p (other

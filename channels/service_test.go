@@ -154,7 +154,8 @@ func TestExpiredLeaseIsReclaimed(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A "dead node" claims it and never comes back.
-	ids, err := claimScript.Run(ctx, s.rdb, []string{s.readyKey, s.leaseKey}, 10, time.Now().Add(100*time.Millisecond).UnixMilli()).StringSlice()
+	ids, err := claimScript.Run(ctx, s.rdb, []string{s.q.ring, s.q.lease, s.q.count, s.q.legacy, s.q.qPrefix},
+		10, time.Now().Add(100*time.Millisecond).UnixMilli(), legacyEntry).StringSlice()
 	if err != nil || len(ids) != 1 {
 		t.Fatalf("claim: %v %v", ids, err)
 	}
@@ -165,7 +166,7 @@ func TestExpiredLeaseIsReclaimed(t *testing.T) {
 	}
 	// The lease is acked right after the completion is recorded.
 	deadline := time.Now().Add(2 * time.Second)
-	for n, _ := s.rdb.ZCard(ctx, s.leaseKey).Result(); n != 0; n, _ = s.rdb.ZCard(ctx, s.leaseKey).Result() {
+	for n, _ := s.rdb.ZCard(ctx, s.q.lease).Result(); n != 0; n, _ = s.rdb.ZCard(ctx, s.q.lease).Result() {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d leases left after completion", n)
 		}
@@ -192,8 +193,8 @@ func TestShutdownReleasesUnfinishedTasks(t *testing.T) {
 	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	_ = s.Shutdown(sctx)
-	ready, _ := s.rdb.LRange(ctx, s.readyKey, 0, -1).Result()
-	leased, _ := s.rdb.ZCard(ctx, s.leaseKey).Result()
+	ready, _ := s.rdb.LRange(ctx, s.q.queue(task.ProjectID), 0, -1).Result()
+	leased, _ := s.rdb.ZCard(ctx, s.q.lease).Result()
 	if len(ready) != 1 || ready[0] != task.ChannelID || leased != 0 {
 		t.Errorf("after shutdown: ready %v, leased %d; want the task back in the queue", ready, leased)
 	}

@@ -19,8 +19,11 @@ const (
 )
 
 // Start launches the claimer, the lease heartbeat and the reclaimer. Stop
-// them with Shutdown.
+// them with Shutdown. A first reclaim runs at once: it also puts tasks left
+// in the single-queue layout's ready list on the ring (an upgrade), so they
+// are claimed like a project's.
 func (s *Service) Start() {
+	s.reclaim()
 	s.claimer.Add(1)
 	s.loops.Add(3)
 	go s.claimLoop()
@@ -37,10 +40,23 @@ func (s *Service) poke() {
 	}
 }
 
-func (s *Service) track(cid string) {
+func (s *Service) track(cid, member string) {
 	s.mu.Lock()
-	s.inflight[cid] = struct{}{}
+	s.inflight[cid] = member
 	s.mu.Unlock()
+}
+
+// memberOf is the lease member of a task: the one it was claimed under if
+// it runs here (a task of the legacy list keeps its bare id), else the one
+// it is leased under when claimed from its project's queue.
+func (s *Service) memberOf(pid, cid string) string {
+	s.mu.Lock()
+	m, ok := s.inflight[cid]
+	s.mu.Unlock()
+	if ok {
+		return m
+	}
+	return leaseMember(pid, cid)
 }
 
 func (s *Service) untrack(cid string) {
@@ -71,14 +87,16 @@ func (s *Service) claimLoop() {
 				break more
 			}
 		}
-		ids, err := s.claim(n)
-		for range n - len(ids) {
+		members, err := s.claim(n)
+		for range n - len(members) {
 			slots <- struct{}{}
 		}
-		for _, id := range ids {
-			s.track(id)
+		ids := make([]string, len(members))
+		for i, m := range members {
+			_, ids[i] = splitMember(m)
+			s.track(ids[i], m)
 		}
-		starts := s.startAll(ids)
+		starts := s.startAll(ids, members)
 		if starts == nil { // given back; do not spin on them
 			select {
 			case <-s.stop:
@@ -118,9 +136,12 @@ func (s *Service) claimLoop() {
 	}
 }
 
+// claim leases up to n tasks, round robin across projects, and returns
+// their lease members.
 func (s *Service) claim(n int) ([]string, error) {
 	deadline := s.o.Now().Add(s.o.Lease).UnixMilli()
-	ids, err := claimScript.Run(s.runCtx, s.rdb, []string{s.readyKey, s.leaseKey}, n, deadline).StringSlice()
+	ids, err := claimScript.Run(s.runCtx, s.rdb, []string{s.q.ring, s.q.lease, s.q.count, s.q.legacy, s.q.qPrefix},
+		n, deadline, legacyEntry).StringSlice()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		if s.runCtx.Err() == nil {
 			s.o.Log.Error().Err(err).Msg("claim tasks")
@@ -132,7 +153,7 @@ func (s *Service) claim(n int) ([]string, error) {
 
 // startAll marks a claimed batch as generating, one script per channel,
 // all in one round trip. On failure the batch goes back to the queue.
-func (s *Service) startAll(ids []string) []*redis.Cmd {
+func (s *Service) startAll(ids, members []string) []*redis.Cmd {
 	ctx := s.runCtx
 	now := stamp(s.o.Now())
 	start := mustJSON(Entry{At: now, Type: "generating", Node: s.o.Node})
@@ -146,11 +167,7 @@ func (s *Service) startAll(ids []string) []*redis.Cmd {
 	if err != nil {
 		if ctx.Err() == nil {
 			s.o.Log.Error().Err(err).Int("tasks", len(ids)).Msg("start tasks; giving them back")
-			args := make([]any, len(ids))
-			for i, id := range ids {
-				args[i] = id
-			}
-			releaseScript.Run(context.WithoutCancel(ctx), s.rdb, []string{s.readyKey, s.leaseKey}, args...)
+			s.release(context.WithoutCancel(ctx), members)
 		}
 		return nil
 	}
@@ -167,7 +184,7 @@ func (s *Service) process(cid string, start *redis.Cmd) {
 	}
 	switch out[0] {
 	case "gone":
-		s.ack(ctx, cid)
+		s.ack(ctx, "", cid) // claimed here: ack finds its lease member
 	case "done":
 		// {"done", task, project_id, status, message, hook, deadline, sim, beyond}
 		var t Task
@@ -222,22 +239,23 @@ func (s *Service) heartbeat() {
 	s.mu.Lock()
 	ids := make([]redis.Z, 0, len(s.inflight))
 	score := float64(s.o.Now().Add(s.o.Lease).UnixMilli())
-	for id := range s.inflight {
-		ids = append(ids, redis.Z{Score: score, Member: id})
+	for _, m := range s.inflight {
+		ids = append(ids, redis.Z{Score: score, Member: m})
 	}
 	s.mu.Unlock()
 	if len(ids) == 0 {
 		return
 	}
 	// XX: never re-add a lease that was acked or reclaimed meanwhile.
-	if err := s.rdb.ZAddXX(s.runCtx, s.leaseKey, ids...).Err(); err != nil && s.runCtx.Err() == nil {
+	if err := s.rdb.ZAddXX(s.runCtx, s.q.lease, ids...).Err(); err != nil && s.runCtx.Err() == nil {
 		s.o.Log.Warn().Err(err).Msg("extend task leases")
 	}
 }
 
-// reclaim requeues tasks whose leases ran out (their node died).
+// reclaim requeues tasks whose leases ran out (their node died), each at
+// the head of its project's queue.
 func (s *Service) reclaim() {
-	n, err := reclaimScript.Run(s.runCtx, s.rdb, []string{s.readyKey, s.leaseKey}, s.o.Now().UnixMilli(), 1000).Int()
+	n, err := reclaimScript.Run(s.runCtx, s.rdb, s.q.requeueKeys(), legacyEntry, s.o.Now().UnixMilli(), 1000).Int()
 	if err != nil {
 		if s.runCtx.Err() == nil {
 			s.o.Log.Warn().Err(err).Msg("reclaim expired task leases")
@@ -271,15 +289,15 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 		done := make(chan struct{})
 		go func() { s.tasks.Wait(); close(done) }()
-		var ids []any
+		var ids []string
 		select {
 		case <-done:
 		case <-ctx.Done():
 			// Whatever runs now is abandoned: remember it before the
 			// cancelled runs untrack themselves, then hand it back.
 			s.mu.Lock()
-			for id := range s.inflight {
-				ids = append(ids, id)
+			for _, m := range s.inflight {
+				ids = append(ids, m)
 			}
 			s.mu.Unlock()
 			s.runCancel()
@@ -294,7 +312,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		if len(ids) > 0 {
 			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			n, err := releaseScript.Run(rctx, s.rdb, []string{s.readyKey, s.leaseKey}, ids...).Int()
+			n, err := s.release(rctx, ids)
 			if err != nil {
 				s.o.Log.Warn().Err(err).Msg("release task leases; they will expire instead")
 			} else {
@@ -303,4 +321,15 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		}
 	})
 	return nil
+}
+
+// release gives leased tasks back, each at the head of its project's queue
+// (those still leased by this node).
+func (s *Service) release(ctx context.Context, members []string) (int, error) {
+	args := make([]any, 0, len(members)+1)
+	args = append(args, legacyEntry)
+	for _, m := range members {
+		args = append(args, m)
+	}
+	return releaseScript.Run(ctx, s.rdb, s.q.requeueKeys(), args...).Int()
 }
