@@ -3,12 +3,12 @@ package channels
 import (
 	"context"
 	"fmt"
-	"io/fs"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/rdb"
 )
 
 // legacyEntry names the single-queue layout's ready list on the ring. It
@@ -16,25 +16,8 @@ import (
 const legacyEntry = "~legacy"
 
 // composed is a script made of preludes (shared Lua functions) and a body,
-// in that order, without their comment lines: a script in a pipeline is
-// sent whole and hashed by Redis on every call (see pipelined), and the
-// enqueue script runs once per submission.
-func composed(names ...string) *redis.Script {
-	var b strings.Builder
-	for _, n := range names {
-		src, err := fs.ReadFile(luaFS, "lua/"+n+".lua")
-		if err != nil {
-			panic(err)
-		}
-		for line := range strings.Lines(string(src)) {
-			if !strings.HasPrefix(strings.TrimSpace(line), "--") {
-				b.WriteString(line)
-			}
-		}
-		b.WriteByte('\n')
-	}
-	return redis.NewScript(b.String())
-}
+// in that order.
+func composed(names ...string) *redis.Script { return rdb.Script(luaFS, names...) }
 
 // queueKeys are the task queue's keys, all of the {tasks} tag.
 type queueKeys struct {

@@ -22,6 +22,7 @@ type claimed struct {
 	body                                       []byte
 	attempts, tries                            int64
 	token                                      string
+	at                                         time.Time // when it was claimed
 	// resumed says why a delivery that waited for its endpoint goes now:
 	// "probe" (it tests an open endpoint), "closed" (the endpoint
 	// recovered), or "" (it did not wait).
@@ -141,7 +142,7 @@ func (e *Engine) saturated() []string {
 	defer e.mu.Unlock()
 	var out []string
 	for id, n := range e.busy {
-		if lim := e.limits.get(id); n >= lim && len(e.waiting[id]) >= lim {
+		if n >= e.limits.get(id) && len(e.waiting[id]) >= e.o.PerEndpoint {
 			out = append(out, id)
 		}
 	}
@@ -199,7 +200,7 @@ func (e *Engine) claim(n int, skip []string) ([]claimed, time.Time, error) {
 		}
 		s := func(i int) string { v, _ := f[i].(string); return v }
 		d := claimed{id: s(0), projectID: s(1), webhookID: s(2), channelID: s(3), event: s(4), body: []byte(s(5)), token: token,
-			resumed: s(8)}
+			resumed: s(8), at: now}
 		d.attempts, _ = parseInt(s(6))
 		d.tries, _ = parseInt(s(7))
 		out = append(out, d)
@@ -319,14 +320,14 @@ func (e *Engine) acquire(id string) bool {
 }
 
 // wait parks a delivery whose endpoint is at its limit. Up to PerEndpoint
-// of them wait on this node (each waits at most one attempt timeout, well
-// within its lease) and are sent as slots free up. The rest go back to the
+// of them wait on this node and are sent as slots free up (one that has
+// waited half its lease goes back to the schedule instead, see handOff). The rest go back to the
 // schedule a whole timeout later, so a hanging endpoint's backlog is not
 // claimed again and again; this node remembers them and brings them
 // forward as soon as the endpoint keeps up again.
 func (e *Engine) wait(d claimed, id string) {
 	e.mu.Lock()
-	if len(e.waiting[id]) < e.limits.get(id) {
+	if len(e.waiting[id]) < e.o.PerEndpoint {
 		e.waiting[id] = append(e.waiting[id], d)
 		e.mu.Unlock()
 		return
@@ -348,46 +349,92 @@ func (e *Engine) handOff(id string) (claimed, bool) {
 	// Hand off only within the endpoint's limit: after failures it is
 	// lower than the attempts in flight, and the slot is released instead
 	// (the last attempt in flight always hands off, so none stays parked).
+	lim := e.limits.get(id)
+	stale := e.o.Now().Add(-e.lease() / 2)
 	q := e.waiting[id]
-	if len(q) > 0 && e.busy[id] <= e.limits.get(id) {
+	var expired []claimed
+	for len(q) > 0 && q[0].at.Before(stale) {
+		// Parked for half its lease (a slow endpoint at a low limit):
+		// back to the schedule, to be claimed afresh, before the lease
+		// runs out and another node sends it too.
+		expired = append(expired, q[0])
+		q = q[1:]
+	}
+	if len(expired) > 0 {
+		defer func() {
+			for _, d := range expired {
+				e.putBack(d, e.o.Now())
+			}
+		}()
+	}
+	if len(q) == 0 {
+		delete(e.waiting, id)
+	} else {
+		e.waiting[id] = q
+	}
+	if len(q) > 0 && e.busy[id] <= lim {
 		d := q[0]
 		if len(q) == 1 {
 			delete(e.waiting, id)
 		} else {
 			e.waiting[id] = q[1:]
 		}
+		// Keep the endpoint fed while it keeps up: when fewer than half
+		// its limit wait here, bring put-off deliveries forward to fill.
+		var pull []claimed
+		if left := len(q) - 1; left < lim/2 {
+			pull = e.takeDeferred(id, lim-left)
+		}
 		e.mu.Unlock()
+		e.bringForward(pull)
 		return d, true
 	}
 	if e.busy[id]--; e.busy[id] <= 0 {
 		delete(e.busy, id)
 	}
 	var pull []claimed
-	if ids := e.deferred[id]; len(ids) > 0 && len(q) == 0 {
-		n := min(len(ids), 2*e.o.PerEndpoint)
-		pull = ids[:n]
-		if n == len(ids) {
-			delete(e.deferred, id)
-		} else {
-			e.deferred[id] = ids[n:]
-		}
+	if len(q) == 0 {
+		pull = e.takeDeferred(id, 2*e.o.PerEndpoint)
 	}
 	e.mu.Unlock()
-	if len(pull) > 0 {
-		now := e.o.Now()
-		ctx := context.WithoutCancel(e.runCtx)
-		// XX: only deliveries still waiting in the schedule move.
-		if err := e.pipelined(ctx, func(p redis.Pipeliner) {
-			score := float64(now.UnixMilli())
-			for _, d := range pull {
-				p.ZAddXX(ctx, e.dueOf(d.projectID), redis.Z{Score: score, Member: d.id})
-				p.ZAddArgs(ctx, e.projectsKey, redis.ZAddArgs{LT: true, Members: []redis.Z{{Score: score, Member: d.projectID}}})
-			}
-		}); err == nil {
-			e.poke(now)
-		}
-	}
+	e.bringForward(pull)
 	return claimed{}, false
+}
+
+// takeDeferred takes up to n of the deliveries put off for an endpoint
+// (e.mu held).
+func (e *Engine) takeDeferred(id string, n int) []claimed {
+	ids := e.deferred[id]
+	if len(ids) == 0 {
+		return nil
+	}
+	n = min(len(ids), n)
+	pull := ids[:n]
+	if n == len(ids) {
+		delete(e.deferred, id)
+	} else {
+		e.deferred[id] = ids[n:]
+	}
+	return pull
+}
+
+// bringForward makes put-off deliveries due now, and wakes the claimer.
+func (e *Engine) bringForward(pull []claimed) {
+	if len(pull) == 0 {
+		return
+	}
+	now := e.o.Now()
+	ctx := context.WithoutCancel(e.runCtx)
+	// XX: only deliveries still waiting in the schedule move.
+	if err := e.pipelined(ctx, func(p redis.Pipeliner) {
+		score := float64(now.UnixMilli())
+		for _, d := range pull {
+			p.ZAddXX(ctx, e.dueOf(d.projectID), redis.Z{Score: score, Member: d.id})
+			p.ZAddArgs(ctx, e.projectsKey, redis.ZAddArgs{LT: true, Members: []redis.Z{{Score: score, Member: d.projectID}}})
+		}
+	}); err == nil {
+		e.poke(now)
+	}
 }
 
 func (e *Engine) release(id string) {

@@ -49,3 +49,11 @@ func TestOpenEmbeddedAndRefusedInProduction(t *testing.T) {
 		t.Error("production without REDIS_URL opened a connection")
 	}
 }
+
+func TestCompactDropsCommentsAndIndentation(t *testing.T) {
+	src := "-- a header\n\n  local x = 1 -- kept: code before it\n\t  -- an indented comment\n  if x then\n    return x\n  end\n"
+	want := "local x = 1 -- kept: code before it\nif x then\nreturn x\nend\n"
+	if got := Compact(src); got != want {
+		t.Fatalf("Compact = %q, want %q", got, want)
+	}
+}

@@ -2,17 +2,43 @@ package rdb
 
 import (
 	"io/fs"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // Script loads the Lua script lua/<name>.lua from fsys (a package's
-// embedded scripts). A missing script is a build mistake, so it panics at
-// package initialisation rather than at the first call.
-func Script(fsys fs.FS, name string) *redis.Script {
-	b, err := fs.ReadFile(fsys, "lua/"+name+".lua")
-	if err != nil {
-		panic(err)
+// embedded scripts), or several of them joined in order (helpers first).
+// A missing script is a build mistake, so it panics at package
+// initialisation rather than at the first call.
+//
+// Comment lines and indentation are dropped: scripts run in pipelines are
+// sent whole with every call (EVAL), and Redis hashes what it receives
+// each time, so every byte of commentary costs on every task.
+func Script(fsys fs.FS, names ...string) *redis.Script {
+	var b strings.Builder
+	for _, name := range names {
+		src, err := fs.ReadFile(fsys, "lua/"+name+".lua")
+		if err != nil {
+			panic(err)
+		}
+		b.WriteString(Compact(string(src)))
 	}
-	return redis.NewScript(string(b))
+	return redis.NewScript(b.String())
+}
+
+// Compact drops a Lua source's comment lines, blank lines and indentation.
+// The scripts here hold no multi-line strings, whose contents it would
+// change.
+func Compact(src string) string {
+	var b strings.Builder
+	for line := range strings.Lines(src) {
+		t := strings.TrimSpace(line)
+		if t == "" || strings.HasPrefix(t, "--") {
+			continue
+		}
+		b.WriteString(t)
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
