@@ -99,15 +99,17 @@ type Engine struct {
 	results chan result
 	written chan struct{}
 
-	mu       sync.Mutex
-	busy     map[string]int       // attempts in flight per endpoint
-	waiting  map[string][]claimed // parked for a busy endpoint, by endpoint
-	deferred map[string][]claimed // put back for a busy endpoint, by endpoint
-	running  int                  // attempts in flight on this node
-	perProj  map[string]int       // of which, by project
-	dueProjs int                  // projects with deliveries due, at the last claim
-	freed    chan struct{}        // an attempt ended
-	nextAt   time.Time            // when the claimer means to wake
+	mu        sync.Mutex
+	busy      map[string]int       // attempts in flight per endpoint
+	busySince map[string]time.Time // since when an endpoint has had attempts in flight
+	waiting   map[string][]claimed // parked for a busy endpoint, by endpoint
+	deferred  map[string][]claimed // put back for a busy endpoint, by endpoint
+	running   int                  // attempts in flight on this node
+	perProj   map[string]int       // of which, by project
+	dueProjs  int                  // projects with deliveries due, at the last claim
+	lastLook  time.Time            // the last claim made while every slot was taken
+	freed     chan struct{}        // an attempt ended
+	nextAt    time.Time            // when the claimer means to wake
 
 	runCtx    context.Context
 	runCancel context.CancelFunc
@@ -168,15 +170,16 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 		legacyDueKey: tag + "due", leaseKey: tag + "lease", dPrefix: tag + "d:",
 		duePrefix: tag + "due:", projectsKey: tag + "projects",
 		epPrefix: tag + "ep:", unhealthyKey: tag + "unhealthy", wakeKey: tag + "epwake", limits: newLimiter(o.PerEndpoint),
-		wake:     make(chan struct{}, 1),
-		results:  make(chan result, 4096),
-		written:  make(chan struct{}),
-		busy:     make(map[string]int),
-		waiting:  make(map[string][]claimed),
-		deferred: make(map[string][]claimed),
-		perProj:  make(map[string]int),
-		freed:    make(chan struct{}, 1),
-		stop:     make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		results:   make(chan result, 4096),
+		written:   make(chan struct{}),
+		busy:      make(map[string]int),
+		busySince: make(map[string]time.Time),
+		waiting:   make(map[string][]claimed),
+		deferred:  make(map[string][]claimed),
+		perProj:   make(map[string]int),
+		freed:     make(chan struct{}, 1),
+		stop:      make(chan struct{}),
 	}
 	e.runCtx, e.runCancel = context.WithCancel(context.Background())
 	e.m = newMetrics(o.Registerer, e)

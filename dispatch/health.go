@@ -235,11 +235,19 @@ type limiter struct {
 	mu    sync.Mutex
 	cap   int
 	start int
-	lim   map[string]int // by endpoint, once it has been attempted
+	lim   map[string]int       // by endpoint, once it has been attempted
+	ok    map[string]time.Time // by endpoint, its last success on this node
+}
+
+// recentlyOK reports whether the endpoint answered 2xx since t.
+func (l *limiter) recentlyOK(id string, t time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ok[id].After(t)
 }
 
 func newLimiter(cap int) *limiter {
-	return &limiter{cap: cap, start: max(1, min(cap, 8)), lim: make(map[string]int)}
+	return &limiter{cap: cap, start: max(1, min(cap, 8)), lim: make(map[string]int), ok: make(map[string]time.Time)}
 }
 
 func (l *limiter) get(id string) int {
@@ -260,6 +268,7 @@ func (l *limiter) observe(id string, ok bool) {
 	}
 	if ok {
 		n++
+		l.ok[id] = time.Now()
 	} else {
 		n = max(1, n/2)
 	}

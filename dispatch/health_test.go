@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/riverhub/riverhub/rdb/rdbtest"
 )
 
@@ -236,5 +239,35 @@ func TestOpeningGivesBackParkedDeliveries(t *testing.T) {
 	e.mu.Unlock()
 	if parked != 0 {
 		t.Errorf("%d deliveries still parked for the open endpoint", parked)
+	}
+}
+
+// Attempts are recorded by script hash; a Redis that forgot its scripts
+// (restarted, failed over) answers NOSCRIPT, and the record runs again
+// whole, once.
+func TestRecordSurvivesAForgottenScript(t *testing.T) {
+	t.Parallel()
+	m := miniredis.RunT(t)
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { _ = c.Close() })
+	rc := newRelReceiver(t, relStatus(http.StatusOK))
+	hooks := &relHooks{}
+	hooks.set("p1", relHook("wh_1", rc.URL))
+	e := newRelEngine(t, c, "t", hooks, Options{})
+	e.Start()
+	ctx := context.Background()
+	for i, cid := range []string{"ch1", "ch2"} {
+		if i == 1 {
+			if err := c.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.Enqueue(ctx, relEvent("p1", cid)); err != nil {
+			t.Fatal(err)
+		}
+		d := relWaitStatus(t, e, "p1", DeliveryID("task.completed", cid, "wh_1"), "succeeded", 5*time.Second)
+		if d.Attempts != 1 || len(d.History) != 1 {
+			t.Errorf("%s: %d attempts, %d in history; want the one attempt recorded once", cid, d.Attempts, len(d.History))
+		}
 	}
 }

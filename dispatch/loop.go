@@ -128,8 +128,14 @@ func (e *Engine) admit() (int, []string) {
 	}
 	if len(skip) > 0 && e.running < 2*c {
 		// Full, and some project holds more than its share: other
-		// projects (due now, or not seen yet) may start within theirs.
-		return min(claimBatch, share, 2*c-e.running), skip
+		// projects may start within theirs. Look when the last claim saw
+		// more projects due than are skipped, else at most every maxIdle
+		// (an attempt ending must not cost a claim that finds nothing).
+		now := e.o.Now()
+		if e.dueProjs > len(skip) || now.Sub(e.lastLook) >= maxIdle {
+			e.lastLook = now
+			return min(claimBatch, share, 2*c-e.running), skip
+		}
 	}
 	return 0, skip
 }
@@ -137,17 +143,20 @@ func (e *Engine) admit() (int, []string) {
 // saturated lists the endpoints this node has no room for: as many
 // attempts in flight as their limit allows and as many waiting. The claim
 // puts their deliveries off without handing them over.
-func (e *Engine) saturated() []string {
+// Each comes with how long its deliveries are put off (putOffFor).
+func (e *Engine) saturated() []any {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var out []string
+	var out []any
 	for id, n := range e.busy {
 		if n >= e.limits.get(id) && len(e.waiting[id]) >= e.o.PerEndpoint {
-			out = append(out, id)
+			out = append(out, id, e.putOffFor(id).Milliseconds())
 		}
 	}
 	return out
 }
+
+const putOff = 250 * time.Millisecond // see saturated
 
 func (e *Engine) begin(pid string) {
 	e.mu.Lock()
@@ -177,13 +186,11 @@ func (e *Engine) claim(n int, skip []string) ([]claimed, time.Time, error) {
 	busy := e.saturated()
 	args := make([]any, 0, 10+len(skip)+len(busy))
 	args = append(args, now.UnixMilli(), n, now.Add(e.lease()).UnixMilli(), token, e.dPrefix,
-		int64(e.o.Retention/time.Second), e.epPrefix, e.duePrefix, e.o.Timeout.Milliseconds(), len(skip))
+		int64(e.o.Retention/time.Second), e.epPrefix, e.duePrefix, len(skip))
 	for _, pid := range skip {
 		args = append(args, pid)
 	}
-	for _, id := range busy {
-		args = append(args, id)
-	}
+	args = append(args, busy...)
 	res, err := claimScript.Run(e.runCtx, e.rdb, []string{e.projectsKey, e.leaseKey, e.unhealthyKey, e.wakeKey}, args...).Slice()
 	if err != nil {
 		if e.runCtx.Err() == nil {
@@ -315,8 +322,25 @@ func (e *Engine) acquire(id string) bool {
 	if e.busy[id] >= e.limits.get(id) {
 		return false
 	}
+	if e.busy[id] == 0 {
+		e.busySince[id] = e.o.Now()
+	}
 	e.busy[id]++
 	return true
+}
+
+// putOffFor is how long a delivery for a busy endpoint is put off (e.mu
+// held): briefly (putOff) while the endpoint answers, since it will soon
+// have room; a whole attempt timeout while it does not (it may hang), so
+// its backlog is not claimed again and again. An endpoint answers if it
+// answered 2xx on this node within the last second, or has been busy for
+// less than a second without an answer yet.
+func (e *Engine) putOffFor(id string) time.Duration {
+	now := e.o.Now()
+	if e.limits.recentlyOK(id, now.Add(-time.Second)) || now.Sub(e.busySince[id]) < time.Second {
+		return min(putOff, e.o.Timeout)
+	}
+	return e.o.Timeout
 }
 
 // wait parks a delivery whose endpoint is at its limit. Up to PerEndpoint
@@ -332,11 +356,14 @@ func (e *Engine) wait(d claimed, id string) {
 		e.mu.Unlock()
 		return
 	}
-	if len(e.deferred[id]) < maxDeferred {
+	delay := e.putOffFor(id)
+	if delay == e.o.Timeout && len(e.deferred[id]) < maxDeferred {
+		// Brought forward when the endpoint keeps up again (a short
+		// put-off needs no help, and its put-back may not be written yet).
 		e.deferred[id] = append(e.deferred[id], claimed{id: d.id, projectID: d.projectID})
 	}
 	e.mu.Unlock()
-	e.putBack(d, e.o.Now().Add(e.o.Timeout))
+	e.putBack(d, e.o.Now().Add(delay))
 }
 
 const maxDeferred = 10000 // deferred ids remembered per endpoint
@@ -380,10 +407,11 @@ func (e *Engine) handOff(id string) (claimed, bool) {
 			e.waiting[id] = q[1:]
 		}
 		// Keep the endpoint fed while it keeps up: when fewer than half
-		// its limit wait here, bring put-off deliveries forward to fill.
+		// the deliveries a node parks for it wait here, bring put-off
+		// ones forward to fill up.
 		var pull []claimed
-		if left := len(q) - 1; left < lim/2 {
-			pull = e.takeDeferred(id, lim-left)
+		if left := len(q) - 1; left < e.o.PerEndpoint/2 {
+			pull = e.takeDeferred(id, e.o.PerEndpoint-left)
 		}
 		e.mu.Unlock()
 		e.bringForward(pull)
@@ -391,6 +419,7 @@ func (e *Engine) handOff(id string) (claimed, bool) {
 	}
 	if e.busy[id]--; e.busy[id] <= 0 {
 		delete(e.busy, id)
+		delete(e.busySince, id)
 	}
 	var pull []claimed
 	if len(q) == 0 {
@@ -441,6 +470,7 @@ func (e *Engine) release(id string) {
 	e.mu.Lock()
 	if e.busy[id]--; e.busy[id] <= 0 {
 		delete(e.busy, id)
+		delete(e.busySince, id)
 	}
 	e.mu.Unlock()
 }
@@ -546,6 +576,8 @@ func (e *Engine) record(batch []result) {
 	at := now.UTC().Format(time.RFC3339Nano)
 	var earliest time.Time
 	recorded := make([]*redis.Cmd, len(batch))
+	keys := make([][]string, len(batch))
+	args := make([][]any, len(batch))
 	err := e.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, r := range batch {
 			d := r.d
@@ -576,12 +608,16 @@ func (e *Engine) record(batch []result) {
 					earliest = r.nextAt
 				}
 			}
-			recorded[i] = recordScript.Eval(ctx, p, []string{e.dKey(d.id), e.attKey(d.id), e.dueOf(d.projectID), e.leaseKey,
+			keys[i] = []string{e.dKey(d.id), e.attKey(d.id), e.dueOf(d.projectID), e.leaseKey,
 				e.dlqKey(d.projectID), e.dlqHookKey(d.projectID, d.webhookID), e.epKey(d.webhookID), e.unhealthyKey, e.wakeKey,
-				e.projectsKey},
-				d.id, d.token, r.verdict, now.UnixMilli(), r.attempt, next, int64(ttl/time.Second), r.status, r.err, at,
+				e.projectsKey}
+			args[i] = []any{d.id, d.token, r.verdict, now.UnixMilli(), r.attempt, next, int64(ttl / time.Second), r.status, r.err, at,
 				r.health, e.o.BreakerThreshold, e.o.BreakerCooldown.Milliseconds(), e.o.BreakerMaxCooldown.Milliseconds(),
-				r.retryAfter.Milliseconds(), e.o.DisableAfter.Milliseconds(), d.projectID, int64(e.o.DLQRetention/time.Second), d.webhookID)
+				r.retryAfter.Milliseconds(), e.o.DisableAfter.Milliseconds(), d.projectID, int64(e.o.DLQRetention / time.Second), d.webhookID}
+			// By hash: the record script is the longest sent per
+			// attempt; a NOSCRIPT answer is retried whole below (the
+			// command did not run, the rest of the batch did).
+			recorded[i] = recordScript.EvalSha(ctx, p, keys[i], args[i]...)
 			if e.o.Timeline != nil {
 				for _, en := range r.entries {
 					e.o.Timeline.AppendTimeline(ctx, p, d.channelID, en)
@@ -590,6 +626,9 @@ func (e *Engine) record(batch []result) {
 		}
 		e.countAttempts(ctx, p, batch, now)
 	})
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		err = e.rerunNoScript(ctx, recorded, keys, args)
+	}
 	if err != nil {
 		// The leases run out and the attempts are made again: at-least-once.
 		e.o.Log.Error().Err(err).Int("attempts", len(batch)).Msg("record delivery attempts")
@@ -644,6 +683,27 @@ func (e *Engine) record(batch []result) {
 	if !earliest.IsZero() {
 		e.poke(earliest)
 	}
+}
+
+// rerunNoScript runs again, whole, the record scripts of a batch that
+// Redis did not know by hash (it restarted or failed over): those did not
+// run at all, so running them now applies each once. Other errors stand.
+func (e *Engine) rerunNoScript(ctx context.Context, recorded []*redis.Cmd, keys [][]string, args [][]any) error {
+	var again []int
+	for i, c := range recorded {
+		if c == nil || c.Err() == nil {
+			continue
+		}
+		if !redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			return c.Err()
+		}
+		again = append(again, i)
+	}
+	return e.pipelined(ctx, func(p redis.Pipeliner) {
+		for _, i := range again {
+			recorded[i] = recordScript.Eval(ctx, p, keys[i], args[i]...)
+		}
+	})
 }
 
 func (e *Engine) reclaimLoop() {

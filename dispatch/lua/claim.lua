@@ -8,12 +8,11 @@
 -- deliveries need attention). ARGV[5] delivery hash key prefix; ARGV[6]
 -- TTL (seconds) of a delivery that ends here, cancelled; ARGV[7] endpoint
 -- health key prefix (an endpoint's waiting set is that key + ":wait");
--- ARGV[8] due zset key prefix (+ project id); ARGV[9] how long (ms) a
--- delivery for a busy endpoint is put off; ARGV[10] k, then k projects not
--- to claim for (they hold their share of the claiming node's slots), then
--- the endpoints the claiming node is busy with (as many attempts as it
--- allows in flight, and as many waiting): their deliveries are put off,
--- unclaimed, without reading their bodies.
+-- ARGV[8] due zset key prefix (+ project id); ARGV[9] k, then k projects
+-- not to claim for (they hold their share of the claiming node's slots),
+-- then pairs of an endpoint the claiming node is busy with (as many
+-- attempts as it allows in flight, and as many waiting) and how long (ms)
+-- its deliveries are put off, unclaimed (their bodies not returned).
 --
 -- Fairness: the projects with something due are served round robin, an
 -- equal quota of the batch each per round, so a project's backlog does
@@ -92,7 +91,7 @@ local skip, busy = {}, {}
 -- take one due delivery: claim it, pause it, or end it (cancelled)
 local function take(id, due, dk)
   local key = ARGV[5] .. id
-  local v = redis.call('HMGET', key, 'project_id', 'webhook_id', 'channel_id', 'event', 'attempts', 'tries', 'cancel', 'paused')
+  local v = redis.call('HMGET', key, 'project_id', 'webhook_id', 'channel_id', 'event', 'attempts', 'tries', 'cancel', 'paused', 'body')
   redis.call('ZREM', dk, id)
   if v[7] and v[7] ~= '' then
     -- cancelled while an attempt was under way, whose node then died
@@ -106,7 +105,7 @@ local function take(id, due, dk)
   end
   if busy[v[2]] then
     -- the claiming node has no room for this endpoint: later, unclaimed
-    redis.call('ZADD', dk, now + tonumber(ARGV[9]), id)
+    redis.call('ZADD', dk, now + busy[v[2]], id)
     held[#held + 1] = {id, v[2], v[1]}
     return
   end
@@ -146,16 +145,15 @@ local function take(id, due, dk)
   end
   redis.call('ZADD', KEYS[2], ARGV[3], id)
   redis.call('HSET', key, 'status', 'delivering', 'claim', ARGV[4])
-  local body = redis.call('HGET', key, 'body')
-  out[#out + 1] = {id, v[1], v[2], v[3], v[4], body, v[5] or '0', v[6] or '0', resumed}
+  out[#out + 1] = {id, v[1], v[2], v[3], v[4], v[9], v[5] or '0', v[6] or '0', resumed}
 end
 
-local nskip = tonumber(ARGV[10])
-for i = 11, 10 + nskip do
+local nskip = tonumber(ARGV[9])
+for i = 10, 9 + nskip do
   skip[ARGV[i]] = true
 end
-for i = 11 + nskip, #ARGV do
-  busy[ARGV[i]] = true
+for i = 10 + nskip, #ARGV, 2 do
+  busy[ARGV[i]] = tonumber(ARGV[i + 1])
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
 local active = {}

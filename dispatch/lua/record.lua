@@ -28,13 +28,22 @@ if ARGV[11] ~= '' then
   local ep, bad = KEYS[7], KEYS[8]
   local whid = ARGV[19]
   local now = tonumber(ARGV[4])
-  local v = redis.call('HMGET', ep, 'state', 'fails', 'failing_since', 'cooldown', 'probe', 'recent', 'open_until')
+  local v = redis.call('HMGET', ep, 'state', 'fails', 'failing_since', 'cooldown', 'probe', 'recent', 'open_until', 'last_at')
   local state = v[1] or 'closed'
   local recent = (v[6] or '') .. ARGV[11]
   if #recent > 50 then
     recent = string.sub(recent, -50)
   end
-  if ARGV[11] == '1' then
+  if ARGV[11] == '1' and state == 'closed' and (v[2] or '0') == '0' then
+    -- Healthy and staying so, the common case: written only while the
+    -- window of recent outcomes still changes, and last_at once a second.
+    local old = v[6] or ''
+    if #old < 50 or string.find(old, '0', 1, true) or now - tonumber(v[8] or '0') >= 1000 then
+      if redis.call('HSET', ep, 'recent', recent, 'last_at', now) > 0 then
+        redis.call('EXPIRE', ep, ARGV[18]) -- a new record
+      end
+    end
+  elseif ARGV[11] == '1' then
     if state ~= 'closed' then
       change = 'closed'
       redis.call('ZADD', KEYS[9], now, whid) -- release the waiting deliveries
@@ -42,6 +51,7 @@ if ARGV[11] ~= '' then
     redis.call('HSET', ep, 'state', 'closed', 'fails', 0, 'failing_since', 0, 'cooldown', 0, 'probe', '',
       'recent', recent, 'last_at', now, 'reason', '', 'project_id', ARGV[17])
     redis.call('HDEL', bad, whid)
+    redis.call('EXPIRE', ep, ARGV[18])
   else
     local fails = tonumber(v[2] or '0') + 1
     local since = tonumber(v[3] or '0')
@@ -83,8 +93,8 @@ if ARGV[11] ~= '' then
     if off > 0 and now - since >= off then
       change = 'disable'
     end
+    redis.call('EXPIRE', ep, ARGV[18])
   end
-  redis.call('EXPIRE', ep, ARGV[18])
 end
 if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[2] then
   return {0, change}
