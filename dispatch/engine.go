@@ -38,6 +38,7 @@ var (
 	discardScript = script("discard")
 	cancelScript  = script("cancel")
 	migrateScript = script("migrate")
+	forwardScript = script("forward")
 )
 
 // Endpoints gives a project's webhook endpoints (console.Store).

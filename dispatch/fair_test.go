@@ -147,3 +147,63 @@ func TestLegacyScheduleIsMigrated(t *testing.T) {
 		t.Errorf("the legacy due set still exists")
 	}
 }
+
+// The fair share is max-min: what projects with few attempts leave unused
+// goes to the others.
+func TestFairShareIsMaxMin(t *testing.T) {
+	e := &Engine{o: Options{Concurrency: 512}, perProj: map[string]int{"big": 300}}
+	for i := range 10 {
+		e.perProj[fmt.Sprint("small", i)] = 1
+	}
+	if got := e.fairShare(); got != 512 {
+		t.Errorf("share with ten projects at 1 attempt and nobody else waiting = %d, want 512: none is held back", got)
+	}
+	e.dueProjs = 12 // and one more project waits with nothing running here
+	if got := e.fairShare(); got != 251 {
+		t.Errorf("share with one more project waiting = %d, want 251 ((512-10)/2)", got)
+	}
+	e = &Engine{o: Options{Concurrency: 512}, perProj: map[string]int{"a": 400}}
+	if got := e.fairShare(); got != 512 {
+		t.Errorf("share of a project alone = %d, want all 512", got)
+	}
+}
+
+// Disabling an endpoint whose circuit is open dead-letters its waiting
+// deliveries at once, not one probe at a time.
+func TestDisabledEndpointReleasesItsWaitingDeliveries(t *testing.T) {
+	t.Parallel()
+	rc := newRelReceiver(t, relStatus(http.StatusInternalServerError))
+	c, prefix := rdbtest.New(t)
+	hooks := &relHooks{}
+	hooks.set("p1", relHook("wh_1", rc.URL))
+	e := newRelEngine(t, c, prefix, hooks, Options{BreakerThreshold: 2, BreakerCooldown: 200 * time.Millisecond,
+		Schedule: []time.Duration{0, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}})
+	e.Start()
+	ctx := context.Background()
+	const n = 20
+	for i := range n {
+		if err := e.Enqueue(ctx, relEvent("p1", fmt.Sprintf("ch%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if k, _ := c.ZCard(ctx, e.waitKey("wh_1")).Result(); k > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no delivery waits for the open endpoint")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_ = hooks.DisableWebhook(ctx, "p1", "wh_1", "disabled by the test")
+	for i := range n {
+		d := relWaitStatus(t, e, "p1", DeliveryID("task.completed", fmt.Sprintf("ch%02d", i), "wh_1"), "dead", 5*time.Second)
+		if d.LastError != "endpoint disabled" && d.Attempts == 0 {
+			t.Errorf("delivery %d: dead with %q after %d attempts", i, d.LastError, d.Attempts)
+		}
+	}
+	if k, _ := c.ZCard(ctx, e.waitKey("wh_1")).Result(); k != 0 {
+		t.Errorf("%d deliveries still wait for the disabled endpoint", k)
+	}
+}

@@ -145,9 +145,18 @@ func (e *Engine) unpark(whid string) {
 	}
 }
 
-// forget drops a deleted or disabled endpoint from the unhealthy count.
+// forget settles a deleted or disabled endpoint's circuit: off the
+// unhealthy count, closed, and its waiting deliveries released (500 per
+// claim), so they are dead-lettered with the reason at once instead of one
+// probe at a time.
 func (e *Engine) forget(whid string) {
-	_ = e.rdb.HDel(e.runCtx, e.unhealthyKey, whid).Err()
+	ctx := e.runCtx
+	_ = e.pipelined(ctx, func(p redis.Pipeliner) {
+		p.HDel(ctx, e.unhealthyKey, whid)
+		p.HSet(ctx, e.epKey(whid), "state", "closed", "probe", "")
+		p.Expire(ctx, e.epKey(whid), e.o.DLQRetention)
+		p.ZAdd(ctx, e.wakeKey, redis.Z{Score: float64(e.o.Now().UnixMilli()), Member: whid})
+	})
 }
 
 // noteEntry is a timeline entry about a delivery that is not an attempt.
@@ -219,6 +228,7 @@ func (e *Engine) healthChanged(ctx context.Context, r result, change string, now
 			e.o.Log.Warn().Err(err).Str("webhook_id", d.webhookID).Msg("disable failing endpoint")
 			return nil
 		}
+		e.forget(d.webhookID)
 		entry.Type, entry.Reason = "endpoint_disabled", "the endpoint was disabled: "+why
 		e.o.Log.Warn().Str("webhook_id", d.webhookID).Str("project_id", d.projectID).Msg("endpoint disabled: " + why)
 	default:

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"time"
 
@@ -58,6 +59,11 @@ func (e *Engine) lease() time.Duration { return 2*e.o.Timeout + 5*time.Second }
 func (e *Engine) claimLoop() {
 	defer e.loops.Done()
 	for {
+		select {
+		case <-e.stop:
+			return
+		default:
+		}
 		n, skip := e.admit()
 		var next time.Time
 		var err error
@@ -115,8 +121,7 @@ func (e *Engine) admit() (int, []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	c := e.o.Concurrency
-	active := max(1, len(e.perProj), e.dueProjs)
-	share := max(1, c/active)
+	share := e.fairShare()
 	var skip []string
 	for pid, k := range e.perProj {
 		if k >= share || (e.o.ProjectConcurrency > 0 && k >= e.o.ProjectConcurrency) {
@@ -157,6 +162,33 @@ func (e *Engine) saturated() []any {
 }
 
 const putOff = 250 * time.Millisecond // see saturated
+
+// fairShare is the most attempts one project may hold on this node while
+// others want some (e.mu held): max-min fair, so what projects with few
+// attempts leave unused goes to the others. The projects are those with
+// attempts running here and, as wanting a full share, those seen with
+// deliveries due that run nothing here.
+func (e *Engine) fairShare() int {
+	c := e.o.Concurrency
+	n := max(1, len(e.perProj), e.dueProjs)
+	counts := make([]int, 0, len(e.perProj))
+	for _, k := range e.perProj {
+		counts = append(counts, k)
+	}
+	slices.Sort(counts)
+	left := c
+	for _, k := range counts {
+		if k*n >= left { // this one and the rest reach the level
+			break
+		}
+		left -= k
+		n--
+	}
+	if n == 0 {
+		return c // every project is below the level: none is held back
+	}
+	return max(1, left/n)
+}
 
 func (e *Engine) begin(pid string) {
 	e.mu.Lock()
@@ -227,14 +259,15 @@ func (e *Engine) claim(n int, skip []string) ([]claimed, time.Time, error) {
 		e.mu.Lock()
 		for _, r := range held {
 			f, _ := r.([]any)
-			if len(f) < 3 {
+			if len(f) < 4 {
 				continue
 			}
 			id, _ := f[0].(string)
 			whid, _ := f[1].(string)
 			pid, _ := f[2].(string)
-			if len(e.deferred[whid]) < maxDeferred {
-				e.deferred[whid] = append(e.deferred[whid], claimed{id: id, projectID: pid})
+			due, _ := f[3].(int64)
+			if due >= now.Add(e.o.Timeout).UnixMilli() && len(e.deferred[whid]) < maxDeferred {
+				e.deferred[whid] = append(e.deferred[whid], claimed{id: id, projectID: pid, at: time.UnixMilli(due)})
 			}
 		}
 		e.mu.Unlock()
@@ -266,8 +299,7 @@ func (e *Engine) attempt(d claimed) {
 	if !ok {
 		return
 	}
-	if !e.acquire(w.ID) {
-		e.wait(d, w.ID)
+	if !e.acquireOrWait(d, w.ID) {
 		return
 	}
 	// Holding the endpoint's slot, send this delivery and then any that
@@ -281,14 +313,18 @@ func (e *Engine) attempt(d claimed) {
 		} else {
 			e.conclude(d, w.URL, o, false)
 		}
-		next, more := e.handOff(w.ID)
-		if !more {
-			return
-		}
-		d = next
-		if w, ok = e.endpoint(d); !ok {
-			e.release(d.webhookID)
-			return
+		for {
+			next, more := e.handOff(w.ID)
+			if !more {
+				return
+			}
+			d = next
+			// The slot passes on; a parked delivery whose endpoint is
+			// gone (or unreadable) is settled and the next one takes it.
+			if w2, ok := e.endpoint(d); ok {
+				w = w2
+				break
+			}
 		}
 	}
 }
@@ -316,17 +352,40 @@ func (e *Engine) endpoint(d claimed) (console.Webhook, bool) {
 	return console.Webhook{}, false
 }
 
-func (e *Engine) acquire(id string) bool {
+// acquireOrWait takes one of the endpoint's attempt slots on this node
+// (true), or parks the delivery, in one step under e.mu, so the last
+// attempt in flight cannot release the endpoint between a failed take and
+// the parking (and leave the delivery with nobody to hand it on). Up to
+// PerEndpoint deliveries wait on this node and are sent as slots free up
+// (one that has waited half its lease goes back to the schedule instead,
+// see handOff). The rest go back to the schedule (putOffFor), and this
+// node remembers the long put-offs to bring them forward as soon as the
+// endpoint keeps up again.
+func (e *Engine) acquireOrWait(d claimed, id string) bool {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.busy[id] >= e.limits.get(id) {
+	if e.busy[id] < e.limits.get(id) {
+		if e.busy[id] == 0 {
+			e.busySince[id] = e.o.Now()
+		}
+		e.busy[id]++
+		e.mu.Unlock()
+		return true
+	}
+	if len(e.waiting[id]) < e.o.PerEndpoint {
+		e.waiting[id] = append(e.waiting[id], d)
+		e.mu.Unlock()
 		return false
 	}
-	if e.busy[id] == 0 {
-		e.busySince[id] = e.o.Now()
+	delay := e.putOffFor(id)
+	at := e.o.Now().Add(delay)
+	if delay == e.o.Timeout && len(e.deferred[id]) < maxDeferred {
+		// (a short put-off needs no help, and its put-back may not be
+		// written yet when the endpoint frees up)
+		e.deferred[id] = append(e.deferred[id], claimed{id: d.id, projectID: d.projectID, at: at})
 	}
-	e.busy[id]++
-	return true
+	e.mu.Unlock()
+	e.putBack(d, at)
+	return false
 }
 
 // putOffFor is how long a delivery for a busy endpoint is put off (e.mu
@@ -341,29 +400,6 @@ func (e *Engine) putOffFor(id string) time.Duration {
 		return min(putOff, e.o.Timeout)
 	}
 	return e.o.Timeout
-}
-
-// wait parks a delivery whose endpoint is at its limit. Up to PerEndpoint
-// of them wait on this node and are sent as slots free up (one that has
-// waited half its lease goes back to the schedule instead, see handOff). The rest go back to the
-// schedule a whole timeout later, so a hanging endpoint's backlog is not
-// claimed again and again; this node remembers them and brings them
-// forward as soon as the endpoint keeps up again.
-func (e *Engine) wait(d claimed, id string) {
-	e.mu.Lock()
-	if len(e.waiting[id]) < e.o.PerEndpoint {
-		e.waiting[id] = append(e.waiting[id], d)
-		e.mu.Unlock()
-		return
-	}
-	delay := e.putOffFor(id)
-	if delay == e.o.Timeout && len(e.deferred[id]) < maxDeferred {
-		// Brought forward when the endpoint keeps up again (a short
-		// put-off needs no help, and its put-back may not be written yet).
-		e.deferred[id] = append(e.deferred[id], claimed{id: d.id, projectID: d.projectID})
-	}
-	e.mu.Unlock()
-	e.putBack(d, e.o.Now().Add(delay))
 }
 
 const maxDeferred = 10000 // deferred ids remembered per endpoint
@@ -454,12 +490,11 @@ func (e *Engine) bringForward(pull []claimed) {
 	}
 	now := e.o.Now()
 	ctx := context.WithoutCancel(e.runCtx)
-	// XX: only deliveries still waiting in the schedule move.
+	// Only deliveries still put off, to the time they were put off to,
+	// move: one claimed, failed and rescheduled since keeps its backoff.
 	if err := e.pipelined(ctx, func(p redis.Pipeliner) {
-		score := float64(now.UnixMilli())
 		for _, d := range pull {
-			p.ZAddXX(ctx, e.dueOf(d.projectID), redis.Z{Score: score, Member: d.id})
-			p.ZAddArgs(ctx, e.projectsKey, redis.ZAddArgs{LT: true, Members: []redis.Z{{Score: score, Member: d.projectID}}})
+			forwardScript.Eval(ctx, p, []string{e.dueOf(d.projectID), e.projectsKey}, d.id, d.at.UnixMilli(), now.UnixMilli(), d.projectID)
 		}
 	}); err == nil {
 		e.poke(now)

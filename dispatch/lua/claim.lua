@@ -28,7 +28,7 @@
 -- claim).
 --
 -- Returns {deliveries, earliest due or "", paused, projects with
--- something due, put off {id, endpoint id, project id}}; each delivery is {id, project_id, webhook_id,
+-- something due, put off {id, endpoint id, project id, due}}; each delivery is {id, project_id, webhook_id,
 -- channel_id, event, body, attempts, tries, resumed}, resumed being
 -- "probe" (it tests an open endpoint), "closed" (it waited for an
 -- endpoint that recovered) or ""; each paused one is {id, channel_id,
@@ -71,17 +71,26 @@ for _, whid in ipairs(wake) do
   end
   if n > 0 then
     local moved = redis.call('ZRANGE', wait, 0, n - 1, 'WITHSCORES')
-    if #moved > 0 and h.pid then
-      for i = 1, #moved, 2 do
-        redis.call('ZADD', ARGV[8] .. h.pid, moved[i + 1], moved[i])
+    for i = 1, #moved, 2 do
+      -- each delivery names its project (the endpoint's record may have
+      -- expired meanwhile)
+      local pid = redis.call('HGET', ARGV[5] .. moved[i], 'project_id')
+      if pid then
+        redis.call('ZADD', ARGV[8] .. pid, moved[i + 1], moved[i])
+        redis.call('ZADD', KEYS[1], 'LT', moved[i + 1], pid)
       end
-      redis.call('ZADD', KEYS[1], 'LT', moved[2], h.pid)
+    end
+    if #moved > 0 then
       redis.call('ZREMRANGEBYRANK', wait, 0, #moved / 2 - 1)
     end
-    if h.state == 'closed' and redis.call('EXISTS', wait) == 1 then
+    if redis.call('EXISTS', wait) == 0 then
+      redis.call('ZREM', KEYS[4], whid)
+    elseif h.state == 'closed' then
       redis.call('ZADD', KEYS[4], now, whid)
     else
-      redis.call('ZREM', KEYS[4], whid)
+      -- the released probe may not be claimed (its project skipped, or
+      -- it is cancelled): release another one lease later
+      redis.call('ZADD', KEYS[4], ARGV[3], whid)
     end
   end
 end
@@ -106,7 +115,7 @@ local function take(id, due, dk)
   if busy[v[2]] then
     -- the claiming node has no room for this endpoint: later, unclaimed
     redis.call('ZADD', dk, now + busy[v[2]], id)
-    held[#held + 1] = {id, v[2], v[1]}
+    held[#held + 1] = {id, v[2], v[1], now + busy[v[2]]}
     return
   end
   local h = health(v[2])
@@ -122,6 +131,7 @@ local function take(id, due, dk)
       h.pid = v[1]
     end
     redis.call('ZADD', ARGV[7] .. v[2] .. ':wait', due, id)
+    redis.call('EXPIRE', ARGV[7] .. v[2], ARGV[6] * 5)
     redis.call('ZADD', KEYS[4], 'NX', wait, v[2])
     redis.call('HSET', key, 'next_at', wait)
     if v[8] ~= h.epoch then
@@ -155,7 +165,7 @@ end
 for i = 10 + nskip, #ARGV, 2 do
   busy[ARGV[i]] = tonumber(ARGV[i + 1])
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100 + nskip)
 local active = {}
 for _, pid in ipairs(due) do
   if not skip[pid] then
@@ -164,7 +174,7 @@ for _, pid in ipairs(due) do
 end
 local n = tonumber(ARGV[2])
 local rounds = 0
-while #out < n and #active > 0 and rounds < 64 do
+while #out < n and #held < 2 * n and #active > 0 and rounds < 64 do
   rounds = rounds + 1
   local quota = math.max(1, math.floor((n - #out) / #active))
   local still = {}
