@@ -605,7 +605,10 @@ func (e *Engine) recordLoop() {
 }
 
 func (e *Engine) record(batch []result) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// As long as a lease: a slow Redis (the embedded one under load) that
+	// gets through a batch late still has it counted here, and a batch cut
+	// off is attempted again when its leases run out anyway.
+	ctx, cancel := context.WithTimeout(context.Background(), e.lease())
 	defer cancel()
 	now := e.o.Now()
 	at := now.UTC().Format(time.RFC3339Nano)
