@@ -169,20 +169,47 @@ func TestTwoNodesNeverSendTheSameAttemptTwice(t *testing.T) {
 			break
 		}
 	}
-	// Both nodes did part of the work, and together recorded exactly one
-	// successful attempt per delivery.
+	// Every delivery is stored with exactly one attempt, succeeded: the
+	// record is the authority (a node whose record batch outlasted its
+	// wait on a slow embedded Redis may not have counted it in its
+	// metrics, though Redis applied it).
+	pending := make(map[string]string, len(byID)) // delivery id → last answer
+	for id := range byID {
+		pending[id] = ""
+	}
+	for deadline := time.Now().Add(2 * time.Minute); len(pending) > 0 && time.Now().Before(deadline); {
+		for id := range pending {
+			d := a.do(t, "GET", "/api/console/dlq/"+id, a.key, nil)
+			var v struct {
+				Status   string `json:"status"`
+				Attempts int    `json:"attempts"`
+			}
+			if d.status == 200 && json.Unmarshal(d.body, &v) == nil && v.Status == "succeeded" && v.Attempts == 1 {
+				delete(pending, id)
+				continue
+			}
+			pending[id] = fmt.Sprintf("%d %s", d.status, d.body)
+		}
+		if len(pending) > 0 {
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	wrong := 0
+	for id, last := range pending {
+		if wrong++; wrong <= 5 {
+			t.Errorf("delivery %s: %s; want succeeded after exactly one attempt", id, last)
+		}
+	}
+	// Both nodes did part of the work (their counts of recorded
+	// successful attempts, which lag the records under load).
 	const okSample = `riverhub_delivery_attempts_total{verdict="ok"}`
-	// Outcomes are recorded in batches after the receiver answered; on a
-	// loaded machine the last batches land a while after the last request,
-	// and the embedded Redis (the default without REDIS_URL) interprets
-	// every script call afresh, beside the rest of the suite: minutes.
 	oa, ob := nodeMetric(t, a, okSample), nodeMetric(t, b, okSample)
-	for deadline := time.Now().Add(120 * time.Second); int(oa+ob) < tasks && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); (oa == 0 || ob == 0) && time.Now().Before(deadline); {
 		time.Sleep(100 * time.Millisecond)
 		oa, ob = nodeMetric(t, a, okSample), nodeMetric(t, b, okSample)
 	}
-	if oa == 0 || ob == 0 || int(oa+ob) != tasks {
-		t.Errorf("successful attempts recorded: node A %v, node B %v; want both > 0, summing to %d", oa, ob, tasks)
+	if oa == 0 || ob == 0 || int(oa+ob) > tasks {
+		t.Errorf("successful attempts counted: node A %v, node B %v; want both > 0, at most %d together", oa, ob, tasks)
 	}
 }
 
