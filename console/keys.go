@@ -195,16 +195,23 @@ func (s *Store) Bootstrap(ctx context.Context, adminKey string, generate bool) (
 	var p Project
 	switch {
 	case errors.Is(err, redis.Nil):
+		// The record is written before the name is claimed, so a node
+		// that finds the name (another starting at the same moment)
+		// always finds the record; the loser of the claim removes its
+		// own record and takes the winner's.
 		p = Project{ID: uuid.NewString(), Name: DefaultProject, CreatedAt: s.now().UTC()}
+		if err := s.rdb.HSet(ctx, s.prefix+":projects", p.ID, mustJSON(p)).Err(); err != nil {
+			return Project{}, "", fmt.Errorf("bootstrap: %w", err)
+		}
 		ok, err := s.rdb.HSetNX(ctx, s.prefix+":projects:byname", DefaultProject, p.ID).Result()
 		if err != nil {
 			return Project{}, "", fmt.Errorf("bootstrap: %w", err)
 		}
 		if !ok { // another node created it a moment ago
+			if err := s.rdb.HDel(ctx, s.prefix+":projects", p.ID).Err(); err != nil {
+				return Project{}, "", fmt.Errorf("bootstrap: %w", err)
+			}
 			return s.Bootstrap(ctx, adminKey, generate)
-		}
-		if err := s.rdb.HSet(ctx, s.prefix+":projects", p.ID, mustJSON(p)).Err(); err != nil {
-			return Project{}, "", fmt.Errorf("bootstrap: %w", err)
 		}
 	case err != nil:
 		return Project{}, "", fmt.Errorf("bootstrap: %w", err)
@@ -213,17 +220,8 @@ func (s *Store) Bootstrap(ctx context.Context, adminKey string, generate bool) (
 			return Project{}, "", fmt.Errorf("bootstrap: %w", err)
 		}
 	}
-	generated := ""
 	if adminKey == "" {
-		n, err := s.rdb.Exists(ctx, s.prefix+":admin").Result()
-		if err != nil {
-			return Project{}, "", fmt.Errorf("bootstrap: %w", err)
-		}
-		if n > 0 || !generate {
-			return p, "", nil
-		}
-		adminKey = newKey()
-		generated = adminKey
+		return s.generateAdminKey(ctx, p, generate)
 	}
 	h := hashKey(adminKey)
 	// The key is stored before it is named the admin key, and the old one
@@ -245,7 +243,37 @@ func (s *Store) Bootstrap(ctx context.Context, adminKey string, generate bool) (
 			return Project{}, "", err
 		}
 	}
-	return p, generated, nil
+	return p, "", nil
+}
+
+// generateAdminKey makes a development admin key when there is none.
+// Nodes starting together each store a key, and one names it the admin key
+// (SETNX): the others revoke theirs and print nothing, so the key printed
+// is the one that works.
+func (s *Store) generateAdminKey(ctx context.Context, p Project, generate bool) (Project, string, error) {
+	n, err := s.rdb.Exists(ctx, s.prefix+":admin").Result()
+	if err != nil {
+		return Project{}, "", fmt.Errorf("bootstrap: %w", err)
+	}
+	if n > 0 || !generate {
+		return p, "", nil
+	}
+	key := newKey()
+	h := hashKey(key)
+	if _, err := s.storeKey(ctx, p.ID, "admin", key, true); err != nil {
+		return Project{}, "", err
+	}
+	ok, err := s.rdb.SetNX(ctx, s.prefix+":admin", h, 0).Result()
+	if err != nil {
+		return Project{}, "", fmt.Errorf("bootstrap: %w", err)
+	}
+	if !ok {
+		if err := s.revokeHash(ctx, p.ID, h); err != nil {
+			return Project{}, "", err
+		}
+		return p, "", nil
+	}
+	return p, key, nil
 }
 
 func (s *Store) revokeHash(ctx context.Context, pid, hash string) error {

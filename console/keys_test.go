@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/riverhub/riverhub/apperr"
@@ -331,5 +332,52 @@ func TestBootstrapWithoutGenerate(t *testing.T) {
 	e := newEnv(t, console.Options{})
 	if _, gen, err := e.store.Bootstrap(context.Background(), "", false); err != nil || gen != "" {
 		t.Fatalf("Bootstrap without generate = %q, %v", gen, err)
+	}
+}
+
+// Nodes starting together on a fresh deployment all bootstrap the same
+// default project, and in development exactly one prints a generated
+// admin key, which works.
+func TestBootstrapConcurrentStarts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for round := range 5 {
+		e := newEnv(t, console.Options{})
+		const nodes = 8
+		var wg sync.WaitGroup
+		ids := make([]string, nodes)
+		gens := make([]string, nodes)
+		errs := make([]error, nodes)
+		for i := range nodes {
+			wg.Go(func() {
+				p, gen, err := e.store.Bootstrap(ctx, "", true)
+				ids[i], gens[i], errs[i] = p.ID, gen, err
+			})
+		}
+		wg.Wait()
+		var printed []string
+		for i := range nodes {
+			if errs[i] != nil {
+				t.Fatalf("round %d: node %d: %v", round, i, errs[i])
+			}
+			if ids[i] != ids[0] {
+				t.Fatalf("round %d: nodes bootstrapped projects %s and %s", round, ids[0], ids[i])
+			}
+			if gens[i] != "" {
+				printed = append(printed, gens[i])
+			}
+		}
+		if len(printed) != 1 {
+			t.Fatalf("round %d: %d nodes printed an admin key, want exactly one", round, len(printed))
+		}
+		pr, err := e.store.Authenticate(ctx, printed[0])
+		if err != nil || !pr.Admin || pr.ProjectID != ids[0] {
+			t.Fatalf("round %d: the printed key authenticates as %+v, %v; want the admin of %s", round, pr, err, ids[0])
+		}
+		page, err := e.store.ListProjects(ctx, console.ListParams{})
+		mustOK(t, err, "ListProjects")
+		if len(page.Items) != 1 {
+			t.Fatalf("round %d: %d projects after concurrent starts, want 1", round, len(page.Items))
+		}
 	}
 }
