@@ -31,44 +31,82 @@ func (s *Service) idemKey(pid, key string) string {
 	return s.o.Prefix + ":idem:{" + pid + "}:" + hex.EncodeToString(h[:])
 }
 
+// idemLease is how long a reserved key stays "in progress" without being
+// confirmed or released: a submission's own round trips take far less.
+// Afterwards a repeat takes the key over (or replays the first answer if
+// that request did get accepted), so a submission whose failure could not
+// even release the key does not block its retries for a day.
+const idemLease = 10 * time.Second
+
+var (
+	idemClaimScript = script("idemclaim")
+	idemTakeScript  = script("idemtake")
+)
+
 // ClaimIdempotency reserves (project, key) for a request with the given
 // fingerprint and channel. It returns nil when the caller goes ahead (then
 // it must call ConfirmIdempotency or ReleaseIdempotency), the earlier
-// request's record when the key was used before with the same fingerprint,
-// and a conflict when it was used with a different one.
+// request's record when the key was used before with the same fingerprint
+// (Done false: still being accepted), and a conflict when it was used with
+// a different one. A reservation left unconfirmed past its lease is
+// resolved here: its request was accepted (its channel exists: the record
+// is confirmed and returned) or it was not (this request takes the key).
 func (s *Service) ClaimIdempotency(ctx context.Context, pid, key, fingerprint, channelID string) (*Idempotent, error) {
 	rec, _ := json.Marshal(Idempotent{Fingerprint: fingerprint, ChannelID: channelID})
 	k := s.idemKey(pid, key)
-	ok, err := s.rdb.SetNX(ctx, k, rec, IdempotencyTTL).Result()
-	if err != nil {
-		return nil, fmt.Errorf("idempotency: %w", err)
+	keys := []string{k, k + ":lease"}
+	for range 5 {
+		res, err := idemClaimScript.Run(ctx, s.rdb, keys, rec, int64(IdempotencyTTL/time.Second), idemLease.Milliseconds()).Slice()
+		if err != nil {
+			return nil, fmt.Errorf("idempotency: %w", err)
+		}
+		code, _ := res[0].(int64)
+		if code == 1 {
+			return nil, nil
+		}
+		if code == 3 {
+			continue
+		}
+		raw, _ := res[1].(string)
+		var prev Idempotent
+		if err := json.Unmarshal([]byte(raw), &prev); err != nil {
+			return nil, fmt.Errorf("idempotency: %w", err)
+		}
+		if prev.Fingerprint != fingerprint {
+			return nil, apperr.New(apperr.Conflict, "idempotency_key_reused",
+				"this Idempotency-Key was used with a different request body")
+		}
+		if code == 0 {
+			return &prev, nil
+		}
+		// Never confirmed nor released: was the first request accepted?
+		n, err := s.rdb.Exists(ctx, s.chKey(prev.ChannelID)).Result()
+		if err != nil {
+			return nil, fmt.Errorf("idempotency: %w", err)
+		}
+		if n > 0 {
+			s.ConfirmIdempotency(ctx, pid, key, fingerprint, prev.ChannelID)
+			prev.Done = true
+			return &prev, nil
+		}
+		took, err := idemTakeScript.Run(ctx, s.rdb, keys, raw, rec, idemLease.Milliseconds()).Int()
+		if err != nil {
+			return nil, fmt.Errorf("idempotency: %w", err)
+		}
+		if took == 1 {
+			return nil, nil
+		}
+		// Changed meanwhile (another repeat took it): look again.
 	}
-	if ok {
-		return nil, nil
-	}
-	raw, err := s.rdb.Get(ctx, k).Bytes()
-	if errors.Is(err, redis.Nil) { // released or expired between the two calls
-		return s.ClaimIdempotency(ctx, pid, key, fingerprint, channelID)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("idempotency: %w", err)
-	}
-	var prev Idempotent
-	if err := json.Unmarshal(raw, &prev); err != nil {
-		return nil, fmt.Errorf("idempotency: %w", err)
-	}
-	if prev.Fingerprint != fingerprint {
-		return nil, apperr.New(apperr.Conflict, "idempotency_key_reused",
-			"this Idempotency-Key was used with a different request body")
-	}
-	return &prev, nil
+	return nil, ErrInProgress
 }
 
 // ConfirmIdempotency marks the claimed key's request as accepted: repeats
 // now get its answer.
 func (s *Service) ConfirmIdempotency(ctx context.Context, pid, key, fingerprint, channelID string) {
 	rec, _ := json.Marshal(Idempotent{Fingerprint: fingerprint, ChannelID: channelID, Done: true})
-	if err := s.rdb.SetArgs(context.WithoutCancel(ctx), s.idemKey(pid, key), rec, redis.SetArgs{Mode: "XX", KeepTTL: true}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	k := s.idemKey(pid, key)
+	if err := s.rdb.SetArgs(context.WithoutCancel(ctx), k, rec, redis.SetArgs{Mode: "XX", KeepTTL: true}).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		s.o.Log.Warn().Err(err).Msg("confirm idempotency key; repeats will be told the request is in progress")
 	}
 }
@@ -78,7 +116,10 @@ var ErrInProgress = apperr.New(apperr.Conflict, "request_in_progress",
 	"the first request with this Idempotency-Key is still in progress; retry shortly")
 
 // ReleaseIdempotency forgets a claimed key whose request then failed, so
-// the client's retry is not answered with an answer that never held.
+// the client's retry is not answered with an answer that never held. If
+// this fails too (Redis is failing), the reservation's lease runs out and a
+// retry resolves it (ClaimIdempotency).
 func (s *Service) ReleaseIdempotency(ctx context.Context, pid, key string) {
-	s.rdb.Del(context.WithoutCancel(ctx), s.idemKey(pid, key))
+	k := s.idemKey(pid, key)
+	s.rdb.Del(context.WithoutCancel(ctx), k, k+":lease")
 }

@@ -254,3 +254,46 @@ func TestForeignProjectIsNotFound(t *testing.T) {
 		t.Errorf("another project read the channel: %v", err)
 	}
 }
+
+// A reservation that was never confirmed nor released (the submission
+// failed, and so did the release: Redis was failing) blocks repeats only
+// for its lease: then a repeat takes the key if the first request was not
+// accepted, or replays it if it was.
+func TestIdempotencyKeyIsNeverStuck(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{"a":1}`), Options{})
+	ctx := context.Background()
+	lease := func(key string) string { return s.idemKey("p1", key) + ":lease" }
+
+	// Not accepted: the repeat takes the key over.
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k1", "fp", "ch-first"); prev != nil || err != nil {
+		t.Fatalf("first claim = %+v, %v", prev, err)
+	}
+	prev, err := s.ClaimIdempotency(ctx, "p1", "k1", "fp", "ch-second")
+	if err != nil || prev == nil || prev.Done || prev.ChannelID != "ch-first" {
+		t.Fatalf("repeat within the lease = %+v, %v; want the first, in progress", prev, err)
+	}
+	c.Del(ctx, lease("k1")) // the lease runs out
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k1", "fp", "ch-second"); prev != nil || err != nil {
+		t.Fatalf("repeat after the lease = %+v, %v; want to go ahead", prev, err)
+	}
+	s.ConfirmIdempotency(ctx, "p1", "k1", "fp", "ch-second")
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k1", "fp", "ch-third"); err != nil || prev == nil || !prev.Done || prev.ChannelID != "ch-second" {
+		t.Fatalf("after the takeover = %+v, %v; want ch-second's answer replayed", prev, err)
+	}
+
+	// Accepted, but the confirm failed: the repeat replays it.
+	task := newTask()
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k2", "fp", task.ChannelID); prev != nil || err != nil {
+		t.Fatalf("claim = %+v, %v", prev, err)
+	}
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	c.Del(ctx, lease("k2"))
+	prev, err = s.ClaimIdempotency(ctx, "p1", "k2", "fp", NewChannelID())
+	if err != nil || prev == nil || !prev.Done || prev.ChannelID != task.ChannelID {
+		t.Fatalf("repeat of an accepted, unconfirmed request = %+v, %v; want its channel %s, done", prev, err, task.ChannelID)
+	}
+}
