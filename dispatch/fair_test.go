@@ -127,10 +127,7 @@ func TestClaimIsRoundRobinAcrossProjects(t *testing.T) {
 func TestLegacyScheduleIsMigrated(t *testing.T) {
 	t.Parallel()
 	rc := newRelReceiver(t, relStatus(http.StatusOK))
-	c, prefix := rdbtest.New(t)
-	hooks := &relHooks{}
-	hooks.set("p1", relHook("wh_1", rc.URL))
-	e := newRelEngine(t, c, prefix, hooks, Options{})
+	e, _, c := relOneEndpoint(t, rc.URL, Options{})
 	ctx := context.Background()
 	id := DeliveryID("task.completed", "old", "wh_1")
 	body := `{"type":"task.completed","channel_id":"old","status":"success","data":{}}`
@@ -173,19 +170,12 @@ func TestFairShareIsMaxMin(t *testing.T) {
 func TestDisabledEndpointReleasesItsWaitingDeliveries(t *testing.T) {
 	t.Parallel()
 	rc := newRelReceiver(t, relStatus(http.StatusInternalServerError))
-	c, prefix := rdbtest.New(t)
-	hooks := &relHooks{}
-	hooks.set("p1", relHook("wh_1", rc.URL))
-	e := newRelEngine(t, c, prefix, hooks, Options{BreakerThreshold: 2, BreakerCooldown: 200 * time.Millisecond,
+	e, hooks, c := relOneEndpoint(t, rc.URL, Options{BreakerThreshold: 2, BreakerCooldown: 200 * time.Millisecond,
 		Schedule: []time.Duration{0, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}})
 	e.Start()
 	ctx := context.Background()
 	const n = 20
-	for i := range n {
-		if err := e.Enqueue(ctx, relEvent("p1", fmt.Sprintf("ch%02d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	relEnqueueN(t, e, "p1", "ch", n)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if k, _ := c.ZCard(ctx, e.waitKey("wh_1")).Result(); k > 0 {

@@ -12,8 +12,6 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/riverhub/riverhub/rdb/rdbtest"
 )
 
 // An endpoint that keeps failing opens its circuit: its deliveries wait
@@ -31,21 +29,14 @@ func TestCircuitOpensAndDeliveriesWaitWithoutAttempts(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	c, prefix := rdbtest.New(t)
-	hooks := &relHooks{}
-	hooks.set("p1", relHook("wh_1", rc.URL))
 	tl := &relTimeline{}
 	sched := []time.Duration{0, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}
-	e := newRelEngine(t, c, prefix, hooks, Options{Schedule: sched, Timeline: tl,
+	e, _, _ := relOneEndpoint(t, rc.URL, Options{Schedule: sched, Timeline: tl,
 		BreakerThreshold: 3, BreakerCooldown: 300 * time.Millisecond})
 	e.Start()
 	ctx := context.Background()
 	const n = 20
-	for i := range n {
-		if err := e.Enqueue(ctx, relEvent("p1", fmt.Sprintf("ch%02d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	relEnqueueN(t, e, "p1", "ch", n)
 	// Without the circuit, 20 deliveries x 5 attempts 20 ms apart would
 	// all be dead within a few hundred milliseconds (100 requests).
 	time.Sleep(500 * time.Millisecond)
@@ -107,10 +98,7 @@ func TestRetryAfterPausesTheEndpoint(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusOK)
 	})
-	c, prefix := rdbtest.New(t)
-	hooks := &relHooks{}
-	hooks.set("p1", relHook("wh_1", rc.URL))
-	e := newRelEngine(t, c, prefix, hooks, Options{})
+	e, _, _ := relOneEndpoint(t, rc.URL, Options{})
 	e.Start()
 	ctx := context.Background()
 	if err := e.Enqueue(ctx, relEvent("p1", "ch1")); err != nil {
@@ -155,12 +143,9 @@ func TestRetryAfterPausesTheEndpoint(t *testing.T) {
 func TestEndpointFailingTooLongIsDisabled(t *testing.T) {
 	t.Parallel()
 	rc := newRelReceiver(t, relStatus(http.StatusBadGateway))
-	c, prefix := rdbtest.New(t)
-	hooks := &relHooks{}
-	hooks.set("p1", relHook("wh_1", rc.URL))
 	tl := &relTimeline{}
 	sched := slices.Repeat([]time.Duration{50 * time.Millisecond}, 40)
-	e := newRelEngine(t, c, prefix, hooks, Options{Schedule: sched, Timeline: tl, BreakerThreshold: 1000,
+	e, hooks, _ := relOneEndpoint(t, rc.URL, Options{Schedule: sched, Timeline: tl, BreakerThreshold: 1000,
 		DisableAfter: 300 * time.Millisecond})
 	e.Start()
 	if err := e.Enqueue(context.Background(), relEvent("p1", "ch1")); err != nil {
@@ -205,18 +190,11 @@ func TestLimiterAdapts(t *testing.T) {
 func TestOpeningGivesBackParkedDeliveries(t *testing.T) {
 	t.Parallel()
 	rc := newRelReceiver(t, func(rc *relReceiver, _ int, _ http.ResponseWriter, r *http.Request) { rc.hang(r) })
-	c, prefix := rdbtest.New(t)
-	hooks := &relHooks{}
-	hooks.set("p1", relHook("wh_1", rc.URL))
-	e := newRelEngine(t, c, prefix, hooks, Options{PerEndpoint: 4, Timeout: 400 * time.Millisecond, BreakerThreshold: 2,
+	e, _, _ := relOneEndpoint(t, rc.URL, Options{PerEndpoint: 4, Timeout: 400 * time.Millisecond, BreakerThreshold: 2,
 		Schedule: []time.Duration{0, 20 * time.Millisecond, 20 * time.Millisecond}})
 	e.Start()
 	ctx := context.Background()
-	for i := range 20 {
-		if err := e.Enqueue(ctx, relEvent("p1", fmt.Sprintf("ch%02d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	relEnqueueN(t, e, "p1", "ch", 20)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		h, _ := e.Health(ctx, []string{"wh_1"})

@@ -501,15 +501,6 @@ func (e *Engine) bringForward(pull []claimed) {
 	}
 }
 
-func (e *Engine) release(id string) {
-	e.mu.Lock()
-	if e.busy[id]--; e.busy[id] <= 0 {
-		delete(e.busy, id)
-		delete(e.busySince, id)
-	}
-	e.mu.Unlock()
-}
-
 // putBack returns a claimed delivery to the schedule, due at at, without
 // an attempt. It travels with the attempt outcomes, batched.
 func (e *Engine) putBack(d claimed, at time.Time) {

@@ -613,3 +613,24 @@ func (h *relHooks) DisableWebhook(_ context.Context, pid, id, reason string) err
 	}
 	return nil
 }
+
+// relOneEndpoint is an engine on the test's Redis whose project "p1" has
+// one endpoint, "wh_1", at url.
+func relOneEndpoint(t *testing.T, url string, o Options) (*Engine, *relHooks, redis.UniversalClient) {
+	t.Helper()
+	c, prefix := rdbtest.New(t)
+	hooks := &relHooks{}
+	hooks.set("p1", relHook("wh_1", url))
+	return newRelEngine(t, c, prefix, hooks, o), hooks, c
+}
+
+// relEnqueueN enqueues the task.completed events of channels <cid>00,
+// <cid>01, … for project pid.
+func relEnqueueN(t *testing.T, e *Engine, pid, cid string, n int) {
+	t.Helper()
+	for i := range n {
+		if err := e.Enqueue(context.Background(), relEvent(pid, fmt.Sprintf("%s%02d", cid, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
