@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -145,22 +142,7 @@ func (r *isoRig) paced(ctx context.Context, key string, rate float64, count int)
 }
 
 func (r *isoRig) submit(n *node, key string, body []byte) (string, error) {
-	req, _ := http.NewRequest("POST", n.base+"/v1/ai/async", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := r.client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	var v struct {
-		ChannelID string `json:"channel_id"`
-	}
-	if res.StatusCode != 200 || json.Unmarshal(raw, &v) != nil || v.ChannelID == "" {
-		return "", fmt.Errorf("submit: %d %s", res.StatusCode, raw)
-	}
-	return v.ChannelID, nil
+	return submitAsync(r.client, n.base, key, body)
 }
 
 // arrivals is a healthy receiver: it answers 200 at once, checks the

@@ -246,3 +246,24 @@ func nodeTool(t *testing.T, why string, packages ...string) string {
 	}
 	return node
 }
+
+// submitAsync posts an async task with client (safe to call from any
+// goroutine: no testing.TB) and returns its channel id.
+func submitAsync(client *http.Client, base, key string, body []byte) (string, error) {
+	req, _ := http.NewRequest("POST", base+"/v1/ai/async", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	var v struct {
+		ChannelID string `json:"channel_id"`
+	}
+	if res.StatusCode != 200 || json.Unmarshal(raw, &v) != nil || v.ChannelID == "" {
+		return "", fmt.Errorf("submit to %s: %d %s", base, res.StatusCode, raw)
+	}
+	return v.ChannelID, nil
+}

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -64,24 +63,7 @@ func TestTwoNodesNeverSendTheSameAttemptTwice(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}
 	t.Cleanup(client.CloseIdleConnections)
 	body := []byte(`{"workflow":"w","messages":[{"role":"user","content":"hello"}]}`)
-	submit := func(n *node) (string, error) {
-		req, _ := http.NewRequest("POST", n.base+"/v1/ai/async", bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+n.key)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := client.Do(req)
-		if err != nil {
-			return "", err
-		}
-		defer res.Body.Close()
-		raw, _ := io.ReadAll(res.Body)
-		var v struct {
-			ChannelID string `json:"channel_id"`
-		}
-		if res.StatusCode != 200 || json.Unmarshal(raw, &v) != nil || v.ChannelID == "" {
-			return "", fmt.Errorf("submit to %s: %d %s", n.base, res.StatusCode, raw)
-		}
-		return v.ChannelID, nil
-	}
+	submit := func(n *node) (string, error) { return submitAsync(client, n.base, n.key, body) }
 
 	const workers = 32
 	start := time.Now()
