@@ -18,7 +18,6 @@ import (
 // than holding it forever. An application error (e.g. the channel
 // expired) is an answer, not a failure: it is returned at once.
 func (s *Service) persist(ctx context.Context, what string, write func() error) error {
-	pause := 25 * time.Millisecond
 	var giveUp time.Time
 	for n := 0; ; n++ {
 		err := write()
@@ -39,13 +38,8 @@ func (s *Service) persist(ctx context.Context, what string, write func() error) 
 			s.o.Log.Warn().Err(err).Str("write", what).Msg("write failed; retrying until Redis answers")
 		}
 		s.m.writeRetries.Inc()
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !rdb.Backoff(ctx, n) {
 			return err
-		case <-t.C:
 		}
-		pause = min(2*pause, time.Second)
 	}
 }
