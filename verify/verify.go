@@ -1,11 +1,17 @@
-// Package verify checks riverhub webhook signatures on the receiving side.
-// Both schemes sign the exact body bytes, so verify the raw body before
-// parsing it:
+// Package verify checks riverhub webhook signatures on the receiving side,
+// and makes them on the sending side (dispatch). Each function takes the
+// raw body, so verify it before parsing it:
 //
 //	body, _ := io.ReadAll(r.Body)
 //	if !verify.MRSignature(body, r.Header.Get("mr-signature"), secret) { 401 }
 //	// or, Standard Webhooks, with replay protection:
 //	if err := verify.StandardWebhooks(body, r.Header, secret, 5*time.Minute); err != nil { 401 }
+//	// or the hosted service's sample scheme (X-ModelRiver-Signature):
+//	if err := verify.ModelRiver(body, r.Header, secret, 5*time.Minute); err != nil { 401 }
+//
+// mr-signature and webhook-signature sign the exact body bytes;
+// X-ModelRiver-Signature signs the timestamp and the payload's data as
+// JSON.stringify writes it (see ModelRiverPayload).
 package verify
 
 import (
@@ -14,6 +20,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -55,10 +62,11 @@ func SignStandard(id string, ts int64, body []byte, secret string) string {
 	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
 }
 
-// Errors of StandardWebhooks.
+// Errors of StandardWebhooks and ModelRiver, which wrap the first two with
+// the headers concerned; test with errors.Is.
 var (
-	ErrMissingHeaders = errors.New("missing webhook-id, webhook-timestamp or webhook-signature")
-	ErrTimestamp      = errors.New("webhook-timestamp is outside the tolerance")
+	ErrMissingHeaders = errors.New("missing signature headers")
+	ErrTimestamp      = errors.New("timestamp unreadable or outside the tolerance")
 	ErrSignature      = errors.New("no matching signature")
 )
 
@@ -70,16 +78,11 @@ var (
 func StandardWebhooks(body []byte, h http.Header, secret string, tolerance time.Duration) error {
 	id, tsRaw, sigs := h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature")
 	if id == "" || tsRaw == "" || sigs == "" {
-		return ErrMissingHeaders
+		return fmt.Errorf("%w: webhook-id, webhook-timestamp and webhook-signature are required", ErrMissingHeaders)
 	}
 	ts, err := strconv.ParseInt(tsRaw, 10, 64)
-	if err != nil {
-		return ErrTimestamp
-	}
-	if tolerance > 0 {
-		if d := time.Since(time.Unix(ts, 0)); d > tolerance || d < -tolerance {
-			return ErrTimestamp
-		}
+	if err != nil || !fresh(ts, tolerance) {
+		return fmt.Errorf("%w: webhook-timestamp", ErrTimestamp)
 	}
 	want := SignStandard(id, ts, body, secret)
 	for _, s := range strings.Fields(sigs) {
@@ -88,4 +91,14 @@ func StandardWebhooks(body []byte, h http.Header, secret string, tolerance time.
 		}
 	}
 	return ErrSignature
+}
+
+// fresh reports whether the Unix-seconds ts is within tolerance of now,
+// either way; tolerance <= 0 accepts any.
+func fresh(ts int64, tolerance time.Duration) bool {
+	if tolerance <= 0 {
+		return true
+	}
+	d := time.Since(time.Unix(ts, 0))
+	return d <= tolerance && d >= -tolerance
 }
