@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverhub/riverhub/jscanon"
 	"github.com/riverhub/riverhub/verify"
 )
 
@@ -143,6 +144,68 @@ func testExample(t *testing.T, name string, command []string) {
 		}
 	})
 
+	// Code written for the hosted service checks X-ModelRiver-Signature;
+	// the examples accept it when mr-signature is absent.
+	t.Run("accepts X-ModelRiver-Signature instead of mr-signature", func(t *testing.T) {
+		// A body as riverhub writes it (what JSON.stringify writes), with
+		// data that encoding/json would spell differently.
+		withData, err := jscanon.Canonical([]byte(`{"type":"task.completed","workflow":"w","status":"success","channel_id":"c3",` +
+			`"data":{"b":1,"10":2,"big":1e21,"tenth":0.1,"one":1.0,"s":"\u00e9\u2028<>&\/"},"customer_data":{}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		noData := []byte(`{"type":"task.ai_generated","event":"e","channel_id":"c4","ai_response":{"data":{"title":"x"}},"customer_data":{}}`)
+		nullData := []byte(`{"type":"task.completed","workflow":"w","status":"error","channel_id":"c5","data":null,"error":{"message":"m","code":"generation_failed"}}`)
+		changed := bytes.Replace(withData, []byte(`"b":1`), []byte(`"b":2`), 1)
+		now, nowS := time.Now().Unix(), strconv.FormatInt(time.Now().Unix(), 10)
+		staleAt := time.Now().Add(-10 * time.Minute).Unix()
+		mr := func(body []byte, secret string, ts int64) map[string]string {
+			return map[string]string{"X-ModelRiver-Signature": verify.SignModelRiver(ts, body, secret),
+				"X-ModelRiver-Timestamp": strconv.FormatInt(ts, 10)}
+		}
+		with := func(h map[string]string, kv ...string) map[string]string {
+			out := map[string]string{}
+			for k, v := range h {
+				out[k] = v
+			}
+			for i := 0; i+1 < len(kv); i += 2 {
+				if kv[i+1] == "" {
+					delete(out, kv[i])
+				} else {
+					out[kv[i]] = kv[i+1]
+				}
+			}
+			return out
+		}
+		for _, tc := range []struct {
+			name      string
+			body      []byte
+			headers   map[string]string
+			status    int
+			errorCode string
+		}{
+			{"data", withData, mr(withData, secret, now), 200, ""},
+			{"no data: the whole body", noData, mr(noData, secret, now), 200, ""},
+			{"null data: the whole body", nullData, mr(nullData, secret, now), 200, ""},
+			{"both schemes", withData, with(mr(withData, secret, now), "mr-signature", verify.SignMR(withData, secret), "mr-timestamp", nowS), 200, ""},
+			{"wrong secret", withData, mr(withData, secret+"x", now), 401, "invalid_signature"},
+			{"data changed", changed, mr(withData, secret, now), 401, "invalid_signature"},
+			{"whole body changed, no data", bytes.Replace(noData, []byte("c4"), []byte("c6"), 1), mr(noData, secret, now), 401, "invalid_signature"},
+			{"timestamp changed", withData, with(mr(withData, secret, now), "X-ModelRiver-Timestamp", strconv.FormatInt(now+1, 10)), 401, "invalid_signature"},
+			{"no timestamp", withData, with(mr(withData, secret, now), "X-ModelRiver-Timestamp", ""), 401, "invalid_signature"},
+			{"stale timestamp", withData, mr(withData, secret, staleAt), 401, "stale_timestamp"},
+			// A wrong mr-signature is final: the scheme that covers the
+			// whole body is not traded for one that covers data only.
+			{"wrong mr-signature beside it", changed, with(mr(changed, secret, now), "mr-signature", verify.SignMR(withData, secret), "mr-timestamp", nowS), 401, "invalid_signature"},
+		} {
+			h := with(tc.headers, "webhook-id", "msg_hosted_"+strings.ReplaceAll(tc.name, " ", "_"))
+			status, answer := ex.deliverHeaders(t, tc.body, h)
+			if status != tc.status || tc.errorCode != "" && answer["error"] != tc.errorCode {
+				t.Errorf("%s: %d %v, want %d %s", tc.name, status, answer, tc.status, tc.errorCode)
+			}
+		}
+	})
+
 	// Against a stand-in riverhub, the answers a real one gives rarely.
 	t.Run("dedupes deliveries, retries 5xx, stops on 409", func(t *testing.T) {
 		cb := newCallbackStandIn(t, n.key, map[string][]int{"/retry": {503, 200}, "/conflict": {409}})
@@ -242,12 +305,22 @@ func startExample(t *testing.T, name string, command []string, secret, apiKey st
 // header out) and returns its answer.
 func (ex *example) deliver(t *testing.T, body []byte, sig, ts, webhookID string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", ex.url, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
+	h := map[string]string{}
 	for k, v := range map[string]string{"mr-signature": sig, "mr-timestamp": ts, "webhook-id": webhookID} {
 		if v != "" {
-			req.Header.Set(k, v)
+			h[k] = v
 		}
+	}
+	return ex.deliverHeaders(t, body, h)
+}
+
+// deliverHeaders POSTs a webhook with these headers besides Content-Type.
+func (ex *example) deliverHeaders(t *testing.T, body []byte, headers map[string]string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", ex.url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	res, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {

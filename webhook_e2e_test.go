@@ -14,7 +14,7 @@ import (
 	"github.com/riverhub/riverhub/verify"
 )
 
-// receiver is a real webhook endpoint: it verifies both signature schemes
+// receiver is a real webhook endpoint: it verifies every signature scheme
 // the way receivers do, and answers per a plan.
 type receiver struct {
 	*httptest.Server
@@ -55,6 +55,9 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	if err := verify.StandardWebhooks(body, req.Header, secret, time.Minute); err != nil {
 		r.t.Errorf("webhook-signature does not verify: %v", err)
+	}
+	if err := verify.ModelRiver(body, req.Header, secret, time.Minute); err != nil {
+		r.t.Errorf("X-ModelRiver-Signature does not verify: %v", err)
 	}
 	if r.hang != nil && r.hang(n) {
 		<-req.Context().Done()

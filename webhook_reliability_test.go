@@ -295,8 +295,8 @@ func TestKilledNodeMidAttemptLosesNothing(t *testing.T) {
 }
 
 // After a secret rotation both secrets sign (Standard Webhooks), so
-// receivers that still have the old one keep verifying; mr-signature, which
-// holds one signature, uses the new one.
+// receivers that still have the old one keep verifying; mr-signature and
+// X-ModelRiver-Signature, which hold one signature each, use the new one.
 func TestSecretRotationSignsWithBoth(t *testing.T) {
 	t.Parallel()
 	rc := newReceiver(t, func(int) int { return 200 })
@@ -339,6 +339,13 @@ func TestSecretRotationSignsWithBoth(t *testing.T) {
 	}
 	if !verify.MRSignature(h.body, h.header.Get("mr-signature"), newSecret) {
 		t.Errorf("mr-signature does not verify with the new secret")
+	}
+	// X-ModelRiver-Signature holds one signature too: the new secret's.
+	if err := verify.ModelRiver(h.body, h.header, newSecret, time.Minute); err != nil {
+		t.Errorf("X-ModelRiver-Signature does not verify with the new secret: %v", err)
+	}
+	if verify.ModelRiver(h.body, h.header, oldSecret, time.Minute) == nil {
+		t.Errorf("X-ModelRiver-Signature verifies with the old secret")
 	}
 }
 

@@ -64,6 +64,12 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(401)
 		return
 	}
+	// task.ai_generated has no data: X-ModelRiver-Signature covers the body.
+	if err := verify.ModelRiver(body, r.Header, b.secret, time.Minute); err != nil {
+		b.t.Errorf("X-ModelRiver-Signature does not verify: %v", err)
+		w.WriteHeader(401)
+		return
+	}
 	var p struct {
 		Type         string                        `json:"type"`
 		Event        string                        `json:"event"`

@@ -127,6 +127,11 @@ func send(ctx context.Context, c *http.Client, url, id, channelID string, body [
 	h["webhook-id"] = []string{id}
 	h["webhook-timestamp"] = []string{ts}
 	h["webhook-signature"] = []string{strings.Join(sigs, " ")}
+	// The hosted service's sample backends check these instead. The header
+	// holds one signature, so it follows mr-signature: the new secret
+	// during a rotation (docs/webhooks.md).
+	h[verify.HeaderModelRiverSignature] = []string{verify.SignModelRiver(now.Unix(), body, secrets[0])}
+	h[verify.HeaderModelRiverTimestamp] = []string{ts}
 	h["User-Agent"] = []string{"riverhub-webhooks/1"}
 	sent := make(map[string]string, len(h))
 	for k, v := range h {

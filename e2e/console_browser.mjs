@@ -63,7 +63,7 @@ const T = 10000; // default wait for one thing to show
 const TZ = "America/New_York";
 // The headers riverhub sets on a delivery.
 const SENT_HEADERS = ["content-type", "mr-signature", "mr-timestamp", "mr-channel-id", "webhook-id", "webhook-timestamp",
-  "webhook-signature", "user-agent"];
+  "webhook-signature", "x-modelriver-signature", "x-modelriver-timestamp", "user-agent"];
 
 let failed = 0;
 const started = Date.now();
@@ -576,6 +576,13 @@ await check("headers as sent: each attempt's headers are the ones its receiver g
   await c.screenshot({ path: path.join(ART, "09-channel-delivery-headers.png") });
 });
 
+// The hosted service's samples' check: HMAC of "timestamp.JSON.stringify(body.data)",
+// or of "timestamp.body" when data is absent or null.
+function hostedSignature(secret, ts, body) {
+  const data = JSON.parse(body).data;
+  const signed = data === undefined || data === null ? body : JSON.stringify(data);
+  return crypto.createHmac("sha256", secret).update(`${ts}.${signed}`).digest("hex");
+}
 function unquote(s) {
   return s.replace(/'\\''/g, "'");
 }
@@ -606,6 +613,8 @@ await check("copy as curl repeats the chosen attempt: its headers as sent and th
   const std = "v1," + crypto.createHmac("sha256", Buffer.from(secrets.flaky.slice(6), "base64"))
     .update(`${header("webhook-id")}.${header("webhook-timestamp")}.${body}`).digest("base64");
   assert(header("webhook-signature") === std, "webhook-signature does not verify");
+  assert(header("x-modelriver-signature") === hostedSignature(secrets.flaky, header("x-modelriver-timestamp"), body),
+    "x-modelriver-signature does not verify");
   const p = JSON.parse(body);
   assert(p.channel_id === cids[0] && p.data.summary === XSS + XSS_IMG, "curl body is not the payload");
   await c.locator(".curl-note", { hasText: "Attempt 2 as sent" }).waitFor({ timeout: T });
@@ -643,6 +652,8 @@ await check("copy as curl signs afresh for an attempt stored without its headers
     assert(header("mr-signature") === mr, "mr-signature does not verify with the endpoint secret");
     const std = "v1," + crypto.createHmac("sha256", Buffer.from(secrets.flaky.slice(6), "base64")).update(`${wid}.${ts}.${body}`).digest("base64");
     assert(header("webhook-signature") === std, "webhook-signature does not verify");
+    assert(header("x-modelriver-timestamp") === ts, `x-modelriver-timestamp ${header("x-modelriver-timestamp")}, want ${ts}`);
+    assert(header("x-modelriver-signature") === hostedSignature(secrets.flaky, ts, body), "x-modelriver-signature does not verify");
     const got = await receivedBy(FLAKY_RECEIVED, id);
     assert(body === got[1].body, "the re-signed curl's body differs from the bytes sent");
     await c.locator(".curl-note", { hasText: "Signed now" }).waitFor({ timeout: T });

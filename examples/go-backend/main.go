@@ -3,8 +3,10 @@
 // copied out of this repository as it is.
 //
 // It receives riverhub's webhooks on POST /webhooks/riverhub, checks the
-// mr-signature over the raw body and the freshness of mr-timestamp,
-// acknowledges at once, and then, in the background:
+// mr-signature over the raw body and the freshness of mr-timestamp (or,
+// for code written for the hosted service, X-ModelRiver-Signature and
+// X-ModelRiver-Timestamp), acknowledges at once, and then, in the
+// background:
 //
 //   - task.ai_generated: enriches ai_response.data (an id, processed_at,
 //     processed_by) and POSTs {data, task_id, metadata} to callback_url with
@@ -48,7 +50,7 @@ import (
 const (
 	webhookPath = "/webhooks/riverhub"
 	maxBody     = 10 << 20        // largest webhook body accepted
-	tolerance   = 5 * time.Minute // how far mr-timestamp may be from now
+	tolerance   = 5 * time.Minute // how far mr-timestamp (or X-ModelRiver-Timestamp) may be from now
 	dedupeFor   = 24 * time.Hour  // how long a webhook-id is remembered
 	callbackTry = 5               // attempts of one callback
 	firstRetry  = 500 * time.Millisecond
@@ -167,19 +169,9 @@ func (b *backend) webhook(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, map[string]any{"error": "unreadable_body"})
 		return
 	}
-	// The signature covers the exact bytes received: verify them before
-	// parsing, never a re-encoding of the parsed JSON.
-	if !validSignature(body, r.Header.Get("mr-signature"), b.secret) {
-		b.log.Warn("refused a webhook: invalid mr-signature", "remote", r.RemoteAddr)
-		reply(w, http.StatusUnauthorized, map[string]any{"error": "invalid_signature"})
-		return
-	}
-	// mr-signature does not cover the headers: this turns away a captured
-	// request replayed as it was; the webhook-id set below turns away
-	// riverhub's own retries.
-	if !fresh(r.Header.Get("mr-timestamp"), time.Now()) {
-		b.log.Warn("refused a webhook: mr-timestamp missing or more than 5 minutes off", "mr_timestamp", r.Header.Get("mr-timestamp"))
-		reply(w, http.StatusUnauthorized, map[string]any{"error": "stale_timestamp"})
+	if code, why := b.authenticate(body, r.Header, time.Now()); code != "" {
+		b.log.Warn("refused a webhook: "+why, "remote", r.RemoteAddr)
+		reply(w, http.StatusUnauthorized, map[string]any{"error": code})
 		return
 	}
 	var ev event
@@ -210,11 +202,66 @@ type ack struct {
 	Duplicate bool `json:"duplicate,omitempty"`
 }
 
+// authenticate checks a delivery before anything else reads it, and
+// returns the error code to answer with ("" when it is genuine) and why.
+//
+// mr-signature covers the exact bytes received: they are verified before
+// parsing, never a re-encoding of the parsed JSON. A request without it may
+// carry the hosted service's X-ModelRiver-Signature instead (riverhub sends
+// both), so that a backend written for that service keeps working; it
+// covers only X-ModelRiver-Timestamp and the payload's data, or the whole
+// body without data (docs/webhooks.md). A present mr-signature that is
+// wrong is final: the other scheme covers less of the body.
+func (b *backend) authenticate(body []byte, h http.Header, now time.Time) (code, why string) {
+	if sig := h.Get("mr-signature"); sig != "" || h.Get("X-ModelRiver-Signature") == "" {
+		if !validSignature(body, sig, b.secret) {
+			return "invalid_signature", "invalid mr-signature"
+		}
+		// mr-signature does not cover the headers: this turns away a
+		// captured request replayed as it was; the webhook-id set turns
+		// away riverhub's own retries.
+		if !fresh(h.Get("mr-timestamp"), now) {
+			return "stale_timestamp", fmt.Sprintf("mr-timestamp %q missing or more than 5 minutes off", h.Get("mr-timestamp"))
+		}
+		return "", ""
+	}
+	ts := h.Get("X-ModelRiver-Timestamp")
+	if !validModelRiverSignature(body, h.Get("X-ModelRiver-Signature"), ts, b.secret) {
+		return "invalid_signature", "invalid X-ModelRiver-Signature"
+	}
+	if !fresh(ts, now) {
+		return "stale_timestamp", fmt.Sprintf("X-ModelRiver-Timestamp %q missing or more than 5 minutes off", ts)
+	}
+	return "", ""
+}
+
 // validSignature compares in constant time: the hex HMAC-SHA256 of the
 // body, keyed with the whole secret string (whsec_...).
 func validSignature(body []byte, sig, secret string) bool {
 	m := hmac.New(sha256.New, []byte(secret))
 	m.Write(body)
+	want := hex.EncodeToString(m.Sum(nil))
+	return hmac.Equal([]byte(strings.ToLower(strings.TrimSpace(sig))), []byte(want))
+}
+
+// validModelRiverSignature checks X-ModelRiver-Signature in constant time:
+// the hex HMAC-SHA256, keyed with the whole secret string, of
+// "{X-ModelRiver-Timestamp}.{JSON.stringify(body.data)}", or of
+// "{timestamp}.{body}" when data is absent or null. riverhub writes bodies
+// that JSON.stringify(JSON.parse(body)) reproduces, so the bytes of data in
+// the body, which json.RawMessage keeps as they are, are the ones
+// JSON.stringify writes.
+func validModelRiverSignature(body []byte, sig, ts, secret string) bool {
+	signed := body
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) == nil {
+		if d, ok := top["data"]; ok && string(d) != "null" {
+			signed = d
+		}
+	}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(ts + "."))
+	m.Write(signed)
 	want := hex.EncodeToString(m.Sum(nil))
 	return hmac.Equal([]byte(strings.ToLower(strings.TrimSpace(sig))), []byte(want))
 }

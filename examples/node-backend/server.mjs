@@ -3,8 +3,10 @@
 // no npm packages, nothing to install.
 //
 // It receives riverhub's webhooks on POST /webhooks/riverhub, checks the
-// mr-signature over the raw body and the freshness of mr-timestamp,
-// acknowledges at once, and then, in the background:
+// mr-signature over the raw body and the freshness of mr-timestamp (or,
+// for code written for the hosted service, X-ModelRiver-Signature and
+// X-ModelRiver-Timestamp), acknowledges at once, and then, in the
+// background:
 //
 //   - task.ai_generated: enriches ai_response.data (an id, processed_at,
 //     processed_by) and POSTs {data, task_id, metadata} to callback_url with
@@ -26,7 +28,7 @@ import { parseArgs } from 'node:util';
 
 const WEBHOOK_PATH = '/webhooks/riverhub';
 const MAX_BODY = 10 << 20; // largest webhook body accepted
-const TOLERANCE_S = 5 * 60; // how far mr-timestamp may be from now
+const TOLERANCE_S = 5 * 60; // how far mr-timestamp (or X-ModelRiver-Timestamp) may be from now
 const DEDUPE_MS = 24 * 60 * 60 * 1000; // how long a webhook-id is remembered
 const CALLBACK_TRIES = 5; // attempts of one callback
 const FIRST_RETRY_MS = 500;
@@ -56,6 +58,55 @@ function validSignature(raw, signature, key) {
   const want = Buffer.from(crypto.createHmac('sha256', key).update(raw).digest('hex'));
   const got = Buffer.from(String(signature || '').trim().toLowerCase());
   return got.length === want.length && crypto.timingSafeEqual(got, want);
+}
+
+// X-ModelRiver-Signature, the hosted service's scheme, compared in constant
+// time: the hex HMAC-SHA256, keyed with the whole secret string, of
+// `${X-ModelRiver-Timestamp}.${JSON.stringify(body.data)}`, or of
+// `${timestamp}.${raw body}` when data is absent or null.
+function validModelRiverSignature(raw, signature, timestamp, key) {
+  let data;
+  try {
+    data = JSON.parse(raw.toString('utf8')).data;
+  } catch {
+    return false;
+  }
+  const mac = crypto.createHmac('sha256', key).update(`${timestamp}.`);
+  mac.update(data === undefined || data === null ? raw : JSON.stringify(data));
+  const want = Buffer.from(mac.digest('hex'));
+  const got = Buffer.from(String(signature || '').trim().toLowerCase());
+  return got.length === want.length && crypto.timingSafeEqual(got, want);
+}
+
+// Checks a delivery before anything else reads it: the error code to
+// answer with and why, or null when it is genuine.
+//
+// mr-signature covers the exact bytes received. A request without it may
+// carry the hosted service's X-ModelRiver-Signature instead (riverhub sends
+// both), so that a backend written for that service keeps working; it
+// covers only X-ModelRiver-Timestamp and the payload's data, or the whole
+// body without data (docs/webhooks.md). A present mr-signature that is
+// wrong is final: the other scheme covers less of the body.
+function authenticate(raw, headers) {
+  const mrSig = headers['mr-signature'];
+  if (mrSig || !headers['x-modelriver-signature']) {
+    if (!validSignature(raw, mrSig, secret)) return { code: 'invalid_signature', why: 'invalid mr-signature' };
+    // mr-signature does not cover the headers: this turns away a captured
+    // request replayed as it was; the webhook-id set turns away riverhub's
+    // own retries.
+    if (!fresh(headers['mr-timestamp'])) {
+      return { code: 'stale_timestamp', why: `mr-timestamp ${JSON.stringify(headers['mr-timestamp'])} missing or more than 5 minutes off` };
+    }
+    return null;
+  }
+  const ts = headers['x-modelriver-timestamp'];
+  if (!validModelRiverSignature(raw, headers['x-modelriver-signature'], ts, secret)) {
+    return { code: 'invalid_signature', why: 'invalid X-ModelRiver-Signature' };
+  }
+  if (!fresh(ts)) {
+    return { code: 'stale_timestamp', why: `X-ModelRiver-Timestamp ${JSON.stringify(ts)} missing or more than 5 minutes off` };
+  }
+  return null;
 }
 
 // Whether the Unix-seconds timestamp is within the tolerance of now.
@@ -110,16 +161,10 @@ const server = http.createServer(async (req, res) => {
   }
   if (raw === null) return reply(res, 413, { error: 'payload_too_large' });
 
-  if (!validSignature(raw, req.headers['mr-signature'], secret)) {
-    log('WARN', 'refused a webhook: invalid mr-signature', { remote: req.socket.remoteAddress });
-    return reply(res, 401, { error: 'invalid_signature' });
-  }
-  // mr-signature does not cover the headers: this turns away a captured
-  // request replayed as it was; the webhook-id set below turns away
-  // riverhub's own retries.
-  if (!fresh(req.headers['mr-timestamp'])) {
-    log('WARN', 'refused a webhook: mr-timestamp missing or more than 5 minutes off', { mr_timestamp: req.headers['mr-timestamp'] });
-    return reply(res, 401, { error: 'stale_timestamp' });
+  const refused = authenticate(raw, req.headers);
+  if (refused) {
+    log('WARN', `refused a webhook: ${refused.why}`, { remote: req.socket.remoteAddress });
+    return reply(res, 401, { error: refused.code });
   }
   let ev;
   try {

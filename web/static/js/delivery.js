@@ -52,7 +52,7 @@ function lastURL(d) {
 // The headers riverhub sets, in the order it sets them; others (none
 // today) follow, sorted.
 const HEADER_ORDER = ["content-type", "mr-signature", "mr-timestamp", "mr-channel-id", "webhook-id", "webhook-timestamp",
-  "webhook-signature", "user-agent"];
+  "webhook-signature", "x-modelriver-signature", "x-modelriver-timestamp", "user-agent"];
 
 export function orderedHeaders(stored) {
   const keys = Object.keys(stored || {});
@@ -89,10 +89,17 @@ export async function curlFor(d, a) {
   const ts = Math.floor(Date.now() / 1000);
   let mrSig = "$MR_SIGNATURE";
   let stdSig = "$WEBHOOK_SIGNATURE";
+  let hostedSig = "$X_MODELRIVER_SIGNATURE";
   if (secret && globalThis.crypto?.subtle) {
     try {
-      mrSig = hex(await hmac(new TextEncoder().encode(secret), body));
+      const key = new TextEncoder().encode(secret);
+      mrSig = hex(await hmac(key, body));
       stdSig = "v1," + b64(await hmac(standardKey(secret), `${d.id}.${ts}.${body}`));
+      // The hosted service's scheme: JSON.stringify(body.data), or the
+      // body when data is absent or null. The browser's JSON.stringify is
+      // the very function its receivers run.
+      const data = d.payload?.data;
+      hostedSig = hex(await hmac(key, `${ts}.${data === undefined || data === null ? body : JSON.stringify(data)}`));
     } catch {
       // keep the placeholders
     }
@@ -105,6 +112,8 @@ export async function curlFor(d, a) {
     ["webhook-id", d.id],
     ["webhook-timestamp", String(ts)],
     ["webhook-signature", stdSig],
+    ["x-modelriver-timestamp", String(ts)],
+    ["x-modelriver-signature", hostedSig],
   ], body), exact: false };
 }
 
@@ -133,6 +142,8 @@ export function headersView(d, a) {
     ["webhook-timestamp", "same as mr-timestamp"],
     ["mr-signature", "hex HMAC-SHA256 of the body, keyed with the endpoint secret (per attempt)"],
     ["webhook-signature", "v1,<base64 HMAC-SHA256 of \"webhook-id.timestamp.body\"> (per attempt; two during a rotation)"],
+    ["x-modelriver-signature", "hex HMAC-SHA256 of \"timestamp.JSON.stringify(data)\", or \"timestamp.body\" without data (per attempt; the new secret during a rotation)"],
+    ["x-modelriver-timestamp", "same as mr-timestamp"],
   ];
   return h("div", { class: "sent-headers", dataset: { attempt: String(a.attempt), stored: "false" } },
     kvTable(rows, (k) => (k === "mr-channel-id" || k === "webhook-id" || k.endsWith("type") || k === "user-agent" ? "mono" : "muted small")),
