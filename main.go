@@ -128,7 +128,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	srv := server.New(server.Deps{
 		Console: store, Channels: svc, Deliveries: deliveries, Sockets: sockets, Tokens: tokens,
 		Ready: func(ctx context.Context) error { return conn.Ping(ctx).Err() }, Registry: reg, Log: log,
-		PublicURL: cfg.PublicURL, MaxBodyBytes: cfg.MaxBodyBytes,
+		PublicURL: cfg.PublicURL, MaxBodyBytes: cfg.MaxBodyBytes, RedisTimeout: cfg.RedisTimeout,
 	})
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 120 * time.Second}
 	sockets.Start()

@@ -168,6 +168,12 @@ type Config struct {
 	// default 120h (5 days); >= 0.
 	EndpointDisableAfter time.Duration
 
+	// RedisTimeout bounds each Redis command an API request runs (retries
+	// included): when Redis does not answer within it, the request answers
+	// 503 unavailable with Retry-After instead of hanging.
+	// RIVERHUB_REDIS_TIMEOUT, flag -redis-timeout, default 2s; >= 10ms.
+	RedisTimeout time.Duration
+
 	// TaskLease is how long a claimed task stays invisible to other nodes
 	// before it is reclaimed (its worker is presumed dead). The floor is low
 	// so tests can exercise reclaiming quickly.
@@ -253,6 +259,7 @@ func Defaults() *Config {
 		WSMaxConns:              20000,
 		WSMaxChannels:           100,
 		TaskLease:               30 * time.Second,
+		RedisTimeout:            2 * time.Second,
 		Retention:               7 * 24 * time.Hour,
 		DLQRetention:            30 * 24 * time.Hour,
 		MaxBodyBytes:            1 << 20,

@@ -67,6 +67,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"Workers", d.Workers, 256},
 		{"MaxQueue", d.MaxQueue, 100000},
 		{"TaskLease", d.TaskLease, 30 * time.Second},
+		{"RedisTimeout", d.RedisTimeout, 2 * time.Second},
 		{"Retention", d.Retention, 168 * time.Hour},
 		{"DLQRetention", d.DLQRetention, 720 * time.Hour},
 		{"MaxBodyBytes", d.MaxBodyBytes, int64(1048576)},
@@ -411,7 +412,7 @@ func TestEveryFlagParses(t *testing.T) {
 		"-log-level": "warn", "-allow-cidrs": "10.0.0.0/8", "-ws-token-single-use": "true",
 		"-ws-max-conns": "7", "-ws-max-channels": "3", "-project-max-queue": "5", "-project-rate": "0",
 		"-webhook-concurrency": "8", "-endpoint-concurrency": "2", "-project-concurrency": "4",
-		"-breaker-threshold": "3", "-endpoint-disable-after": "1h",
+		"-breaker-threshold": "3", "-endpoint-disable-after": "1h", "-redis-timeout": "500ms",
 	}
 	var args []string
 	flags := 0
@@ -434,7 +435,7 @@ func TestEveryFlagParses(t *testing.T) {
 		t.Fatalf("Load(%v): %v", args, err)
 	}
 	if c.Addr != ":9" || c.LogLevel != "warn" || c.DLQRetention != time.Hour || c.PublicURL != "https://p" || !c.WSTokenSingleUse ||
-		c.WSMaxConns != 7 || c.WSMaxChannels != 3 {
+		c.WSMaxConns != 7 || c.WSMaxChannels != 3 || c.RedisTimeout != 500*time.Millisecond {
 		t.Fatalf("flags not applied: %+v", c)
 	}
 }

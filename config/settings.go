@@ -69,6 +69,8 @@ var settings = []setting{
 		func(c *Config, v string) (err error) { c.BreakerThreshold, err = parseInt(v); return err }},
 	{"RIVERHUB_ENDPOINT_DISABLE_AFTER", "endpoint-disable-after", "120h", "disable an endpoint failing without a success this long; 0: never",
 		durationField(func(c *Config) *time.Duration { return &c.EndpointDisableAfter })},
+	{"RIVERHUB_REDIS_TIMEOUT", "redis-timeout", "2s", "how long an API request waits for Redis before answering 503 unavailable",
+		durationField(func(c *Config) *time.Duration { return &c.RedisTimeout })},
 	{"RIVERHUB_TASK_LEASE", "task-lease", "30s", "how long a claimed task is hidden before it is reclaimed",
 		durationField(func(c *Config) *time.Duration { return &c.TaskLease })},
 	{"RIVERHUB_RETENTION", "retention", "168h", "TTL of channel records (7 days)",

@@ -74,6 +74,7 @@ func (c *Config) Validate() error {
 		{"RIVERHUB_PLAYGROUND_CALLBACK_DELAY", c.PlaygroundCallbackDelay, 0, true},
 		{"RIVERHUB_PROVIDER_TIMEOUT", c.ProviderTimeout, 0, false},
 		{"RIVERHUB_TASK_LEASE", c.TaskLease, 100 * time.Millisecond, false},
+		{"RIVERHUB_REDIS_TIMEOUT", c.RedisTimeout, 10 * time.Millisecond, false},
 		{"RIVERHUB_RETENTION", c.Retention, time.Minute, false},
 		{"RIVERHUB_DLQ_RETENTION", c.DLQRetention, time.Minute, false},
 		{"RIVERHUB_TOKEN_TTL", c.TokenTTL, 0, false},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -40,6 +41,7 @@ func (c *Conn) Close() error {
 // one when it is empty (never in production: config validation refuses that),
 // and checks that it answers.
 func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Conn, error) {
+	quietClientLog(log)
 	if cfg.RedisURL == "" {
 		if cfg.Production() {
 			return nil, errors.New("REDIS_URL: required in production")
@@ -62,11 +64,15 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Conn, e
 		PoolSize:     64 + cfg.Workers/2,
 		ReadTimeout:  5 * time.Second,
 		WriteTimeout: 5 * time.Second,
+		// A command gives up at its context's deadline, so the bound Bound
+		// sets on API requests holds for reads and writes too.
+		ContextTimeoutEnabled: true,
 	}
 	if t.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	c := &Conn{UniversalClient: redis.NewUniversalClient(opts)}
+	c.AddHook(boundHook{})
 	if err := ping(ctx, c); err != nil {
 		_ = c.Close()
 		return nil, err
@@ -98,13 +104,14 @@ func openEmbedded(ctx context.Context, log zerolog.Logger) (*Conn, error) {
 		}
 	}()
 	c := &Conn{
-		UniversalClient: redis.NewClient(&redis.Options{Addr: m.Addr(), PoolSize: 64}),
+		UniversalClient: redis.NewClient(&redis.Options{Addr: m.Addr(), PoolSize: 64, ContextTimeoutEnabled: true}),
 		Embedded:        true,
 		stop: func() {
 			close(done)
 			m.Close()
 		},
 	}
+	c.AddHook(boundHook{})
 	if err := ping(ctx, c); err != nil {
 		_ = c.Close()
 		return nil, err
@@ -141,4 +148,22 @@ func warnWithoutPersistence(ctx context.Context, c redis.UniversalClient, log ze
 // the server writes its data to disk.
 func Persistent(appendonly, save string) bool {
 	return strings.EqualFold(appendonly, "yes") || strings.TrimSpace(save) != ""
+}
+
+var clientLogOnce sync.Once
+
+// quietClientLog sends the Redis client's own log lines (one per failed
+// dial, hundreds a second while Redis is down) to the process log, at most
+// one every few seconds. The client's logger is global: the first node of
+// the process sets it.
+func quietClientLog(log zerolog.Logger) {
+	clientLogOnce.Do(func() {
+		redis.SetLogger(clientLog{log.Sample(&zerolog.BurstSampler{Burst: 1, Period: 5 * time.Second})})
+	})
+}
+
+type clientLog struct{ log zerolog.Logger }
+
+func (l clientLog) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn().Str("component", "redis client").Msgf(format, v...)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/rdb"
 )
 
 // statusOf is the one mapping from error kinds to HTTP statuses.
@@ -49,6 +50,12 @@ func (s *Server) fail(c *gin.Context, err error) {
 			e = tooLarge(mbe.Limit)
 		}
 	}
+	if e == nil && rdb.Unavailable(err) {
+		if c.Request.Context().Err() == nil { // else the client left: nothing to tell
+			s.outages.Warn().Err(err).Str("route", c.FullPath()).Msg("redis did not answer; answered 503")
+		}
+		e = errUnavailable
+	}
 	if e == nil {
 		s.log().Error().Err(err).Str("route", c.FullPath()).Msg("request failed")
 		e = &apperr.Error{Kind: apperr.Internal, Code: "internal", Message: "internal error; see the server log"}
@@ -58,6 +65,12 @@ func (s *Server) fail(c *gin.Context, err error) {
 	}
 	c.AbortWithStatusJSON(statusOf(e.Kind), envelope{Error: e.Code, Message: e.Message})
 }
+
+// errUnavailable answers a request that Redis could not serve in time
+// (down, restarting, failing over, too slow): a retryable 503, so clients
+// and load balancers can tell it from a bug.
+var errUnavailable = &apperr.Error{Kind: apperr.Unavailable, Code: "unavailable",
+	Message: "the service is briefly unavailable (its data store did not answer); retry after Retry-After seconds", RetryAfter: 1}
 
 func tooLarge(limit int64) *apperr.Error {
 	return apperr.New(apperr.TooLarge, "payload_too_large", "request body is larger than %d bytes", limit)

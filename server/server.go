@@ -16,6 +16,7 @@ import (
 	"github.com/riverhub/riverhub/channels"
 	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/dispatch"
+	"github.com/riverhub/riverhub/rdb"
 	"github.com/riverhub/riverhub/web"
 	"github.com/riverhub/riverhub/wstoken"
 )
@@ -39,6 +40,9 @@ type Deps struct {
 	PublicURL string
 	// MaxBodyBytes limits request bodies (413 above it).
 	MaxBodyBytes int64
+	// RedisTimeout bounds each Redis command of an API request; past it
+	// the request answers 503 unavailable. 0: the client's own timeouts.
+	RedisTimeout time.Duration
 }
 
 // Server is the HTTP handler.
@@ -48,6 +52,9 @@ type Server struct {
 	router  *gin.Engine
 	reqs    *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+	// outages logs requests answered 503 for Redis, at most a few a
+	// second however many fail.
+	outages zerolog.Logger
 }
 
 // New builds the router.
@@ -55,6 +62,7 @@ func New(d Deps) *Server {
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{Deps: d, router: gin.New()}
 	s.wsURL = websocketURL(d.PublicURL)
+	s.outages = d.Log.Sample(&zerolog.BurstSampler{Burst: 3, Period: time.Second})
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_http_requests_total",
 		Help: "HTTP requests by route and status."}, []string{"route", "method", "status"})
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "riverhub_http_request_duration_seconds",
@@ -106,7 +114,7 @@ func (s *Server) routes() {
 		r.GET("/metrics", gin.WrapH(h))
 	}
 
-	api := r.Group("", s.auth)
+	api := r.Group("", s.bound, s.auth)
 	for _, p := range []string{"/v1/ai/async", "/api/v1/ai/async"} {
 		api.POST(p, s.submitAsync)
 	}
@@ -207,6 +215,12 @@ func (s *Server) readyz(c *gin.Context) {
 		}
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+}
+
+// bound limits how long each Redis command of the request may take, so an
+// outage answers 503 within RedisTimeout (see fail).
+func (s *Server) bound(c *gin.Context) {
+	c.Request = c.Request.WithContext(rdb.Bound(c.Request.Context(), s.RedisTimeout))
 }
 
 // auth resolves the bearer key to a project.

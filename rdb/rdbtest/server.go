@@ -52,7 +52,7 @@ func NewServer(tb testing.TB, args ...string) *Server {
 	_ = l.Close()
 	s := &Server{tb: tb, Port: port, Addr: "127.0.0.1:" + strconv.Itoa(port), dir: tb.TempDir(), bin: bin}
 	s.args = append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", s.dir,
-		"--save", "", "--daemonize", "no", "--logfile", filepath.Join(s.dir, "redis.log")}, args...)
+		"--save", "", "--daemonize", "no", "--enable-debug-command", "local", "--logfile", filepath.Join(s.dir, "redis.log")}, args...)
 	s.Start()
 	tb.Cleanup(s.Kill)
 	return s
