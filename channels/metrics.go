@@ -18,6 +18,9 @@ type metrics struct {
 	attempts  *prometheus.CounterVec
 	busy      prometheus.Gauge
 	timeouts  *prometheus.CounterVec
+	// writeRetries counts writes after a provider call retried for a
+	// Redis error (see persist).
+	writeRetries prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Service) metrics {
@@ -36,6 +39,8 @@ func newMetrics(reg prometheus.Registerer, s *Service) metrics {
 			Help: "Provider attempts, by provider and outcome (success, failure)."}, []string{"provider", "outcome"}),
 		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_callback_deadlines_fired_total",
 			Help: "Callback deadlines fired by this node, by outcome (timeout, simulated)."}, []string{"outcome"}),
+		writeRetries: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_task_write_retries_total",
+			Help: "Writes after a provider call (completion, webhook enqueue, lease release) retried because Redis failed."}),
 		busy: prometheus.NewGauge(prometheus.GaugeOpts{Name: "riverhub_workers_busy",
 			Help: "Tasks running a provider call on this node."}),
 	}
@@ -54,7 +59,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) metrics {
 	})
 	workers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_workers",
 		Help: "Size of this node's task worker pool."}, func() float64 { return float64(s.o.Workers) })
-	reg.MustRegister(m.submitted, m.rejected, m.limited, m.reclaimed, m.completed, m.attempts, m.busy, m.timeouts, depth, workers)
+	reg.MustRegister(m.submitted, m.rejected, m.limited, m.reclaimed, m.completed, m.attempts, m.busy, m.timeouts, m.writeRetries, depth, workers)
 	return m
 }
 

@@ -335,8 +335,12 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 		s.untrack(t.ChannelID) // cut short: the lease runs out and another node runs it
 		return nil, ctx.Err()
 	}
-	// The provider answered: keep the answer even if the client left.
-	o, err := s.conclude(context.WithoutCancel(ctx), t, res, runErr)
+	// The provider answered: keep the answer even if the client left
+	// (until this node stops).
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer context.AfterFunc(s.runCtx, cancel)()
+	defer cancel()
+	o, err := s.conclude(cctx, t, res, runErr)
 	if err != nil {
 		s.untrack(t.ChannelID)
 		return nil, err
@@ -481,7 +485,11 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 		}
 	}
 	args = append(args, mustJSON(final))
-	out, err := completeScript.Run(ctx, s.rdb, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...).Slice()
+	var out []any
+	err = s.persist(ctx, "complete", func() (err error) {
+		out, err = completeScript.Run(ctx, s.rdb, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...).Slice()
+		return err
+	})
 	if err != nil {
 		return outcome{}, fmt.Errorf("complete channel: %w", err)
 	}
@@ -580,9 +588,14 @@ func errorText(err error) string {
 }
 
 // finish runs the side effects of a generation's outcome, then releases
-// the lease. The side effects are idempotent, so a reclaimed task that had
-// already completed can run them again.
+// the lease, retrying through a Redis blip. The side effects are
+// idempotent, so a reclaimed task that had already completed can run them
+// again, and so can a retry.
 func (s *Service) finish(ctx context.Context, o outcome) error {
+	return s.persist(ctx, "finish", func() error { return s.sideEffects(ctx, o) })
+}
+
+func (s *Service) sideEffects(ctx context.Context, o outcome) error {
 	if o.beyond || len(o.msg) == 0 {
 		// A callback or the deadline settled the channel, and published.
 		s.ack(ctx, o.pid, o.cid)
@@ -653,6 +666,17 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 	for i, it := range items {
 		ids[i] = it.member
 	}
+	// Retried through a Redis blip for up to a lease: a lost ack costs a
+	// lease's wait for the room's final message and the log index.
+	ctx, cancel := context.WithTimeout(ctx, s.o.Lease)
+	defer cancel()
+	err := s.persist(ctx, "ack", func() error { return s.ackPipe(ctx, items, ids) })
+	if err != nil {
+		s.o.Log.Warn().Err(err).Int("tasks", len(items)).Msg("publish and ack tasks")
+	}
+}
+
+func (s *Service) ackPipe(ctx context.Context, items []ackItem, ids []any) error {
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, it := range items {
 			if it.pub != nil {
@@ -665,9 +689,7 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 		p.ZRem(ctx, s.q.lease, ids...)
 		return nil
 	})
-	if err != nil {
-		s.o.Log.Warn().Err(err).Int("tasks", len(items)).Msg("publish and ack tasks")
-	}
+	return err
 }
 
 // broadcast queues msg's publish into the channel's room, within p; the
@@ -701,9 +723,7 @@ func (s *Service) ackLoop() {
 				break more
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		s.sendAcks(ctx, batch)
-		cancel()
+		s.sendAcks(context.Background(), batch)
 	}
 }
 

@@ -167,7 +167,7 @@ func (s *Service) startAll(ids, members []string) []*redis.Cmd {
 	if err != nil {
 		if ctx.Err() == nil {
 			s.o.Log.Error().Err(err).Int("tasks", len(ids)).Msg("start tasks; giving them back")
-			s.release(context.WithoutCancel(ctx), members)
+			_ = s.persist(ctx, "release", func() error { _, err := s.release(ctx, members); return err })
 		}
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/rdb"
 )
 
 const (
@@ -607,56 +608,21 @@ func (e *Engine) record(batch []result) {
 	recorded := make([]*redis.Cmd, len(batch))
 	keys := make([][]string, len(batch))
 	args := make([][]any, len(batch))
-	err := e.pipelined(ctx, func(p redis.Pipeliner) {
-		for i, r := range batch {
-			d := r.d
-			if r.verdict == "note" {
-				if e.o.Timeline != nil {
-					for _, en := range r.entries {
-						e.o.Timeline.AppendTimeline(ctx, p, d.channelID, en)
-					}
-				}
-				continue
-			}
-			if r.verdict == "defer" {
-				deferScript.Eval(ctx, p, []string{e.dKey(d.id), e.dueOf(d.projectID), e.leaseKey, e.projectsKey}, d.id, d.token,
-					r.nextAt.UnixMilli(), d.projectID)
-				if earliest.IsZero() || r.nextAt.Before(earliest) {
-					earliest = r.nextAt
-				}
-				continue
-			}
-			ttl := e.o.Retention
-			if r.verdict == "dead" {
-				ttl = e.o.DLQRetention
-			}
-			next := int64(0)
-			if r.verdict == "retry" {
-				next = r.nextAt.UnixMilli()
-				if earliest.IsZero() || r.nextAt.Before(earliest) {
-					earliest = r.nextAt
-				}
-			}
-			keys[i] = []string{e.dKey(d.id), e.attKey(d.id), e.dueOf(d.projectID), e.leaseKey,
-				e.dlqKey(d.projectID), e.dlqHookKey(d.projectID, d.webhookID), e.epKey(d.webhookID), e.unhealthyKey, e.wakeKey,
-				e.projectsKey}
-			args[i] = []any{d.id, d.token, r.verdict, now.UnixMilli(), r.attempt, next, int64(ttl / time.Second), r.status, r.err, at,
-				r.health, e.o.BreakerThreshold, e.o.BreakerCooldown.Milliseconds(), e.o.BreakerMaxCooldown.Milliseconds(),
-				r.retryAfter.Milliseconds(), e.o.DisableAfter.Milliseconds(), d.projectID, int64(e.o.DLQRetention / time.Second), d.webhookID}
-			// By hash: the record script is the longest sent per
-			// attempt; a NOSCRIPT answer is retried whole below (the
-			// command did not run, the rest of the batch did).
-			recorded[i] = recordScript.EvalSha(ctx, p, keys[i], args[i]...)
-			if e.o.Timeline != nil {
-				for _, en := range r.entries {
-					e.o.Timeline.AppendTimeline(ctx, p, d.channelID, en)
-				}
-			}
+	// A batch that fails for Redis is written again until Redis answers
+	// (within the lease): otherwise its attempts, delivered or not, are
+	// all made again once their leases run out. A record that did apply
+	// before the failure is stale the second time, and changes nothing.
+	var err error
+	for n := 0; ; n++ {
+		if err = e.recordOnce(ctx, batch, recorded, keys, args, now, at, &earliest); err == nil || !rdb.Unavailable(err) {
+			break
 		}
-		e.countAttempts(ctx, p, batch, now)
-	})
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		err = e.rerunNoScript(ctx, recorded, keys, args)
+		if n == 0 {
+			e.o.Log.Warn().Err(err).Int("attempts", len(batch)).Msg("record delivery attempts: retrying until Redis answers")
+		}
+		if !rdb.Backoff(ctx, n) {
+			break
+		}
 	}
 	if err != nil {
 		// The leases run out and the attempts are made again: at-least-once.
@@ -712,6 +678,64 @@ func (e *Engine) record(batch []result) {
 	if !earliest.IsZero() {
 		e.poke(earliest)
 	}
+}
+
+// recordOnce sends a batch's records in one round trip (a second if Redis
+// had lost the record script).
+func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*redis.Cmd, keys [][]string, args [][]any,
+	now time.Time, at string, earliest *time.Time) error {
+	err := e.pipelined(ctx, func(p redis.Pipeliner) {
+		for i, r := range batch {
+			d := r.d
+			if r.verdict == "note" {
+				if e.o.Timeline != nil {
+					for _, en := range r.entries {
+						e.o.Timeline.AppendTimeline(ctx, p, d.channelID, en)
+					}
+				}
+				continue
+			}
+			if r.verdict == "defer" {
+				deferScript.Eval(ctx, p, []string{e.dKey(d.id), e.dueOf(d.projectID), e.leaseKey, e.projectsKey}, d.id, d.token,
+					r.nextAt.UnixMilli(), d.projectID)
+				if earliest.IsZero() || r.nextAt.Before(*earliest) {
+					*earliest = r.nextAt
+				}
+				continue
+			}
+			ttl := e.o.Retention
+			if r.verdict == "dead" {
+				ttl = e.o.DLQRetention
+			}
+			next := int64(0)
+			if r.verdict == "retry" {
+				next = r.nextAt.UnixMilli()
+				if earliest.IsZero() || r.nextAt.Before(*earliest) {
+					*earliest = r.nextAt
+				}
+			}
+			keys[i] = []string{e.dKey(d.id), e.attKey(d.id), e.dueOf(d.projectID), e.leaseKey,
+				e.dlqKey(d.projectID), e.dlqHookKey(d.projectID, d.webhookID), e.epKey(d.webhookID), e.unhealthyKey, e.wakeKey,
+				e.projectsKey}
+			args[i] = []any{d.id, d.token, r.verdict, now.UnixMilli(), r.attempt, next, int64(ttl / time.Second), r.status, r.err, at,
+				r.health, e.o.BreakerThreshold, e.o.BreakerCooldown.Milliseconds(), e.o.BreakerMaxCooldown.Milliseconds(),
+				r.retryAfter.Milliseconds(), e.o.DisableAfter.Milliseconds(), d.projectID, int64(e.o.DLQRetention / time.Second), d.webhookID}
+			// By hash: the record script is the longest sent per
+			// attempt; a NOSCRIPT answer is retried whole below (the
+			// command did not run, the rest of the batch did).
+			recorded[i] = recordScript.EvalSha(ctx, p, keys[i], args[i]...)
+			if e.o.Timeline != nil {
+				for _, en := range r.entries {
+					e.o.Timeline.AppendTimeline(ctx, p, d.channelID, en)
+				}
+			}
+		}
+		e.countAttempts(ctx, p, batch, now)
+	})
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		err = e.rerunNoScript(ctx, recorded, keys, args)
+	}
+	return err
 }
 
 // rerunNoScript runs again, whole, the record scripts of a batch that

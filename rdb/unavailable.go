@@ -91,3 +91,20 @@ func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
 	}
 	return ctx, func() {}
 }
+
+// Backoff waits before retry n (0, 1, ...) of a write that failed for
+// Redis: 25 ms, doubling up to 1 s. It reports false if ctx ended first.
+func Backoff(ctx context.Context, n int) bool {
+	d := time.Second
+	if n < 6 {
+		d = min(25*time.Millisecond<<n, time.Second)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,123 @@
+package channels
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/rdb/rdbtest"
+)
+
+// A Redis restart while the provider works costs neither a second provider
+// call nor a lease's wait: the completion write is retried until Redis
+// answers again, and the task is final and its webhook enqueued moments
+// after.
+func TestRedisRestartKeepsTheGeneration(t *testing.T) {
+	t.Parallel()
+	srv := rdbtest.NewServer(t, "--appendonly", "yes", "--appendfsync", "always")
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = c.Close() })
+
+	var calls atomic.Int32
+	running, release := make(chan struct{}), make(chan struct{})
+	runner := runnerFunc(func(ctx context.Context, req ai.Request) (ai.Result, error) {
+		if calls.Add(1) == 1 {
+			close(running)
+			<-release
+		}
+		return answer(`{"ok":true}`)(ctx, req)
+	})
+	rec := &recorder{}
+	const lease = 20 * time.Second
+	s := newService(t, c, rdbtest.Prefix(), runner, Options{Lease: lease, Dispatcher: rec, Publisher: rec})
+	s.Start()
+	task := newTask()
+	if err := s.Submit(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	<-running
+	srv.Kill()
+	close(release) // the provider answers while Redis is down
+	time.Sleep(3 * time.Second) // longer than the client's own retries
+	srv.Start()
+	back := time.Now()
+
+	waitStatus(t, s, task.ChannelID, StatusSuccess)
+	for rec.enqueued() == 0 {
+		if time.Since(back) > lease/2 {
+			t.Fatal("no webhook enqueued half a lease after Redis came back")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("final and enqueued %v after Redis answered again", time.Since(back).Round(time.Millisecond))
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the provider was called %d times; want once", n)
+	}
+}
+
+// A webhook enqueue that fails for Redis is retried at once, not after the
+// task's lease.
+func TestFailedEnqueueIsRetried(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	d := &flakyDispatcher{failures: 3}
+	var calls atomic.Int32
+	runner := runnerFunc(func(ctx context.Context, req ai.Request) (ai.Result, error) {
+		calls.Add(1)
+		return answer(`{"ok":true}`)(ctx, req)
+	})
+	s := newService(t, c, prefix, runner, Options{Lease: time.Minute, Dispatcher: d})
+	s.Start()
+	task := newTask()
+	if err := s.Submit(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, task.ChannelID, StatusSuccess)
+	deadline := time.Now().Add(5 * time.Second)
+	for d.done() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("webhook not enqueued 5s after 3 failures (tried %d times)", d.tries())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the provider was called %d times; want once", n)
+	}
+}
+
+func (r *recorder) enqueued() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.events)
+}
+
+// flakyDispatcher fails its first enqueues as a refused Redis connection
+// would.
+type flakyDispatcher struct {
+	mu       sync.Mutex
+	failures int
+	n, ok    int
+}
+
+func (d *flakyDispatcher) Enqueue(context.Context, Event) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.n++
+	if d.n <= d.failures {
+		return fmt.Errorf("enqueue: %w", syscall.ECONNREFUSED)
+	}
+	d.ok++
+	return nil
+}
+
+func (d *flakyDispatcher) Cancel(context.Context, Event, string) error { return nil }
+
+func (d *flakyDispatcher) done() int  { d.mu.Lock(); defer d.mu.Unlock(); return d.ok }
+func (d *flakyDispatcher) tries() int { d.mu.Lock(); defer d.mu.Unlock(); return d.n }
