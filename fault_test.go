@@ -33,11 +33,10 @@ const (
 	// the delivery lease (25 s) of the defaults, so work that waits for a
 	// lease shows as a long recovery, not as a loss.
 	faultDrain = 45 * time.Second
-	// faultRecovery bounds the recovery after a Redis restart, whose goal
+	// faultRecovery bounds the recovery after a Redis fault, whose goal
 	// is 5 s: loose for a noisy machine, and still caught out by work that
-	// waits for a lease (30 s for tasks, 25 s for deliveries). The other
-	// Redis scenarios report theirs, with the slowest task's timeline when
-	// it is over this.
+	// waits for a lease (30 s for tasks, 25 s for deliveries). Over it, the
+	// slowest task's timeline is shown.
 	faultRecovery = 15 * time.Second
 )
 
@@ -98,8 +97,9 @@ func faultScenarios() []faultScenario {
 	}, {
 		// Redis killed: with appendfsync always every write it
 		// acknowledged is on disk, so nothing accepted may be lost.
-		name:  "redis-crash-always",
-		redis: []string{"--appendonly", "yes", "--appendfsync", "always"},
+		name:    "redis-crash-always",
+		redis:   []string{"--appendonly", "yes", "--appendfsync", "always"},
+		bounded: true,
 		inject: func(t *testing.T, r *faultRig) time.Time {
 			r.redis.Kill()
 			time.Sleep(3 * time.Second)
@@ -111,6 +111,7 @@ func faultScenarios() []faultScenario {
 		name:     "redis-down-10s",
 		redis:    aof,
 		inject:   downFor(10 * time.Second),
+		bounded:  true,
 		observed: refusedBy503,
 	}, {
 		name:    "redis-slow",
