@@ -175,7 +175,7 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 		legacyDueKey: tag + "due", leaseKey: tag + "lease", dPrefix: tag + "d:",
 		duePrefix: tag + "due:", projectsKey: tag + "projects",
 		epPrefix: tag + "ep:", unhealthyKey: tag + "unhealthy", wakeKey: tag + "epwake", claimPrefix: tag + "claim:",
-		limits: newLimiter(o.PerEndpoint, o.Now),
+		limits:    newLimiter(o.PerEndpoint, o.Now),
 		wake:      make(chan struct{}, 1),
 		results:   make(chan result, 4096),
 		written:   make(chan struct{}),
