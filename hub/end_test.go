@@ -372,28 +372,7 @@ func TestIdleSocketClosed(t *testing.T) {
 
 	t.Run("never joined", func(t *testing.T) {
 		c := dial(t, srv, token)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			code, reason := c.closeStatus()
-			if code != websocket.StatusNormalClosure || reason != idleReason {
-				t.Errorf("closed with %d %q, want 1000 %q", code, reason, idleReason)
-			}
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for i := 0; ; i++ {
-			select {
-			case <-done:
-				return
-			case <-time.After(idle / 4):
-			}
-			ref := fmt.Sprint(1000 + i)
-			if c.c.Write(ctx, websocket.MessageText, []byte(`[null,"`+ref+`","phoenix","heartbeat",{}]`)) != nil {
-				<-done
-				return
-			}
-		}
+		c.sendUntilClosed(idle/4, func(i int) string { return fmt.Sprintf(`[null,"%d","phoenix","heartbeat",{}]`, i) })
 	})
 	t.Run("joined, then ended", func(t *testing.T) {
 		c := dial(t, srv, token)
@@ -409,19 +388,43 @@ func TestIdleSocketClosed(t *testing.T) {
 	})
 	t.Run("a refused join does not count", func(t *testing.T) {
 		c := dial(t, srv, token)
-		for range 3 {
-			_, m := c.join("ai_response:not-a-uuid")
-			if st, _ := m.reply(); st != "error" {
-				t.Fatalf("join: %s", m)
-			}
-			time.Sleep(idle / 4)
-		}
-		if code, reason := c.closeStatus(); code != websocket.StatusNormalClosure || reason != idleReason {
-			t.Fatalf("closed with %d %q, want 1000 %q", code, reason, idleReason)
-		}
+		c.sendUntilClosed(idle/4, func(i int) string {
+			return fmt.Sprintf(`["%d","%d","ai_response:not-a-uuid","phx_join",{}]`, i, i)
+		})
 	})
 	if got := counterValue(t, reg, "riverhub_hub_idle_closes_total"); got != 3 {
 		t.Fatalf("idle closes = %v, want 3", got)
+	}
+}
+
+// sendUntilClosed sends frame(i) every interval, reading whatever comes
+// back, until the server closes the socket (failing after 10 s), and checks
+// that it closed the socket as idle. What it sends must not keep an idle
+// socket open.
+func (c *client) sendUntilClosed(interval time.Duration, frame func(i int) string) {
+	c.tb.Helper()
+	done := make(chan struct{})
+	var code websocket.StatusCode
+	var reason string
+	go func() {
+		defer close(done)
+		code, reason = c.closeStatus()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 1; ; i++ {
+		select {
+		case <-done:
+		case <-time.After(interval):
+			if c.c.Write(ctx, websocket.MessageText, []byte(frame(i))) == nil {
+				continue
+			}
+			<-done
+		}
+		break
+	}
+	if code != websocket.StatusNormalClosure || reason != idleReason {
+		c.tb.Fatalf("closed with %d %q, want 1000 %q", code, reason, idleReason)
 	}
 }
 
