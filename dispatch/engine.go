@@ -94,6 +94,7 @@ type Engine struct {
 	duePrefix, projectsKey          string
 	epPrefix, unhealthyKey          string
 	wakeKey                         string
+	claimPrefix                     string // + a claim's token: the ids it claimed
 	limits                          *limiter
 
 	wake    chan struct{}
@@ -170,7 +171,7 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 		rdb: rdb, o: o,
 		legacyDueKey: tag + "due", leaseKey: tag + "lease", dPrefix: tag + "d:",
 		duePrefix: tag + "due:", projectsKey: tag + "projects",
-		epPrefix: tag + "ep:", unhealthyKey: tag + "unhealthy", wakeKey: tag + "epwake", limits: newLimiter(o.PerEndpoint),
+		epPrefix: tag + "ep:", unhealthyKey: tag + "unhealthy", wakeKey: tag + "epwake", claimPrefix: tag + "claim:", limits: newLimiter(o.PerEndpoint),
 		wake:      make(chan struct{}, 1),
 		results:   make(chan result, 4096),
 		written:   make(chan struct{}),
