@@ -60,11 +60,19 @@ func testEnv(tb testing.TB, redisURL, prefix string, kv ...string) map[string]st
 
 func startNode(tb testing.TB, env map[string]string) *node {
 	tb.Helper()
+	return startNodeSkewed(tb, env, 0)
+}
+
+// startNodeSkewed starts a node whose own clock runs skew ahead of the
+// real one (behind when negative).
+func startNodeSkewed(tb testing.TB, env map[string]string, skew time.Duration) *node {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
+	local := func() time.Time { return time.Now().Add(skew) }
 	go func() {
-		done <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, ready)
+		done <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, ready, local)
 	}()
 	var addr string
 	select {

@@ -42,6 +42,7 @@ type Options struct {
 	SingleUseTokens      bool            // each ws token opens one socket, on any node; a second connection with it gets 403; default false
 	Log                  zerolog.Logger
 	Registerer           prometheus.Registerer // optional
+	Now                  func() time.Time      // the clock ws token expiries are read off; default time.Now
 }
 
 const (
@@ -113,6 +114,9 @@ func New(rdb redis.UniversalClient, o Options) *Hub {
 	}
 	if o.MaxFrameBytes <= 0 {
 		o.MaxFrameBytes = 64 << 10
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	h := &Hub{
 		rdb: rdb, o: o,
@@ -307,8 +311,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go s.serve()
 }
 
-// tokenSkew keeps a used token's record a little past its exp, for nodes
-// whose clocks run behind this one's.
+// tokenSkew keeps a used token's record a little past its exp: a margin
+// for any error in the nodes' clocks.
 const tokenSkew = time.Minute
 
 var errNoTokenID = errors.New("ws token has no jti")
@@ -324,7 +328,7 @@ func (h *Hub) useToken(ctx context.Context, c wstoken.Claims) (bool, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
-	ttl := time.Until(c.ExpiresAt.Time) + tokenSkew
+	ttl := c.ExpiresAt.Time.Sub(h.o.Now()) + tokenSkew
 	fresh, err := h.rdb.SetNX(ctx, h.o.Prefix+":wstoken:used:"+c.ID, 1, ttl).Result()
 	if err != nil {
 		return false, fmt.Errorf("record ws token %s as used: %w", c.ID, err)
