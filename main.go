@@ -126,7 +126,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	tokens.Now = clock.Now
 	sockets := hub.New(conn, hub.Options{Prefix: cfg.KeyPrefix, Tokens: tokens, Retention: cfg.Retention,
 		SingleUseTokens: cfg.WSTokenSingleUse, MaxConns: cfg.WSMaxConns, MaxChannelsPerSocket: cfg.WSMaxChannels,
-		Registerer: reg, Log: log, Now: clock.Now})
+		IdleTimeout: cfg.WSIdleTimeout, Registerer: reg, Log: log, Now: clock.Now})
 	svc := channels.New(conn, runner, channels.Options{
 		Prefix: cfg.KeyPrefix, Workers: cfg.Workers, MaxQueue: cfg.MaxQueue, Lease: cfg.TaskLease,
 		ProjectMaxQueue: cfg.ProjectMaxQueue, ProjectRate: cfg.ProjectRate,

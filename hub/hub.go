@@ -37,6 +37,7 @@ type Options struct {
 	SendQueue            int             // per-socket outbound queue, in messages (a join's replay counts as one); default 64
 	WriteTimeout         time.Duration   // per frame written; default 10s
 	HeartbeatTimeout     time.Duration   // a socket silent this long is closed; default 60s (2 × the phoenix client's 30 s heartbeat)
+	IdleTimeout          time.Duration   // a socket without a join this long is closed with 1000, heartbeats or not; default 60s
 	MaxFrameBytes        int64           // inbound frame limit; larger frames close the socket with 1009; default 64 KiB
 	SingleUseTokens      bool            // each ws token opens one socket, on any node; a second connection with it gets 403; default false
 	Log                  zerolog.Logger
@@ -107,6 +108,9 @@ func New(rdb redis.UniversalClient, o Options) *Hub {
 	}
 	if o.HeartbeatTimeout <= 0 {
 		o.HeartbeatTimeout = 60 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 60 * time.Second
 	}
 	if o.MaxFrameBytes <= 0 {
 		o.MaxFrameBytes = 64 << 10
@@ -434,12 +438,15 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 }
 
 type metrics struct {
-	sockets   prometheus.Gauge
-	joined    prometheus.Gauge
-	pushed    prometheus.Counter
-	slow      *prometheus.CounterVec
-	resyncs   prometheus.Counter
-	published *prometheus.CounterVec
+	sockets       prometheus.Gauge
+	joined        prometheus.Gauge
+	pushed        prometheus.Counter
+	slow          *prometheus.CounterVec
+	resyncs       prometheus.Counter
+	published     *prometheus.CounterVec
+	joins         *prometheus.CounterVec
+	channelCloses *prometheus.CounterVec
+	idleCloses    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, h *Hub) metrics {
@@ -456,6 +463,12 @@ func newMetrics(reg prometheus.Registerer, h *Hub) metrics {
 			Help: "Rooms re-read from history after the pub/sub connection was re-established."}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_publishes_total",
 			Help: "Publish calls on this node, by result (published, duplicate)."}, []string{"result"}),
+		joins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_joins_total",
+			Help: "phx_join requests answered on this node, by result (ok, refused, unavailable)."}, []string{"result"}),
+		channelCloses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_channel_closes_total",
+			Help: "Joins ended by the server with phx_close, by reason (final: the channel's final message; replaced: a new join of the channel on the socket; left: phx_leave)."}, []string{"reason"}),
+		idleCloses: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_hub_idle_closes_total",
+			Help: "Sockets closed for having no join for the idle timeout."}),
 	}
 	if reg == nil {
 		return m
@@ -466,6 +479,6 @@ func newMetrics(reg prometheus.Registerer, h *Hub) metrics {
 		defer h.mu.RUnlock()
 		return float64(len(h.rooms))
 	})
-	reg.MustRegister(m.sockets, m.joined, m.pushed, m.slow, m.resyncs, m.published, rooms)
+	reg.MustRegister(m.sockets, m.joined, m.pushed, m.slow, m.resyncs, m.published, m.joins, m.channelCloses, m.idleCloses, rooms)
 	return m
 }
