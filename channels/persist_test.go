@@ -44,7 +44,7 @@ func TestRedisRestartKeepsTheGeneration(t *testing.T) {
 	}
 	<-running
 	srv.Kill()
-	close(release) // the provider answers while Redis is down
+	close(release)              // the provider answers while Redis is down
 	time.Sleep(3 * time.Second) // longer than the client's own retries
 	srv.Start()
 	back := time.Now()
