@@ -187,6 +187,13 @@ func (p *jsProc) wait() (int, []string) {
 	return code, append([]string(nil), p.lines...)
 }
 
+// stdout returns the lines the script has printed so far.
+func (p *jsProc) stdout() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.lines...)
+}
+
 // all returns the status events named event so far.
 func (p *jsProc) all(event string) []map[string]any {
 	p.mu.Lock()

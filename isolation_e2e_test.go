@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -103,41 +104,26 @@ type submission struct {
 // submissions and how many were refused or failed, with the first error.
 func (r *isoRig) paced(ctx context.Context, key string, rate float64, count int) ([]submission, int, error) {
 	body := []byte(`{"workflow":"w","messages":[{"role":"user","content":"hello"}]}`)
-	tick := time.Duration(float64(time.Second) / rate)
 	var (
 		mu     sync.Mutex
 		subs   []submission
 		failed int
 		first  error
-		wg     sync.WaitGroup
 	)
-	t0 := time.Now()
-	for i := 0; count == 0 || i < count; i++ {
-		t := time.NewTimer(time.Until(t0.Add(time.Duration(i) * tick)))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			wg.Wait()
-			return subs, failed, first
-		case <-t.C:
-		}
-		n := r.nodes[i%2]
-		wg.Go(func() {
-			at := time.Now()
-			cid, err := r.submit(n, key, body)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				failed++
-				if first == nil {
-					first = err
-				}
-				return
+	openLoop(ctx, rate, count, func(i int) {
+		at := time.Now()
+		cid, err := r.submit(r.nodes[i%2], key, body)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failed++
+			if first == nil {
+				first = err
 			}
-			subs = append(subs, submission{cid, at})
-		})
-	}
-	wg.Wait()
+			return
+		}
+		subs = append(subs, submission{cid, at})
+	})
 	return subs, failed, first
 }
 
@@ -146,17 +132,21 @@ func (r *isoRig) submit(n *node, key string, body []byte) (string, error) {
 }
 
 // arrivals is a healthy receiver: it answers 200 at once, checks the
-// signature, and keeps when each channel's first delivery arrived.
+// signature, and keeps when each channel's first delivery arrived, how
+// many arrived, and whether they all had its first one's webhook-id.
 type arrivals struct {
-	srv    *httptest.Server
-	mu     sync.Mutex
-	secret string
-	first  map[string]time.Time
-	bad    atomic.Int64 // deliveries whose mr-signature did not verify
+	srv     *httptest.Server
+	mu      sync.Mutex
+	secret  string
+	first   map[string]time.Time
+	n       map[string]int
+	id      map[string]string // each channel's first webhook-id
+	bad     atomic.Int64      // deliveries whose mr-signature did not verify
+	otherID atomic.Int64      // repeats of a channel under another webhook-id
 }
 
 func newArrivals(tb testing.TB) *arrivals {
-	a := &arrivals{first: make(map[string]time.Time)}
+	a := &arrivals{first: make(map[string]time.Time), n: make(map[string]int), id: make(map[string]string)}
 	a.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		now := time.Now()
 		body, _ := io.ReadAll(req.Body)
@@ -165,7 +155,11 @@ func newArrivals(tb testing.TB) *arrivals {
 		if cid := req.Header.Get("mr-channel-id"); cid != "" {
 			if _, ok := a.first[cid]; !ok {
 				a.first[cid] = now
+				a.id[cid] = req.Header.Get("webhook-id")
+			} else if a.id[cid] != req.Header.Get("webhook-id") {
+				a.otherID.Add(1)
 			}
+			a.n[cid]++
 		}
 		a.mu.Unlock()
 		if !verify.MRSignature(body, req.Header.Get("mr-signature"), secret) {
@@ -181,6 +175,14 @@ func (a *arrivals) setSecret(s string) {
 	a.mu.Lock()
 	a.secret = s
 	a.mu.Unlock()
+}
+
+// seen returns a copy of when each channel's first delivery arrived and
+// of how many arrived.
+func (a *arrivals) seen() (first map[string]time.Time, n map[string]int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return maps.Clone(a.first), maps.Clone(a.n)
 }
 
 // wait waits until every submission's webhook has arrived, at most until

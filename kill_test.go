@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,9 +39,13 @@ func freeAddr(tb testing.TB) string {
 // process is riverhub running as a child process.
 type process struct {
 	*node
-	cmd *exec.Cmd
+	cmd     *exec.Cmd
+	log     *logTail
+	drained chan struct{} // closed when all of its output is read
 }
 
+// startProcess starts bin with env and waits until it listens. Its output
+// is kept (the last lines) and shown if the test fails.
 func startProcess(tb testing.TB, bin string, env map[string]string) *process {
 	tb.Helper()
 	addr := freeAddr(tb)
@@ -58,15 +63,23 @@ func startProcess(tb testing.TB, bin string, env map[string]string) *process {
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	go func() { // drain, and show the log when the test fails
+	lt := &logTail{keep: 40}
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if testing.Verbose() {
-				tb.Log(sc.Text())
-			}
+			lt.add(sc.Text())
 		}
 	}()
-	tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-drained
+		_ = cmd.Wait()
+		if tb.Failed() {
+			tb.Logf("node %s: %s", addr, lt)
+		}
+	})
 	n := &node{base: "http://" + addr, key: testAdminKey}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -79,7 +92,42 @@ func startProcess(tb testing.TB, bin string, env map[string]string) *process {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return &process{node: n, cmd: cmd}
+	return &process{node: n, cmd: cmd, log: lt, drained: drained}
+}
+
+// kill stops the process with SIGKILL, as a crash would.
+func (p *process) kill(tb testing.TB) {
+	tb.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		tb.Fatal(err)
+	}
+	<-p.drained
+	_ = p.cmd.Wait()
+}
+
+// logTail keeps the last lines of a log and counts them all.
+type logTail struct {
+	mu    sync.Mutex
+	keep  int
+	lines []string
+	total int
+}
+
+func (l *logTail) add(line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total++
+	if len(l.lines) == l.keep {
+		l.lines = l.lines[1:]
+	}
+	l.lines = append(l.lines, line)
+}
+
+// String is the count and the last lines, for a test's log.
+func (l *logTail) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return fmt.Sprintf("%d log lines, the last %d:\n%s", l.total, len(l.lines), strings.Join(l.lines, "\n"))
 }
 
 // A node killed with SIGKILL while it holds leased tasks: another node
@@ -115,10 +163,7 @@ func TestKilledNodeTasksCompleteElsewhere(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	if err := a.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = a.cmd.Wait()
+	a.kill(t)
 
 	b := startProcess(t, bin, env())
 	for _, id := range ids {
@@ -168,10 +213,7 @@ func TestKilledNodeDeadlinesFireElsewhere(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	if err := a.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = a.cmd.Wait()
+	a.kill(t)
 
 	b := startNode(t, testEnv(t, url, prefix))
 	_, next := joinRoom(t, b, answers[0])

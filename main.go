@@ -42,7 +42,7 @@ func main() {
 	if len(args) > 0 && args[0] == "serve" {
 		args = args[1:]
 	}
-	if err := run(ctx, args, os.Getenv, os.Stdout, nil); err != nil {
+	if err := run(ctx, args, os.Getenv, os.Stdout, nil, time.Now); err != nil {
 		fmt.Fprintln(os.Stderr, "riverhub:", err)
 		os.Exit(1)
 	}
@@ -50,8 +50,9 @@ func main() {
 
 // run starts riverhub and serves until ctx ends. When ready is not nil it
 // receives the listening address once the server accepts connections (tests
-// start the program on ":0").
-func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, ready chan<- string) error {
+// start the program on ":0"). local is the node's own clock, which the
+// Redis clock corrects (tests shift it).
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, ready chan<- string, local func() time.Time) error {
 	cfg, err := config.Load(args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stdout, config.Usage())
@@ -78,6 +79,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	// Every time another node compares (leases, due times, deadlines) is
+	// read off Redis's clock, whatever this node's own says.
+	clock := rdb.NewClock(conn, rdb.ClockOptions{Local: local, Log: log, Registerer: reg})
+	if err := clock.Start(ctx); err != nil {
+		log.Warn().Err(err).Msg("cannot read the Redis clock yet: using this node's own until it answers")
+	}
+	defer clock.Stop()
+
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("RIVERHUB_ADDR: %w", err)
@@ -91,7 +100,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	guard := &netguard.Guard{Allow: cfg.AllowCIDRs}
-	store := console.New(conn, console.Options{Prefix: cfg.KeyPrefix, Production: cfg.Production(), Guard: guard})
+	store := console.New(conn, console.Options{Prefix: cfg.KeyPrefix, Production: cfg.Production(), Guard: guard, Now: clock.Now})
 	project, generated, err := store.Bootstrap(ctx, cfg.AdminKey, !cfg.Production())
 	if err != nil {
 		return fmt.Errorf("bootstrap the default project: %w", err)
@@ -111,17 +120,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Retention: cfg.Retention, DLQRetention: cfg.DLQRetention, Production: cfg.Production(), Guard: guard,
 		Concurrency: cfg.WebhookConcurrency, PerEndpoint: cfg.EndpointConcurrency, ProjectConcurrency: cfg.ProjectConcurrency,
 		BreakerThreshold: cfg.BreakerThreshold, DisableAfter: cfg.EndpointDisableAfter,
-		Endpoints: store, Registerer: reg, Log: log,
+		Endpoints: store, Registerer: reg, Log: log, Now: clock.Now,
 	})
 	tokens := wstoken.NewIssuer(cfg.TokenSecret, cfg.TokenTTL)
+	tokens.Now = clock.Now
 	sockets := hub.New(conn, hub.Options{Prefix: cfg.KeyPrefix, Tokens: tokens, Retention: cfg.Retention,
 		SingleUseTokens: cfg.WSTokenSingleUse, MaxConns: cfg.WSMaxConns, MaxChannelsPerSocket: cfg.WSMaxChannels,
-		Registerer: reg, Log: log})
+		IdleTimeout: cfg.WSIdleTimeout, Registerer: reg, Log: log, Now: clock.Now})
 	svc := channels.New(conn, runner, channels.Options{
 		Prefix: cfg.KeyPrefix, Workers: cfg.Workers, MaxQueue: cfg.MaxQueue, Lease: cfg.TaskLease,
 		ProjectMaxQueue: cfg.ProjectMaxQueue, ProjectRate: cfg.ProjectRate,
 		Retention: cfg.Retention, Dispatcher: deliveries, Publisher: sockets, Registerer: reg, Log: log,
 		PublicURL: cfg.PublicURL, CallbackTimeout: cfg.CallbackTimeout, PlaygroundDelay: cfg.PlaygroundCallbackDelay,
+		Now: clock.Now,
 	})
 	deliveries.SetTimeline(svc)
 

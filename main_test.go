@@ -60,11 +60,19 @@ func testEnv(tb testing.TB, redisURL, prefix string, kv ...string) map[string]st
 
 func startNode(tb testing.TB, env map[string]string) *node {
 	tb.Helper()
+	return startNodeSkewed(tb, env, 0)
+}
+
+// startNodeSkewed starts a node whose own clock runs skew ahead of the
+// real one (behind when negative).
+func startNodeSkewed(tb testing.TB, env map[string]string, skew time.Duration) *node {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
+	local := func() time.Time { return time.Now().Add(skew) }
 	go func() {
-		done <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, ready)
+		done <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, ready, local)
 	}()
 	var addr string
 	select {
@@ -248,7 +256,9 @@ func nodeTool(t *testing.T, why string, packages ...string) string {
 }
 
 // submitAsync posts an async task with client (safe to call from any
-// goroutine: no testing.TB) and returns its channel id.
+// goroutine: no testing.TB) and returns its channel id. A request that
+// was answered but not accepted returns a *refusal; one that got no
+// answer returns the client's error.
 func submitAsync(client *http.Client, base, key string, body []byte) (string, error) {
 	req, _ := http.NewRequest("POST", base+"/v1/ai/async", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+key)
@@ -263,7 +273,37 @@ func submitAsync(client *http.Client, base, key string, body []byte) (string, er
 		ChannelID string `json:"channel_id"`
 	}
 	if res.StatusCode != 200 || json.Unmarshal(raw, &v) != nil || v.ChannelID == "" {
-		return "", fmt.Errorf("submit to %s: %d %s", base, res.StatusCode, raw)
+		return "", &refusal{base: base, status: res.StatusCode, header: res.Header, body: raw}
 	}
 	return v.ChannelID, nil
+}
+
+// refusal is a submission answered without a channel.
+type refusal struct {
+	base   string
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r *refusal) Error() string { return fmt.Sprintf("submit to %s: %d %s", r.base, r.status, r.body) }
+
+// openLoop calls send(i) at rate calls per second, each on its own
+// goroutine (open loop: a slow answer does not slow the sender), until
+// count calls are made (count 0: until ctx ends), and waits for them.
+func openLoop(ctx context.Context, rate float64, count int, send func(i int)) {
+	tick := time.Duration(float64(time.Second) / rate)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	t0 := time.Now()
+	for i := 0; count == 0 || i < count; i++ {
+		t := time.NewTimer(time.Until(t0.Add(time.Duration(i) * tick)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wg.Go(func() { send(i) })
+	}
 }

@@ -21,8 +21,9 @@ import (
 // real server; see e2eScript for what they need.
 
 // phoenixNode starts a node on its own prefix with a mock workflow "w"
-// (answering {"answer":42}), submits a task, waits for its result and
-// returns the node, its environment and the submission's answer.
+// (answering {"answer":42}) and an event-driven one "ev", submits a task
+// to "w", waits for its result and returns the node, its environment and
+// the submission's answer.
 func phoenixNode(t *testing.T, kv ...string) (*node, map[string]string, map[string]any) {
 	t.Helper()
 	e2eScript(t, "phoenix_app.mjs")
@@ -33,9 +34,27 @@ func phoenixNode(t *testing.T, kv ...string) (*node, map[string]string, map[stri
 	n := startNode(t, env)
 	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{"name": "w", "provider": "mock",
 		"mock": map[string]any{"response": map[string]any{"answer": 42}}})
+	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{"name": "ev", "provider": "mock",
+		"event_name": "ev", "mock": map[string]any{"response": map[string]any{"answer": 42}}})
 	ans := n.submit(t, "w", nil)
 	n.waitFinal(t, n.key, ans["channel_id"].(string), 5*time.Second)
 	return n, env, ans
+}
+
+// openChannel submits a task to the event-driven workflow "ev" of a
+// phoenixNode and waits until it awaits its callback: a channel that has
+// a message (ai_generated) and has not ended.
+func openChannel(t *testing.T, n *node) map[string]any {
+	t.Helper()
+	ans := n.submit(t, "ev", nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for n.must(t, 200, "GET", "/api/v1/channels/"+ans["channel_id"].(string), nil)["status"] != "ai_generated" {
+		if time.Now().After(deadline) {
+			t.Fatal("the task did not reach ai_generated")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return ans
 }
 
 // dialStatus tries a raw WebSocket handshake and returns the HTTP status
@@ -142,7 +161,8 @@ func TestPhoenixClientJoinErrors(t *testing.T) {
 // channel on the same node stays connected and receives the next message.
 func TestPhoenixClientUndisturbedByBadFrames(t *testing.T) {
 	t.Parallel()
-	n, env, ans := phoenixNode(t)
+	n, env, _ := phoenixNode(t)
+	ans := openChannel(t, n)
 	pid, cid := ans["project_id"].(string), ans["channel_id"].(string)
 	token, topic := ans["ws_token"].(string), ans["websocket_channel"].(string)
 
@@ -192,9 +212,9 @@ func TestPhoenixClientUndisturbedByBadFrames(t *testing.T) {
 
 	code, lines = p.wait()
 	if code != 0 || len(lines) != 2 {
-		t.Fatalf("phoenix client: exit %d, messages %q; want the result and the later message", code, lines)
+		t.Fatalf("phoenix client: exit %d, messages %q; want ai_generated and the later message", code, lines)
 	}
-	if got := payloads(t, lines); got[0]["status"] != "success" || got[1]["status"] != "after_bad_frames" {
+	if got := payloads(t, lines); got[0]["status"] != "ai_generated" || got[1]["status"] != "after_bad_frames" {
 		t.Fatalf("phoenix client received %q", lines)
 	}
 	if opens, closes := p.all("open"), p.all("close"); len(opens) != 1 || len(closes) != 0 {
@@ -205,14 +225,16 @@ func TestPhoenixClientUndisturbedByBadFrames(t *testing.T) {
 // With RIVERHUB_WS_TOKEN_SINGLE_USE the phoenix client's own reconnect,
 // which reuses its token, is refused; the app fetches a fresh token from
 // POST /api/v1/ai/reconnect and the client's next reconnect gets through
-// and replays the channel. Without the option the same reconnect just works.
+// and replays the channel (one awaiting its callback: an ended channel is
+// not rejoined). Without the option the same reconnect just works.
 func TestPhoenixClientSingleUseToken(t *testing.T) {
 	t.Parallel()
 	for _, on := range []bool{true, false} {
 		name := map[bool]string{true: "on", false: "off"}[on]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			n, _, ans := phoenixNode(t, "RIVERHUB_WS_TOKEN_SINGLE_USE", strconv.FormatBool(on))
+			n, _, _ := phoenixNode(t, "RIVERHUB_WS_TOKEN_SINGLE_USE", strconv.FormatBool(on))
+			ans := openChannel(t, n)
 			cid, token := ans["channel_id"].(string), ans["ws_token"].(string)
 			p := startJS(t, "phoenix_app.mjs", "--urls", socketURL(n), "--token", token,
 				"--topic", ans["websocket_channel"].(string), "--count", "2", "--linger-ms", "300",
@@ -253,7 +275,7 @@ func TestPhoenixClientSingleUseToken(t *testing.T) {
 				t.Fatalf("exit %d with %q; want the result before the drop and again from the replay", code, lines)
 			}
 			for _, m := range payloads(t, lines) {
-				if m["status"] != "success" || m["channel_id"] != cid {
+				if m["status"] != "ai_generated" || m["channel_id"] != cid {
 					t.Fatalf("received %q", lines)
 				}
 			}

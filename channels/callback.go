@@ -47,7 +47,7 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 		p.ZAddNX(ctx, s.dueKey, redis.Z{Score: float64(o.deadline), Member: o.cid})
 		// The record outlives its deadline by the retention, however short
 		// the retention and long the deadline.
-		ttl := time.Until(time.UnixMilli(o.deadline)) + s.o.Retention
+		ttl := time.UnixMilli(o.deadline).Sub(s.o.Now()) + s.o.Retention
 		p.Expire(ctx, s.chKey(o.cid), ttl)
 		p.Expire(ctx, s.tlKey(o.cid), ttl)
 		s.indexMove(ctx, p, logRef{o.pid, o.cid, o.workflow, o.event}, StatusGenerating, StatusAIGenerated)
@@ -94,7 +94,7 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 		}
 	}
 	s.ack(ctx, o.pid, o.cid)
-	if time.Until(time.UnixMilli(o.deadline)) < deadlinePoll {
+	if time.UnixMilli(o.deadline).Sub(s.o.Now()) < deadlinePoll {
 		s.pokeDeadlines()
 	}
 	return nil

@@ -121,3 +121,39 @@ func (d *flakyDispatcher) Cancel(context.Context, Event, string) error { return 
 
 func (d *flakyDispatcher) done() int  { d.mu.Lock(); defer d.mu.Unlock(); return d.ok }
 func (d *flakyDispatcher) tries() int { d.mu.Lock(); defer d.mu.Unlock(); return d.n }
+
+// A claim sent again with its token (its answer was lost when Redis
+// stopped) returns the tasks it took, and takes no others.
+func TestClaimSentAgainReturnsWhatItTook(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{}`), Options{})
+	submit := func(n int) {
+		for range n {
+			if err := s.Submit(context.Background(), newTask()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	keys := func(token string) []string {
+		return []string{s.q.ring, s.q.lease, s.q.count, s.q.legacy, s.q.qPrefix, s.q.claimPrefix + token}
+	}
+	run := func(token string) []string {
+		t.Helper()
+		ids, err := claimScript.Run(t.Context(), c, keys(token), 10, time.Now().Add(time.Minute).UnixMilli(), legacyEntry, 60000).StringSlice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	submit(3)
+	first := run("lost-answer")
+	submit(2)
+	again := run("lost-answer")
+	if fmt.Sprint(again) != fmt.Sprint(first) || len(first) != 3 {
+		t.Fatalf("the claim sent again returned %v; want the 3 it took (%v)", again, first)
+	}
+	if rest := run("next"); len(rest) != 2 {
+		t.Fatalf("a new claim took %v; want the 2 later tasks", rest)
+	}
+}

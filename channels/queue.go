@@ -23,12 +23,13 @@ func composed(names ...string) *redis.Script { return rdb.Script(luaFS, names...
 type queueKeys struct {
 	ring, lease, count, legacy string
 	qPrefix, rlPrefix          string
+	claimPrefix                string // + a claim's token: what it claimed
 }
 
 func newQueueKeys(prefix string) queueKeys {
 	tag := prefix + ":{tasks}:"
 	return queueKeys{ring: tag + "rr", lease: tag + "lease", count: tag + "n", legacy: tag + "ready",
-		qPrefix: tag + "q:", rlPrefix: tag + "rl:"}
+		qPrefix: tag + "q:", rlPrefix: tag + "rl:", claimPrefix: tag + "claim:"}
 }
 
 func (k queueKeys) queue(pid string) string { return k.qPrefix + pid }

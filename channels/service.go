@@ -99,7 +99,10 @@ type Options struct {
 	PlaygroundDelay time.Duration
 	Registerer      prometheus.Registerer
 	Log             zerolog.Logger
-	Now             func() time.Time
+	// Now is the clock of every time stored for other nodes to compare
+	// (leases, callback deadlines) and of the timeline; default time.Now.
+	// The server passes the Redis clock (rdb.Clock).
+	Now func() time.Time
 }
 
 // Service runs channels.

@@ -154,8 +154,8 @@ func TestExpiredLeaseIsReclaimed(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A "dead node" claims it and never comes back.
-	ids, err := claimScript.Run(ctx, s.rdb, []string{s.q.ring, s.q.lease, s.q.count, s.q.legacy, s.q.qPrefix},
-		10, time.Now().Add(100*time.Millisecond).UnixMilli(), legacyEntry).StringSlice()
+	ids, err := claimScript.Run(ctx, s.rdb, []string{s.q.ring, s.q.lease, s.q.count, s.q.legacy, s.q.qPrefix, s.q.claimPrefix + "dead"},
+		10, time.Now().Add(100*time.Millisecond).UnixMilli(), legacyEntry, 1000).StringSlice()
 	if err != nil || len(ids) != 1 {
 		t.Fatalf("claim: %v %v", ids, err)
 	}

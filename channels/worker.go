@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -137,12 +138,22 @@ func (s *Service) claimLoop() {
 }
 
 // claim leases up to n tasks, round robin across projects, and returns
-// their lease members.
+// their lease members. A claim that fails for Redis is sent again, the
+// same claim, until Redis answers: if the first one ran but its answer
+// was lost, the second returns what it took, which would otherwise wait
+// out its lease.
 func (s *Service) claim(n int) ([]string, error) {
-	deadline := s.o.Now().Add(s.o.Lease).UnixMilli()
-	ids, err := claimScript.Run(s.runCtx, s.rdb, []string{s.q.ring, s.q.lease, s.q.count, s.q.legacy, s.q.qPrefix},
-		n, deadline, legacyEntry).StringSlice()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	keys := []string{s.q.ring, s.q.lease, s.q.count, s.q.legacy, s.q.qPrefix, s.q.claimPrefix + uuid.NewString()}
+	var ids []string
+	err := s.persist(s.runCtx, "claim", func() (err error) {
+		deadline := s.o.Now().Add(s.o.Lease).UnixMilli()
+		ids, err = claimScript.Run(s.runCtx, s.rdb, keys, n, deadline, legacyEntry, s.o.Lease.Milliseconds()).StringSlice()
+		if errors.Is(err, redis.Nil) {
+			err = nil
+		}
+		return err
+	})
+	if err != nil {
 		if s.runCtx.Err() == nil {
 			s.o.Log.Error().Err(err).Msg("claim tasks")
 		}

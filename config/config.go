@@ -215,6 +215,12 @@ type Config struct {
 	// join error too_many_channels (RIVERHUB_WS_MAX_CHANNELS, flag
 	// -ws-max-channels, default 100).
 	WSMaxChannels int
+	// WSIdleTimeout closes a socket that has had no channel joined for this
+	// long (since it opened, or since its last join ended), with 1000,
+	// whatever heartbeats it sends: a browser SDK that drops its socket
+	// after a channel's final message would otherwise hold it open.
+	// RIVERHUB_WS_IDLE_TIMEOUT, flag -ws-idle-timeout, default 60s; >= 1s.
+	WSIdleTimeout time.Duration
 
 	// ShutdownTimeout is how long a stopping server waits for in-flight
 	// requests and tasks; 0 stops at once.
@@ -258,6 +264,7 @@ func Defaults() *Config {
 		EndpointDisableAfter:    5 * 24 * time.Hour,
 		WSMaxConns:              20000,
 		WSMaxChannels:           100,
+		WSIdleTimeout:           time.Minute,
 		TaskLease:               30 * time.Second,
 		RedisTimeout:            2 * time.Second,
 		Retention:               7 * 24 * time.Hour,

@@ -75,6 +75,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"WSTokenSingleUse", d.WSTokenSingleUse, false},
 		{"WSMaxConns", d.WSMaxConns, 20000},
 		{"WSMaxChannels", d.WSMaxChannels, 100},
+		{"WSIdleTimeout", d.WSIdleTimeout, 60 * time.Second},
 		{"ShutdownTimeout", d.ShutdownTimeout, 15 * time.Second},
 		{"LogLevel", d.LogLevel, "info"},
 		{"AllowCIDRs", d.AllowCIDRs, []netip.Prefix(nil)},
@@ -161,6 +162,7 @@ func TestLoadEachVariable(t *testing.T) {
 		{"dlq retention", map[string]string{"RIVERHUB_DLQ_RETENTION": "48h"}, func(c *Config) { c.DLQRetention = 48 * time.Hour }},
 		{"max body bytes", map[string]string{"RIVERHUB_MAX_BODY_BYTES": "4096"}, func(c *Config) { c.MaxBodyBytes = 4096 }},
 		{"token ttl", map[string]string{"RIVERHUB_TOKEN_TTL": "15m"}, func(c *Config) { c.TokenTTL = 15 * time.Minute }},
+		{"ws idle timeout", map[string]string{"RIVERHUB_WS_IDLE_TIMEOUT": "5m"}, func(c *Config) { c.WSIdleTimeout = 5 * time.Minute }},
 		{"ws token single use", map[string]string{"RIVERHUB_WS_TOKEN_SINGLE_USE": "true"}, func(c *Config) { c.WSTokenSingleUse = true }},
 		{"ws token single use, other spelling", map[string]string{"RIVERHUB_WS_TOKEN_SINGLE_USE": "ON"}, func(c *Config) { c.WSTokenSingleUse = true }},
 		{"ws token single use off", map[string]string{"RIVERHUB_WS_TOKEN_SINGLE_USE": "0"}, func(c *Config) {}},
@@ -271,6 +273,7 @@ func TestLoadErrors(t *testing.T) {
 		{"no channels per socket", one("RIVERHUB_WS_MAX_CHANNELS", "0"), nil, `RIVERHUB_WS_MAX_CHANNELS: must be at least 1, got 0`},
 		{"dlq retention zero", one("RIVERHUB_DLQ_RETENTION", "0s"), nil, `RIVERHUB_DLQ_RETENTION: must be at least 1m0s, got 0s`},
 		{"token ttl zero", one("RIVERHUB_TOKEN_TTL", "0s"), nil, `RIVERHUB_TOKEN_TTL: must be greater than 0, got 0s`},
+		{"ws idle timeout too short", one("RIVERHUB_WS_IDLE_TIMEOUT", "999ms"), nil, `RIVERHUB_WS_IDLE_TIMEOUT: must be at least 1s, got 999ms`},
 		{"shutdown timeout negative", one("RIVERHUB_SHUTDOWN_TIMEOUT", "-5s"), nil, `RIVERHUB_SHUTDOWN_TIMEOUT: must not be negative, got -5s`},
 
 		// integers
@@ -410,7 +413,7 @@ func TestEveryFlagParses(t *testing.T) {
 		"-provider-timeout": "1s", "-workers": "1", "-max-queue": "1", "-task-lease": "1s", "-retention": "1h",
 		"-dlq-retention": "1h", "-max-body-bytes": "1", "-token-ttl": "1s", "-shutdown-timeout": "1s",
 		"-log-level": "warn", "-allow-cidrs": "10.0.0.0/8", "-ws-token-single-use": "true",
-		"-ws-max-conns": "7", "-ws-max-channels": "3", "-project-max-queue": "5", "-project-rate": "0",
+		"-ws-max-conns": "7", "-ws-max-channels": "3", "-ws-idle-timeout": "2s", "-project-max-queue": "5", "-project-rate": "0",
 		"-webhook-concurrency": "8", "-endpoint-concurrency": "2", "-project-concurrency": "4",
 		"-breaker-threshold": "3", "-endpoint-disable-after": "1h", "-redis-timeout": "500ms",
 	}
@@ -435,7 +438,7 @@ func TestEveryFlagParses(t *testing.T) {
 		t.Fatalf("Load(%v): %v", args, err)
 	}
 	if c.Addr != ":9" || c.LogLevel != "warn" || c.DLQRetention != time.Hour || c.PublicURL != "https://p" || !c.WSTokenSingleUse ||
-		c.WSMaxConns != 7 || c.WSMaxChannels != 3 || c.RedisTimeout != 500*time.Millisecond {
+		c.WSMaxConns != 7 || c.WSMaxChannels != 3 || c.WSIdleTimeout != 2*time.Second || c.RedisTimeout != 500*time.Millisecond {
 		t.Fatalf("flags not applied: %+v", c)
 	}
 }

@@ -94,6 +94,8 @@ var settings = []setting{
 		func(c *Config, v string) (err error) { c.WSMaxConns, err = parseInt(v); return err }},
 	{"RIVERHUB_WS_MAX_CHANNELS", "ws-max-channels", "100", "channels one socket may join; more get too_many_channels",
 		func(c *Config, v string) (err error) { c.WSMaxChannels, err = parseInt(v); return err }},
+	{"RIVERHUB_WS_IDLE_TIMEOUT", "ws-idle-timeout", "60s", "a socket with no channel joined this long is closed (1000), heartbeats or not",
+		durationField(func(c *Config) *time.Duration { return &c.WSIdleTimeout })},
 	{"RIVERHUB_SHUTDOWN_TIMEOUT", "shutdown-timeout", "15s", "how long shutdown waits for in-flight work",
 		durationField(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{"RIVERHUB_LOG_LEVEL", "log-level", "info", "debug, info, warn or error",

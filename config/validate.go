@@ -78,6 +78,7 @@ func (c *Config) Validate() error {
 		{"RIVERHUB_RETENTION", c.Retention, time.Minute, false},
 		{"RIVERHUB_DLQ_RETENTION", c.DLQRetention, time.Minute, false},
 		{"RIVERHUB_TOKEN_TTL", c.TokenTTL, 0, false},
+		{"RIVERHUB_WS_IDLE_TIMEOUT", c.WSIdleTimeout, time.Second, false},
 		{"RIVERHUB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, 0, true},
 	} {
 		switch {

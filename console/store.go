@@ -37,7 +37,10 @@ type Options struct {
 	Prefix     string // Redis key prefix
 	Production bool   // https-only, public-address-only webhook URLs
 	Guard      *netguard.Guard
-	Now        func() time.Time // default time.Now
+	// Now stamps created_at and a rotated secret's expiry (which every
+	// node's deliveries compare); default time.Now. The server passes the
+	// Redis clock (rdb.Clock).
+	Now func() time.Time
 	// CacheTTL bounds how stale this node's view of keys, workflows and
 	// structured outputs may be; 0 means the default CacheTTL, negative
 	// disables caching.

@@ -81,7 +81,10 @@ type Options struct {
 	Timeline           Timeline
 	Registerer         prometheus.Registerer
 	Log                zerolog.Logger
-	Now                func() time.Time
+	// Now is the clock of every time stored for other nodes to compare
+	// (leases, due times, circuit times) and of the webhook timestamps;
+	// default time.Now. The server passes the Redis clock (rdb.Clock).
+	Now func() time.Time
 }
 
 // Engine enqueues, schedules and sends deliveries.
@@ -95,6 +98,7 @@ type Engine struct {
 	duePrefix, projectsKey          string
 	epPrefix, unhealthyKey          string
 	wakeKey                         string
+	claimPrefix                     string // + a claim's token: the ids it claimed
 	limits                          *limiter
 
 	wake    chan struct{}
@@ -171,7 +175,8 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 		rdb: rdb, o: o,
 		legacyDueKey: tag + "due", leaseKey: tag + "lease", dPrefix: tag + "d:",
 		duePrefix: tag + "due:", projectsKey: tag + "projects",
-		epPrefix: tag + "ep:", unhealthyKey: tag + "unhealthy", wakeKey: tag + "epwake", limits: newLimiter(o.PerEndpoint),
+		epPrefix: tag + "ep:", unhealthyKey: tag + "unhealthy", wakeKey: tag + "epwake", claimPrefix: tag + "claim:",
+		limits:    newLimiter(o.PerEndpoint, o.Now),
 		wake:      make(chan struct{}, 1),
 		results:   make(chan result, 4096),
 		written:   make(chan struct{}),

@@ -247,6 +247,7 @@ type limiter struct {
 	start int
 	lim   map[string]int       // by endpoint, once it has been attempted
 	ok    map[string]time.Time // by endpoint, its last success on this node
+	now   func() time.Time
 }
 
 // recentlyOK reports whether the endpoint answered 2xx since t.
@@ -256,8 +257,8 @@ func (l *limiter) recentlyOK(id string, t time.Time) bool {
 	return l.ok[id].After(t)
 }
 
-func newLimiter(cap int) *limiter {
-	return &limiter{cap: cap, start: max(1, min(cap, 8)), lim: make(map[string]int), ok: make(map[string]time.Time)}
+func newLimiter(cap int, now func() time.Time) *limiter {
+	return &limiter{cap: cap, start: max(1, min(cap, 8)), lim: make(map[string]int), ok: make(map[string]time.Time), now: now}
 }
 
 func (l *limiter) get(id string) int {
@@ -278,7 +279,7 @@ func (l *limiter) observe(id string, ok bool) {
 	}
 	if ok {
 		n++
-		l.ok[id] = time.Now()
+		l.ok[id] = l.now()
 	} else {
 		n = max(1, n/2)
 	}

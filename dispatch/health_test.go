@@ -167,7 +167,7 @@ func TestEndpointFailingTooLongIsDisabled(t *testing.T) {
 // The per-endpoint limit starts small, grows with successes to the cap
 // and halves with every failure.
 func TestLimiterAdapts(t *testing.T) {
-	l := newLimiter(64)
+	l := newLimiter(64, time.Now)
 	if got := l.get("a"); got != 8 {
 		t.Fatalf("start = %d, want 8", got)
 	}

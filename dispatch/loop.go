@@ -212,19 +212,33 @@ func (e *Engine) end(pid string) {
 }
 
 // claim takes up to n due deliveries, of projects not in skip, and
-// reports the earliest due time of the rest.
+// reports the earliest due time of the rest. A claim that fails for Redis
+// is sent again, the same claim (its token), until Redis answers: if the
+// first one ran but its answer was lost, the second returns what it took,
+// which would otherwise wait out its lease.
 func (e *Engine) claim(n int, skip []string) ([]claimed, time.Time, error) {
-	now := e.o.Now()
 	token := newToken()
-	busy := e.saturated()
-	args := make([]any, 0, 10+len(skip)+len(busy))
-	args = append(args, now.UnixMilli(), n, now.Add(e.lease()).UnixMilli(), token, e.dPrefix,
-		int64(e.o.Retention/time.Second), e.epPrefix, e.duePrefix, len(skip))
-	for _, pid := range skip {
-		args = append(args, pid)
+	keys := []string{e.projectsKey, e.leaseKey, e.unhealthyKey, e.wakeKey, e.claimPrefix + token}
+	var (
+		now time.Time
+		res []any
+		err error
+	)
+	for try := 0; ; try++ {
+		now = e.o.Now()
+		busy := e.saturated()
+		args := make([]any, 0, 10+len(skip)+len(busy))
+		args = append(args, now.UnixMilli(), n, now.Add(e.lease()).UnixMilli(), token, e.dPrefix,
+			int64(e.o.Retention/time.Second), e.epPrefix, e.duePrefix, len(skip))
+		for _, pid := range skip {
+			args = append(args, pid)
+		}
+		args = append(args, busy...)
+		res, err = claimScript.Run(e.runCtx, e.rdb, keys, args...).Slice()
+		if err == nil || !rdb.Unavailable(err) || !rdb.Backoff(e.runCtx, try) {
+			break
+		}
 	}
-	args = append(args, busy...)
-	res, err := claimScript.Run(e.runCtx, e.rdb, []string{e.projectsKey, e.leaseKey, e.unhealthyKey, e.wakeKey}, args...).Slice()
 	if err != nil {
 		if e.runCtx.Err() == nil {
 			e.o.Log.Error().Err(err).Msg("claim deliveries")

@@ -662,13 +662,17 @@ await check("copy as curl signs afresh for an attempt stored without its headers
   await c.locator(".sent-headers[data-attempt='2']:not([data-stored])").waitFor({ timeout: T });
 });
 
-await check("watch live: the page's Phoenix client joins the room and shows the message", async () => {
+await check("watch live: the page's Phoenix client joins the room, shows the message and stops at the channel's end", async () => {
   await page.getByRole("button", { name: "Watch live" }).click();
-  await page.locator(".badge", { hasText: "live" }).waitFor({ timeout: T });
   const msg = page.locator(".live-msg[data-status=success]");
   await msg.first().waitFor({ timeout: T });
   assert((await msg.first().textContent()).includes(XSS), "live message lacks the payload text");
   assert(await page.evaluate(() => window.__pwned) === undefined, "live message ran the payload");
+  // The server closes the ended channel (phx_close); the page does not rejoin it.
+  await page.locator(".badge", { hasText: /^ended$/ }).waitFor({ timeout: T });
+  await page.waitForTimeout(1500); // a reconnect would come after 1 s
+  assert(await page.locator(".badge", { hasText: /^ended$/ }).count() === 1, "the live view left the ended state");
+  assert(await msg.count() === 1, `the message was shown ${await msg.count()} times`);
   await shot(page, "09-channel-timeline");
   await page.getByRole("button", { name: "Stop watching" }).click();
 });
@@ -851,8 +855,8 @@ async function runPlayground(expectStatus, hash = "#/playground") {
   await page.locator(".message-row textarea").first().fill("Summarise: " + XSS);
   await page.getByRole("button", { name: "Run" }).click();
   if (expectStatus) {
-    await page.locator(".badge", { hasText: "live" }).waitFor({ timeout: T });
     await page.locator(`.live-msg[data-status=${expectStatus}]`).first().waitFor({ timeout: 15000 });
+    await page.locator(".badge", { hasText: /^ended$/ }).waitFor({ timeout: T });
     assert(await page.evaluate(() => window.__pwned) === undefined, "playground output ran the payload");
   }
 }

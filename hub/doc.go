@@ -20,23 +20,40 @@
 //     object. Anything else closes that socket alone: 1007 for a text frame
 //     that is not such an array, 1003 for a binary frame. Events:
 //     phx_join (reply ok or error {reason}), phx_leave (reply ok, then
-//     phx_close; ok too for a topic not joined, as Phoenix), heartbeat on any
-//     topic (reply ok), anything else: error "unmatched topic" on a topic
-//     not joined, "unknown_event" on a joined one.
+//     phx_close, for the join it names: the topic as spelled at the join
+//     and, if given, its join_ref; ok and nothing else for any other, as
+//     Phoenix), heartbeat on any topic (reply ok), anything else: error
+//     "unmatched topic" on a topic not joined, "unknown_event" on a joined
+//     one.
 //   - Join checks, in order: the token is still valid (token_expired,
 //     unauthorized); the topic is ai_response:{project_id}:{channel_id} or
 //     ai_response:{channel_id} (else invalid_channel_format); the ids are
 //     canonical UUIDs (invalid_project_uuid, invalid_channel_uuid); the
 //     project is the token's (unauthorized_project_access); the channel is
 //     the token's (unauthorized_channel_access); ids compare
-//     case-insensitively; fewer than MaxChannelsPerSocket topics are joined
-//     (too_many_channels). A join of a topic already joined replaces the old
-//     join, which gets phx_close. "unavailable" means Redis did not answer
+//     case-insensitively; fewer than MaxChannelsPerSocket channels are
+//     joined (too_many_channels). "unavailable" means Redis did not answer
 //     within 5 s; the phoenix client rejoins by itself.
+//   - One join per channel per socket. Topics compare in canonical form
+//     (lower case; the short form is the long form with the token's
+//     project), so a join of a channel already joined, under any spelling,
+//     replaces the old join: the old join's phx_close
+//     [join_ref, join_ref, old_topic, "phx_close", {}] goes out just before
+//     the new join's reply, and each live message goes to a socket once.
 //   - Pushes: event "response", join_ref = the join's join_ref (its ref if
 //     the client sent none), ref = the message's seq as a decimal string
 //     ("1", "2", ...), payload = the published message byte
 //     for byte.
+//   - The end of a channel. A message whose status is success, completed or
+//     error is its channel's last (isFinal). Each node, having pushed it to
+//     a join, ends the join with phx_close ([join_ref, join_ref, topic,
+//     "phx_close", {}], what a Phoenix server sends when a channel process
+//     stops), queued in the same batch so it cannot overtake the message.
+//     A join of an ended channel gets its reply, the history, then
+//     phx_close.
+//   - Idle sockets. A socket with no join for IdleTimeout (since it opened
+//     or its last join ended; a join counts from its arrival) is closed
+//     with 1000 "idle: no channel joined", whatever heartbeats it sends.
 //   - Each channel's history and the fan-out between nodes, in Redis.
 //
 // # Redis
@@ -74,14 +91,18 @@
 // bounded queue (SendQueue messages; a join's reply plus history counts as
 // one) and a full queue closes that socket with 1008 "client too slow". A
 // socket that sends nothing for HeartbeatTimeout is closed with 1008
-// "heartbeat timeout". Shutdown closes every socket with 1001 "server
+// "heartbeat timeout". A socket's joins (subs) are guarded by its own
+// mutex: the reader adds and replaces them, the pub/sub loop removes those
+// that a final message ends (after releasing Hub.mu), and the idle timer
+// reads them. Shutdown closes every socket with 1001 "server
 // shutting down", so clients reconnect to another node, then stops the
 // pub/sub loop; it is safe twice.
 //
 // # Guarantees
 //
 //   - Order: a socket receives a channel's messages in publish order (seq
-//     order), each at most once per join.
+//     order), each at most once per join, the final one followed by
+//     phx_close and nothing more.
 //   - No-miss join: a join subscribes first, waits until Redis confirms the
 //     subscription, then reads the history; the reply, every history entry and
 //     then the live messages follow in order, live messages with a seq at or

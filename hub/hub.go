@@ -37,10 +37,12 @@ type Options struct {
 	SendQueue            int             // per-socket outbound queue, in messages (a join's replay counts as one); default 64
 	WriteTimeout         time.Duration   // per frame written; default 10s
 	HeartbeatTimeout     time.Duration   // a socket silent this long is closed; default 60s (2 × the phoenix client's 30 s heartbeat)
+	IdleTimeout          time.Duration   // a socket without a join this long is closed with 1000, heartbeats or not; default 60s
 	MaxFrameBytes        int64           // inbound frame limit; larger frames close the socket with 1009; default 64 KiB
 	SingleUseTokens      bool            // each ws token opens one socket, on any node; a second connection with it gets 403; default false
 	Log                  zerolog.Logger
 	Registerer           prometheus.Registerer // optional
+	Now                  func() time.Time      // the clock ws token expiries are read off; default time.Now
 }
 
 const (
@@ -107,8 +109,14 @@ func New(rdb redis.UniversalClient, o Options) *Hub {
 	if o.HeartbeatTimeout <= 0 {
 		o.HeartbeatTimeout = 60 * time.Second
 	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 60 * time.Second
+	}
 	if o.MaxFrameBytes <= 0 {
 		o.MaxFrameBytes = 64 << 10
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	h := &Hub{
 		rdb: rdb, o: o,
@@ -303,8 +311,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go s.serve()
 }
 
-// tokenSkew keeps a used token's record a little past its exp, for nodes
-// whose clocks run behind this one's.
+// tokenSkew keeps a used token's record a little past its exp: a margin
+// for any error in the nodes' clocks.
 const tokenSkew = time.Minute
 
 var errNoTokenID = errors.New("ws token has no jti")
@@ -320,7 +328,7 @@ func (h *Hub) useToken(ctx context.Context, c wstoken.Claims) (bool, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
-	ttl := time.Until(c.ExpiresAt.Time) + tokenSkew
+	ttl := c.ExpiresAt.Time.Sub(h.o.Now()) + tokenSkew
 	fresh, err := h.rdb.SetNX(ctx, h.o.Prefix+":wstoken:used:"+c.ID, 1, ttl).Result()
 	if err != nil {
 		return false, fmt.Errorf("record ws token %s as used: %w", c.ID, err)
@@ -430,12 +438,15 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 }
 
 type metrics struct {
-	sockets   prometheus.Gauge
-	joined    prometheus.Gauge
-	pushed    prometheus.Counter
-	slow      *prometheus.CounterVec
-	resyncs   prometheus.Counter
-	published *prometheus.CounterVec
+	sockets       prometheus.Gauge
+	joined        prometheus.Gauge
+	pushed        prometheus.Counter
+	slow          *prometheus.CounterVec
+	resyncs       prometheus.Counter
+	published     *prometheus.CounterVec
+	joins         *prometheus.CounterVec
+	channelCloses *prometheus.CounterVec
+	idleCloses    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, h *Hub) metrics {
@@ -452,6 +463,12 @@ func newMetrics(reg prometheus.Registerer, h *Hub) metrics {
 			Help: "Rooms re-read from history after the pub/sub connection was re-established."}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_publishes_total",
 			Help: "Publish calls on this node, by result (published, duplicate)."}, []string{"result"}),
+		joins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_joins_total",
+			Help: "phx_join requests answered on this node, by result (ok, refused, unavailable)."}, []string{"result"}),
+		channelCloses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_channel_closes_total",
+			Help: "Joins ended by the server with phx_close, by reason (final: the channel's final message; replaced: a new join of the channel on the socket; left: phx_leave)."}, []string{"reason"}),
+		idleCloses: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_hub_idle_closes_total",
+			Help: "Sockets closed for having no join for the idle timeout."}),
 	}
 	if reg == nil {
 		return m
@@ -462,6 +479,6 @@ func newMetrics(reg prometheus.Registerer, h *Hub) metrics {
 		defer h.mu.RUnlock()
 		return float64(len(h.rooms))
 	})
-	reg.MustRegister(m.sockets, m.joined, m.pushed, m.slow, m.resyncs, m.published, rooms)
+	reg.MustRegister(m.sockets, m.joined, m.pushed, m.slow, m.resyncs, m.published, m.joins, m.channelCloses, m.idleCloses, rooms)
 	return m
 }

@@ -3,6 +3,7 @@ package hub
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,27 @@ import (
 type entry struct {
 	seq     int64
 	payload string
+	final   bool // the channel's last message: see isFinal
+}
+
+// isFinal reports whether a message ends its channel: its "status" is
+// success (a standard workflow's result), completed (the backend's
+// callback) or error (generation failed, the backend reported an error, or
+// the callback timed out). Nothing is published to a channel after one of
+// them (package channels moves a channel to such a state once), and the
+// hosted service's browser SDK treats them as the end of the request.
+func isFinal(payload string) bool {
+	var m struct {
+		Status string `json:"status"`
+	}
+	if json.Unmarshal([]byte(payload), &m) != nil {
+		return false
+	}
+	switch m.Status {
+	case "success", "completed", "error":
+		return true
+	}
+	return false
 }
 
 // parseEntry reads an entry as the publish script writes it, without
@@ -35,7 +57,8 @@ func parseEntry(s string) (entry, bool) {
 	if err != nil || seq <= 0 || !strings.HasPrefix(rest[i:], mid) {
 		return entry{}, false
 	}
-	return entry{seq: seq, payload: rest[i+len(mid) : len(rest)-1]}, true
+	payload := rest[i+len(mid) : len(rest)-1]
+	return entry{seq: seq, payload: payload, final: isFinal(payload)}, true
 }
 
 type roomState int
@@ -57,17 +80,18 @@ type room struct {
 // member is one socket's join of a room.
 type member struct {
 	s       *session
-	topic   string
+	key     string // the canonical topic: the session's subs key
+	topic   string // as the client spelled it, which its pushes carry
 	joinRef *string
 	head    []byte // [join_ref,
 	tail    []byte // ,topic,"response",
-	room    *room  // set by addMember, under Hub.mu
+	room    *room  // under Hub.mu: set by addMember, nil once removed
 
 	mu      sync.Mutex
 	ready   bool    // the join reply and history are queued; live messages go straight out
 	lastSeq int64   // the last seq queued to the socket
 	pending []entry // live messages received before ready
-	removed bool
+	ended   bool    // nothing more goes to this join: it was closed (phx_close queued) or its socket is gone
 }
 
 // frame is the push of one message: its seq is the frame's ref.
@@ -82,54 +106,103 @@ func (m *member) frame(e entry) []byte {
 	return append(b, ']')
 }
 
-// deliver queues one message, in seq order, each seq once.
-func (m *member) deliver(e entry) {
+// closeFrame is the phx_close that ends this join, as a Phoenix server
+// sends it when a channel process stops: its topic, join_ref and ref both
+// the join's ref, payload {}.
+func (m *member) closeFrame() []byte {
+	return frame{JoinRef: m.joinRef, Ref: m.joinRef, Topic: m.topic, Event: "phx_close", Payload: emptyObject}.encode()
+}
+
+// finish ends the join on the server's side and reports whether it was
+// still open, in which case its phx_close is the caller's to send: whoever
+// ends a join sends its close, once.
+func (m *member) finish() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.removed {
-		return
+	open := !m.ended
+	m.ended = true
+	m.pending = nil
+	return open
+}
+
+// deliver queues one message, in seq order, each seq once. After the
+// channel's final message it queues the join's phx_close in the same batch,
+// so the close can never overtake the message, and reports that the join
+// has ended: the caller takes it out of its room and session.
+func (m *member) deliver(e entry) (ended bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ended {
+		return false
 	}
 	if !m.ready {
 		if len(m.pending) >= 2*m.s.h.o.HistoryMax+m.s.h.o.SendQueue {
 			m.s.tooSlow()
-			return
+			return false
 		}
 		m.pending = append(m.pending, e)
-		return
+		return false
 	}
 	if e.seq <= m.lastSeq {
-		return
+		return false
 	}
-	if m.s.send([][]byte{m.frame(e)}) {
+	frames := [][]byte{m.frame(e)}
+	if e.final {
+		m.ended = true
+		frames = append(frames, m.closeFrame())
+	}
+	if m.s.send(frames) {
 		m.lastSeq = e.seq
 		m.s.h.m.pushed.Inc()
+		if m.ended {
+			m.s.h.m.channelCloses.WithLabelValues("final").Inc()
+		}
 	}
+	return m.ended
 }
 
-// start queues the join reply, the history and what arrived meanwhile, as
-// one batch, and lets live messages through from then on.
-func (m *member) start(reply []byte, hist []entry) {
+// start queues, as one batch: pre (the phx_close of a join this one
+// replaces), the join reply, the history and what arrived meanwhile; and
+// lets live messages through from then on. A channel that has ended (its
+// history holds a final message, even one the client had: last_seq) gets
+// its messages up to that one and then the join's phx_close; start then
+// reports the join ended.
+func (m *member) start(pre [][]byte, reply []byte, hist []entry) (ended bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.removed {
-		return
+	if m.ended {
+		return false
 	}
-	frames := make([][]byte, 0, 1+len(hist)+len(m.pending))
+	frames := make([][]byte, 0, len(pre)+2+len(hist)+len(m.pending))
+	frames = append(frames, pre...)
 	frames = append(frames, reply)
 	slices.SortStableFunc(m.pending, func(a, b entry) int { return cmp.Compare(a.seq, b.seq) })
+	pushed := 0
 	for _, list := range [][]entry{hist, m.pending} {
 		for _, e := range list {
+			if m.ended {
+				break
+			}
 			if e.seq > m.lastSeq {
 				m.lastSeq = e.seq
 				frames = append(frames, m.frame(e))
+				pushed++
 			}
+			m.ended = e.final
 		}
+	}
+	if m.ended {
+		frames = append(frames, m.closeFrame())
 	}
 	m.pending = nil
 	m.ready = true
 	if m.s.send(frames) {
-		m.s.h.m.pushed.Add(float64(len(frames) - 1))
+		m.s.h.m.pushed.Add(float64(pushed))
+		if m.ended {
+			m.s.h.m.channelCloses.WithLabelValues("final").Inc()
+		}
 	}
+	return m.ended
 }
 
 // addMember puts m in its channel's room, creating the room (and asking
@@ -150,23 +223,28 @@ func (h *Hub) addMember(cid string, m *member) *room {
 }
 
 // removeMember takes m out of its room; the loop unsubscribes a room that
-// stays empty. Safe twice.
+// stays empty. It does not end the join (see member.finish). Safe twice.
 func (h *Hub) removeMember(m *member) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	m.mu.Lock()
-	already := m.removed
-	m.removed = true
-	m.pending = nil
-	m.mu.Unlock()
-	if already || m.room == nil {
+	r := m.room
+	if r == nil {
 		return
 	}
-	r := m.room
+	m.room = nil
 	delete(r.members, m)
 	h.m.joined.Dec()
 	if len(r.members) == 0 {
 		h.markDirty(r.cid)
+	}
+}
+
+// ended forgets joins that their channel's final message has closed: out
+// of their rooms and sessions. Called without Hub.mu held.
+func (h *Hub) ended(ms []*member) {
+	for _, m := range ms {
+		h.removeMember(m)
+		m.s.forget(m)
 	}
 }
 
@@ -316,13 +394,17 @@ func (h *Hub) fanout(msg *redis.Message) {
 		h.o.Log.Warn().Str("channel", msg.Channel).Msg("hub: unreadable room message")
 		return
 	}
+	var ended []*member
 	h.mu.RLock()
-	defer h.mu.RUnlock()
 	if r := h.rooms[cid]; r != nil {
 		for m := range r.members {
-			m.deliver(e)
+			if m.deliver(e) {
+				ended = append(ended, m)
+			}
 		}
 	}
+	h.mu.RUnlock()
+	h.ended(ended)
 }
 
 // resync re-reads the history of rooms whose subscription was interrupted
@@ -344,8 +426,8 @@ func (h *Hub) resync(cids []string) {
 		case <-time.After(wait):
 		}
 	}
+	var ended []*member
 	h.mu.RLock()
-	defer h.mu.RUnlock()
 	for i, cid := range cids {
 		r := h.rooms[cid]
 		if r == nil {
@@ -357,10 +439,15 @@ func (h *Hub) resync(cids []string) {
 				continue
 			}
 			for _, e := range hists[i] {
-				m.deliver(e)
+				if m.deliver(e) {
+					ended = append(ended, m)
+					break
+				}
 			}
 		}
 	}
+	h.mu.RUnlock()
+	h.ended(ended)
 	if err != nil {
 		h.o.Log.Error().Err(err).Int("rooms", len(cids)).Msg("hub: re-read history after pub/sub reconnect")
 	}

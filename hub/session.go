@@ -50,7 +50,12 @@ type session struct {
 	closed chan struct{} // closed when the writer has closed the connection
 	done   chan struct{} // closed when the socket is finished and left its rooms
 
-	subs map[string]*member // joined topics; owned by the reader goroutine; nil until the first join
+	// subsMu guards subs and idleSince. The reader adds and removes joins;
+	// the pub/sub loop removes those their channel's final message ends.
+	subsMu    sync.Mutex
+	subs      map[string]*member // joins by canonical topic; nil until the first join
+	idle      *time.Timer        // runs while subs is empty; see checkIdle
+	idleSince time.Time          // when subs last became empty (or the socket opened)
 
 	slow atomic.Bool // counted as a slow client
 }
@@ -140,17 +145,105 @@ func (s *session) serve() {
 // run reads the socket until it closes.
 func (s *session) run() {
 	defer close(s.done)
-	idle := time.AfterFunc(s.h.o.HeartbeatTimeout, func() {
+	silent := time.AfterFunc(s.h.o.HeartbeatTimeout, func() {
 		s.closeWith(websocket.StatusPolicyViolation, "heartbeat timeout")
 	})
-	s.readLoop(idle)
-	idle.Stop()
+	s.subsMu.Lock()
+	s.idleSince = time.Now()
+	s.idle = time.AfterFunc(s.h.o.IdleTimeout, s.checkIdle)
+	s.subsMu.Unlock()
+	s.readLoop(silent)
+	silent.Stop()
 	s.closeWith(websocket.StatusNormalClosure, "")
 	<-s.closed
+	s.subsMu.Lock()
+	s.idle.Stop()
+	left := make([]*member, 0, len(s.subs))
 	for _, m := range s.subs {
-		s.h.removeMember(m)
+		left = append(left, m)
 	}
 	clear(s.subs)
+	s.subsMu.Unlock()
+	for _, m := range left {
+		m.finish()
+		s.h.removeMember(m)
+	}
+}
+
+// checkIdle closes a socket that has had no join for IdleTimeout: a
+// client that dropped its socket without closing it (the hosted service's
+// SDK does so once a channel's final message has arrived) would otherwise
+// keep it open with heartbeats alone. 1000: the phoenix client 1.7 does
+// not reconnect after it (1.8 reconnects after any close; see
+// docs/realtime.md).
+func (s *session) checkIdle() {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	if len(s.subs) > 0 {
+		return // a join arrived as the timer fired
+	}
+	// The timer may have fired for an earlier idle spell: wait out this one.
+	if left := s.h.o.IdleTimeout - time.Since(s.idleSince); left > 0 {
+		s.idle.Reset(left)
+		return
+	}
+	if !s.isClosing() {
+		s.h.m.idleCloses.Inc()
+	}
+	s.closeWith(websocket.StatusNormalClosure, idleReason)
+}
+
+// idleReason is the reason of the close of a socket without joins.
+const idleReason = "idle: no channel joined"
+
+// put records a join; the socket is no longer idle. Under subsMu.
+func (s *session) put(m *member) {
+	if s.subs == nil {
+		s.subs = make(map[string]*member, 1)
+	}
+	s.subs[m.key] = m
+	s.idle.Stop()
+}
+
+// unput forgets a join if it is still the socket's join of its topic, and
+// starts the idle timer when it was the last. Under subsMu.
+func (s *session) unput(m *member) {
+	if s.subs[m.key] != m {
+		return
+	}
+	delete(s.subs, m.key)
+	if len(s.subs) == 0 {
+		s.idleSince = time.Now()
+		s.idle.Reset(s.h.o.IdleTimeout)
+	}
+}
+
+// forget is unput for callers that do not hold subsMu.
+func (s *session) forget(m *member) {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	s.unput(m)
+}
+
+// lookup is the join a client frame names: the socket's join of the
+// frame's channel, if the client spelled its topic as it did when joining
+// (each spelling is its own channel object in the client) and the frame's
+// join_ref, when it has one, is that join's. Else nil.
+func (s *session) lookup(f frame) *member {
+	key, ok := canonicalTopic(f.Topic, s.claims)
+	if !ok {
+		return nil
+	}
+	s.subsMu.Lock()
+	m := s.subs[key]
+	s.subsMu.Unlock()
+	if m == nil || m.topic != f.Topic {
+		return nil
+	}
+	if f.JoinRef != nil && (m.joinRef == nil || *m.joinRef != *f.JoinRef) {
+		return nil
+	}
+	return m
 }
 
 // readLoop reads frames until the connection fails or a frame is garbage.
@@ -262,16 +355,22 @@ func (s *session) handle(f frame) {
 		<-joined
 	case "phx_leave":
 		// As Phoenix: ok even for a topic that is not joined (the phoenix
-		// client leaves after a join timeout without knowing).
-		if m := s.subs[f.Topic]; m != nil {
+		// client leaves after a join timeout without knowing), or for a
+		// join the server has closed meanwhile (its phx_close is out
+		// already).
+		if m := s.lookup(f); m != nil {
+			open := m.finish()
 			s.drop(m)
 			s.reply(f, "ok", emptyObject)
-			s.sendClose(m)
+			if open {
+				s.send([][]byte{m.closeFrame()})
+				s.h.m.channelCloses.WithLabelValues("left").Inc()
+			}
 			return
 		}
 		s.reply(f, "ok", emptyObject)
 	default:
-		if s.subs[f.Topic] == nil {
+		if s.lookup(frame{Topic: f.Topic}) == nil {
 			s.replyError(f, reasonUnmatchedTopic)
 			return
 		}
@@ -280,42 +379,53 @@ func (s *session) handle(f frame) {
 }
 
 // join subscribes the socket to a channel: reply, then the channel's
-// history, then live messages, with no gap and no repeat.
+// history, then live messages, with no gap and no repeat. A join of a
+// channel the socket has joined already, under any spelling of its topic,
+// replaces the old join, which gets phx_close just before the new join's
+// reply: a socket holds one join per channel, so it never receives a
+// message twice.
 func (s *session) join(f frame) {
 	if _, err := s.h.o.Tokens.Parse(s.token); err != nil {
 		if errors.Is(err, wstoken.ErrExpired) {
-			s.replyError(f, reasonTokenExpired)
+			s.refuse(f, reasonTokenExpired)
 		} else {
-			s.replyError(f, reasonUnauthorized)
+			s.refuse(f, reasonUnauthorized)
 		}
 		return
 	}
 	cid, reason := authorize(f.Topic, s.claims)
 	if reason != "" {
-		s.replyError(f, reason)
+		s.refuse(f, reason)
 		return
 	}
-	if old := s.subs[f.Topic]; old != nil {
-		// Phoenix semantics: the new join replaces the old one, whose
-		// client-side channel is told it is closed.
-		s.drop(old)
-		s.sendClose(old)
-	}
-	if len(s.subs) >= s.h.o.MaxChannelsPerSocket {
-		s.replyError(f, reasonTooMany)
-		return
-	}
+	key, _ := canonicalTopic(f.Topic, s.claims)
 	joinRef := f.JoinRef
 	if joinRef == nil {
 		joinRef = f.Ref // a client that sends no join_ref gets its join's ref
 	}
-	m := &member{s: s, topic: f.Topic, joinRef: joinRef, lastSeq: lastSeq(f.Payload)}
+	m := &member{s: s, key: key, topic: f.Topic, joinRef: joinRef, lastSeq: lastSeq(f.Payload)}
 	m.head, m.tail = pushPrefix(joinRef, f.Topic)
-	if s.subs == nil {
-		s.subs = make(map[string]*member, 1)
+
+	s.subsMu.Lock()
+	old := s.subs[key]
+	if old == nil && len(s.subs) >= s.h.o.MaxChannelsPerSocket {
+		s.subsMu.Unlock()
+		s.refuse(f, reasonTooMany)
+		return
 	}
-	s.subs[f.Topic] = m
+	s.put(m)
+	s.subsMu.Unlock()
+	// The new join enters the room before the old one leaves it, so the
+	// room's subscription stays up.
 	r := s.h.addMember(cid, m)
+	var pre [][]byte
+	if old != nil {
+		if old.finish() {
+			pre = append(pre, old.closeFrame())
+			s.h.m.channelCloses.WithLabelValues("replaced").Inc()
+		}
+		s.h.removeMember(old)
+	}
 
 	// Subscribe first and wait until Redis confirms it, then read the
 	// history: every message is then either in what we read or arrives
@@ -328,14 +438,25 @@ func (s *session) join(f frame) {
 		hist, err = s.h.history(ctx, cid)
 	}
 	if err != nil {
+		m.finish()
 		s.drop(m)
 		if !s.isClosing() {
 			s.h.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("join failed")
-			s.replyError(f, reasonUnavailable)
+			s.send(append(pre, replyFrame(f, "error", reasonResponse(reasonUnavailable))))
+			s.h.m.joins.WithLabelValues("unavailable").Inc()
 		}
 		return
 	}
-	m.start(replyFrame(f, "ok", emptyObject), hist)
+	s.h.m.joins.WithLabelValues("ok").Inc()
+	if m.start(pre, replyFrame(f, "ok", emptyObject), hist) {
+		s.drop(m) // the channel has ended: history, then phx_close
+	}
+}
+
+// refuse answers a join with an error reason.
+func (s *session) refuse(f frame, reason string) {
+	s.h.m.joins.WithLabelValues("refused").Inc()
+	s.replyError(f, reason)
 }
 
 var errSessionClosing = errors.New("socket closing")
@@ -351,18 +472,41 @@ func (s *session) awaitRoom(ctx context.Context, r *room) error {
 	}
 }
 
-// drop ends a join on this side.
+// drop takes a join that has ended out of the socket and its room.
 func (s *session) drop(m *member) {
-	if s.subs[m.topic] == m {
-		delete(s.subs, m.topic)
-	}
+	s.forget(m)
 	s.h.removeMember(m)
 }
 
-// sendClose tells the client a join is over (phx_close, as Phoenix sends
-// after a leave or when a duplicate join replaces it).
-func (s *session) sendClose(m *member) {
-	s.send([][]byte{frame{JoinRef: m.joinRef, Ref: m.joinRef, Topic: m.topic, Event: "phx_close", Payload: emptyObject}.encode()})
+// splitTopic reads ai_response:{project_id}:{channel_id} (pid set) or
+// ai_response:{channel_id} (pid empty), ids not checked.
+func splitTopic(topic string) (pid, cid string, ok bool) {
+	rest, ok := strings.CutPrefix(topic, "ai_response:")
+	if !ok {
+		return "", "", false
+	}
+	parts := strings.Split(rest, ":")
+	switch {
+	case len(parts) == 1 && parts[0] != "":
+		return "", parts[0], true
+	case len(parts) == 2 && parts[0] != "" && parts[1] != "":
+		return parts[0], parts[1], true
+	}
+	return "", "", false
+}
+
+// canonicalTopic is the one spelling of a topic's channel: the long form,
+// in lower case, with the token's project for the short form. Every
+// spelling a socket may join of one channel has the same canonical topic.
+func canonicalTopic(topic string, c wstoken.Claims) (string, bool) {
+	pid, cid, ok := splitTopic(topic)
+	if !ok {
+		return "", false
+	}
+	if pid == "" {
+		pid = c.ProjectID
+	}
+	return "ai_response:" + strings.ToLower(pid) + ":" + strings.ToLower(cid), true
 }
 
 // authorize checks a join topic against the socket's token and returns the
@@ -370,33 +514,17 @@ func (s *session) sendClose(m *member) {
 // ownership; ids compare case-insensitively (UUIDs), and the room is the
 // token's channel.
 func authorize(topic string, c wstoken.Claims) (cid, reason string) {
-	rest, ok := strings.CutPrefix(topic, "ai_response:")
+	pid, cid, ok := splitTopic(topic)
 	if !ok {
 		return "", reasonInvalidFormat
 	}
-	var pid string
-	parts := strings.Split(rest, ":")
-	switch len(parts) {
-	case 1:
-		cid = parts[0]
-	case 2:
-		pid, cid = parts[0], parts[1]
-		if pid == "" {
-			return "", reasonInvalidFormat
-		}
-	default:
-		return "", reasonInvalidFormat
-	}
-	if cid == "" {
-		return "", reasonInvalidFormat
-	}
-	if len(parts) == 2 && !isUUID(pid) {
+	if pid != "" && !isUUID(pid) {
 		return "", reasonInvalidProject
 	}
 	if !isUUID(cid) {
 		return "", reasonInvalidChannel
 	}
-	if len(parts) == 2 && !strings.EqualFold(pid, c.ProjectID) {
+	if pid != "" && !strings.EqualFold(pid, c.ProjectID) {
 		return "", reasonUnauthorizedProject
 	}
 	if !strings.EqualFold(cid, c.ChannelID) {

@@ -32,19 +32,22 @@ func Topic(projectID, channelID string) string {
 
 // Issuer signs and verifies tokens.
 type Issuer struct {
+	// Now is the clock of iat, exp and expiry checks: a token issued on one
+	// node is checked on another, so the server sets the deployment's
+	// (Redis) clock. Default time.Now; set it before use.
+	Now    func() time.Time
 	secret []byte
 	ttl    time.Duration
-	now    func() time.Time
 }
 
 // NewIssuer returns an Issuer; ttl is each token's lifetime.
 func NewIssuer(secret string, ttl time.Duration) *Issuer {
-	return &Issuer{secret: []byte(secret), ttl: ttl, now: time.Now}
+	return &Issuer{secret: []byte(secret), ttl: ttl, Now: time.Now}
 }
 
 // Issue returns a token for the channel, with a fresh random id (128 bits).
 func (i *Issuer) Issue(projectID, channelID string) (string, error) {
-	now := i.now()
+	now := i.Now()
 	c := Claims{
 		ProjectID: projectID, ChannelID: channelID, Topic: Topic(projectID, channelID),
 		RegisteredClaims: jwt.RegisteredClaims{
@@ -67,7 +70,7 @@ var ErrExpired = errors.New("token expired")
 func (i *Issuer) Parse(token string) (Claims, error) {
 	var c Claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return i.secret, nil },
-		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(i.now))
+		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(i.Now))
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Claims{}, ErrExpired

@@ -22,7 +22,7 @@ var epoch = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 // issuerAt returns an issuer whose clock reads *now.
 func issuerAt(secret string, ttl time.Duration, now *time.Time) *Issuer {
 	i := NewIssuer(secret, ttl)
-	i.now = func() time.Time { return *now }
+	i.Now = func() time.Time { return *now }
 	return i
 }
 

@@ -8,7 +8,21 @@
 -- KEYS[1] ring; KEYS[2] lease zset; KEYS[3] ready counter; KEYS[4] legacy
 -- ready list; KEYS[5] the prefix of the project queues' keys (a key of
 -- this script's slot: the queues are P:{tasks}:q:<pid>).
+-- KEYS[6] this claim's key: the members it claimed are kept there for
+-- ARGV[4] ms, so that the same claim sent again (its answer was lost when
+-- Redis stopped, or the client resent it) returns them rather than
+-- leaving them leased by nobody and claiming others.
 -- Returns the lease members claimed.
+local again = redis.call('LRANGE', KEYS[6], 0, -1)
+if #again > 0 then
+  local out = {}
+  for _, m in ipairs(again) do
+    if redis.call('ZSCORE', KEYS[2], m) then
+      out[#out + 1] = m
+    end
+  end
+  return out
+end
 local max = tonumber(ARGV[1])
 local out, lease, counted = {}, {}, 0
 local function take(pid, id)
@@ -46,6 +60,8 @@ while #out < max do
 end
 if #out > 0 then
   redis.call('ZADD', KEYS[2], unpack(lease))
+  redis.call('RPUSH', KEYS[6], unpack(out))
+  redis.call('PEXPIRE', KEYS[6], ARGV[4])
 end
 if counted > 0 then
   redis.call('DECRBY', KEYS[3], counted)

@@ -36,7 +36,7 @@ func newTestNode(t *testing.T) *testNode {
 	t.Helper()
 	c, prefix := rdbtest.New(t)
 	tokens := wstoken.NewIssuer(testSecret, time.Hour)
-	h := hub.New(c, hub.Options{Prefix: prefix, Tokens: tokens, HeartbeatTimeout: time.Second})
+	h := hub.New(c, hub.Options{Prefix: prefix, Tokens: tokens, HeartbeatTimeout: 2 * time.Second})
 	h.Start()
 	n := &testNode{sources: make(map[string]int)}
 	pid := uuid.NewString()
@@ -110,10 +110,10 @@ func TestOpensJoinsAndKeepsSockets(t *testing.T) {
 			t.Parallel()
 			n := newTestNode(t)
 			src := sourcesOr(t)
-			// Heartbeats every 100 ms against a 1 s idle timeout (room for a loaded machine under -race), held
-			// for 1.5 s: sockets that did not heartbeat would be closed.
+			// Heartbeats every 100 ms against a 2 s idle timeout (room for a machine loaded by other
+			// suites, under -race), held for 3 s: sockets that did not heartbeat would be closed.
 			out := runTool(t, tc.env, append(tc.args, "-nodes", n.srv.URL, "-n", "50", "-sources", src,
-				"-concurrency", "8", "-heartbeat", "100ms", "-hold", "1500ms")...)
+				"-concurrency", "8", "-heartbeat", "100ms", "-hold", "3s")...)
 			if !strings.Contains(out, "ramp: 50 of 50 sockets joined") || strings.Contains(out, "failed:") {
 				t.Fatalf("not every socket joined:\n%s", out)
 			}

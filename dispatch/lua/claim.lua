@@ -34,6 +34,22 @@
 -- endpoint that recovered) or ""; each paused one is {id, channel_id,
 -- webhook_id, event, until, reason}. A delivery whose retries were
 -- cancelled is not claimed (see cancel.lua).
+--
+-- KEYS[5] is this claim's key: the ids it claimed are kept there for a
+-- lease, so that the same claim sent again (its answer was lost when
+-- Redis stopped, or the client resent it) returns them, still claimed by
+-- it, rather than leaving them leased by nobody until the lease runs out.
+local again = redis.call('LRANGE', KEYS[5], 0, -1)
+if #again > 0 then
+  local out = {}
+  for _, id in ipairs(again) do
+    local v = redis.call('HMGET', ARGV[5] .. id, 'project_id', 'webhook_id', 'channel_id', 'event', 'attempts', 'tries', 'claim', 'body', 'status')
+    if v[7] == ARGV[4] and v[9] == 'delivering' then
+      out[#out + 1] = {id, v[1], v[2], v[3], v[4], v[8], v[5] or '0', v[6] or '0', ''}
+    end
+  end
+  return {out, '', {}, 0, {}}
+end
 local now = tonumber(ARGV[1])
 local eps = {}
 local function health(whid)
@@ -194,6 +210,14 @@ while #out < n and #held < 2 * n and #active > 0 and rounds < 64 do
     end
   end
   active = still
+end
+if #out > 0 then
+  local ids = {}
+  for i, row in ipairs(out) do
+    ids[i] = row[1]
+  end
+  redis.call('RPUSH', KEYS[5], unpack(ids))
+  redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[3]) - now)
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local wk = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')

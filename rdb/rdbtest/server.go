@@ -111,6 +111,25 @@ func (s *Server) Kill() {
 	s.cmd = nil
 }
 
+// Shutdown stops the server gracefully, as an operator's restart would:
+// SHUTDOWN writes and syncs the append-only file (when enabled) before the
+// process exits, so nothing acknowledged is lost. Safe when stopped.
+func (s *Server) Shutdown() {
+	s.tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, ReadTimeout: 10 * time.Second})
+	defer c.Close()
+	if err := c.Shutdown(context.Background()).Err(); err != nil {
+		s.tb.Fatalf("redis SHUTDOWN: %v", err)
+	}
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
 // Restart kills the server, waits d, and starts it again on the same port
 // and data directory.
 func (s *Server) Restart(d time.Duration) {

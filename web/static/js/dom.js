@@ -108,7 +108,7 @@ const tones = {
   error: "bad", failed: "bad", dead: "bad", refused: "bad", disabled: "muted",
   pending: "wait", generating: "wait", delivering: "wait", retrying: "wait", joining: "wait",
   connecting: "wait", disconnected: "wait", ai_generated: "info", awaiting_callback: "info",
-  joined: "ok", closed: "muted", info: "info", warn: "wait", cancelled: "muted", simulating_callback: "wait",
+  joined: "ok", closed: "muted", ended: "muted", info: "info", warn: "wait", cancelled: "muted", simulating_callback: "wait",
   // endpoint health
   healthy: "ok", degraded: "wait", open: "bad", probing: "info", paused: "wait",
 };

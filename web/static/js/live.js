@@ -38,7 +38,7 @@ export function openLive(answer, { list, stateEl, onMessage, playground = false 
     freshToken: async () => (await api.post("api/v1/ai/reconnect", { channel_id: answer.channel_id })).ws_token,
     onState: (s, detail) => {
       if (!stateEl) return;
-      const label = { connecting: "connecting…", joined: "live", refused: "refused", disconnected: "reconnecting…", closed: "closed" }[s] || s;
+      const label = { connecting: "connecting…", joined: "live", refused: "refused", disconnected: "reconnecting…", closed: "closed", ended: "ended" }[s] || s;
       stateEl.replaceChildren(badge(s, label));
       if (detail) stateEl.append(h("span", { class: "muted small" }, " ", detail));
     },

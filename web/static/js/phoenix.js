@@ -2,7 +2,9 @@
 // one riverhub channel: frames are JSON arrays
 // [join_ref, ref, topic, event, payload]; a heartbeat goes to topic
 // "phoenix" every 30 s; the server replays the channel's history on join,
-// so a reconnect misses nothing (repeats are dropped by their JSON text).
+// so a reconnect misses nothing (repeats are dropped by their JSON text),
+// and ends the join with phx_close after the channel's final message,
+// after which there is nothing to wait for: the socket stops for good.
 
 const HEARTBEAT_MS = 30000;
 const RECONNECT_MS = [1000, 2000, 5000, 10000];
@@ -10,7 +12,8 @@ const RECONNECT_MS = [1000, 2000, 5000, 10000];
 export class ChannelSocket {
   // url: the socket endpoint without /websocket; onMessage(event, payload);
   // onState(state, detail) with state connecting | joined | refused |
-  // disconnected | closed; freshToken() (optional) resolves to a new token
+  // disconnected | closed | ended (the channel's final message came);
+  // freshToken() (optional) resolves to a new token
   // for reconnects.
   constructor({ url, token, topic, onMessage, onState, freshToken }) {
     Object.assign(this, { url, token, topic, onMessage, onState, freshToken });
@@ -80,7 +83,7 @@ export class ChannelSocket {
       return;
     }
     if (!Array.isArray(f) || f.length !== 5) return;
-    const [, ref, topic, event, payload] = f;
+    const [joinRef, ref, topic, event, payload] = f;
     if (event === "phx_reply") {
       if (ref === this.pendingHeartbeat) {
         this.pendingHeartbeat = null;
@@ -97,7 +100,13 @@ export class ChannelSocket {
       return;
     }
     if (topic !== this.topic) return;
-    if (event === "phx_error" || event === "phx_close") {
+    if (event === "phx_close") {
+      // Our join's close follows the channel's final message; a stale
+      // join's is no news.
+      if (joinRef === this.joinRef) this.end();
+      return;
+    }
+    if (event === "phx_error") {
       this.ws?.close(4001, event);
       return;
     }
@@ -127,6 +136,18 @@ export class ChannelSocket {
 
   state(s, detail) {
     this.onState?.(s, detail);
+  }
+
+  // end stops without a leave or a reconnect: the server has ended the
+  // channel, and a rejoin would only replay it and be ended again.
+  end() {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.timer);
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close(1000, "channel ended");
+    this.state("ended");
   }
 
   // close leaves the channel; quiet skips the "closed" state report.
