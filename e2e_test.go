@@ -23,8 +23,10 @@ func TestSubmitMockWorkflow(t *testing.T) {
 	})
 	ans := n.submit(t, "summary", map[string]any{
 		"customer_data": map[string]any{"user_id": "user_789"},
-		// Fields clients of compatible services send; riverhub ignores them.
-		"delivery_method": "webhook", "events": []string{"x"}, "webhook_url": "https://x", "inputs": map[string]any{}, "context": "c",
+		// Fields clients of compatible services send: delivery fields that
+		// change nothing here (no endpoint is registered), and fields
+		// riverhub ignores.
+		"delivery_method": "webhook", "events": []string{"webhook_received"}, "inputs": map[string]any{}, "context": "c",
 	})
 	if ans["message"] != "success" || ans["status"] != "pending" {
 		t.Fatalf("answer = %v", ans)

@@ -71,9 +71,9 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 			}
 		}
 	}
-	if s.o.Dispatcher != nil && o.hook != nil && !o.playground {
+	if s.o.Dispatcher != nil && o.hook != nil && !o.playground && sends(o.events, "task.ai_generated") {
 		if err := s.o.Dispatcher.Enqueue(ctx, Event{Type: "task.ai_generated", ProjectID: o.pid, ChannelID: o.cid,
-			WebhookID: o.webhookID, Body: o.hook}); err != nil {
+			WebhookIDs: o.webhookIDs, Body: o.hook}); err != nil {
 			return fmt.Errorf("enqueue webhooks: %w", err)
 		}
 	}

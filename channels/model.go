@@ -2,6 +2,7 @@ package channels
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 
 	"github.com/riverhub/riverhub/ai"
@@ -34,10 +35,44 @@ type Task struct {
 	SchemaName   string           `json:"schema_name,omitempty"`
 	Messages     []ai.Message     `json:"messages"`
 	CustomerData json.RawMessage  `json:"customer_data"` // a JSON object; {} when none
-	WebhookID    string           `json:"webhook_id,omitempty"`
+	// WebhookID is the one endpoint the request chose (webhook_id, or the
+	// first of WebhookIDs, so that a node of an earlier version that reads
+	// the task sends to no endpoint the request did not name).
+	WebhookID string `json:"webhook_id,omitempty"`
+	// WebhookIDs are the endpoints the request chose (webhook_url may
+	// name several registered with the same URL); none: every subscribed
+	// one.
+	WebhookIDs []string `json:"webhook_ids,omitempty"`
+	// Events are the webhook event types the request wants (events);
+	// none: every type.
+	Events []string `json:"events,omitempty"`
+	// DeliveryMethod is the request's delivery_method, kept for the
+	// console; it changes nothing (docs/api.md).
+	DeliveryMethod string `json:"delivery_method,omitempty"`
+	// Metadata is the request's metadata object, stored in a field of its
+	// own on the channel record (shown with the channel, sent nowhere), so
+	// not in the task's JSON.
+	Metadata json.RawMessage `json:"-"`
 	// Playground runs send no webhook; an event-driven one completes with
 	// a simulated callback after the playground delay.
 	Playground bool `json:"playground,omitempty"`
+}
+
+// endpoints are the endpoints the task's webhooks go to; nil: every
+// endpoint subscribed to the event.
+func (t *Task) endpoints() []string {
+	if len(t.WebhookIDs) > 0 {
+		return t.WebhookIDs
+	}
+	if t.WebhookID != "" {
+		return []string{t.WebhookID}
+	}
+	return nil
+}
+
+// sends reports whether the task's request wants webhooks of eventType.
+func sends(events []string, eventType string) bool {
+	return len(events) == 0 || slices.Contains(events, eventType)
 }
 
 // View is the public state of a channel (the polling fallback).
@@ -49,7 +84,8 @@ type View struct {
 	Status    Status          `json:"status"`
 	CreatedAt string          `json:"created_at"`
 	UpdatedAt string          `json:"updated_at"`
-	Message   json.RawMessage `json:"message"` // the latest payload pushed to the room; null before
+	Message   json.RawMessage `json:"message"`  // the latest payload pushed to the room; null before
+	Metadata  json.RawMessage `json:"metadata"` // the request's metadata object; null without one
 }
 
 // Entry is one line of a channel's audit timeline.
@@ -68,6 +104,11 @@ type Entry struct {
 	// request
 	Workflow string `json:"workflow,omitempty"`
 	Node     string `json:"node,omitempty"`
+	// request: the delivery it asked for (webhook_id or webhook_url,
+	// events, delivery_method)
+	WebhookIDs     []string `json:"webhook_ids,omitempty"`
+	Events         []string `json:"events,omitempty"`
+	DeliveryMethod string   `json:"delivery_method,omitempty"`
 	// ai_generated (the callback deadline), callback, callback_rejected,
 	// timeout
 	Deadline  string          `json:"deadline,omitempty"`
@@ -80,11 +121,11 @@ type Entry struct {
 
 // Event is a webhook event for the dispatch engine.
 type Event struct {
-	Type      string          // task.completed, task.ai_generated
-	ProjectID string          //
-	ChannelID string          //
-	WebhookID string          // only this endpoint when set, else every subscribed one
-	Body      json.RawMessage // the exact body to sign and send
+	Type       string          // task.completed, task.ai_generated
+	ProjectID  string          //
+	ChannelID  string          //
+	WebhookIDs []string        // only these endpoints when set, else every subscribed one
+	Body       json.RawMessage // the exact body to sign and send
 }
 
 // timeFormat is RFC 3339 in UTC with milliseconds, as payloads carry it.

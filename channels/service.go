@@ -209,6 +209,10 @@ func (s *Service) recordArgs(t *Task, status Status, now time.Time, entries ...E
 	args := []any{int64(s.o.Retention / time.Second), 7,
 		"project_id", t.ProjectID, "workflow", t.Workflow.Name, "event_name", t.Workflow.EventName,
 		"status", string(status), "created_at", at, "updated_at", at, "task", task}
+	if len(t.Metadata) > 0 {
+		args[1] = 8
+		args = append(args, "metadata", []byte(t.Metadata))
+	}
 	for _, e := range entries {
 		args = append(args, mustJSON(e))
 	}
@@ -287,7 +291,8 @@ func (s *Service) pipelined(ctx context.Context, fill func(redis.Pipeliner)) err
 }
 
 func (s *Service) requestEntry(t *Task, now time.Time) Entry {
-	return Entry{At: stamp(now), Type: "request", Workflow: t.Workflow.Name, Node: s.o.Node}
+	return Entry{At: stamp(now), Type: "request", Workflow: t.Workflow.Name, Node: s.o.Node,
+		WebhookIDs: t.endpoints(), Events: t.Events, DeliveryMethod: t.DeliveryMethod}
 }
 
 // RunSync records a channel and runs it on the calling goroutine, returning
@@ -408,15 +413,17 @@ func (s *Service) generate(ctx context.Context, t *Task) (ai.Result, error) {
 // message(s), send its webhook and, for an event-driven channel, set its
 // callback deadline.
 type outcome struct {
-	pid, cid, webhookID string
-	workflow, event     string // the workflow's name and event name
-	playground          bool
-	status              Status
-	msg                 json.RawMessage // the room's message: the final one, or ai_generated
-	hook                json.RawMessage // the task.ai_generated body (event-driven)
-	deadline            int64           // the callback deadline, unix ms (event-driven)
-	sim                 json.RawMessage // playground: the "simulating backend callback" message
-	beyond              bool            // a callback or the deadline has settled the channel since
+	pid, cid        string
+	webhookIDs      []string // only these endpoints (the request chose them), else every subscribed one
+	events          []string // only these event types (the request's events), else every one
+	workflow, event string   // the workflow's name and event name
+	playground      bool
+	status          Status
+	msg             json.RawMessage // the room's message: the final one, or ai_generated
+	hook            json.RawMessage // the task.ai_generated body (event-driven)
+	deadline        int64           // the callback deadline, unix ms (event-driven)
+	sim             json.RawMessage // playground: the "simulating backend callback" message
+	beyond          bool            // a callback or the deadline has settled the channel since
 }
 
 // outcomeOf reads the channel's outcome as the complete and start scripts
@@ -429,7 +436,7 @@ func outcomeOf(t *Task, v []any) outcome {
 		}
 		return ""
 	}
-	o := outcome{pid: t.ProjectID, cid: t.ChannelID, webhookID: t.WebhookID, playground: t.Playground,
+	o := outcome{pid: t.ProjectID, cid: t.ChannelID, webhookIDs: t.endpoints(), events: t.Events, playground: t.Playground,
 		workflow: t.Workflow.Name, event: t.Workflow.EventName,
 		status: Status(str(0)), msg: json.RawMessage(str(1)), beyond: str(5) != ""}
 	if h := str(2); h != "" {
@@ -607,9 +614,9 @@ func (s *Service) sideEffects(ctx context.Context, o outcome) error {
 	if o.status == StatusAIGenerated {
 		return s.awaitCallback(ctx, o)
 	}
-	if s.o.Dispatcher != nil && !o.playground {
+	if s.o.Dispatcher != nil && !o.playground && sends(o.events, "task.completed") {
 		if err := s.o.Dispatcher.Enqueue(ctx, Event{Type: "task.completed", ProjectID: o.pid, ChannelID: o.cid,
-			WebhookID: o.webhookID, Body: o.msg}); err != nil {
+			WebhookIDs: o.webhookIDs, Body: o.msg}); err != nil {
 			return fmt.Errorf("enqueue webhooks: %w", err) // lease kept: retried after reclaim
 		}
 	}
@@ -753,7 +760,7 @@ func mustJSON(v any) []byte {
 // Get returns a channel of the project; another project's channel is not
 // found.
 func (s *Service) Get(ctx context.Context, pid, cid string) (View, error) {
-	v, err := s.rdb.HMGet(ctx, s.chKey(cid), "project_id", "workflow", "event_name", "status", "created_at", "updated_at", "message").Result()
+	v, err := s.rdb.HMGet(ctx, s.chKey(cid), "project_id", "workflow", "event_name", "status", "created_at", "updated_at", "message", "metadata").Result()
 	if err != nil {
 		return View{}, fmt.Errorf("get channel: %w", err)
 	}
@@ -763,12 +770,15 @@ func (s *Service) Get(ctx context.Context, pid, cid string) (View, error) {
 	}
 	str := func(i int) string { x, _ := v[i].(string); return x }
 	view := View{ChannelID: cid, ProjectID: owner, Workflow: str(1), Status: Status(str(3)),
-		CreatedAt: str(4), UpdatedAt: str(5), Message: json.RawMessage("null")}
+		CreatedAt: str(4), UpdatedAt: str(5), Message: json.RawMessage("null"), Metadata: json.RawMessage("null")}
 	if ev := str(2); ev != "" {
 		view.EventName = &ev
 	}
 	if m := str(6); m != "" {
 		view.Message = json.RawMessage(m)
+	}
+	if m := str(7); m != "" {
+		view.Metadata = json.RawMessage(m)
 	}
 	return view, nil
 }

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -286,4 +288,76 @@ func (s *Store) ProjectWebhooks(ctx context.Context, pid string) ([]Webhook, err
 	}
 	s.hooks.put(pid, ws)
 	return ws, nil
+}
+
+// EndpointURLKey is the form in which a webhook URL is compared with the
+// project's endpoints when a request names its endpoint by URL
+// (webhook_url): scheme and host in lower case, the scheme's default port
+// dropped, no fragment, and the path without its trailing slash (so ""
+// and "/" are the same). The path and the query are compared as written:
+// most servers tell their case and encoding apart. ok is false for
+// anything but an absolute http(s) URL.
+func EndpointURLKey(raw string) (key string, ok bool) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Opaque != "" || u.Host == "" {
+		return "", false
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "http" && scheme != "https" {
+		return "", false
+	}
+	host := strings.ToLower(u.Hostname())
+	if host == "" {
+		return "", false
+	}
+	if strings.Contains(host, ":") { // IPv6 literal
+		host = "[" + host + "]"
+	}
+	if p := u.Port(); p != "" && !(scheme == "http" && p == "80") && !(scheme == "https" && p == "443") {
+		host += ":" + p
+	}
+	var b strings.Builder
+	b.WriteString(scheme + "://")
+	if u.User != nil {
+		b.WriteString(u.User.String() + "@")
+	}
+	b.WriteString(host)
+	b.WriteString(strings.TrimSuffix(u.EscapedPath(), "/"))
+	if u.RawQuery != "" {
+		b.WriteString("?" + u.RawQuery)
+	}
+	return b.String(), true
+}
+
+// WebhooksByURL returns the project's endpoints, enabled or not, whose URL
+// is rawURL as EndpointURLKey compares them, oldest first. It reads the
+// cached endpoints, and Redis again when none of them is an enabled match,
+// so an endpoint registered a moment ago on another node is found.
+func (s *Store) WebhooksByURL(ctx context.Context, pid, rawURL string) ([]Webhook, error) {
+	key, ok := EndpointURLKey(rawURL)
+	if !ok {
+		return nil, nil
+	}
+	match := func(ws []Webhook) (out []Webhook, enabled bool) {
+		for _, w := range ws {
+			if k, ok := EndpointURLKey(w.URL); ok && k == key {
+				out = append(out, w)
+				enabled = enabled || w.Enabled
+			}
+		}
+		return out, enabled
+	}
+	ws, err := s.ProjectWebhooks(ctx, pid)
+	if err != nil {
+		return nil, err
+	}
+	if out, enabled := match(ws); enabled {
+		return out, nil
+	}
+	if ws, err = s.AllWebhooks(ctx, pid); err != nil {
+		return nil, err
+	}
+	s.hooks.put(pid, ws)
+	out, _ := match(ws)
+	return out, nil
 }

@@ -326,3 +326,137 @@ func TestWebhookURLDevelopment(t *testing.T) {
 		}
 	}
 }
+
+// EndpointURLKey: which spellings of a URL name the same endpoint.
+func TestEndpointURLKey(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		a, b string
+		same bool
+	}{
+		{"identical", "https://api.example.com/webhooks/ai", "https://api.example.com/webhooks/ai", true},
+		{"scheme case", "HTTPS://api.example.com/h", "https://api.example.com/h", true},
+		{"host case", "https://API.Example.COM/h", "https://api.example.com/h", true},
+		{"https default port", "https://api.example.com:443/h", "https://api.example.com/h", true},
+		{"http default port", "http://api.example.com:80/h", "http://api.example.com/h", true},
+		{"empty port", "https://api.example.com:/h", "https://api.example.com/h", true},
+		{"trailing slash", "https://api.example.com/webhooks/ai/", "https://api.example.com/webhooks/ai", true},
+		{"root with and without slash", "https://api.example.com/", "https://api.example.com", true},
+		{"fragment dropped", "https://api.example.com/h#top", "https://api.example.com/h", true},
+		{"empty query", "https://api.example.com/h?", "https://api.example.com/h", true},
+		{"IPv6 host case and default port", "http://[FE80::1]:80/h", "http://[fe80::1]/h", true},
+		{"path case", "https://api.example.com/Hook", "https://api.example.com/hook", false},
+		{"other scheme", "http://api.example.com/h", "https://api.example.com/h", false},
+		{"other port", "https://api.example.com:8443/h", "https://api.example.com/h", false},
+		{"http on 443", "http://api.example.com:443/h", "http://api.example.com/h", false},
+		{"other host", "https://api2.example.com/h", "https://api.example.com/h", false},
+		{"other path", "https://api.example.com/h2", "https://api.example.com/h", false},
+		{"two trailing slashes", "https://api.example.com/h//", "https://api.example.com/h", false},
+		{"query", "https://api.example.com/h?tenant=1", "https://api.example.com/h", false},
+		{"other query", "https://api.example.com/h?tenant=1", "https://api.example.com/h?tenant=2", false},
+		{"escaped path", "https://api.example.com/a%2Fb", "https://api.example.com/a/b", false},
+		{"credentials", "https://u:p@api.example.com/h", "https://api.example.com/h", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ka, oka := console.EndpointURLKey(tt.a)
+			kb, okb := console.EndpointURLKey(tt.b)
+			if !oka || !okb {
+				t.Fatalf("EndpointURLKey: %q ok=%v, %q ok=%v", tt.a, oka, tt.b, okb)
+			}
+			if (ka == kb) != tt.same {
+				t.Errorf("%q → %q, %q → %q: same = %v, want %v", tt.a, ka, tt.b, kb, ka == kb, tt.same)
+			}
+		})
+	}
+	for _, bad := range []string{"", "/h", "api.example.com/h", "ftp://api.example.com/h", "https:///h", "https://:443/h",
+		"mailto:a@example.com", "https://exa mple.com/", "javascript:alert(1)"} {
+		if k, ok := console.EndpointURLKey(bad); ok {
+			t.Errorf("EndpointURLKey(%q) = %q, ok; want refused", bad, k)
+		}
+	}
+}
+
+// FuzzEndpointURLKey: never panics; a key is an absolute http(s) URL whose
+// own key is itself, so comparing keys is an equivalence.
+func FuzzEndpointURLKey(f *testing.F) {
+	for _, s := range []string{"https://api.example.com/webhooks/ai", "HTTP://[::1]:80/a/?q#f", "https://u@h:443", "http://h/%zz", "http://h:99999/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		k, ok := console.EndpointURLKey(raw)
+		if !ok {
+			return
+		}
+		if !strings.HasPrefix(k, "http://") && !strings.HasPrefix(k, "https://") {
+			t.Fatalf("key %q of %q is not an http(s) URL", k, raw)
+		}
+		k2, ok := console.EndpointURLKey(k)
+		if !ok || k2 != k {
+			t.Fatalf("key of %q is %q, whose key is %q (ok %v)", raw, k, k2, ok)
+		}
+	})
+}
+
+// WebhooksByURL finds every endpoint registered with a URL, enabled or
+// not, in creation order, including one another node has just registered
+// while this node's list of endpoints was cached.
+func TestWebhooksByURL(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, console.Options{})
+	ctx := context.Background()
+	pid := e.project(t, "acme")
+	other := e.project(t, "other")
+	create := func(s *console.Store, pid, u string) console.Webhook {
+		t.Helper()
+		w, err := s.CreateWebhook(ctx, pid, console.WebhookInput{URL: u})
+		mustOK(t, err, "CreateWebhook")
+		return w
+	}
+	ids := func(ws []console.Webhook) []string {
+		out := []string{}
+		for _, w := range ws {
+			out = append(out, w.ID)
+		}
+		return out
+	}
+	a := create(e.store, pid, "https://api.example.com/webhooks/a")
+	b1 := create(e.store, pid, "https://api.example.com/webhooks/b")
+	b2 := create(e.store, pid, "https://API.example.com:443/webhooks/b/")
+	create(e.store, other, "https://api.example.com/webhooks/c")
+	_, err := e.store.UpdateWebhook(ctx, pid, b1.ID, console.WebhookPatch{Enabled: new(bool)})
+	mustOK(t, err, "UpdateWebhook")
+
+	for _, tt := range []struct {
+		url  string
+		want []string
+	}{
+		{"https://api.example.com/webhooks/a", []string{a.ID}},
+		{"HTTPS://api.example.com/webhooks/a/", []string{a.ID}},
+		{"https://api.example.com/webhooks/b", []string{b1.ID, b2.ID}},
+		{"https://api.example.com/webhooks/c", []string{}}, // another project's
+		{"https://api.example.com/webhooks/A", []string{}},
+		{"not a url", []string{}},
+	} {
+		ws, err := e.store.WebhooksByURL(ctx, pid, tt.url)
+		mustOK(t, err, "WebhooksByURL")
+		if got := ids(ws); !slices.Equal(got, tt.want) {
+			t.Errorf("WebhooksByURL(%q) = %q, want %q", tt.url, got, tt.want)
+		}
+	}
+	ws, _ := e.store.WebhooksByURL(ctx, pid, "https://api.example.com/webhooks/b")
+	if len(ws) != 2 || ws[0].Enabled || !ws[1].Enabled {
+		t.Errorf("enabled flags of b = %+v", ws)
+	}
+
+	// Another node registers an endpoint while this one has the list
+	// cached (the lookups above cached it): found at once all the same.
+	node2 := console.New(e.rdb, console.Options{Prefix: e.prefix, Now: e.clock.Now})
+	d := create(node2, pid, "https://api.example.com/webhooks/d")
+	ws, err = e.store.WebhooksByURL(ctx, pid, "https://api.example.com/webhooks/d")
+	mustOK(t, err, "WebhooksByURL after another node registered")
+	if got := ids(ws); !slices.Equal(got, []string{d.ID}) {
+		t.Errorf("WebhooksByURL(d) = %q, want %q", got, []string{d.ID})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -213,7 +214,7 @@ func DeliveryID(eventType, channelID, webhookID string) string {
 }
 
 // Enqueue creates a delivery of ev for every enabled endpoint of the project
-// subscribed to its type (only ev.WebhookID's when set), due now.
+// subscribed to its type (only those of ev.WebhookIDs when set), due now.
 func (e *Engine) Enqueue(ctx context.Context, ev channels.Event) error {
 	hooks, err := e.o.Endpoints.ProjectWebhooks(ctx, ev.ProjectID)
 	if err != nil {
@@ -224,7 +225,7 @@ func (e *Engine) Enqueue(ctx context.Context, ev channels.Event) error {
 	n := 0
 	err = e.pipelined(ctx, func(p redis.Pipeliner) {
 		for _, w := range hooks {
-			if !w.Subscribes(ev.Type) || (ev.WebhookID != "" && w.ID != ev.WebhookID) {
+			if !w.Subscribes(ev.Type) || (len(ev.WebhookIDs) > 0 && !slices.Contains(ev.WebhookIDs, w.ID)) {
 				continue
 			}
 			id := DeliveryID(ev.Type, ev.ChannelID, w.ID)

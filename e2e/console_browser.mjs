@@ -374,7 +374,9 @@ const customer = { note: XSS, ticket: "T-1" };
 const cids = [];
 await check("submit two tasks (API)", async () => {
   for (let i = 0; i < 2; i++) {
-    const r = await api("POST", "/v1/ai/async", { workflow: wfName, messages: [{ role: "user", content: "summarise " + XSS }], customer_data: customer });
+    // The first also carries metadata, kept on the channel (and markup in it must stay text).
+    const meta = i === 0 ? { metadata: { conversation_id: "conv-77", note: XSS } } : {};
+    const r = await api("POST", "/v1/ai/async", { workflow: wfName, messages: [{ role: "user", content: "summarise " + XSS }], customer_data: customer, ...meta });
     assert(r.status === 200 && r.data.channel_id, `submit: ${r.status} ${JSON.stringify(r.data)}`);
     cids.push(r.data.channel_id);
   }
@@ -510,6 +512,13 @@ await check("open a channel by id: one ordered timeline with the failed-then-suc
   const flakyCard = cardWith(page, "Delivery (webhook-id)").filter({ hasText: FLAKY });
   await flakyCard.locator(".badge", { hasText: "succeeded" }).waitFor({ timeout: T });
   await cardWith(page, "Delivery (webhook-id)").filter({ hasText: DEAD }).locator(".badge", { hasText: "dead" }).first().waitFor({ timeout: T });
+});
+
+await check("the channel shows the request's metadata", async () => {
+  const facts = page.locator(".card", { has: page.locator(".status-head") }).locator("dl.facts");
+  const dd = facts.locator("dt", { hasText: "Metadata" }).locator("xpath=following-sibling::dd[1]");
+  const shown = (await dd.locator(".json-summary").textContent()).trim();
+  assert(shown.includes('"conversation_id":"conv-77"') && shown.includes(XSS), `metadata shown as ${shown}`);
 });
 
 await check("a payload holding <script> renders as inert text", async () => {

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/apperr"
 	"github.com/riverhub/riverhub/channels"
+	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/jscanon"
 )
 
@@ -87,9 +89,27 @@ type taskRequest struct {
 	CustomerData json.RawMessage `json:"customer_data"`
 	Metadata     json.RawMessage `json:"metadata"`
 	WebhookID    string          `json:"webhook_id"`
+	// Per-request delivery fields of the hosted service's clients
+	// (docs/api.md, "Per-request delivery").
+	WebhookURL     string          `json:"webhook_url"`
+	Events         json.RawMessage `json:"events"`
+	DeliveryMethod string          `json:"delivery_method"`
+
+	// EventTypes are the webhook event types events asks for; nil: all.
+	EventTypes []string `json:"-"`
 }
 
 const maxMessages = 1000
+
+// Values of the per-request delivery fields.
+const (
+	// eventWebhookReceived is what the hosted service's sample backends
+	// send in events ("the webhook my backend receives"): every type.
+	eventWebhookReceived = "webhook_received"
+	maxWebhookURL        = 2048 // as for a registered endpoint
+)
+
+var deliveryMethods = []string{"webhook", "websocket"}
 
 // decodeTaskRequest decodes and checks a task submission.
 func decodeTaskRequest(body []byte) (taskRequest, error) {
@@ -119,16 +139,81 @@ func decodeTaskRequest(body []byte) (taskRequest, error) {
 	if err != nil {
 		return r, err
 	}
+	// metadata is kept on the channel record, so it is checked as
+	// customer_data is, whether or not it stands in for it.
+	md, err := objectOrNull("metadata", r.Metadata)
+	if err != nil {
+		return r, err
+	}
+	r.Metadata = md
 	if cd == nil {
-		if cd, err = objectOrNull("metadata", r.Metadata); err != nil {
-			return r, err
-		}
+		cd = md
 	}
 	if cd == nil {
 		cd = json.RawMessage("{}")
 	}
 	r.CustomerData = cd
+	if err := checkWebhookURL(r.WebhookURL); err != nil {
+		return r, err
+	}
+	if r.DeliveryMethod != "" && !slices.Contains(deliveryMethods, r.DeliveryMethod) {
+		return r, apperr.Invalidf(`delivery_method %q is not one of "webhook", "websocket" (both deliver the same way: every message to the channel's socket room, webhooks to the endpoints)`, r.DeliveryMethod)
+	}
+	if r.EventTypes, err = eventTypes(r.Events); err != nil {
+		return r, err
+	}
 	return r, nil
+}
+
+// checkWebhookURL checks the form of webhook_url ("" is none); whether it
+// is one of the project's endpoints is decided with the project's
+// endpoints.
+func checkWebhookURL(u string) error {
+	if u == "" {
+		return nil
+	}
+	if len(u) > maxWebhookURL {
+		return apperr.Invalidf("webhook_url is longer than %d characters", maxWebhookURL)
+	}
+	if _, ok := console.EndpointURLKey(u); !ok {
+		return apperr.Invalidf("webhook_url must be an absolute http(s) URL such as https://api.example.com/webhooks/ai, the URL of one of the project's webhook endpoints")
+	}
+	return nil
+}
+
+// eventTypes reads events: null or absent is every type (nil), else a
+// non-empty array of known event names; webhook_received stands for every
+// type.
+func eventTypes(raw json.RawMessage) ([]string, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil, nil
+	}
+	var names []string
+	if raw[0] != '[' || json.Unmarshal(raw, &names) != nil {
+		return nil, apperr.Invalidf(`events must be an array of event names, such as ["task.completed"]`)
+	}
+	if len(names) == 0 {
+		return nil, apperr.Invalidf("events is empty: leave it out to get every webhook event, or name task.completed and/or task.ai_generated")
+	}
+	var out []string
+	all := false
+	for i, e := range names {
+		switch {
+		case e == eventWebhookReceived:
+			all = true
+		case slices.Contains(console.Events, e):
+			if !slices.Contains(out, e) {
+				out = append(out, e)
+			}
+		default:
+			return nil, apperr.Invalidf("events[%d] %q is not a webhook event: use task.completed, task.ai_generated or webhook_received (every event)", i, e)
+		}
+	}
+	if all || len(out) == len(console.Events) {
+		return nil, nil
+	}
+	return out, nil
 }
 
 // objectOrNull accepts a JSON object (compacted) or absence/null (nil).

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/console"
 )
 
 // wantInvalidRequest fails unless err is a 400 invalid_request whose message
@@ -79,6 +81,27 @@ func TestDecodeTaskRequestRejects(t *testing.T) {
 		{"customer_data is true", `{"workflow":"w",` + okMsgs + `,"customer_data":true}`, []string{"customer_data", "object"}},
 		{"metadata is an array", `{"workflow":"w",` + okMsgs + `,"metadata":["a"]}`, []string{"metadata", "object"}},
 		{"metadata is a string with null customer_data", `{"workflow":"w",` + okMsgs + `,"customer_data":null,"metadata":"x"}`, []string{"metadata", "object"}},
+		// metadata is kept on the record: checked even beside customer_data.
+		{"metadata is an array beside customer_data", `{"workflow":"w",` + okMsgs + `,"customer_data":{"a":1},"metadata":[1]}`, []string{"metadata", "object"}},
+		{"metadata is a number beside customer_data", `{"workflow":"w",` + okMsgs + `,"customer_data":{"a":1},"metadata":7}`, []string{"metadata", "object"}},
+		{"metadata too deep", `{"workflow":"w",` + okMsgs + `,"customer_data":{},"metadata":{"a":` + strings.Repeat("[", 1001) + strings.Repeat("]", 1001) + `}}`, []string{"metadata", "cannot be accepted"}},
+		{"webhook_url is a number", `{"workflow":"w",` + okMsgs + `,"webhook_url":5}`, []string{`"webhook_url"`, "string"}},
+		{"webhook_url is relative", `{"workflow":"w",` + okMsgs + `,"webhook_url":"/webhooks/ai"}`, []string{"webhook_url", "absolute http(s) URL"}},
+		{"webhook_url has no host", `{"workflow":"w",` + okMsgs + `,"webhook_url":"https:///hook"}`, []string{"webhook_url", "absolute http(s) URL"}},
+		{"webhook_url is ftp", `{"workflow":"w",` + okMsgs + `,"webhook_url":"ftp://example.com/hook"}`, []string{"webhook_url", "absolute http(s) URL"}},
+		{"webhook_url is not a URL", `{"workflow":"w",` + okMsgs + `,"webhook_url":"https://exa mple.com/%zz"}`, []string{"webhook_url", "absolute http(s) URL"}},
+		{"webhook_url is opaque", `{"workflow":"w",` + okMsgs + `,"webhook_url":"mailto:hooks@example.com"}`, []string{"webhook_url", "absolute http(s) URL"}},
+		{"webhook_url too long", `{"workflow":"w",` + okMsgs + `,"webhook_url":"https://example.com/` + strings.Repeat("a", 2048) + `"}`, []string{"webhook_url", "2048"}},
+		{"delivery_method unknown", `{"workflow":"w",` + okMsgs + `,"delivery_method":"email"}`, []string{"delivery_method", `"email"`, `"webhook", "websocket"`}},
+		{"delivery_method in capitals", `{"workflow":"w",` + okMsgs + `,"delivery_method":"WebSocket"}`, []string{"delivery_method", `"WebSocket"`}},
+		{"delivery_method is an array", `{"workflow":"w",` + okMsgs + `,"delivery_method":["websocket"]}`, []string{`"delivery_method"`, "string"}},
+		{"events is a string", `{"workflow":"w",` + okMsgs + `,"events":"task.completed"}`, []string{"events", "array of event names"}},
+		{"events is an object", `{"workflow":"w",` + okMsgs + `,"events":{"task.completed":true}}`, []string{"events", "array of event names"}},
+		{"events holds a number", `{"workflow":"w",` + okMsgs + `,"events":["task.completed",1]}`, []string{"events", "array of event names"}},
+		{"events is empty", `{"workflow":"w",` + okMsgs + `,"events":[]}`, []string{"events is empty", "leave it out"}},
+		{"events names an unknown event", `{"workflow":"w",` + okMsgs + `,"events":["task.completed","task.started"]}`, []string{"events[1]", `"task.started"`, "task.completed, task.ai_generated or webhook_received"}},
+		{"events holds null", `{"workflow":"w",` + okMsgs + `,"events":[null]}`, []string{"events[0]", `""`}},
+		{"events in capitals", `{"workflow":"w",` + okMsgs + `,"events":["Task.Completed"]}`, []string{"events[0]", `"Task.Completed"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,12 +129,10 @@ func TestDecodeTaskRequestAccepts(t *testing.T) {
 		{"metadata when customer_data is absent", `{"workflow":"w",` + okMsgs + `,"metadata":{"order":"o-1"}}`, `{"order":"o-1"}`, "", 1},
 		{"metadata when customer_data is null", `{"workflow":"w",` + okMsgs + `,"customer_data":null,"metadata":{"order":"o-1"}}`, `{"order":"o-1"}`, "", 1},
 		{"customer_data wins over metadata", `{"workflow":"w",` + okMsgs + `,"customer_data":{"a":1},"metadata":{"b":2}}`, `{"a":1}`, "", 1},
-		{"metadata ignored, even malformed, when customer_data given", `{"workflow":"w",` + okMsgs + `,"customer_data":{"a":1},"metadata":[1]}`, `{"a":1}`, "", 1},
 		{"empty customer_data object", `{"workflow":"w",` + okMsgs + `,"customer_data":{}}`, `{}`, "", 1},
 		{"webhook_id kept", `{"workflow":"w",` + okMsgs + `,"webhook_id":"wh_123"}`, `{}`, "wh_123", 1},
 		{"unknown fields of compatible clients ignored",
-			`{"workflow":"w",` + okMsgs + `,"delivery_method":"webhook","events":["task.completed"],` +
-				`"webhook_url":"https://example.com/h","inputs":{"x":1},"context":[1,"two",{"three":3}],"stream":true}`,
+			`{"workflow":"w",` + okMsgs + `,"inputs":{"x":1},"context":[1,"two",{"three":3}],"stream":true,"task_id":"t1"}`,
 			`{}`, "", 1},
 		{"unicode kept, escapes written as JSON.stringify does", `{"workflow":"résumé",` + okMsgs + `,"customer_data":{"name":"Zoë \u2603 <b>"}}`, `{"name":"Zoë ☃ <b>"}`, "", 1},
 	}
@@ -132,6 +153,67 @@ func TestDecodeTaskRequestAccepts(t *testing.T) {
 			}
 			if len(r.Messages) != tt.wantMessages {
 				t.Errorf("%d messages, want %d", len(r.Messages), tt.wantMessages)
+			}
+		})
+	}
+}
+
+// The per-request delivery fields the hosted service's clients send:
+// what each value becomes (what the endpoints are is decided later, with
+// the project's endpoints).
+func TestDecodeTaskRequestDeliveryFields(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		fields       string
+		wantURL      string
+		wantEvents   []string // nil: every event
+		wantMethod   string
+		wantMetadata string // "" = none
+		wantCustomer string
+	}{
+		{"none", ``, "", nil, "", "", `{}`},
+		{"the hosted service's chatbot sample",
+			`,"delivery_method":"websocket","webhook_url":"https://api.example.com/webhook/modelriver","events":["webhook_received"],` +
+				`"metadata":{"conversation_id":"c-1","timestamp":1767616496789}`,
+			"https://api.example.com/webhook/modelriver", nil, "websocket", `{"conversation_id":"c-1","timestamp":1767616496789}`,
+			`{"conversation_id":"c-1","timestamp":1767616496789}`},
+		{"delivery_method webhook", `,"delivery_method":"webhook"`, "", nil, "webhook", "", `{}`},
+		{"delivery_method empty is none", `,"delivery_method":""`, "", nil, "", "", `{}`},
+		{"delivery_method null is none", `,"delivery_method":null`, "", nil, "", "", `{}`},
+		{"webhook_url empty is none", `,"webhook_url":""`, "", nil, "", "", `{}`},
+		{"webhook_url null is none", `,"webhook_url":null`, "", nil, "", "", `{}`},
+		{"webhook_url kept as sent", `,"webhook_url":"HTTPS://Example.com:443/Hook/?a=1#top"`, "HTTPS://Example.com:443/Hook/?a=1#top", nil, "", "", `{}`},
+		{"webhook_url on loopback (the address guard applies at registration)", `,"webhook_url":"http://127.0.0.1:9000/h"`, "http://127.0.0.1:9000/h", nil, "", "", `{}`},
+		{"events null is every event", `,"events":null`, "", nil, "", "", `{}`},
+		{"events: one type", `,"events":["task.ai_generated"]`, "", []string{"task.ai_generated"}, "", "", `{}`},
+		{"events: duplicates collapse", `,"events":["task.completed","task.completed"]`, "", []string{"task.completed"}, "", "", `{}`},
+		{"events: both types is every event", `,"events":["task.ai_generated","task.completed"]`, "", nil, "", "", `{}`},
+		{"events: webhook_received is every event", `,"events":["task.completed","webhook_received"]`, "", nil, "", "", `{}`},
+		{"metadata beside customer_data is kept apart", `,"customer_data":{"a":1},"metadata":{ "b" : [2] }`, "", nil, "", `{"b":[2]}`, `{"a":1}`},
+		{"metadata null is none", `,"metadata":null`, "", nil, "", "", `{}`},
+		{"metadata empty object is kept", `,"metadata":{}`, "", nil, "", `{}`, `{}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := decodeTaskRequest([]byte(`{"workflow":"w",` + okMsgs + tt.fields + `}`))
+			if err != nil {
+				t.Fatalf("decodeTaskRequest: %v", err)
+			}
+			if r.WebhookURL != tt.wantURL {
+				t.Errorf("webhook_url = %q, want %q", r.WebhookURL, tt.wantURL)
+			}
+			if !slices.Equal(r.EventTypes, tt.wantEvents) || (r.EventTypes == nil) != (tt.wantEvents == nil) {
+				t.Errorf("event types = %#v, want %#v", r.EventTypes, tt.wantEvents)
+			}
+			if r.DeliveryMethod != tt.wantMethod {
+				t.Errorf("delivery_method = %q, want %q", r.DeliveryMethod, tt.wantMethod)
+			}
+			if string(r.Metadata) != tt.wantMetadata {
+				t.Errorf("metadata = %s, want %s", r.Metadata, tt.wantMetadata)
+			}
+			if string(r.CustomerData) != tt.wantCustomer {
+				t.Errorf("customer_data = %s, want %s", r.CustomerData, tt.wantCustomer)
 			}
 		})
 	}
@@ -272,6 +354,28 @@ func checkTaskRequest(tb testing.TB, body []byte, r taskRequest) {
 	if err := json.Compact(&compact, r.CustomerData); err != nil || !bytes.Equal(compact.Bytes(), r.CustomerData) {
 		tb.Fatalf("customer_data %q is not compact: %q", r.CustomerData, body)
 	}
+	if r.Metadata != nil {
+		var md map[string]json.RawMessage
+		if err := json.Unmarshal(r.Metadata, &md); err != nil || md == nil {
+			tb.Fatalf("metadata %q is not an object (%v): %q", r.Metadata, err, body)
+		}
+	}
+	if r.WebhookURL != "" {
+		if _, ok := console.EndpointURLKey(r.WebhookURL); !ok || len(r.WebhookURL) > maxWebhookURL {
+			tb.Fatalf("accepted webhook_url %q: %q", r.WebhookURL, body)
+		}
+	}
+	if r.DeliveryMethod != "" && !slices.Contains(deliveryMethods, r.DeliveryMethod) {
+		tb.Fatalf("accepted delivery_method %q: %q", r.DeliveryMethod, body)
+	}
+	if len(r.EventTypes) >= len(console.Events) {
+		tb.Fatalf("event types %q: every type must be nil: %q", r.EventTypes, body)
+	}
+	for _, e := range r.EventTypes {
+		if !slices.Contains(console.Events, e) {
+			tb.Fatalf("accepted event %q: %q", e, body)
+		}
+	}
 }
 
 // checkRejection asserts an error is a client error, never an internal one.
@@ -287,6 +391,8 @@ func FuzzDecodeTaskRequest(f *testing.F) {
 	for _, s := range []string{
 		`{"workflow":"w","messages":[{"role":"user","content":"hi"}]}`,
 		`{"workflow":"w","messages":[{"role":"user","content":"hi"}],"metadata":{"a":1},"customer_data":null}`,
+		`{"workflow":"w","messages":[{"role":"user","content":"hi"}],"delivery_method":"websocket","webhook_url":"https://a.example/h","events":["webhook_received"],"metadata":{"m":1}}`,
+		`{"workflow":"w","messages":[{"role":"user","content":"hi"}],"events":["task.ai_generated","task.completed","task.completed"]}`,
 		`{"workflow":"w","messages":[{"role":"tool","content":"hi"}]}`,
 		`[]`,
 		``,

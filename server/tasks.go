@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
@@ -53,7 +54,7 @@ func (s *Server) prepare(c *gin.Context) (*channels.Task, []byte, bool) {
 		return nil, nil, false
 	}
 	t := &channels.Task{ChannelID: channels.NewChannelID(), ProjectID: pid, Workflow: wf, Messages: req.Messages,
-		CustomerData: req.CustomerData, WebhookID: req.WebhookID}
+		CustomerData: req.CustomerData, Metadata: req.Metadata, Events: req.EventTypes, DeliveryMethod: req.DeliveryMethod}
 	if wf.StructuredOutputID != "" {
 		o, err := s.Console.GetOutput(ctx, pid, wf.StructuredOutputID)
 		if err != nil {
@@ -62,13 +63,70 @@ func (s *Server) prepare(c *gin.Context) (*channels.Task, []byte, bool) {
 		}
 		t.Schema, t.SchemaName = o.Schema, o.Name
 	}
-	if req.WebhookID != "" {
-		if _, err := s.Console.GetWebhook(ctx, pid, req.WebhookID); err != nil {
-			s.fail(c, err)
-			return nil, nil, false
-		}
+	ids, err := s.endpointsOf(ctx, pid, req.WebhookID, req.WebhookURL)
+	if err != nil {
+		s.fail(c, err)
+		return nil, nil, false
+	}
+	if len(ids) > 0 {
+		t.WebhookID = ids[0]
+	}
+	if len(ids) > 1 {
+		t.WebhookIDs = ids
 	}
 	return t, body, true
+}
+
+// endpointsOf resolves the endpoints a submission sends its webhooks to:
+// webhook_id's (it must exist: else 404), webhook_url's (the project's
+// enabled endpoints registered with that URL: else 400, so no webhook goes
+// to an address nobody registered, unsigned or past the address guard), or,
+// with both, webhook_id's if its URL is webhook_url (else 400). None: every
+// subscribed endpoint (nil).
+func (s *Server) endpointsOf(ctx context.Context, pid, id, rawURL string) ([]string, error) {
+	if id != "" {
+		w, err := s.Console.GetWebhook(ctx, pid, id)
+		if err != nil {
+			return nil, err
+		}
+		if rawURL == "" {
+			return []string{id}, nil
+		}
+		k1, _ := console.EndpointURLKey(w.URL)
+		k2, _ := console.EndpointURLKey(rawURL)
+		if k1 != k2 {
+			return nil, apperr.Invalidf("webhook_id and webhook_url name different endpoints: %s is registered for %s, not %s; send one of them, or both for the same endpoint", id, w.URL, rawURL)
+		}
+		if !w.Enabled {
+			return nil, disabledEndpoint(w)
+		}
+		return []string{id}, nil
+	}
+	if rawURL == "" {
+		return nil, nil
+	}
+	ws, err := s.Console.WebhooksByURL(ctx, pid, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, w := range ws {
+		if w.Enabled {
+			ids = append(ids, w.ID)
+		}
+	}
+	switch {
+	case len(ids) > 0:
+		return ids, nil
+	case len(ws) > 0:
+		return nil, disabledEndpoint(ws[0])
+	}
+	return nil, apperr.Invalidf("webhook_url %s is not a webhook endpoint of this project: register it first (console: Webhooks, or POST /api/console/webhook), "+
+		"then submit with its URL or its id as webhook_id; riverhub sends webhooks only to registered endpoints, signed with their secrets", rawURL)
+}
+
+func disabledEndpoint(w console.Webhook) error {
+	return apperr.Invalidf("webhook endpoint %s (%s) is disabled; enable it (console: Webhooks, or PATCH /api/console/webhook/%s with {\"enabled\": true}) to send webhooks to it", w.ID, w.URL, w.ID)
 }
 
 func fingerprint(route string, body []byte) string {
@@ -273,7 +331,7 @@ func (s *Server) playground(c *gin.Context) {
 	if !ok {
 		return
 	}
-	t.Playground, t.WebhookID = true, ""
+	t.Playground, t.WebhookID, t.WebhookIDs = true, "", nil
 	ans, err := s.channelAnswer(t.ProjectID, t.ChannelID)
 	if err != nil {
 		s.fail(c, err)

@@ -212,7 +212,7 @@ function titleCase(s) {
 function entryText(e) {
   switch (e.type) {
     case "request":
-      return [h("strong", {}, "Request received"), e.workflow ? ` for workflow ${e.workflow}` : ""];
+      return [h("strong", {}, "Request received"), e.workflow ? ` for workflow ${e.workflow}` : "", requestDelivery(e)];
     case "generating":
       return [h("strong", {}, "Generating")];
     case "requeued":
@@ -263,6 +263,16 @@ function entryText(e) {
     default:
       return [h("strong", {}, titleCase(e.type)), e.error ? h("div", { class: "text-bad" }, e.error) : null];
   }
+}
+
+// requestDelivery is what the request asked of its webhooks (webhook_id or
+// webhook_url, events, delivery_method), when it asked anything.
+function requestDelivery(e) {
+  const parts = [];
+  if (e.webhook_ids?.length) parts.push(["webhooks to ", e.webhook_ids.map((id, i) => [i ? ", " : "", mono(id)])]);
+  if (e.events?.length) parts.push(["events ", e.events.map((ev, i) => [i ? ", " : "", mono(ev)])]);
+  if (e.delivery_method) parts.push(["delivery_method ", mono(e.delivery_method)]);
+  return parts.length ? h("div", { class: "muted small" }, parts.map((p, i) => [i ? " · " : "", p])) : null;
 }
 
 function endpointOf(e) {
@@ -332,7 +342,10 @@ async function renderDetail(view, cid) {
           h("dt", {}, "Workflow"), h("dd", {}, ch.workflow ? h("a", { href: route("workflows", "edit", ch.workflow) }, ch.workflow) : "—"),
           h("dt", {}, "Event name"), h("dd", {}, ch.event_name ? mono(ch.event_name) : h("span", { class: "muted" }, "— (standard workflow)")),
           h("dt", {}, "Created"), h("dd", {}, timeEl(ch.created_at)),
-          h("dt", {}, "Updated"), h("dd", {}, timeEl(ch.updated_at)))));
+          h("dt", {}, "Updated"), h("dd", {}, timeEl(ch.updated_at)),
+          h("dt", {}, "Metadata"), h("dd", {}, ch.metadata != null
+            ? jsonView(ch.metadata, { label: "metadata" })
+            : h("span", { class: "muted" }, "— (the request sent none)")))));
       msgSlot.replaceChildren(ch.message && ch.message !== null
         ? card(h("h2", {}, "Latest message"), h("p", { class: "muted small" }, "The last payload pushed to the channel's room (what the browser SDK received)."), jsonView(ch.message, { label: "message" }))
         : h("div", {}));
@@ -344,7 +357,7 @@ async function renderDetail(view, cid) {
             : errorBox(d.err, `Loading delivery ${d.id}`))))
         : emptyState("No webhook delivery", tl.some((e) => e.simulated)
           ? "A playground run sends no webhook: its callback is simulated."
-          : "This request sent no webhook: the project had no enabled endpoint subscribed to its events, or it has not finished yet."));
+          : "This request sent no webhook: no enabled endpoint (of those it named) was subscribed to its events, its events left them out, or it has not finished yet."));
     }
     return !FINAL.has(ch.status) || deliveries.some((d) => !d.err && !SETTLED.has(d.status));
   }
