@@ -12,7 +12,10 @@ import (
 
 // When Redis is down, too slow or paused, every API route answers 503
 // unavailable with Retry-After within RIVERHUB_REDIS_TIMEOUT (plus the
-// client's quick retries), never 500 "internal" after many seconds.
+// client's quick retries), never 500 "internal" after many seconds. The
+// bound is 500 ms; the test allows 5 s, for a machine loaded by other
+// suites (unbounded, a paused or sleeping Redis holds a request for as long
+// as it sleeps, and then answers it 200).
 func TestRedisOutageAnswers503(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a redis-server of its own")
@@ -68,7 +71,7 @@ func TestRedisOutageAnswers503(t *testing.T) {
 
 	// Down: the connection is refused.
 	srv.Kill()
-	check("redis down", 3*time.Second)
+	check("redis down", 5*time.Second)
 	srv.Start()
 	n.waitFinal(t, n.key, n.submit(t, "w", nil)["channel_id"].(string), 10*time.Second)
 
@@ -77,7 +80,7 @@ func TestRedisOutageAnswers503(t *testing.T) {
 	for _, fault := range [][]any{{"DEBUG", "SLEEP", "3"}, {"CLIENT", "PAUSE", "3000", "ALL"}} {
 		go func() { _ = c.Do(context.Background(), fault...).Err() }()
 		time.Sleep(200 * time.Millisecond)
-		check(fmt.Sprint(fault...), 2*time.Second)
+		check(fmt.Sprint(fault...), 5*time.Second)
 		time.Sleep(3 * time.Second) // it is over
 	}
 	n.waitFinal(t, n.key, n.submit(t, "w", nil)["channel_id"].(string), 10*time.Second)
