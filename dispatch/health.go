@@ -145,6 +145,17 @@ func (e *Engine) unpark(whid string) {
 	}
 }
 
+// Restart gives an endpoint that is enabled again a fresh start: its
+// circuit closed and its failure clock stopped, so that its first failure
+// after the Enable does not disable it again at once for failures from
+// before (RIVERHUB_ENDPOINT_DISABLE_AFTER counts from then on).
+func (e *Engine) Restart(ctx context.Context, whid string) error {
+	return e.pipelined(ctx, func(p redis.Pipeliner) {
+		p.HDel(ctx, e.unhealthyKey, whid)
+		p.HSet(ctx, e.epKey(whid), "state", "closed", "probe", "", "fails", 0, "failing_since", 0)
+	})
+}
+
 // forget settles a deleted or disabled endpoint's circuit: off the
 // unhealthy count, closed, and its waiting deliveries released (500 per
 // claim), so they are dead-lettered with the reason at once instead of one

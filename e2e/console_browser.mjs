@@ -978,7 +978,10 @@ if (!BREAKER.base || !BREAKER.key || !DISABLING.base || !DISABLING.key || !FAILI
   });
 
   await check("webhooks page: an endpoint failing longer than RIVERHUB_ENDPOINT_DISABLE_AFTER shows disabled and why; Enable turns it back on", async () => {
-    await until("the endpoint being disabled", async () => (await health(dis)).enabled === false);
+    const disabledAt = (await until("the endpoint being disabled", async () => {
+      const w = await health(dis);
+      return w.enabled === false && w;
+    })).disabled_at;
     current = dp;
     await go(dp, "#/webhooks", DISABLING.base);
     const c = cardWith(dp, dis.url).first();
@@ -996,7 +999,7 @@ if (!BREAKER.base || !BREAKER.key || !DISABLING.base || !DISABLING.key || !FAILI
     const w = await health(dis);
     assert(w.enabled === true && !w.disabled_reason && !w.disabled_at, `after Enable: ${JSON.stringify(w)}`);
     await shot(dp, "21-webhook-enabled-again");
-    log(`reenabled ${dis.hook.id}`);
+    log(`reenabled ${dis.hook.id} ${disabledAt}`);
   });
 
   await check("webhooks page: the health follows the endpoint without a reload (the failed probe reopens the circuit)", async () => {

@@ -167,6 +167,9 @@ func (s *Server) updateWebhook(c *gin.Context) {
 		return
 	}
 	w, err := s.Console.UpdateWebhook(c.Request.Context(), principal(c).ProjectID, c.Param("id"), in)
+	if err == nil && in.Enabled != nil && *in.Enabled && s.Deliveries != nil {
+		err = s.Deliveries.Restart(c.Request.Context(), w.ID)
+	}
 	s.answer(c, http.StatusOK, w, err)
 }
 
