@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -166,67 +165,7 @@ func TestLateJoinToAnEndedChannel(t *testing.T) {
 // phx_close exactly once, and nothing after it.
 func TestJoinsRacingTheFinalMessage(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	o := Options{HistoryMax: 1000, SendQueue: 1024}
-	h, srv := e.node(o)
-	_, srvB := e.node(o)
-	pid, cid, topic, token := e.channel()
-	const total, clients = 100, 8 // the last message is the final one
-
-	results := make(chan error, clients)
-	started := make(chan struct{}, clients)
-	for i := range clients {
-		s := srv
-		if i%2 == 1 {
-			s = srvB
-		}
-		c := dial(t, s, token)
-		go func() {
-			time.Sleep(time.Duration(i) * 10 * time.Millisecond)
-			ref := c.nextRef()
-			b, _ := json.Marshal([]any{ref, ref, topic, "phx_join", map[string]any{}})
-			if err := c.c.Write(context.Background(), websocket.MessageText, b); err != nil {
-				results <- err
-				return
-			}
-			started <- struct{}{}
-			if m, err := c.readErr(10 * time.Second); err != nil || m.Event != "phx_reply" {
-				results <- fmt.Errorf("client %d: join reply %v %v", i, m, err)
-				return
-			}
-			for want := 1; want <= total; want++ {
-				m, err := c.readErr(10 * time.Second)
-				if err != nil {
-					results <- fmt.Errorf("client %d: waiting for n=%d: %v", i, want, err)
-					return
-				}
-				var p struct{ N int }
-				_ = json.Unmarshal(m.Payload, &p)
-				if m.Event != "response" || p.N != want {
-					results <- fmt.Errorf("client %d: got %s, want n=%d", i, m.Raw, want)
-					return
-				}
-			}
-			if m, err := c.readErr(10 * time.Second); err != nil || m.Raw != closeFrameOf(topic, ref) {
-				results <- fmt.Errorf("client %d: after the final message: %v %v", i, m, err)
-				return
-			}
-			results <- nil
-		}()
-	}
-	<-started
-	for n := 1; n <= total; n++ {
-		status := "ai_generated"
-		if n == total {
-			status = "success"
-		}
-		publish(t, h, pid, cid, fmt.Sprintf(`{"n":%d,"status":%q}`, n, status))
-	}
-	for range clients {
-		if err := <-results; err != nil {
-			t.Error(err)
-		}
-	}
+	joinWhilePublishing(t, 100, true)
 }
 
 // spellings returns n topics of one channel, all different: the long and

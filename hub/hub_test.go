@@ -658,6 +658,16 @@ func strPtr(s string) *string { return &s }
 // or repeat at the seam.
 func TestJoinWhilePublishingMissesNothing(t *testing.T) {
 	t.Parallel()
+	joinWhilePublishing(t, 200, false)
+}
+
+// joinWhilePublishing has 8 sockets, on two nodes, join one channel
+// staggered across the publishing of total messages, and wants each to get
+// every message exactly once, in order. With final, the last message is the
+// channel's final one, and phx_close must follow it, once, with nothing
+// after.
+func joinWhilePublishing(t *testing.T, total int, final bool) {
+	t.Helper()
 	e := newEnv(t)
 	// The burst below is far denser than a channel's real traffic; a queue
 	// that holds it keeps this test about the join seam, not slow clients.
@@ -665,17 +675,17 @@ func TestJoinWhilePublishingMissesNothing(t *testing.T) {
 	h, srv := e.node(o)
 	_, srvB := e.node(o) // and on another node
 	pid, cid, topic, token := e.channel()
-	const total, clients = 200, 8
+	const clients = 8
 
 	results := make(chan error, clients)
 	started := make(chan struct{}, clients)
-	for i := 0; i < clients; i++ {
+	for i := range clients {
 		s := srv
 		if i%2 == 1 {
 			s = srvB
 		}
 		c := dial(t, s, token)
-		go func(i int) {
+		go func() {
 			// Stagger the joins across the publishing.
 			time.Sleep(time.Duration(i) * 15 * time.Millisecond)
 			ref := c.nextRef()
@@ -685,8 +695,7 @@ func TestJoinWhilePublishingMissesNothing(t *testing.T) {
 				return
 			}
 			started <- struct{}{}
-			m, err := c.readErr(10 * time.Second)
-			if err != nil || m.Event != "phx_reply" {
+			if m, err := c.readErr(10 * time.Second); err != nil || m.Event != "phx_reply" {
 				results <- fmt.Errorf("client %d: join reply %v %v", i, m, err)
 				return
 			}
@@ -703,14 +712,24 @@ func TestJoinWhilePublishingMissesNothing(t *testing.T) {
 					return
 				}
 			}
+			if final {
+				if m, err := c.readErr(10 * time.Second); err != nil || m.Raw != closeFrameOf(topic, ref) {
+					results <- fmt.Errorf("client %d: after the final message: %v %v", i, m, err)
+					return
+				}
+			}
 			results <- nil
-		}(i)
+		}()
 	}
 	<-started
 	for n := 1; n <= total; n++ {
-		publish(t, h, pid, cid, fmt.Sprintf(`{"n":%d}`, n))
+		status := "ai_generated"
+		if final && n == total {
+			status = "success"
+		}
+		publish(t, h, pid, cid, fmt.Sprintf(`{"n":%d,"status":%q}`, n, status))
 	}
-	for i := 0; i < clients; i++ {
+	for range clients {
 		if err := <-results; err != nil {
 			t.Error(err)
 		}
