@@ -166,9 +166,19 @@ func (s *Server) updateWebhook(c *gin.Context) {
 	if !s.body(c, &in) {
 		return
 	}
-	w, err := s.Console.UpdateWebhook(c.Request.Context(), principal(c).ProjectID, c.Param("id"), in)
-	if err == nil && in.Enabled != nil && *in.Enabled && s.Deliveries != nil {
-		err = s.Deliveries.Restart(c.Request.Context(), w.ID)
+	ctx, pid := c.Request.Context(), principal(c).ProjectID
+	// Turned back on, a disabled endpoint starts afresh (its failures from
+	// before do not disable it again at once); an enabled one keeps its
+	// failure clock.
+	restart := false
+	if in.Enabled != nil && *in.Enabled && s.Deliveries != nil {
+		if old, err := s.Console.GetWebhook(ctx, pid, c.Param("id")); err == nil && !old.Enabled {
+			restart = true
+		}
+	}
+	w, err := s.Console.UpdateWebhook(ctx, pid, c.Param("id"), in)
+	if err == nil && restart {
+		err = s.Deliveries.Restart(ctx, w.ID)
 	}
 	s.answer(c, http.StatusOK, w, err)
 }
