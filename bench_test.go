@@ -76,8 +76,30 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // queue, claim, provider, completion), with its queue kept from growing.
 // All clients submit for one project, whose rate limit is set far above
 // what they reach: its check runs on every submission but never refuses.
-func BenchmarkThroughput(b *testing.B) {
-	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000")
+func BenchmarkThroughput(b *testing.B) { throughput(b) }
+
+// BenchmarkThroughputLimited is BenchmarkThroughput with limits on the
+// mock provider's credential that it never reaches (10,000 in flight,
+// 10,000,000 a minute): what checking the limits in Redis costs each task.
+func BenchmarkThroughputLimited(b *testing.B) {
+	throughput(b, "RIVERHUB_PROVIDER_LIMITS", "mock:concurrency=10000,rpm=10000000")
+}
+
+// BenchmarkProviderLimitBurst submits 1,000 tasks at once to two nodes
+// whose provider allows 300 requests a minute and 20 at once (each
+// answered in 50 ms), and reports how long they took against the least
+// the limits allow (ratio = elapsed / minimum).
+func BenchmarkProviderLimitBurst(b *testing.B) {
+	for range b.N {
+		r := limitedBurst(b, 1000, 300, 20, 50*time.Millisecond)
+		b.ReportMetric(r.elapsed.Seconds(), "s")
+		b.ReportMetric(r.minimum.Seconds(), "minimum-s")
+		b.ReportMetric(float64(r.elapsed)/float64(r.minimum), "ratio")
+	}
+}
+
+func throughput(b *testing.B, env ...string) {
+	n := newNode(b, append([]string{"RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000"}, env...)...)
 	n.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "m", "provider": "mock", "mock": map[string]any{"response": map[string]any{"ok": true}}})
 	body, _ := json.Marshal(map[string]any{"workflow": "m", "messages": userMessages("hello"), "customer_data": map[string]any{"user_id": "u1"}})
 	const window = 10 * time.Second

@@ -137,7 +137,9 @@ func fakeOpenAI(t *testing.T, want string) (*httptest.Server, *atomic.Int64) {
 func TestOpenAIProviderAndFallbacks(t *testing.T) {
 	t.Parallel()
 	fake, _ := fakeOpenAI(t, `{"title":"Inception","year":2010}`)
-	n := newNode(t, "OPENAI_BASE_URL", fake.URL+"/v1", "OPENAI_API_KEY", "sk-test")
+	// Retries off: this is about the fallback chain (a 500 is retried
+	// first by default; provider_limits_e2e_test.go tests that).
+	n := newNode(t, "OPENAI_BASE_URL", fake.URL+"/v1", "OPENAI_API_KEY", "sk-test", "RIVERHUB_PROVIDER_RETRIES", "0")
 	out := n.must(t, 201, "POST", "/api/console/structured-output", map[string]any{
 		"name": "movie", "schema": map[string]any{"type": "object", "required": []string{"title"},
 			"properties": map[string]any{"title": map[string]any{"type": "string"}}},

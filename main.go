@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/ai/limit"
 	"github.com/riverhub/riverhub/channels"
 	"github.com/riverhub/riverhub/config"
 	"github.com/riverhub/riverhub/console"
@@ -110,11 +111,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log.Info().Str("project_id", project.ID).Msg("default project ready")
 
+	limits := map[string]limit.Limits{}
+	for p, l := range cfg.ProviderLimits {
+		limits[p] = limit.Limits{Concurrency: l.Concurrency, RPM: l.RPM, TPM: l.TPM}
+	}
 	runner := ai.NewRunner(ai.Config{
 		OpenAIBaseURL: cfg.OpenAIBaseURL, OpenAIAPIKey: cfg.OpenAIAPIKey,
 		AnthropicBaseURL: cfg.AnthropicBaseURL, AnthropicAPIKey: cfg.AnthropicAPIKey,
-		Timeout: cfg.ProviderTimeout,
+		Timeout: cfg.ProviderTimeout, Retries: offIfZero(cfg.ProviderRetries), RetryWait: cfg.ProviderRetryWait,
+		CooldownAfter: offIfZero(cfg.ProviderCooldownAfter), Cooldown: cfg.ProviderCooldown,
+		Limiter: limit.New(conn, limit.Options{Prefix: cfg.KeyPrefix, Now: clock.Now}), Limits: limits,
 	})
+	for _, p := range runner.LimitedProviders() {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_provider_limit_waiting",
+			Help: "Tasks of this node waiting for a permit of their provider's limits.", ConstLabels: prometheus.Labels{"provider": p}},
+			func() float64 { return float64(runner.LimitWaiting(p)) }))
+	}
 	deliveries := dispatch.New(conn, dispatch.Options{
 		Prefix: cfg.KeyPrefix, Schedule: cfg.RetrySchedule, Timeout: cfg.WebhookTimeout,
 		Retention: cfg.Retention, DLQRetention: cfg.DLQRetention, Production: cfg.Production(), Guard: guard,
@@ -132,7 +144,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		ProjectMaxQueue: cfg.ProjectMaxQueue, ProjectRate: cfg.ProjectRate,
 		Retention: cfg.Retention, Dispatcher: deliveries, Publisher: sockets, Registerer: reg, Log: log,
 		PublicURL: cfg.PublicURL, CallbackTimeout: cfg.CallbackTimeout, PlaygroundDelay: cfg.PlaygroundCallbackDelay,
-		Now: clock.Now,
+		SyncWait: cfg.SyncWait, Now: clock.Now,
 	})
 	deliveries.SetTimeline(svc)
 
@@ -214,4 +226,13 @@ func stopAll(svc *channels.Service, deliveries *dispatch.Engine, bound time.Dura
 	ctx, cancel = context.WithTimeout(context.Background(), bound)
 	_ = deliveries.Shutdown(ctx)
 	cancel()
+}
+
+// offIfZero maps a setting's 0 (off) to the negative that switches a
+// feature off where 0 means its default.
+func offIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

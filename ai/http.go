@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 const (
@@ -44,16 +45,20 @@ func (r *Runner) postJSON(ctx context.Context, endpoint string, body any, setHea
 
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return nil, transportError(err)
+		return nil, retryableError{transportError(err)}
 	}
 	defer closeBody(resp.Body)
 
 	b, readErr := readBody(resp.Body)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, statusError(resp.StatusCode, b)
+		return nil, &statusError{code: resp.StatusCode, msg: providerMessage(b),
+			after: retryAfter(resp.Header, resp.StatusCode, time.Now()), should: shouldRetry(resp.Header)}
 	}
 	if readErr != nil {
-		return nil, readErr
+		if readErr == errResponseTooLarge {
+			return nil, readErr
+		}
+		return nil, retryableError{readErr}
 	}
 	return b, nil
 }
@@ -85,15 +90,6 @@ func transportError(err error) error {
 		return fmt.Errorf("request failed: %w", ue.Err)
 	}
 	return fmt.Errorf("request failed: %w", err)
-}
-
-// statusError reports a non-2xx answer with the provider's own explanation
-// when it gave one, since "status 400" alone does not tell a user what to fix.
-func statusError(code int, body []byte) error {
-	if msg := providerMessage(body); msg != "" {
-		return fmt.Errorf("status %d: %s", code, msg)
-	}
-	return fmt.Errorf("status %d", code)
 }
 
 // providerMessage extracts a human-readable message from an error body.

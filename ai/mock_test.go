@@ -92,7 +92,7 @@ func TestMockDelay(t *testing.T) {
 }
 
 func TestMockDelayBeyondTimeout(t *testing.T) {
-	r := NewRunner(Config{Timeout: 50 * time.Millisecond})
+	r := NewRunner(Config{Timeout: 50 * time.Millisecond, Retries: -1})
 	start := time.Now()
 	res, err := r.Run(testContext(t), Request{
 		Chain: []Target{{Provider: "mock", Model: "slow"}, {Provider: "openai", Model: "x"}},

@@ -81,6 +81,7 @@ func TestPerAttemptTimeoutMovesOn(t *testing.T) {
 	primary := newFakeProvider(t, hang)
 	fallback := newFakeProvider(t, openAIReply("late but fine", 1, 1))
 	r := NewRunner(Config{
+		Retries:          -1,
 		OpenAIBaseURL:    fallback.URL,
 		AnthropicBaseURL: primary.URL,
 		Timeout:          100 * time.Millisecond,
@@ -290,7 +291,7 @@ func TestBaseURLCredentialsNotLeaked(t *testing.T) {
 	closed := newFakeProvider(t, reply(200, `{}`))
 	closed.Close()
 	u := strings.Replace(closed.URL, "http://", "http://user:hunter2@", 1)
-	r := NewRunner(Config{OpenAIBaseURL: u, Timeout: time.Second})
+	r := NewRunner(Config{OpenAIBaseURL: u, Timeout: time.Second, Retries: -1})
 	res, _ := r.Run(testContext(t), Request{Chain: []Target{{Provider: "openai", Model: "m"}}})
 	if len(res.Attempts) != 1 || !strings.HasPrefix(res.Attempts[0].Error, "openai: request failed: ") {
 		t.Fatalf("attempts = %+v", res.Attempts)

@@ -48,7 +48,7 @@ func TestRequestDeliveryChoices(t *testing.T) {
 				t.Fatal(err)
 			}
 			// execute runs the side effects before it returns.
-			if _, err := s.execute(ctx, task); err != nil {
+			if _, err := s.execute(ctx, task, nil); err != nil {
 				t.Fatal(err)
 			}
 			rec.mu.Lock()
@@ -103,7 +103,7 @@ func TestMetadataAndDeliveryOnRecord(t *testing.T) {
 	if !slices.Equal(req.WebhookIDs, []string{"wh_1", "wh_2"}) || !slices.Equal(req.Events, []string{"task.completed"}) || req.DeliveryMethod != "websocket" {
 		t.Errorf("request entry = %s", tl[0])
 	}
-	msg, err := s.execute(ctx, task)
+	msg, err := s.execute(ctx, task, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

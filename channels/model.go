@@ -91,16 +91,20 @@ type View struct {
 // Entry is one line of a channel's audit timeline.
 type Entry struct {
 	At string `json:"at"`
-	// request, generating, requeued, ai_attempt, completed, failed,
+	// request, generating, requeued, waiting, ai_attempt, completed, failed,
 	// ai_generated, callback, callback_rejected, timeout, broadcast (a
 	// message published to the room: its status)
 	Type string `json:"type"`
-	// ai_attempt
+	// ai_attempt (and waiting: provider, model, reason)
 	Provider   string `json:"provider,omitempty"`
 	Model      string `json:"model,omitempty"`
 	DurationMS *int64 `json:"duration_ms,omitempty"`
 	Success    *bool  `json:"success,omitempty"`
 	Error      string `json:"error,omitempty"`
+	StatusCode int    `json:"status_code,omitempty"` // the provider's HTTP status, when it answered an error
+	WaitMS     *int64 `json:"wait_ms,omitempty"`     // waited before the attempt (retry delay, rate-limit permit)
+	Skipped    bool   `json:"skipped,omitempty"`     // not tried: the provider was cooling down
+	Reason     string `json:"reason,omitempty"`      // waiting: rate_limit or retry
 	// request
 	Workflow string `json:"workflow,omitempty"`
 	Node     string `json:"node,omitempty"`

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,8 +98,16 @@ type Options struct {
 	// PlaygroundDelay is when the playground's simulated callback comes;
 	// default 1.5 s.
 	PlaygroundDelay time.Duration
-	Registerer      prometheus.Registerer
-	Log             zerolog.Logger
+	// MaxWaiting is how many tasks of this node may give back their
+	// worker slot while they wait for a provider (a rate-limit permit or
+	// a retry delay), so that other tasks run meanwhile; beyond it a
+	// waiting task keeps its slot. Default 4 × Workers.
+	MaxWaiting int
+	// SyncWait bounds the time a sync request waits in all for provider
+	// rate limits and retry delays before its chain moves on; default 30s.
+	SyncWait   time.Duration
+	Registerer prometheus.Registerer
+	Log        zerolog.Logger
 	// Now is the clock of every time stored for other nodes to compare
 	// (leases, callback deadlines) and of the timeline; default time.Now.
 	// The server passes the Redis clock (rdb.Clock).
@@ -137,6 +146,8 @@ type Service struct {
 	quitOnce  sync.Once
 	closing   bool // under mu: Shutdown has begun waiting for tasks
 
+	waiting atomic.Int64 // tasks that gave back their worker slot to wait for a provider
+
 	m metrics
 }
 
@@ -172,6 +183,12 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	}
 	if o.PlaygroundDelay <= 0 {
 		o.PlaygroundDelay = 1500 * time.Millisecond
+	}
+	if o.MaxWaiting <= 0 {
+		o.MaxWaiting = 4 * o.Workers
+	}
+	if o.SyncWait <= 0 {
+		o.SyncWait = 30 * time.Second
 	}
 	s := &Service{
 		rdb: rdb, runner: runner, o: o,
@@ -328,7 +345,7 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 			s.indexNew(ctx, p, t, StatusGenerating, now)
 		})
 	}()
-	res, runErr := s.generate(ctx, t)
+	res, runErr := s.generate(ctx, t, nil, s.o.SyncWait)
 	if err := <-recorded; err != nil {
 		s.untrack(t.ChannelID)
 		// Half a record (the lease and the record live in different
@@ -376,8 +393,9 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 }
 
 // execute runs a task that this node holds, completes it and acks it.
-func (s *Service) execute(ctx context.Context, t *Task) (json.RawMessage, error) {
-	res, runErr := s.generate(ctx, t)
+// onWait (nil: none) is called if the run has to wait for a provider.
+func (s *Service) execute(ctx context.Context, t *Task, onWait func(ai.Wait)) (json.RawMessage, error) {
+	res, runErr := s.generate(ctx, t, onWait, 0)
 	if ctx.Err() != nil {
 		// Shutting down: the lease stays and the task runs again
 		// elsewhere rather than failing for a reason of ours.
@@ -393,11 +411,19 @@ func (s *Service) execute(ctx context.Context, t *Task) (json.RawMessage, error)
 	return o.msg, nil
 }
 
-// generate calls the providers.
-func (s *Service) generate(ctx context.Context, t *Task) (ai.Result, error) {
+// generate calls the providers. onWait is told when the run first waits
+// for a provider; maxWait bounds the waiting (0: none).
+func (s *Service) generate(ctx context.Context, t *Task, onWait func(ai.Wait), maxWait time.Duration) (ai.Result, error) {
 	s.m.busy.Inc()
 	defer s.m.busy.Dec()
 	res, err := s.runner.Run(ctx, ai.Request{
+		MaxWait: maxWait,
+		OnWait: func(w ai.Wait) {
+			s.noteWait(ctx, t.ChannelID, w)
+			if onWait != nil {
+				onWait(w)
+			}
+		},
 		Chain:        append([]ai.Target{{Provider: t.Workflow.Provider, Model: t.Workflow.Model}}, t.Workflow.Fallbacks...),
 		SystemPrompt: t.Workflow.SystemPrompt,
 		Messages:     t.Messages,
@@ -485,8 +511,12 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 	args = append(args, fields...)
 	for _, a := range res.Attempts {
 		d, ok := a.DurationMS, a.Success
-		args = append(args, mustJSON(Entry{At: at, Type: "ai_attempt", Provider: a.Provider, Model: a.Model,
-			DurationMS: &d, Success: &ok, Error: a.Error}))
+		e := Entry{At: at, Type: "ai_attempt", Provider: a.Provider, Model: a.Model,
+			DurationMS: &d, Success: &ok, Error: a.Error, StatusCode: a.Status, Skipped: a.Skipped}
+		if a.WaitMS > 0 {
+			e.WaitMS = &a.WaitMS
+		}
+		args = append(args, mustJSON(e))
 	}
 	if status == StatusError {
 		final.Type = "failed"
@@ -798,6 +828,15 @@ func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.R
 		out[i] = json.RawMessage(r)
 	}
 	return view, out, nil
+}
+
+// noteWait puts on the timeline that a task waits for a provider (once a
+// run: the attempts that follow say how long). It is only a note: a
+// failure to write it changes nothing.
+func (s *Service) noteWait(ctx context.Context, cid string, w ai.Wait) {
+	s.m.waits.WithLabelValues(w.Provider, w.Reason).Inc()
+	e := mustJSON(Entry{At: stamp(s.o.Now()), Type: "waiting", Provider: w.Provider, Model: w.Model, Reason: w.Reason, Node: s.o.Node})
+	s.rdb.RPushX(ctx, s.tlKey(cid), e)
 }
 
 // AppendTimeline adds an entry to a channel's timeline within p (other

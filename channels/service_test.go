@@ -109,7 +109,7 @@ func TestCompletionIsOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			t2 := *task
-			m, err := s.execute(context.Background(), &t2)
+			m, err := s.execute(context.Background(), &t2, nil)
 			if err != nil {
 				t.Error(err)
 			}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/ai"
 )
 
 const (
@@ -108,13 +110,29 @@ func (s *Service) claimLoop() {
 		for i, id := range ids {
 			s.tasks.Add(1)
 			go func() {
+				// A task that waits for a provider gives its slot back
+				// (within MaxWaiting), so that tasks of other providers
+				// and projects run meanwhile; it finishes without one.
+				held := true
 				defer func() {
 					s.untrack(id)
-					slots <- struct{}{}
+					if held {
+						slots <- struct{}{}
+					} else {
+						s.waiting.Add(-1)
+					}
 					s.tasks.Done()
 				}()
+				onWait := func(ai.Wait) {
+					if s.waiting.Add(1) > int64(s.o.MaxWaiting) {
+						s.waiting.Add(-1)
+						return
+					}
+					held = false
+					slots <- struct{}{}
+				}
 				if starts != nil {
-					s.process(id, starts[i])
+					s.process(id, starts[i], onWait)
 				}
 			}()
 		}
@@ -186,7 +204,7 @@ func (s *Service) startAll(ids, members []string) []*redis.Cmd {
 }
 
 // process runs one claimed task, given the outcome of its start script.
-func (s *Service) process(cid string, start *redis.Cmd) {
+func (s *Service) process(cid string, start *redis.Cmd, onWait func(ai.Wait)) {
 	ctx := s.runCtx
 	out, err := start.StringSlice()
 	if err != nil {
@@ -222,7 +240,7 @@ func (s *Service) process(cid string, start *redis.Cmd) {
 			s.abandon(ctx, &t, fmt.Sprintf("the task was interrupted %d times and was given up", runs-1))
 			return
 		}
-		if _, err := s.execute(ctx, &t); err != nil && ctx.Err() == nil {
+		if _, err := s.execute(ctx, &t, onWait); err != nil && ctx.Err() == nil {
 			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("run task")
 		}
 	}

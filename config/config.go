@@ -114,6 +114,42 @@ type Config struct {
 	// RIVERHUB_PROVIDER_TIMEOUT, flag -provider-timeout, default 60s; > 0.
 	ProviderTimeout time.Duration
 
+	// ProviderRetries is how many times a provider/model is tried again
+	// after a retryable failure (408, 409, 429, 5xx, timeout, transport
+	// error) before the chain moves on to its fallback.
+	// RIVERHUB_PROVIDER_RETRIES, flag -provider-retries, default 3; 0 to 10.
+	ProviderRetries int
+
+	// ProviderRetryWait is the longest wait before one retry: the
+	// provider's Retry-After when it sent one, else a backoff from 500 ms
+	// doubling to 8 s. A provider asking for longer is moved past.
+	// RIVERHUB_PROVIDER_RETRY_WAIT, flag -provider-retry-wait, default 60s; > 0.
+	ProviderRetryWait time.Duration
+
+	// ProviderCooldownAfter is how many failures in a row (5xx, timeout,
+	// transport error) make a node skip a provider for ProviderCooldown
+	// while a chain has another target. 0 turns cooldowns off.
+	// RIVERHUB_PROVIDER_COOLDOWN_AFTER, flag -provider-cooldown-after,
+	// default 5; >= 0.
+	ProviderCooldownAfter int
+
+	// ProviderCooldown is how long a failing provider is skipped.
+	// RIVERHUB_PROVIDER_COOLDOWN, flag -provider-cooldown, default 30s; > 0.
+	ProviderCooldown time.Duration
+
+	// ProviderLimits are the limits of each provider's credential
+	// ("openai", "anthropic", "mock"), enforced across all nodes through
+	// Redis; a provider absent is not limited.
+	// RIVERHUB_PROVIDER_LIMITS, flag -provider-limits, default none;
+	// "openai:concurrency=20,rpm=300,tpm=90000;anthropic:rpm=50".
+	ProviderLimits map[string]ProviderLimit
+
+	// SyncWait bounds the time a sync request (POST /v1/ai) waits in all
+	// for provider limits and retry delays; a wait beyond it moves on to
+	// the fallback.
+	// RIVERHUB_SYNC_WAIT, flag -sync-wait, default 30s; > 0.
+	SyncWait time.Duration
+
 	// Workers is the number of task workers on this node.
 	// RIVERHUB_WORKERS, flag -workers, default 256; 1 to 100000.
 	Workers int
@@ -254,6 +290,11 @@ func Defaults() *Config {
 		OpenAIBaseURL:           "https://api.openai.com/v1",
 		AnthropicBaseURL:        "https://api.anthropic.com",
 		ProviderTimeout:         60 * time.Second,
+		ProviderRetries:         3,
+		ProviderRetryWait:       time.Minute,
+		ProviderCooldownAfter:   5,
+		ProviderCooldown:        30 * time.Second,
+		SyncWait:                30 * time.Second,
 		Workers:                 256,
 		MaxQueue:                100000,
 		ProjectMaxQueue:         50000,

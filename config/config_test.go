@@ -155,6 +155,15 @@ func TestLoadEachVariable(t *testing.T) {
 		{"anthropic base url", map[string]string{"ANTHROPIC_BASE_URL": "https://proxy.internal"}, func(c *Config) { c.AnthropicBaseURL = "https://proxy.internal" }},
 		{"provider timeout", map[string]string{"RIVERHUB_PROVIDER_TIMEOUT": "2m"}, func(c *Config) { c.ProviderTimeout = 2 * time.Minute }},
 		{"workers", map[string]string{"RIVERHUB_WORKERS": "8"}, func(c *Config) { c.Workers = 8 }},
+		{"provider retries off", map[string]string{"RIVERHUB_PROVIDER_RETRIES": "0"}, func(c *Config) { c.ProviderRetries = 0 }},
+		{"provider retry wait", map[string]string{"RIVERHUB_PROVIDER_RETRY_WAIT": "5m"}, func(c *Config) { c.ProviderRetryWait = 5 * time.Minute }},
+		{"provider cooldown", map[string]string{"RIVERHUB_PROVIDER_COOLDOWN_AFTER": "2", "RIVERHUB_PROVIDER_COOLDOWN": "10s"}, func(c *Config) {
+			c.ProviderCooldownAfter, c.ProviderCooldown = 2, 10*time.Second
+		}},
+		{"provider limits", map[string]string{"RIVERHUB_PROVIDER_LIMITS": " openai:concurrency=20, rpm=300 ,tpm=90000; anthropic:rpm=50;"}, func(c *Config) {
+			c.ProviderLimits = map[string]ProviderLimit{"openai": {Concurrency: 20, RPM: 300, TPM: 90000}, "anthropic": {RPM: 50}}
+		}},
+		{"sync wait", map[string]string{"RIVERHUB_SYNC_WAIT": "2m"}, func(c *Config) { c.SyncWait = 2 * time.Minute }},
 		{"workers max", map[string]string{"RIVERHUB_WORKERS": "100000"}, func(c *Config) { c.Workers = 100000 }},
 		{"max queue", map[string]string{"RIVERHUB_MAX_QUEUE": "5"}, func(c *Config) { c.MaxQueue = 5 }},
 		{"task lease minimum", map[string]string{"RIVERHUB_TASK_LEASE": "100ms"}, func(c *Config) { c.TaskLease = 100 * time.Millisecond }},
@@ -287,6 +296,12 @@ func TestLoadErrors(t *testing.T) {
 		{"max body bytes not a number", one("RIVERHUB_MAX_BODY_BYTES", "1MiB"), nil, `RIVERHUB_MAX_BODY_BYTES: "1MiB" is not an integer`},
 
 		// log level and CIDRs
+		{"provider retries above 10", one("RIVERHUB_PROVIDER_RETRIES", "11"), nil, `RIVERHUB_PROVIDER_RETRIES: must be at most 10, got 11`},
+		{"provider limits unknown provider", one("RIVERHUB_PROVIDER_LIMITS", "gemini:rpm=3"), nil, `RIVERHUB_PROVIDER_LIMITS: "gemini:rpm=3": unknown provider "gemini" (want openai, anthropic or mock)`},
+		{"provider limits unknown limit", one("RIVERHUB_PROVIDER_LIMITS", "openai:rph=3"), nil, `RIVERHUB_PROVIDER_LIMITS: openai: unknown limit "rph" (want concurrency, rpm or tpm)`},
+		{"provider limits negative", one("RIVERHUB_PROVIDER_LIMITS", "openai:rpm=-1"), nil, `RIVERHUB_PROVIDER_LIMITS: openai: "rpm=-1": want a limit=non-negative integer`},
+		{"provider limits without limits", one("RIVERHUB_PROVIDER_LIMITS", "openai"), nil, `RIVERHUB_PROVIDER_LIMITS: "openai": want openai:concurrency=N,rpm=N,tpm=N`},
+		{"provider limits twice", one("RIVERHUB_PROVIDER_LIMITS", "mock:rpm=1;mock:rpm=2"), nil, `RIVERHUB_PROVIDER_LIMITS: mock: given twice`},
 		{"log level", one("RIVERHUB_LOG_LEVEL", "trace"), nil, `RIVERHUB_LOG_LEVEL: unknown level "trace" (want debug, info, warn or error)`},
 		{"cidr bad length", one("RIVERHUB_ALLOW_CIDRS", "10.0.0.0/33"), nil, `RIVERHUB_ALLOW_CIDRS: entry 1 "10.0.0.0/33": not a CIDR`},
 		{"cidr garbage", one("RIVERHUB_ALLOW_CIDRS", "10.0.0.0/8,intranet"), nil, `RIVERHUB_ALLOW_CIDRS: entry 2 "intranet": not a CIDR or IP address`},
@@ -416,6 +431,8 @@ func TestEveryFlagParses(t *testing.T) {
 		"-ws-max-conns": "7", "-ws-max-channels": "3", "-ws-idle-timeout": "2s", "-project-max-queue": "5", "-project-rate": "0",
 		"-webhook-concurrency": "8", "-endpoint-concurrency": "2", "-project-concurrency": "4",
 		"-breaker-threshold": "3", "-endpoint-disable-after": "1h", "-redis-timeout": "500ms",
+		"-provider-retries": "0", "-provider-retry-wait": "5s", "-provider-cooldown-after": "0", "-provider-cooldown": "1m",
+		"-provider-limits": "mock:rpm=1", "-sync-wait": "3s",
 	}
 	var args []string
 	flags := 0

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -63,6 +64,62 @@ func parseCIDRs(s string) ([]netip.Prefix, error) {
 			return nil, fmt.Errorf("entry %d %q: not a CIDR", i+1, p)
 		}
 		out = append(out, pfx.Masked())
+	}
+	return out, nil
+}
+
+// ProviderLimit is one provider credential's limits; 0 means no limit of
+// that kind.
+type ProviderLimit struct {
+	Concurrency int // requests in flight at once
+	RPM         int // requests started per minute
+	TPM         int // tokens (as answers report them) per minute
+}
+
+// parseProviderLimits reads "openai:concurrency=20,rpm=300;anthropic:rpm=50".
+func parseProviderLimits(s string) (map[string]ProviderLimit, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	out := map[string]ProviderLimit{}
+	for _, part := range strings.Split(s, ";") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, spec, ok := strings.Cut(part, ":")
+		name = strings.TrimSpace(name)
+		switch name {
+		case "openai", "anthropic", "mock":
+		default:
+			return nil, fmt.Errorf("%q: unknown provider %q (want openai, anthropic or mock)", part, name)
+		}
+		if !ok || strings.TrimSpace(spec) == "" {
+			return nil, fmt.Errorf("%q: want %s:concurrency=N,rpm=N,tpm=N", part, name)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("%s: given twice", name)
+		}
+		var l ProviderLimit
+		for _, kv := range strings.Split(spec, ",") {
+			k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if !ok || err != nil || n < 0 {
+				return nil, fmt.Errorf("%s: %q: want a limit=non-negative integer", name, strings.TrimSpace(kv))
+			}
+			switch strings.TrimSpace(k) {
+			case "concurrency":
+				l.Concurrency = n
+			case "rpm":
+				l.RPM = n
+			case "tpm":
+				l.TPM = n
+			default:
+				return nil, fmt.Errorf("%s: unknown limit %q (want concurrency, rpm or tpm)", name, k)
+			}
+		}
+		out[name] = l
 	}
 	return out, nil
 }

@@ -17,6 +17,9 @@ const (
 	minTokenSecretLen = 32
 	maxKeyPrefixLen   = 64
 	maxWorkers        = 100000
+	// maxProviderRetries: beyond it a task mostly waits on a provider
+	// that will not answer, which the fallback chain is for.
+	maxProviderRetries = 10
 )
 
 // Validate checks every field and returns the first problem found, as one
@@ -73,6 +76,9 @@ func (c *Config) Validate() error {
 		{"RIVERHUB_CALLBACK_TIMEOUT", c.CallbackTimeout, 0, false},
 		{"RIVERHUB_PLAYGROUND_CALLBACK_DELAY", c.PlaygroundCallbackDelay, 0, true},
 		{"RIVERHUB_PROVIDER_TIMEOUT", c.ProviderTimeout, 0, false},
+		{"RIVERHUB_PROVIDER_RETRY_WAIT", c.ProviderRetryWait, 0, false},
+		{"RIVERHUB_PROVIDER_COOLDOWN", c.ProviderCooldown, 0, false},
+		{"RIVERHUB_SYNC_WAIT", c.SyncWait, 0, false},
 		{"RIVERHUB_TASK_LEASE", c.TaskLease, 100 * time.Millisecond, false},
 		{"RIVERHUB_REDIS_TIMEOUT", c.RedisTimeout, 10 * time.Millisecond, false},
 		{"RIVERHUB_RETENTION", c.Retention, time.Minute, false},
@@ -114,10 +120,15 @@ func (c *Config) Validate() error {
 		{"RIVERHUB_ENDPOINT_CONCURRENCY", c.EndpointConcurrency, 1},
 		{"RIVERHUB_PROJECT_CONCURRENCY", c.ProjectConcurrency, 0},
 		{"RIVERHUB_BREAKER_THRESHOLD", c.BreakerThreshold, 1},
+		{"RIVERHUB_PROVIDER_RETRIES", c.ProviderRetries, 0},
+		{"RIVERHUB_PROVIDER_COOLDOWN_AFTER", c.ProviderCooldownAfter, 0},
 	} {
 		if r.n < r.min {
 			return fmt.Errorf("%s: must be at least %d, got %d", r.name, r.min, r.n)
 		}
+	}
+	if c.ProviderRetries > maxProviderRetries {
+		return fmt.Errorf("RIVERHUB_PROVIDER_RETRIES: must be at most %d, got %d", maxProviderRetries, c.ProviderRetries)
 	}
 	if c.EndpointDisableAfter < 0 {
 		return fmt.Errorf("RIVERHUB_ENDPOINT_DISABLE_AFTER: must not be negative, got %v", c.EndpointDisableAfter)

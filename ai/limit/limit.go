@@ -154,7 +154,8 @@ func (l *Limiter) Waiting(key string) int {
 // ends: then it returns ctx's error, having taken nothing. waiting, when not
 // nil, is called once, the first time Acquire knows it must wait, before it
 // waits. It returns the Permit to Release after the request (nil for a key
-// that is not limited) and how long it waited (0 when it did not).
+// that is not limited) and how long it waited (0 when it did not; also
+// when ctx ended while it waited).
 //
 // Waiters of one key on this node are admitted in their order of arrival.
 // While Redis fails, Acquire keeps retrying with backoff: it never lets a
@@ -209,7 +210,7 @@ func (l *Limiter) wait(ctx context.Context, c *credential, start time.Time, d ti
 			select {
 			case <-ctx.Done():
 				c.leave(w)
-				return nil, 0, ctx.Err()
+				return nil, time.Since(start), ctx.Err()
 			case <-w.wake:
 			}
 			// Becoming head, try at once: the waiter before it was just
@@ -219,14 +220,14 @@ func (l *Limiter) wait(ctx context.Context, c *credential, start time.Time, d ti
 		case fails > 0:
 			if !rdb.Backoff(ctx, fails-1) {
 				c.leave(w)
-				return nil, 0, ctx.Err()
+				return nil, time.Since(start), ctx.Err()
 			}
 		case d > 0:
 			t.Reset(d)
 			select {
 			case <-ctx.Done():
 				c.leave(w)
-				return nil, 0, ctx.Err()
+				return nil, time.Since(start), ctx.Err()
 			case <-w.wake:
 			case <-t.C:
 			}
@@ -240,7 +241,7 @@ func (l *Limiter) wait(ctx context.Context, c *credential, start time.Time, d ti
 		switch {
 		case err != nil && ctx.Err() != nil:
 			c.leave(w)
-			return nil, 0, ctx.Err()
+			return nil, time.Since(start), ctx.Err()
 		case err != nil:
 			fails++
 		case p != nil:

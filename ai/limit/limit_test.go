@@ -281,8 +281,8 @@ func TestCancelTakesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Millisecond)
 	defer cancel()
 	p, waited, err := l.Acquire(ctx, key, nil)
-	if !errors.Is(err, context.DeadlineExceeded) || p != nil || waited != 0 {
-		t.Fatalf("Acquire past its deadline: %v, %v, %v; want the context's error", p, waited, err)
+	if !errors.Is(err, context.DeadlineExceeded) || p != nil || waited < 50*time.Millisecond {
+		t.Fatalf("Acquire past its deadline: %v, %v, %v; want the context's error after waiting until it ended", p, waited, err)
 	}
 	if n := l.Waiting(key); n != 0 {
 		t.Errorf("%d still waiting", n)

@@ -173,6 +173,7 @@ function entryTone(e) {
   switch (e.type) {
     case "ai_attempt":
     case "delivery_attempt":
+      if (e.skipped) return "wait";
       return e.success === false || (e.error && e.success !== true) ? "bad" : "ok";
     case "callback":
       return e.status === "error" ? "bad" : "ok";
@@ -191,6 +192,7 @@ function entryTone(e) {
       return "bad";
     case "replayed":
     case "requeued":
+    case "waiting":
     case "delivery_paused":
       return "wait";
     case "endpoint_opened":
@@ -218,8 +220,13 @@ function entryText(e) {
     case "requeued":
       return [h("strong", {}, "Requeued"), " — a node's lease ran out; another node took the task"];
     case "ai_attempt":
-      return [h("strong", {}, `AI attempt ${e.success ? "succeeded" : "failed"}`), ` — ${e.provider}/${e.model}`,
-        e.duration_ms !== undefined ? ` in ${e.duration_ms} ms` : "", e.error ? h("div", { class: "text-bad" }, e.error) : null];
+      return [h("strong", {}, e.skipped ? "AI attempt skipped" : `AI attempt ${e.success ? "succeeded" : "failed"}`),
+        ` — ${e.provider}/${e.model}`, e.status_code ? ` → ${e.status_code}` : "",
+        !e.skipped && e.duration_ms !== undefined ? ` in ${e.duration_ms} ms` : "",
+        e.wait_ms ? ` after waiting ${e.wait_ms} ms` : "", e.error ? h("div", { class: "text-bad" }, e.error) : null];
+    case "waiting":
+      return [h("strong", {}, "Waiting"), ` — ${e.provider}/${e.model}: `,
+        e.reason === "rate_limit" ? "for a permit of the provider's rate limits" : "to retry after a failure the provider may recover from"];
     case "completed":
       return [h("strong", {}, "Completed")];
     case "failed":
