@@ -22,6 +22,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/rdb/rdbtest"
 )
 
 var benchClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}}
@@ -104,9 +108,19 @@ func throughput(b *testing.B, env ...string) {
 	body, _ := json.Marshal(map[string]any{"workflow": "m", "messages": userMessages("hello"), "customer_data": map[string]any{"user_id": "u1"}})
 	const window = 10 * time.Second
 	b.ResetTimer()
+	// Redis CPU per task, when the Redis is a real server (INFO cpu).
+	var rc redis.UniversalClient
+	if u := os.Getenv("REDIS_URL"); u != "" {
+		rc, _ = rdbtest.Client(u)
+		defer rc.Close()
+	}
 	for range b.N {
 		var submitted, refused atomic.Int64
 		start0 := completed(b, n.base)
+		var cpu0 float64
+		if rc != nil {
+			cpu0 = redisCPU(rc)
+		}
 		stop := time.Now().Add(window)
 		var wg sync.WaitGroup
 		for range 64 {
@@ -130,6 +144,9 @@ func throughput(b *testing.B, env ...string) {
 		}
 		wg.Wait()
 		done := completed(b, n.base) - start0
+		if rc != nil && done > 0 {
+			b.ReportMetric((redisCPU(rc)-cpu0)/done*1e6, "redis-µs/task")
+		}
 		b.ReportMetric(done/window.Seconds(), "completed/s")
 		b.ReportMetric(float64(submitted.Load())/window.Seconds(), "submitted/s")
 		b.ReportMetric(float64(refused.Load()), "refused")

@@ -111,6 +111,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log.Info().Str("project_id", project.ID).Msg("default project ready")
 
+	limiter := limit.New(conn, limit.Options{Prefix: cfg.KeyPrefix, Now: clock.Now})
 	limits := map[string]limit.Limits{}
 	for p, l := range cfg.ProviderLimits {
 		limits[p] = limit.Limits{Concurrency: l.Concurrency, RPM: l.RPM, TPM: l.TPM}
@@ -120,7 +121,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		AnthropicBaseURL: cfg.AnthropicBaseURL, AnthropicAPIKey: cfg.AnthropicAPIKey,
 		Timeout: cfg.ProviderTimeout, Retries: offIfZero(cfg.ProviderRetries), RetryWait: cfg.ProviderRetryWait,
 		CooldownAfter: offIfZero(cfg.ProviderCooldownAfter), Cooldown: cfg.ProviderCooldown,
-		Limiter: limit.New(conn, limit.Options{Prefix: cfg.KeyPrefix, Now: clock.Now}), Limits: limits,
+		Limiter: limiter, Limits: limits,
 	})
 	for _, p := range runner.LimitedProviders() {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_provider_limit_waiting",
@@ -190,6 +191,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	cancel()
 	stopAll(svc, deliveries, cfg.ShutdownTimeout)
+	// Provider permits released by the last tasks: free them for the
+	// other nodes now rather than after they expire.
+	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	limiter.Flush(fctx)
+	cancel()
 	log.Info().Msg("stopped")
 	return nil
 }

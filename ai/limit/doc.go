@@ -13,10 +13,13 @@
 // Concurrency contract: a Limiter is safe for concurrent use. Before each
 // HTTP request to a provider the caller Acquires a Permit for the
 // credential and Releases it, with the tokens the answer reported, after
-// the request, whatever its outcome. Waiters of one credential queue on
-// their node in arrival order; only the first of them calls Redis (once
-// per Poll while the concurrency limit is full, once when an RPM or TPM
-// window moves on), and a Release on the same node wakes it at once.
+// the request, whatever its outcome. Release does not wait: a node writes
+// the releases that come while it writes one batch in the next, one
+// pipeline (Flush waits for them, before a node exits). Waiters of one
+// credential queue on their node in arrival order; only the first of them
+// calls Redis (once per Poll while the concurrency limit is full, once
+// when an RPM or TPM window moves on), and a release written by the same
+// node wakes it at once.
 // Acquire ends when ctx does, having taken nothing; while Redis fails it
 // retries with backoff rather than admit a request without a permit. A
 // credential without limits costs a map lookup: no Redis, no allocation.

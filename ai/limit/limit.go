@@ -4,6 +4,7 @@ import (
 	"context"
 	"embed"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,10 @@ type Limiter struct {
 
 	mu    sync.Mutex                             // serialises Set
 	creds atomic.Pointer[map[string]*credential] // copy on write: Acquire reads it without a lock
+
+	relMu      sync.Mutex
+	relPending []pendingRelease // Releases waiting for the flusher
+	relRunning bool             // a flusher goroutine runs
 }
 
 // credential is one key's limits and its node-local queue of waiters.
@@ -302,8 +307,9 @@ type Permit struct {
 
 // Release gives back the concurrency slot and records the tokens the answer
 // reported (0: none) for TPM. Only the first call counts, and a nil Permit
-// (a key that is not limited) does nothing. It waits for Redis at most 2s
-// and reports nothing: if Redis fails, the slot expires after Hold.
+// (a key that is not limited) does nothing. It does not wait: the release
+// is written in the background, with others of this node in one pipeline,
+// within 2s; if Redis fails, the slot expires after Hold.
 func (p *Permit) Release(tokens int) {
 	if p == nil || !p.done.CompareAndSwap(false, true) {
 		return
@@ -314,9 +320,112 @@ func (p *Permit) Release(tokens int) {
 	if !p.conc && tokens == 0 {
 		return
 	}
-	p.l.release(p.c, p.id, tokens, false)
-	if p.conc {
-		p.c.signal()
+	p.l.queueRelease(pendingRelease{c: p.c, id: p.id, tokens: tokens, conc: p.conc, at: p.l.o.Now().Unix()})
+}
+
+// Flush waits until the Releases made before it are written (or given
+// up), or ctx ends: a node calls it before it exits, so that its slots
+// are free at once rather than after Hold.
+func (l *Limiter) Flush(ctx context.Context) {
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for {
+		l.relMu.Lock()
+		idle := !l.relRunning
+		l.relMu.Unlock()
+		if idle {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pendingRelease is a Release not yet written.
+type pendingRelease struct {
+	c      *credential
+	id     string
+	tokens int
+	conc   bool
+	at     int64 // the unix second its tokens count in
+}
+
+// maxReleaseBatch bounds one pipeline of releases.
+const maxReleaseBatch = 256
+
+// queueRelease hands a release to the node's flusher, starting one if
+// none runs: releases that come while a batch is being written go out
+// together in the next one, so a busy node pays a fraction of a round
+// trip per release, and an idle one a single round trip as before.
+func (l *Limiter) queueRelease(r pendingRelease) {
+	l.relMu.Lock()
+	l.relPending = append(l.relPending, r)
+	start := !l.relRunning
+	l.relRunning = true
+	l.relMu.Unlock()
+	if start {
+		go l.flushReleases()
+	}
+}
+
+func (l *Limiter) flushReleases() {
+	for {
+		l.relMu.Lock()
+		batch := l.relPending
+		if len(batch) > maxReleaseBatch {
+			batch = batch[:maxReleaseBatch:maxReleaseBatch]
+			l.relPending = l.relPending[maxReleaseBatch:]
+		} else {
+			l.relPending = nil
+		}
+		if len(batch) == 0 {
+			l.relRunning = false
+			l.relMu.Unlock()
+			return
+		}
+		l.relMu.Unlock()
+		l.releaseBatch(batch)
+	}
+}
+
+// releaseBatch writes releases in one pipeline, bounded by releaseBound
+// (errors are dropped: a slot then expires after Hold), then wakes the
+// local waiters of the credentials that got a slot back.
+func (l *Limiter) releaseBatch(batch []pendingRelease) {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseBound)
+	defer cancel()
+	run := func(eval func(p redis.Pipeliner, r pendingRelease) *redis.Cmd) []*redis.Cmd {
+		cmds := make([]*redis.Cmd, len(batch))
+		_, _ = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, r := range batch {
+				cmds[i] = eval(p, r)
+			}
+			return nil
+		})
+		return cmds
+	}
+	args := func(r pendingRelease) []any {
+		return []any{r.id, r.tokens, r.at, l.window + r.c.lim.Load().Hold.Milliseconds(), "0"}
+	}
+	cmds := run(func(p redis.Pipeliner, r pendingRelease) *redis.Cmd {
+		return releaseScript.EvalSha(ctx, p, r.c.keys, args(r)...)
+	})
+	for _, c := range cmds {
+		if c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			// Redis lost its scripts (a restart): send the source once.
+			run(func(p redis.Pipeliner, r pendingRelease) *redis.Cmd {
+				return releaseScript.Eval(ctx, p, r.c.keys, args(r)...)
+			})
+			break
+		}
+	}
+	for i, r := range batch {
+		if r.conc && !slices.ContainsFunc(batch[:i], func(o pendingRelease) bool { return o.conc && o.c == r.c }) {
+			r.c.signal()
+		}
 	}
 }
 
