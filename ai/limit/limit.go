@@ -210,6 +210,12 @@ func (l *Limiter) wait(ctx context.Context, c *credential, start time.Time, d ti
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
+		// Limits lifted (Set) before this waiter was queued, whose signal
+		// it therefore missed: go at once rather than after d.
+		if c.lim.Load().IsZero() {
+			c.leave(w)
+			return nil, time.Since(start), nil
+		}
 		switch {
 		case !c.isHead(w):
 			select {
