@@ -71,6 +71,7 @@ func newDeliveryReceiver(t *testing.T, plan func(attempt int) int) *deliveryRece
 			return
 		}
 		body, _ := io.ReadAll(req.Body)
+		checkWebhook(t, req, body)
 		hdr := make(map[string]string, len(req.Header))
 		for k, v := range req.Header {
 			hdr[strings.ToLower(k)] = v[0]

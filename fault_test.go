@@ -165,8 +165,8 @@ func newFaultRig(t *testing.T, bin string, sc faultScenario) *faultRig {
 	r := &faultRig{
 		redis: rdbtest.NewServer(t, sc.redis...),
 		rx:    newArrivals(t),
-		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128},
-			Timeout: 15 * time.Second},
+		client: oasClient(t, &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128},
+			Timeout: 15 * time.Second}),
 	}
 	t.Cleanup(r.client.CloseIdleConnections)
 	env := testEnv(t, r.redis.URL(), rdbtest.Prefix(), append([]string{"RIVERHUB_LOG_LEVEL", "error"}, sc.env...)...)

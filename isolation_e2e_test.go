@@ -40,7 +40,7 @@ func newIsoRig(tb testing.TB, kv ...string) *isoRig {
 	tb.Cleanup(func() { dropPrefix(tb, url, prefix) })
 	r := &isoRig{
 		quiet: newArrivals(tb), noisyOK: newArrivals(tb), hang: newHangingEndpoints(tb),
-		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}, Timeout: 30 * time.Second},
+		client: oasClient(tb, &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}, Timeout: 30 * time.Second}),
 	}
 	env := testEnv(tb, url, prefix, append([]string{"RIVERHUB_LOG_LEVEL", "error"}, kv...)...)
 	r.nodes[0] = startNode(tb, env)
@@ -165,6 +165,7 @@ func newArrivals(tb testing.TB) *arrivals {
 		if !verify.MRSignature(body, req.Header.Get("mr-signature"), secret) {
 			a.bad.Add(1)
 		}
+		checkWebhook(tb, req, body)
 		w.WriteHeader(200)
 	}))
 	tb.Cleanup(a.srv.Close)

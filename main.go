@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	_ "embed"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -153,6 +154,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Console: store, Channels: svc, Deliveries: deliveries, Sockets: sockets, Tokens: tokens,
 		Ready: func(ctx context.Context) error { return conn.Ping(ctx).Err() }, Registry: reg, Log: log,
 		PublicURL: cfg.PublicURL, MaxBodyBytes: cfg.MaxBodyBytes, RedisTimeout: cfg.RedisTimeout,
+		OpenAPI: openAPI,
 	})
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 120 * time.Second}
 	sockets.Start()
@@ -233,6 +235,11 @@ func stopAll(svc *channels.Service, deliveries *dispatch.Engine, bound time.Dura
 	_ = deliveries.Shutdown(ctx)
 	cancel()
 }
+
+// openAPI is the description of the HTTP API that every node serves.
+//
+//go:embed openapi.yaml
+var openAPI []byte
 
 // offIfZero maps a setting's 0 (off) to the negative that switches a
 // feature off where 0 means its default.

@@ -106,6 +106,7 @@ func limitedBurst(tb testing.TB, tasks, rpm, concurrency int, latency time.Durat
 
 	start := time.Now()
 	ids := make([]string, tasks)
+	client := oasClient(tb, benchClient)
 	var wg sync.WaitGroup
 	var next atomic.Int64
 	for w := range 32 {
@@ -117,7 +118,7 @@ func limitedBurst(tb testing.TB, tasks, rpm, concurrency int, latency time.Durat
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1)) - 1; i < tasks; i = int(next.Add(1)) - 1 {
-				id, err := submitAsync(benchClient, n.base, n.key, body)
+				id, err := submitAsync(client, n.base, n.key, body)
 				if err != nil {
 					tb.Errorf("submit %d: %v", i, err)
 					return

@@ -59,6 +59,7 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	if err := verify.ModelRiver(body, req.Header, secret, time.Minute); err != nil {
 		r.t.Errorf("X-ModelRiver-Signature does not verify: %v", err)
 	}
+	checkWebhook(r.t, req, body)
 	if r.hang != nil && r.hang(n) {
 		<-req.Context().Done()
 		return

@@ -60,7 +60,7 @@ func TestTwoNodesNeverSendTheSameAttemptTwice(t *testing.T) {
 	rc := newReceiver(t, func(int) int { return 200 })
 	setupWebhook(t, a, rc)
 
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}
+	client := oasClient(t, &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second})
 	t.Cleanup(client.CloseIdleConnections)
 	body := []byte(`{"workflow":"w","messages":[{"role":"user","content":"hello"}]}`)
 	submit := func(n *node) (string, error) { return submitAsync(client, n.base, n.key, body) }

@@ -43,6 +43,9 @@ type Deps struct {
 	// RedisTimeout bounds each Redis command of an API request; past it
 	// the request answers 503 unavailable. 0: the client's own timeouts.
 	RedisTimeout time.Duration
+	// OpenAPI is the API's description (openapi.yaml), served at
+	// /openapi.yaml and /openapi.json; nil: not served.
+	OpenAPI []byte
 }
 
 // Server is the HTTP handler.
@@ -109,6 +112,7 @@ func (s *Server) routes() {
 	r.GET(web.Prefix+"*file", gin.WrapH(web.Handler()))
 	r.HEAD(web.Prefix+"*file", gin.WrapH(web.Handler()))
 	r.GET("/readyz", s.readyz)
+	s.serveOpenAPI(r)
 	if s.Registry != nil {
 		h := promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{})
 		r.GET("/metrics", gin.WrapH(h))

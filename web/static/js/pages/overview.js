@@ -152,7 +152,11 @@ export async function render(view) {
   ].join("\n");
   view.append(
     card(h("h2", {}, "Server"), h("p", {}, "Redis: ", health), h("p", { class: "muted small" },
-      "Health endpoints: /healthz (process alive), /readyz (Redis answers), /metrics (Prometheus).")),
+      "Health endpoints: /healthz (process alive), /readyz (Redis answers), /metrics (Prometheus)."),
+      h("p", { class: "small" }, "API description (OpenAPI 3.1): ",
+        h("a", { href: serverURL("openapi.yaml").toString(), target: "_blank", rel: "noopener" }, "openapi.yaml"), " · ",
+        h("a", { href: serverURL("openapi.json").toString(), target: "_blank", rel: "noopener" }, "openapi.json"),
+        " — generate a typed client from it, or import it into Postman or Insomnia.")),
     card(h("h2", {}, "Getting started"),
       h("ol", { class: "steps" },
         h("li", {}, h("a", { href: "#/workflows/new" }, "Create a workflow"), " — the mock provider needs no model key."),
