@@ -10,6 +10,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -117,9 +118,9 @@ func throughput(b *testing.B, env ...string) {
 	for range b.N {
 		var submitted, refused atomic.Int64
 		start0 := completed(b, n.base)
-		var cpu0 float64
+		var cpu0, in0 float64
 		if rc != nil {
-			cpu0 = redisCPU(rc)
+			cpu0, in0 = redisCPU(rc), redisStat(rc, "stats", "total_net_input_bytes")
 		}
 		stop := time.Now().Add(window)
 		var wg sync.WaitGroup
@@ -146,6 +147,7 @@ func throughput(b *testing.B, env ...string) {
 		done := completed(b, n.base) - start0
 		if rc != nil && done > 0 {
 			b.ReportMetric((redisCPU(rc)-cpu0)/done*1e6, "redis-µs/task")
+			b.ReportMetric((redisStat(rc, "stats", "total_net_input_bytes")-in0)/done, "redis-in-B/task")
 		}
 		b.ReportMetric(done/window.Seconds(), "completed/s")
 		b.ReportMetric(float64(submitted.Load())/window.Seconds(), "submitted/s")
@@ -240,4 +242,135 @@ func BenchmarkSyncOverhead(b *testing.B) {
 		b.ReportMetric(ms(p50h-p50d), "added-p50-ms")
 		b.ReportMetric(ms(percentile(viaHub, .99)-percentile(straight, .99)), "added-p99-ms")
 	}
+}
+
+// BenchmarkWebhooksEndToEnd submits BENCH_TASKS (default 20,000) tasks of a
+// zero-delay mock workflow from 64 clients as fast as they are answered,
+// with one webhook endpoint (a local receiver answering 200), and measures
+// each task's time from its submission to its task.completed delivery's
+// arrival: deliveries per second over the whole run, the latency's p50,
+// p99 and max, and how many took over a second. The slowest deliveries'
+// timelines are logged, to tell where their time went.
+func BenchmarkWebhooksEndToEnd(b *testing.B) {
+	tasks := 20000
+	if v, err := strconv.Atoi(os.Getenv("BENCH_TASKS")); err == nil && v > 0 {
+		tasks = v
+	}
+	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000")
+	var mu sync.Mutex
+	arrived := make(map[string]time.Time, tasks)
+	var attempts atomic.Int64
+	rx := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		now := time.Now()
+		attempts.Add(1)
+		cid := r.Header.Get("mr-channel-id")
+		mu.Lock()
+		if _, ok := arrived[cid]; !ok {
+			arrived[cid] = now
+		}
+		mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer rx.Close()
+	n.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "m", "provider": "mock",
+		"mock": map[string]any{"response": map[string]any{"ok": true}}})
+	n.must(b, 201, "POST", "/api/console/webhook", map[string]any{"url": rx.URL + "/hook"})
+	body, _ := json.Marshal(map[string]any{"workflow": "m", "messages": userMessages("hello")})
+	b.ResetTimer()
+	for range b.N {
+		mu.Lock()
+		clear(arrived)
+		mu.Unlock()
+		attempts.Store(0)
+		sent := make(map[string]time.Time, tasks)
+		var sentMu sync.Mutex
+		var next atomic.Int64
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for int(next.Add(1)) <= tasks {
+					t0 := time.Now()
+					cid, err := submitAsync(benchClient, n.base, n.key, body)
+					if err != nil {
+						b.Errorf("submit: %v", err)
+						return
+					}
+					sentMu.Lock()
+					sent[cid] = t0
+					sentMu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			mu.Lock()
+			got := len(arrived)
+			mu.Unlock()
+			if got >= tasks {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%d of %d deliveries arrived within 2 minutes of the last submission", got, tasks)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		mu.Lock()
+		var last time.Time
+		lat := make([]time.Duration, 0, tasks)
+		type slow struct {
+			cid string
+			d   time.Duration
+		}
+		var slowest []slow
+		for cid, t0 := range sent {
+			at := arrived[cid]
+			if at.After(last) {
+				last = at
+			}
+			d := at.Sub(t0)
+			lat = append(lat, d)
+			slowest = append(slowest, slow{cid, d})
+		}
+		mu.Unlock()
+		slices.SortFunc(slowest, func(x, y slow) int { return int(y.d - x.d) })
+		over := 0
+		for _, d := range lat {
+			if d > time.Second {
+				over++
+			}
+		}
+		b.ReportMetric(float64(tasks)/last.Sub(start).Seconds(), "deliveries/s")
+		b.ReportMetric(ms(percentile(lat, 0.50)), "p50-ms")
+		b.ReportMetric(ms(percentile(lat, 0.99)), "p99-ms")
+		b.ReportMetric(ms(percentile(lat, 1)), "max-ms")
+		b.ReportMetric(float64(over), "over-1s")
+		b.ReportMetric(float64(attempts.Load()-int64(tasks)), "extra-attempts")
+		for _, s := range slowest[:min(3, len(slowest))] {
+			if s.d < time.Second {
+				break
+			}
+			r := n.do(b, "GET", "/api/console/logs/"+s.cid, n.key, nil)
+			b.Logf("%s took %v; sent at %s; timeline: %s", s.cid, s.d, sent[s.cid].UTC().Format("15:04:05.000"), r.body)
+		}
+	}
+}
+
+// redisStat reads one numeric field of an INFO section.
+func redisStat(c redis.UniversalClient, section, field string) float64 {
+	info, err := c.Info(context.Background(), section).Result()
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
 }

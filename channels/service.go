@@ -303,8 +303,7 @@ func (s *Service) enqueued(c *redis.Cmd) error {
 // pipeline (a restarted or failed-over shard) would leave some commands
 // applied and others not, and a blind resend would apply them twice.
 func (s *Service) pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
-	return err
+	return rdb.Pipelined(ctx, s.rdb, fill)
 }
 
 func (s *Service) requestEntry(t *Task, now time.Time) Entry {
@@ -717,7 +716,7 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 }
 
 func (s *Service) ackPipe(ctx context.Context, items []ackItem, ids []any) error {
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	return s.pipelined(ctx, func(p redis.Pipeliner) {
 		for _, it := range items {
 			if it.pub != nil {
 				s.broadcast(ctx, p, it.pub, it.pid, it.cid, it.status, it.msg)
@@ -727,9 +726,7 @@ func (s *Service) ackPipe(ctx context.Context, items []ackItem, ids []any) error
 			}
 		}
 		p.ZRem(ctx, s.q.lease, ids...)
-		return nil
 	})
-	return err
 }
 
 // broadcast queues msg's publish into the channel's room, within p; the

@@ -262,7 +262,7 @@ func (e *Engine) poke(t time.Time) {
 // pipeline are sent whole (EVAL), not by hash: a NOSCRIPT answer in the
 // middle of a pipeline would leave some commands applied and others not.
 func (e *Engine) pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
-	_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
+	err := rdb.Pipelined(ctx, e.rdb, fill)
 	if errors.Is(err, redis.Nil) {
 		return nil
 	}

@@ -1,0 +1,93 @@
+package rdb
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Pipelined runs fill's commands in one round trip and sends the Lua
+// scripts among them by hash: a script queued with (*redis.Script).Eval
+// goes as EVALSHA, a few dozen bytes instead of its whole source. A script
+// Redis does not know yet (its first use, or after a restart or failover
+// emptied the script cache) answers NOSCRIPT and did not run; those go
+// again with their source in a second round trip, and their results land
+// in the commands fill was given, so callers see one outcome per command.
+// (The other commands of the pipeline ran in the first round trip, so a
+// script sent again runs after them; nothing here depends on that order.)
+//
+// The error is the first of the commands', as go-redis reports it.
+func Pipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pipeliner)) error {
+	var calls []evalCall
+	cmds, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		fill(&shaPipe{Pipeliner: p, calls: &calls})
+		return nil
+	})
+	if err == nil {
+		return nil
+	}
+	var again []evalCall
+	for _, call := range calls {
+		if e := call.cmd.Err(); e != nil && redis.HasErrorPrefix(e, "NOSCRIPT") {
+			again = append(again, call)
+		}
+	}
+	if len(again) == 0 {
+		return err
+	}
+	redo := make([]*redis.Cmd, len(again))
+	// Its error is the first of redo's, each copied below.
+	_, _ = c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, call := range again {
+			redo[i] = p.Eval(ctx, call.src, call.keys, call.args...)
+		}
+		return nil
+	})
+	for i, call := range again {
+		call.cmd.SetVal(redo[i].Val())
+		call.cmd.SetErr(redo[i].Err())
+	}
+	for _, cmd := range cmds {
+		if e := cmd.Err(); e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// shaPipe is a pipeline whose Eval sends EVALSHA and remembers the call,
+// so that Pipelined can send it again by source after a NOSCRIPT.
+type shaPipe struct {
+	redis.Pipeliner
+	calls *[]evalCall
+}
+
+type evalCall struct {
+	src  string
+	keys []string
+	args []any
+	cmd  *redis.Cmd
+}
+
+func (p *shaPipe) Eval(ctx context.Context, src string, keys []string, args ...any) *redis.Cmd {
+	cmd := p.Pipeliner.EvalSha(ctx, shaOf(src), keys, args...)
+	*p.calls = append(*p.calls, evalCall{src: src, keys: keys, args: args, cmd: cmd})
+	return cmd
+}
+
+// shas caches the hash of each script source: there are a few dozen
+// scripts, each hashed once.
+var shas sync.Map // source → hex SHA-1
+
+func shaOf(src string) string {
+	if v, ok := shas.Load(src); ok {
+		return v.(string)
+	}
+	sum := sha1.Sum([]byte(src))
+	h := hex.EncodeToString(sum[:])
+	shas.Store(src, h)
+	return h
+}
