@@ -298,10 +298,10 @@ func (s *Service) enqueued(c *redis.Cmd) error {
 	return nil
 }
 
-// pipelined runs fill's commands in one round trip. Scripts in a pipeline
-// are sent whole (EVAL), not by hash: a NOSCRIPT answer in the middle of a
-// pipeline (a restarted or failed-over shard) would leave some commands
-// applied and others not, and a blind resend would apply them twice.
+// pipelined runs fill's commands in one round trip, scripts by hash; only
+// the scripts a restarted or failed-over Redis answered NOSCRIPT to (they
+// did not run) are sent again, by source (rdb.Pipelined), so nothing is
+// applied twice.
 func (s *Service) pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
 	return rdb.Pipelined(ctx, s.rdb, fill)
 }

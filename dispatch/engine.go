@@ -258,9 +258,9 @@ func (e *Engine) poke(t time.Time) {
 	}
 }
 
-// pipelined sends fill's commands in one round trip. Scripts in a
-// pipeline are sent whole (EVAL), not by hash: a NOSCRIPT answer in the
-// middle of a pipeline would leave some commands applied and others not.
+// pipelined sends fill's commands in one round trip, scripts by hash;
+// only those answered NOSCRIPT (they did not run) are sent again, by
+// source (rdb.Pipelined).
 func (e *Engine) pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
 	err := rdb.Pipelined(ctx, e.rdb, fill)
 	if errors.Is(err, redis.Nil) {

@@ -12,9 +12,9 @@ import (
 // A missing script is a build mistake, so it panics at package
 // initialisation rather than at the first call.
 //
-// Comment lines and indentation are dropped: scripts run in pipelines are
-// sent whole with every call (EVAL), and Redis hashes what it receives
-// each time, so every byte of commentary costs on every task.
+// Comment lines and indentation are dropped: a script is sent whole
+// (EVAL) on its first use and whenever Redis has lost it (a restart or a
+// failover), and Redis hashes what it receives each time.
 func Script(fsys fs.FS, names ...string) *redis.Script {
 	var b strings.Builder
 	for _, name := range names {
