@@ -199,7 +199,7 @@ func (h *Hub) Publish(ctx context.Context, projectID, channelID string, msg json
 // publishes with their lease releases). When logKey is set (a list under
 // the channel's hash tag, such as its audit timeline), logEntry is appended
 // to it if, and only if, the message is published rather than dropped as a
-// repeat. The outcome is not counted.
+// repeat. It is counted as "pipelined": the outcome is the caller's to read.
 func (h *Hub) PublishPipe(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage, logKey string, logEntry []byte) error {
 	if channelID == "" {
 		return errors.New("hub: publish: empty channel id")
@@ -214,6 +214,7 @@ func (h *Hub) PublishPipe(ctx context.Context, p redis.Pipeliner, projectID, cha
 		keys, args = append(keys, logKey), append(args, logEntry)
 	}
 	publishScript.Eval(ctx, p, keys, args...)
+	h.m.published.WithLabelValues("pipelined").Inc()
 	return nil
 }
 
@@ -462,7 +463,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) metrics {
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_hub_room_resyncs_total",
 			Help: "Rooms re-read from history after the pub/sub connection was re-established."}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_publishes_total",
-			Help: "Publish calls on this node, by result (published, duplicate)."}, []string{"result"}),
+			Help: "Publish calls on this node, by result (published, duplicate; pipelined: queued in a caller's pipeline, whose outcome the caller reads)."}, []string{"result"}),
 		joins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_joins_total",
 			Help: "phx_join requests answered on this node, by result (ok, refused, unavailable)."}, []string{"result"}),
 		channelCloses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_channel_closes_total",
