@@ -451,25 +451,18 @@ type outcome struct {
 	beyond          bool            // a callback or the deadline has settled the channel since
 }
 
-// outcomeOf reads the channel's outcome as the complete and start scripts
-// return it: status, message, hook, deadline, sim, beyond.
-func outcomeOf(t *Task, v []any) outcome {
-	str := func(i int) string {
-		if i < len(v) {
-			x, _ := v[i].(string)
-			return x
-		}
-		return ""
-	}
+// outcomeOf is what is left to do for t's stored outcome (as the complete
+// and start scripts return it, results.go).
+func outcomeOf(t *Task, so storedOutcome) outcome {
 	o := outcome{pid: t.ProjectID, cid: t.ChannelID, webhookIDs: t.endpoints(), events: t.Events, playground: t.Playground,
 		workflow: t.Workflow.Name, event: t.Workflow.EventName,
-		status: Status(str(0)), msg: json.RawMessage(str(1)), beyond: str(5) != ""}
-	if h := str(2); h != "" {
-		o.hook = json.RawMessage(h)
+		status: Status(so.status), msg: json.RawMessage(so.msg), beyond: so.beyond != ""}
+	if so.hook != "" {
+		o.hook = json.RawMessage(so.hook)
 	}
-	o.deadline, _ = strconv.ParseInt(str(3), 10, 64)
-	if m := str(4); m != "" {
-		o.sim = json.RawMessage(m)
+	o.deadline, _ = strconv.ParseInt(so.deadline, 10, 64)
+	if so.sim != "" {
+		o.sim = json.RawMessage(so.sim)
 	}
 	return o
 }
@@ -532,15 +525,15 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 	if err != nil {
 		return outcome{}, fmt.Errorf("complete channel: %w", err)
 	}
-	won, _ := out[0].(int64)
-	if won < 0 {
+	r := decodeComplete(out)
+	if r.expired {
 		s.ack(ctx, t.ProjectID, t.ChannelID)
 		return outcome{}, apperr.NotFoundf("channel %s expired", t.ChannelID)
 	}
-	if won == 1 {
+	if r.won {
 		s.m.completed.WithLabelValues(string(status)).Inc()
 	}
-	return outcomeOf(t, out[1:]), nil
+	return outcomeOf(t, r.outcome), nil
 }
 
 // generation is what an event-driven channel stores once generated.

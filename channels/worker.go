@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -207,37 +206,36 @@ func (s *Service) startAll(ids, members []string) []*redis.Cmd {
 func (s *Service) process(cid string, start *redis.Cmd, onWait func(ai.Wait)) {
 	ctx := s.runCtx
 	out, err := start.StringSlice()
+	var r startReply
+	if err == nil {
+		r, err = decodeStart(out)
+	}
 	if err != nil {
 		s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("start task") // lease expires, task comes back
 		return
 	}
-	switch out[0] {
+	switch r.verdict {
 	case "gone":
 		s.ack(ctx, "", cid) // claimed here: ack finds its lease member
 	case "done":
-		// {"done", task, project_id, status, message, hook, deadline, sim, beyond}
 		var t Task
-		_ = json.Unmarshal([]byte(out[1]), &t)
-		t.ChannelID, t.ProjectID = cid, out[2]
-		v := make([]any, 0, len(out)-3)
-		for _, x := range out[3:] {
-			v = append(v, x)
-		}
-		if err := s.finish(ctx, outcomeOf(&t, v)); err != nil && ctx.Err() == nil {
+		_ = json.Unmarshal([]byte(r.task), &t)
+		t.ChannelID, t.ProjectID = cid, r.project
+		if err := s.finish(ctx, outcomeOf(&t, r.outcome)); err != nil && ctx.Err() == nil {
 			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("finish task")
 		}
 	case "run":
 		var t Task
-		if err := json.Unmarshal([]byte(out[1]), &t); err != nil {
+		if err := json.Unmarshal([]byte(r.task), &t); err != nil {
 			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("decode task")
-			t = Task{ChannelID: cid, ProjectID: out[2]}
+			t = Task{ChannelID: cid, ProjectID: r.project}
 			s.abandon(ctx, &t, "the stored task could not be read")
 			return
 		}
-		if runs, _ := strconv.Atoi(out[3]); runs > maxRuns {
+		if r.runs > maxRuns {
 			// Something kills every run (a crash, an encoding failure):
 			// stop paying for provider calls and say so.
-			s.abandon(ctx, &t, fmt.Sprintf("the task was interrupted %d times and was given up", runs-1))
+			s.abandon(ctx, &t, fmt.Sprintf("the task was interrupted %d times and was given up", r.runs-1))
 			return
 		}
 		if _, err := s.execute(ctx, &t, onWait); err != nil && ctx.Err() == nil {

@@ -1,0 +1,51 @@
+package channels
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestDecodeStart(t *testing.T) {
+	tests := []struct {
+		name    string
+		out     []string
+		want    startReply
+		wantErr bool
+	}{
+		{"gone", []string{"gone"}, startReply{verdict: "gone"}, false},
+		{"run", []string{"run", `{"x":1}`, "p1", "3"}, startReply{verdict: "run", task: `{"x":1}`, project: "p1", runs: 3}, false},
+		{"done", []string{"done", `{}`, "p1", "success", `{"m":1}`, "", "", "", ""},
+			startReply{verdict: "done", task: `{}`, project: "p1", outcome: storedOutcome{status: "success", msg: `{"m":1}`}}, false},
+		{"done, event-driven and settled", []string{"done", `{}`, "p1", "ai_generated", "m", "h", "1700000000000", "", "1"},
+			startReply{verdict: "done", task: `{}`, project: "p1",
+				outcome: storedOutcome{status: "ai_generated", msg: "m", hook: "h", deadline: "1700000000000", beyond: "1"}}, false},
+		{"short run", []string{"run", "{}"}, startReply{}, true},
+		{"unknown verdict", []string{"later"}, startReply{}, true},
+		{"empty", nil, startReply{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := decodeStart(tt.out)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("decodeStart = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecodeComplete(t *testing.T) {
+	if r := decodeComplete([]any{int64(-1)}); !r.expired {
+		t.Errorf("{-1} = %+v, want expired", r)
+	}
+	r := decodeComplete([]any{int64(0), "error", `{"e":1}`, "", "", "", ""})
+	want := completeReply{outcome: storedOutcome{status: "error", msg: `{"e":1}`}}
+	if !reflect.DeepEqual(r, want) {
+		t.Errorf("lost completion = %+v, want %+v", r, want)
+	}
+	if r := decodeComplete([]any{int64(1), "success", "m", "", "", "", ""}); !r.won || r.outcome.status != "success" {
+		t.Errorf("won completion = %+v", r)
+	}
+}
