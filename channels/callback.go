@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -205,20 +204,24 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 			break
 		}
 	}
+	r, err := decodeCallback(out)
+	if err != nil {
+		return fmt.Errorf("accept callback: %w", err)
+	}
 	var reject error
-	switch out[0] {
+	switch r.verdict {
 	case "gone":
 		return apperr.NotFoundf("channel %s not found", cid)
-	case "ok": // {"ok", message, generated, sim}
-		return s.settled(ctx, ref, status, rawAll(out[2], out[3]), json.RawMessage(out[1]), "a callback was received")
-	case "repeat": // {"repeat", message, status}
-		return s.settled(ctx, ref, Status(out[2]), nil, json.RawMessage(out[1]), "a callback was received")
-	case "late": // {"late", outcome, message, status, generated, sim}
-		if err := s.settled(ctx, ref, Status(out[3]), rawAll(out[4], out[5]), json.RawMessage(out[2]), settleReason(out[1])); err != nil {
+	case "ok":
+		return s.settled(ctx, ref, status, rawAll(r.generated, r.sim), json.RawMessage(r.msg), "a callback was received")
+	case "repeat":
+		return s.settled(ctx, ref, Status(r.status), nil, json.RawMessage(r.msg), "a callback was received")
+	case "late":
+		if err := s.settled(ctx, ref, Status(r.status), rawAll(r.generated, r.sim), json.RawMessage(r.msg), settleReason(r.outcome)); err != nil {
 			return err
 		}
 		reject = ErrCallbackTimeout(cid)
-		if out[1] != "timeout" {
+		if r.outcome != "timeout" {
 			reject = ErrCallbackReceived(cid)
 		}
 	case "timeout":
@@ -227,8 +230,8 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 		reject = ErrCallbackReceived(cid)
 	case "retry":
 		reject = ErrNotAwaiting(cid, StatusGenerating)
-	default:
-		reject = ErrNotAwaiting(cid, Status(out[1]))
+	default: // not_awaiting
+		reject = ErrNotAwaiting(cid, Status(r.status))
 	}
 	e := apperr.As(reject)
 	rejected := Entry{At: at, Type: "callback_rejected", Code: e.Code, Error: e.Message, Answer: 409, Node: s.o.Node}
@@ -410,22 +413,24 @@ func (s *Service) fireDue() int {
 	var drop []any
 	for i, id := range ids {
 		out, err := cmds[i].StringSlice()
+		var r fireReply
+		if err == nil {
+			r, err = decodeFire(out)
+		}
 		if err != nil {
 			continue // the claim's lease runs out and it is tried again
 		}
-		switch out[0] {
+		switch r.verdict {
 		case "gone":
 			drop = append(drop, id)
 		case "wait":
-			ms, _ := strconv.ParseInt(out[1], 10, 64)
-			waits = append(waits, redis.Z{Score: float64(ms), Member: id})
+			waits = append(waits, redis.Z{Score: float64(r.deadline), Member: id})
 		case "fired", "done":
-			// {"fired"|"done", message, project_id, outcome, status, workflow, event[, generated, sim]}
-			d := settle{ref: logRef{out[2], id, out[5], out[6]}, status: Status(out[4]), why: settleReason(out[3]),
-				msg: json.RawMessage(out[1]), outcome: out[3]}
-			if out[0] == "fired" {
-				s.m.timeouts.WithLabelValues(out[3]).Inc()
-				d.pre = rawAll(out[7], out[8])
+			d := settle{ref: logRef{r.project, id, r.workflow, r.event}, status: Status(r.status), why: settleReason(r.outcome),
+				msg: json.RawMessage(r.msg), outcome: r.outcome}
+			if r.verdict == "fired" {
+				s.m.timeouts.WithLabelValues(r.outcome).Inc()
+				d.pre = rawAll(r.generated, r.sim)
 			}
 			done = append(done, d)
 		}

@@ -90,3 +90,95 @@ func decodeComplete(out []any) completeReply {
 	}
 	return completeReply{won: n == 1, outcome: decodeOutcome(v)}
 }
+
+// callbackReply is callback.lua's reply:
+//
+//	{"gone"}                                        no such channel
+//	{"ok", message, generated, sim}                 this callback settled it
+//	{"repeat", message, status}                     the same callback again
+//	{"late", outcome, message, status, generated, sim}
+//	                                                settled by the deadline (outcome) first
+//	{"conflict", status}                            another callback settled it
+//	{"timeout"}                                     its deadline passed
+//	{"retry"}                                       still generating: try once more
+//	{"not_awaiting", status}                        not an event-driven wait
+type callbackReply struct {
+	verdict   string
+	outcome   string // late: what settled it (timeout, simulated)
+	msg       string // ok, repeat, late: the room's final message
+	status    string // repeat, late, conflict, not_awaiting
+	generated string // ok, late: the ai_generated message published before, if not yet
+	sim       string // ok, late: the playground's simulating message, if not yet
+}
+
+func decodeCallback(out []string) (callbackReply, error) {
+	at := func(i int) string {
+		if i < len(out) {
+			return out[i]
+		}
+		return ""
+	}
+	if len(out) == 0 {
+		return callbackReply{}, fmt.Errorf("callback.lua: empty reply")
+	}
+	r := callbackReply{verdict: out[0]}
+	switch r.verdict {
+	case "gone", "timeout", "retry":
+	case "ok":
+		r.msg, r.generated, r.sim = at(1), at(2), at(3)
+	case "repeat":
+		r.msg, r.status = at(1), at(2)
+	case "late":
+		r.outcome, r.msg, r.status, r.generated, r.sim = at(1), at(2), at(3), at(4), at(5)
+	case "conflict", "not_awaiting":
+		r.status = at(1)
+	default:
+		return r, fmt.Errorf("callback.lua: unknown verdict %q", r.verdict)
+	}
+	return r, nil
+}
+
+// fireReply is fire.lua's reply for one channel whose deadline came:
+//
+//	{"gone"}                                        no such channel
+//	{"wait", deadline_ms}                           not due yet (moved)
+//	{"done", message, project_id, outcome, status, workflow, event}
+//	                                                settled before: finish the settling
+//	{"fired", message, project_id, outcome, status, workflow, event, generated, sim}
+//	                                                this deadline settled it
+type fireReply struct {
+	verdict   string
+	deadline  int64 // wait: unix ms
+	msg       string
+	project   string
+	outcome   string // timeout, simulated (fired), or what settled it (done)
+	status    string
+	workflow  string
+	event     string
+	generated string // fired
+	sim       string // fired
+}
+
+func decodeFire(out []string) (fireReply, error) {
+	at := func(i int) string {
+		if i < len(out) {
+			return out[i]
+		}
+		return ""
+	}
+	if len(out) == 0 {
+		return fireReply{}, fmt.Errorf("fire.lua: empty reply")
+	}
+	r := fireReply{verdict: out[0]}
+	switch r.verdict {
+	case "gone":
+	case "wait":
+		r.deadline, _ = strconv.ParseInt(at(1), 10, 64)
+	case "done", "fired":
+		r.msg, r.project, r.outcome, r.status, r.workflow, r.event = at(1), at(2), at(3), at(4), at(5), at(6)
+		r.generated, r.sim = at(7), at(8)
+	default:
+		return r, fmt.Errorf("fire.lua: unknown verdict %q", r.verdict)
+	}
+	return r, nil
+}

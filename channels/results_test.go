@@ -49,3 +49,41 @@ func TestDecodeComplete(t *testing.T) {
 		t.Errorf("won completion = %+v", r)
 	}
 }
+
+func TestDecodeCallbackAndFire(t *testing.T) {
+	cb := []struct {
+		out  []string
+		want callbackReply
+	}{
+		{[]string{"ok", "m", "g", "s"}, callbackReply{verdict: "ok", msg: "m", generated: "g", sim: "s"}},
+		{[]string{"repeat", "m", "completed"}, callbackReply{verdict: "repeat", msg: "m", status: "completed"}},
+		{[]string{"late", "timeout", "m", "error", "g", ""}, callbackReply{verdict: "late", outcome: "timeout", msg: "m", status: "error", generated: "g"}},
+		{[]string{"conflict", "completed"}, callbackReply{verdict: "conflict", status: "completed"}},
+		{[]string{"not_awaiting", "success"}, callbackReply{verdict: "not_awaiting", status: "success"}},
+		{[]string{"retry"}, callbackReply{verdict: "retry"}},
+	}
+	for _, tt := range cb {
+		if got, err := decodeCallback(tt.out); err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("decodeCallback(%q) = %+v, %v; want %+v", tt.out, got, err, tt.want)
+		}
+	}
+	if _, err := decodeCallback([]string{"maybe"}); err == nil {
+		t.Error("decodeCallback accepted an unknown verdict")
+	}
+	fire := []struct {
+		out  []string
+		want fireReply
+	}{
+		{[]string{"wait", "1700000000123"}, fireReply{verdict: "wait", deadline: 1700000000123}},
+		{[]string{"done", "m", "p1", "callback", "completed", "wf", "ev"},
+			fireReply{verdict: "done", msg: "m", project: "p1", outcome: "callback", status: "completed", workflow: "wf", event: "ev"}},
+		{[]string{"fired", "m", "p1", "timeout", "error", "wf", "ev", "g", "s"},
+			fireReply{verdict: "fired", msg: "m", project: "p1", outcome: "timeout", status: "error", workflow: "wf", event: "ev", generated: "g", sim: "s"}},
+		{[]string{"gone"}, fireReply{verdict: "gone"}},
+	}
+	for _, tt := range fire {
+		if got, err := decodeFire(tt.out); err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("decodeFire(%q) = %+v, %v; want %+v", tt.out, got, err, tt.want)
+		}
+	}
+}
