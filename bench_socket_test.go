@@ -335,19 +335,7 @@ func postKey(url, key string, body []byte) (int, []byte, error) {
 
 // redisCPU is the CPU time Redis has used, in seconds (INFO cpu).
 func redisCPU(c redis.UniversalClient) float64 {
-	info, err := c.Info(context.Background(), "cpu").Result()
-	if err != nil {
-		return 0
-	}
-	var sum float64
-	for _, line := range strings.Split(info, "\n") {
-		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
-		if k == "used_cpu_sys" || k == "used_cpu_user" {
-			f, _ := strconv.ParseFloat(v, 64)
-			sum += f
-		}
-	}
-	return sum
+	return redisStat(c, "cpu", "used_cpu_sys") + redisStat(c, "cpu", "used_cpu_user")
 }
 
 // cpuTicks are the machine's and this process's CPU time, in clock ticks,

@@ -121,6 +121,11 @@ func toolUseBlock(name, input string) map[string]any {
 // newTestRunner points a Runner at fake providers (either may be nil).
 func newTestRunner(tb testing.TB, openai, anthropic *fakeProvider, timeout time.Duration) *Runner {
 	tb.Helper()
+	return NewRunner(testConfig(openai, anthropic, timeout))
+}
+
+// testConfig is the Config of newTestRunner, for tests that change more.
+func testConfig(openai, anthropic *fakeProvider, timeout time.Duration) Config {
 	cfg := Config{
 		OpenAIAPIKey:    testOpenAIKey,
 		AnthropicAPIKey: testAnthropicKey,
@@ -139,7 +144,7 @@ func newTestRunner(tb testing.TB, openai, anthropic *fakeProvider, timeout time.
 	if anthropic != nil {
 		cfg.AnthropicBaseURL = anthropic.URL
 	}
-	return NewRunner(cfg)
+	return cfg
 }
 
 func testContext(tb testing.TB) context.Context {

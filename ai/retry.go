@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -134,6 +135,9 @@ type cooldowns struct {
 	span  time.Duration // how long it lasts
 	mu    sync.Mutex
 	m     map[string]*health
+	// failing is len(m): while no credential has failed, as on every
+	// healthy task, neither check takes the lock.
+	failing atomic.Int32
 }
 
 type health struct {
@@ -143,7 +147,7 @@ type health struct {
 
 // cooling reports whether key is in its cooldown at now.
 func (c *cooldowns) cooling(key string, now time.Time) bool {
-	if c.after <= 0 {
+	if c.after <= 0 || c.failing.Load() == 0 {
 		return false
 	}
 	c.mu.Lock()
@@ -156,7 +160,7 @@ func (c *cooldowns) cooling(key string, now time.Time) bool {
 // failure counts, and the after-th in a row (and every one after it,
 // such as the probe that follows a cooldown) starts a cooldown.
 func (c *cooldowns) record(key string, ok, sick bool, now time.Time) {
-	if c.after <= 0 || (!ok && !sick) {
+	if c.after <= 0 || (!ok && !sick) || (ok && c.failing.Load() == 0) {
 		return
 	}
 	c.mu.Lock()
@@ -165,12 +169,14 @@ func (c *cooldowns) record(key string, ok, sick bool, now time.Time) {
 	if ok {
 		if h != nil {
 			delete(c.m, key)
+			c.failing.Add(-1)
 		}
 		return
 	}
 	if h == nil {
 		h = &health{}
 		c.m[key] = h
+		c.failing.Add(1)
 	}
 	h.fails++
 	if h.fails >= c.after {

@@ -34,22 +34,15 @@ const (
 	anthropicOverload = `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`
 )
 
-func retryRunner(tb testing.TB, openai, anthropic *fakeProvider, cfg Config) *Runner {
+func retryRunner(tb testing.TB, openai, anthropic *fakeProvider, retry Config) *Runner {
 	tb.Helper()
-	base := Config{OpenAIAPIKey: testOpenAIKey, AnthropicAPIKey: testAnthropicKey, Timeout: time.Second,
-		OpenAIBaseURL: "http://127.0.0.1:1/v1", AnthropicBaseURL: "http://127.0.0.1:1",
-		Retries: cfg.Retries, RetryWait: cfg.RetryWait, RetryBase: cfg.RetryBase,
-		CooldownAfter: cfg.CooldownAfter, Cooldown: cfg.Cooldown}
-	if base.RetryBase == 0 {
-		base.RetryBase = 20 * time.Millisecond
+	cfg := testConfig(openai, anthropic, time.Second)
+	cfg.Retries, cfg.RetryWait, cfg.RetryBase = retry.Retries, retry.RetryWait, retry.RetryBase
+	cfg.CooldownAfter, cfg.Cooldown = retry.CooldownAfter, retry.Cooldown
+	if cfg.RetryBase == 0 {
+		cfg.RetryBase = 20 * time.Millisecond
 	}
-	if openai != nil {
-		base.OpenAIBaseURL = openai.URL + "/v1"
-	}
-	if anthropic != nil {
-		base.AnthropicBaseURL = anthropic.URL
-	}
-	return NewRunner(base)
+	return NewRunner(cfg)
 }
 
 var (

@@ -20,14 +20,18 @@ type storedOutcome struct {
 	beyond   string // non-empty: a callback or the deadline settled the channel since
 }
 
-func decodeOutcome(v []string) storedOutcome {
-	at := func(i int) string {
-		if i < len(v) {
-			return v[i]
-		}
-		return ""
+// field is reply field i, "" past the reply's end (scripts leave trailing
+// empty fields out in some branches).
+func field(out []string, i int) string {
+	if i < len(out) {
+		return out[i]
 	}
-	return storedOutcome{status: at(0), msg: at(1), hook: at(2), deadline: at(3), sim: at(4), beyond: at(5)}
+	return ""
+}
+
+func decodeOutcome(v []string) storedOutcome {
+	return storedOutcome{status: field(v, 0), msg: field(v, 1), hook: field(v, 2), deadline: field(v, 3),
+		sim: field(v, 4), beyond: field(v, 5)}
 }
 
 // startReply is start.lua's reply:
@@ -112,12 +116,6 @@ type callbackReply struct {
 }
 
 func decodeCallback(out []string) (callbackReply, error) {
-	at := func(i int) string {
-		if i < len(out) {
-			return out[i]
-		}
-		return ""
-	}
 	if len(out) == 0 {
 		return callbackReply{}, fmt.Errorf("callback.lua: empty reply")
 	}
@@ -125,13 +123,13 @@ func decodeCallback(out []string) (callbackReply, error) {
 	switch r.verdict {
 	case "gone", "timeout", "retry":
 	case "ok":
-		r.msg, r.generated, r.sim = at(1), at(2), at(3)
+		r.msg, r.generated, r.sim = field(out, 1), field(out, 2), field(out, 3)
 	case "repeat":
-		r.msg, r.status = at(1), at(2)
+		r.msg, r.status = field(out, 1), field(out, 2)
 	case "late":
-		r.outcome, r.msg, r.status, r.generated, r.sim = at(1), at(2), at(3), at(4), at(5)
+		r.outcome, r.msg, r.status, r.generated, r.sim = field(out, 1), field(out, 2), field(out, 3), field(out, 4), field(out, 5)
 	case "conflict", "not_awaiting":
-		r.status = at(1)
+		r.status = field(out, 1)
 	default:
 		return r, fmt.Errorf("callback.lua: unknown verdict %q", r.verdict)
 	}
@@ -160,12 +158,6 @@ type fireReply struct {
 }
 
 func decodeFire(out []string) (fireReply, error) {
-	at := func(i int) string {
-		if i < len(out) {
-			return out[i]
-		}
-		return ""
-	}
 	if len(out) == 0 {
 		return fireReply{}, fmt.Errorf("fire.lua: empty reply")
 	}
@@ -173,10 +165,10 @@ func decodeFire(out []string) (fireReply, error) {
 	switch r.verdict {
 	case "gone":
 	case "wait":
-		r.deadline, _ = strconv.ParseInt(at(1), 10, 64)
+		r.deadline, _ = strconv.ParseInt(field(out, 1), 10, 64)
 	case "done", "fired":
-		r.msg, r.project, r.outcome, r.status, r.workflow, r.event = at(1), at(2), at(3), at(4), at(5), at(6)
-		r.generated, r.sim = at(7), at(8)
+		r.msg, r.project, r.outcome, r.status, r.workflow, r.event = field(out, 1), field(out, 2), field(out, 3), field(out, 4), field(out, 5), field(out, 6)
+		r.generated, r.sim = field(out, 7), field(out, 8)
 	default:
 		return r, fmt.Errorf("fire.lua: unknown verdict %q", r.verdict)
 	}
