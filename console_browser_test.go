@@ -180,7 +180,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	disablingKey := consoleProject(t, disabling, "console-disabling")
 	art := artifactsDir(t)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "console_browser.mjs"))
 	cmd.Env = append(os.Environ(),

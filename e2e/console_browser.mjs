@@ -497,8 +497,10 @@ await check("open a channel by id: one ordered timeline with the failed-then-suc
   await page.locator(".status-head .badge").waitFor({ timeout: T });
   // The page follows the channel until its deliveries settle.
   const flakyOK = page.locator(".tl-entry[data-type=delivery_attempt]", { hasText: FLAKY }).filter({ hasText: "→ 200" });
-  await flakyOK.first().waitFor({ timeout: 15000 });
-  await page.locator(".tl-entry[data-type=dead_lettered]").first().waitFor({ timeout: 15000 });
+  // The retries run on the delivery schedule; under the whole suite's load
+  // (two cores, the fault suite beside it) they have taken over 15 s.
+  await flakyOK.first().waitFor({ timeout: 45000 });
+  await page.locator(".tl-entry[data-type=dead_lettered]").first().waitFor({ timeout: 45000 });
   const entries = await page.locator(".tl-entry").evaluateAll((els) => els.map((e) => ({ type: e.dataset.type, text: e.textContent })));
   const iFail = entries.findIndex((e) => e.type === "delivery_attempt" && e.text.includes(FLAKY) && e.text.includes("→ 500"));
   const iOK = entries.findIndex((e) => e.type === "delivery_attempt" && e.text.includes(FLAKY) && e.text.includes("→ 200"));
