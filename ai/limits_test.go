@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/riverhub/riverhub/ai/limit"
-	"github.com/riverhub/riverhub/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
 // Two runners (two nodes) with the same credential share its limits:

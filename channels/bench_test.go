@@ -23,9 +23,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/ai"
-	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/hub"
-	"github.com/riverhub/riverhub/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+	"github.com/riverhub/riverhub/project"
 )
 
 func benchRedis(b *testing.B) (redis.UniversalClient, string) {
@@ -261,14 +261,14 @@ func BenchmarkLogsPage(b *testing.B) {
 		for i := range 2000 {
 			f := filters[i%len(filters)]
 			start := time.Now()
-			page, err := s.Logs(ctx, pid, f.f, console.ListParams{Limit: 50})
+			page, err := s.Logs(ctx, pid, f.f, project.ListParams{Limit: 50})
 			d := time.Since(start)
 			if err != nil {
 				b.Fatal(err)
 			}
 			if i%3 == 0 && page.NextCursor != nil {
 				start = time.Now()
-				if _, err := s.Logs(ctx, pid, f.f, console.ListParams{Limit: 50, Cursor: *page.NextCursor}); err != nil {
+				if _, err := s.Logs(ctx, pid, f.f, project.ListParams{Limit: 50, Cursor: *page.NextCursor}); err != nil {
 					b.Fatal(err)
 				}
 				d2 := time.Since(start)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/internal/apperr"
 )
 
 // Event-driven channels. Once generated, a channel awaits its backend's

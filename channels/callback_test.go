@@ -12,10 +12,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/riverhub/riverhub/apperr"
 	"github.com/riverhub/riverhub/hub"
-	"github.com/riverhub/riverhub/jscanon"
-	"github.com/riverhub/riverhub/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/jscanon"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
 func eventTask() *Task {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/riverhub/riverhub/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
 // The delivery a request chose reaches the dispatch engine: only its

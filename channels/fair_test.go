@@ -14,8 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/ai"
-	"github.com/riverhub/riverhub/apperr"
-	"github.com/riverhub/riverhub/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
 func projectTask(pid, content string) *Task {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/internal/apperr"
 )
 
 // IdempotencyTTL is how long a first answer is replayed.

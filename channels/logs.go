@@ -12,8 +12,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/riverhub/riverhub/apperr"
-	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/project"
 )
 
 // The request logs: a project's channels, newest first, filtered by
@@ -206,8 +206,8 @@ func parseLogCursor(s string) (logCursor, error) {
 // logScanBudget entries, so it may hold fewer than p.Limit items with a
 // next cursor (more may follow), and next_cursor is null once there is
 // nothing left.
-func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p console.ListParams) (console.Page[LogItem], error) {
-	page := console.Page[LogItem]{Items: []LogItem{}}
+func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p project.ListParams) (project.Page[LogItem], error) {
+	page := project.Page[LogItem]{Items: []LogItem{}}
 	p, err := p.Normalize()
 	if err != nil {
 		return page, err

@@ -10,9 +10,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/ai"
-	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/hub"
-	"github.com/riverhub/riverhub/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+	"github.com/riverhub/riverhub/project"
 )
 
 // The request log lists a project's channels newest first, filtered by
@@ -70,7 +70,7 @@ func TestLogsFiltersAndPages(t *testing.T) {
 		var out []LogItem
 		cursor := ""
 		for pages := 0; ; pages++ {
-			page, err := s.Logs(ctx, "p1", f, console.ListParams{Limit: limit, Cursor: cursor})
+			page, err := s.Logs(ctx, "p1", f, project.ListParams{Limit: limit, Cursor: cursor})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,13 +117,13 @@ func TestLogsFiltersAndPages(t *testing.T) {
 		ms := createdMS(m.cid, time.Now())
 		return ms >= from && ms <= to
 	})
-	if page, _ := s.Logs(ctx, "p2", LogFilter{}, console.ListParams{}); len(page.Items) != 1 || page.Items[0].ChannelID != other.ChannelID {
+	if page, _ := s.Logs(ctx, "p2", LogFilter{}, project.ListParams{}); len(page.Items) != 1 || page.Items[0].ChannelID != other.ChannelID {
 		t.Errorf("project p2 sees %+v", page.Items)
 	}
-	if _, err := s.Logs(ctx, "p1", LogFilter{Status: "done"}, console.ListParams{}); err == nil {
+	if _, err := s.Logs(ctx, "p1", LogFilter{Status: "done"}, project.ListParams{}); err == nil {
 		t.Error("an unknown status was accepted")
 	}
-	if _, err := s.Logs(ctx, "p1", LogFilter{}, console.ListParams{Cursor: "garbage!"}); err == nil {
+	if _, err := s.Logs(ctx, "p1", LogFilter{}, project.ListParams{Cursor: "garbage!"}); err == nil {
 		t.Error("a garbage cursor was accepted")
 	}
 	// An expired channel drops out of the list.

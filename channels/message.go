@@ -5,7 +5,7 @@ import (
 	"errors"
 
 	"github.com/riverhub/riverhub/ai"
-	"github.com/riverhub/riverhub/jscanon"
+	"github.com/riverhub/riverhub/internal/jscanon"
 )
 
 // ErrorBody is the error object of a failed channel's message.

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/riverhub/riverhub/ai"
-	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/project"
 )
 
 // Status is a channel's state, in the vocabulary of the socket messages.
@@ -30,7 +30,7 @@ const (
 type Task struct {
 	ChannelID    string           `json:"channel_id"`
 	ProjectID    string           `json:"project_id"`
-	Workflow     console.Workflow `json:"workflow"`
+	Workflow     project.Workflow `json:"workflow"`
 	Schema       json.RawMessage  `json:"schema,omitempty"` // the structured output's JSON Schema
 	SchemaName   string           `json:"schema_name,omitempty"`
 	Messages     []ai.Message     `json:"messages"`

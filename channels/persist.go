@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
-	"github.com/riverhub/riverhub/apperr"
-	"github.com/riverhub/riverhub/rdb"
+	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/rdb"
 )
 
 // persist runs write until it succeeds: the writes that follow a provider

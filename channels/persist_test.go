@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/ai"
-	"github.com/riverhub/riverhub/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
 // A Redis restart while the provider works costs neither a second provider

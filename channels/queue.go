@@ -7,8 +7,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/riverhub/riverhub/apperr"
-	"github.com/riverhub/riverhub/rdb"
+	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/rdb"
 )
 
 // legacyEntry names the single-queue layout's ready list on the ring. It

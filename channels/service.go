@@ -18,8 +18,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/ai"
-	"github.com/riverhub/riverhub/apperr"
-	"github.com/riverhub/riverhub/rdb"
+	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/rdb"
 )
 
 //go:embed lua/*.lua

@@ -13,8 +13,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/ai"
-	"github.com/riverhub/riverhub/console"
-	"github.com/riverhub/riverhub/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+	"github.com/riverhub/riverhub/project"
 )
 
 // runnerFunc adapts a function to Runner.
@@ -60,7 +60,7 @@ func (r *recorder) Enqueue(_ context.Context, ev Event) error {
 
 func newTask() *Task {
 	return &Task{ChannelID: NewChannelID(), ProjectID: "p1",
-		Workflow:     console.Workflow{Name: "w", Provider: "mock", Model: "m"},
+		Workflow:     project.Workflow{Name: "w", Provider: "mock", Model: "m"},
 		Messages:     []ai.Message{{Role: "user", Content: "hi"}},
 		CustomerData: json.RawMessage(`{"u":1}`)}
 }

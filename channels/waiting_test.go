@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/riverhub/riverhub/ai"
-	"github.com/riverhub/riverhub/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
 // waitingRunner makes tasks whose message is "wait" say they wait, then

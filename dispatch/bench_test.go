@@ -34,8 +34,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/channels"
-	"github.com/riverhub/riverhub/console"
-	"github.com/riverhub/riverhub/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+	"github.com/riverhub/riverhub/project"
 )
 
 const (
@@ -53,18 +53,18 @@ func benchClient(b *testing.B) (redis.UniversalClient, string) {
 	return rdbtest.New(b)
 }
 
-// benchHooks is a project's endpoints, as console.Store serves them from
+// benchHooks is a project's endpoints, as project.Store serves them from
 // its cache.
-type benchHooks []console.Webhook
+type benchHooks []project.Webhook
 
-func (h benchHooks) ProjectWebhooks(context.Context, string) ([]console.Webhook, error) {
+func (h benchHooks) ProjectWebhooks(context.Context, string) ([]project.Webhook, error) {
 	return h, nil
 }
 
 func newBenchHooks(n int, url string) benchHooks {
 	hs := make(benchHooks, n)
 	for i := range hs {
-		hs[i] = console.Webhook{ID: fmt.Sprintf("wh_%020x", 0xbe0000+i), URL: fmt.Sprintf("%s/hooks/%d", url, i),
+		hs[i] = project.Webhook{ID: fmt.Sprintf("wh_%020x", 0xbe0000+i), URL: fmt.Sprintf("%s/hooks/%d", url, i),
 			Events: []string{"task.completed", "task.ai_generated"}, Enabled: true, Secret: benchSecret}
 	}
 	return hs

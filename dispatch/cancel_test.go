@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/riverhub/riverhub/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
 // Cancel stops a waiting delivery at once; a delivery whose attempt is

@@ -10,8 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/riverhub/riverhub/apperr"
-	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/project"
 )
 
 // Delivery is a delivery as the console shows it.
@@ -91,10 +91,10 @@ func (e *Engine) Get(ctx context.Context, pid, id string) (Delivery, error) {
 
 // DeadLetters lists the project's dead deliveries (one endpoint's when
 // webhookID is set), newest first. The cursor is "<dead ms>:<id>".
-func (e *Engine) DeadLetters(ctx context.Context, pid, webhookID string, p console.ListParams) (console.Page[Delivery], error) {
+func (e *Engine) DeadLetters(ctx context.Context, pid, webhookID string, p project.ListParams) (project.Page[Delivery], error) {
 	p, err := p.Normalize()
 	if err != nil {
-		return console.Page[Delivery]{}, err
+		return project.Page[Delivery]{}, err
 	}
 	key := e.dlqKey(pid)
 	if webhookID != "" {
@@ -105,22 +105,22 @@ func (e *Engine) DeadLetters(ctx context.Context, pid, webhookID string, p conso
 	e.rdb.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatInt(cutoff, 10))
 	max, afterID := "+inf", ""
 	if p.Cursor != "" {
-		c, err := console.DecodeCursor(p.Cursor)
+		c, err := project.DecodeCursor(p.Cursor)
 		if err != nil {
-			return console.Page[Delivery]{}, err
+			return project.Page[Delivery]{}, err
 		}
 		score, id, ok := strings.Cut(c, ":")
 		if _, perr := strconv.ParseInt(score, 10, 64); !ok || perr != nil {
-			return console.Page[Delivery]{}, apperr.Invalidf("cursor is malformed")
+			return project.Page[Delivery]{}, apperr.Invalidf("cursor is malformed")
 		}
 		max, afterID = score, id
 	}
-	page := console.Page[Delivery]{Items: []Delivery{}}
+	page := project.Page[Delivery]{Items: []Delivery{}}
 	lastScore := ""
 	for offset := int64(0); len(page.Items) <= p.Limit; {
 		zs, err := e.rdb.ZRevRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Max: max, Min: "-inf", Offset: offset, Count: int64(p.Limit + 1)}).Result()
 		if err != nil {
-			return console.Page[Delivery]{}, fmt.Errorf("list dead letters: %w", err)
+			return project.Page[Delivery]{}, fmt.Errorf("list dead letters: %w", err)
 		}
 		if len(zs) == 0 {
 			break
@@ -134,7 +134,7 @@ func (e *Engine) DeadLetters(ctx context.Context, pid, webhookID string, p conso
 			return nil
 		})
 		if err != nil {
-			return console.Page[Delivery]{}, fmt.Errorf("list dead letters: %w", err)
+			return project.Page[Delivery]{}, fmt.Errorf("list dead letters: %w", err)
 		}
 		for i, z := range zs {
 			id := z.Member.(string)
@@ -150,7 +150,7 @@ func (e *Engine) DeadLetters(ctx context.Context, pid, webhookID string, p conso
 				continue
 			}
 			if len(page.Items) == p.Limit {
-				c := console.EncodeCursor(lastScore + ":" + page.Items[p.Limit-1].ID)
+				c := project.EncodeCursor(lastScore + ":" + page.Items[p.Limit-1].ID)
 				page.NextCursor = &c
 				return page, nil
 			}
@@ -183,7 +183,7 @@ func (e *Engine) Replay(ctx context.Context, pid, id string) error {
 func (e *Engine) ReplayAll(ctx context.Context, pid, webhookID string) (int, error) {
 	total := 0
 	for {
-		page, err := e.DeadLetters(ctx, pid, webhookID, console.ListParams{Limit: 500})
+		page, err := e.DeadLetters(ctx, pid, webhookID, project.ListParams{Limit: 500})
 		if err != nil {
 			return total, err
 		}

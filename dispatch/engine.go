@@ -19,9 +19,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/channels"
-	"github.com/riverhub/riverhub/console"
-	"github.com/riverhub/riverhub/netguard"
-	"github.com/riverhub/riverhub/rdb"
+	"github.com/riverhub/riverhub/internal/netguard"
+	"github.com/riverhub/riverhub/internal/rdb"
+	"github.com/riverhub/riverhub/project"
 )
 
 //go:embed lua/*.lua
@@ -42,9 +42,9 @@ var (
 	forwardScript = script("forward")
 )
 
-// Endpoints gives a project's webhook endpoints (console.Store).
+// Endpoints gives a project's webhook endpoints (project.Store).
 type Endpoints interface {
-	ProjectWebhooks(ctx context.Context, projectID string) ([]console.Webhook, error)
+	ProjectWebhooks(ctx context.Context, projectID string) ([]project.Webhook, error)
 }
 
 // Timeline appends entries to a channel's audit timeline within a pipeline
@@ -287,7 +287,7 @@ func mustJSON(v any) []byte {
 // project, due now, whatever events it subscribes to (a disabled endpoint
 // dead-letters it, as any delivery). It goes through the same signing,
 // attempts and retries as real deliveries, and returns the delivery id.
-func (e *Engine) SendTest(ctx context.Context, pid string, w console.Webhook) (string, error) {
+func (e *Engine) SendTest(ctx context.Context, pid string, w project.Webhook) (string, error) {
 	now := e.o.Now()
 	at := now.UTC().Format(tsFormat)
 	test := "test_" + newToken()

@@ -10,8 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/riverhub/riverhub/console"
-	"github.com/riverhub/riverhub/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+	"github.com/riverhub/riverhub/project"
 )
 
 // A project whose slow endpoints hold every attempt slot of the node does
@@ -35,7 +35,7 @@ func TestProjectsShareTheNodeFairly(t *testing.T) {
 	fast := newRelReceiver(t, relStatus(http.StatusOK))
 	c, prefix := rdbtest.New(t)
 	hooks := &relHooks{}
-	var heavy []console.Webhook
+	var heavy []project.Webhook
 	for i := range 10 {
 		heavy = append(heavy, relHook(fmt.Sprintf("wh_a%d", i), slow.URL))
 	}

@@ -8,8 +8,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/riverhub/riverhub/console"
-	"github.com/riverhub/riverhub/rdb"
+	"github.com/riverhub/riverhub/internal/rdb"
+	"github.com/riverhub/riverhub/project"
 )
 
 const (
@@ -346,25 +346,25 @@ func (e *Engine) attempt(d claimed) {
 
 // endpoint finds a delivery's endpoint; a deleted or disabled one
 // dead-letters the delivery at once (false).
-func (e *Engine) endpoint(d claimed) (console.Webhook, bool) {
+func (e *Engine) endpoint(d claimed) (project.Webhook, bool) {
 	hooks, err := e.o.Endpoints.ProjectWebhooks(e.runCtx, d.projectID)
 	if err != nil {
 		e.putBack(d, e.o.Now().Add(errorPause))
-		return console.Webhook{}, false
+		return project.Webhook{}, false
 	}
 	for _, w := range hooks {
 		if w.ID == d.webhookID {
 			if !w.Enabled {
 				e.forget(w.ID)
 				e.conclude(d, w.URL, outcome{err: "endpoint disabled"}, true)
-				return console.Webhook{}, false
+				return project.Webhook{}, false
 			}
 			return w, true
 		}
 	}
 	e.forget(d.webhookID)
 	e.conclude(d, "", outcome{err: "endpoint deleted"}, true)
-	return console.Webhook{}, false
+	return project.Webhook{}, false
 }
 
 // acquireOrWait takes one of the endpoint's attempt slots on this node

@@ -20,9 +20,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/channels"
-	"github.com/riverhub/riverhub/console"
-	"github.com/riverhub/riverhub/netguard"
-	"github.com/riverhub/riverhub/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/netguard"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+	"github.com/riverhub/riverhub/project"
 	"github.com/riverhub/riverhub/verify"
 )
 
@@ -30,28 +30,28 @@ import (
 // while the engine runs.
 type relHooks struct {
 	mu    sync.Mutex
-	hooks map[string][]console.Webhook
+	hooks map[string][]project.Webhook
 }
 
-func (h *relHooks) ProjectWebhooks(_ context.Context, pid string) ([]console.Webhook, error) {
+func (h *relHooks) ProjectWebhooks(_ context.Context, pid string) ([]project.Webhook, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return slices.Clone(h.hooks[pid]), nil
 }
 
-func (h *relHooks) set(pid string, ws ...console.Webhook) {
+func (h *relHooks) set(pid string, ws ...project.Webhook) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.hooks == nil {
-		h.hooks = make(map[string][]console.Webhook)
+		h.hooks = make(map[string][]project.Webhook)
 	}
 	h.hooks[pid] = ws
 }
 
 const relSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
-func relHook(id, url string) console.Webhook {
-	return console.Webhook{ID: id, URL: url, Events: []string{"task.completed", "task.ai_generated"},
+func relHook(id, url string) project.Webhook {
+	return project.Webhook{ID: id, URL: url, Events: []string{"task.completed", "task.ai_generated"},
 		Enabled: true, Secret: relSecret}
 }
 
@@ -211,7 +211,7 @@ func relWaitStatus(t *testing.T, e *Engine, pid, id, want string, within time.Du
 
 func relInDLQ(t *testing.T, e *Engine, pid, id string) bool {
 	t.Helper()
-	page, err := e.DeadLetters(context.Background(), pid, "", console.ListParams{})
+	page, err := e.DeadLetters(context.Background(), pid, "", project.ListParams{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,11 +416,11 @@ func TestGoneEndpointDeadLetters(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name   string
-		change func(h *relHooks, w console.Webhook)
+		change func(h *relHooks, w project.Webhook)
 		want   string
 	}{
-		{name: "disabled", change: func(h *relHooks, w console.Webhook) { w.Enabled = false; h.set("p1", w) }, want: "endpoint disabled"},
-		{name: "deleted", change: func(h *relHooks, _ console.Webhook) { h.set("p1") }, want: "endpoint deleted"},
+		{name: "disabled", change: func(h *relHooks, w project.Webhook) { w.Enabled = false; h.set("p1", w) }, want: "endpoint disabled"},
+		{name: "deleted", change: func(h *relHooks, _ project.Webhook) { h.set("p1") }, want: "endpoint deleted"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -550,7 +550,7 @@ func TestSlowEndpointBacklogDoesNotDelayOthers(t *testing.T) {
 	hooks := &relHooks{}
 	hooks.set("p_slow", relHook("wh_slow", slow.URL))
 	const n = 5 // healthy endpoints, one delivery each
-	var healthy []console.Webhook
+	var healthy []project.Webhook
 	for i := range n {
 		healthy = append(healthy, relHook(fmt.Sprintf("wh_fast%d", i), fast.URL))
 	}
@@ -601,7 +601,7 @@ func TestSlowEndpointBacklogDoesNotDelayOthers(t *testing.T) {
 	}
 }
 
-// DisableWebhook turns an endpoint off, as console.Store does.
+// DisableWebhook turns an endpoint off, as project.Store does.
 func (h *relHooks) DisableWebhook(_ context.Context, pid, id, reason string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

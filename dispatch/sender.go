@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/riverhub/riverhub/netguard"
+	"github.com/riverhub/riverhub/internal/netguard"
 	"github.com/riverhub/riverhub/verify"
 )
 

@@ -7,7 +7,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/riverhub/riverhub/wstoken"
+	"github.com/riverhub/riverhub/internal/wstoken"
 )
 
 func TestParseFrame(t *testing.T) {

@@ -18,8 +18,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/riverhub/riverhub/rdb/rdbtest"
-	"github.com/riverhub/riverhub/wstoken"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/wstoken"
 )
 
 const testSecret = "hub-test-secret"

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/riverhub/riverhub/wstoken"
+	"github.com/riverhub/riverhub/internal/wstoken"
 )
 
 func TestJoinThenPublish(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/riverhub/riverhub/wstoken"
+	"github.com/riverhub/riverhub/internal/wstoken"
 )
 
 // These tests run the official phoenix JavaScript client (npm "phoenix",

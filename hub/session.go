@@ -10,7 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/riverhub/riverhub/wstoken"
+	"github.com/riverhub/riverhub/internal/wstoken"
 )
 
 // Join error reasons (the "reason" of a phx_reply error).

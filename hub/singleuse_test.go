@@ -13,7 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
-	"github.com/riverhub/riverhub/wstoken"
+	"github.com/riverhub/riverhub/internal/wstoken"
 )
 
 // dialBody is the HTTP status of a handshake (101 if it opened) and the

@@ -8,8 +8,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/dispatch"
+	"github.com/riverhub/riverhub/project"
 )
 
 // answer writes v with status, or the error.
@@ -21,7 +21,7 @@ func (s *Server) answer(c *gin.Context, status int, v any, err error) {
 	c.JSON(status, v)
 }
 
-func list[T any](s *Server, c *gin.Context, f func(console.ListParams) (console.Page[T], error)) {
+func list[T any](s *Server, c *gin.Context, f func(project.ListParams) (project.Page[T], error)) {
 	p, err := listParams(c)
 	if err != nil {
 		s.fail(c, err)
@@ -32,7 +32,7 @@ func list[T any](s *Server, c *gin.Context, f func(console.ListParams) (console.
 }
 
 func (s *Server) createWorkflow(c *gin.Context) {
-	var in console.WorkflowInput
+	var in project.WorkflowInput
 	if !s.body(c, &in) {
 		return
 	}
@@ -41,7 +41,7 @@ func (s *Server) createWorkflow(c *gin.Context) {
 }
 
 func (s *Server) listWorkflows(c *gin.Context) {
-	list(s, c, func(p console.ListParams) (console.Page[console.Workflow], error) {
+	list(s, c, func(p project.ListParams) (project.Page[project.Workflow], error) {
 		return s.Console.ListWorkflows(c.Request.Context(), principal(c).ProjectID, p)
 	})
 }
@@ -52,7 +52,7 @@ func (s *Server) getWorkflow(c *gin.Context) {
 }
 
 func (s *Server) replaceWorkflow(c *gin.Context) {
-	var in console.WorkflowInput
+	var in project.WorkflowInput
 	if !s.body(c, &in) {
 		return
 	}
@@ -78,7 +78,7 @@ func (s *Server) createOutput(c *gin.Context) {
 }
 
 func (s *Server) listOutputs(c *gin.Context) {
-	list(s, c, func(p console.ListParams) (console.Page[console.StructuredOutput], error) {
+	list(s, c, func(p project.ListParams) (project.Page[project.StructuredOutput], error) {
 		return s.Console.ListOutputs(c.Request.Context(), principal(c).ProjectID, p)
 	})
 }
@@ -94,7 +94,7 @@ func (s *Server) deleteOutput(c *gin.Context) {
 }
 
 func (s *Server) createWebhook(c *gin.Context) {
-	var in console.WebhookInput
+	var in project.WebhookInput
 	if !s.body(c, &in) {
 		return
 	}
@@ -104,13 +104,13 @@ func (s *Server) createWebhook(c *gin.Context) {
 
 // webhookView is an endpoint with its delivery health.
 type webhookView struct {
-	console.Webhook
+	project.Webhook
 	Health dispatch.Health `json:"health"`
 }
 
 // withHealth adds each endpoint's health; a disabled endpoint's state is
 // "disabled", with why.
-func (s *Server) withHealth(ctx context.Context, ws []console.Webhook) ([]webhookView, error) {
+func (s *Server) withHealth(ctx context.Context, ws []project.Webhook) ([]webhookView, error) {
 	ids := make([]string, len(ws))
 	for i, w := range ws {
 		ids[i] = w.ID
@@ -135,14 +135,14 @@ func (s *Server) withHealth(ctx context.Context, ws []console.Webhook) ([]webhoo
 }
 
 func (s *Server) listWebhooks(c *gin.Context) {
-	list(s, c, func(p console.ListParams) (console.Page[webhookView], error) {
+	list(s, c, func(p project.ListParams) (project.Page[webhookView], error) {
 		ctx := c.Request.Context()
 		page, err := s.Console.ListWebhooks(ctx, principal(c).ProjectID, p)
 		if err != nil {
-			return console.Page[webhookView]{}, err
+			return project.Page[webhookView]{}, err
 		}
 		items, err := s.withHealth(ctx, page.Items)
-		return console.Page[webhookView]{Items: items, NextCursor: page.NextCursor}, err
+		return project.Page[webhookView]{Items: items, NextCursor: page.NextCursor}, err
 	})
 }
 
@@ -153,7 +153,7 @@ func (s *Server) getWebhook(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	v, err := s.withHealth(ctx, []console.Webhook{w})
+	v, err := s.withHealth(ctx, []project.Webhook{w})
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -162,7 +162,7 @@ func (s *Server) getWebhook(c *gin.Context) {
 }
 
 func (s *Server) updateWebhook(c *gin.Context) {
-	var in console.WebhookPatch
+	var in project.WebhookPatch
 	if !s.body(c, &in) {
 		return
 	}
@@ -203,7 +203,7 @@ type keyView struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-func viewKey(k console.APIKey) keyView {
+func viewKey(k project.APIKey) keyView {
 	return keyView{ID: k.ID, ProjectID: k.ProjectID, Name: k.Name, Prefix: k.Prefix, Admin: k.Admin, CreatedAt: k.CreatedAt}
 }
 
@@ -222,9 +222,9 @@ func (s *Server) createKey(c *gin.Context) {
 }
 
 func (s *Server) listKeys(c *gin.Context) {
-	list(s, c, func(p console.ListParams) (console.Page[keyView], error) {
+	list(s, c, func(p project.ListParams) (project.Page[keyView], error) {
 		page, err := s.Console.ListKeys(c.Request.Context(), principal(c).ProjectID, p)
-		out := console.Page[keyView]{Items: make([]keyView, len(page.Items)), NextCursor: page.NextCursor}
+		out := project.Page[keyView]{Items: make([]keyView, len(page.Items)), NextCursor: page.NextCursor}
 		for i, k := range page.Items {
 			out.Items[i] = viewKey(k)
 		}
@@ -246,13 +246,13 @@ func (s *Server) createProject(c *gin.Context) {
 	}
 	p, key, err := s.Console.CreateProject(c.Request.Context(), in.Name)
 	s.answer(c, http.StatusCreated, struct {
-		console.Project
+		project.Project
 		Key string `json:"key"`
 	}{p, key}, err)
 }
 
 func (s *Server) listProjects(c *gin.Context) {
-	list(s, c, func(p console.ListParams) (console.Page[console.Project], error) {
+	list(s, c, func(p project.ListParams) (project.Page[project.Project], error) {
 		return s.Console.ListProjects(c.Request.Context(), p)
 	})
 }

@@ -9,10 +9,10 @@ import (
 	"slices"
 
 	"github.com/riverhub/riverhub/ai"
-	"github.com/riverhub/riverhub/apperr"
 	"github.com/riverhub/riverhub/channels"
-	"github.com/riverhub/riverhub/console"
-	"github.com/riverhub/riverhub/jscanon"
+	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/jscanon"
+	"github.com/riverhub/riverhub/project"
 )
 
 // readBody reads a request body within the size limit.
@@ -175,7 +175,7 @@ func checkWebhookURL(u string) error {
 	if len(u) > maxWebhookURL {
 		return apperr.Invalidf("webhook_url is longer than %d characters", maxWebhookURL)
 	}
-	if _, ok := console.EndpointURLKey(u); !ok {
+	if _, ok := project.EndpointURLKey(u); !ok {
 		return apperr.Invalidf("webhook_url must be an absolute http(s) URL such as https://api.example.com/webhooks/ai, the URL of one of the project's webhook endpoints")
 	}
 	return nil
@@ -202,7 +202,7 @@ func eventTypes(raw json.RawMessage) ([]string, error) {
 		switch {
 		case e == eventWebhookReceived:
 			all = true
-		case slices.Contains(console.Events, e):
+		case slices.Contains(project.Events, e):
 			if !slices.Contains(out, e) {
 				out = append(out, e)
 			}
@@ -210,7 +210,7 @@ func eventTypes(raw json.RawMessage) ([]string, error) {
 			return nil, apperr.Invalidf("events[%d] %q is not a webhook event: use task.completed, task.ai_generated or webhook_received (every event)", i, e)
 		}
 	}
-	if all || len(out) == len(console.Events) {
+	if all || len(out) == len(project.Events) {
 		return nil, nil
 	}
 	return out, nil

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/riverhub/riverhub/apperr"
-	"github.com/riverhub/riverhub/console"
+	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/project"
 )
 
 // wantInvalidRequest fails unless err is a 400 invalid_request whose message
@@ -361,18 +361,18 @@ func checkTaskRequest(tb testing.TB, body []byte, r taskRequest) {
 		}
 	}
 	if r.WebhookURL != "" {
-		if _, ok := console.EndpointURLKey(r.WebhookURL); !ok || len(r.WebhookURL) > maxWebhookURL {
+		if _, ok := project.EndpointURLKey(r.WebhookURL); !ok || len(r.WebhookURL) > maxWebhookURL {
 			tb.Fatalf("accepted webhook_url %q: %q", r.WebhookURL, body)
 		}
 	}
 	if r.DeliveryMethod != "" && !slices.Contains(deliveryMethods, r.DeliveryMethod) {
 		tb.Fatalf("accepted delivery_method %q: %q", r.DeliveryMethod, body)
 	}
-	if len(r.EventTypes) >= len(console.Events) {
+	if len(r.EventTypes) >= len(project.Events) {
 		tb.Fatalf("event types %q: every type must be nil: %q", r.EventTypes, body)
 	}
 	for _, e := range r.EventTypes {
-		if !slices.Contains(console.Events, e) {
+		if !slices.Contains(project.Events, e) {
 			tb.Fatalf("accepted event %q: %q", e, body)
 		}
 	}

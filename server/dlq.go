@@ -6,13 +6,13 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/riverhub/riverhub/apperr"
-	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/dispatch"
+	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/project"
 )
 
 func (s *Server) listDeadLetters(c *gin.Context) {
-	list(s, c, func(p console.ListParams) (console.Page[dispatch.Delivery], error) {
+	list(s, c, func(p project.ListParams) (project.Page[dispatch.Delivery], error) {
 		return s.Deliveries.DeadLetters(c.Request.Context(), principal(c).ProjectID, c.Query("webhook_id"), p)
 	})
 }

@@ -7,8 +7,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/riverhub/riverhub/apperr"
-	"github.com/riverhub/riverhub/rdb"
+	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/rdb"
 )
 
 // statusOf is the one mapping from error kinds to HTTP statuses.

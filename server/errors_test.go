@@ -12,7 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/rs/zerolog"
 
-	"github.com/riverhub/riverhub/apperr"
+	"github.com/riverhub/riverhub/internal/apperr"
 )
 
 func TestFailEnvelope(t *testing.T) {

@@ -12,18 +12,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
-	"github.com/riverhub/riverhub/apperr"
 	"github.com/riverhub/riverhub/channels"
-	"github.com/riverhub/riverhub/console"
 	"github.com/riverhub/riverhub/dispatch"
-	"github.com/riverhub/riverhub/rdb"
+	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/rdb"
+	"github.com/riverhub/riverhub/internal/wstoken"
+	"github.com/riverhub/riverhub/project"
 	"github.com/riverhub/riverhub/web"
-	"github.com/riverhub/riverhub/wstoken"
 )
 
 // Deps are what the server calls into.
 type Deps struct {
-	Console  *console.Store
+	Console  *project.Store
 	Channels *channels.Service
 	// Deliveries is the webhook engine (dead letters, replay).
 	Deliveries *dispatch.Engine
@@ -235,7 +235,7 @@ func (s *Server) auth(c *gin.Context) {
 		key, ok = strings.CutPrefix(h, "bearer ")
 	}
 	if !ok || strings.TrimSpace(key) == "" {
-		s.fail(c, console.ErrUnauthorized)
+		s.fail(c, project.ErrUnauthorized)
 		return
 	}
 	p, err := s.Console.Authenticate(c.Request.Context(), strings.TrimSpace(key))
@@ -246,9 +246,9 @@ func (s *Server) auth(c *gin.Context) {
 	c.Set("principal", p)
 }
 
-func principal(c *gin.Context) console.Principal {
+func principal(c *gin.Context) project.Principal {
 	p, _ := c.Get("principal")
-	return p.(console.Principal)
+	return p.(project.Principal)
 }
 
 func (s *Server) adminOnly(c *gin.Context) {
@@ -270,8 +270,8 @@ func (s *Server) body(c *gin.Context, v any) bool {
 	return true
 }
 
-func listParams(c *gin.Context) (console.ListParams, error) {
-	p := console.ListParams{Cursor: c.Query("cursor")}
+func listParams(c *gin.Context) (project.ListParams, error) {
+	p := project.ListParams{Cursor: c.Query("cursor")}
 	if l := c.Query("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 {

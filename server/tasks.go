@@ -10,10 +10,10 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
-	"github.com/riverhub/riverhub/apperr"
 	"github.com/riverhub/riverhub/channels"
-	"github.com/riverhub/riverhub/console"
-	"github.com/riverhub/riverhub/wstoken"
+	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/wstoken"
+	"github.com/riverhub/riverhub/project"
 )
 
 // asyncAnswer is the answer to an async submission (and to a reconnect,
@@ -92,8 +92,8 @@ func (s *Server) endpointsOf(ctx context.Context, pid, id, rawURL string) ([]str
 		if rawURL == "" {
 			return []string{id}, nil
 		}
-		k1, _ := console.EndpointURLKey(w.URL)
-		k2, _ := console.EndpointURLKey(rawURL)
+		k1, _ := project.EndpointURLKey(w.URL)
+		k2, _ := project.EndpointURLKey(rawURL)
 		if k1 != k2 {
 			return nil, apperr.Invalidf("webhook_id and webhook_url name different endpoints: %s is registered for %s, not %s; send one of them, or both for the same endpoint", id, w.URL, rawURL)
 		}
@@ -125,7 +125,7 @@ func (s *Server) endpointsOf(ctx context.Context, pid, id, rawURL string) ([]str
 		"then submit with its URL or its id as webhook_id; riverhub sends webhooks only to registered endpoints, signed with their secrets", rawURL)
 }
 
-func disabledEndpoint(w console.Webhook) error {
+func disabledEndpoint(w project.Webhook) error {
 	return apperr.Invalidf("webhook endpoint %s (%s) is disabled; enable it (console: Webhooks, or PATCH /api/console/webhook/%s with {\"enabled\": true}) to send webhooks to it", w.ID, w.URL, w.ID)
 }
 
@@ -363,7 +363,7 @@ func (s *Server) listLogs(c *gin.Context) {
 			*q.dst = t
 		}
 	}
-	list(s, c, func(p console.ListParams) (console.Page[channels.LogItem], error) {
+	list(s, c, func(p project.ListParams) (project.Page[channels.LogItem], error) {
 		return s.Channels.Logs(c.Request.Context(), principal(c).ProjectID, f, p)
 	})
 }

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/riverhub/riverhub/jscanon"
+	"github.com/riverhub/riverhub/internal/jscanon"
 )
 
 // The hosted service's sample backends verify these two headers instead of

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/riverhub/riverhub/jscanon"
+	"github.com/riverhub/riverhub/internal/jscanon"
 )
 
 // payloadTests are bodies as a receiver may get them (not only the
@@ -93,7 +93,7 @@ func TestModelRiverPayloadMatchesNode(t *testing.T) {
 			docs = append(docs, []byte(tc.body))
 		}
 	}
-	const own, canon = "testdata/fuzz/FuzzModelRiverPayload/", "../jscanon/testdata/fuzz/FuzzCanonical/"
+	const own, canon = "testdata/fuzz/FuzzModelRiverPayload/", "../internal/jscanon/testdata/fuzz/FuzzCanonical/"
 	corpus, _ := os.ReadDir(own)
 	for _, f := range corpus {
 		if in := readCorpusFile(t, own+f.Name()); json.Valid(in) {

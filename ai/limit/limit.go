@@ -13,7 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/riverhub/riverhub/rdb"
+	"github.com/riverhub/riverhub/internal/rdb"
 )
 
 //go:embed lua/*.lua

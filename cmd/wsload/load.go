@@ -21,7 +21,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
 
-	"github.com/riverhub/riverhub/wstoken"
+	"github.com/riverhub/riverhub/internal/wstoken"
 )
 
 // loader opens the sockets and keeps them alive.

@@ -16,8 +16,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/riverhub/riverhub/hub"
-	"github.com/riverhub/riverhub/rdb/rdbtest"
-	"github.com/riverhub/riverhub/wstoken"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/wstoken"
 )
 
 const testSecret = "wsload-test-secret-0123456789abcdef"

@@ -1,0 +1,76 @@
+package rdb
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+)
+
+// Scripts in a pipeline go by hash; one Redis does not know (first use,
+// or after its script cache was emptied) is sent again by source, and
+// every command of the pipeline ends with its own result.
+func TestPipelinedSendsScriptsByHash(t *testing.T) {
+	t.Parallel()
+	srv := rdbtest.NewServer(t)
+	c := srv.Client()
+	ctx := context.Background()
+	incr := redis.NewScript(`return redis.call('INCRBY', KEYS[1], ARGV[1])`)
+	calls := func(cmd string) int {
+		t.Helper()
+		info := c.Info(ctx, "commandstats").Val()
+		for _, line := range strings.Split(info, "\n") {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls="); ok {
+				n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+				return n
+			}
+		}
+		return 0
+	}
+	run := func(want int64) {
+		t.Helper()
+		var a, b *redis.Cmd
+		var set *redis.StatusCmd
+		err := Pipelined(ctx, c, func(p redis.Pipeliner) {
+			a = incr.Eval(ctx, p, []string{"n"}, 1)
+			set = p.Set(ctx, "plain", "v", 0)
+			b = incr.Eval(ctx, p, []string{"n"}, 1)
+		})
+		if err != nil {
+			t.Fatalf("Pipelined: %v", err)
+		}
+		if set.Err() != nil {
+			t.Errorf("SET in the pipeline: %v", set.Err())
+		}
+		if got, _ := a.Int64(); got != want-1 {
+			t.Errorf("first script = %d (%v), want %d", got, a.Err(), want-1)
+		}
+		if got, _ := b.Int64(); got != want {
+			t.Errorf("second script = %d (%v), want %d", got, b.Err(), want)
+		}
+	}
+
+	run(2) // unknown to Redis: NOSCRIPT, then by source
+	evals := calls("eval")
+	if evals != 2 {
+		t.Errorf("EVAL calls = %d after the first pipeline, want 2 (the two resent)", evals)
+	}
+	run(4) // known now: by hash only
+	if calls("eval") != evals {
+		t.Errorf("EVAL calls = %d after a pipeline of known scripts, want still %d", calls("eval"), evals)
+	}
+	if n := calls("evalsha"); n != 4 {
+		t.Errorf("EVALSHA calls = %d, want 4", n)
+	}
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	run(6) // the cache was emptied (as by a restart): by source again
+	if got := calls("eval"); got != evals+2 {
+		t.Errorf("EVAL calls = %d after SCRIPT FLUSH, want %d", got, evals+2)
+	}
+}
