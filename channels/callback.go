@@ -41,7 +41,7 @@ const (
 // deadline is set and the room told before the backend is sent the
 // webhook, so a callback always finds both.
 func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
-	pp, pipe := s.o.Publisher.(PipePublisher)
+	b := broadcasts{s: s}
 	err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		p.ZAddNX(ctx, s.dueKey, redis.Z{Score: float64(o.deadline), Member: o.cid})
 		// The record outlives its deadline by the retention, however short
@@ -50,25 +50,12 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 		p.Expire(ctx, s.chKey(o.cid), ttl)
 		p.Expire(ctx, s.tlKey(o.cid), ttl)
 		s.indexMove(ctx, p, logRef{o.pid, o.cid, o.workflow, o.event}, StatusGenerating, StatusAIGenerated)
-		if pipe {
-			s.broadcast(ctx, p, pp, o.pid, o.cid, StatusAIGenerated, o.msg)
-			if o.sim != nil {
-				s.broadcast(ctx, p, pp, o.pid, o.cid, StatusSimulating, o.sim)
-			}
-		}
+		b.add(ctx, p, o.pid, o.cid, StatusAIGenerated, o.msg)
+		b.add(ctx, p, o.pid, o.cid, StatusSimulating, o.sim)
 	})
+	b.log(ctx)
 	if err != nil {
 		return fmt.Errorf("set callback deadline: %w", err)
-	}
-	if !pipe && s.o.Publisher != nil {
-		for _, m := range []json.RawMessage{o.msg, o.sim} {
-			if m == nil {
-				continue
-			}
-			if err := s.o.Publisher.Publish(ctx, o.pid, o.cid, m); err != nil {
-				return fmt.Errorf("publish: %w", err)
-			}
-		}
 	}
 	if s.o.Dispatcher != nil && o.hook != nil && !o.playground && sends(o.events, "task.ai_generated") {
 		if err := s.o.Dispatcher.Enqueue(ctx, Event{Type: "task.ai_generated", ProjectID: o.pid, ChannelID: o.cid,
@@ -318,28 +305,16 @@ func (s *Service) simulatedEntry(at string) []byte {
 func (s *Service) settled(ctx context.Context, ref logRef, st Status, pre []json.RawMessage, msg json.RawMessage, why string) error {
 	ctx = context.WithoutCancel(ctx)
 	pid, cid := ref.pid, ref.cid
-	pp, pipe := s.o.Publisher.(PipePublisher)
-	if !pipe && s.o.Publisher != nil {
-		for _, m := range append(pre, msg) {
-			if len(m) == 0 {
-				continue
-			}
-			if err := s.o.Publisher.Publish(ctx, pid, cid, m); err != nil {
-				return fmt.Errorf("publish: %w", err)
-			}
+	b := broadcasts{s: s}
+	err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		for _, m := range pre {
+			b.add(ctx, p, pid, cid, messageStatus(m), m)
 		}
-	}
-	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
-		if pipe {
-			for _, m := range pre {
-				s.broadcast(ctx, p, pp, pid, cid, messageStatus(m), m)
-			}
-			if len(msg) > 0 {
-				s.broadcast(ctx, p, pp, pid, cid, st, msg)
-			}
-		}
+		b.add(ctx, p, pid, cid, st, msg)
 		s.indexMove(ctx, p, ref, StatusAIGenerated, st)
-	}); err != nil {
+	})
+	b.log(ctx)
+	if err != nil {
 		return fmt.Errorf("publish the final message: %w", err)
 	}
 	s.cancelHook(ctx, pid, cid, why)
@@ -435,30 +410,13 @@ func (s *Service) fireDue() int {
 			done = append(done, d)
 		}
 	}
-	pp, pipe := s.o.Publisher.(PipePublisher)
-	if !pipe && s.o.Publisher != nil {
+	b := broadcasts{s: s}
+	err = s.pipelined(ctx, func(p redis.Pipeliner) {
 		for _, d := range done {
-			for _, m := range append(d.pre, d.msg) {
-				if len(m) == 0 {
-					continue
-				}
-				if err := s.o.Publisher.Publish(ctx, d.ref.pid, d.ref.cid, m); err != nil {
-					s.o.Log.Warn().Err(err).Str("channel_id", d.ref.cid).Msg("publish deadline outcome; retried after the lease")
-					return len(ids)
-				}
+			for _, m := range d.pre {
+				b.add(ctx, p, d.ref.pid, d.ref.cid, messageStatus(m), m)
 			}
-		}
-	}
-	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
-		for _, d := range done {
-			if pipe {
-				for _, m := range d.pre {
-					s.broadcast(ctx, p, pp, d.ref.pid, d.ref.cid, messageStatus(m), m)
-				}
-				if len(d.msg) > 0 {
-					s.broadcast(ctx, p, pp, d.ref.pid, d.ref.cid, d.status, d.msg)
-				}
-			}
+			b.add(ctx, p, d.ref.pid, d.ref.cid, d.status, d.msg)
 			s.indexMove(ctx, p, d.ref, StatusAIGenerated, d.status)
 		}
 		if len(waits) > 0 {
@@ -467,7 +425,9 @@ func (s *Service) fireDue() int {
 		if len(drop) > 0 {
 			p.ZRem(ctx, s.dueKey, drop...)
 		}
-	}); err != nil {
+	})
+	b.log(ctx)
+	if err != nil {
 		if ctx.Err() == nil {
 			s.o.Log.Warn().Err(err).Int("channels", len(ids)).Msg("publish deadline outcomes; retried after the lease")
 		}

@@ -46,17 +46,13 @@ type Runner interface {
 	Run(ctx context.Context, req ai.Request) (ai.Result, error)
 }
 
-// Publisher pushes a message into a channel's room (the realtime hub).
+// Publisher pushes messages into channels' rooms (the realtime hub).
+// PublishIn queues a publish into p, the caller's pipeline, so that it goes
+// with the caller's own commands; the func it returns reports, once p has
+// run, the message's sequence number in the room, or 0 when the room
+// already held the message and dropped it as a repeat.
 type Publisher interface {
-	Publish(ctx context.Context, projectID, channelID string, msg json.RawMessage) error
-}
-
-// PipePublisher is a Publisher that can queue its publish into a pipeline,
-// so the workers send it together with the lease release.
-type PipePublisher interface {
-	// PublishPipe appends logEntry to logKey when, and only when, the
-	// message is published (not dropped as a repeat).
-	PublishPipe(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage, logKey string, logEntry []byte) error
+	PublishIn(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage) func() (seq int64, err error)
 }
 
 // Dispatcher enqueues webhook deliveries (the dispatch engine). Enqueue
@@ -642,17 +638,8 @@ func (s *Service) sideEffects(ctx context.Context, o outcome) error {
 			return fmt.Errorf("enqueue webhooks: %w", err) // lease kept: retried after reclaim
 		}
 	}
-	if pp, ok := s.o.Publisher.(PipePublisher); ok {
-		// Published, indexed and released together, in order, by the batcher.
-		s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, pub: pp, status: o.status, workflow: o.workflow, event: o.event})
-		return nil
-	}
-	if s.o.Publisher != nil {
-		if err := s.o.Publisher.Publish(ctx, o.pid, o.cid, o.msg); err != nil {
-			return fmt.Errorf("publish: %w", err)
-		}
-	}
-	s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, status: o.status, workflow: o.workflow, event: o.event})
+	// Published, indexed and released together, in order, by the batcher.
+	s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, status: o.status, workflow: o.workflow, event: o.event})
 	return nil
 }
 
@@ -668,11 +655,10 @@ func (s *Service) ack(ctx context.Context, pid, cid string) {
 // the move of the channel to its final status's log index.
 type ackItem struct {
 	cid, pid string
-	member   string // the lease member, set by ackWith
-	msg      json.RawMessage
-	pub      PipePublisher
-	status   Status // the final status, when set
-	workflow string // the channel's workflow and event name, for the log indexes
+	member   string          // the lease member, set by ackWith
+	msg      json.RawMessage // the room's message, when set
+	status   Status          // the final status, when set
+	workflow string          // the channel's workflow and event name, for the log indexes
 	event    string
 }
 
@@ -691,8 +677,9 @@ func (s *Service) ackWith(ctx context.Context, it ackItem) {
 }
 
 // sendAcks publishes what must be published, then releases the leases, in
-// one round trip. If it fails, the leases expire and the tasks are
-// finished again (publishing is idempotent), which is harmless.
+// one round trip, and logs the broadcasts on the timelines in a second. If
+// it fails, the leases expire and the tasks are finished again (publishing
+// is idempotent), which is harmless.
 func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 	ids := make([]any, len(items))
 	for i, it := range items {
@@ -702,35 +689,24 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 	// lease's wait for the room's final message and the log index.
 	ctx, cancel := context.WithTimeout(ctx, s.o.Lease)
 	defer cancel()
-	err := s.persist(ctx, "ack", func() error { return s.ackPipe(ctx, items, ids) })
+	b := broadcasts{s: s}
+	err := s.persist(ctx, "ack", func() error { return s.ackPipe(ctx, &b, items, ids) })
+	b.log(ctx)
 	if err != nil {
 		s.o.Log.Warn().Err(err).Int("tasks", len(items)).Msg("publish and ack tasks")
 	}
 }
 
-func (s *Service) ackPipe(ctx context.Context, items []ackItem, ids []any) error {
+func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, ids []any) error {
 	return s.pipelined(ctx, func(p redis.Pipeliner) {
 		for _, it := range items {
-			if it.pub != nil {
-				s.broadcast(ctx, p, it.pub, it.pid, it.cid, it.status, it.msg)
-			}
+			b.add(ctx, p, it.pid, it.cid, it.status, it.msg)
 			if it.status != "" {
 				s.indexMove(ctx, p, logRef{it.pid, it.cid, it.workflow, it.event}, StatusGenerating, it.status)
 			}
 		}
 		p.ZRem(ctx, s.q.lease, ids...)
 	})
-}
-
-// broadcast queues msg's publish into the channel's room, within p; the
-// room logs it on the channel's timeline as a "broadcast" entry (status
-// st) only if it is not a repeat of a message the room already holds, so
-// side effects redone after a crash or by a losing run log nothing twice.
-func (s *Service) broadcast(ctx context.Context, p redis.Pipeliner, pp PipePublisher, pid, cid string, st Status, msg json.RawMessage) {
-	entry := mustJSON(Entry{At: stamp(s.o.Now()), Type: "broadcast", Status: st, Node: s.o.Node})
-	if err := pp.PublishPipe(ctx, p, pid, cid, msg, s.tlKey(cid), entry); err != nil {
-		s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("publish")
-	}
 }
 
 const ackBatch = 512

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -44,11 +45,31 @@ func (r *recorder) Cancel(_ context.Context, ev Event, _ string) error {
 	return nil
 }
 
-func (r *recorder) Publish(_ context.Context, _, cid string, msg json.RawMessage) error {
+// PublishIn records msg as published when it is queued: the recorder is a
+// room that takes every message as new.
+func (r *recorder) PublishIn(_ context.Context, _ redis.Pipeliner, _, _ string, msg json.RawMessage) func() (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.published = append(r.published, string(msg))
-	return nil
+	seq := int64(len(r.published))
+	return func() (int64, error) { return seq, nil }
+}
+
+// awaitPublished waits for the room to have been sent a message (a
+// completed task's publish goes with its lease release, in the ack
+// batcher's next round trip) and returns what it was sent.
+func (r *recorder) awaitPublished(t *testing.T) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.mu.Lock()
+		got := slices.Clone(r.published)
+		r.mu.Unlock()
+		if len(got) > 0 || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (r *recorder) Enqueue(_ context.Context, ev Event) error {

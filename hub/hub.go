@@ -177,10 +177,7 @@ func (h *Hub) Publish(ctx context.Context, projectID, channelID string, msg json
 	if !isObject(msg) {
 		return ErrInvalidMessage
 	}
-	ttl := int64(h.o.Retention / time.Second)
-	if ttl < 1 {
-		ttl = 1
-	}
+	ttl := max(int64(h.o.Retention/time.Second), 1)
 	seq, err := publishScript.Run(ctx, h.rdb, []string{h.histKey(channelID), h.seqKey(channelID)},
 		[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID)).Int64()
 	if err != nil {
@@ -194,28 +191,30 @@ func (h *Hub) Publish(ctx context.Context, projectID, channelID string, msg json
 	return nil
 }
 
-// PublishPipe queues the same publish as Publish into p, so a caller can
-// send it in one round trip with its own commands (the task workers batch
-// publishes with their lease releases). When logKey is set (a list under
-// the channel's hash tag, such as its audit timeline), logEntry is appended
-// to it if, and only if, the message is published rather than dropped as a
-// repeat. It is counted as "pipelined": the outcome is the caller's to read.
-func (h *Hub) PublishPipe(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage, logKey string, logEntry []byte) error {
+// PublishIn queues the same publish as Publish into p, the caller's
+// pipeline, so that it goes in one round trip with the caller's own
+// commands (the task workers send their publishes with their lease
+// releases). The func it returns reports, once p has run, what the room
+// did: the message's sequence number, or 0 when the room already held the
+// message and dropped it as a repeat. It is counted as "pipelined".
+func (h *Hub) PublishIn(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage) func() (seq int64, err error) {
 	if channelID == "" {
-		return errors.New("hub: publish: empty channel id")
+		return func() (int64, error) { return 0, errors.New("hub: publish: empty channel id") }
 	}
 	if !isObject(msg) {
-		return ErrInvalidMessage
+		return func() (int64, error) { return 0, ErrInvalidMessage }
 	}
 	ttl := max(int64(h.o.Retention/time.Second), 1)
-	keys := []string{h.histKey(channelID), h.seqKey(channelID)}
-	args := []any{[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID)}
-	if logKey != "" {
-		keys, args = append(keys, logKey), append(args, logEntry)
-	}
-	publishScript.Eval(ctx, p, keys, args...)
+	cmd := publishScript.Eval(ctx, p, []string{h.histKey(channelID), h.seqKey(channelID)},
+		[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID))
 	h.m.published.WithLabelValues("pipelined").Inc()
-	return nil
+	return func() (int64, error) {
+		seq, err := cmd.Int64()
+		if err != nil {
+			return 0, fmt.Errorf("publish to channel %s: %w", channelID, err)
+		}
+		return seq, nil
+	}
 }
 
 // isObject reports whether b is one valid JSON object.

@@ -769,24 +769,33 @@ func TestJoinResumesAfterLastSeq(t *testing.T) {
 	}
 }
 
-// PublishPipe's log entry is appended when the message is published, not
-// when it is dropped as a repeat.
-func TestPublishPipeLogsOnlyWhatItPublishes(t *testing.T) {
+// PublishIn reports each message's sequence number once the pipeline has
+// run, and 0 for a repeat the room dropped.
+func TestPublishInReportsWhatItPublished(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	h, _ := e.node(Options{})
 	pid, cid, _, _ := e.channel()
 	ctx := context.Background()
-	logKey := h.o.Prefix + ":ch:{" + cid + "}:tl"
-	e.rdb.RPush(ctx, logKey, "start")
-	for i, m := range []string{`{"s":"a"}`, `{"s":"a"}`, `{"s":"b"}`, `{"s":"a"}`} {
+	var got []int64
+	for _, m := range []string{`{"s":"a"}`, `{"s":"a"}`, `{"s":"b"}`, `{"s":"a"}`} {
+		var seq func() (int64, error)
 		if _, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			return h.PublishPipe(ctx, p, pid, cid, json.RawMessage(m), logKey, []byte(fmt.Sprint("published ", i)))
+			seq = h.PublishIn(ctx, p, pid, cid, json.RawMessage(m))
+			return nil
 		}); err != nil {
 			t.Fatal(err)
 		}
+		n, err := seq()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, n)
 	}
-	if got, _ := e.rdb.LRange(ctx, logKey, 0, -1).Result(); fmt.Sprint(got) != "[start published 0 published 2]" {
-		t.Fatalf("log = %q", got)
+	if fmt.Sprint(got) != "[1 0 2 0]" {
+		t.Fatalf("seqs = %v, want [1 0 2 0]", got)
+	}
+	if _, err := h.PublishIn(ctx, e.rdb.Pipeline(), pid, cid, json.RawMessage(`[1]`))(); !errors.Is(err, ErrInvalidMessage) {
+		t.Fatalf("a non-object: %v", err)
 	}
 }

@@ -6,9 +6,6 @@
 -- ARGV[2] entries kept in the history
 -- ARGV[3] retention in seconds (both keys)
 -- ARGV[4] the pub/sub channel of the room, P:room:{cid}
--- KEYS[3], ARGV[5] optional: a list of the caller's (the channel's audit
---   timeline, same hash tag) that gets ARGV[5] appended, with RPUSHX, when
---   the message is published, and not when it is a repeat
 --
 -- Returns the new entry's seq, or 0 when an entry of the history already
 -- carries this exact message: a publisher that crashed after publishing and
@@ -29,7 +26,4 @@ redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('PUBLISH', ARGV[4], entry)
-if KEYS[3] then
-  redis.call('RPUSHX', KEYS[3], ARGV[5])
-end
 return seq
