@@ -87,3 +87,61 @@ func TestDecodeCallbackAndFire(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeEnqueue(t *testing.T) {
+	tests := []struct {
+		name    string
+		out     []int64
+		want    enqueueReply
+		wantErr bool
+	}{
+		{"queued", []int64{3}, enqueueReply{depth: 3}, false},
+		{"deployment full", []int64{-1}, enqueueReply{refused: enqueueQueueFull}, false},
+		{"project full", []int64{-2}, enqueueReply{refused: enqueueProjectFull}, false},
+		{"rate limited", []int64{-3, 250}, enqueueReply{refused: enqueueRateLimited, waitMS: 250}, false},
+		{"rate limited without its wait", []int64{-3}, enqueueReply{}, true},
+		{"unknown code", []int64{-4}, enqueueReply{}, true},
+		{"empty", nil, enqueueReply{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := decodeEnqueue(tt.out)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && got != tt.want {
+				t.Errorf("decodeEnqueue = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecodeIdemClaim(t *testing.T) {
+	rec := `{"fingerprint":"f","channel_id":"c","done":true}`
+	tests := []struct {
+		name    string
+		out     []any
+		want    idemClaimReply
+		wantErr bool
+	}{
+		{"reserved", []any{int64(1)}, idemClaimReply{code: idemReserved}, false},
+		{"held", []any{int64(0), rec}, idemClaimReply{code: idemHeld, record: rec}, false},
+		{"stale", []any{int64(2), rec}, idemClaimReply{code: idemStale, record: rec}, false},
+		{"gone", []any{int64(3)}, idemClaimReply{code: idemGone}, false},
+		{"held without its record", []any{int64(0)}, idemClaimReply{}, true},
+		{"unknown code", []any{int64(4)}, idemClaimReply{}, true},
+		{"not a number", []any{"1"}, idemClaimReply{}, true},
+		{"empty", nil, idemClaimReply{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := decodeIdemClaim(tt.out)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && got != tt.want {
+				t.Errorf("decodeIdemClaim = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
