@@ -114,7 +114,9 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Service runs channels.
+// Service runs channels. Its goroutines, which methods may run
+// concurrently, and how StopClaiming and Shutdown stop it: see the package
+// doc's concurrency contract.
 type Service struct {
 	rdb    redis.UniversalClient
 	runner Runner
