@@ -2,9 +2,28 @@
 // in Redis, the state machine, the task queue and its workers, the provider
 // call with fallbacks, and the audit timeline.
 //
-// States: pending → generating → success | error. A channel's keys share the
-// hash tag {channel_id}, so every change to one channel is one Lua script on
-// one Cluster slot. Records and timelines expire after the retention.
+// # States
+//
+// The Status constants, and the scripts that move a channel between them:
+//
+//	pending ──start──▶ generating ──complete──▶ success | error
+//	                        │
+//	                        └──complete──▶ ai_generated ──callback {data}──▶ completed
+//	                                       (event-driven) ──callback {error}─▶ error
+//	                                                      ──deadline───────▶ error (callback_timeout)
+//	                                                      (playground: ────▶ completed, simulated)
+//
+// A synchronous run (RunSync) is recorded as generating. A task whose
+// lease ran out goes back to its queue still generating, and start.lua
+// runs it again (at most five runs, then it is failed). Once a channel
+// has left pending and generating, complete.lua changes nothing: a second
+// run's completion adopts the first's outcome. The event-driven states
+// are callback.go's. A channel's keys share the hash tag {channel_id}, so
+// every change to one channel is one Lua script on one Cluster slot.
+// Records and timelines expire after the retention (an awaiting channel's,
+// the retention after its callback deadline).
+//
+// # Queue
 //
 // The queue is at-least-once and fair across projects. Submission appends
 // the channel id to its project's ready list (and the project to a ring of
@@ -23,17 +42,73 @@
 // enqueue, room publish) may not have run is finished again on reclaim;
 // those side effects are idempotent.
 //
-// Keys (P = the configured prefix):
+// # Concurrency contract
 //
-//	P:ch:{cid}        HASH  project_id, workflow, event_name, status, created_at, updated_at, task, result, message
+// New starts one goroutine, the ack batcher (ackLoop): finished tasks'
+// lease releases, with their room publishes and log-index moves, go to it
+// and it sends what has piled up in one round trip. Start, called once,
+// runs a first reclaim on the caller's goroutine, then starts four more:
+//
+//   - the claimer (claimLoop), which leases up to a batch of tasks for the
+//     free worker slots (Options.Workers) and runs each claimed task on a
+//     goroutine of its own; a task that waits for a provider gives its
+//     slot back (at most Options.MaxWaiting tasks at once), so up to
+//     Workers + MaxWaiting tasks may be running;
+//   - the heartbeat, every Lease/3, extending the leases of the tasks this
+//     node runs;
+//   - the reclaimer, every Lease/4 (at least 50 ms), putting back tasks
+//     whose lease ran out on any node;
+//   - the deadline poller, every 100 ms and at once when this node sets a
+//     callback deadline less than that away, settling the due deadlines it
+//     claims (any node's).
+//
+// Start is called once, before StopClaiming and Shutdown. Every other
+// exported method may be called from any goroutine, concurrently, before
+// Start as after it (Submit only queues: the claimers of any node run the
+// task). RunSync runs its task on the caller's goroutine and its side
+// effects on one of its own, which Shutdown waits for like a claimed
+// task. A RunSync whose provider answers after Shutdown has cancelled the
+// running tasks records nothing and leaves its task to its lease (another
+// node runs it again), which is why the server drains its requests before
+// it calls Shutdown. Callback and the deadline poller may race for one
+// channel: the scripts decide (callback.go). Internal state is guarded by
+// mu (the tasks in flight and their lease members, the closing flag) and
+// ackMu (sends to the batcher against its closing).
+//
+// StopClaiming closes the claimer and waits for it to return; running
+// tasks go on, and so do the heartbeat, the reclaimer and the deadline
+// poller. Shutdown calls StopClaiming, then, in order: stops RunSync from
+// starting side-effect goroutines (they run on the caller's instead);
+// waits for running tasks until ctx ends, and if it ends first, notes the
+// leases of the tasks still running and cancels them (their provider
+// calls and Redis commands), waiting for them to return; stops the
+// heartbeat, the reclaimer and the deadline poller (heartbeats ran until
+// no task ran, so no lease ran out under a running task); lets the
+// batcher send what it holds and stop (later acks go straight to Redis);
+// and last gives the noted leases back, at the head of their projects'
+// queues, so another node runs those tasks at once rather than after
+// their leases run out. Both are safe to call twice, and without Start.
+//
+// # Keys
+//
+// P is the configured prefix.
+//
+//	P:ch:{cid}        HASH  project_id, workflow, event_name, status, created_at, updated_at, task,
+//	                        metadata, runs, result, message; event-driven: deadline, hook or sim,
+//	                        due_status, due_msg; once settled outcome, and cb_fp if by a callback
 //	P:ch:{cid}:tl     LIST  timeline entries (JSON), in order
 //	P:{tasks}:q:<pid> LIST  a project's channel ids waiting for a worker, FIFO
 //	P:{tasks}:rr      LIST  the ring: each project with waiting tasks, once
 //	P:{tasks}:n       STRING tasks waiting in the project lists (all projects)
 //	P:{tasks}:lease   ZSET  "<pid>/<cid>" → lease deadline (unix ms)
+//	P:{tasks}:claim:<token> LIST what one claim leased, so that the same
+//	                        claim sent again returns it (for a lease)
 //	P:{tasks}:rl:<pid> STRING a project's submission rate (GCRA arrival time, µs)
 //	P:{tasks}:ready   LIST  the single-queue layout's list, drained after an
 //	                        upgrade as the ring entry "~legacy" (its leases
 //	                        are bare channel ids)
-//	P:idem:{pid}:<h>  STRING first answer to an Idempotency-Key (24 h)
+//	P:{cb}:due        ZSET  callback deadlines (callback.go)
+//	P:logs:{pid}...   ZSET  the request logs' indexes (logs.go)
+//	P:idem:{pid}:<h>  STRING first answer to an Idempotency-Key (24 h);
+//	                        <h>:lease, while its request is being accepted
 package channels

@@ -56,18 +56,21 @@ func (s *Service) ClaimIdempotency(ctx context.Context, pid, key, fingerprint, c
 	k := s.idemKey(pid, key)
 	keys := []string{k, k + ":lease"}
 	for range 5 {
-		res, err := idemClaimScript.Run(ctx, s.rdb, keys, rec, int64(IdempotencyTTL/time.Second), idemLease.Milliseconds()).Slice()
+		out, err := idemClaimScript.Run(ctx, s.rdb, keys, rec, int64(IdempotencyTTL/time.Second), idemLease.Milliseconds()).Slice()
+		var r idemClaimReply
+		if err == nil {
+			r, err = decodeIdemClaim(out)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("idempotency: %w", err)
 		}
-		code, _ := res[0].(int64)
-		if code == 1 {
+		if r.code == idemReserved {
 			return nil, nil
 		}
-		if code == 3 {
+		if r.code == idemGone {
 			continue
 		}
-		raw, _ := res[1].(string)
+		raw := r.record
 		var prev Idempotent
 		if err := json.Unmarshal([]byte(raw), &prev); err != nil {
 			return nil, fmt.Errorf("idempotency: %w", err)
@@ -76,7 +79,7 @@ func (s *Service) ClaimIdempotency(ctx context.Context, pid, key, fingerprint, c
 			return nil, apperr.New(apperr.Conflict, "idempotency_key_reused",
 				"this Idempotency-Key was used with a different request body")
 		}
-		if code == 0 {
+		if r.code == idemHeld {
 			return &prev, nil
 		}
 		// Never confirmed nor released: was the first request accepted?

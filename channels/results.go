@@ -5,9 +5,11 @@ import (
 	"strconv"
 )
 
-// The results of the task scripts, decoded here and only here: each
-// script's reply shape is written once, next to its reader, so a change to
-// a script's return changes one function.
+// The replies of the scripts that answer with several fields, decoded here
+// and only here: each reply's shape is written once, so a change to a
+// script's return changes one decoder. Scripts that answer one number
+// (limit, idemtake, reclaim, release) or a list of ids (claim, claimdue)
+// are read where they run.
 
 // storedOutcome is a channel's outcome as complete.lua and start.lua
 // return it, in this order after their own leading fields.
@@ -171,6 +173,82 @@ func decodeFire(out []string) (fireReply, error) {
 		r.generated, r.sim = field(out, 7), field(out, 8)
 	default:
 		return r, fmt.Errorf("fire.lua: unknown verdict %q", r.verdict)
+	}
+	return r, nil
+}
+
+// Codes of enqueue.lua's refusals: its reply's first field, negative where
+// a queued task's is the depth of its project's queue.
+const (
+	enqueueQueueFull   int64 = -1 // the deployment's queue is full
+	enqueueProjectFull int64 = -2 // the project's queue is full
+	enqueueRateLimited int64 = -3 // the project is over its rate
+)
+
+// enqueueReply is enqueue.lua's reply:
+//
+//	{depth}          queued; depth: its project's queue's length, it included
+//	{-1}             refused: the deployment's queue is full
+//	{-2}             refused: the project's queue is full
+//	{-3, wait_ms}    refused: the project is over its rate for wait_ms
+type enqueueReply struct {
+	refused int64 // 0 (queued) or one of the enqueue codes
+	depth   int64 // queued
+	waitMS  int64 // enqueueRateLimited
+}
+
+func decodeEnqueue(out []int64) (enqueueReply, error) {
+	if len(out) == 0 {
+		return enqueueReply{}, fmt.Errorf("enqueue.lua: empty reply")
+	}
+	switch n := out[0]; {
+	case n >= 0:
+		return enqueueReply{depth: n}, nil
+	case n == enqueueQueueFull, n == enqueueProjectFull:
+		return enqueueReply{refused: n}, nil
+	case n == enqueueRateLimited && len(out) == 2:
+		return enqueueReply{refused: n, waitMS: out[1]}, nil
+	}
+	return enqueueReply{}, fmt.Errorf("enqueue.lua: unknown reply %v", out)
+}
+
+// Codes of idemclaim.lua's reply: its first field.
+const (
+	idemHeld     int64 = 0 // the key's request was accepted, or is being accepted (its lease holds)
+	idemReserved int64 = 1 // reserved for this request
+	idemStale    int64 = 2 // its request's acceptance never finished: its lease ran out
+	idemGone     int64 = 3 // the record went meanwhile: ask again
+)
+
+// idemClaimReply is idemclaim.lua's reply:
+//
+//	{1}            reserved
+//	{0, record}    held by the request of record
+//	{2, record}    stale: record's request never confirmed nor released the key
+//	{3}            gone meanwhile
+type idemClaimReply struct {
+	code   int64  // one of the idem codes
+	record string // idemHeld, idemStale: the stored Idempotent, JSON
+}
+
+func decodeIdemClaim(out []any) (idemClaimReply, error) {
+	if len(out) == 0 {
+		return idemClaimReply{}, fmt.Errorf("idemclaim.lua: empty reply")
+	}
+	code, ok := out[0].(int64)
+	if !ok {
+		return idemClaimReply{}, fmt.Errorf("idemclaim.lua: code %v", out[0])
+	}
+	r := idemClaimReply{code: code}
+	switch code {
+	case idemReserved, idemGone:
+	case idemHeld, idemStale:
+		if len(out) < 2 {
+			return r, fmt.Errorf("idemclaim.lua: %d reply without its record", code)
+		}
+		r.record, _ = out[1].(string)
+	default:
+		return r, fmt.Errorf("idemclaim.lua: unknown code %d", code)
 	}
 	return r, nil
 }

@@ -87,3 +87,52 @@ func TestDecodeCallbackAndFire(t *testing.T) {
 		}
 	}
 }
+
+// decodeCase is a reply and what a decoder makes of it.
+type decodeCase[In any, Out comparable] struct {
+	name    string
+	out     In
+	want    Out
+	wantErr bool
+}
+
+func checkDecoder[In any, Out comparable](t *testing.T, decode func(In) (Out, error), tests []decodeCase[In, Out]) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := decode(tt.out)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && got != tt.want {
+				t.Errorf("decoded %v as %+v, want %+v", tt.out, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecodeEnqueue(t *testing.T) {
+	checkDecoder(t, decodeEnqueue, []decodeCase[[]int64, enqueueReply]{
+		{"queued", []int64{3}, enqueueReply{depth: 3}, false},
+		{"deployment full", []int64{-1}, enqueueReply{refused: enqueueQueueFull}, false},
+		{"project full", []int64{-2}, enqueueReply{refused: enqueueProjectFull}, false},
+		{"rate limited", []int64{-3, 250}, enqueueReply{refused: enqueueRateLimited, waitMS: 250}, false},
+		{"rate limited without its wait", []int64{-3}, enqueueReply{}, true},
+		{"unknown code", []int64{-4}, enqueueReply{}, true},
+		{"empty", nil, enqueueReply{}, true},
+	})
+}
+
+func TestDecodeIdemClaim(t *testing.T) {
+	rec := `{"fingerprint":"f","channel_id":"c","done":true}`
+	checkDecoder(t, decodeIdemClaim, []decodeCase[[]any, idemClaimReply]{
+		{"reserved", []any{int64(1)}, idemClaimReply{code: idemReserved}, false},
+		{"held", []any{int64(0), rec}, idemClaimReply{code: idemHeld, record: rec}, false},
+		{"stale", []any{int64(2), rec}, idemClaimReply{code: idemStale, record: rec}, false},
+		{"gone", []any{int64(3)}, idemClaimReply{code: idemGone}, false},
+		{"held without its record", []any{int64(0)}, idemClaimReply{}, true},
+		{"unknown code", []any{int64(4)}, idemClaimReply{}, true},
+		{"not a number", []any{"1"}, idemClaimReply{}, true},
+		{"empty", nil, idemClaimReply{}, true},
+	})
+}

@@ -110,7 +110,9 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Service runs channels.
+// Service runs channels. Its goroutines, which methods may run
+// concurrently, and how StopClaiming and Shutdown stop it: see the package
+// doc's concurrency contract.
 type Service struct {
 	rdb    redis.UniversalClient
 	runner Runner
@@ -274,22 +276,24 @@ func (s *Service) Submit(ctx context.Context, t *Task) error {
 
 // enqueued reads the enqueue script's answer: nil, or why it refused.
 func (s *Service) enqueued(c *redis.Cmd) error {
-	v, err := c.Int64Slice()
+	out, err := c.Int64Slice()
 	if err != nil {
 		return err
 	}
-	switch {
-	case len(v) == 0:
-		return errors.New("enqueue: empty answer")
-	case v[0] == -1:
+	r, err := decodeEnqueue(out)
+	if err != nil {
+		return err
+	}
+	switch r.refused {
+	case enqueueQueueFull:
 		s.m.rejected.Inc()
 		return ErrQueueFull
-	case v[0] == -2:
+	case enqueueProjectFull:
 		s.m.rejected.Inc()
 		return ErrProjectQueueFull
-	case v[0] == -3 && len(v) == 2:
+	case enqueueRateLimited:
 		s.m.limited.Inc()
-		return rateLimited(int64(s.o.ProjectRate), v[1])
+		return rateLimited(int64(s.o.ProjectRate), r.waitMS)
 	}
 	return nil
 }

@@ -20,8 +20,9 @@ const (
 	errorPause = 500 * time.Millisecond // after a Redis error
 )
 
-// Start launches the claimer, the lease heartbeat and the reclaimer. Stop
-// them with Shutdown. A first reclaim runs at once: it also puts tasks left
+// Start launches the claimer, the lease heartbeat, the reclaimer and the
+// callback deadline poller (doc.go). Stop them with StopClaiming and
+// Shutdown. A first reclaim runs at once: it also puts tasks left
 // in the single-queue layout's ready list on the ring (an upgrade), so they
 // are claimed like a project's.
 func (s *Service) Start() {

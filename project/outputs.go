@@ -68,16 +68,7 @@ func (s *Store) CreateOutput(ctx context.Context, pid, name string, schema json.
 
 // GetOutput returns one structured output.
 func (s *Store) GetOutput(ctx context.Context, pid, id string) (StructuredOutput, error) {
-	ck := pid + "\x00" + id
-	if o, ok := s.outputs.get(ck); ok {
-		return o, nil
-	}
-	var o StructuredOutput
-	if err := s.getJSON(ctx, s.outputsKey(pid), id, "structured output", &o); err != nil {
-		return StructuredOutput{}, err
-	}
-	s.outputs.put(ck, o)
-	return o, nil
+	return cachedJSON(ctx, s, s.outputs, pid, s.outputsKey(pid), id, "structured output")
 }
 
 // ListOutputs lists structured outputs, oldest first.
@@ -105,6 +96,6 @@ func (s *Store) DeleteOutput(ctx context.Context, pid, id string) error {
 	if err != nil {
 		return err
 	}
-	s.outputs.drop(pid + "\x00" + id)
+	s.outputs.drop(fieldKey(pid, id))
 	return s.rdb.HDel(ctx, s.outputsKey(pid), id).Err()
 }

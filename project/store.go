@@ -167,6 +167,26 @@ func (s *Store) getJSON(ctx context.Context, key, field, noun string, v any) err
 	return nil
 }
 
+// fieldKey is the cache key of a project's hash field (a workflow by name,
+// a structured output by id).
+func fieldKey(pid, field string) string { return pid + "\x00" + field }
+
+// cachedJSON is getJSON through c: what this node read of the field within
+// the cache's TTL, else Redis's.
+func cachedJSON[V any](ctx context.Context, s *Store, c *ttlCache[V], pid, key, field, noun string) (V, error) {
+	ck := fieldKey(pid, field)
+	if v, ok := c.get(ck); ok {
+		return v, nil
+	}
+	var v V
+	if err := s.getJSON(ctx, key, field, noun, &v); err != nil {
+		var zero V
+		return zero, err
+	}
+	c.put(ck, v)
+	return v, nil
+}
+
 func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -158,16 +158,7 @@ func workflowFrom(in WorkflowInput, id string, created, updated time.Time) Workf
 
 // GetWorkflow returns one workflow by name.
 func (s *Store) GetWorkflow(ctx context.Context, pid, name string) (Workflow, error) {
-	ck := pid + "\x00" + name
-	if w, ok := s.workflows.get(ck); ok {
-		return w, nil
-	}
-	var w Workflow
-	if err := s.getJSON(ctx, s.workflowsKey(pid), name, "workflow", &w); err != nil {
-		return Workflow{}, err
-	}
-	s.workflows.put(ck, w)
-	return w, nil
+	return cachedJSON(ctx, s, s.workflows, pid, s.workflowsKey(pid), name, "workflow")
 }
 
 // ReplaceWorkflow overwrites the workflow named name (PUT); the name in the
@@ -192,7 +183,7 @@ func (s *Store) ReplaceWorkflow(ctx context.Context, pid, name string, in Workfl
 	if err != nil {
 		return Workflow{}, fmt.Errorf("replace workflow: %w", err)
 	}
-	s.workflows.drop(pid + "\x00" + name)
+	s.workflows.drop(fieldKey(pid, name))
 	if n == 0 {
 		return Workflow{}, apperr.NotFoundf("workflow %q not found", name)
 	}
@@ -203,7 +194,7 @@ func (s *Store) ReplaceWorkflow(ctx context.Context, pid, name string, in Workfl
 // snapshot and finish normally.
 func (s *Store) DeleteWorkflow(ctx context.Context, pid, name string) error {
 	n, err := s.rdb.HDel(ctx, s.workflowsKey(pid), name).Result()
-	s.workflows.drop(pid + "\x00" + name)
+	s.workflows.drop(fieldKey(pid, name))
 	if err != nil {
 		return fmt.Errorf("delete workflow: %w", err)
 	}

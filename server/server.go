@@ -159,13 +159,6 @@ func (s *Server) routes() {
 
 	con.GET("/logs/:channel_id", s.channelLog)
 
-	// Parts of the contract that are not served yet say so, rather than
-	// answering "not found" (which a client would read as an unknown id).
-	if s.Sockets != nil {
-		r.GET("/socket/websocket", gin.WrapH(s.Sockets))
-	} else {
-		r.GET("/socket/websocket", s.notImplemented)
-	}
 	con.POST("/playground", s.playground)
 	con.GET("/logs", s.listLogs)
 
@@ -175,6 +168,15 @@ func (s *Server) routes() {
 	con.GET("/dlq/:id", s.getDelivery)
 	con.POST("/dlq/:id/replay", s.replayDeadLetter)
 	con.DELETE("/dlq/:id", s.discardDeadLetter)
+
+	// A server built without the hub (Deps.Sockets nil) says so at the
+	// socket endpoint, rather than answering "not found" (which a client
+	// would read as a wrong URL).
+	if s.Sockets != nil {
+		r.GET("/socket/websocket", gin.WrapH(s.Sockets))
+	} else {
+		r.GET("/socket/websocket", s.notImplemented)
+	}
 }
 
 func (s *Server) notImplemented(c *gin.Context) {

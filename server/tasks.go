@@ -129,6 +129,42 @@ func disabledEndpoint(w project.Webhook) error {
 	return apperr.Invalidf("webhook endpoint %s (%s) is disabled; enable it (console: Webhooks, or PATCH /api/console/webhook/%s with {\"enabled\": true}) to send webhooks to it", w.ID, w.URL, w.ID)
 }
 
+// idemKey is a submission's claimed Idempotency-Key; zero: it sent none.
+type idemKey struct {
+	key, fingerprint, pid, cid string
+}
+
+// claimIdempotency claims the request's Idempotency-Key (if it sent one)
+// for t, the fingerprint being route's and body's. prev is the first
+// request's record when this one repeats it; ok is false when it answered
+// the request already (the key was used with another body, or Redis
+// failed). Unless prev is set, the caller settles the key.
+func (s *Server) claimIdempotency(c *gin.Context, t *channels.Task, route string, body []byte) (k idemKey, prev *channels.Idempotent, ok bool) {
+	key := c.GetHeader("Idempotency-Key")
+	if key == "" {
+		return idemKey{}, nil, true
+	}
+	k = idemKey{key: key, fingerprint: fingerprint(route, body), pid: t.ProjectID, cid: t.ChannelID}
+	prev, err := s.Channels.ClaimIdempotency(c.Request.Context(), k.pid, k.key, k.fingerprint, k.cid)
+	if err != nil {
+		s.fail(c, err)
+		return k, nil, false
+	}
+	return k, prev, true
+}
+
+// settleIdempotency confirms a claimed key when its request was accepted
+// (repeats replay it), and releases it otherwise (a retry runs anew).
+func (s *Server) settleIdempotency(ctx context.Context, k idemKey, accepted bool) {
+	switch {
+	case k.key == "":
+	case accepted:
+		s.Channels.ConfirmIdempotency(ctx, k.pid, k.key, k.fingerprint, k.cid)
+	default:
+		s.Channels.ReleaseIdempotency(ctx, k.pid, k.key)
+	}
+}
+
 func fingerprint(route string, body []byte) string {
 	h := sha256.New()
 	h.Write([]byte(route))
@@ -149,40 +185,31 @@ func (s *Server) submitAsync(c *gin.Context) {
 		return
 	}
 	ans.Message, ans.Status = "success", string(channels.StatusPending)
-	idem := c.GetHeader("Idempotency-Key")
-	fp := fingerprint("async", body)
-	if idem != "" {
-		prev, err := s.Channels.ClaimIdempotency(ctx, t.ProjectID, idem, fp, t.ChannelID)
+	key, prev, ok := s.claimIdempotency(c, t, "async", body)
+	if !ok {
+		return
+	}
+	if prev != nil {
+		if !prev.Done {
+			s.fail(c, channels.ErrInProgress)
+			return
+		}
+		// The first answer, with a fresh token (the first may have expired).
+		first, err := s.channelAnswer(t.ProjectID, prev.ChannelID)
 		if err != nil {
 			s.fail(c, err)
 			return
 		}
-		if prev != nil {
-			if !prev.Done {
-				s.fail(c, channels.ErrInProgress)
-				return
-			}
-			// The first answer, with a fresh token (the first may have expired).
-			first, err := s.channelAnswer(t.ProjectID, prev.ChannelID)
-			if err != nil {
-				s.fail(c, err)
-				return
-			}
-			first.Message, first.Status = "success", string(channels.StatusPending)
-			c.Header("Idempotent-Replayed", "true")
-			c.JSON(http.StatusOK, first)
-			return
-		}
-	}
-	if err := s.Channels.Submit(ctx, t); err != nil {
-		if idem != "" {
-			s.Channels.ReleaseIdempotency(ctx, t.ProjectID, idem)
-		}
-		s.fail(c, err)
+		first.Message, first.Status = "success", string(channels.StatusPending)
+		c.Header("Idempotent-Replayed", "true")
+		c.JSON(http.StatusOK, first)
 		return
 	}
-	if idem != "" {
-		s.Channels.ConfirmIdempotency(ctx, t.ProjectID, idem, fp, t.ChannelID)
+	err = s.Channels.Submit(ctx, t)
+	s.settleIdempotency(ctx, key, err == nil)
+	if err != nil {
+		s.fail(c, err)
+		return
 	}
 	c.JSON(http.StatusOK, ans)
 }
@@ -196,28 +223,17 @@ func (s *Server) submitSync(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	idem := c.GetHeader("Idempotency-Key")
-	fp := fingerprint("sync", body)
-	if idem != "" {
-		prev, err := s.Channels.ClaimIdempotency(ctx, t.ProjectID, idem, fp, t.ChannelID)
-		if err != nil {
-			s.fail(c, err)
-			return
-		}
-		if prev != nil {
-			s.replaySync(c, t.ProjectID, prev.ChannelID)
-			return
-		}
+	key, prev, ok := s.claimIdempotency(c, t, "sync", body)
+	if !ok {
+		return
+	}
+	if prev != nil {
+		s.replaySync(c, t.ProjectID, prev.ChannelID)
+		return
 	}
 	msg, err := s.Channels.RunSync(ctx, t)
-	if idem != "" {
-		if err != nil && ctx.Err() == nil {
-			s.Channels.ReleaseIdempotency(ctx, t.ProjectID, idem)
-		} else {
-			// Accepted (even if the client left: the channel finishes).
-			s.Channels.ConfirmIdempotency(ctx, t.ProjectID, idem, fp, t.ChannelID)
-		}
-	}
+	// Accepted even if the client left: the channel finishes.
+	s.settleIdempotency(ctx, key, err == nil || ctx.Err() != nil)
 	if err != nil {
 		s.fail(c, err)
 		return
