@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/internal/apperr"
 )
 
@@ -58,7 +59,7 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 		return fmt.Errorf("set callback deadline: %w", err)
 	}
 	if s.o.Dispatcher != nil && o.hook != nil && !o.playground && sends(o.events, "task.ai_generated") {
-		if err := s.o.Dispatcher.Enqueue(ctx, Event{Type: "task.ai_generated", ProjectID: o.pid, ChannelID: o.cid,
+		if err := s.o.Dispatcher.Enqueue(ctx, dispatch.Event{Type: "task.ai_generated", ProjectID: o.pid, ChannelID: o.cid,
 			WebhookIDs: o.webhookIDs, Body: o.hook}); err != nil {
 			return fmt.Errorf("enqueue webhooks: %w", err)
 		}
@@ -331,7 +332,7 @@ func (s *Service) cancelHook(ctx context.Context, pid, cid, why string) {
 	if s.o.Dispatcher == nil || why == "" {
 		return
 	}
-	if err := s.o.Dispatcher.Cancel(ctx, Event{Type: "task.ai_generated", ProjectID: pid, ChannelID: cid}, why); err != nil {
+	if err := s.o.Dispatcher.Cancel(ctx, dispatch.Event{Type: "task.ai_generated", ProjectID: pid, ChannelID: cid}, why); err != nil {
 		s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("cancel task.ai_generated retries")
 	}
 }

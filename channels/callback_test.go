@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/hub"
 	"github.com/riverhub/riverhub/internal/apperr"
 	"github.com/riverhub/riverhub/internal/jscanon"
@@ -101,10 +102,10 @@ func TestCallbackCompletesChannel(t *testing.T) {
 		t.Errorf("ai_generated message = %s", v.Message)
 	}
 	// The webhook is enqueued after the room heard of the generation.
-	var events []Event
+	var events []dispatch.Event
 	for deadline := time.Now().Add(5 * time.Second); len(events) == 0 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		rec.mu.Lock()
-		events = append([]Event(nil), rec.events...)
+		events = append([]dispatch.Event(nil), rec.events...)
 		rec.mu.Unlock()
 	}
 	if len(events) != 1 || events[0].Type != "task.ai_generated" {
@@ -465,7 +466,7 @@ type racingDispatcher struct {
 	err  error
 }
 
-func (d *racingDispatcher) Enqueue(ctx context.Context, ev Event) error {
+func (d *racingDispatcher) Enqueue(ctx context.Context, ev dispatch.Event) error {
 	d.once.Do(func() { d.err = d.s.Callback(ctx, ev.ProjectID, ev.ChannelID, success(`{"fast":true}`)) })
 	return d.recorder.Enqueue(ctx, ev)
 }

@@ -96,7 +96,9 @@
 //	P:ch:{cid}        HASH  project_id, workflow, event_name, status, created_at, updated_at, task,
 //	                        metadata, runs, result, message; event-driven: deadline, hook or sim,
 //	                        due_status, due_msg; once settled outcome, and cb_fp if by a callback
-//	P:ch:{cid}:tl     LIST  timeline entries (JSON), in order
+//	P:ch:{cid}:tl     LIST  timeline entries (JSON), in order: channels' own; the
+//	                        dispatcher keeps its entries in its own log, merged
+//	                        in when a timeline is read (Service.Timeline)
 //	P:{tasks}:q:<pid> LIST  a project's channel ids waiting for a worker, FIFO
 //	P:{tasks}:rr      LIST  the ring: each project with waiting tasks, once
 //	P:{tasks}:n       STRING tasks waiting in the project lists (all projects)

@@ -123,16 +123,9 @@ type Entry struct {
 	Simulated bool            `json:"simulated,omitempty"`
 }
 
-// Event is a webhook event for the dispatch engine.
-type Event struct {
-	Type       string          // task.completed, task.ai_generated
-	ProjectID  string          //
-	ChannelID  string          //
-	WebhookIDs []string        // only these endpoints when set, else every subscribed one
-	Body       json.RawMessage // the exact body to sign and send
-}
-
-// timeFormat is RFC 3339 in UTC with milliseconds, as payloads carry it.
+// timeFormat is RFC 3339 in UTC with milliseconds, as payloads carry it;
+// fixed width, and the layout of the dispatch engine's log entries too
+// (dispatch.TimeFormat), so a timeline's entries order by "at" as strings.
 const timeFormat = "2006-01-02T15:04:05.000Z07:00"
 
 func stamp(t time.Time) string { return t.UTC().Format(timeFormat) }

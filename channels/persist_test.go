@@ -2,6 +2,7 @@ package channels
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
@@ -106,7 +108,7 @@ type flakyDispatcher struct {
 	n, ok    int
 }
 
-func (d *flakyDispatcher) Enqueue(context.Context, Event) error {
+func (d *flakyDispatcher) Enqueue(context.Context, dispatch.Event) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.n++
@@ -117,7 +119,11 @@ func (d *flakyDispatcher) Enqueue(context.Context, Event) error {
 	return nil
 }
 
-func (d *flakyDispatcher) Cancel(context.Context, Event, string) error { return nil }
+func (d *flakyDispatcher) Cancel(context.Context, dispatch.Event, string) error { return nil }
+
+func (d *flakyDispatcher) ChannelLog(context.Context, string) ([]json.RawMessage, error) {
+	return nil, nil
+}
 
 func (d *flakyDispatcher) done() int  { d.mu.Lock(); defer d.mu.Unlock(); return d.ok }
 func (d *flakyDispatcher) tries() int { d.mu.Lock(); defer d.mu.Unlock(); return d.n }

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/internal/apperr"
 	"github.com/riverhub/riverhub/internal/rdb"
 )
@@ -58,11 +59,14 @@ type Publisher interface {
 // Dispatcher enqueues webhook deliveries (the dispatch engine). Enqueue
 // must be idempotent per (event type, channel): it may be called again for
 // the same event after a crash. Cancel stops the retries of an event's
-// deliveries that have not succeeded (ev.Body unused), saying why on the
-// timeline; it is idempotent too.
+// deliveries that have not succeeded (ev.Body unused), saying why in its
+// log; it is idempotent too. ChannelLog is that log for one channel, what
+// the dispatcher did with its events, oldest first: the timeline shows it
+// merged with the channel's own entries.
 type Dispatcher interface {
-	Enqueue(ctx context.Context, ev Event) error
-	Cancel(ctx context.Context, ev Event, reason string) error
+	Enqueue(ctx context.Context, ev dispatch.Event) error
+	Cancel(ctx context.Context, ev dispatch.Event, reason string) error
+	ChannelLog(ctx context.Context, channelID string) ([]json.RawMessage, error)
 }
 
 // Options configures a Service. Zero values take the defaults noted.
@@ -637,7 +641,7 @@ func (s *Service) sideEffects(ctx context.Context, o outcome) error {
 		return s.awaitCallback(ctx, o)
 	}
 	if s.o.Dispatcher != nil && !o.playground && sends(o.events, "task.completed") {
-		if err := s.o.Dispatcher.Enqueue(ctx, Event{Type: "task.completed", ProjectID: o.pid, ChannelID: o.cid,
+		if err := s.o.Dispatcher.Enqueue(ctx, dispatch.Event{Type: "task.completed", ProjectID: o.pid, ChannelID: o.cid,
 			WebhookIDs: o.webhookIDs, Body: o.msg}); err != nil {
 			return fmt.Errorf("enqueue webhooks: %w", err) // lease kept: retried after reclaim
 		}
@@ -783,7 +787,8 @@ func (s *Service) Get(ctx context.Context, pid, cid string) (View, error) {
 	return view, nil
 }
 
-// Timeline returns a channel's audit timeline, in order.
+// Timeline returns a channel's audit timeline, in order: its own entries
+// and the dispatcher's log of its webhook deliveries, merged by time.
 func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.RawMessage, error) {
 	view, err := s.Get(ctx, pid, cid)
 	if err != nil {
@@ -793,11 +798,18 @@ func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.R
 	if err != nil {
 		return View{}, nil, fmt.Errorf("timeline: %w", err)
 	}
-	out := make([]json.RawMessage, len(raw))
+	own := make([]json.RawMessage, len(raw))
 	for i, r := range raw {
-		out[i] = json.RawMessage(r)
+		own[i] = json.RawMessage(r)
 	}
-	return view, out, nil
+	if s.o.Dispatcher == nil {
+		return view, own, nil
+	}
+	deliveries, err := s.o.Dispatcher.ChannelLog(ctx, cid)
+	if err != nil {
+		return View{}, nil, fmt.Errorf("timeline: %w", err)
+	}
+	return view, mergeTimeline(own, deliveries), nil
 }
 
 // noteWait puts on the timeline that a task waits for a provider (once a
@@ -807,13 +819,6 @@ func (s *Service) noteWait(ctx context.Context, cid string, w ai.Wait) {
 	s.m.waits.WithLabelValues(w.Provider, w.Reason).Inc()
 	e := mustJSON(Entry{At: stamp(s.o.Now()), Type: "waiting", Provider: w.Provider, Model: w.Model, Reason: w.Reason, Node: s.o.Node})
 	s.rdb.RPushX(ctx, s.tlKey(cid), e)
-}
-
-// AppendTimeline adds an entry to a channel's timeline within p (other
-// packages, such as the dispatch engine, batch their entries with their own
-// commands). RPUSHX: a channel that has expired gets no TTL-less remnant.
-func (s *Service) AppendTimeline(ctx context.Context, p redis.Pipeliner, cid string, entry []byte) {
-	p.RPushX(ctx, s.tlKey(cid), entry)
 }
 
 // abandon fails a task that cannot run, so it stops coming back.

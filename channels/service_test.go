@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 	"github.com/riverhub/riverhub/project"
 )
@@ -34,11 +35,12 @@ func answer(data string) runnerFunc {
 type recorder struct {
 	mu        sync.Mutex
 	published []string
-	events    []Event
-	cancels   []Event
+	events    []dispatch.Event
+	cancels   []dispatch.Event
+	logs      map[string][]json.RawMessage // the dispatcher's log, by channel
 }
 
-func (r *recorder) Cancel(_ context.Context, ev Event, _ string) error {
+func (r *recorder) Cancel(_ context.Context, ev dispatch.Event, _ string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.cancels = append(r.cancels, ev)
@@ -72,11 +74,17 @@ func (r *recorder) awaitPublished(t *testing.T) []string {
 	}
 }
 
-func (r *recorder) Enqueue(_ context.Context, ev Event) error {
+func (r *recorder) Enqueue(_ context.Context, ev dispatch.Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, ev)
 	return nil
+}
+
+func (r *recorder) ChannelLog(_ context.Context, cid string) ([]json.RawMessage, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.logs[cid], nil
 }
 
 func newTask() *Task {

@@ -33,7 +33,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
-	"github.com/riverhub/riverhub/channels"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 	"github.com/riverhub/riverhub/project"
 )
@@ -138,7 +137,7 @@ func benchSmallBody(size int) []byte {
 
 // benchEnqueue enqueues events[0..n) through the engine from workers
 // goroutines (each event makes one delivery per endpoint).
-func benchEnqueue(b *testing.B, e *Engine, n, workers int, event func(i int) channels.Event) {
+func benchEnqueue(b *testing.B, e *Engine, n, workers int, event func(i int) Event) {
 	b.Helper()
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -332,8 +331,8 @@ func BenchmarkDeliveryThroughput(b *testing.B) {
 		}
 
 		t0 := time.Now()
-		benchEnqueue(b, e, events, 8, func(i int) channels.Event {
-			return channels.Event{Type: "task.completed", ProjectID: benchProject, ChannelID: benchChannelID(run, i), Body: bodies[i]}
+		benchEnqueue(b, e, events, 8, func(i int) Event {
+			return Event{Type: "task.completed", ProjectID: benchProject, ChannelID: benchChannelID(run, i), Body: bodies[i]}
 		})
 		enqueueTook := time.Since(t0)
 
@@ -404,7 +403,7 @@ func BenchmarkDeliveryThroughput(b *testing.B) {
 			wg.Go(func() {
 				for i := range jobs {
 					cid := benchChannelID(run, i)
-					if err := e.Enqueue(context.Background(), channels.Event{Type: "task.completed", ProjectID: benchProject,
+					if err := e.Enqueue(context.Background(), Event{Type: "task.completed", ProjectID: benchProject,
 						ChannelID: cid, Body: benchBody(cid, 1024)}); err != nil {
 						b.Errorf("enqueue: %v", err)
 					}
@@ -686,8 +685,8 @@ func BenchmarkMemoryPerWaitingDelivery(b *testing.B) {
 				}
 				time.Sleep(300 * time.Millisecond)
 				before := usedMemory(b, c)
-				benchEnqueue(b, e, events, 8, func(i int) channels.Event {
-					return channels.Event{Type: "task.completed", ProjectID: benchProject, ChannelID: benchChannelID(run, i), Body: body}
+				benchEnqueue(b, e, events, 8, func(i int) Event {
+					return Event{Type: "task.completed", ProjectID: benchProject, ChannelID: benchChannelID(run, i), Body: body}
 				})
 				time.Sleep(300 * time.Millisecond)
 				after := usedMemory(b, c)

@@ -6,15 +6,13 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/riverhub/riverhub/channels"
 )
 
 // Cancel stops the retries of ev's deliveries (ev.Type for ev.ChannelID,
 // one per endpoint of the project) that have not succeeded: waiting ones
 // at once, one under way when its attempt ends. Each cancellation is on
-// the channel's timeline with why. Idempotent.
-func (e *Engine) Cancel(ctx context.Context, ev channels.Event, why string) error {
+// the channel's delivery log with why. Idempotent.
+func (e *Engine) Cancel(ctx context.Context, ev Event, why string) error {
 	hooks, err := e.o.Endpoints.ProjectWebhooks(ctx, ev.ProjectID)
 	if err != nil {
 		return fmt.Errorf("load endpoints: %w", err)
@@ -22,7 +20,7 @@ func (e *Engine) Cancel(ctx context.Context, ev channels.Event, why string) erro
 	if len(hooks) == 0 {
 		return nil
 	}
-	at := e.o.Now().UTC().Format(tsFormat)
+	at := e.o.Now().UTC().Format(TimeFormat)
 	ttl := int64(e.o.Retention / time.Second)
 	ids := make([]string, len(hooks))
 	cmds := make([]*redis.Cmd, len(hooks))
@@ -35,31 +33,23 @@ func (e *Engine) Cancel(ctx context.Context, ev channels.Event, why string) erro
 	if err != nil {
 		return fmt.Errorf("cancel deliveries: %w", err)
 	}
-	if e.o.Timeline == nil {
-		return nil
-	}
-	var entries [][]byte
+	var logs logBatch
 	for i, c := range cmds {
-		n, _ := c.Int()
-		if n == 0 {
-			continue
-		}
 		note := "retries cancelled: " + why
-		if n == 2 {
-			note = "retries cancelled: " + why + " (the attempt under way ends it)"
+		switch decodeCancel(c) {
+		case cancelNothing:
+			continue
+		case cancelMarked:
+			note += " (the attempt under way ends it)"
 		}
-		entries = append(entries, mustJSON(cancelEntry{At: at, Type: "delivery_cancelled", DeliveryID: ids[i],
+		logs.add(ev.ChannelID, mustJSON(cancelEntry{At: at, Type: "delivery_cancelled", DeliveryID: ids[i],
 			WebhookID: hooks[i].ID, Event: ev.Type, Reason: note}))
+		e.m.cancelled.Inc()
 	}
-	if len(entries) == 0 {
+	if len(logs.cids) == 0 {
 		return nil
 	}
-	e.m.cancelled.Add(float64(len(entries)))
-	return e.pipelined(ctx, func(p redis.Pipeliner) {
-		for _, en := range entries {
-			e.o.Timeline.AppendTimeline(ctx, p, ev.ChannelID, en)
-		}
-	})
+	return e.pipelined(ctx, func(p redis.Pipeliner) { e.writeLogs(ctx, p, &logs) })
 }
 
 type cancelEntry struct {

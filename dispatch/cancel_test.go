@@ -28,11 +28,10 @@ func TestCancelWaitingAndInFlight(t *testing.T) {
 	})
 	hooks := &relHooks{}
 	hooks.set("p1", relHook("wh_fail", rc.URL+"/fail"), relHook("wh_slow", rc.URL+"/slow"))
-	tl := &relTimeline{}
 	// A retry a minute after the first attempt: the failing delivery waits
 	// for it; the in-flight one would be scheduled for it if it were not
 	// cancelled.
-	e := newRelEngine(t, c, prefix, hooks, Options{Timeline: tl, Schedule: []time.Duration{0, time.Minute}})
+	e := newRelEngine(t, c, prefix, hooks, Options{Schedule: []time.Duration{0, time.Minute}})
 	ctx := context.Background()
 	e.Start()
 	ev := relEvent("p1", "c1")
@@ -56,7 +55,7 @@ func TestCancelWaitingAndInFlight(t *testing.T) {
 	// follow-up pipeline, a moment after the status).
 	count := func() int {
 		n := 0
-		for _, ty := range tl.types("c1") {
+		for _, ty := range relLog(t, e, "c1") {
 			if ty == "delivery_cancelled" {
 				n++
 			}
@@ -66,7 +65,7 @@ func TestCancelWaitingAndInFlight(t *testing.T) {
 	for deadline := time.Now().Add(2 * time.Second); count() < 3 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if types := tl.types("c1"); count() != 3 || slices.Contains(types, "dead_lettered") {
+	if types := relLog(t, e, "c1"); count() != 3 || slices.Contains(types, "dead_lettered") {
 		t.Errorf("timeline = %v, want three cancellations and no dead letter", types)
 	}
 	if rc.count() != 2 {

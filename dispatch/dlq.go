@@ -40,7 +40,7 @@ func msString(ms string) *string {
 	if err != nil || n == 0 {
 		return nil
 	}
-	s := time.UnixMilli(n).UTC().Format(tsFormat)
+	s := time.UnixMilli(n).UTC().Format(TimeFormat)
 	return &s
 }
 
@@ -200,7 +200,7 @@ func (e *Engine) ReplayAll(ctx context.Context, pid, webhookID string) (int, err
 
 func (e *Engine) replay(ctx context.Context, pid string, ds []Delivery) (int, error) {
 	now := e.o.Now()
-	at := now.UTC().Format(tsFormat)
+	at := now.UTC().Format(TimeFormat)
 	cmds := make([]*redis.Cmd, len(ds))
 	err := e.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, d := range ds {
@@ -212,18 +212,17 @@ func (e *Engine) replay(ctx context.Context, pid string, ds []Delivery) (int, er
 		return 0, fmt.Errorf("replay: %w", err)
 	}
 	n := 0
-	_, err = e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, d := range ds {
-			if v, _ := cmds[i].Int(); v == 1 {
-				n++
-				if e.o.Timeline != nil {
-					e.o.Timeline.AppendTimeline(ctx, p, d.ChannelID, mustJSON(timelineEntry{At: at, Type: "replayed",
-						DeliveryID: d.ID, WebhookID: d.WebhookID, Event: d.Event}))
-				}
-			}
+	var logs logBatch
+	for i, d := range ds {
+		if ok, _ := decodeDone(cmds[i]); ok {
+			n++
+			logs.add(d.ChannelID, mustJSON(timelineEntry{At: at, Type: "replayed",
+				DeliveryID: d.ID, WebhookID: d.WebhookID, Event: d.Event}))
 		}
-		return nil
-	})
+	}
+	if len(logs.cids) > 0 {
+		err = e.pipelined(ctx, func(p redis.Pipeliner) { e.writeLogs(ctx, p, &logs) })
+	}
 	if n > 0 {
 		e.poke(now)
 	}
@@ -236,11 +235,11 @@ func (e *Engine) Discard(ctx context.Context, pid, id string) error {
 	if err != nil {
 		return err
 	}
-	n, err := discardScript.Run(ctx, e.rdb, []string{e.dKey(id), e.attKey(id), e.dlqKey(pid), e.dlqHookKey(pid, d.WebhookID)}, id).Int()
+	done, err := decodeDone(discardScript.Run(ctx, e.rdb, []string{e.dKey(id), e.attKey(id), e.dlqKey(pid), e.dlqHookKey(pid, d.WebhookID)}, id))
 	if err != nil {
 		return fmt.Errorf("discard: %w", err)
 	}
-	if n == 0 {
+	if !done {
 		return apperr.New(apperr.Conflict, "not_dead_lettered", "delivery %s is %s, not dead-lettered", id, d.Status)
 	}
 	return nil

@@ -17,8 +17,13 @@
 // mid-attempt) makes the delivery due again. Idle nodes sleep until the
 // earliest due time, at most 100 ms (so deliveries made due by another
 // node wait little); an enqueue or a retry scheduled on this node wakes it
-// early. Attempt outcomes and their timeline entries are
+// early. Attempt outcomes and their log entries are
 // written in batches, one round trip per batch.
+//
+// The engine keeps, per channel, a log of what it did with the channel's
+// events (attempts, dead letters, cancellations, pauses, replays): its own
+// list, which channels merges into the channel's timeline when it is read
+// (ChannelLog). The engine depends on nothing of channels.
 //
 // Cancellation: when an event-driven channel is settled (its callback
 // came, or its deadline passed), the retries of its task.ai_generated
@@ -34,8 +39,8 @@
 // deliveries wait in its waiting set, without attempts, while one probe
 // at a time tests it (health.go, claim.lua, record.lua).
 //
-// Keys (P = prefix; every key carries the {dq} hash tag, so each script runs
-// on one Cluster slot):
+// Keys (P = prefix; every key but the channel logs carries the {dq} hash
+// tag, so each script runs on one Cluster slot):
 //
 //	P:{dq}:due:<pid>           ZSET a project's deliveries → due time (unix ms)
 //	P:{dq}:projects            ZSET project → earliest due time of its set (a lower bound)
@@ -49,4 +54,5 @@
 //	P:{dq}:unhealthy           HASH endpoint id → degraded | open | probing (metrics)
 //	P:{dq}:dlq:<pid>           ZSET dead deliveries of a project → dead time
 //	P:{dq}:dlq:<pid>:<whid>    ZSET the same, per endpoint
+//	P:dl:{cid}                 LIST a channel's delivery log (JSON entries, oldest first), on the channel's slot
 package dispatch

@@ -18,7 +18,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
-	"github.com/riverhub/riverhub/channels"
 	"github.com/riverhub/riverhub/internal/netguard"
 	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/project"
@@ -47,10 +46,14 @@ type Endpoints interface {
 	ProjectWebhooks(ctx context.Context, projectID string) ([]project.Webhook, error)
 }
 
-// Timeline appends entries to a channel's audit timeline within a pipeline
-// (channels.Service), so attempts and their timeline lines travel together.
-type Timeline interface {
-	AppendTimeline(ctx context.Context, p redis.Pipeliner, channelID string, entry []byte)
+// Event is a webhook event to deliver: channels sends task.completed and
+// task.ai_generated.
+type Event struct {
+	Type       string          // task.completed, task.ai_generated
+	ProjectID  string          //
+	ChannelID  string          //
+	WebhookIDs []string        // only these endpoints when set, else every subscribed one
+	Body       json.RawMessage // the exact body to sign and send
 }
 
 // Options configures an Engine. Zero values take the defaults noted.
@@ -58,7 +61,7 @@ type Options struct {
 	Prefix       string          // Redis key prefix; default "riverhub"
 	Schedule     []time.Duration // delay before each attempt; default 0s,5s,30s,2m,10m,30m,1h,2h
 	Timeout      time.Duration   // one attempt; default 10s
-	Retention    time.Duration   // how long a delivered delivery is kept; default 7 days
+	Retention    time.Duration   // how long a delivered delivery, and a channel's delivery log, is kept; default 7 days
 	DLQRetention time.Duration   // how long a dead delivery is kept; default 30 days
 	Concurrency  int             // attempts in flight on this node; default 512
 	PerEndpoint  int             // attempts in flight per healthy endpoint on this node; default 64
@@ -78,7 +81,6 @@ type Options struct {
 	Guard              *netguard.Guard // the allow-list; default none
 	Client             *http.Client    // default: built from Timeout, Guard, Production
 	Endpoints          Endpoints
-	Timeline           Timeline
 	Registerer         prometheus.Registerer
 	Log                zerolog.Logger
 	// Now is the clock of every time stored for other nodes to compare
@@ -194,10 +196,6 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 	return e
 }
 
-// SetTimeline sets where attempts are logged (the channels service, which
-// is built after the engine because it enqueues into it).
-func (e *Engine) SetTimeline(t Timeline) { e.o.Timeline = t }
-
 func (e *Engine) dKey(id string) string   { return e.dPrefix + id }
 func (e *Engine) dueOf(pid string) string { return e.duePrefix + pid }
 func (e *Engine) attKey(id string) string { return e.dPrefix + id + ":att" }
@@ -215,7 +213,7 @@ func DeliveryID(eventType, channelID, webhookID string) string {
 
 // Enqueue creates a delivery of ev for every enabled endpoint of the project
 // subscribed to its type (only those of ev.WebhookIDs when set), due now.
-func (e *Engine) Enqueue(ctx context.Context, ev channels.Event) error {
+func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 	hooks, err := e.o.Endpoints.ProjectWebhooks(ctx, ev.ProjectID)
 	if err != nil {
 		return fmt.Errorf("load endpoints: %w", err)
@@ -289,8 +287,8 @@ func mustJSON(v any) []byte {
 // attempts and retries as real deliveries, and returns the delivery id.
 func (e *Engine) SendTest(ctx context.Context, pid string, w project.Webhook) (string, error) {
 	now := e.o.Now()
-	at := now.UTC().Format(tsFormat)
-	test := "test_" + newToken()
+	at := now.UTC().Format(TimeFormat)
+	test := testChannelPrefix + newToken()
 	body, err := json.Marshal(struct {
 		Type      string `json:"type"`
 		WebhookID string `json:"webhook_id"`

@@ -186,38 +186,33 @@ var resumedWhy = map[string]string{
 	"closed": "the endpoint recovered",
 }
 
-// notePaused puts the claim's paused deliveries on their channels'
-// timelines: why they wait, and until when.
-func (e *Engine) notePaused(rows []any, now time.Time) {
-	at := now.UTC().Format(tsFormat)
-	for _, r := range rows {
-		f, _ := r.([]any)
-		if len(f) < 6 {
-			continue
-		}
-		s := func(i int) string { v, _ := f[i].(string); return v }
-		until := s(4)
+// notePaused puts the claim's paused deliveries in their channels'
+// delivery logs: why they wait, and until when.
+func (e *Engine) notePaused(paused []pausedDelivery, now time.Time) {
+	at := now.UTC().Format(TimeFormat)
+	for _, pd := range paused {
+		until := pd.until
 		if ms, err := parseInt(until); err == nil {
-			until = time.UnixMilli(ms).UTC().Format(tsFormat)
+			until = time.UnixMilli(ms).UTC().Format(TimeFormat)
 		}
-		d := claimed{id: s(0), channelID: s(1), webhookID: s(2), event: s(3)}
+		d := claimed{id: pd.id, channelID: pd.channelID, webhookID: pd.webhookID, event: pd.event}
 		e.m.paused.Inc()
-		e.results <- result{d: d, verdict: "note", entries: [][]byte{mustJSON(noteEntry{At: at, Type: "delivery_paused",
+		e.results <- result{d: d, verdict: verdictNote, entries: [][]byte{mustJSON(noteEntry{At: at, Type: "delivery_paused",
 			DeliveryID: d.id, WebhookID: d.webhookID, Event: d.event, Until: until,
-			Reason: "the endpoint's circuit is open: " + s(5) + "; this delivery waits without using an attempt"})}}
+			Reason: "the endpoint's circuit is open: " + pd.reason + "; this delivery waits without using an attempt"})}}
 	}
 }
 
 // healthChanged acts on an endpoint's change of state after an attempt:
-// the attempt's channel hears of it, metrics count it, and an endpoint
-// failing for too long is disabled. It returns timeline entries.
-func (e *Engine) healthChanged(ctx context.Context, r result, change string, now time.Time) [][2]any {
-	at := now.UTC().Format(tsFormat)
+// the attempt's channel hears of it (in logs), metrics count it, and an
+// endpoint failing for too long is disabled.
+func (e *Engine) healthChanged(ctx context.Context, r result, change healthChange, now time.Time, logs *logBatch) {
+	at := now.UTC().Format(TimeFormat)
 	d := r.d
-	e.m.transitions.WithLabelValues(change).Inc()
+	e.m.transitions.WithLabelValues(string(change)).Inc()
 	entry := noteEntry{At: at, DeliveryID: d.id, WebhookID: d.webhookID, Event: d.event}
 	switch change {
-	case "opened", "reopened":
+	case changeOpened, changeReopened:
 		entry.Type = "endpoint_opened"
 		entry.Reason = "the endpoint's circuit opened after this attempt: its deliveries wait for a probe"
 		if r.retryAfter > 0 {
@@ -225,27 +220,27 @@ func (e *Engine) healthChanged(ctx context.Context, r result, change string, now
 		}
 		e.o.Log.Warn().Str("webhook_id", d.webhookID).Str("project_id", d.projectID).Str("error", r.err).Msg("endpoint circuit opened")
 		e.unpark(d.webhookID)
-	case "closed":
+	case changeClosed:
 		entry.Type = "endpoint_closed"
 		entry.Reason = "the endpoint answered: its circuit is closed and waiting deliveries go"
 		e.o.Log.Info().Str("webhook_id", d.webhookID).Str("project_id", d.projectID).Msg("endpoint circuit closed")
-	case "disable":
+	case changeDisable:
 		why := "failing without a success for " + e.o.DisableAfter.String() + " (last: " + r.err + ")"
 		dis, ok := e.o.Endpoints.(Disabler)
 		if !ok {
-			return nil
+			return
 		}
 		if err := dis.DisableWebhook(ctx, d.projectID, d.webhookID, why); err != nil {
 			e.o.Log.Warn().Err(err).Str("webhook_id", d.webhookID).Msg("disable failing endpoint")
-			return nil
+			return
 		}
 		e.forget(d.webhookID)
 		entry.Type, entry.Reason = "endpoint_disabled", "the endpoint was disabled: "+why
 		e.o.Log.Warn().Str("webhook_id", d.webhookID).Str("project_id", d.projectID).Msg("endpoint disabled: " + why)
 	default:
-		return nil
+		return
 	}
-	return [][2]any{{d.channelID, mustJSON(entry)}}
+	logs.add(d.channelID, mustJSON(entry))
 }
 
 // limiter is a node's adaptive per-endpoint concurrency: an endpoint
@@ -299,15 +294,4 @@ func (l *limiter) observe(id string, ok bool) {
 		return
 	}
 	l.lim[id] = n
-}
-
-// recordOutcome reads the record script's answer: {recorded, change}.
-func recordOutcome(c *redis.Cmd) (int64, string) {
-	v, err := c.Slice()
-	if err != nil || len(v) < 2 {
-		return 0, ""
-	}
-	n, _ := v[0].(int64)
-	change, _ := v[1].(string)
-	return n, change
 }

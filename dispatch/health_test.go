@@ -29,9 +29,8 @@ func TestCircuitOpensAndDeliveriesWaitWithoutAttempts(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	tl := &relTimeline{}
 	sched := []time.Duration{0, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}
-	e, _, _ := relOneEndpoint(t, rc.URL, Options{Schedule: sched, Timeline: tl,
+	e, _, _ := relOneEndpoint(t, rc.URL, Options{Schedule: sched,
 		BreakerThreshold: 3, BreakerCooldown: 300 * time.Millisecond})
 	e.Start()
 	ctx := context.Background()
@@ -64,7 +63,7 @@ func TestCircuitOpensAndDeliveriesWaitWithoutAttempts(t *testing.T) {
 	}
 	var paused, resumed, opened, closed int
 	for i := range n {
-		ts := tl.types(fmt.Sprintf("ch%02d", i))
+		ts := relLog(t, e, fmt.Sprintf("ch%02d", i))
 		paused += count(ts, "delivery_paused")
 		resumed += count(ts, "delivery_resumed")
 		opened += count(ts, "endpoint_opened")
@@ -143,9 +142,8 @@ func TestRetryAfterPausesTheEndpoint(t *testing.T) {
 func TestEndpointFailingTooLongIsDisabled(t *testing.T) {
 	t.Parallel()
 	rc := newRelReceiver(t, relStatus(http.StatusBadGateway))
-	tl := &relTimeline{}
 	sched := slices.Repeat([]time.Duration{50 * time.Millisecond}, 40)
-	e, hooks, _ := relOneEndpoint(t, rc.URL, Options{Schedule: sched, Timeline: tl, BreakerThreshold: 1000,
+	e, hooks, _ := relOneEndpoint(t, rc.URL, Options{Schedule: sched, BreakerThreshold: 1000,
 		DisableAfter: 300 * time.Millisecond})
 	e.Start()
 	if err := e.Enqueue(context.Background(), relEvent("p1", "ch1")); err != nil {
@@ -159,7 +157,7 @@ func TestEndpointFailingTooLongIsDisabled(t *testing.T) {
 	if d.Attempts >= int64(len(sched)) || d.LastError != "endpoint disabled" {
 		t.Errorf("delivery: %d attempts, last error %q; want fewer than the schedule, ended by 'endpoint disabled'", d.Attempts, d.LastError)
 	}
-	if ts := tl.types("ch1"); count(ts, "endpoint_disabled") != 1 {
+	if ts := relLog(t, e, "ch1"); count(ts, "endpoint_disabled") != 1 {
 		t.Errorf("timeline %v: want one endpoint_disabled", ts)
 	}
 }

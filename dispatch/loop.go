@@ -34,9 +34,9 @@ type claimed struct {
 // result is an attempt's outcome, waiting to be recorded.
 type result struct {
 	d       claimed
-	verdict string // ok, retry, dead; defer: back to the schedule without an attempt
-	attempt []byte // JSON for the delivery's attempt list
-	entries [][]byte
+	verdict verdict
+	attempt []byte   // JSON for the delivery's attempt list
+	entries [][]byte // for the channel's delivery log
 	nextAt  time.Time
 	status  int
 	err     string
@@ -245,53 +245,34 @@ func (e *Engine) claim(n int, skip []string) ([]claimed, time.Time, error) {
 		}
 		return nil, time.Time{}, err
 	}
-	rows, _ := res[0].([]any)
-	out := make([]claimed, 0, len(rows))
-	for _, r := range rows {
-		f, _ := r.([]any)
-		if len(f) < 9 {
-			continue
-		}
-		s := func(i int) string { v, _ := f[i].(string); return v }
-		d := claimed{id: s(0), projectID: s(1), webhookID: s(2), channelID: s(3), event: s(4), body: []byte(s(5)), token: token,
-			resumed: s(8), at: now}
-		d.attempts, _ = parseInt(s(6))
-		d.tries, _ = parseInt(s(7))
-		out = append(out, d)
+	r, err := decodeClaim(res)
+	if err != nil {
+		e.o.Log.Error().Err(err).Msg("claim deliveries")
+		return nil, time.Time{}, err
 	}
-	var next time.Time
-	if sc, _ := res[1].(string); sc != "" {
-		if ms, err := parseInt(sc); err == nil {
-			next = time.UnixMilli(ms)
-		}
+	out := r.deliveries
+	for i := range out {
+		out[i].token, out[i].at = token, now
 	}
-	if due, ok := res[3].(int64); ok {
+	if r.hasDue {
 		e.mu.Lock()
-		e.dueProjs = int(due)
+		e.dueProjs = r.dueProjs
 		e.mu.Unlock()
 	}
-	if held, _ := res[4].([]any); len(held) > 0 {
+	if len(r.putOff) > 0 {
 		e.mu.Lock()
-		for _, r := range held {
-			f, _ := r.([]any)
-			if len(f) < 4 {
-				continue
-			}
-			id, _ := f[0].(string)
-			whid, _ := f[1].(string)
-			pid, _ := f[2].(string)
-			due, _ := f[3].(int64)
-			if due >= now.Add(e.o.Timeout).UnixMilli() && len(e.deferred[whid]) < maxDeferred {
-				e.deferred[whid] = append(e.deferred[whid], claimed{id: id, projectID: pid, at: time.UnixMilli(due)})
+		for _, d := range r.putOff {
+			if d.at.UnixMilli() >= now.Add(e.o.Timeout).UnixMilli() && len(e.deferred[d.webhookID]) < maxDeferred {
+				e.deferred[d.webhookID] = append(e.deferred[d.webhookID], claimed{id: d.id, projectID: d.projectID, at: d.at})
 			}
 		}
 		e.mu.Unlock()
 	}
 	e.m.claimed.Add(float64(len(out)))
-	if paused, _ := res[2].([]any); len(paused) > 0 {
-		e.notePaused(paused, now)
+	if len(r.paused) > 0 {
+		e.notePaused(r.paused, now)
 	}
-	return out, next, nil
+	return out, r.next, nil
 }
 
 // migrate moves deliveries an earlier version scheduled in its single due
@@ -519,7 +500,7 @@ func (e *Engine) bringForward(pull []claimed) {
 // putBack returns a claimed delivery to the schedule, due at at, without
 // an attempt. It travels with the attempt outcomes, batched.
 func (e *Engine) putBack(d claimed, at time.Time) {
-	e.results <- result{d: d, verdict: "defer", nextAt: at}
+	e.results <- result{d: d, verdict: verdictDefer, nextAt: at}
 }
 
 // Attempt is one entry of a delivery's attempt history.
@@ -539,7 +520,7 @@ type Attempt struct {
 	Headers map[string]string `json:"request_headers,omitempty"`
 }
 
-// timelineEntry is what a channel's timeline shows of an attempt.
+// timelineEntry is what a channel's delivery log shows of an attempt.
 type timelineEntry struct {
 	At         string `json:"at"`
 	Type       string `json:"type"` // delivery_attempt, dead_lettered, replayed
@@ -553,7 +534,7 @@ type timelineEntry struct {
 // final forces a dead letter (the endpoint is gone or disabled).
 func (e *Engine) conclude(d claimed, url string, o outcome, final bool) {
 	now := e.o.Now()
-	at := now.UTC().Format(tsFormat)
+	at := now.UTC().Format(TimeFormat)
 	r := result{d: d, status: o.status, err: o.err, durationMS: o.duration.Milliseconds(), retryAfter: o.retryAfter}
 	if !final {
 		r.health = "0"
@@ -566,13 +547,13 @@ func (e *Engine) conclude(d claimed, url string, o outcome, final bool) {
 		Success: o.ok(), Error: o.err, ResponseExcerpt: o.excerpt, Headers: o.headers}
 	switch {
 	case o.ok():
-		r.verdict = "ok"
+		r.verdict = verdictOK
 	case !final && d.tries+1 < int64(len(e.o.Schedule)):
-		r.verdict = "retry"
+		r.verdict = verdictRetry
 		r.nextAt = now.Add(max(e.o.Schedule[d.tries+1], o.retryAfter))
-		a.NextAttemptAt = r.nextAt.UTC().Format(tsFormat)
+		a.NextAttemptAt = r.nextAt.UTC().Format(TimeFormat)
 	default:
-		r.verdict = "dead"
+		r.verdict = verdictDead
 	}
 	r.attempt = mustJSON(a)
 	if d.resumed != "" {
@@ -585,8 +566,6 @@ func (e *Engine) conclude(d claimed, url string, o outcome, final bool) {
 		WebhookID: d.webhookID, Event: d.event, Attempt: &ta}))
 	e.results <- r
 }
-
-const tsFormat = "2006-01-02T15:04:05.000Z07:00"
 
 // recordLoop writes attempt outcomes in batches until results is closed.
 func (e *Engine) recordLoop() {
@@ -646,44 +625,39 @@ func (e *Engine) record(batch []result) {
 	// What each record did decides what follows: a dead letter, or retries
 	// cancelled meanwhile (the channel was settled). Only then is there a
 	// second round trip.
-	var after [][2]any // channel, timeline entry
+	var after logBatch
 	var deadCancelled []result
 	for i, r := range batch {
 		if recorded[i] == nil {
 			continue
 		}
-		n, change := recordOutcome(recorded[i])
-		if change != "" {
-			after = append(after, e.healthChanged(ctx, r, change, now)...)
+		rep := decodeRecord(recorded[i])
+		if rep.change != changeNone {
+			e.healthChanged(ctx, r, rep.change, now, &after)
 		}
-		if n == 0 {
-			// A stale claim: the newer claim records the delivery's
-			// outcome; this attempt was still made, and is counted.
-			e.m.attempts.WithLabelValues(r.verdict).Inc()
-			continue
-		}
-		ts := now.UTC().Format(tsFormat)
-		switch {
-		case n == 2:
-			if r.verdict == "dead" {
+		ts := now.UTC().Format(TimeFormat)
+		switch rep.recorded {
+		case recordStale:
+			// The newer claim records the delivery's outcome; this
+			// attempt was still made, and is counted.
+		case recordCancelled:
+			if r.verdict == verdictDead {
 				deadCancelled = append(deadCancelled, r)
 			}
-			r.verdict = "cancelled"
-			after = append(after, [2]any{r.d.channelID, mustJSON(cancelEntry{At: ts, Type: "delivery_cancelled", DeliveryID: r.d.id,
-				WebhookID: r.d.webhookID, Event: r.d.event, Reason: "retries cancelled: the channel was settled while this attempt was under way"})})
-		case r.verdict == "dead":
-			after = append(after, [2]any{r.d.channelID, mustJSON(timelineEntry{At: ts, Type: "dead_lettered", DeliveryID: r.d.id,
-				WebhookID: r.d.webhookID, Event: r.d.event})})
-		}
-		e.m.attempts.WithLabelValues(r.verdict).Inc()
-	}
-	if len(after) > 0 {
-		if err := e.pipelined(ctx, func(p redis.Pipeliner) {
-			if e.o.Timeline != nil {
-				for _, a := range after {
-					e.o.Timeline.AppendTimeline(ctx, p, a[0].(string), a[1].([]byte))
-				}
+			r.verdict = verdictCancelled
+			after.add(r.d.channelID, mustJSON(cancelEntry{At: ts, Type: "delivery_cancelled", DeliveryID: r.d.id,
+				WebhookID: r.d.webhookID, Event: r.d.event, Reason: "retries cancelled: the channel was settled while this attempt was under way"}))
+		default:
+			if r.verdict == verdictDead {
+				after.add(r.d.channelID, mustJSON(timelineEntry{At: ts, Type: "dead_lettered", DeliveryID: r.d.id,
+					WebhookID: r.d.webhookID, Event: r.d.event}))
 			}
+		}
+		e.m.attempts.WithLabelValues(string(r.verdict)).Inc()
+	}
+	if len(after.cids) > 0 || len(deadCancelled) > 0 {
+		if err := e.pipelined(ctx, func(p redis.Pipeliner) {
+			e.writeLogs(ctx, p, &after)
 			e.recountCancelled(ctx, p, deadCancelled, now)
 		}); err != nil {
 			e.o.Log.Warn().Err(err).Msg("log delivery outcomes")
@@ -699,17 +673,14 @@ func (e *Engine) record(batch []result) {
 func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*redis.Cmd, keys [][]string, args [][]any,
 	now time.Time, at string, earliest *time.Time) error {
 	err := e.pipelined(ctx, func(p redis.Pipeliner) {
+		var logs logBatch
 		for i, r := range batch {
 			d := r.d
-			if r.verdict == "note" {
-				if e.o.Timeline != nil {
-					for _, en := range r.entries {
-						e.o.Timeline.AppendTimeline(ctx, p, d.channelID, en)
-					}
-				}
+			if r.verdict == verdictNote {
+				logs.add(d.channelID, r.entries...)
 				continue
 			}
-			if r.verdict == "defer" {
+			if r.verdict == verdictDefer {
 				deferScript.Eval(ctx, p, []string{e.dKey(d.id), e.dueOf(d.projectID), e.leaseKey, e.projectsKey}, d.id, d.token,
 					r.nextAt.UnixMilli(), d.projectID)
 				if earliest.IsZero() || r.nextAt.Before(*earliest) {
@@ -718,11 +689,11 @@ func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*red
 				continue
 			}
 			ttl := e.o.Retention
-			if r.verdict == "dead" {
+			if r.verdict == verdictDead {
 				ttl = e.o.DLQRetention
 			}
 			next := int64(0)
-			if r.verdict == "retry" {
+			if r.verdict == verdictRetry {
 				next = r.nextAt.UnixMilli()
 				if earliest.IsZero() || r.nextAt.Before(*earliest) {
 					*earliest = r.nextAt
@@ -731,19 +702,16 @@ func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*red
 			keys[i] = []string{e.dKey(d.id), e.attKey(d.id), e.dueOf(d.projectID), e.leaseKey,
 				e.dlqKey(d.projectID), e.dlqHookKey(d.projectID, d.webhookID), e.epKey(d.webhookID), e.unhealthyKey, e.wakeKey,
 				e.projectsKey}
-			args[i] = []any{d.id, d.token, r.verdict, now.UnixMilli(), r.attempt, next, int64(ttl / time.Second), r.status, r.err, at,
+			args[i] = []any{d.id, d.token, string(r.verdict), now.UnixMilli(), r.attempt, next, int64(ttl / time.Second), r.status, r.err, at,
 				r.health, e.o.BreakerThreshold, e.o.BreakerCooldown.Milliseconds(), e.o.BreakerMaxCooldown.Milliseconds(),
 				r.retryAfter.Milliseconds(), e.o.DisableAfter.Milliseconds(), d.projectID, int64(e.o.DLQRetention / time.Second), d.webhookID}
 			// By hash: the record script is the longest sent per
 			// attempt; a NOSCRIPT answer is retried whole below (the
 			// command did not run, the rest of the batch did).
 			recorded[i] = recordScript.EvalSha(ctx, p, keys[i], args[i]...)
-			if e.o.Timeline != nil {
-				for _, en := range r.entries {
-					e.o.Timeline.AppendTimeline(ctx, p, d.channelID, en)
-				}
-			}
+			logs.add(d.channelID, r.entries...)
 		}
+		e.writeLogs(ctx, p, &logs)
 		e.countAttempts(ctx, p, batch, now)
 	})
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {

@@ -19,7 +19,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
-	"github.com/riverhub/riverhub/channels"
 	"github.com/riverhub/riverhub/internal/netguard"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 	"github.com/riverhub/riverhub/project"
@@ -55,29 +54,22 @@ func relHook(id, url string) project.Webhook {
 		Enabled: true, Secret: relSecret}
 }
 
-// relTimeline records what the engine writes to channel timelines.
-type relTimeline struct {
-	mu      sync.Mutex
-	entries map[string][]map[string]any
-}
-
-func (tl *relTimeline) AppendTimeline(_ context.Context, _ redis.Pipeliner, cid string, entry []byte) {
-	var m map[string]any
-	_ = json.Unmarshal(entry, &m)
-	tl.mu.Lock()
-	defer tl.mu.Unlock()
-	if tl.entries == nil {
-		tl.entries = make(map[string][]map[string]any)
+// relLog is the types of a channel's delivery log entries, in order.
+func relLog(t *testing.T, e *Engine, cid string) []string {
+	t.Helper()
+	entries, err := e.ChannelLog(context.Background(), cid)
+	if err != nil {
+		t.Fatal(err)
 	}
-	tl.entries[cid] = append(tl.entries[cid], m)
-}
-
-func (tl *relTimeline) types(cid string) []string {
-	tl.mu.Lock()
-	defer tl.mu.Unlock()
 	var out []string
-	for _, e := range tl.entries[cid] {
-		out = append(out, fmt.Sprint(e["type"]))
+	for _, en := range entries {
+		var m struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(en, &m); err != nil {
+			t.Fatalf("log entry %s: %v", en, err)
+		}
+		out = append(out, m.Type)
 	}
 	return out
 }
@@ -188,8 +180,8 @@ func (rc *relReceiver) waitCount(t *testing.T, n int, within time.Duration) {
 	}
 }
 
-func relEvent(pid, cid string) channels.Event {
-	return channels.Event{Type: "task.completed", ProjectID: pid, ChannelID: cid,
+func relEvent(pid, cid string) Event {
+	return Event{Type: "task.completed", ProjectID: pid, ChannelID: cid,
 		Body: json.RawMessage(`{"type":"task.completed","channel_id":"` + cid + `","status":"success","data":{"ok":true}}`)}
 }
 
@@ -247,8 +239,7 @@ func TestProductionGuardRefusesLoopbackUnlessAllowed(t *testing.T) {
 			hooks := &relHooks{}
 			port := rc.URL[strings.LastIndex(rc.URL, ":")+1:]
 			hooks.set("p1", relHook("wh_1", "http://"+tt.host+":"+port+"/hook"))
-			tl := &relTimeline{}
-			e := newRelEngine(t, c, prefix, hooks, Options{Production: true, Guard: &netguard.Guard{Allow: tt.allow}, Timeline: tl})
+			e := newRelEngine(t, c, prefix, hooks, Options{Production: true, Guard: &netguard.Guard{Allow: tt.allow}})
 			e.Start()
 			if err := e.Enqueue(context.Background(), relEvent("p1", "ch1")); err != nil {
 				t.Fatal(err)
@@ -274,7 +265,7 @@ func TestProductionGuardRefusesLoopbackUnlessAllowed(t *testing.T) {
 				t.Errorf("delivery %s is not in the dead-letter list", id)
 			}
 			want := "delivery_attempt,delivery_attempt,delivery_attempt,dead_lettered"
-			if got := strings.Join(tl.types("ch1"), ","); got != want {
+			if got := strings.Join(relLog(t, e, "ch1"), ","); got != want {
 				t.Errorf("timeline = %s, want %s", got, want)
 			}
 		})

@@ -40,12 +40,12 @@ func (e *Engine) countAttempts(ctx context.Context, p redis.Pipeliner, batch []r
 	minute := now.Unix() / 60
 	keys := map[string]bool{}
 	for _, r := range batch {
-		if r.verdict == "defer" {
+		if r.verdict == verdictDefer {
 			continue
 		}
 		k := e.statsKey(r.d.projectID, minute)
 		keys[k] = true
-		p.HIncrBy(ctx, k, r.verdict, 1)
+		p.HIncrBy(ctx, k, string(r.verdict), 1)
 		p.HIncrBy(ctx, k, "l"+strconv.Itoa(latencyBucket(r.durationMS)), 1)
 	}
 	for k := range keys {
@@ -59,8 +59,8 @@ func (e *Engine) countAttempts(ctx context.Context, p redis.Pipeliner, batch []r
 func (e *Engine) recountCancelled(ctx context.Context, p redis.Pipeliner, rs []result, now time.Time) {
 	for _, r := range rs {
 		k := e.statsKey(r.d.projectID, now.Unix()/60)
-		p.HIncrBy(ctx, k, "dead", -1)
-		p.HIncrBy(ctx, k, "retry", 1)
+		p.HIncrBy(ctx, k, string(verdictDead), -1)
+		p.HIncrBy(ctx, k, string(verdictRetry), 1)
 	}
 }
 
@@ -105,7 +105,7 @@ func (e *Engine) Stats(ctx context.Context, pid string, minutes int) (Stats, err
 		v := c.Val()
 		n := func(f string) int64 { x, _ := strconv.ParseInt(v[f], 10, 64); return x }
 		m := MinuteStats{At: time.Unix((now-int64(minutes-1-i))*60, 0).UTC().Format(time.RFC3339),
-			Succeeded: n("ok"), Failed: n("retry"), Dead: n("dead")}
+			Succeeded: n(string(verdictOK)), Failed: n(string(verdictRetry)), Dead: n(string(verdictDead))}
 		hist := make([]int64, len(total))
 		for b := range hist {
 			hist[b] = n("l" + strconv.Itoa(b))

@@ -157,7 +157,6 @@ func Run(ctx context.Context, env Env) error {
 		PublicURL: cfg.PublicURL, CallbackTimeout: cfg.CallbackTimeout, PlaygroundDelay: cfg.PlaygroundCallbackDelay,
 		SyncWait: cfg.SyncWait, Now: clock.Now,
 	})
-	deliveries.SetTimeline(svc)
 
 	srv := server.New(server.Deps{
 		Console: store, Channels: svc, Deliveries: deliveries, Sockets: sockets, Tokens: tokens,

@@ -1,0 +1,75 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A channel's delivery log is what the engine did with the channel's
+// events (attempts, dead letters, cancellations, pauses, replays), as
+// entries for the channel's timeline. The engine alone writes it, in the
+// same round trips as the changes it reports; channels reads it with
+// ChannelLog and merges it into the timeline it shows. The key carries the
+// channel's hash tag, so it lives on the channel's Cluster slot:
+//
+//	P:dl:{cid}   LIST  entries (JSON), oldest first; expires Retention after the last one
+
+// TimeFormat is the layout of the times the engine writes: RFC 3339 in
+// UTC with milliseconds, fixed width, so entries' "at" order as strings
+// (channels' timeline entries use the same layout).
+const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// testChannelPrefix starts the channel id of a test delivery (SendTest):
+// no channel has it, so such deliveries keep no log.
+const testChannelPrefix = "test_"
+
+func (e *Engine) logKey(cid string) string { return e.o.Prefix + ":dl:{" + cid + "}" }
+
+// ChannelLog returns the channel's delivery log, oldest first: JSON
+// objects, each with "at" (TimeFormat) and "type".
+func (e *Engine) ChannelLog(ctx context.Context, channelID string) ([]json.RawMessage, error) {
+	raw, err := e.rdb.LRange(ctx, e.logKey(channelID), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read delivery log: %w", err)
+	}
+	out := make([]json.RawMessage, len(raw))
+	for i, r := range raw {
+		out[i] = json.RawMessage(r)
+	}
+	return out, nil
+}
+
+// logBatch gathers log entries by channel, so that a round trip writes
+// each channel's log once: one RPUSH, one EXPIRE.
+type logBatch struct {
+	cids    []string // in order of first entry
+	entries map[string][]any
+}
+
+func (b *logBatch) add(cid string, entries ...[]byte) {
+	if len(entries) == 0 || strings.HasPrefix(cid, testChannelPrefix) {
+		return
+	}
+	if b.entries == nil {
+		b.entries = make(map[string][]any)
+	}
+	if _, ok := b.entries[cid]; !ok {
+		b.cids = append(b.cids, cid)
+	}
+	for _, en := range entries {
+		b.entries[cid] = append(b.entries[cid], en)
+	}
+}
+
+// writeLogs queues the batch into p.
+func (e *Engine) writeLogs(ctx context.Context, p redis.Pipeliner, b *logBatch) {
+	for _, cid := range b.cids {
+		k := e.logKey(cid)
+		p.RPush(ctx, k, b.entries[cid]...)
+		p.Expire(ctx, k, e.o.Retention)
+	}
+}
