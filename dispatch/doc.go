@@ -55,4 +55,46 @@
 //	P:{dq}:dlq:<pid>           ZSET dead deliveries of a project → dead time
 //	P:{dq}:dlq:<pid>:<whid>    ZSET the same, per endpoint
 //	P:dl:{cid}                 LIST a channel's delivery log (JSON entries, oldest first), on the channel's slot
+//
+// # Concurrency contract
+//
+// New starts one goroutine, the recorder (recordLoop). Attempt outcomes,
+// deliveries put back without an attempt, and delivery-log notes are
+// queued to it (4096 at most: an attempt waits when it is that far
+// behind); it writes what has piled up, up to 256, in one round trip,
+// retrying through a Redis outage for up to a lease, and acts on the
+// endpoint health changes the writes report (an opened circuit gets back
+// the deliveries parked for it). Start, called once, starts two more:
+//
+//   - the claimer (claimLoop), which claims as many due deliveries as this
+//     node has free slots for (Concurrency, shared fairly across projects:
+//     admit) and attempts each on a goroutine of its own. An attempt whose
+//     endpoint is at its limit on this node parks (up to PerEndpoint per
+//     endpoint) and is sent by the goroutine of the next attempt to that
+//     endpoint to end (handOff), or goes back to the schedule. The claimer
+//     sleeps until the earliest due time, at most 100 ms; an Enqueue, a
+//     retry scheduled here or an attempt that ends wakes it early.
+//   - the reclaimer (reclaimLoop), every second: it moves deliveries of the
+//     earlier versions' single schedule into the projects' schedules, and
+//     makes due again the deliveries whose lease ran out on any node.
+//
+// Every exported method but Start, StopClaiming and Shutdown (Enqueue,
+// SendTest, Cancel, ChannelLog, Get, DeadLetters, Replay, ReplayAll,
+// Discard, Stats, Health, Restart) may be called from any goroutine,
+// concurrently, before Start as after Shutdown: each talks to Redis and at
+// most wakes the claimer. The scheduling state in memory (attempts in
+// flight by endpoint and project, parked and put-off deliveries, the
+// claimer's wake time) is guarded by Engine.mu; the endpoints' adaptive
+// limits by the limiter's own mutex.
+//
+// StopClaiming closes the claimer and the reclaimer and waits for both to
+// return; attempts in flight go on, and hand their endpoint on to parked
+// deliveries. Shutdown calls StopClaiming, then, in order: waits for the
+// attempts until ctx ends, and if it ends first cancels them (their
+// requests are cut off; they go back to the schedule with no attempt
+// counted) and waits for them to return; puts the deliveries still parked
+// for a busy endpoint back on the schedule; and last closes the recorder's
+// queue and waits until everything queued is written. Both are safe to
+// call twice. The channels service is shut down first (internal/app), so
+// tasks that finish meanwhile still enqueue their deliveries.
 package dispatch
