@@ -25,6 +25,7 @@ import (
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/hub"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/wire"
 	"github.com/riverhub/riverhub/project"
 )
 
@@ -155,7 +156,7 @@ func BenchmarkDeadlineLateness(b *testing.B) {
 					break
 				}
 			}
-			at, err := time.Parse(timeFormat, e.At)
+			at, err := time.Parse(wire.TimeFormat, e.At)
 			if e.Type != "timeout" || err != nil {
 				b.Fatalf("channel %s: no timeout entry in %s (status %v)", id, tl, v[1])
 			}
@@ -224,7 +225,7 @@ func BenchmarkLogsPage(b *testing.B) {
 					case r < 8 && w >= 6:
 						st = StatusAIGenerated
 					}
-					at := stamp(time.UnixMilli(ms))
+					at := wire.Stamp(time.UnixMilli(ms))
 					p.HSet(ctx, s.chKey(t.ChannelID), "project_id", pid, "workflow", t.Workflow.Name,
 						"event_name", t.Workflow.EventName, "status", string(st), "created_at", at, "updated_at", at)
 					s.indexNew(ctx, p, t, st, now)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/internal/wire"
 )
 
 // broadcasts are the room publishes queued into one pipeline (and its
@@ -31,7 +33,7 @@ func (b *broadcasts) add(ctx context.Context, p redis.Pipeliner, pid, cid string
 		return
 	}
 	b.sent = append(b.sent, broadcast{cid: cid,
-		entry: mustJSON(Entry{At: stamp(b.s.o.Now()), Type: "broadcast", Status: st, Node: b.s.o.Node}),
+		entry: wire.MustJSON(Entry{At: wire.Stamp(b.s.o.Now()), Type: "broadcast", Status: st, Node: b.s.o.Node}),
 		seq:   b.s.o.Publisher.PublishIn(ctx, p, pid, cid, msg)})
 }
 

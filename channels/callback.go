@@ -12,6 +12,7 @@ import (
 
 	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/wire"
 )
 
 // Event-driven channels. Once generated, a channel awaits its backend's
@@ -149,7 +150,7 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 	var at string
 	for try := 0; ; try++ {
 		now := s.o.Now()
-		at = stamp(now)
+		at = wire.Stamp(now)
 		// Read the channel; and bring its deadline entry forward to a
 		// claim's lease, so that if this node dies between the
 		// compare-and-set and the publish, a poller publishes within
@@ -183,7 +184,7 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 		}
 		var err error
 		out, err = callbackScript.Run(ctx, s.rdb, []string{s.chKey(cid), s.tlKey(cid)}, now.UnixMilli(), at,
-			hex.EncodeToString(fp[:]), string(status), []byte(msg), mustJSON(entry),
+			hex.EncodeToString(fp[:]), string(status), []byte(msg), wire.MustJSON(entry),
 			s.timeoutEntry(at), s.simulatedEntry(at)).StringSlice()
 		if err != nil {
 			return fmt.Errorf("accept callback: %w", err)
@@ -226,7 +227,7 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 	if len(cb.Canonical) <= maxLoggedCallback { // a backend retrying a big body must not grow the timeline by it each time
 		rejected.Callback = cb.Canonical
 	}
-	_ = s.rdb.RPushX(ctx, s.tlKey(cid), mustJSON(rejected)).Err()
+	_ = s.rdb.RPushX(ctx, s.tlKey(cid), wire.MustJSON(rejected)).Err()
 	return reject
 }
 
@@ -287,12 +288,12 @@ func callbackMessage(cid, event, task, result string, cb CallbackBody, at string
 }
 
 func (s *Service) timeoutEntry(at string) []byte {
-	return mustJSON(Entry{At: at, Type: "timeout", Status: StatusError, Code: CodeCallbackTimeout,
+	return wire.MustJSON(Entry{At: at, Type: "timeout", Status: StatusError, Code: CodeCallbackTimeout,
 		Error: "no callback arrived before the deadline", Node: s.o.Node})
 }
 
 func (s *Service) simulatedEntry(at string) []byte {
-	return mustJSON(Entry{At: at, Type: "callback", Status: StatusCompleted, Simulated: true, Node: s.o.Node})
+	return wire.MustJSON(Entry{At: at, Type: "callback", Status: StatusCompleted, Simulated: true, Node: s.o.Node})
 }
 
 // settled runs the side effects of a settled channel, whoever settled it
@@ -360,7 +361,7 @@ func (s *Service) fireDue() int {
 	if len(ids) == 0 {
 		return 0
 	}
-	at := stamp(now)
+	at := wire.Stamp(now)
 	timeout, simulated := s.timeoutEntry(at), s.simulatedEntry(at)
 	cmds := make([]*redis.Cmd, len(ids))
 	if err := s.pipelined(ctx, func(p redis.Pipeliner) {

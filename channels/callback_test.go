@@ -17,6 +17,7 @@ import (
 	"github.com/riverhub/riverhub/internal/apperr"
 	"github.com/riverhub/riverhub/internal/jscanon"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/wire"
 )
 
 func eventTask() *Task {
@@ -442,7 +443,7 @@ func TestCallbackOnStaleReadRetries(t *testing.T) {
 	waitStatus(t, s, task.ChannelID, StatusAIGenerated)
 	now := time.Now()
 	out, err := callbackScript.Run(ctx, c, []string{s.chKey(task.ChannelID), s.tlKey(task.ChannelID)}, now.UnixMilli(),
-		stamp(now), "fp", "", "", "{}", "{}", "{}").StringSlice()
+		wire.Stamp(now), "fp", "", "", "{}", "{}", "{}").StringSlice()
 	if err != nil || out[0] != "retry" {
 		t.Fatalf("script answered %v, %v; want retry", out, err)
 	}

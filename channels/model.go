@@ -3,7 +3,6 @@ package channels
 import (
 	"encoding/json"
 	"slices"
-	"time"
 
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/project"
@@ -122,10 +121,3 @@ type Entry struct {
 	Answer    int             `json:"answer,omitempty"`   // the HTTP status it was given
 	Simulated bool            `json:"simulated,omitempty"`
 }
-
-// timeFormat is RFC 3339 in UTC with milliseconds, as payloads carry it;
-// fixed width, and the layout of the dispatch engine's log entries too
-// (dispatch.TimeFormat), so a timeline's entries order by "at" as strings.
-const timeFormat = "2006-01-02T15:04:05.000Z07:00"
-
-func stamp(t time.Time) string { return t.UTC().Format(timeFormat) }

@@ -8,16 +8,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/internal/apperr"
-	"github.com/riverhub/riverhub/internal/rdb"
 )
 
 // legacyEntry names the single-queue layout's ready list on the ring. It
 // cannot be a project id (those are UUIDs).
 const legacyEntry = "~legacy"
-
-// composed is a script made of preludes (shared Lua functions) and a body,
-// in that order.
-func composed(names ...string) *redis.Script { return rdb.Script(luaFS, names...) }
 
 // queueKeys are the task queue's keys, all of the {tasks} tag.
 type queueKeys struct {

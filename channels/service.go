@@ -21,20 +21,23 @@ import (
 	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/internal/apperr"
 	"github.com/riverhub/riverhub/internal/rdb"
+	"github.com/riverhub/riverhub/internal/wire"
 )
 
 //go:embed lua/*.lua
 var luaFS embed.FS
 
-func script(name string) *redis.Script { return rdb.Script(luaFS, name) }
+// script loads lua/<name>.lua; several names make one script of their
+// sources in order (shared Lua functions first).
+func script(names ...string) *redis.Script { return rdb.Script(luaFS, names...) }
 
 var (
 	recordScript   = script("record")
-	enqueueScript  = composed("gcra", "enqueue")
-	limitScript    = composed("gcra", "limit")
+	enqueueScript  = script("gcra", "enqueue")
+	limitScript    = script("gcra", "limit")
 	claimScript    = script("claim")
-	reclaimScript  = composed("requeue", "reclaim")
-	releaseScript  = composed("requeue", "release")
+	reclaimScript  = script("requeue", "reclaim")
+	releaseScript  = script("requeue", "release")
 	startScript    = script("start")
 	completeScript = script("complete")
 	claimDueScript = script("claimdue")
@@ -224,7 +227,7 @@ func (s *Service) recordArgs(t *Task, status Status, now time.Time, entries ...E
 	if err != nil {
 		return nil, fmt.Errorf("encode task: %w", err)
 	}
-	at := stamp(now)
+	at := wire.Stamp(now)
 	args := []any{int64(s.o.Retention / time.Second), 7,
 		"project_id", t.ProjectID, "workflow", t.Workflow.Name, "event_name", t.Workflow.EventName,
 		"status", string(status), "created_at", at, "updated_at", at, "task", task}
@@ -233,7 +236,7 @@ func (s *Service) recordArgs(t *Task, status Status, now time.Time, entries ...E
 		args = append(args, "metadata", []byte(t.Metadata))
 	}
 	for _, e := range entries {
-		args = append(args, mustJSON(e))
+		args = append(args, wire.MustJSON(e))
 	}
 	return args, nil
 }
@@ -311,7 +314,7 @@ func (s *Service) pipelined(ctx context.Context, fill func(redis.Pipeliner)) err
 }
 
 func (s *Service) requestEntry(t *Task, now time.Time) Entry {
-	return Entry{At: stamp(now), Type: "request", Workflow: t.Workflow.Name, Node: s.o.Node,
+	return Entry{At: wire.Stamp(now), Type: "request", Workflow: t.Workflow.Name, Node: s.o.Node,
 		WebhookIDs: t.endpoints(), Events: t.Events, DeliveryMethod: t.DeliveryMethod}
 }
 
@@ -334,7 +337,7 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 	}
 	now := s.o.Now()
 	args, err := s.recordArgs(t, StatusGenerating, now, s.requestEntry(t, now),
-		Entry{At: stamp(now), Type: "generating", Node: s.o.Node})
+		Entry{At: wire.Stamp(now), Type: "generating", Node: s.o.Node})
 	if err != nil {
 		return nil, err
 	}
@@ -475,7 +478,7 @@ func outcomeOf(t *Task, so storedOutcome) outcome {
 // returns the winning one.
 func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr error) (outcome, error) {
 	now := s.o.Now()
-	at := stamp(now)
+	at := wire.Stamp(now)
 	status, msg, err := completedMessage(t, res, runErr, at)
 	if err != nil {
 		// The model's output cannot be sent (e.g. nested too deeply for
@@ -512,7 +515,7 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 		if a.WaitMS > 0 {
 			e.WaitMS = &a.WaitMS
 		}
-		args = append(args, mustJSON(e))
+		args = append(args, wire.MustJSON(e))
 	}
 	if status == StatusError {
 		final.Type = "failed"
@@ -520,7 +523,7 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 			final.Error = errorText(runErr)
 		}
 	}
-	args = append(args, mustJSON(final))
+	args = append(args, wire.MustJSON(final))
 	var out []any
 	err = s.persist(ctx, "complete", func() (err error) {
 		out, err = completeScript.Run(ctx, s.rdb, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...).Slice()
@@ -554,7 +557,7 @@ type generation struct {
 // error, or the playground's simulated completion). Everything is built
 // now, so the deadline settles the channel in one script.
 func (s *Service) generated(t *Task, res ai.Result, now time.Time) (generation, error) {
-	at := stamp(now)
+	at := wire.Stamp(now)
 	wait := s.o.CallbackTimeout
 	if t.Workflow.CallbackTimeoutSeconds > 0 {
 		wait = time.Duration(t.Workflow.CallbackTimeoutSeconds) * time.Second
@@ -563,7 +566,7 @@ func (s *Service) generated(t *Task, res ai.Result, now time.Time) (generation, 
 		wait = s.o.PlaygroundDelay
 	}
 	deadline := now.Add(wait)
-	due := stamp(deadline)
+	due := wire.Stamp(deadline)
 	cust := orEmpty(t.CustomerData)
 	ev := t.Workflow.EventName
 	meta := hookMeta{WorkflowID: t.Workflow.ID, WorkflowName: t.Workflow.Name, ProjectID: t.ProjectID,
@@ -753,14 +756,6 @@ func (s *Service) closeAcks() {
 	<-s.acked
 }
 
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // Get returns a channel of the project; another project's channel is not
 // found.
 func (s *Service) Get(ctx context.Context, pid, cid string) (View, error) {
@@ -817,7 +812,7 @@ func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.R
 // failure to write it changes nothing.
 func (s *Service) noteWait(ctx context.Context, cid string, w ai.Wait) {
 	s.m.waits.WithLabelValues(w.Provider, w.Reason).Inc()
-	e := mustJSON(Entry{At: stamp(s.o.Now()), Type: "waiting", Provider: w.Provider, Model: w.Model, Reason: w.Reason, Node: s.o.Node})
+	e := wire.MustJSON(Entry{At: wire.Stamp(s.o.Now()), Type: "waiting", Provider: w.Provider, Model: w.Model, Reason: w.Reason, Node: s.o.Node})
 	s.rdb.RPushX(ctx, s.tlKey(cid), e)
 }
 

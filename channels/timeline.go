@@ -1,10 +1,12 @@
 package channels
 
-import "encoding/json"
+import (
+	"encoding/json"
+)
 
 // mergeTimeline merges a channel's own timeline entries with the
 // dispatcher's log of its deliveries, each list in its own order, by their
-// "at": the same fixed-width layout in both (timeFormat), so strings
+// "at": the same fixed-width layout in both (wire.TimeFormat), so strings
 // compare as times. On a tie the channel's entry comes first. Timelines
 // written before the dispatcher kept its own log hold its entries among
 // the channel's; they stay where they are.

@@ -7,22 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/wire"
 )
-
-// The timeline merges entries by comparing their "at" as strings: that
-// holds only while both writers use the one fixed-width layout.
-func TestTimelineLayoutsMatch(t *testing.T) {
-	if timeFormat != dispatch.TimeFormat {
-		t.Fatalf("channels writes %q, dispatch %q: their timeline entries no longer order as strings", timeFormat, dispatch.TimeFormat)
-	}
-	for _, at := range []time.Time{time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), time.Date(2026, 12, 31, 23, 59, 59, 999_999_999, time.FixedZone("x", 3600))} {
-		if got := stamp(at); len(got) != len("2006-01-02T15:04:05.000Z") {
-			t.Errorf("stamp(%v) = %q: not fixed width", at, got)
-		}
-	}
-}
 
 func TestMergeTimeline(t *testing.T) {
 	e := func(at, ty string) json.RawMessage { return json.RawMessage(`{"at":"` + at + `","type":"` + ty + `"}`) }
@@ -77,11 +64,11 @@ func TestTimelineMergesDeliveries(t *testing.T) {
 	}
 	// One delivery entry just after the request, one after everything.
 	after := func(raw json.RawMessage, d time.Duration) string {
-		at, err := time.Parse(timeFormat, entryAt(raw))
+		at, err := time.Parse(wire.TimeFormat, entryAt(raw))
 		if err != nil {
 			t.Fatal(err)
 		}
-		return at.Add(d).UTC().Format(dispatch.TimeFormat)
+		return at.Add(d).UTC().Format(wire.TimeFormat)
 	}
 	early := after(own[0], 0) // a tie with the request: after it
 	late := after(own[len(own)-1], time.Hour)

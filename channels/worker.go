@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/internal/wire"
 )
 
 const (
@@ -184,9 +185,9 @@ func (s *Service) claim(n int) ([]string, error) {
 // all in one round trip. On failure the batch goes back to the queue.
 func (s *Service) startAll(ids, members []string) []*redis.Cmd {
 	ctx := s.runCtx
-	now := stamp(s.o.Now())
-	start := mustJSON(Entry{At: now, Type: "generating", Node: s.o.Node})
-	restart := mustJSON(Entry{At: now, Type: "requeued", Node: s.o.Node, Error: "the previous run was interrupted (lease expired or node stopped)"})
+	now := wire.Stamp(s.o.Now())
+	start := wire.MustJSON(Entry{At: now, Type: "generating", Node: s.o.Node})
+	restart := wire.MustJSON(Entry{At: now, Type: "requeued", Node: s.o.Node, Error: "the previous run was interrupted (lease expired or node stopped)"})
 	cmds := make([]*redis.Cmd, len(ids))
 	err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, id := range ids {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/internal/wire"
 )
 
 // Cancel stops the retries of ev's deliveries (ev.Type for ev.ChannelID,
@@ -20,7 +22,7 @@ func (e *Engine) Cancel(ctx context.Context, ev Event, why string) error {
 	if len(hooks) == 0 {
 		return nil
 	}
-	at := e.o.Now().UTC().Format(TimeFormat)
+	at := e.o.Now().UTC().Format(wire.TimeFormat)
 	ttl := int64(e.o.Retention / time.Second)
 	ids := make([]string, len(hooks))
 	cmds := make([]*redis.Cmd, len(hooks))
@@ -42,7 +44,7 @@ func (e *Engine) Cancel(ctx context.Context, ev Event, why string) error {
 		case cancelMarked:
 			note += " (the attempt under way ends it)"
 		}
-		logs.add(ev.ChannelID, mustJSON(cancelEntry{At: at, Type: "delivery_cancelled", DeliveryID: ids[i],
+		logs.add(ev.ChannelID, wire.MustJSON(cancelEntry{At: at, Type: "delivery_cancelled", DeliveryID: ids[i],
 			WebhookID: hooks[i].ID, Event: ev.Type, Reason: note}))
 		e.m.cancelled.Inc()
 	}

@@ -18,11 +18,6 @@ import (
 //
 //	P:dl:{cid}   LIST  entries (JSON), oldest first; expires Retention after the last one
 
-// TimeFormat is the layout of the times the engine writes: RFC 3339 in
-// UTC with milliseconds, fixed width, so entries' "at" order as strings
-// (channels' timeline entries use the same layout).
-const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
-
 // testChannelPrefix starts the channel id of a test delivery (SendTest):
 // no channel has it, so such deliveries keep no log.
 const testChannelPrefix = "test_"
@@ -30,7 +25,7 @@ const testChannelPrefix = "test_"
 func (e *Engine) logKey(cid string) string { return e.o.Prefix + ":dl:{" + cid + "}" }
 
 // ChannelLog returns the channel's delivery log, oldest first: JSON
-// objects, each with "at" (TimeFormat) and "type".
+// objects, each with "at" (wire.TimeFormat) and "type".
 func (e *Engine) ChannelLog(ctx context.Context, channelID string) ([]json.RawMessage, error) {
 	raw, err := e.rdb.LRange(ctx, e.logKey(channelID), 0, -1).Result()
 	if err != nil {

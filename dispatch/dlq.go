@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/wire"
 	"github.com/riverhub/riverhub/project"
 )
 
@@ -40,7 +41,7 @@ func msString(ms string) *string {
 	if err != nil || n == 0 {
 		return nil
 	}
-	s := time.UnixMilli(n).UTC().Format(TimeFormat)
+	s := time.UnixMilli(n).UTC().Format(wire.TimeFormat)
 	return &s
 }
 
@@ -200,7 +201,7 @@ func (e *Engine) ReplayAll(ctx context.Context, pid, webhookID string) (int, err
 
 func (e *Engine) replay(ctx context.Context, pid string, ds []Delivery) (int, error) {
 	now := e.o.Now()
-	at := now.UTC().Format(TimeFormat)
+	at := wire.Stamp(now)
 	cmds := make([]*redis.Cmd, len(ds))
 	err := e.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, d := range ds {
@@ -216,7 +217,7 @@ func (e *Engine) replay(ctx context.Context, pid string, ds []Delivery) (int, er
 	for i, d := range ds {
 		if ok, _ := decodeDone(cmds[i]); ok {
 			n++
-			logs.add(d.ChannelID, mustJSON(timelineEntry{At: at, Type: "replayed",
+			logs.add(d.ChannelID, wire.MustJSON(timelineEntry{At: at, Type: "replayed",
 				DeliveryID: d.ID, WebhookID: d.WebhookID, Event: d.Event}))
 		}
 	}

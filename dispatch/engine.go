@@ -20,6 +20,7 @@ import (
 
 	"github.com/riverhub/riverhub/internal/netguard"
 	"github.com/riverhub/riverhub/internal/rdb"
+	"github.com/riverhub/riverhub/internal/wire"
 	"github.com/riverhub/riverhub/project"
 )
 
@@ -273,21 +274,13 @@ func newToken() string {
 	return hex.EncodeToString(b)
 }
 
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // SendTest enqueues a "webhook.test" delivery to one endpoint of the
 // project, due now, whatever events it subscribes to (a disabled endpoint
 // dead-letters it, as any delivery). It goes through the same signing,
 // attempts and retries as real deliveries, and returns the delivery id.
 func (e *Engine) SendTest(ctx context.Context, pid string, w project.Webhook) (string, error) {
 	now := e.o.Now()
-	at := now.UTC().Format(TimeFormat)
+	at := wire.Stamp(now)
 	test := testChannelPrefix + newToken()
 	body, err := json.Marshal(struct {
 		Type      string `json:"type"`

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/internal/wire"
 )
 
 // Endpoint health. Every attempt updates its endpoint's health hash in
@@ -189,15 +191,15 @@ var resumedWhy = map[string]string{
 // notePaused puts the claim's paused deliveries in their channels'
 // delivery logs: why they wait, and until when.
 func (e *Engine) notePaused(paused []pausedDelivery, now time.Time) {
-	at := now.UTC().Format(TimeFormat)
+	at := wire.Stamp(now)
 	for _, pd := range paused {
 		until := pd.until
 		if ms, err := parseInt(until); err == nil {
-			until = time.UnixMilli(ms).UTC().Format(TimeFormat)
+			until = time.UnixMilli(ms).UTC().Format(wire.TimeFormat)
 		}
 		d := claimed{id: pd.id, channelID: pd.channelID, webhookID: pd.webhookID, event: pd.event}
 		e.m.paused.Inc()
-		e.results <- result{d: d, verdict: verdictNote, entries: [][]byte{mustJSON(noteEntry{At: at, Type: "delivery_paused",
+		e.results <- result{d: d, verdict: verdictNote, entries: [][]byte{wire.MustJSON(noteEntry{At: at, Type: "delivery_paused",
 			DeliveryID: d.id, WebhookID: d.webhookID, Event: d.event, Until: until,
 			Reason: "the endpoint's circuit is open: " + pd.reason + "; this delivery waits without using an attempt"})}}
 	}
@@ -207,7 +209,7 @@ func (e *Engine) notePaused(paused []pausedDelivery, now time.Time) {
 // the attempt's channel hears of it (in logs), metrics count it, and an
 // endpoint failing for too long is disabled.
 func (e *Engine) healthChanged(ctx context.Context, r result, change healthChange, now time.Time, logs *logBatch) {
-	at := now.UTC().Format(TimeFormat)
+	at := wire.Stamp(now)
 	d := r.d
 	e.m.transitions.WithLabelValues(string(change)).Inc()
 	entry := noteEntry{At: at, DeliveryID: d.id, WebhookID: d.webhookID, Event: d.event}
@@ -240,7 +242,7 @@ func (e *Engine) healthChanged(ctx context.Context, r result, change healthChang
 	default:
 		return
 	}
-	logs.add(d.channelID, mustJSON(entry))
+	logs.add(d.channelID, wire.MustJSON(entry))
 }
 
 // limiter is a node's adaptive per-endpoint concurrency: an endpoint

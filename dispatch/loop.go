@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/internal/rdb"
+	"github.com/riverhub/riverhub/internal/wire"
 	"github.com/riverhub/riverhub/project"
 )
 
@@ -534,7 +535,7 @@ type timelineEntry struct {
 // final forces a dead letter (the endpoint is gone or disabled).
 func (e *Engine) conclude(d claimed, url string, o outcome, final bool) {
 	now := e.o.Now()
-	at := now.UTC().Format(TimeFormat)
+	at := wire.Stamp(now)
 	r := result{d: d, status: o.status, err: o.err, durationMS: o.duration.Milliseconds(), retryAfter: o.retryAfter}
 	if !final {
 		r.health = "0"
@@ -551,18 +552,18 @@ func (e *Engine) conclude(d claimed, url string, o outcome, final bool) {
 	case !final && d.tries+1 < int64(len(e.o.Schedule)):
 		r.verdict = verdictRetry
 		r.nextAt = now.Add(max(e.o.Schedule[d.tries+1], o.retryAfter))
-		a.NextAttemptAt = r.nextAt.UTC().Format(TimeFormat)
+		a.NextAttemptAt = wire.Stamp(r.nextAt)
 	default:
 		r.verdict = verdictDead
 	}
-	r.attempt = mustJSON(a)
+	r.attempt = wire.MustJSON(a)
 	if d.resumed != "" {
-		r.entries = append(r.entries, mustJSON(noteEntry{At: at, Type: "delivery_resumed", DeliveryID: d.id,
+		r.entries = append(r.entries, wire.MustJSON(noteEntry{At: at, Type: "delivery_resumed", DeliveryID: d.id,
 			WebhookID: d.webhookID, Event: d.event, Reason: resumedWhy[d.resumed]}))
 	}
 	ta := a
 	ta.Headers = nil
-	r.entries = append(r.entries, mustJSON(timelineEntry{At: at, Type: "delivery_attempt", DeliveryID: d.id,
+	r.entries = append(r.entries, wire.MustJSON(timelineEntry{At: at, Type: "delivery_attempt", DeliveryID: d.id,
 		WebhookID: d.webhookID, Event: d.event, Attempt: &ta}))
 	e.results <- r
 }
@@ -635,7 +636,7 @@ func (e *Engine) record(batch []result) {
 		if rep.change != changeNone {
 			e.healthChanged(ctx, r, rep.change, now, &after)
 		}
-		ts := now.UTC().Format(TimeFormat)
+		ts := wire.Stamp(now)
 		switch rep.recorded {
 		case recordStale:
 			// The newer claim records the delivery's outcome; this
@@ -645,11 +646,11 @@ func (e *Engine) record(batch []result) {
 				deadCancelled = append(deadCancelled, r)
 			}
 			r.verdict = verdictCancelled
-			after.add(r.d.channelID, mustJSON(cancelEntry{At: ts, Type: "delivery_cancelled", DeliveryID: r.d.id,
+			after.add(r.d.channelID, wire.MustJSON(cancelEntry{At: ts, Type: "delivery_cancelled", DeliveryID: r.d.id,
 				WebhookID: r.d.webhookID, Event: r.d.event, Reason: "retries cancelled: the channel was settled while this attempt was under way"}))
 		default:
 			if r.verdict == verdictDead {
-				after.add(r.d.channelID, mustJSON(timelineEntry{At: ts, Type: "dead_lettered", DeliveryID: r.d.id,
+				after.add(r.d.channelID, wire.MustJSON(timelineEntry{At: ts, Type: "dead_lettered", DeliveryID: r.d.id,
 					WebhookID: r.d.webhookID, Event: r.d.event}))
 			}
 		}

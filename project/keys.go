@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/wire"
 )
 
 // KeyPrefix starts every API key riverhub issues.
@@ -118,7 +119,7 @@ func (s *Store) storeKey(ctx context.Context, pid, name, key string, admin bool)
 	if err := s.rdb.HSet(ctx, s.apiKeyKey(h), "hash", h, "project_id", pid, "id", k.ID, "admin", adminFlag).Err(); err != nil {
 		return APIKey{}, fmt.Errorf("store key: %w", err)
 	}
-	if err := s.rdb.HSet(ctx, s.projKey(pid, "keys"), k.ID, mustJSON(k)).Err(); err != nil {
+	if err := s.rdb.HSet(ctx, s.projKey(pid, "keys"), k.ID, wire.MustJSON(k)).Err(); err != nil {
 		return APIKey{}, fmt.Errorf("store key: %w", err)
 	}
 	return k, nil
@@ -169,7 +170,7 @@ func (s *Store) CreateProject(ctx context.Context, name string) (Project, string
 	if !ok {
 		return Project{}, "", apperr.New(apperr.Conflict, "project_exists", "a project named %q already exists", name)
 	}
-	if err := s.rdb.HSet(ctx, s.prefix+":projects", p.ID, mustJSON(p)).Err(); err != nil {
+	if err := s.rdb.HSet(ctx, s.prefix+":projects", p.ID, wire.MustJSON(p)).Err(); err != nil {
 		return Project{}, "", fmt.Errorf("create project: %w", err)
 	}
 	key := newKey()
@@ -200,7 +201,7 @@ func (s *Store) Bootstrap(ctx context.Context, adminKey string, generate bool) (
 		// always finds the record; the loser of the claim removes its
 		// own record and takes the winner's.
 		p = Project{ID: uuid.NewString(), Name: DefaultProject, CreatedAt: s.now().UTC()}
-		if err := s.rdb.HSet(ctx, s.prefix+":projects", p.ID, mustJSON(p)).Err(); err != nil {
+		if err := s.rdb.HSet(ctx, s.prefix+":projects", p.ID, wire.MustJSON(p)).Err(); err != nil {
 			return Project{}, "", fmt.Errorf("bootstrap: %w", err)
 		}
 		ok, err := s.rdb.HSetNX(ctx, s.prefix+":projects:byname", DefaultProject, p.ID).Result()

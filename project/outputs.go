@@ -11,6 +11,7 @@ import (
 
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/wire"
 )
 
 // replaceScript sets a hash field only if it exists.
@@ -60,7 +61,7 @@ func (s *Store) CreateOutput(ctx context.Context, pid, name string, schema json.
 		return StructuredOutput{}, apperr.New(apperr.Invalid, "invalid_schema", "schema is not JSON")
 	}
 	o := StructuredOutput{ID: randomID("so_"), Name: name, Schema: buf.Bytes(), CreatedAt: s.now().UTC()}
-	if err := s.rdb.HSet(ctx, s.outputsKey(pid), o.ID, mustJSON(o)).Err(); err != nil {
+	if err := s.rdb.HSet(ctx, s.outputsKey(pid), o.ID, wire.MustJSON(o)).Err(); err != nil {
 		return StructuredOutput{}, fmt.Errorf("create structured output: %w", err)
 	}
 	return o, nil

@@ -187,14 +187,6 @@ func cachedJSON[V any](ctx context.Context, s *Store, c *ttlCache[V], pid, key, 
 	return v, nil
 }
 
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err) // only our own plain structs are marshalled here
-	}
-	return b
-}
-
 // randomID returns prefix + 20 hex characters.
 func randomID(prefix string) string {
 	b := make([]byte, 10)

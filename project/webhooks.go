@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/wire"
 )
 
 // Event types a webhook endpoint can subscribe to.
@@ -129,7 +130,7 @@ func (s *Store) CreateWebhook(ctx context.Context, pid string, in WebhookInput) 
 	now := s.now().UTC()
 	w := Webhook{ID: randomID("wh_"), URL: in.URL, Description: in.Description, Events: ev, Enabled: true,
 		Secret: newSecret(), CreatedAt: now, UpdatedAt: now}
-	if err := s.rdb.HSet(ctx, s.webhooksKey(pid), w.ID, mustJSON(w)).Err(); err != nil {
+	if err := s.rdb.HSet(ctx, s.webhooksKey(pid), w.ID, wire.MustJSON(w)).Err(); err != nil {
 		return Webhook{}, fmt.Errorf("create webhook: %w", err)
 	}
 	s.hooks.drop(pid)
@@ -247,7 +248,7 @@ func (s *Store) modifyWebhook(ctx context.Context, pid, id string, change func(*
 			return Webhook{}, err
 		}
 		w.UpdatedAt = s.now().UTC()
-		n, err := swapScript.Run(ctx, s.rdb, []string{s.webhooksKey(pid)}, id, raw, mustJSON(w)).Int()
+		n, err := swapScript.Run(ctx, s.rdb, []string{s.webhooksKey(pid)}, id, raw, wire.MustJSON(w)).Int()
 		s.hooks.drop(pid)
 		if err != nil {
 			return Webhook{}, fmt.Errorf("update webhook: %w", err)

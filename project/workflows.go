@@ -9,6 +9,7 @@ import (
 
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/wire"
 )
 
 // Workflow is a named recipe for an AI task: which provider and model, the
@@ -138,7 +139,7 @@ func (s *Store) CreateWorkflow(ctx context.Context, pid string, in WorkflowInput
 	}
 	now := s.now().UTC()
 	w := workflowFrom(in, randomID("wf_"), now, now)
-	ok, err := s.rdb.HSetNX(ctx, s.workflowsKey(pid), w.Name, mustJSON(w)).Result()
+	ok, err := s.rdb.HSetNX(ctx, s.workflowsKey(pid), w.Name, wire.MustJSON(w)).Result()
 	if err != nil {
 		return Workflow{}, fmt.Errorf("create workflow: %w", err)
 	}
@@ -179,7 +180,7 @@ func (s *Store) ReplaceWorkflow(ctx context.Context, pid, name string, in Workfl
 	}
 	w := workflowFrom(in, old.ID, old.CreatedAt, s.now().UTC())
 	// HSET XX semantics: a concurrent delete wins rather than resurrecting.
-	n, err := replaceScript.Run(ctx, s.rdb, []string{s.workflowsKey(pid)}, name, mustJSON(w)).Int()
+	n, err := replaceScript.Run(ctx, s.rdb, []string{s.workflowsKey(pid)}, name, wire.MustJSON(w)).Int()
 	if err != nil {
 		return Workflow{}, fmt.Errorf("replace workflow: %w", err)
 	}
