@@ -37,10 +37,10 @@ func (b *broadcasts) add(ctx context.Context, p redis.Pipeliner, pid, cid string
 		seq:   b.s.o.Publisher.PublishIn(ctx, p, pid, cid, msg)})
 }
 
-// log appends a "broadcast" entry to the timeline of each message the room
-// took as new, in one round trip. It is a note: a failure is only logged.
-func (b *broadcasts) log(ctx context.Context) {
-	var fresh []broadcast
+// logIn queues into p a "broadcast" entry on the timeline of each message
+// the room took as new (the pipeline of the publishes must have run), so
+// that the entries go with the caller's next round trip.
+func (b *broadcasts) logIn(ctx context.Context, p redis.Pipeliner) {
 	for _, x := range b.sent {
 		seq, err := x.seq()
 		if err != nil {
@@ -48,18 +48,21 @@ func (b *broadcasts) log(ctx context.Context) {
 			continue
 		}
 		if seq > 0 {
-			fresh = append(fresh, x)
+			p.RPushX(ctx, b.s.tlKey(x.cid), x.entry)
 		}
 	}
 	b.sent = b.sent[:0]
-	if len(fresh) == 0 {
+}
+
+// log is logIn in a round trip of its own (none when there is nothing to
+// log). The entries are notes: a failure is only logged.
+func (b *broadcasts) log(ctx context.Context) {
+	p := b.s.rdb.Pipeline()
+	b.logIn(ctx, p)
+	if p.Len() == 0 {
 		return
 	}
-	if err := b.s.pipelined(context.WithoutCancel(ctx), func(p redis.Pipeliner) {
-		for _, x := range fresh {
-			p.RPushX(ctx, b.s.tlKey(x.cid), x.entry)
-		}
-	}); err != nil {
-		b.s.o.Log.Warn().Err(err).Int("entries", len(fresh)).Msg("log broadcasts")
+	if _, err := p.Exec(context.WithoutCancel(ctx)); err != nil {
+		b.s.o.Log.Warn().Err(err).Int("entries", p.Len()).Msg("log broadcasts")
 	}
 }

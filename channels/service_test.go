@@ -164,7 +164,7 @@ func TestCompletionIsOnce(t *testing.T) {
 	}
 	// Side effects may repeat (they are idempotent downstream) but always
 	// carry the winner's message.
-	for _, p := range rec.published {
+	for _, p := range rec.awaitPublished(t) {
 		if p != string(msgs[0]) {
 			t.Errorf("published a losing message: %s", p)
 		}

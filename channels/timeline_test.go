@@ -3,6 +3,7 @@ package channels
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,9 +56,17 @@ func TestTimelineMergesDeliveries(t *testing.T) {
 	if _, err := s.execute(ctx, task, nil); err != nil {
 		t.Fatal(err)
 	}
-	_, own, err := s.Timeline(ctx, "p1", task.ChannelID)
-	if err != nil {
-		t.Fatal(err)
+	// The broadcast entry is logged after the ack batch's round trip.
+	var own []json.RawMessage
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		_, tl, err := s.Timeline(ctx, "p1", task.ChannelID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		own = tl
+		if slices.Contains(timelineTypes(t, own), "broadcast") || time.Now().After(deadline) {
+			break
+		}
 	}
 	if len(own) < 2 {
 		t.Fatalf("timeline = %s, want at least request and completed", own)
