@@ -20,6 +20,7 @@ import (
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/batch"
 	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/wire"
 )
@@ -725,23 +726,7 @@ const ackBatch = 512
 // ackLoop sends batched acks until acks is closed and drained.
 func (s *Service) ackLoop() {
 	defer close(s.acked)
-	batch := make([]ackItem, 0, ackBatch)
-	for it := range s.acks {
-		batch = append(batch[:0], it)
-	more:
-		for len(batch) < ackBatch {
-			select {
-			case it, ok := <-s.acks:
-				if !ok {
-					break more
-				}
-				batch = append(batch, it)
-			default:
-				break more
-			}
-		}
-		s.sendAcks(context.Background(), batch)
-	}
+	batch.Drain(s.acks, ackBatch, func(items []ackItem) { s.sendAcks(context.Background(), items) })
 }
 
 // closeAcks stops the batcher after it has sent what it holds; later acks

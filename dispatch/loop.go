@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/riverhub/riverhub/internal/batch"
 	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/wire"
 	"github.com/riverhub/riverhub/project"
@@ -571,23 +572,7 @@ func (e *Engine) conclude(d claimed, url string, o outcome, final bool) {
 // recordLoop writes attempt outcomes in batches until results is closed.
 func (e *Engine) recordLoop() {
 	defer close(e.written)
-	batch := make([]result, 0, claimBatch)
-	for r := range e.results {
-		batch = append(batch[:0], r)
-	more:
-		for len(batch) < claimBatch {
-			select {
-			case r, ok := <-e.results:
-				if !ok {
-					break more
-				}
-				batch = append(batch, r)
-			default:
-				break more
-			}
-		}
-		e.record(batch)
-	}
+	batch.Drain(e.results, claimBatch, e.record)
 }
 
 func (e *Engine) record(batch []result) {
