@@ -55,8 +55,8 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 		b.add(ctx, p, o.pid, o.cid, StatusAIGenerated, o.msg)
 		b.add(ctx, p, o.pid, o.cid, StatusSimulating, o.sim)
 	})
+	b.check()
 	if err != nil {
-		b.log(ctx)
 		return fmt.Errorf("set callback deadline: %w", err)
 	}
 	if s.o.Dispatcher != nil && o.hook != nil && !o.playground && sends(o.events, "task.ai_generated") {
@@ -68,14 +68,8 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 	// A callback (or the deadline) may have settled the channel while the
 	// steps above ran: they re-added its deadline entry, indexed it as
 	// awaiting and enqueued its webhook after the settle had cancelled what
-	// there was. Settling again (idempotent) puts that right. The
-	// broadcasts are logged in the same round trip.
-	var read *redis.SliceCmd
-	_ = s.pipelined(ctx, func(p redis.Pipeliner) { // read's error is the one that counts
-		b.logIn(ctx, p)
-		read = p.HMGet(ctx, s.chKey(o.cid), "status", "message", "outcome")
-	})
-	v, err := read.Result()
+	// there was. Settling again (idempotent) puts that right.
+	v, err := s.rdb.HMGet(ctx, s.chKey(o.cid), "status", "message", "outcome").Result()
 	if err != nil {
 		return fmt.Errorf("read channel: %w", err)
 	}
@@ -321,18 +315,12 @@ func (s *Service) settled(ctx context.Context, ref logRef, st Status, pre []json
 		b.add(ctx, p, pid, cid, st, msg)
 		s.indexMove(ctx, p, ref, StatusAIGenerated, st)
 	})
+	b.check()
 	if err != nil {
-		b.log(ctx)
 		return fmt.Errorf("publish the final message: %w", err)
 	}
 	s.cancelHook(ctx, pid, cid, why)
-	// The broadcasts are logged with the deadline entry's removal.
-	var removed *redis.IntCmd
-	_ = s.pipelined(ctx, func(p redis.Pipeliner) {
-		b.logIn(ctx, p)
-		removed = p.ZRem(ctx, s.dueKey, cid)
-	})
-	if err := removed.Err(); err != nil {
+	if err := s.rdb.ZRem(ctx, s.dueKey, cid).Err(); err != nil {
 		return fmt.Errorf("remove the callback deadline: %w", err)
 	}
 	return nil
@@ -440,7 +428,7 @@ func (s *Service) fireDue() int {
 			p.ZRem(ctx, s.dueKey, drop...)
 		}
 	})
-	b.log(ctx)
+	b.check()
 	if err != nil {
 		if ctx.Err() == nil {
 			s.o.Log.Warn().Err(err).Int("channels", len(ids)).Msg("publish deadline outcomes; retried after the lease")

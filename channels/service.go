@@ -688,10 +688,10 @@ func (s *Service) ackWith(ctx context.Context, it ackItem) {
 	s.sendAcks(context.WithoutCancel(ctx), []ackItem{it})
 }
 
-// sendAcks publishes what must be published, then releases the leases, in
-// one round trip, and logs the broadcasts on the timelines in a second. If
-// it fails, the leases expire and the tasks are finished again (publishing
-// is idempotent), which is harmless.
+// sendAcks publishes what must be published (with its timeline entries),
+// then releases the leases, in one round trip. If it fails, the leases
+// expire and the tasks are finished again (publishing is idempotent),
+// which is harmless.
 func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 	ids := make([]any, len(items))
 	for i, it := range items {
@@ -703,7 +703,7 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 	defer cancel()
 	b := broadcasts{s: s}
 	err := s.persist(ctx, "ack", func() error { return s.ackPipe(ctx, &b, items, ids) })
-	b.log(ctx)
+	b.check()
 	if err != nil {
 		s.o.Log.Warn().Err(err).Int("tasks", len(items)).Msg("publish and ack tasks")
 	}

@@ -47,14 +47,16 @@ func (r *recorder) Cancel(_ context.Context, ev dispatch.Event, _ string) error 
 	return nil
 }
 
-// PublishIn records msg as published when it is queued: the recorder is a
-// room that takes every message as new.
+// PublishIn records msg as published once the pipeline it was queued in
+// has run and its outcome is read: the recorder is a room that takes every
+// message as new.
 func (r *recorder) PublishIn(_ context.Context, _ redis.Pipeliner, _, _ string, msg json.RawMessage) func() (int64, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.published = append(r.published, string(msg))
-	seq := int64(len(r.published))
-	return func() (int64, error) { return seq, nil }
+	return func() (int64, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.published = append(r.published, string(msg))
+		return int64(len(r.published)), nil
+	}
 }
 
 // awaitPublished waits for the room to have been sent a message (a

@@ -64,8 +64,11 @@ func TestTimelineMergesDeliveries(t *testing.T) {
 			t.Fatal(err)
 		}
 		own = tl
-		if slices.Contains(timelineTypes(t, own), "broadcast") || time.Now().After(deadline) {
+		if slices.Contains(timelineTypes(t, own), "broadcast") {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no broadcast entry 5 s after the task finished: %s", own)
 		}
 	}
 	if len(own) < 2 {
