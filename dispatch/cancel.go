@@ -44,7 +44,7 @@ func (e *Engine) Cancel(ctx context.Context, ev Event, why string) error {
 		case cancelMarked:
 			note += " (the attempt under way ends it)"
 		}
-		logs.add(ev.ChannelID, wire.MustJSON(cancelEntry{At: at, Type: "delivery_cancelled", DeliveryID: ids[i],
+		logs.add(ev.ChannelID, ev.Type, wire.MustJSON(cancelEntry{At: at, Type: "delivery_cancelled", DeliveryID: ids[i],
 			WebhookID: hooks[i].ID, Event: ev.Type, Reason: note}))
 		e.m.cancelled.Inc()
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -38,19 +39,30 @@ func (e *Engine) ChannelLog(ctx context.Context, channelID string) ([]json.RawMe
 	return out, nil
 }
 
+// MaxCallbackWait is the longest an event-driven channel may await its
+// backend's callback (a workflow's callback_timeout_seconds is at most a
+// day). Its record is kept that much longer than the retention, and so is
+// the log of its task.ai_generated deliveries.
+const MaxCallbackWait = 24 * time.Hour
+
+var logAppendScript = script("logappend")
+
 // logBatch gathers log entries by channel, so that a round trip writes
-// each channel's log once: one RPUSH, one EXPIRE.
+// each channel's log once (logappend.lua: the entries and the expiry
+// together).
 type logBatch struct {
 	cids    []string // in order of first entry
 	entries map[string][]any
+	awaits  map[string]bool // the channel awaits a callback: keep its log longer
 }
 
-func (b *logBatch) add(cid string, entries ...[]byte) {
+// add adds entries about the channel's deliveries of event.
+func (b *logBatch) add(cid, event string, entries ...[]byte) {
 	if len(entries) == 0 || strings.HasPrefix(cid, testChannelPrefix) {
 		return
 	}
 	if b.entries == nil {
-		b.entries = make(map[string][]any)
+		b.entries, b.awaits = make(map[string][]any), make(map[string]bool)
 	}
 	if _, ok := b.entries[cid]; !ok {
 		b.cids = append(b.cids, cid)
@@ -58,13 +70,18 @@ func (b *logBatch) add(cid string, entries ...[]byte) {
 	for _, en := range entries {
 		b.entries[cid] = append(b.entries[cid], en)
 	}
+	if event == "task.ai_generated" {
+		b.awaits[cid] = true
+	}
 }
 
 // writeLogs queues the batch into p.
 func (e *Engine) writeLogs(ctx context.Context, p redis.Pipeliner, b *logBatch) {
 	for _, cid := range b.cids {
-		k := e.logKey(cid)
-		p.RPush(ctx, k, b.entries[cid]...)
-		p.Expire(ctx, k, e.o.Retention)
+		keep := e.o.Retention
+		if b.awaits[cid] {
+			keep += MaxCallbackWait
+		}
+		logAppendScript.Eval(ctx, p, []string{e.logKey(cid)}, append([]any{keep.Milliseconds()}, b.entries[cid]...)...)
 	}
 }

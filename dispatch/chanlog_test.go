@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/riverhub/riverhub/project"
 )
 
@@ -50,5 +52,39 @@ func TestChannelLogIsTheEnginesOwn(t *testing.T) {
 	relWaitStatus(t, e, "p1", tid, "dead", 5*time.Second)
 	if keys, _ := c.Keys(ctx, e.o.Prefix+":dl:{"+testChannelPrefix+"*").Result(); len(keys) != 0 {
 		t.Errorf("a test delivery keeps a log: %v", keys)
+	}
+}
+
+// The log of a channel that awaits its callback is kept as long as the
+// channel's record may be (retention + the longest callback wait), and a
+// later entry does not shorten it; every write leaves an expiry.
+func TestChannelLogExpiry(t *testing.T) {
+	t.Parallel()
+	e, _, c := relOneEndpoint(t, "http://127.0.0.1:1", Options{Retention: time.Hour})
+	ctx := context.Background()
+	write := func(cid, event string) time.Duration {
+		t.Helper()
+		var b logBatch
+		b.add(cid, event, []byte(`{"at":"2026-01-01T00:00:00.000Z","type":"x"}`))
+		if err := e.pipelined(ctx, func(p redis.Pipeliner) { e.writeLogs(ctx, p, &b) }); err != nil {
+			t.Fatal(err)
+		}
+		ttl, err := c.PTTL(ctx, e.logKey(cid)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ttl
+	}
+	if ttl := write("plain", "task.completed"); ttl <= 0 || ttl > time.Hour {
+		t.Errorf("a completed channel's log expires in %v, want up to the retention", ttl)
+	}
+	if ttl := write("awaits", "task.ai_generated"); ttl <= time.Hour || ttl > time.Hour+MaxCallbackWait {
+		t.Errorf("an awaiting channel's log expires in %v, want past the retention by up to %v", ttl, MaxCallbackWait)
+	}
+	if ttl := write("awaits", "task.completed"); ttl <= time.Hour {
+		t.Errorf("a later entry cut the awaiting channel's log to %v", ttl)
+	}
+	if n, _ := c.LLen(ctx, e.logKey("awaits")).Result(); n != 2 {
+		t.Errorf("the log holds %d entries, want 2", n)
 	}
 }

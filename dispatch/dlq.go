@@ -217,7 +217,7 @@ func (e *Engine) replay(ctx context.Context, pid string, ds []Delivery) (int, er
 	for i, d := range ds {
 		if ok, _ := decodeDone(cmds[i]); ok {
 			n++
-			logs.add(d.ChannelID, wire.MustJSON(timelineEntry{At: at, Type: "replayed",
+			logs.add(d.ChannelID, d.Event, wire.MustJSON(timelineEntry{At: at, Type: "replayed",
 				DeliveryID: d.ID, WebhookID: d.WebhookID, Event: d.Event}))
 		}
 	}

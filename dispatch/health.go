@@ -242,7 +242,7 @@ func (e *Engine) healthChanged(ctx context.Context, r result, change healthChang
 	default:
 		return
 	}
-	logs.add(d.channelID, wire.MustJSON(entry))
+	logs.add(d.channelID, d.event, wire.MustJSON(entry))
 }
 
 // limiter is a node's adaptive per-endpoint concurrency: an endpoint

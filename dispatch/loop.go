@@ -631,11 +631,11 @@ func (e *Engine) record(batch []result) {
 				deadCancelled = append(deadCancelled, r)
 			}
 			r.verdict = verdictCancelled
-			after.add(r.d.channelID, wire.MustJSON(cancelEntry{At: ts, Type: "delivery_cancelled", DeliveryID: r.d.id,
+			after.add(r.d.channelID, r.d.event, wire.MustJSON(cancelEntry{At: ts, Type: "delivery_cancelled", DeliveryID: r.d.id,
 				WebhookID: r.d.webhookID, Event: r.d.event, Reason: "retries cancelled: the channel was settled while this attempt was under way"}))
 		default:
 			if r.verdict == verdictDead {
-				after.add(r.d.channelID, wire.MustJSON(timelineEntry{At: ts, Type: "dead_lettered", DeliveryID: r.d.id,
+				after.add(r.d.channelID, r.d.event, wire.MustJSON(timelineEntry{At: ts, Type: "dead_lettered", DeliveryID: r.d.id,
 					WebhookID: r.d.webhookID, Event: r.d.event}))
 			}
 		}
@@ -663,7 +663,7 @@ func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*red
 		for i, r := range batch {
 			d := r.d
 			if r.verdict == verdictNote {
-				logs.add(d.channelID, r.entries...)
+				logs.add(d.channelID, d.event, r.entries...)
 				continue
 			}
 			if r.verdict == verdictDefer {
@@ -695,7 +695,7 @@ func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*red
 			// attempt; a NOSCRIPT answer is retried whole below (the
 			// command did not run, the rest of the batch did).
 			recorded[i] = recordScript.EvalSha(ctx, p, keys[i], args[i]...)
-			logs.add(d.channelID, r.entries...)
+			logs.add(d.channelID, d.event, r.entries...)
 		}
 		e.writeLogs(ctx, p, &logs)
 		e.countAttempts(ctx, p, batch, now)

@@ -68,9 +68,10 @@
 // Publish runs one script: if an entry of the history already carries
 // exactly this message it does nothing (a publisher re-run after a crash
 // does not repeat itself, even after later messages); else INCR, RPUSH,
-// LTRIM, EXPIRE both keys to Retention, PUBLISH, and (PublishPipe with a
-// log key: the channel's audit timeline, same hash tag) RPUSHX the caller's
-// log entry, so a repeat is neither shown nor logged twice.
+// LTRIM, EXPIRE both keys to Retention, PUBLISH, and it returns the new
+// entry's seq (0 for a repeat). PublishIn queues the same script into the
+// caller's pipeline and reports that seq once the pipeline has run; the
+// hub writes nothing of its callers' (channels logs its own timeline).
 // A node SUBSCRIBEs to P:room:{cid} only while it has a socket joined to
 // cid, over one pub/sub connection, and UNSUBSCRIBEs when the room empties;
 // joins and leaves that arrive together share one command.
