@@ -549,8 +549,11 @@ const mib = 1 << 20
 //
 // p50/p99/max: all 2,000 are written 1.5 s before the first is due (a retry
 // is scheduled at least 5 s ahead). jit-*: 2,000 more, each written at its
-// due instant, as when another node enqueues, replays or reclaims: this
-// engine finds them at its next look at the schedule, at most a second away.
+// due instant with no nudge, as when another node reclaims a lease: this
+// engine finds them at its next look at the schedule, at most maxIdle
+// away. nudge-*: 2,000 more written the same way, each with the nudge
+// another node publishes in the same pipeline when it enqueues, replays
+// or puts back a delivery due now.
 func BenchmarkSchedulerLateness(b *testing.B) {
 	const waiting = 1_000_000
 	const timed = 2_000
@@ -590,7 +593,7 @@ func BenchmarkSchedulerLateness(b *testing.B) {
 	// lateness, sorted, and how many never arrived. In jit mode it also
 	// reports how far behind the due instants its own writes fell.
 	var writeLag time.Duration
-	phase := func(from int, jit bool) ([]time.Duration, int) {
+	phase := func(from int, jit, nudge bool) ([]time.Duration, int) {
 		ids := make([]string, timed)
 		for i := range ids {
 			ids[i] = DeliveryID("task.completed", benchChannelID(run, from+i), hooks[(from+i)%len(hooks)].ID)
@@ -601,11 +604,24 @@ func BenchmarkSchedulerLateness(b *testing.B) {
 		if jit {
 			for i := from; i < from+timed; i++ {
 				time.Sleep(time.Until(time.UnixMilli(dueAt(i))))
-				if err := c.ZAdd(ctx, e.dueOf(benchProject), redis.Z{Score: float64(dueAt(i)), Member: ids[i-from]}).Err(); err != nil {
-					b.Fatalf("zadd: %v", err)
-				}
-				if err := c.ZAddArgs(ctx, e.projectsKey, redis.ZAddArgs{LT: true, Members: []redis.Z{{Score: float64(dueAt(i)), Member: benchProject}}}).Err(); err != nil {
-					b.Fatalf("zadd: %v", err)
+				due := redis.Z{Score: float64(dueAt(i)), Member: ids[i-from]}
+				proj := redis.ZAddArgs{LT: true, Members: []redis.Z{{Score: float64(dueAt(i)), Member: benchProject}}}
+				if nudge {
+					if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+						p.ZAdd(ctx, e.dueOf(benchProject), due)
+						p.ZAddArgs(ctx, e.projectsKey, proj)
+						e.nudge(ctx, p, time.UnixMilli(dueAt(i)), time.Now())
+						return nil
+					}); err != nil {
+						b.Fatalf("schedule with a nudge: %v", err)
+					}
+				} else {
+					if err := c.ZAdd(ctx, e.dueOf(benchProject), due).Err(); err != nil {
+						b.Fatalf("zadd: %v", err)
+					}
+					if err := c.ZAddArgs(ctx, e.projectsKey, proj).Err(); err != nil {
+						b.Fatalf("zadd: %v", err)
+					}
 				}
 				writeLag = max(writeLag, time.Since(time.UnixMilli(dueAt(i))))
 			}
@@ -629,8 +645,9 @@ func BenchmarkSchedulerLateness(b *testing.B) {
 		slices.Sort(late)
 		return late, timed - len(late)
 	}
-	ahead, missing := phase(waiting, false)
-	jit, jitMissing := phase(waiting+timed, true)
+	ahead, missing := phase(waiting, false, false)
+	jit, jitMissing := phase(waiting+timed, true, false)
+	nudged, nudgedMissing := phase(waiting+2*timed, true, true)
 	b.StopTimer()
 
 	b.ReportMetric(ms(percentile(ahead, 0.50)), "p50-ms")
@@ -639,8 +656,11 @@ func BenchmarkSchedulerLateness(b *testing.B) {
 	b.ReportMetric(ms(percentile(jit, 0.50)), "jit-p50-ms")
 	b.ReportMetric(ms(percentile(jit, 0.99)), "jit-p99-ms")
 	b.ReportMetric(ms(percentile(jit, 1)), "jit-max-ms")
+	b.ReportMetric(ms(percentile(nudged, 0.50)), "nudge-p50-ms")
+	b.ReportMetric(ms(percentile(nudged, 0.99)), "nudge-p99-ms")
+	b.ReportMetric(ms(percentile(nudged, 1)), "nudge-max-ms")
 	b.ReportMetric(ms(writeLag), "jit-write-lag-max-ms")
-	b.ReportMetric(float64(missing+jitMissing), "missing")
+	b.ReportMetric(float64(missing+jitMissing+nudgedMissing), "missing")
 
 	benchShutdown(e)
 	if n, err := c.ZCard(ctx, e.dueOf(benchProject)).Result(); err != nil || n != waiting {

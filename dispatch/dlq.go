@@ -208,6 +208,9 @@ func (e *Engine) replay(ctx context.Context, pid string, ds []Delivery) (int, er
 			cmds[i] = replayScript.Eval(ctx, p, []string{e.dKey(d.ID), e.attKey(d.ID), e.dueOf(pid),
 				e.dlqKey(pid), e.dlqHookKey(pid, d.WebhookID), e.projectsKey}, d.ID, now.UnixMilli(), pid)
 		}
+		if len(ds) > 0 {
+			e.nudge(ctx, p, now, now)
+		}
 	})
 	if err != nil {
 		return 0, fmt.Errorf("replay: %w", err)

@@ -15,10 +15,14 @@
 // the token, so an attempt is recorded once even if a lease ran out and
 // another node sent it again. A lease that runs out (the node died
 // mid-attempt) makes the delivery due again. Idle nodes sleep until the
-// earliest due time, at most 100 ms (so deliveries made due by another
-// node wait little); an enqueue or a retry scheduled on this node wakes it
-// early. Attempt outcomes and their log entries are
-// written in batches, one round trip per batch.
+// earliest due time, at most 100 ms. A node that schedules deliveries due
+// sooner than that (an enqueue, a replay, a delivery put back or retried
+// soon) publishes, with the writes, a nudge carrying the earliest due time,
+// and every node's claimer wakes for it; without one (a nudge lost while
+// a node reconnects, deliveries a lease reclaim makes due, which the
+// reclaiming node claims itself) the 100 ms look finds them. Attempt
+// outcomes and their log entries are written in batches, one round trip
+// per batch.
 //
 // The engine keeps, per channel, a log of what it did with the channel's
 // events (attempts, dead letters, cancellations, pauses, replays): its own
@@ -55,6 +59,7 @@
 //	P:{dq}:dlq:<pid>           ZSET dead deliveries of a project → dead time
 //	P:{dq}:dlq:<pid>:<whid>    ZSET the same, per endpoint
 //	P:dl:{cid}                 LIST a channel's delivery log (JSON entries, oldest first), on the channel's slot
+//	P:{dq}:nudge               pub/sub channel: the earliest due time (unix ms) of entries just scheduled to be due within 100 ms
 //
 // # Concurrency contract
 //
@@ -64,7 +69,7 @@
 // behind); it writes what has piled up, up to 256, in one round trip,
 // retrying through a Redis outage for up to a lease, and acts on the
 // endpoint health changes the writes report (an opened circuit gets back
-// the deliveries parked for it). Start, called once, starts two more:
+// the deliveries parked for it). Start, called once, starts three more:
 //
 //   - the claimer (claimLoop), which claims as many due deliveries as this
 //     node has free slots for (Concurrency, shared fairly across projects:
@@ -73,21 +78,29 @@
 //     endpoint) and is sent by the goroutine of the next attempt to that
 //     endpoint to end (handOff), or goes back to the schedule. The claimer
 //     sleeps until the earliest due time, at most 100 ms; an Enqueue, a
-//     retry scheduled here or an attempt that ends wakes it early.
+//     retry scheduled here, an attempt that ends or a nudge wakes it
+//     early.
 //   - the reclaimer (reclaimLoop), every second: it moves deliveries of the
 //     earlier versions' single schedule into the projects' schedules, and
 //     makes due again the deliveries whose lease ran out on any node.
+//   - the listener (listen), which holds the engine's one subscription
+//     (a go-redis PubSub, on a connection of its own, made again by
+//     go-redis after a lost connection) to the nudge channel and wakes
+//     the claimer for each nudge, at its due time.
 //
 // Every exported method but Start, StopClaiming and Shutdown (Enqueue,
 // SendTest, Cancel, ChannelLog, Get, DeadLetters, Replay, ReplayAll,
 // Discard, Stats, Health, Restart) may be called from any goroutine,
 // concurrently, before Start as after Shutdown: each talks to Redis and at
-// most wakes the claimer. The scheduling state in memory (attempts in
+// most wakes the claimers (this node's, and the others' by a nudge). The
+// subscription is set by Start and closed by StopClaiming, which the
+// caller orders (Start first). The scheduling state in memory (attempts in
 // flight by endpoint and project, parked and put-off deliveries, the
 // claimer's wake time) is guarded by Engine.mu; the endpoints' adaptive
 // limits by the limiter's own mutex.
 //
-// StopClaiming closes the claimer and the reclaimer and waits for both to
+// StopClaiming closes the claimer and the reclaimer, closes the
+// subscription (which ends the listener) and waits for the three to
 // return; attempts in flight go on, and hand their endpoint on to parked
 // deliveries. Shutdown calls StopClaiming, then, in order: waits for the
 // attempts until ctx ends, and if it ends first cancels them (their

@@ -102,9 +102,11 @@ type Engine struct {
 	epPrefix, unhealthyKey          string
 	wakeKey                         string
 	claimPrefix                     string // + a claim's token: the ids it claimed
+	nudgeKey                        string // pub/sub channel: schedule entries due soon (nudge)
 	limits                          *limiter
 
 	wake    chan struct{}
+	sub     *redis.PubSub // nudges from every node (listen); set by Start
 	results chan result
 	written chan struct{}
 
@@ -179,6 +181,7 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 		legacyDueKey: tag + "due", leaseKey: tag + "lease", dPrefix: tag + "d:",
 		duePrefix: tag + "due:", projectsKey: tag + "projects",
 		epPrefix: tag + "ep:", unhealthyKey: tag + "unhealthy", wakeKey: tag + "epwake", claimPrefix: tag + "claim:",
+		nudgeKey:  tag + "nudge",
 		limits:    newLimiter(o.PerEndpoint, o.Now),
 		wake:      make(chan struct{}, 1),
 		results:   make(chan result, 4096),
@@ -233,6 +236,9 @@ func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 				"body", []byte(ev.Body), "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at", at)
 			n++
 		}
+		if n > 0 {
+			e.nudge(ctx, p, now, now)
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("enqueue deliveries: %w", err)
@@ -254,6 +260,22 @@ func (e *Engine) poke(t time.Time) {
 		case e.wake <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// nudge adds to p, a pipeline that writes schedule entries, the PUBLISH
+// that tells every node (listen) the earliest due time among them, when it
+// comes before the next look at the schedule a sleeping node is sure to
+// make (maxIdle from now): without it, another node finds an entry due
+// sooner up to maxIdle late. An entry due later needs none, as a look made
+// before it sees it and sleeps until then. It goes last, so Redis has
+// written the entries when the nodes woken by it look; a nudge that comes
+// first (a script Redis had lost, sent again by rdb.Pipelined after it; in
+// a Cluster, a PUBLISH sent to another shard) or is lost costs the old
+// latency: the look every maxIdle finds the entries.
+func (e *Engine) nudge(ctx context.Context, p redis.Pipeliner, due, now time.Time) {
+	if !due.IsZero() && due.Before(now.Add(maxIdle)) {
+		p.Publish(ctx, e.nudgeKey, due.UnixMilli())
 	}
 }
 
@@ -293,10 +315,13 @@ func (e *Engine) SendTest(ctx context.Context, pid string, w project.Webhook) (s
 		return "", err
 	}
 	id := DeliveryID("webhook.test", test, w.ID)
-	if err := enqueueScript.Run(ctx, e.rdb, []string{e.dKey(id), e.dueOf(pid), e.projectsKey}, id, now.UnixMilli(), pid,
-		"project_id", pid, "webhook_id", w.ID, "channel_id", test, "event", "webhook.test",
-		"body", body, "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at",
-		now.UTC().Format(time.RFC3339Nano)).Err(); err != nil {
+	if err := e.pipelined(ctx, func(p redis.Pipeliner) {
+		enqueueScript.Eval(ctx, p, []string{e.dKey(id), e.dueOf(pid), e.projectsKey}, id, now.UnixMilli(), pid,
+			"project_id", pid, "webhook_id", w.ID, "channel_id", test, "event", "webhook.test",
+			"body", body, "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at",
+			now.UTC().Format(time.RFC3339Nano))
+		e.nudge(ctx, p, now, now)
+	}); err != nil {
 		return "", fmt.Errorf("enqueue test delivery: %w", err)
 	}
 	e.m.enqueued.Inc()

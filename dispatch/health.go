@@ -135,11 +135,13 @@ func (e *Engine) unpark(whid string) {
 		return
 	}
 	ctx := context.WithoutCancel(e.runCtx)
-	at := e.o.Now().UnixMilli()
+	now := e.o.Now()
+	at := now.UnixMilli()
 	err := e.pipelined(ctx, func(p redis.Pipeliner) {
 		for _, d := range parked {
 			deferScript.Eval(ctx, p, []string{e.dKey(d.id), e.dueOf(d.projectID), e.leaseKey, e.projectsKey}, d.id, d.token, at, d.projectID)
 		}
+		e.nudge(ctx, p, now, now)
 	})
 	if err != nil {
 		// Their leases run out and they come back: nothing is lost.

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"time"
@@ -50,11 +51,34 @@ type result struct {
 	retryAfter time.Duration
 }
 
-// Start launches the claimer and the lease reclaimer.
+// Start launches the claimer, the lease reclaimer and the listener for
+// other nodes' nudges.
 func (e *Engine) Start() {
-	e.loops.Add(2)
+	// Subscribed by listen, not here: Start does not wait for Redis.
+	e.sub = e.rdb.Subscribe(e.runCtx)
+	e.loops.Add(3)
 	go e.claimLoop()
 	go e.reclaimLoop()
+	go e.listen(e.sub)
+}
+
+// listen wakes the claimer at the due time of each nudge (any node's,
+// this one's too: poke wakes it only if it sleeps past that time), until
+// StopClaiming closes the subscription. go-redis reconnects and subscribes
+// again after a lost connection (a Redis restart); nudges published
+// meanwhile are lost, and cost only the old latency: the claimer looks at
+// the schedule at least every maxIdle.
+func (e *Engine) listen(sub *redis.PubSub) {
+	defer e.loops.Done()
+	if err := sub.Subscribe(e.runCtx, e.nudgeKey); err != nil && !errors.Is(err, redis.ErrClosed) {
+		e.o.Log.Warn().Err(err).Msg("subscribe to schedule nudges: retrying with the connection")
+	}
+	for m := range sub.Channel() {
+		if ms, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
+			e.m.nudged.Inc()
+			e.poke(time.UnixMilli(ms))
+		}
+	}
 }
 
 func (e *Engine) lease() time.Duration { return 2*e.o.Timeout + 5*time.Second }
@@ -494,6 +518,7 @@ func (e *Engine) bringForward(pull []claimed) {
 		for _, d := range pull {
 			forwardScript.Eval(ctx, p, []string{e.dueOf(d.projectID), e.projectsKey}, d.id, d.at.UnixMilli(), now.UnixMilli(), d.projectID)
 		}
+		e.nudge(ctx, p, now, now)
 	}); err == nil {
 		e.poke(now)
 	}
@@ -699,6 +724,7 @@ func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*red
 		}
 		e.writeLogs(ctx, p, &logs)
 		e.countAttempts(ctx, p, batch, now)
+		e.nudge(ctx, p, *earliest, now)
 	})
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		err = e.rerunNoScript(ctx, recorded, keys, args)
@@ -758,6 +784,9 @@ func (e *Engine) reclaimLoop() {
 func (e *Engine) StopClaiming() {
 	e.stopOnce.Do(func() {
 		close(e.stop)
+		if e.sub != nil {
+			_ = e.sub.Close() // ends listen
+		}
 		e.loops.Wait()
 	})
 }

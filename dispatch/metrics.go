@@ -13,6 +13,7 @@ type metrics struct {
 	cancelled prometheus.Counter
 	claimed   prometheus.Counter
 	reclaimed prometheus.Counter
+	nudged    prometheus.Counter
 	attempts  *prometheus.CounterVec
 	paused    prometheus.Counter
 	// transitions counts endpoint circuit changes by kind (opened,
@@ -30,6 +31,8 @@ func newMetrics(reg prometheus.Registerer, e *Engine) metrics {
 			Help: "Delivery attempts claimed by this node."}),
 		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_deliveries_reclaimed_total",
 			Help: "Deliveries made due again by this node after their lease expired."}),
+		nudged: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_schedule_nudges_total",
+			Help: "Nudges received by this node: some node scheduled deliveries due sooner than the claimer's next look."}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_delivery_attempts_total",
 			Help: "Delivery attempts recorded by this node, by verdict (ok, retry, dead)."}, []string{"verdict"}),
 		paused: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_deliveries_paused_total",
@@ -51,7 +54,7 @@ func newMetrics(reg prometheus.Registerer, e *Engine) metrics {
 			return float64(n)
 		}
 	}
-	reg.MustRegister(m.enqueued, m.cancelled, m.claimed, m.reclaimed, m.attempts, m.paused, m.transitions, endpointStates{e},
+	reg.MustRegister(m.enqueued, m.cancelled, m.claimed, m.reclaimed, m.nudged, m.attempts, m.paused, m.transitions, endpointStates{e},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_deliveries_scheduled",
 			Help: "Deliveries scheduled for an attempt, due or later (all nodes; those waiting for an open endpoint are riverhub_deliveries_waiting_for_endpoint)."}, e.scheduled),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_deliveries_in_flight",
