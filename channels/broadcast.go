@@ -12,11 +12,13 @@ import (
 var broadcastScript = script("broadcast")
 
 // broadcasts are the room publishes queued into one pipeline (and its
-// retries). Each publish is followed in the pipeline by channels' own
-// "broadcast" entry on the channel's timeline (broadcast.lua: once per
-// status, so side effects redone after a crash or by a run that lost the
-// race log nothing twice, and a redo after a failed round trip logs what
-// was missing). The hub only publishes, and reports.
+// retries). On the callback paths each publish is followed in the pipeline
+// by channels' own "broadcast" entry on the channel's timeline
+// (broadcast.lua: once per status, so side effects redone after a crash or
+// by a run that lost the race log nothing twice, and a redo after a failed
+// round trip logs what was missing); a task's final message has its entry
+// written by complete.lua, once, with the outcome. The hub only publishes,
+// and reports.
 type broadcasts struct {
 	s    *Service
 	sent []broadcast
@@ -30,12 +32,22 @@ type broadcast struct {
 // add queues msg's publish into cid's room, and its timeline entry, within
 // p; without a Publisher (a node with no rooms) it does nothing.
 func (b *broadcasts) add(ctx context.Context, p redis.Pipeliner, pid, cid string, st Status, msg json.RawMessage) {
-	if b.s.o.Publisher == nil || len(msg) == 0 {
+	if !b.publish(ctx, p, pid, cid, msg) {
 		return
 	}
-	b.sent = append(b.sent, broadcast{cid: cid, seq: b.s.o.Publisher.PublishIn(ctx, p, pid, cid, msg)})
 	entry := wire.MustJSON(Entry{At: wire.Stamp(b.s.o.Now()), Type: "broadcast", Status: st, Node: b.s.o.Node})
 	broadcastScript.Eval(ctx, p, []string{b.s.chKey(cid), b.s.tlKey(cid)}, string(st), entry)
+}
+
+// publish queues msg's publish alone, for a message whose entry is logged
+// elsewhere (a task's completion logs it with the outcome, complete.lua);
+// it reports whether it queued anything.
+func (b *broadcasts) publish(ctx context.Context, p redis.Pipeliner, pid, cid string, msg json.RawMessage) bool {
+	if b.s.o.Publisher == nil || len(msg) == 0 {
+		return false
+	}
+	b.sent = append(b.sent, broadcast{cid: cid, seq: b.s.o.Publisher.PublishIn(ctx, p, pid, cid, msg)})
+	return true
 }
 
 // check reads what the room reported once the pipeline has run, and logs

@@ -5,13 +5,29 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/hub"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
-// A publish sent again (an ack retried, side effects redone after a crash)
+// send publishes msg n times in one pipeline, with its entries, as the
+// callback paths do.
+func send(t *testing.T, s *Service, task *Task, msg []byte, n int) {
+	t.Helper()
+	b := broadcasts{s: s}
+	if err := s.pipelined(context.Background(), func(p redis.Pipeliner) {
+		for range n {
+			b.add(context.Background(), p, task.ProjectID, task.ChannelID, StatusCompleted, msg)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b.check()
+}
+
+// A publish sent again (side effects redone after a crash)
 // reaches the room once and is logged on the timeline once: channels logs
 // what the room reports as new.
 func TestBroadcastLoggedOnceWhenSentAgain(t *testing.T) {
@@ -24,10 +40,9 @@ func TestBroadcastLoggedOnceWhenSentAgain(t *testing.T) {
 	if err := s.Submit(ctx, task); err != nil {
 		t.Fatal(err)
 	}
-	it := ackItem{cid: task.ChannelID, pid: task.ProjectID, member: s.memberOf(task.ProjectID, task.ChannelID),
-		msg: []byte(`{"status":"completed","channel_id":"` + task.ChannelID + `"}`), status: StatusCompleted}
-	s.sendAcks(ctx, []ackItem{it})
-	s.sendAcks(ctx, []ackItem{it, it})
+	msg := []byte(`{"status":"completed","channel_id":"` + task.ChannelID + `"}`)
+	send(t, s, task, msg, 1)
+	send(t, s, task, msg, 2)
 	_, tl, err := s.Timeline(ctx, task.ProjectID, task.ChannelID)
 	if err != nil {
 		t.Fatal(err)
@@ -68,10 +83,8 @@ func TestBroadcastMissingEntryLoggedOnRedo(t *testing.T) {
 	if n, err := seq(); err != nil || n != 1 {
 		t.Fatalf("first publish: seq %d, %v", n, err)
 	}
-	it := ackItem{cid: task.ChannelID, pid: task.ProjectID, member: s.memberOf(task.ProjectID, task.ChannelID),
-		msg: msg, status: StatusCompleted}
-	s.sendAcks(ctx, []ackItem{it})
-	s.sendAcks(ctx, []ackItem{it})
+	send(t, s, task, msg, 1)
+	send(t, s, task, msg, 1)
 	_, tl, err := s.Timeline(ctx, task.ProjectID, task.ChannelID)
 	if err != nil {
 		t.Fatal(err)

@@ -507,8 +507,7 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 		}
 		status, msg, fields, final = StatusAIGenerated, g.msg, g.fields, g.entry
 	}
-	args := []any{string(status), result, msg, at, len(fields) / 2}
-	args = append(args, fields...)
+	var attempts []any
 	for _, a := range res.Attempts {
 		d, ok := a.DurationMS, a.Success
 		e := Entry{At: at, Type: "ai_attempt", Provider: a.Provider, Model: a.Model,
@@ -516,7 +515,7 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 		if a.WaitMS > 0 {
 			e.WaitMS = &a.WaitMS
 		}
-		args = append(args, wire.MustJSON(e))
+		attempts = append(attempts, wire.MustJSON(e))
 	}
 	if status == StatusError {
 		final.Type = "failed"
@@ -524,7 +523,20 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 			final.Error = errorText(runErr)
 		}
 	}
-	args = append(args, wire.MustJSON(final))
+	entries := []any{wire.MustJSON(final)}
+	if status != StatusAIGenerated && s.o.Publisher != nil && len(msg) > 0 {
+		// The room gets the final message with the lease release (ackPipe),
+		// and its broadcast entry is written here, with the completion that
+		// decides it, once: a redo after a crash publishes again (the room
+		// drops the repeat) but does not log again. The marker keeps
+		// broadcast.lua from logging it a second time.
+		fields = append(fields, "bc:"+string(status), 1)
+		entries = append(entries, wire.MustJSON(Entry{At: at, Type: "broadcast", Status: status, Node: s.o.Node}))
+	}
+	args := []any{string(status), result, msg, at, len(fields) / 2}
+	args = append(args, fields...)
+	args = append(args, attempts...)
+	args = append(args, entries...)
 	var out []any
 	err = s.persist(ctx, "complete", func() (err error) {
 		out, err = completeScript.Run(ctx, s.rdb, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...).Slice()
@@ -712,7 +724,7 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, ids []any) error {
 	return s.pipelined(ctx, func(p redis.Pipeliner) {
 		for _, it := range items {
-			b.add(ctx, p, it.pid, it.cid, it.status, it.msg)
+			b.publish(ctx, p, it.pid, it.cid, it.msg) // its entry was logged by complete.lua
 			if it.status != "" {
 				s.indexMove(ctx, p, logRef{it.pid, it.cid, it.workflow, it.event}, StatusGenerating, it.status)
 			}
