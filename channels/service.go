@@ -244,7 +244,8 @@ func (s *Service) recordArgs(t *Task, status Status, now time.Time, entries ...E
 
 // Submit records a channel and queues its task on its project's queue, in
 // one round trip: the record script (the channel's slot) then the enqueue
-// script (the queue's slot), pipelined. The channel id is chosen by the
+// script (the queue's slot), pipelined (on a Cluster, two: the record
+// first). The channel id is chosen by the
 // caller (it is part of the answer, which may have to be stored for
 // idempotency before the task exists). A full queue is ErrQueueFull (the
 // deployment's) or ErrProjectQueueFull, a project over its rate is a
@@ -256,9 +257,22 @@ func (s *Service) Submit(ctx context.Context, t *Task) error {
 	if err != nil {
 		return err
 	}
+	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
+	// The record must exist before a worker can claim the task (a claim
+	// that finds no record drops the task as expired). One pipeline keeps
+	// that order on one Redis; on a Cluster it does not (rdb.IsCluster), so
+	// there the record goes first, in a round trip of its own.
+	cluster := rdb.IsCluster(s.rdb)
+	if cluster {
+		if err := recordScript.Run(ctx, s.rdb, keys, args...).Err(); err != nil {
+			return fmt.Errorf("submit task: %w", err)
+		}
+	}
 	var enq *redis.Cmd
 	err = s.pipelined(ctx, func(p redis.Pipeliner) {
-		recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
+		if !cluster {
+			recordScript.Eval(ctx, p, keys, args...)
+		}
 		enq = enqueueScript.Eval(ctx, p,
 			[]string{s.q.queue(t.ProjectID), s.q.ring, s.q.count, s.q.legacy, s.q.rate(t.ProjectID)},
 			t.ChannelID, t.ProjectID, s.o.MaxQueue, s.o.ProjectMaxQueue, s.o.ProjectRate, 2*s.o.ProjectRate)

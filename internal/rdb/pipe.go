@@ -17,7 +17,12 @@ import (
 // again with their source in a second round trip, and their results land
 // in the commands fill was given, so callers see one outcome per command.
 // (The other commands of the pipeline ran in the first round trip, so a
-// script sent again runs after them; nothing here depends on that order.)
+// script sent again runs after them. On one Redis every script goes
+// NOSCRIPT or none, as a restart empties the cache, so scripts keep their
+// order; on a Cluster each node has its own cache, and a pipeline's parts
+// for different nodes run side by side anyway: callers whose commands must
+// run in order across hash tags send them in separate round trips there,
+// see IsCluster.)
 //
 // The error is the first of the commands', as go-redis reports it.
 func Pipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pipeliner)) error {

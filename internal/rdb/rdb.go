@@ -167,3 +167,16 @@ type clientLog struct{ log zerolog.Logger }
 func (l clientLog) Printf(_ context.Context, format string, v ...any) {
 	l.log.Warn().Str("component", "redis client").Msgf(format, v...)
 }
+
+// IsCluster reports whether c talks to a Redis Cluster. There the parts of
+// a pipeline bound for different nodes run side by side, and each node has
+// its own script cache (a script one node knows another may answer
+// NOSCRIPT to, and get again after the rest of the pipeline): commands on
+// different hash tags are not ordered within one pipeline.
+func IsCluster(c redis.UniversalClient) bool {
+	if conn, ok := c.(*Conn); ok {
+		c = conn.UniversalClient
+	}
+	_, ok := c.(*redis.ClusterClient)
+	return ok
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/config"
@@ -55,5 +56,20 @@ func TestCompactDropsCommentsAndIndentation(t *testing.T) {
 	want := "local x = 1 -- kept: code before it\nif x then\nreturn x\nend\n"
 	if got := Compact(src); got != want {
 		t.Fatalf("Compact = %q, want %q", got, want)
+	}
+}
+
+// IsCluster sees a Cluster client, bare or inside a Conn, and nothing else.
+func TestIsCluster(t *testing.T) {
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	single := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { _ = cluster.Close(); _ = single.Close() })
+	for _, tt := range []struct {
+		c    redis.UniversalClient
+		want bool
+	}{{cluster, true}, {&Conn{UniversalClient: cluster}, true}, {single, false}, {&Conn{UniversalClient: single}, false}} {
+		if got := IsCluster(tt.c); got != tt.want {
+			t.Errorf("IsCluster(%T) = %v, want %v", tt.c, got, tt.want)
+		}
 	}
 }
