@@ -87,7 +87,7 @@ func generate(b *testing.B, s *Service, n int, wait time.Duration) []string {
 	wg.Wait()
 	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
 		depth, _ := s.QueueDepth(ctx)
-		leased, _ := s.rdb.ZCard(ctx, s.q.lease).Result()
+		leased, _ := s.rdb.ZCard(ctx, s.q.keys[0].lease).Result()
 		if depth == 0 && leased == 0 {
 			break
 		}
@@ -129,14 +129,14 @@ func BenchmarkDeadlineLateness(b *testing.B) {
 		}
 		slices.Sort(sizes)
 		b.Logf("one waiting channel: %s; hash fields (bytes): %s", strings.Join(parts, ", "), strings.Join(sizes, " "))
-		if n, _ := c.ZCard(ctx, s.dueKey).Result(); n != waiting {
+		if n, _ := c.ZCard(ctx, s.dueKeys[0]).Result(); n != waiting {
 			b.Fatalf("%d deadlines set, want %d", n, waiting)
 		}
 		// The measured ones: generated over ~1 s, each due 10 s later.
 		ids := generate(b, s, measured, 10*time.Second)
 		last := time.Now()
 		for {
-			n, _ := c.ZCount(ctx, s.dueKey, "-inf", strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10)).Result()
+			n, _ := c.ZCount(ctx, s.dueKeys[0], "-inf", strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10)).Result()
 			if n == 0 {
 				break
 			}

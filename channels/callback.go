@@ -12,6 +12,7 @@ import (
 
 	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/wire"
 )
 
@@ -32,6 +33,27 @@ import (
 //
 //	P:{cb}:due  ZSET channel id → when a node next looks at it (unix ms):
 //	            its deadline, or a claim's lease while a node settles it
+//
+// With partitions (Options.Partitions > 1) there is one such set per
+// partition, P:{cb}:due and P:{cb.<s>}:due (rdb.Partitions), and a channel's
+// entry is in its channel id's. An entry an earlier version wrote is in
+// partition 0's set whatever its channel: the poller claims it from there
+// and puts it back or removes it there; a callback that settles such a
+// channel first leaves it in place, and the poller then finds it settled
+// and publishes the final message again, which the room drops.
+
+// dueKeys are the callback-deadline sets, one per partition.
+func dueKeys(prefix string, n int) []string {
+	parts := rdb.NewPartitions("cb", n)
+	keys := make([]string, parts.N())
+	for k := range keys {
+		keys[k] = prefix + ":" + parts.Tag(k) + ":due"
+	}
+	return keys
+}
+
+// dueKey is the deadline set of a channel's partition.
+func (s *Service) dueKey(cid string) string { return s.dueKeys[s.q.parts.Of(cid)] }
 
 const (
 	deadlineBatch = 256                    // most deadlines one claim takes
@@ -45,7 +67,7 @@ const (
 func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 	b := broadcasts{s: s}
 	err := s.pipelined(ctx, func(p redis.Pipeliner) {
-		p.ZAddNX(ctx, s.dueKey, redis.Z{Score: float64(o.deadline), Member: o.cid})
+		p.ZAddNX(ctx, s.dueKey(o.cid), redis.Z{Score: float64(o.deadline), Member: o.cid})
 		// The record outlives its deadline by the retention, however short
 		// the retention and long the deadline.
 		ttl := time.UnixMilli(o.deadline).Sub(s.o.Now()) + s.o.Retention
@@ -141,8 +163,17 @@ var (
 // backend's callback and publishes the final message. The same callback
 // again is accepted again (nothing changes); anything else once the
 // channel is settled, before it awaits a callback, or after its deadline
-// is a conflict; another project's channel is not found.
+// is a conflict; another project's channel is not found. With
+// Options.WaitReplicas it returns once that many replicas have its writes,
+// or their WAIT timed out.
 func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody) error {
+	ctx, done := s.replicated(ctx, "callback")
+	err := s.callback(ctx, pid, cid, cb)
+	done(err)
+	return err
+}
+
+func (s *Service) callback(ctx context.Context, pid, cid string, cb CallbackBody) error {
 	fp := sha256.Sum256(cb.Canonical)
 	var out []string
 	var ref logRef
@@ -159,7 +190,7 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 		var read *redis.SliceCmd
 		if err := s.pipelined(ctx, func(p redis.Pipeliner) {
 			read = p.HMGet(ctx, s.chKey(cid), "project_id", "status", "event_name", "task", "result", "workflow")
-			p.ZAddArgs(ctx, s.dueKey, redis.ZAddArgs{XX: true, LT: true,
+			p.ZAddArgs(ctx, s.dueKey(cid), redis.ZAddArgs{XX: true, LT: true,
 				Members: []redis.Z{{Score: float64(now.Add(deadlineLease).UnixMilli()), Member: cid}}})
 		}); err != nil {
 			return fmt.Errorf("read channel: %w", err)
@@ -320,7 +351,7 @@ func (s *Service) settled(ctx context.Context, ref logRef, st Status, pre []json
 		return fmt.Errorf("publish the final message: %w", err)
 	}
 	s.cancelHook(ctx, pid, cid, why)
-	if err := s.rdb.ZRem(ctx, s.dueKey, cid).Err(); err != nil {
+	if err := s.rdb.ZRem(ctx, s.dueKey(cid), cid).Err(); err != nil {
 		return fmt.Errorf("remove the callback deadline: %w", err)
 	}
 	return nil
@@ -341,26 +372,40 @@ func (s *Service) cancelHook(ctx context.Context, pid, cid, why string) {
 // fireAllDue settles the channels whose callback deadline has come, on
 // whichever node claims them first, a full batch after another.
 func (s *Service) fireAllDue() {
-	for s.fireDue() == deadlineBatch && s.runCtx.Err() == nil {
+	for s.fireDue() && s.runCtx.Err() == nil {
 	}
 }
 
-// fireDue claims due deadlines and settles them; it returns how many it
-// claimed.
-func (s *Service) fireDue() int {
+// fireDue claims due deadlines, a batch of each partition in one round
+// trip, and settles them; it reports whether a partition had a full batch
+// (more may be due).
+func (s *Service) fireDue() bool {
 	ctx := s.runCtx
 	now := s.o.Now()
-	ids, err := claimDueScript.Run(ctx, s.rdb, []string{s.dueKey}, now.UnixMilli(), deadlineBatch,
-		now.Add(deadlineLease).UnixMilli()).StringSlice()
-	if err != nil {
-		if ctx.Err() == nil && err != redis.Nil {
-			s.o.Log.Warn().Err(err).Msg("claim callback deadlines")
+	claims := make([]*redis.Cmd, len(s.dueKeys))
+	err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		for k, key := range s.dueKeys {
+			claims[k] = claimDueScript.Eval(ctx, p, []string{key}, now.UnixMilli(), deadlineBatch, now.Add(deadlineLease).UnixMilli())
 		}
-		return 0
+	})
+	if err != nil && ctx.Err() == nil {
+		s.o.Log.Warn().Err(err).Msg("claim callback deadlines")
 	}
-	if len(ids) == 0 {
-		return 0
+	full := false
+	for k, c := range claims {
+		ids, err := c.StringSlice()
+		if err != nil || len(ids) == 0 {
+			continue
+		}
+		full = full || len(ids) == deadlineBatch
+		s.settleDue(now, s.dueKeys[k], ids)
 	}
+	return full
+}
+
+// settleDue settles the channels of ids, claimed from the deadline set due.
+func (s *Service) settleDue(now time.Time, due string, ids []string) {
+	ctx := s.runCtx
 	at := wire.Stamp(now)
 	timeout, simulated := s.timeoutEntry(at), s.simulatedEntry(at)
 	cmds := make([]*redis.Cmd, len(ids))
@@ -413,7 +458,7 @@ func (s *Service) fireDue() int {
 		}
 	}
 	b := broadcasts{s: s}
-	err = s.pipelined(ctx, func(p redis.Pipeliner) {
+	err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		for _, d := range done {
 			for _, m := range d.pre {
 				b.add(ctx, p, d.ref.pid, d.ref.cid, messageStatus(m), m)
@@ -422,10 +467,10 @@ func (s *Service) fireDue() int {
 			s.indexMove(ctx, p, d.ref, StatusAIGenerated, d.status)
 		}
 		if len(waits) > 0 {
-			p.ZAdd(ctx, s.dueKey, waits...)
+			p.ZAdd(ctx, due, waits...)
 		}
 		if len(drop) > 0 {
-			p.ZRem(ctx, s.dueKey, drop...)
+			p.ZRem(ctx, due, drop...)
 		}
 	})
 	b.check()
@@ -433,7 +478,7 @@ func (s *Service) fireDue() int {
 		if ctx.Err() == nil {
 			s.o.Log.Warn().Err(err).Int("channels", len(ids)).Msg("publish deadline outcomes; retried after the lease")
 		}
-		return len(ids)
+		return
 	}
 	settled := make([]any, 0, len(done))
 	for _, d := range done {
@@ -441,9 +486,8 @@ func (s *Service) fireDue() int {
 		settled = append(settled, d.ref.cid)
 	}
 	if len(settled) > 0 {
-		if err := s.rdb.ZRem(ctx, s.dueKey, settled...).Err(); err != nil && ctx.Err() == nil {
+		if err := s.rdb.ZRem(ctx, due, settled...).Err(); err != nil && ctx.Err() == nil {
 			s.o.Log.Warn().Err(err).Msg("remove settled callback deadlines; retried after the lease")
 		}
 	}
-	return len(ids)
 }

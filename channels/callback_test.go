@@ -155,7 +155,7 @@ func TestCallbackCompletesChannel(t *testing.T) {
 		done["task_id"] != "t1" || get(done, "customer_data", "u") != 1.0 {
 		t.Errorf("completed message = %v", done)
 	}
-	if n, _ := c.ZCard(ctx, s.dueKey).Result(); n != 0 {
+	if n, _ := c.ZCard(ctx, s.dueKeys[0]).Result(); n != 0 {
 		t.Errorf("%d deadlines left after the callback", n)
 	}
 	rec.mu.Lock()
@@ -244,14 +244,22 @@ func TestDeadlineTimesOut(t *testing.T) {
 	if code := conflictCode(s.Callback(ctx, "p1", task.ChannelID, success(`{}`))); code != "callback_timeout" {
 		t.Errorf("late callback: %s", code)
 	}
-	// The deadline's winner cancels the retries, then publishes.
 	if hs := statuses(waitHistory(t, s, task.ChannelID, 2)); hs != "ai_generated,error" {
 		t.Errorf("room history = %s", hs)
 	}
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if len(rec.cancels) != 1 {
-		t.Errorf("cancels = %+v", rec.cancels)
+	// The deadline's winner publishes, then cancels the retries.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rec.mu.Lock()
+		n := len(rec.cancels)
+		rec.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if n > 1 || time.Now().After(deadline) {
+			t.Fatalf("cancels = %d, want 1", n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -376,7 +384,7 @@ func TestCallbackDeadlineRace(t *testing.T) {
 			t.Fatalf("channel %d: %d outcomes on the timeline: %s", i, outcomes, tl)
 		}
 	}
-	if n, _ := c.ZCard(ctx, nodes[0].dueKey).Result(); n != 0 {
+	if n, _ := c.ZCard(ctx, nodes[0].dueKeys[0]).Result(); n != 0 {
 		t.Errorf("%d deadlines left", n)
 	}
 	t.Logf("%d channels: %d settled by their callback, %d by their deadline", n, counts["callback"], counts["timeout"])
@@ -403,7 +411,7 @@ func TestClaimedDeadlineOfDeadNodeFires(t *testing.T) {
 	var ids []string
 	for len(ids) == 0 {
 		var err error
-		ids, err = claimDueScript.Run(ctx, c, []string{gen.dueKey}, time.Now().UnixMilli(), 10,
+		ids, err = claimDueScript.Run(ctx, c, []string{gen.dueKeys[0]}, time.Now().UnixMilli(), 10,
 			time.Now().Add(700*time.Millisecond).UnixMilli()).StringSlice()
 		if err != nil {
 			t.Fatal(err)
@@ -462,13 +470,19 @@ func TestCallbackOnStaleReadRetries(t *testing.T) {
 // synchronous answer could.
 type racingDispatcher struct {
 	recorder
-	s    *Service
-	once sync.Once
-	err  error
+	s      *Service
+	once   sync.Once
+	called bool  // under recorder.mu, as err is
+	err    error // the callback's: the task reads completed before it is set
 }
 
 func (d *racingDispatcher) Enqueue(ctx context.Context, ev dispatch.Event) error {
-	d.once.Do(func() { d.err = d.s.Callback(ctx, ev.ProjectID, ev.ChannelID, success(`{"fast":true}`)) })
+	d.once.Do(func() {
+		err := d.s.Callback(ctx, ev.ProjectID, ev.ChannelID, success(`{"fast":true}`))
+		d.mu.Lock()
+		d.err, d.called = err, true
+		d.mu.Unlock()
+	})
 	return d.recorder.Enqueue(ctx, ev)
 }
 
@@ -490,15 +504,26 @@ func TestCallbackOvertakingGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStatus(t, s, task.ChannelID, StatusCompleted)
-	if d.err != nil {
-		t.Fatalf("callback: %v", d.err)
+	for wait := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		d.mu.Lock()
+		called, err := d.called, d.err
+		d.mu.Unlock()
+		if err != nil {
+			t.Fatalf("callback: %v", err)
+		}
+		if called {
+			break
+		}
+		if time.Now().After(wait) {
+			t.Fatal("the callback did not return")
+		}
 	}
 	if hs := statuses(waitHistory(t, s, task.ChannelID, 2)); hs != "ai_generated,completed" {
 		t.Fatalf("room history = %s", hs)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		n, _ := c.ZCard(ctx, s.dueKey).Result()
+		n, _ := c.ZCard(ctx, s.dueKeys[0]).Result()
 		aw, _ := c.ZScore(ctx, s.logKeyOf("p1", "st", "ai_generated"), task.ChannelID).Result()
 		done, _ := c.ZScore(ctx, s.logKeyOf("p1", "st", "completed"), task.ChannelID).Result()
 		d.mu.Lock()

@@ -110,6 +110,13 @@
 //	                        upgrade as the ring entry "~legacy" (its leases
 //	                        are bare channel ids)
 //	P:{cb}:due        ZSET  callback deadlines (callback.go)
+//	P:rl:{pid}        STRING a project's rate with several partitions
+//
+// With Options.Partitions = N > 1 the {tasks} and {cb} keys exist once per
+// partition: partition 0 is as listed, partition k > 0 has the tag
+// {tasks.<s>} / {cb.<s>} of rdb.NewPartitions. A task and its deadline are
+// in the partition of their channel id (queue.go, docs/layout.md).
+//
 //	P:logs:{pid}...   ZSET  the request logs' indexes (logs.go)
 //	P:idem:{pid}:<h>  STRING first answer to an Idempotency-Key (24 h);
 //	                        <h>:lease, while its request is being accepted

@@ -41,8 +41,9 @@ func fill(tb testing.TB, s *Service, pid string, n int) {
 					tb.Fatal(err)
 				}
 				recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
+				q := s.q.of(t.ChannelID)
 				cmds = append(cmds, enqueueScript.Eval(ctx, p,
-					[]string{s.q.queue(pid), s.q.ring, s.q.count, s.q.legacy, s.q.rate(pid)},
+					[]string{q.queue(pid), q.ring, q.count, q.legacy, s.q.rate(pid)},
 					t.ChannelID, pid, s.o.MaxQueue, s.o.ProjectMaxQueue, 0, 0))
 			}
 		})
@@ -142,7 +143,7 @@ func TestClaimIsRoundRobin(t *testing.T) {
 	fill(t, s, "A", 5)
 	fill(t, s, "B", 2)
 	fill(t, s, "C", 1)
-	got, err := s.claim(100)
+	_, got, err := s.claim(100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,10 +159,10 @@ func TestClaimIsRoundRobin(t *testing.T) {
 	if n, _ := s.QueueDepth(ctx); n != 0 {
 		t.Errorf("queue depth %d after claiming everything", n)
 	}
-	if n, _ := c.LLen(ctx, s.q.ring).Result(); n != 0 {
+	if n, _ := c.LLen(ctx, s.q.keys[0].ring).Result(); n != 0 {
 		t.Errorf("ring has %d entries with nothing queued", n)
 	}
-	if n, _ := c.ZCard(ctx, s.q.lease).Result(); n != int64(len(got)) {
+	if n, _ := c.ZCard(ctx, s.q.keys[0].lease).Result(); n != int64(len(got)) {
 		t.Errorf("%d leases for %d claims", n, len(got))
 	}
 }
@@ -257,37 +258,37 @@ func TestRequeueGoesToHeadOfOwnProject(t *testing.T) {
 	ctx := context.Background()
 	fill(t, s, "A", 2)
 	fill(t, s, "B", 1)
-	qa, _ := c.LRange(ctx, s.q.queue("A"), 0, -1).Result()
-	qb, _ := c.LRange(ctx, s.q.queue("B"), 0, -1).Result()
+	qa, _ := c.LRange(ctx, s.q.keys[0].queue("A"), 0, -1).Result()
+	qb, _ := c.LRange(ctx, s.q.keys[0].queue("B"), 0, -1).Result()
 	past := float64(time.Now().Add(-time.Second).UnixMilli())
 	future := float64(time.Now().Add(time.Hour).UnixMilli())
 	// Leased by a dead node: one of A, one of B, one of project C (whose
 	// queue is empty, so not on the ring), one still running elsewhere.
-	c.ZAdd(ctx, s.q.lease, redis.Z{Score: past, Member: "A/xa"}, redis.Z{Score: past, Member: "B/xb"},
+	c.ZAdd(ctx, s.q.keys[0].lease, redis.Z{Score: past, Member: "A/xa"}, redis.Z{Score: past, Member: "B/xb"},
 		redis.Z{Score: past, Member: "C/xc"}, redis.Z{Score: future, Member: "A/alive"})
 	s.reclaim()
 	check := func(pid string, want []string) {
 		t.Helper()
-		if got, _ := c.LRange(ctx, s.q.queue(pid), 0, -1).Result(); !slices.Equal(got, want) {
+		if got, _ := c.LRange(ctx, s.q.keys[0].queue(pid), 0, -1).Result(); !slices.Equal(got, want) {
 			t.Errorf("queue of %s = %v, want %v", pid, got, want)
 		}
 	}
 	check("A", append([]string{"xa"}, qa...))
 	check("B", append([]string{"xb"}, qb...))
 	check("C", []string{"xc"})
-	ring, _ := c.LRange(ctx, s.q.ring, 0, -1).Result()
+	ring, _ := c.LRange(ctx, s.q.keys[0].ring, 0, -1).Result()
 	if slices.Sort(ring); !slices.Equal(ring, []string{"A", "B", "C"}) {
 		t.Errorf("ring = %v, want A, B and C once each", ring)
 	}
 	if n, _ := s.QueueDepth(ctx); n != 6 {
 		t.Errorf("queue depth %d, want 6", n)
 	}
-	if _, err := c.ZScore(ctx, s.q.lease, "A/alive").Result(); err != nil {
+	if _, err := c.ZScore(ctx, s.q.keys[0].lease, "A/alive").Result(); err != nil {
 		t.Errorf("a live lease was reclaimed: %v", err)
 	}
 	// Graceful shutdown's give-back, and a member already reclaimed (not
 	// queued twice).
-	if n, err := s.release(ctx, []string{"A/alive", "A/xa"}); n != 1 || err != nil {
+	if n, err := s.release(ctx, []lease{{0, "A/alive"}, {0, "A/xa"}}); n != 1 || err != nil {
 		t.Errorf("release = %d, %v; want 1", n, err)
 	}
 	check("A", append([]string{"alive", "xa"}, qa...))
@@ -315,11 +316,11 @@ func TestUpgradeFromSingleQueue(t *testing.T) {
 	for range 5 { // queued by an old node: RPUSH onto the one ready list
 		t0 := newTask()
 		record(t0)
-		c.RPush(ctx, old.q.legacy, t0.ChannelID)
+		c.RPush(ctx, old.q.keys[0].legacy, t0.ChannelID)
 	}
 	leased := newTask() // leased by an old node that died
 	record(leased)
-	c.ZAdd(ctx, old.q.lease, redis.Z{Score: float64(time.Now().Add(-time.Second).UnixMilli()), Member: leased.ChannelID})
+	c.ZAdd(ctx, old.q.keys[0].lease, redis.Z{Score: float64(time.Now().Add(-time.Second).UnixMilli()), Member: leased.ChannelID})
 	fresh := newTask() // submitted on the new layout meanwhile
 	if err := old.Submit(ctx, fresh); err != nil {
 		t.Fatal(err)
@@ -338,8 +339,8 @@ func TestUpgradeFromSingleQueue(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		leases, _ := c.ZCard(ctx, s.q.lease).Result()
-		ring, _ := c.LLen(ctx, s.q.ring).Result()
+		leases, _ := c.ZCard(ctx, s.q.keys[0].lease).Result()
+		ring, _ := c.LLen(ctx, s.q.keys[0].ring).Result()
 		depth, _ := s.QueueDepth(ctx)
 		if leases == 0 && ring == 0 && depth == 0 {
 			break
@@ -353,7 +354,7 @@ func TestUpgradeFromSingleQueue(t *testing.T) {
 	// ring: the reclaimer adopts it.
 	late := newTask()
 	record(late)
-	c.RPush(ctx, s.q.legacy, late.ChannelID)
+	c.RPush(ctx, s.q.keys[0].legacy, late.ChannelID)
 	waitStatus(t, s, late.ChannelID, StatusSuccess)
 }
 
@@ -379,18 +380,18 @@ func TestLeaseMemberNamesProject(t *testing.T) {
 	}
 	waitStatus(t, s, task.ChannelID, StatusGenerating)
 	member := leaseMember(task.ProjectID, task.ChannelID)
-	first, err := c.ZScore(ctx, s.q.lease, member).Result()
+	first, err := c.ZScore(ctx, s.q.keys[0].lease, member).Result()
 	if err != nil {
 		t.Fatalf("no lease %q: %v", member, err)
 	}
 	time.Sleep(250 * time.Millisecond) // > a heartbeat (lease/3)
-	if again, _ := c.ZScore(ctx, s.q.lease, member).Result(); again <= first {
+	if again, _ := c.ZScore(ctx, s.q.keys[0].lease, member).Result(); again <= first {
 		t.Errorf("lease not extended: %v then %v", first, again)
 	}
 	close(release)
 	waitStatus(t, s, task.ChannelID, StatusSuccess)
 	deadline := time.Now().Add(2 * time.Second)
-	for n, _ := c.ZCard(ctx, s.q.lease).Result(); n != 0; n, _ = c.ZCard(ctx, s.q.lease).Result() {
+	for n, _ := c.ZCard(ctx, s.q.keys[0].lease).Result(); n != 0; n, _ = c.ZCard(ctx, s.q.keys[0].lease).Result() {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d leases left after completion", n)
 		}

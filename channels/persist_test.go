@@ -142,7 +142,7 @@ func TestClaimSentAgainReturnsWhatItTook(t *testing.T) {
 		}
 	}
 	keys := func(token string) []string {
-		return []string{s.q.ring, s.q.lease, s.q.count, s.q.legacy, s.q.qPrefix, s.q.claimPrefix + token}
+		return []string{s.q.keys[0].ring, s.q.keys[0].lease, s.q.keys[0].count, s.q.keys[0].legacy, s.q.keys[0].qPrefix, s.q.keys[0].claimPrefix + token}
 	}
 	run := func(token string) []string {
 		t.Helper()

@@ -4,31 +4,74 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/rdb"
 )
 
 // legacyEntry names the single-queue layout's ready list on the ring. It
 // cannot be a project id (those are UUIDs).
 const legacyEntry = "~legacy"
 
-// queueKeys are the task queue's keys, all of the {tasks} tag.
+// queueKeys are one partition's task queue keys, all of its hash tag
+// ({tasks} for partition 0, the tag of earlier versions).
 type queueKeys struct {
 	ring, lease, count, legacy string
-	qPrefix, rlPrefix          string
+	qPrefix                    string
 	claimPrefix                string // + a claim's token: what it claimed
 }
 
-func newQueueKeys(prefix string) queueKeys {
-	tag := prefix + ":{tasks}:"
-	return queueKeys{ring: tag + "rr", lease: tag + "lease", count: tag + "n", legacy: tag + "ready",
-		qPrefix: tag + "q:", rlPrefix: tag + "rl:", claimPrefix: tag + "claim:"}
+func newQueueKeys(prefix, tag string) queueKeys {
+	t := prefix + ":" + tag + ":"
+	return queueKeys{ring: t + "rr", lease: t + "lease", count: t + "n", legacy: t + "ready",
+		qPrefix: t + "q:", claimPrefix: t + "claim:"}
 }
 
 func (k queueKeys) queue(pid string) string { return k.qPrefix + pid }
-func (k queueKeys) rate(pid string) string  { return k.rlPrefix + pid }
+
+// queue is the task queue: its partitions (Options.Partitions) and where a
+// channel's task goes. With one partition every key is as in earlier
+// versions; with more, a task goes to the partition of its channel id, the
+// limits are shared out (share), and the rate of a project has a key of
+// its own slot (rate).
+type queue struct {
+	prefix string
+	parts  rdb.Partitions
+	keys   []queueKeys
+	cursor atomic.Uint32 // the partition the next claim tries first
+}
+
+func newQueue(prefix string, n int) *queue {
+	q := &queue{prefix: prefix, parts: rdb.NewPartitions("tasks", n)}
+	for k := range q.parts.N() {
+		q.keys = append(q.keys, newQueueKeys(prefix, q.parts.Tag(k)))
+	}
+	return q
+}
+
+// of is the partition of a channel's task.
+func (q *queue) of(cid string) queueKeys { return q.keys[q.parts.Of(cid)] }
+
+// rate is a project's rate key: in partition 0 with one partition (as
+// earlier versions), else on its own slot, so no master carries every
+// project's.
+func (q *queue) rate(pid string) string {
+	if len(q.keys) == 1 {
+		return q.prefix + ":{tasks}:rl:" + pid
+	}
+	return q.prefix + ":rl:{" + pid + "}"
+}
+
+// share is a partition's part of a deployment-wide or per-project limit:
+// the limit itself with one partition; with n, ceil(limit/n), so that the
+// limit holds on average and a full queue is refused at about the limit.
+func (q *queue) share(limit int) int {
+	n := len(q.keys)
+	return (limit + n - 1) / n
+}
 
 // requeueKeys are the keys of the reclaim and release scripts.
 func (k queueKeys) requeueKeys() []string {
@@ -91,21 +134,52 @@ func (s *Service) admit(ctx context.Context, pid string) error {
 
 // QueueDepth is the number of tasks waiting for a worker, all projects.
 func (s *Service) QueueDepth(ctx context.Context) (int64, error) {
-	var n *redis.StringCmd
-	var legacy *redis.IntCmd
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		n, legacy = p.Get(ctx, s.q.count), p.LLen(ctx, s.q.legacy)
+	depths, err := s.depths(ctx)
+	var sum int64
+	for _, d := range depths {
+		sum += d
+	}
+	return sum, err
+}
+
+// depths reads each partition's number of waiting tasks, in one round trip.
+func (s *Service) depths(ctx context.Context) ([]int64, error) {
+	n := make([]*redis.StringCmd, len(s.q.keys))
+	legacy := make([]*redis.IntCmd, len(s.q.keys))
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range s.q.keys {
+			n[i], legacy[i] = p.Get(ctx, k.count), p.LLen(ctx, k.legacy)
+		}
 		return nil
 	})
-	if err != nil && err != redis.Nil {
-		return 0, err
+	out := make([]int64, len(n))
+	for i := range n {
+		c, err := n[i].Int64()
+		if err != nil && err != redis.Nil { // no counter yet: none waiting
+			return nil, err
+		}
+		l, err := legacy[i].Result()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = c + l
 	}
-	c, _ := n.Int64()
-	return c + legacy.Val(), nil
+	return out, nil
 }
 
 // ProjectQueueDepth is the number of one project's tasks waiting for a
 // worker (tasks still in the legacy list not counted).
 func (s *Service) ProjectQueueDepth(ctx context.Context, pid string) (int64, error) {
-	return s.rdb.LLen(ctx, s.q.queue(pid)).Result()
+	cmds := make([]*redis.IntCmd, len(s.q.keys))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range s.q.keys {
+			cmds[i] = p.LLen(ctx, k.queue(pid))
+		}
+		return nil
+	})
+	var sum int64
+	for _, c := range cmds {
+		sum += c.Val()
+	}
+	return sum, err
 }

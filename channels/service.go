@@ -75,9 +75,13 @@ type Dispatcher interface {
 
 // Options configures a Service. Zero values take the defaults noted.
 type Options struct {
-	Prefix   string // Redis key prefix; default "riverhub"
-	Workers  int    // concurrent tasks on this node; default 256
-	MaxQueue int    // ready tasks above which Submit refuses; default 100000
+	Prefix string // Redis key prefix; default "riverhub"
+	// Partitions splits the task queue and the callback deadlines over
+	// that many Cluster slots (rdb.Partitions); 0 or 1: one, the {tasks}
+	// and {cb} tags of earlier versions.
+	Partitions int
+	Workers    int // concurrent tasks on this node; default 256
+	MaxQueue   int // ready tasks above which Submit refuses; default 100000
 	// ProjectMaxQueue is the number of one project's ready tasks above
 	// which its submissions are refused (ErrProjectQueueFull); default
 	// 50000.
@@ -109,9 +113,15 @@ type Options struct {
 	MaxWaiting int
 	// SyncWait bounds the time a sync request waits in all for provider
 	// rate limits and retry delays before its chain moves on; default 30s.
-	SyncWait   time.Duration
-	Registerer prometheus.Registerer
-	Log        zerolog.Logger
+	SyncWait time.Duration
+	// WaitReplicas is how many replicas must confirm the writes of a
+	// submission (Submit, RunSync) or a callback before it returns
+	// (Redis WAIT, see replicated); default 0: the master's answer is
+	// enough. WaitTimeout bounds each WAIT; default 100 ms.
+	WaitReplicas int
+	WaitTimeout  time.Duration
+	Registerer   prometheus.Registerer
+	Log          zerolog.Logger
 	// Now is the clock of every time stored for other nodes to compare
 	// (leases, callback deadlines) and of the timeline; default time.Now.
 	// The server passes the Redis clock (rdb.Clock).
@@ -126,8 +136,8 @@ type Service struct {
 	runner Runner
 	o      Options
 
-	q      queueKeys
-	dueKey string // callback deadlines
+	q       *queue
+	dueKeys []string // callback deadlines, one set per partition (callback.go)
 
 	wake      chan struct{}
 	wakeDue   chan struct{} // an earlier deadline was set on this node
@@ -139,7 +149,7 @@ type Service struct {
 	acksClosed bool
 
 	mu       sync.Mutex
-	inflight map[string]string // channel id → lease member, of the tasks this node runs
+	inflight map[string]lease // channel id → its lease, of the tasks this node runs
 
 	runCtx    context.Context // cancelled when running tasks must stop
 	runCancel context.CancelFunc
@@ -154,7 +164,9 @@ type Service struct {
 
 	waiting atomic.Int64 // tasks that gave back their worker slot to wait for a provider
 
-	m metrics
+	m          metrics
+	shortfalls *prometheus.CounterVec // answers given before WaitReplicas confirmed
+	waitLog    zerolog.Logger
 }
 
 // New returns a Service; Start begins claiming tasks.
@@ -196,21 +208,26 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	if o.SyncWait <= 0 {
 		o.SyncWait = 30 * time.Second
 	}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = 100 * time.Millisecond
+	}
 	s := &Service{
 		rdb: rdb, runner: runner, o: o,
-		q:         newQueueKeys(o.Prefix),
-		dueKey:    o.Prefix + ":{cb}:due",
+		q:         newQueue(o.Prefix, o.Partitions),
+		dueKeys:   dueKeys(o.Prefix, o.Partitions),
 		wakeDue:   make(chan struct{}, 1),
 		wake:      make(chan struct{}, 1),
 		syncSlots: make(chan struct{}, o.Workers),
 		acks:      make(chan ackItem, 4096),
 		acked:     make(chan struct{}),
-		inflight:  make(map[string]string),
+		inflight:  make(map[string]lease),
 		stop:      make(chan struct{}),
 		quit:      make(chan struct{}),
 	}
 	s.runCtx, s.runCancel = context.WithCancel(context.Background())
 	s.m = newMetrics(o.Registerer, s)
+	s.shortfalls = newShortfalls(o.Registerer)
+	s.waitLog = o.Log.Sample(&zerolog.BurstSampler{Burst: 1, Period: waitLogPeriod})
 	go s.ackLoop()
 	return s
 }
@@ -250,12 +267,32 @@ func (s *Service) recordArgs(t *Task, status Status, now time.Time, entries ...E
 // idempotency before the task exists). A full queue is ErrQueueFull (the
 // deployment's) or ErrProjectQueueFull, a project over its rate is a
 // rate_limited error (IsRateLimited); either leaves nothing behind (the
-// record is deleted again: a second round trip, on refusal only).
+// record is deleted again: a second round trip, on refusal only). With
+// Options.WaitReplicas it returns once that many replicas have the writes,
+// or their WAIT timed out.
 func (s *Service) Submit(ctx context.Context, t *Task) error {
+	ctx, done := s.replicated(ctx, "submit")
+	err := s.submit(ctx, t)
+	done(err)
+	return err
+}
+
+func (s *Service) submit(ctx context.Context, t *Task) error {
 	now := s.o.Now()
 	args, err := s.recordArgs(t, StatusPending, now, s.requestEntry(t, now))
 	if err != nil {
 		return err
+	}
+	// With partitions, the project's rate key has a slot of its own, so
+	// the rate is checked first, before anything is written (a task then
+	// refused for a full queue has used its share of the rate).
+	q := s.q.of(t.ChannelID)
+	rate, rateKey := s.o.ProjectRate, s.q.rate(t.ProjectID)
+	if len(s.q.keys) > 1 {
+		if err := s.admit(ctx, t.ProjectID); err != nil {
+			return err
+		}
+		rate, rateKey = 0, q.count // not read; a key of the script's slot
 	}
 	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
 	// The record must exist before a worker can claim the task (a claim
@@ -274,8 +311,8 @@ func (s *Service) Submit(ctx context.Context, t *Task) error {
 			recordScript.Eval(ctx, p, keys, args...)
 		}
 		enq = enqueueScript.Eval(ctx, p,
-			[]string{s.q.queue(t.ProjectID), s.q.ring, s.q.count, s.q.legacy, s.q.rate(t.ProjectID)},
-			t.ChannelID, t.ProjectID, s.o.MaxQueue, s.o.ProjectMaxQueue, s.o.ProjectRate, 2*s.o.ProjectRate)
+			[]string{q.queue(t.ProjectID), q.ring, q.count, q.legacy, rateKey},
+			t.ChannelID, t.ProjectID, s.q.share(s.o.MaxQueue), s.q.share(s.o.ProjectMaxQueue), rate, 2*rate)
 		s.indexNew(ctx, p, t, StatusPending, now)
 	})
 	if err == nil {
@@ -337,7 +374,9 @@ func (s *Service) requestEntry(t *Task, now time.Time) Entry {
 // the final message. The record is written while the provider works (the
 // completion waits for both), and the side effects run after the answer;
 // the task is leased like a queued one throughout, so if this node dies
-// mid-run another node finishes it (and delivers its webhooks).
+// mid-run another node finishes it (and delivers its webhooks). With
+// Options.WaitReplicas the record and the completion wait for replicas
+// before the answer; the side effects after it do not.
 func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error) {
 	// Sync runs hold a provider call like a worker does: bounded the same.
 	select {
@@ -356,13 +395,15 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 	if err != nil {
 		return nil, err
 	}
-	member := leaseMember(t.ProjectID, t.ChannelID)
-	s.track(t.ChannelID, member)
+	l := lease{s.q.parts.Of(t.ChannelID), leaseMember(t.ProjectID, t.ChannelID)}
+	s.track(t.ChannelID, l)
+	wctx, replicated := s.replicated(ctx, "sync") // the writes the answer stands for
 	recorded := make(chan error, 1)
 	go func() {
+		ctx := wctx
 		recorded <- s.pipelined(ctx, func(p redis.Pipeliner) {
 			recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
-			p.ZAdd(ctx, s.q.lease, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: member})
+			p.ZAdd(ctx, s.q.keys[l.part].lease, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: l.member})
 			s.indexNew(ctx, p, t, StatusGenerating, now)
 		})
 	}()
@@ -372,7 +413,7 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 		// Half a record (the lease and the record live in different
 		// slots) must not linger as a channel that never finishes.
 		s.rdb.Del(context.WithoutCancel(ctx), s.chKey(t.ChannelID), s.tlKey(t.ChannelID))
-		s.rdb.ZRem(context.WithoutCancel(ctx), s.q.lease, member)
+		s.rdb.ZRem(context.WithoutCancel(ctx), s.q.keys[l.part].lease, l.member)
 		s.unindex(context.WithoutCancel(ctx), t, StatusGenerating)
 		return nil, fmt.Errorf("record channel: %w", err)
 	}
@@ -383,10 +424,11 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 	}
 	// The provider answered: keep the answer even if the client left
 	// (until this node stops).
-	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	cctx, cancel := context.WithCancel(context.WithoutCancel(wctx))
 	defer context.AfterFunc(s.runCtx, cancel)()
 	defer cancel()
 	o, err := s.conclude(cctx, t, res, runErr)
+	replicated(err)
 	if err != nil {
 		s.untrack(t.ChannelID)
 		return nil, err
@@ -693,7 +735,7 @@ func (s *Service) ack(ctx context.Context, pid, cid string) {
 // the move of the channel to its final status's log index.
 type ackItem struct {
 	cid, pid string
-	member   string          // the lease member, set by ackWith
+	lease    lease           // where the task is leased, set by ackWith
 	msg      json.RawMessage // the room's message, when set
 	status   Status          // the final status, when set
 	workflow string          // the channel's workflow and event name, for the log indexes
@@ -701,7 +743,7 @@ type ackItem struct {
 }
 
 func (s *Service) ackWith(ctx context.Context, it ackItem) {
-	it.member = s.memberOf(it.pid, it.cid)
+	it.lease = s.leaseOf(it.pid, it.cid)
 	s.ackMu.RLock()
 	defer s.ackMu.RUnlock()
 	if !s.acksClosed {
@@ -719,9 +761,9 @@ func (s *Service) ackWith(ctx context.Context, it ackItem) {
 // expire and the tasks are finished again (publishing is idempotent),
 // which is harmless.
 func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
-	ids := make([]any, len(items))
-	for i, it := range items {
-		ids[i] = it.member
+	ids := make(map[int][]any)
+	for _, it := range items {
+		ids[it.lease.part] = append(ids[it.lease.part], it.lease.member)
 	}
 	// Retried through a Redis blip for up to a lease: a lost ack costs a
 	// lease's wait for the room's final message and the log index.
@@ -735,7 +777,7 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 	}
 }
 
-func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, ids []any) error {
+func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, ids map[int][]any) error {
 	return s.pipelined(ctx, func(p redis.Pipeliner) {
 		for _, it := range items {
 			b.publish(ctx, p, it.pid, it.cid, it.msg) // its entry was logged by complete.lua
@@ -743,7 +785,9 @@ func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, i
 				s.indexMove(ctx, p, logRef{it.pid, it.cid, it.workflow, it.event}, StatusGenerating, it.status)
 			}
 		}
-		p.ZRem(ctx, s.q.lease, ids...)
+		for k, members := range ids {
+			p.ZRem(ctx, s.q.keys[k].lease, members...)
+		}
 	})
 }
 

@@ -185,7 +185,7 @@ func TestExpiredLeaseIsReclaimed(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A "dead node" claims it and never comes back.
-	ids, err := claimScript.Run(ctx, s.rdb, []string{s.q.ring, s.q.lease, s.q.count, s.q.legacy, s.q.qPrefix, s.q.claimPrefix + "dead"},
+	ids, err := claimScript.Run(ctx, s.rdb, []string{s.q.keys[0].ring, s.q.keys[0].lease, s.q.keys[0].count, s.q.keys[0].legacy, s.q.keys[0].qPrefix, s.q.keys[0].claimPrefix + "dead"},
 		10, time.Now().Add(100*time.Millisecond).UnixMilli(), legacyEntry, 1000).StringSlice()
 	if err != nil || len(ids) != 1 {
 		t.Fatalf("claim: %v %v", ids, err)
@@ -197,7 +197,7 @@ func TestExpiredLeaseIsReclaimed(t *testing.T) {
 	}
 	// The lease is acked right after the completion is recorded.
 	deadline := time.Now().Add(2 * time.Second)
-	for n, _ := s.rdb.ZCard(ctx, s.q.lease).Result(); n != 0; n, _ = s.rdb.ZCard(ctx, s.q.lease).Result() {
+	for n, _ := s.rdb.ZCard(ctx, s.q.keys[0].lease).Result(); n != 0; n, _ = s.rdb.ZCard(ctx, s.q.keys[0].lease).Result() {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d leases left after completion", n)
 		}
@@ -224,8 +224,8 @@ func TestShutdownReleasesUnfinishedTasks(t *testing.T) {
 	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	_ = s.Shutdown(sctx)
-	ready, _ := s.rdb.LRange(ctx, s.q.queue(task.ProjectID), 0, -1).Result()
-	leased, _ := s.rdb.ZCard(ctx, s.q.lease).Result()
+	ready, _ := s.rdb.LRange(ctx, s.q.keys[0].queue(task.ProjectID), 0, -1).Result()
+	leased, _ := s.rdb.ZCard(ctx, s.q.keys[0].lease).Result()
 	if len(ready) != 1 || ready[0] != task.ChannelID || leased != 0 {
 		t.Errorf("after shutdown: ready %v, leased %d; want the task back in the queue", ready, leased)
 	}

@@ -19,6 +19,9 @@ const (
 	claimBatch = 64                     // most tasks one claim script moves
 	idlePoll   = 50 * time.Millisecond  // claim retry when the queue was empty
 	errorPause = 500 * time.Millisecond // after a Redis error
+	// claimPatience is how long a claim waits for one partition's master
+	// when there are others to claim from.
+	claimPatience = 2 * time.Second
 )
 
 // Start launches the claimer, the lease heartbeat, the reclaimer and the
@@ -44,23 +47,31 @@ func (s *Service) poke() {
 	}
 }
 
-func (s *Service) track(cid, member string) {
+// lease is where a task is leased: the partition whose lease set holds it
+// (the one it was claimed from, which for a task queued by an earlier
+// version is partition 0, whatever its channel id) and its member there.
+type lease struct {
+	part   int
+	member string
+}
+
+func (s *Service) track(cid string, l lease) {
 	s.mu.Lock()
-	s.inflight[cid] = member
+	s.inflight[cid] = l
 	s.mu.Unlock()
 }
 
-// memberOf is the lease member of a task: the one it was claimed under if
-// it runs here (a task of the legacy list keeps its bare id), else the one
-// it is leased under when claimed from its project's queue.
-func (s *Service) memberOf(pid, cid string) string {
+// leaseOf is a task's lease: the one it was claimed under if it runs here
+// (a task of the legacy list keeps its bare id), else the one it is leased
+// under when claimed from its project's queue in its channel's partition.
+func (s *Service) leaseOf(pid, cid string) lease {
 	s.mu.Lock()
-	m, ok := s.inflight[cid]
+	l, ok := s.inflight[cid]
 	s.mu.Unlock()
 	if ok {
-		return m
+		return l
 	}
-	return leaseMember(pid, cid)
+	return lease{s.q.parts.Of(cid), leaseMember(pid, cid)}
 }
 
 func (s *Service) untrack(cid string) {
@@ -91,16 +102,16 @@ func (s *Service) claimLoop() {
 				break more
 			}
 		}
-		members, err := s.claim(n)
+		part, members, err := s.claim(n)
 		for range n - len(members) {
 			slots <- struct{}{}
 		}
 		ids := make([]string, len(members))
 		for i, m := range members {
 			_, ids[i] = splitMember(m)
-			s.track(ids[i], m)
+			s.track(ids[i], lease{part, m})
 		}
-		starts := s.startAll(ids, members)
+		starts := s.startAll(ids, part, members)
 		if starts == nil { // given back; do not spin on them
 			select {
 			case <-s.stop:
@@ -156,17 +167,56 @@ func (s *Service) claimLoop() {
 	}
 }
 
-// claim leases up to n tasks, round robin across projects, and returns
-// their lease members. A claim that fails for Redis is sent again, the
-// same claim, until Redis answers: if the first one ran but its answer
-// was lost, the second returns what it took, which would otherwise wait
-// out its lease.
-func (s *Service) claim(n int) ([]string, error) {
-	keys := []string{s.q.ring, s.q.lease, s.q.count, s.q.legacy, s.q.qPrefix, s.q.claimPrefix + uuid.NewString()}
+// claim leases up to n tasks of one partition and returns the partition
+// and the tasks' lease members. Partitions take turns: each claim starts at
+// the one after the last claim's; when that one has nothing, the
+// partitions' depths (one round trip) say which to try instead, so an idle
+// node costs one claim and one look per poll, not one claim per partition.
+func (s *Service) claim(n int) (int, []string, error) {
+	k := int(s.q.cursor.Add(1)-1) % len(s.q.keys)
+	ids, err := s.claimFrom(k, n)
+	if err != nil || len(ids) > 0 || len(s.q.keys) == 1 {
+		return k, ids, err
+	}
+	depths, err := s.depths(s.runCtx)
+	if err != nil {
+		return k, nil, err
+	}
+	for i := 1; i < len(depths); i++ {
+		j := (k + i) % len(depths)
+		if depths[j] > 0 {
+			s.q.cursor.Store(uint32(j + 1))
+			ids, err := s.claimFrom(j, n)
+			return j, ids, err
+		}
+	}
+	return k, nil, nil
+}
+
+// claimFrom leases up to n tasks of partition k, round robin across
+// projects, and returns their lease members. A claim that fails for Redis
+// is sent again, the same claim, until Redis answers: if the first one ran
+// but its answer was lost, the second returns what it took, which would
+// otherwise wait out its lease.
+//
+// With several partitions it gives up on one after claimPatience, so that
+// a partition whose master is down (until its replica takes over) does not
+// hold up the claims of the others: a claim whose answer was lost then
+// leaves its tasks leased until their lease runs out and they are
+// reclaimed.
+func (s *Service) claimFrom(k, n int) ([]string, error) {
+	q := s.q.keys[k]
+	keys := []string{q.ring, q.lease, q.count, q.legacy, q.qPrefix, q.claimPrefix + uuid.NewString()}
+	ctx := s.runCtx
+	if len(s.q.keys) > 1 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, claimPatience)
+		defer cancel()
+	}
 	var ids []string
-	err := s.persist(s.runCtx, "claim", func() (err error) {
+	err := s.persist(ctx, "claim", func() (err error) {
 		deadline := s.o.Now().Add(s.o.Lease).UnixMilli()
-		ids, err = claimScript.Run(s.runCtx, s.rdb, keys, n, deadline, legacyEntry, s.o.Lease.Milliseconds()).StringSlice()
+		ids, err = claimScript.Run(ctx, s.rdb, keys, n, deadline, legacyEntry, s.o.Lease.Milliseconds()).StringSlice()
 		if errors.Is(err, redis.Nil) {
 			err = nil
 		}
@@ -181,9 +231,10 @@ func (s *Service) claim(n int) ([]string, error) {
 	return ids, nil
 }
 
-// startAll marks a claimed batch as generating, one script per channel,
-// all in one round trip. On failure the batch goes back to the queue.
-func (s *Service) startAll(ids, members []string) []*redis.Cmd {
+// startAll marks a batch claimed from partition part as generating, one
+// script per channel, all in one round trip. On failure the batch goes back
+// to the queue.
+func (s *Service) startAll(ids []string, part int, members []string) []*redis.Cmd {
 	ctx := s.runCtx
 	now := wire.Stamp(s.o.Now())
 	start := wire.MustJSON(Entry{At: now, Type: "generating", Node: s.o.Node})
@@ -197,7 +248,11 @@ func (s *Service) startAll(ids, members []string) []*redis.Cmd {
 	if err != nil {
 		if ctx.Err() == nil {
 			s.o.Log.Error().Err(err).Int("tasks", len(ids)).Msg("start tasks; giving them back")
-			_ = s.persist(ctx, "release", func() error { _, err := s.release(ctx, members); return err })
+			leases := make([]lease, len(members))
+			for i, m := range members {
+				leases[i] = lease{part, m}
+			}
+			_ = s.persist(ctx, "release", func() error { _, err := s.release(ctx, leases); return err })
 		}
 		return nil
 	}
@@ -263,33 +318,54 @@ func (s *Service) every(d time.Duration, wake <-chan struct{}, f func()) {
 	}
 }
 
-// heartbeat extends the leases of every task this node runs, in one call.
+// heartbeat extends the leases of every task this node runs, in one round
+// trip (one command per partition).
 func (s *Service) heartbeat() {
 	s.mu.Lock()
-	ids := make([]redis.Z, 0, len(s.inflight))
+	byPart := make(map[int][]redis.Z)
 	score := float64(s.o.Now().Add(s.o.Lease).UnixMilli())
-	for _, m := range s.inflight {
-		ids = append(ids, redis.Z{Score: score, Member: m})
+	for _, l := range s.inflight {
+		byPart[l.part] = append(byPart[l.part], redis.Z{Score: score, Member: l.member})
 	}
 	s.mu.Unlock()
-	if len(ids) == 0 {
+	if len(byPart) == 0 {
 		return
 	}
 	// XX: never re-add a lease that was acked or reclaimed meanwhile.
-	if err := s.rdb.ZAddXX(s.runCtx, s.q.lease, ids...).Err(); err != nil && s.runCtx.Err() == nil {
+	_, err := s.rdb.Pipelined(s.runCtx, func(p redis.Pipeliner) error {
+		for k, zs := range byPart {
+			p.ZAddXX(s.runCtx, s.q.keys[k].lease, zs...)
+		}
+		return nil
+	})
+	if err != nil && s.runCtx.Err() == nil {
 		s.o.Log.Warn().Err(err).Msg("extend task leases")
 	}
 }
 
 // reclaim requeues tasks whose leases ran out (their node died), each at
-// the head of its project's queue.
+// the head of its project's queue, in every partition (one round trip).
 func (s *Service) reclaim() {
-	n, err := reclaimScript.Run(s.runCtx, s.rdb, s.q.requeueKeys(), legacyEntry, s.o.Now().UnixMilli(), 1000).Int()
+	cmds := make([]*redis.Cmd, len(s.q.keys))
+	err := s.pipelined(s.runCtx, func(p redis.Pipeliner) {
+		for k, q := range s.q.keys {
+			cmds[k] = reclaimScript.Eval(s.runCtx, p, q.requeueKeys(), legacyEntry, s.o.Now().UnixMilli(), 1000)
+		}
+	})
+	n := 0
+	for _, c := range cmds {
+		if c != nil {
+			m, _ := c.Int()
+			n += m
+		}
+	}
 	if err != nil {
 		if s.runCtx.Err() == nil {
 			s.o.Log.Warn().Err(err).Msg("reclaim expired task leases")
 		}
-		return
+		if n == 0 {
+			return
+		}
 	}
 	if n > 0 {
 		s.m.reclaimed.Add(float64(n))
@@ -318,15 +394,15 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 		done := make(chan struct{})
 		go func() { s.tasks.Wait(); close(done) }()
-		var ids []string
+		var ids []lease
 		select {
 		case <-done:
 		case <-ctx.Done():
 			// Whatever runs now is abandoned: remember it before the
 			// cancelled runs untrack themselves, then hand it back.
 			s.mu.Lock()
-			for _, m := range s.inflight {
-				ids = append(ids, m)
+			for _, l := range s.inflight {
+				ids = append(ids, l)
 			}
 			s.mu.Unlock()
 			s.runCancel()
@@ -353,12 +429,26 @@ func (s *Service) Shutdown(ctx context.Context) error {
 }
 
 // release gives leased tasks back, each at the head of its project's queue
-// (those still leased by this node).
-func (s *Service) release(ctx context.Context, members []string) (int, error) {
-	args := make([]any, 0, len(members)+1)
-	args = append(args, legacyEntry)
-	for _, m := range members {
-		args = append(args, m)
+// (those still leased by this node), one script per partition, in one
+// round trip.
+func (s *Service) release(ctx context.Context, leases []lease) (int, error) {
+	args := make(map[int][]any)
+	for _, l := range leases {
+		if args[l.part] == nil {
+			args[l.part] = []any{legacyEntry}
+		}
+		args[l.part] = append(args[l.part], l.member)
 	}
-	return releaseScript.Run(ctx, s.rdb, s.q.requeueKeys(), args...).Int()
+	var cmds []*redis.Cmd
+	err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		for k, a := range args {
+			cmds = append(cmds, releaseScript.Eval(ctx, p, s.q.keys[k].requeueKeys(), a...))
+		}
+	})
+	n := 0
+	for _, c := range cmds {
+		m, _ := c.Int()
+		n += m
+	}
+	return n, err
 }

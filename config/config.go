@@ -166,6 +166,14 @@ type Config struct {
 	// tasks; >= 1.
 	ProjectMaxQueue int
 
+	// Partitions is how many parts the task queue, the delivery schedule
+	// and the callback-deadline set are split into, each on its own Redis
+	// Cluster slot, so that a cluster's masters share their load. 0 picks:
+	// 16 on a Redis Cluster, 1 otherwise (one Redis gains nothing from
+	// parts). Every node of a deployment must use the same number.
+	// RIVERHUB_PARTITIONS, flag -partitions, default 0 (auto); 0 to 256.
+	Partitions int
+
 	// ProjectRate is how many tasks per second one project may submit,
 	// deployment-wide (all nodes share the budget in Redis), with a burst
 	// of twice that; more answer 429 rate_limited with Retry-After. 0 turns
@@ -209,6 +217,23 @@ type Config struct {
 	// 503 unavailable with Retry-After instead of hanging.
 	// RIVERHUB_REDIS_TIMEOUT, flag -redis-timeout, default 2s; >= 10ms.
 	RedisTimeout time.Duration
+
+	// RedisWaitReplicas is how many replicas must have the writes of a
+	// submission (POST /v1/ai/async, /v1/ai) or of a callback before it
+	// is answered: each of its round trips of writes ends with Redis WAIT
+	// on the connection that made them. 0 answers as soon as the master
+	// has them (a failover in the next moment may lose them). When fewer
+	// replicas confirm within RedisWaitTimeout, the answer is the same
+	// (the master has the writes), and the shortfall is counted in
+	// riverhub_redis_wait_shortfalls_total and logged.
+	// RIVERHUB_REDIS_WAIT_REPLICAS, flag -redis-wait-replicas, default 0;
+	// 0 to 16, and > 0 only with a REDIS_URL.
+	RedisWaitReplicas int
+
+	// RedisWaitTimeout bounds each WAIT of RedisWaitReplicas.
+	// RIVERHUB_REDIS_WAIT_TIMEOUT, flag -redis-wait-timeout, default
+	// 100ms; at least 1ms and less than RedisTimeout.
+	RedisWaitTimeout time.Duration
 
 	// TaskLease is how long a claimed task stays invisible to other nodes
 	// before it is reclaimed (its worker is presumed dead). The floor is low
@@ -308,6 +333,7 @@ func Defaults() *Config {
 		WSIdleTimeout:           time.Minute,
 		TaskLease:               30 * time.Second,
 		RedisTimeout:            2 * time.Second,
+		RedisWaitTimeout:        100 * time.Millisecond,
 		Retention:               7 * 24 * time.Hour,
 		DLQRetention:            30 * 24 * time.Hour,
 		MaxBodyBytes:            1 << 20,

@@ -17,9 +17,13 @@ const (
 	minTokenSecretLen = 32
 	maxKeyPrefixLen   = 64
 	maxWorkers        = 100000
+	// MaxPartitions bounds RIVERHUB_PARTITIONS.
+	MaxPartitions = 256
 	// maxProviderRetries: beyond it a task mostly waits on a provider
 	// that will not answer, which the fallback chain is for.
 	maxProviderRetries = 10
+	// maxWaitReplicas: more replicas than any deployment runs per master.
+	maxWaitReplicas = 16
 )
 
 // Validate checks every field and returns the first problem found, as one
@@ -107,6 +111,9 @@ func (c *Config) Validate() error {
 	if c.Workers < 1 || c.Workers > maxWorkers {
 		return fmt.Errorf("RIVERHUB_WORKERS: must be between 1 and %d, got %d", maxWorkers, c.Workers)
 	}
+	if c.Partitions < 0 || c.Partitions > MaxPartitions {
+		return fmt.Errorf("RIVERHUB_PARTITIONS: must be between 0 (auto) and %d, got %d", MaxPartitions, c.Partitions)
+	}
 	if c.MaxQueue < 1 {
 		return fmt.Errorf("RIVERHUB_MAX_QUEUE: must be at least 1, got %d", c.MaxQueue)
 	}
@@ -126,6 +133,19 @@ func (c *Config) Validate() error {
 		if r.n < r.min {
 			return fmt.Errorf("%s: must be at least %d, got %d", r.name, r.min, r.n)
 		}
+	}
+	switch {
+	case c.RedisWaitReplicas < 0 || c.RedisWaitReplicas > maxWaitReplicas:
+		return fmt.Errorf("RIVERHUB_REDIS_WAIT_REPLICAS: must be between 0 and %d, got %d", maxWaitReplicas, c.RedisWaitReplicas)
+	case c.RedisWaitReplicas > 0 && c.RedisURL == "":
+		return errors.New("RIVERHUB_REDIS_WAIT_REPLICAS: needs REDIS_URL (the embedded Redis has no replicas)")
+	case c.RedisWaitReplicas == 0:
+	case c.RedisWaitTimeout < time.Millisecond:
+		// WAIT with 0 ms would block for ever.
+		return fmt.Errorf("RIVERHUB_REDIS_WAIT_TIMEOUT: must be at least 1ms, got %v", c.RedisWaitTimeout)
+	case c.RedisWaitTimeout >= c.RedisTimeout:
+		// The request's bound would cut the WAIT and answer 503.
+		return fmt.Errorf("RIVERHUB_REDIS_WAIT_TIMEOUT: must be less than RIVERHUB_REDIS_TIMEOUT (%v), got %v", c.RedisTimeout, c.RedisWaitTimeout)
 	}
 	if c.ProviderRetries > maxProviderRetries {
 		return fmt.Errorf("RIVERHUB_PROVIDER_RETRIES: must be at most %d, got %d", maxProviderRetries, c.ProviderRetries)

@@ -163,26 +163,51 @@ func benchEnqueue(b *testing.B, e *Engine, n, workers int, event func(i int) Eve
 	}
 }
 
-// benchWaitDrained waits until no delivery of e is due or leased, and
-// reports whether that happened before the deadline.
+// benchWaitDrained waits until no delivery of e is due or leased, in any
+// partition, and reports whether that happened before the deadline.
 func benchWaitDrained(b *testing.B, c redis.UniversalClient, e *Engine, deadline time.Time) bool {
 	b.Helper()
 	ctx := context.Background()
 	for time.Now().Before(deadline) {
-		var lease, due *redis.IntCmd
+		var cards []*redis.IntCmd
 		_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			lease, due = p.ZCard(ctx, e.leaseKey), p.ZCard(ctx, e.dueOf(benchProject))
+			for _, pt := range e.parts {
+				cards = append(cards, p.ZCard(ctx, pt.leaseKey), p.ZCard(ctx, pt.dueOf(benchProject)))
+			}
 			return nil
 		})
 		if err != nil {
 			b.Fatalf("zcard: %v", err)
 		}
-		if lease.Val() == 0 && due.Val() == 0 {
+		left := int64(0)
+		for _, cmd := range cards {
+			left += cmd.Val()
+		}
+		if left == 0 {
 			return true
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	return false
+}
+
+// benchCount sums cmd's answers over e's partitions (a missing key's
+// error counts 0).
+func benchCount(b *testing.B, c redis.UniversalClient, e *Engine, cmd func(redis.Pipeliner, *part) *redis.IntCmd) int64 {
+	b.Helper()
+	ctx := context.Background()
+	var cmds []*redis.IntCmd
+	_, _ = c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, pt := range e.parts {
+			cmds = append(cmds, cmd(p, pt))
+		}
+		return nil
+	})
+	n := int64(0)
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	return n
 }
 
 func benchWaitHits(rc *benchReceiver, n int64, deadline time.Time) bool {
@@ -269,7 +294,8 @@ func benchFailedAttempts(b *testing.B, c redis.UniversalClient, e *Engine, reg *
 		cmds := make([]*redis.StringSliceCmd, 0, 500)
 		_, _ = c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for k := i; k < min(i+500, n); k++ {
-				cmds = append(cmds, p.LRange(ctx, e.attKey(DeliveryID("task.completed", channel(k), hooks[k%len(hooks)].ID)), 0, -2))
+				w := hooks[k%len(hooks)].ID
+				cmds = append(cmds, p.LRange(ctx, e.partOf(w).attKey(DeliveryID("task.completed", channel(k), w)), 0, -2))
 			}
 			return nil
 		})
@@ -317,12 +343,17 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // process's (engine, receiver and load generator alike), per delivery.
 func BenchmarkDeliveryThroughput(b *testing.B) {
 	b.Run("preloaded", func(b *testing.B) {
-		const events = 5_000
-		const n = events * benchEndpoints
+		endpoints := benchEndpoints
+		if v, _ := strconv.Atoi(os.Getenv("RIVERHUB_BENCH_ENDPOINTS")); v > 0 {
+			endpoints = v
+		}
+		events := 50_000 / endpoints
+		n := float64(events * endpoints)
 		c, prefix := benchClient(b)
 		rc := newBenchReceiver(b, nil)
 		reg := prometheus.NewRegistry()
-		e := New(c, Options{Prefix: prefix, Endpoints: newBenchHooks(benchEndpoints, rc.URL), Log: zerolog.Nop(), Registerer: reg})
+		e := New(c, Options{Prefix: prefix, Partitions: testPartitions(), Endpoints: newBenchHooks(endpoints, rc.URL),
+			Log: zerolog.Nop(), Registerer: reg})
 		b.Cleanup(func() { benchShutdown(e) })
 		run := uint32(time.Now().UnixNano())
 		bodies := make([][]byte, events)
@@ -341,24 +372,24 @@ func BenchmarkDeliveryThroughput(b *testing.B) {
 		start := time.Now()
 		e.Start()
 		deadline := start.Add(5 * time.Minute)
-		sentAll := benchWaitHits(rc, n, deadline)
+		sentAll := benchWaitHits(rc, int64(n), deadline)
 		sent := time.Since(start)
 		drained := benchWaitDrained(b, c, e, deadline)
 		took := time.Since(start)
 		b.StopTimer()
-		reportCPU(b, c, cpu0, n)
+		reportCPU(b, c, cpu0, int(n))
 		if !sentAll || !drained {
-			b.Logf("gave up after %v: %d of %d requests received, drained=%v", took, rc.hits.Load(), n, drained)
+			b.Logf("gave up after %v: %d of %.0f requests received, drained=%v", took, rc.hits.Load(), n, drained)
 		}
 
 		benchShutdown(e)
 		ok := benchAttempts(b, reg, "ok")
-		benchFailedAttempts(b, c, e, reg, n, func(i int) string { return benchChannelID(run, i/benchEndpoints) })
+		benchFailedAttempts(b, c, e, reg, int(n), func(i int) string { return benchChannelID(run, i/endpoints) })
 		b.ReportMetric(n/took.Seconds(), "deliveries/s")
 		b.ReportMetric(n/sent.Seconds(), "sent/s")
 		b.ReportMetric(n/enqueueTook.Seconds(), "enqueued/s")
 		b.ReportMetric(float64(rc.conns.Load()), "tcp-conns")
-		b.ReportMetric(float64(rc.hits.Load()-n), "duplicates")
+		b.ReportMetric(float64(rc.hits.Load()-int64(n)), "duplicates")
 		b.ReportMetric(n-ok, "not-recorded-ok")
 	})
 
@@ -387,7 +418,8 @@ func BenchmarkDeliveryThroughput(b *testing.B) {
 			}
 		})
 		reg := prometheus.NewRegistry()
-		e := New(c, Options{Prefix: prefix, Endpoints: newBenchHooks(benchEndpoints, rc.URL), Log: zerolog.Nop(), Registerer: reg})
+		e := New(c, Options{Prefix: prefix, Partitions: testPartitions(), Endpoints: newBenchHooks(benchEndpoints, rc.URL),
+			Log: zerolog.Nop(), Registerer: reg})
 		b.Cleanup(func() { benchShutdown(e) })
 		e.Start()
 		time.Sleep(100 * time.Millisecond)
@@ -461,14 +493,13 @@ func benchWrite(b *testing.B, c redis.UniversalClient, e *Engine, hooks benchHoo
 	var failed atomic.Pointer[error]
 	for range 4 {
 		wg.Go(func() {
-			zs := make([]redis.Z, 0, batch)
 			for {
 				lo := int(next.Add(batch) - batch)
 				if lo >= from+n {
 					return
 				}
 				hi := min(lo+batch, from+n)
-				zs = zs[:0]
+				zs := map[*part][]redis.Z{}
 				_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
 					for i := lo; i < hi; i++ {
 						cid := benchChannelID(run, i)
@@ -481,12 +512,15 @@ func benchWrite(b *testing.B, c redis.UniversalClient, e *Engine, hooks benchHoo
 							f = append(f, "attempts", 1, "tries", 1, "status", "retrying", "next_at", dueAt(i),
 								"last_status", 503, "last_error", "status 503", "claim", "", "updated_at", created)
 						}
-						p.HSet(ctx, e.dKey(id), f...)
-						zs = append(zs, redis.Z{Score: float64(dueAt(i)), Member: id})
+						pt := e.partOf(w.ID)
+						p.HSet(ctx, pt.dKey(id), f...)
+						zs[pt] = append(zs[pt], redis.Z{Score: float64(dueAt(i)), Member: id})
 					}
-					if zadd {
-						p.ZAdd(ctx, e.dueOf(benchProject), zs...)
-						p.ZAddArgs(ctx, e.projectsKey, redis.ZAddArgs{LT: true, Members: []redis.Z{{Score: float64(dueAt(from)), Member: benchProject}}})
+					for pt, z := range zs {
+						if zadd {
+							p.ZAdd(ctx, pt.dueOf(benchProject), z...)
+							p.ZAddArgs(ctx, pt.projectsKey, redis.ZAddArgs{LT: true, Members: []redis.Z{{Score: float64(dueAt(from)), Member: benchProject}}})
+						}
 					}
 					return nil
 				})
@@ -606,20 +640,21 @@ func BenchmarkSchedulerLateness(b *testing.B) {
 				time.Sleep(time.Until(time.UnixMilli(dueAt(i))))
 				due := redis.Z{Score: float64(dueAt(i)), Member: ids[i-from]}
 				proj := redis.ZAddArgs{LT: true, Members: []redis.Z{{Score: float64(dueAt(i)), Member: benchProject}}}
+				pt := e.partOf(hooks[i%len(hooks)].ID)
 				if nudge {
 					if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-						p.ZAdd(ctx, e.dueOf(benchProject), due)
-						p.ZAddArgs(ctx, e.projectsKey, proj)
-						e.nudge(ctx, p, time.UnixMilli(dueAt(i)), time.Now())
+						p.ZAdd(ctx, pt.dueOf(benchProject), due)
+						p.ZAddArgs(ctx, pt.projectsKey, proj)
+						e.nudge(ctx, p, time.UnixMilli(dueAt(i)), time.Now(), e.only(pt.k))
 						return nil
 					}); err != nil {
 						b.Fatalf("schedule with a nudge: %v", err)
 					}
 				} else {
-					if err := c.ZAdd(ctx, e.dueOf(benchProject), due).Err(); err != nil {
+					if err := c.ZAdd(ctx, pt.dueOf(benchProject), due).Err(); err != nil {
 						b.Fatalf("zadd: %v", err)
 					}
-					if err := c.ZAddArgs(ctx, e.projectsKey, proj).Err(); err != nil {
+					if err := c.ZAddArgs(ctx, pt.projectsKey, proj).Err(); err != nil {
 						b.Fatalf("zadd: %v", err)
 					}
 				}
@@ -663,8 +698,8 @@ func BenchmarkSchedulerLateness(b *testing.B) {
 	b.ReportMetric(float64(missing+jitMissing+nudgedMissing), "missing")
 
 	benchShutdown(e)
-	if n, err := c.ZCard(ctx, e.dueOf(benchProject)).Result(); err != nil || n != waiting {
-		b.Logf("due set holds %d deliveries after the run, want %d (err %v)", n, waiting, err)
+	if n := benchCount(b, c, e, func(p redis.Pipeliner, pt *part) *redis.IntCmd { return p.ZCard(ctx, pt.dueOf(benchProject)) }); n != waiting {
+		b.Logf("due sets hold %d deliveries after the run, want %d", n, waiting)
 	}
 	t0 = time.Now()
 	rdbtest.Drop(c, prefix)
@@ -717,7 +752,7 @@ func BenchmarkMemoryPerWaitingDelivery(b *testing.B) {
 				_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
 					for i := 0; i < events; i += 100 {
 						id := DeliveryID("task.completed", benchChannelID(run, i), hooks[i%len(hooks)].ID)
-						sample = append(sample, p.MemoryUsage(ctx, e.dKey(id), 0))
+						sample = append(sample, p.MemoryUsage(ctx, e.partOf(hooks[i%len(hooks)].ID).dKey(id), 0))
 					}
 					return nil
 				})
@@ -729,13 +764,12 @@ func BenchmarkMemoryPerWaitingDelivery(b *testing.B) {
 					sum += s.Val()
 				}
 				hashB = append(hashB, float64(sum)/float64(len(sample)))
-				zs, err := c.MemoryUsage(ctx, e.dueOf(benchProject), 0).Result()
-				if err != nil {
-					b.Fatalf("memory usage: %v", err)
-				}
+				zs := benchCount(b, c, e, func(p redis.Pipeliner, pt *part) *redis.IntCmd {
+					return p.MemoryUsage(ctx, pt.dueOf(benchProject), 0)
+				})
 				zsetB = append(zsetB, float64(zs)/n)
 				id := DeliveryID("task.completed", benchChannelID(run, 0), hooks[0].ID)
-				encoding = c.ObjectEncoding(ctx, e.dKey(id)).Val()
+				encoding = c.ObjectEncoding(ctx, e.partOf(hooks[0].ID).dKey(id)).Val()
 				b.Logf("round %d: used_memory %+d B for %d deliveries = %.1f B each; MEMORY USAGE hash %.1f B + due entry %.1f B; hash encoding %s",
 					round+1, after-before, n, per[round], hashB[round], zsetB[round], encoding)
 

@@ -13,7 +13,9 @@ import (
 // Cancel stops the retries of ev's deliveries (ev.Type for ev.ChannelID,
 // one per endpoint of the project) that have not succeeded: waiting ones
 // at once, one under way when its attempt ends. Each cancellation is on
-// the channel's delivery log with why. Idempotent.
+// the channel's delivery log with why. Idempotent. With more than one
+// partition, a delivery an earlier version wrote (in partition 0) is
+// cancelled too.
 func (e *Engine) Cancel(ctx context.Context, ev Event, why string) error {
 	hooks, err := e.o.Endpoints.ProjectWebhooks(ctx, ev.ProjectID)
 	if err != nil {
@@ -25,20 +27,27 @@ func (e *Engine) Cancel(ctx context.Context, ev Event, why string) error {
 	at := e.o.Now().UTC().Format(wire.TimeFormat)
 	ttl := int64(e.o.Retention / time.Second)
 	ids := make([]string, len(hooks))
-	cmds := make([]*redis.Cmd, len(hooks))
+	cmds := make([][]*redis.Cmd, len(hooks))
 	err = e.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, w := range hooks {
 			ids[i] = DeliveryID(ev.Type, ev.ChannelID, w.ID)
-			cmds[i] = cancelScript.Eval(ctx, p, []string{e.dKey(ids[i]), e.attKey(ids[i]), e.dueOf(ev.ProjectID), e.waitKey(w.ID)}, ids[i], why, at, ttl)
+			for _, pt := range e.hookParts(w.ID) {
+				cmds[i] = append(cmds[i], cancelScript.Eval(ctx, p, []string{pt.dKey(ids[i]), pt.attKey(ids[i]), pt.dueOf(ev.ProjectID),
+					pt.waitKey(w.ID)}, ids[i], why, at, ttl))
+			}
 		}
 	})
 	if err != nil {
 		return fmt.Errorf("cancel deliveries: %w", err)
 	}
 	var logs logBatch
-	for i, c := range cmds {
+	for i, cs := range cmds {
 		note := "retries cancelled: " + why
-		switch decodeCancel(c) {
+		got := cancelNothing
+		for _, c := range cs {
+			got = max(got, decodeCancel(c))
+		}
+		switch got {
 		case cancelNothing:
 			continue
 		case cancelMarked:

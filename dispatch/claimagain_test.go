@@ -14,8 +14,9 @@ func TestClaimSentAgainReturnsWhatItTook(t *testing.T) {
 	run := func() []string {
 		t.Helper()
 		now := e.o.Now()
-		res, err := claimScript.Run(t.Context(), e.rdb, []string{e.projectsKey, e.leaseKey, e.unhealthyKey, e.wakeKey, e.claimPrefix + token},
-			now.UnixMilli(), 10, now.Add(e.lease()).UnixMilli(), token, e.dPrefix, 60, e.epPrefix, e.duePrefix, 0).Slice()
+		pt := e.partOf("wh_1")
+		res, err := claimScript.Run(t.Context(), e.rdb, []string{pt.projectsKey, pt.leaseKey, pt.unhealthyKey, pt.wakeKey, pt.claimPrefix + token},
+			now.UnixMilli(), 10, now.Add(e.lease()).UnixMilli(), token, pt.dPrefix, 60, pt.epPrefix, pt.duePrefix, 0).Slice()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,9 +1,11 @@
 package dispatch
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +33,8 @@ type Delivery struct {
 	LastError     string          `json:"last_error,omitempty"`
 	Payload       json.RawMessage `json:"payload"`
 	History       []Attempt       `json:"history,omitempty"`
+
+	part int // the partition that holds it
 }
 
 var deliveryFields = []string{"project_id", "webhook_id", "channel_id", "event", "status", "attempts", "replays",
@@ -65,23 +69,36 @@ func decodeDelivery(id, pid string, v []any) (Delivery, bool) {
 	return d, true
 }
 
-// Get returns one delivery of the project with its attempt history.
+// Get returns one delivery of the project with its attempt history. The id
+// does not say which partition holds the delivery (it is a hash of the
+// event, channel and endpoint): every partition is read, in one round
+// trip.
 func (e *Engine) Get(ctx context.Context, pid, id string) (Delivery, error) {
-	var hm *redis.SliceCmd
-	var att *redis.StringSliceCmd
+	hm := make([]*redis.SliceCmd, len(e.parts))
+	att := make([]*redis.StringSliceCmd, len(e.parts))
 	_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		hm = p.HMGet(ctx, e.dKey(id), deliveryFields...)
-		att = p.LRange(ctx, e.attKey(id), 0, -1)
+		for k, pt := range e.parts {
+			hm[k] = p.HMGet(ctx, pt.dKey(id), deliveryFields...)
+			att[k] = p.LRange(ctx, pt.attKey(id), 0, -1)
+		}
 		return nil
 	})
 	if err != nil {
 		return Delivery{}, fmt.Errorf("get delivery: %w", err)
 	}
-	d, ok := decodeDelivery(id, pid, hm.Val())
-	if !ok {
+	var d Delivery
+	found := -1
+	for k := range e.parts {
+		if d1, ok := decodeDelivery(id, pid, hm[k].Val()); ok {
+			d, found = d1, k
+			d.part = k
+			break
+		}
+	}
+	if found < 0 {
 		return Delivery{}, apperr.NotFoundf("delivery %q not found", id)
 	}
-	for _, raw := range att.Val() {
+	for _, raw := range att[found].Val() {
 		var a Attempt
 		if json.Unmarshal([]byte(raw), &a) == nil {
 			d.History = append(d.History, a)
@@ -91,75 +108,149 @@ func (e *Engine) Get(ctx context.Context, pid, id string) (Delivery, error) {
 }
 
 // DeadLetters lists the project's dead deliveries (one endpoint's when
-// webhookID is set), newest first. The cursor is "<dead ms>:<id>".
+// webhookID is set), newest first. The cursor is "<dead ms>:<id>". Each
+// partition holds a set of them (the endpoint's partition and partition 0,
+// for one endpoint): the page merges the sets, each read as far as the
+// page needs, the reads of all partitions in the same round trips.
 func (e *Engine) DeadLetters(ctx context.Context, pid, webhookID string, p project.ListParams) (project.Page[Delivery], error) {
 	p, err := p.Normalize()
 	if err != nil {
 		return project.Page[Delivery]{}, err
 	}
-	key := e.dlqKey(pid)
-	if webhookID != "" {
-		key = e.dlqHookKey(pid, webhookID)
-	}
-	// Members outlive their records by at most the DLQ retention: trim.
-	cutoff := e.o.Now().Add(-e.o.DLQRetention).UnixMilli()
-	e.rdb.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatInt(cutoff, 10))
 	max, afterID := "+inf", ""
+	var maxScore int64
 	if p.Cursor != "" {
 		c, err := project.DecodeCursor(p.Cursor)
 		if err != nil {
 			return project.Page[Delivery]{}, err
 		}
 		score, id, ok := strings.Cut(c, ":")
-		if _, perr := strconv.ParseInt(score, 10, 64); !ok || perr != nil {
+		n, perr := strconv.ParseInt(score, 10, 64)
+		if !ok || perr != nil {
 			return project.Page[Delivery]{}, apperr.Invalidf("cursor is malformed")
 		}
-		max, afterID = score, id
+		max, afterID, maxScore = score, id, n
 	}
-	page := project.Page[Delivery]{Items: []Delivery{}}
-	lastScore := ""
-	for offset := int64(0); len(page.Items) <= p.Limit; {
-		zs, err := e.rdb.ZRevRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Max: max, Min: "-inf", Offset: offset, Count: int64(p.Limit + 1)}).Result()
-		if err != nil {
-			return project.Page[Delivery]{}, fmt.Errorf("list dead letters: %w", err)
+	type deadSet struct {
+		pt     *part
+		key    string
+		offset int64
+		done   bool
+		items  []deadLetter
+	}
+	var sets []*deadSet
+	if webhookID != "" {
+		for _, pt := range e.hookParts(webhookID) {
+			sets = append(sets, &deadSet{pt: pt, key: pt.dlqHookKey(pid, webhookID)})
 		}
-		if len(zs) == 0 {
+	} else {
+		for _, pt := range e.parts {
+			sets = append(sets, &deadSet{pt: pt, key: pt.dlqKey(pid)})
+		}
+	}
+	// Members outlive their records by at most the DLQ retention: trim.
+	cutoff := "(" + strconv.FormatInt(e.o.Now().Add(-e.o.DLQRetention).UnixMilli(), 10)
+	_, _ = e.rdb.Pipelined(ctx, func(pp redis.Pipeliner) error {
+		for _, s := range sets {
+			pp.ZRemRangeByScore(ctx, s.key, "-inf", cutoff)
+		}
+		return nil
+	})
+	for {
+		var reading []*deadSet
+		for _, s := range sets {
+			if !s.done && len(s.items) <= p.Limit {
+				reading = append(reading, s)
+			}
+		}
+		if len(reading) == 0 {
 			break
 		}
-		offset += int64(len(zs))
-		cmds := make([]*redis.SliceCmd, len(zs))
-		_, err = e.rdb.Pipelined(ctx, func(pp redis.Pipeliner) error {
-			for i, z := range zs {
-				cmds[i] = pp.HMGet(ctx, e.dKey(z.Member.(string)), deliveryFields...)
+		ranges := make([]*redis.ZSliceCmd, len(reading))
+		if _, err := e.rdb.Pipelined(ctx, func(pp redis.Pipeliner) error {
+			for i, s := range reading {
+				ranges[i] = pp.ZRevRangeByScoreWithScores(ctx, s.key, &redis.ZRangeBy{Max: max, Min: "-inf", Offset: s.offset, Count: int64(p.Limit + 1)})
 			}
 			return nil
-		})
-		if err != nil {
+		}); err != nil {
 			return project.Page[Delivery]{}, fmt.Errorf("list dead letters: %w", err)
 		}
-		for i, z := range zs {
-			id := z.Member.(string)
-			score := strconv.FormatInt(int64(z.Score), 10)
-			// Equal scores come in reverse id order: skip what the
-			// previous page showed.
-			if afterID != "" && score == max && id >= afterID {
-				continue
+		zss := make([][]redis.Z, len(reading))
+		cmds := make([][]*redis.SliceCmd, len(reading))
+		if _, err := e.rdb.Pipelined(ctx, func(pp redis.Pipeliner) error {
+			for i, s := range reading {
+				zss[i] = ranges[i].Val()
+				if len(zss[i]) == 0 {
+					s.done = true
+					continue
+				}
+				s.offset += int64(len(zss[i]))
+				for _, z := range zss[i] {
+					cmds[i] = append(cmds[i], pp.HMGet(ctx, s.pt.dKey(z.Member.(string)), deliveryFields...))
+				}
 			}
-			d, ok := decodeDelivery(id, pid, cmds[i].Val())
-			if !ok || d.Status != "dead" {
-				e.rdb.ZRem(ctx, key, id) // expired or replayed meanwhile
-				continue
+			return nil
+		}); err != nil {
+			return project.Page[Delivery]{}, fmt.Errorf("list dead letters: %w", err)
+		}
+		var gone []*deadSet
+		var goneIDs []string
+		for i, s := range reading {
+			for j, z := range zss[i] {
+				id := z.Member.(string)
+				score := int64(z.Score)
+				// Equal scores come in reverse id order: skip what the
+				// previous page showed.
+				if afterID != "" && score == maxScore && id >= afterID {
+					continue
+				}
+				d, ok := decodeDelivery(id, pid, cmds[i][j].Val())
+				if !ok || d.Status != "dead" {
+					gone, goneIDs = append(gone, s), append(goneIDs, id) // expired or replayed meanwhile
+					continue
+				}
+				if len(s.items) <= p.Limit {
+					d.part = s.pt.k
+					s.items = append(s.items, deadLetter{score: score, d: d})
+				}
 			}
-			if len(page.Items) == p.Limit {
-				c := project.EncodeCursor(lastScore + ":" + page.Items[p.Limit-1].ID)
-				page.NextCursor = &c
-				return page, nil
-			}
-			page.Items = append(page.Items, d)
-			lastScore = score
+		}
+		if len(gone) > 0 {
+			_, _ = e.rdb.Pipelined(ctx, func(pp redis.Pipeliner) error {
+				for i, s := range gone {
+					pp.ZRem(ctx, s.key, goneIDs[i])
+				}
+				return nil
+			})
 		}
 	}
+	var all []deadLetter
+	for _, s := range sets {
+		all = append(all, s.items...)
+	}
+	slices.SortFunc(all, func(a, b deadLetter) int {
+		if c := cmp.Compare(b.score, a.score); c != 0 {
+			return c
+		}
+		return strings.Compare(b.d.ID, a.d.ID)
+	})
+	page := project.Page[Delivery]{Items: []Delivery{}}
+	for i, dl := range all {
+		if i == p.Limit {
+			c := project.EncodeCursor(strconv.FormatInt(all[i-1].score, 10) + ":" + all[i-1].d.ID)
+			page.NextCursor = &c
+			break
+		}
+		page.Items = append(page.Items, dl.d)
+	}
 	return page, nil
+}
+
+// deadLetter is a dead delivery and its dead time (unix ms), its score in
+// the dead-letter sets.
+type deadLetter struct {
+	score int64
+	d     Delivery
 }
 
 // Replay gives a dead delivery a fresh round of attempts, keeping its id
@@ -203,13 +294,16 @@ func (e *Engine) replay(ctx context.Context, pid string, ds []Delivery) (int, er
 	now := e.o.Now()
 	at := wire.Stamp(now)
 	cmds := make([]*redis.Cmd, len(ds))
+	touched := make(partSet, len(e.parts))
 	err := e.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, d := range ds {
-			cmds[i] = replayScript.Eval(ctx, p, []string{e.dKey(d.ID), e.attKey(d.ID), e.dueOf(pid),
-				e.dlqKey(pid), e.dlqHookKey(pid, d.WebhookID), e.projectsKey}, d.ID, now.UnixMilli(), pid)
+			pt := e.parts[d.part]
+			cmds[i] = replayScript.Eval(ctx, p, []string{pt.dKey(d.ID), pt.attKey(d.ID), pt.dueOf(pid),
+				pt.dlqKey(pid), pt.dlqHookKey(pid, d.WebhookID), pt.projectsKey}, d.ID, now.UnixMilli(), pid)
+			touched.add(pt.k)
 		}
 		if len(ds) > 0 {
-			e.nudge(ctx, p, now, now)
+			e.nudge(ctx, p, now, now, touched)
 		}
 	})
 	if err != nil {
@@ -228,7 +322,7 @@ func (e *Engine) replay(ctx context.Context, pid string, ds []Delivery) (int, er
 		err = e.pipelined(ctx, func(p redis.Pipeliner) { e.writeLogs(ctx, p, &logs) })
 	}
 	if n > 0 {
-		e.poke(now)
+		e.poke(now, touched)
 	}
 	return n, err
 }
@@ -239,7 +333,8 @@ func (e *Engine) Discard(ctx context.Context, pid, id string) error {
 	if err != nil {
 		return err
 	}
-	done, err := decodeDone(discardScript.Run(ctx, e.rdb, []string{e.dKey(id), e.attKey(id), e.dlqKey(pid), e.dlqHookKey(pid, d.WebhookID)}, id))
+	pt := e.parts[d.part]
+	done, err := decodeDone(discardScript.Run(ctx, e.rdb, []string{pt.dKey(id), pt.attKey(id), pt.dlqKey(pid), pt.dlqHookKey(pid, d.WebhookID)}, id))
 	if err != nil {
 		return fmt.Errorf("discard: %w", err)
 	}

@@ -43,23 +43,59 @@
 // deliveries wait in its waiting set, without attempts, while one probe
 // at a time tests it (health.go, claim.lua, record.lua).
 //
-// Keys (P = prefix; every key but the channel logs carries the {dq} hash
-// tag, so each script runs on one Cluster slot):
+// Partitions: the schedule is split into Options.Partitions partitions
+// (16 on a Redis Cluster by default, else 1), each under a hash tag of its
+// own, T below: {dq} for partition 0 (the one tag of earlier versions, so a
+// single-partition deployment's keys are exactly theirs), {dq.<s>} for the
+// others, spread over the Cluster's slot ranges (rdb.Partitions). A
+// delivery's partition is its endpoint's (rdb.Partitions.Of of the endpoint
+// id), so an endpoint's health, waiting set, deliveries and dead letters
+// share a slot, and every script that decides a circuit together with
+// deliveries stays atomic. Keys that are per project or global (the
+// projects' due sets, the lease set, the dead-letter sets, the statistics)
+// have a copy per partition. The claimer claims from the partitions in
+// rotation, in one round trip for all those due (below); the reclaimer
+// reclaims every partition's leases in one round trip; a lookup by
+// delivery id alone (Get, Replay, Discard) reads every partition, in one
+// round trip; listing dead letters merges the partitions' sets.
 //
-//	P:{dq}:due:<pid>           ZSET a project's deliveries → due time (unix ms)
-//	P:{dq}:projects            ZSET project → earliest due time of its set (a lower bound)
-//	P:{dq}:due                 ZSET the single schedule of earlier versions, drained into the above
-//	P:{dq}:lease               ZSET delivery id → lease deadline (unix ms)
-//	P:{dq}:d:<id>              HASH the delivery (project, endpoint, channel, event, body, counters, status)
-//	P:{dq}:d:<id>:att          LIST attempts (JSON), in order
-//	P:{dq}:ep:<whid>           HASH endpoint health: state (closed, open, probing), fails, failing_since, open_until, probe, recent, epoch, reason
-//	P:{dq}:ep:<whid>:wait      ZSET deliveries waiting for the endpoint's circuit → their due time
-//	P:{dq}:epwake              ZSET endpoint id → when its waiting deliveries need attention (probe, release)
-//	P:{dq}:unhealthy           HASH endpoint id → degraded | open | probing (metrics)
-//	P:{dq}:dlq:<pid>           ZSET dead deliveries of a project → dead time
-//	P:{dq}:dlq:<pid>:<whid>    ZSET the same, per endpoint
+// The trade-off: one endpoint's deliveries live in one partition, so a
+// deployment whose whole load goes to a single endpoint (or to a few) does
+// not spread its delivery schedule over a Cluster's masters; many endpoints
+// do.
+//
+// Upgrading from one partition to several: the deliveries an earlier
+// version (or a single-partition deployment) wrote are in partition 0
+// whatever their endpoint, and stay there: a claim carries the partition it
+// claimed a delivery from through its attempt to its record, retry, dead
+// letter or replay, and Cancel looks in partition 0 too. An endpoint's
+// circuit is per partition meanwhile: those old deliveries go by partition
+// 0's copy of the endpoint's health, the new ones by its own partition's
+// (Health and the console show the latter), until the old ones are done.
+// The number of partitions may only go from 1 up, once: other changes move
+// endpoints to partitions whose tags differ, and deliveries left in the
+// old ones (but partition 0) would not be claimed.
+//
+// Keys (P = prefix; T a partition's tag; every key but the channel logs
+// and the nudge channel carries one, so each script runs on one Cluster
+// slot):
+//
+//	P:T:due:<pid>              ZSET a project's deliveries → due time (unix ms)
+//	P:T:projects               ZSET project → earliest due time of its set (a lower bound)
+//	P:{dq}:due                 ZSET the single schedule of earlier versions, drained into partition 0's sets
+//	P:T:lease                  ZSET delivery id → lease deadline (unix ms)
+//	P:T:claim:<token>          LIST the ids a claim took, kept a lease (the same claim sent again returns them)
+//	P:T:d:<id>                 HASH the delivery (project, endpoint, channel, event, body, counters, status)
+//	P:T:d:<id>:att             LIST attempts (JSON), in order
+//	P:T:ep:<whid>              HASH endpoint health: state (closed, open, probing), fails, failing_since, open_until, probe, recent, epoch, reason
+//	P:T:ep:<whid>:wait         ZSET deliveries waiting for the endpoint's circuit → their due time
+//	P:T:epwake                 ZSET endpoint id → when its waiting deliveries need attention (probe, release)
+//	P:T:unhealthy              HASH endpoint id → degraded | open | probing (metrics)
+//	P:T:dlq:<pid>              ZSET dead deliveries of a project → dead time
+//	P:T:dlq:<pid>:<whid>       ZSET the same, per endpoint
+//	P:T:stats:<pid>:<minute>   HASH attempts by outcome and duration (stats.go)
 //	P:dl:{cid}                 LIST a channel's delivery log (JSON entries, oldest first), on the channel's slot
-//	P:{dq}:nudge               pub/sub channel: the earliest due time (unix ms) of entries just scheduled to be due within 100 ms
+//	P:{dq}:nudge               pub/sub channel: the earliest due time (unix ms) of entries just scheduled to be due within 100 ms, and, with several partitions, which ("<ms>:<k>,<k>…")
 //
 // # Concurrency contract
 //
@@ -73,16 +109,23 @@
 //
 //   - the claimer (claimLoop), which claims as many due deliveries as this
 //     node has free slots for (Concurrency, shared fairly across projects:
-//     admit) and attempts each on a goroutine of its own. An attempt whose
+//     admit) and attempts each on a goroutine of its own. A claim round
+//     sends one claim script to each partition due for a look, in one
+//     pipeline, the slots split evenly among them, starting from a
+//     partition that moves on by one each round; a partition is due for a
+//     look at the earliest due time its last claim reported (at most 100 ms
+//     on), at once when it filled its part, or when a poke or a nudge names
+//     it. An attempt whose
 //     endpoint is at its limit on this node parks (up to PerEndpoint per
 //     endpoint) and is sent by the goroutine of the next attempt to that
 //     endpoint to end (handOff), or goes back to the schedule. The claimer
-//     sleeps until the earliest due time, at most 100 ms; an Enqueue, a
-//     retry scheduled here, an attempt that ends or a nudge wakes it
-//     early.
+//     sleeps until the earliest due time of any partition, at most 100 ms;
+//     an Enqueue, a retry scheduled here, an attempt that ends or a nudge
+//     wakes it early.
 //   - the reclaimer (reclaimLoop), every second: it moves deliveries of the
 //     earlier versions' single schedule into the projects' schedules, and
-//     makes due again the deliveries whose lease ran out on any node.
+//     makes due again the deliveries whose lease ran out on any node, in
+//     every partition.
 //   - the listener (listen), which holds the engine's one subscription
 //     (a go-redis PubSub, on a connection of its own, made again by
 //     go-redis after a lost connection) to the nudge channel and wakes
@@ -96,7 +139,8 @@
 // subscription is set by Start and closed by StopClaiming, which the
 // caller orders (Start first). The scheduling state in memory (attempts in
 // flight by endpoint and project, parked and put-off deliveries, the
-// claimer's wake time) is guarded by Engine.mu; the endpoints' adaptive
+// claimer's wake time and the partitions' look times) is guarded by
+// Engine.mu; the endpoints' adaptive
 // limits by the limiter's own mutex.
 //
 // StopClaiming closes the claimer and the reclaimer, closes the

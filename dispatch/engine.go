@@ -59,7 +59,10 @@ type Event struct {
 
 // Options configures an Engine. Zero values take the defaults noted.
 type Options struct {
-	Prefix       string          // Redis key prefix; default "riverhub"
+	Prefix string // Redis key prefix; default "riverhub"
+	// Partitions splits the delivery schedule over that many Cluster slots
+	// (rdb.Partitions); 0 or 1: one, the {dq} tag of earlier versions.
+	Partitions   int
 	Schedule     []time.Duration // delay before each attempt; default 0s,5s,30s,2m,10m,30m,1h,2h
 	Timeout      time.Duration   // one attempt; default 10s
 	Retention    time.Duration   // how long a delivered delivery, and a channel's delivery log, is kept; default 7 days
@@ -95,15 +98,10 @@ type Engine struct {
 	rdb redis.UniversalClient
 	o   Options
 
-	// legacyDueKey is the single due set of earlier versions, drained
-	// into the projects' due sets (migrate.lua).
-	legacyDueKey, leaseKey, dPrefix string
-	duePrefix, projectsKey          string
-	epPrefix, unhealthyKey          string
-	wakeKey                         string
-	claimPrefix                     string // + a claim's token: the ids it claimed
-	nudgeKey                        string // pub/sub channel: schedule entries due soon (nudge)
-	limits                          *limiter
+	ps       rdb.Partitions
+	parts    []*part // the delivery schedule's partitions (partition.go)
+	nudgeKey string  // pub/sub channel: schedule entries due soon (nudge)
+	limits   *limiter
 
 	wake    chan struct{}
 	sub     *redis.PubSub // nudges from every node (listen); set by Start
@@ -121,6 +119,13 @@ type Engine struct {
 	lastLook  time.Time            // the last claim made while every slot was taken
 	freed     chan struct{}        // an attempt ended
 	nextAt    time.Time            // when the claimer means to wake
+	// dueAt is, per partition, when the claimer is to look at it next:
+	// the earliest due time its last claim reported (at most maxIdle
+	// ahead), brought forward by pokes and nudges; zero: now.
+	dueAt   []time.Time
+	pokedAt []time.Time // per partition, the earliest poke since its last claim began; zero: none
+	duePids [][]string  // per partition, the projects its last claim saw with something due
+	turn    int         // the partition a claim round starts from, in rotation
 
 	runCtx    context.Context
 	runCancel context.CancelFunc
@@ -134,7 +139,7 @@ type Engine struct {
 }
 
 // New returns an Engine; Start begins sending.
-func New(rdb redis.UniversalClient, o Options) *Engine {
+func New(c redis.UniversalClient, o Options) *Engine {
 	if o.Prefix == "" {
 		o.Prefix = "riverhub"
 	}
@@ -175,13 +180,14 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	tag := o.Prefix + ":{dq}:"
+	o.Partitions = max(o.Partitions, 1)
+	ps := rdb.NewPartitions("dq", o.Partitions)
 	e := &Engine{
-		rdb: rdb, o: o,
-		legacyDueKey: tag + "due", leaseKey: tag + "lease", dPrefix: tag + "d:",
-		duePrefix: tag + "due:", projectsKey: tag + "projects",
-		epPrefix: tag + "ep:", unhealthyKey: tag + "unhealthy", wakeKey: tag + "epwake", claimPrefix: tag + "claim:",
-		nudgeKey:  tag + "nudge",
+		rdb: c, o: o, ps: ps,
+		nudgeKey:  o.Prefix + ":{dq}:nudge",
+		dueAt:     make([]time.Time, ps.N()),
+		pokedAt:   make([]time.Time, ps.N()),
+		duePids:   make([][]string, ps.N()),
 		limits:    newLimiter(o.PerEndpoint, o.Now),
 		wake:      make(chan struct{}, 1),
 		results:   make(chan result, 4096),
@@ -194,19 +200,14 @@ func New(rdb redis.UniversalClient, o Options) *Engine {
 		freed:     make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 	}
+	for k := range ps.N() {
+		e.parts = append(e.parts, newPart(o.Prefix, ps, k))
+	}
 	e.runCtx, e.runCancel = context.WithCancel(context.Background())
 	e.m = newMetrics(o.Registerer, e)
 	go e.recordLoop()
 	return e
 }
-
-func (e *Engine) dKey(id string) string   { return e.dPrefix + id }
-func (e *Engine) dueOf(pid string) string { return e.duePrefix + pid }
-func (e *Engine) attKey(id string) string { return e.dPrefix + id + ":att" }
-func (e *Engine) dlqKey(pid string) string {
-	return e.o.Prefix + ":{dq}:dlq:" + pid
-}
-func (e *Engine) dlqHookKey(pid, whid string) string { return e.dlqKey(pid) + ":" + whid }
 
 // DeliveryID is the delivery (and webhook-id) of an event for an endpoint:
 // derived, so that enqueueing the same event again is a no-op.
@@ -225,19 +226,22 @@ func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 	now := e.o.Now()
 	at := now.UTC().Format(time.RFC3339Nano)
 	n := 0
+	touched := make(partSet, len(e.parts))
 	err = e.pipelined(ctx, func(p redis.Pipeliner) {
 		for _, w := range hooks {
 			if !w.Subscribes(ev.Type) || (len(ev.WebhookIDs) > 0 && !slices.Contains(ev.WebhookIDs, w.ID)) {
 				continue
 			}
 			id := DeliveryID(ev.Type, ev.ChannelID, w.ID)
-			enqueueScript.Eval(ctx, p, []string{e.dKey(id), e.dueOf(ev.ProjectID), e.projectsKey}, id, now.UnixMilli(), ev.ProjectID,
+			pt := e.partOf(w.ID)
+			enqueueScript.Eval(ctx, p, []string{pt.dKey(id), pt.dueOf(ev.ProjectID), pt.projectsKey}, id, now.UnixMilli(), ev.ProjectID,
 				"project_id", ev.ProjectID, "webhook_id", w.ID, "channel_id", ev.ChannelID, "event", ev.Type,
 				"body", []byte(ev.Body), "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at", at)
+			touched.add(pt.k)
 			n++
 		}
 		if n > 0 {
-			e.nudge(ctx, p, now, now)
+			e.nudge(ctx, p, now, now, touched)
 		}
 	})
 	if err != nil {
@@ -245,14 +249,26 @@ func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 	}
 	if n > 0 {
 		e.m.enqueued.Add(float64(n))
-		e.poke(now)
+		e.poke(now, touched)
 	}
 	return nil
 }
 
-// poke wakes the claimer if it sleeps past t.
-func (e *Engine) poke(t time.Time) {
+// poke notes that the partitions in s (every one when s is nil) have
+// deliveries due at t, and wakes the claimer if it sleeps past t.
+func (e *Engine) poke(t time.Time, s partSet) {
 	e.mu.Lock()
+	for k := range e.dueAt {
+		if s != nil && !s[k] {
+			continue
+		}
+		if t.Before(e.dueAt[k]) {
+			e.dueAt[k] = t
+		}
+		if e.pokedAt[k].IsZero() || t.Before(e.pokedAt[k]) {
+			e.pokedAt[k] = t
+		}
+	}
 	early := e.nextAt.IsZero() || t.Before(e.nextAt)
 	e.mu.Unlock()
 	if early {
@@ -272,10 +288,11 @@ func (e *Engine) poke(t time.Time) {
 // written the entries when the nodes woken by it look; a nudge that comes
 // first (a script Redis had lost, sent again by rdb.Pipelined after it; in
 // a Cluster, a PUBLISH sent to another shard) or is lost costs the old
-// latency: the look every maxIdle finds the entries.
-func (e *Engine) nudge(ctx context.Context, p redis.Pipeliner, due, now time.Time) {
+// latency: the look every maxIdle finds the entries. It names the
+// partitions in s (nudgePayload), so that the nodes woken look at those.
+func (e *Engine) nudge(ctx context.Context, p redis.Pipeliner, due, now time.Time, s partSet) {
 	if !due.IsZero() && due.Before(now.Add(maxIdle)) {
-		p.Publish(ctx, e.nudgeKey, due.UnixMilli())
+		p.Publish(ctx, e.nudgeKey, nudgePayload(due, s))
 	}
 }
 
@@ -315,16 +332,19 @@ func (e *Engine) SendTest(ctx context.Context, pid string, w project.Webhook) (s
 		return "", err
 	}
 	id := DeliveryID("webhook.test", test, w.ID)
+	pt := e.partOf(w.ID)
+	touched := make(partSet, len(e.parts))
+	touched.add(pt.k)
 	if err := e.pipelined(ctx, func(p redis.Pipeliner) {
-		enqueueScript.Eval(ctx, p, []string{e.dKey(id), e.dueOf(pid), e.projectsKey}, id, now.UnixMilli(), pid,
+		enqueueScript.Eval(ctx, p, []string{pt.dKey(id), pt.dueOf(pid), pt.projectsKey}, id, now.UnixMilli(), pid,
 			"project_id", pid, "webhook_id", w.ID, "channel_id", test, "event", "webhook.test",
 			"body", body, "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at",
 			now.UTC().Format(time.RFC3339Nano))
-		e.nudge(ctx, p, now, now)
+		e.nudge(ctx, p, now, now, touched)
 	}); err != nil {
 		return "", fmt.Errorf("enqueue test delivery: %w", err)
 	}
 	e.m.enqueued.Inc()
-	e.poke(now)
+	e.poke(now, touched)
 	return id, nil
 }

@@ -96,7 +96,7 @@ func TestClaimIsRoundRobinAcrossProjects(t *testing.T) {
 	if err := e.Enqueue(ctx, relEvent("pb", "b-0")); err != nil {
 		t.Fatal(err)
 	}
-	ds, _, err := e.claim(10, nil)
+	ds, err := claimUpTo(e, 10, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,13 +113,31 @@ func TestClaimIsRoundRobinAcrossProjects(t *testing.T) {
 	if err := e.Enqueue(ctx, relEvent("pb", "b-1")); err != nil {
 		t.Fatal(err)
 	}
-	ds, _, err = e.claim(10, []string{"pa"})
+	ds, err = claimUpTo(e, 10, []string{"pa"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(ds) != 1 || ds[0].projectID != "pb" {
 		t.Fatalf("with project A skipped, claimed %v; want B's one delivery", ds)
 	}
+}
+
+// claimUpTo claims as the claimer does, round after round while the
+// partitions have more, until it holds n deliveries. (With one partition,
+// one round.)
+func claimUpTo(e *Engine, n int, skip []string) ([]claimed, error) {
+	var out []claimed
+	for len(out) < n {
+		ds, more, err := e.claim(n-len(out), skip)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, ds...)
+		if len(ds) == 0 && !more {
+			break
+		}
+	}
+	return out, nil
 }
 
 // Deliveries an earlier version scheduled in its single due set are moved
@@ -131,16 +149,17 @@ func TestLegacyScheduleIsMigrated(t *testing.T) {
 	ctx := context.Background()
 	id := DeliveryID("task.completed", "old", "wh_1")
 	body := `{"type":"task.completed","channel_id":"old","status":"success","data":{}}`
-	if err := c.HSet(ctx, e.dKey(id), "project_id", "p1", "webhook_id", "wh_1", "channel_id", "old", "event", "task.completed",
+	// (in partition 0, whatever the endpoint's partition)
+	if err := c.HSet(ctx, e.parts[0].dKey(id), "project_id", "p1", "webhook_id", "wh_1", "channel_id", "old", "event", "task.completed",
 		"body", body, "attempts", 0, "tries", 0, "replays", 0, "status", "pending").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.ZAdd(ctx, e.legacyDueKey, redis.Z{Score: float64(time.Now().UnixMilli()), Member: id}).Err(); err != nil {
+	if err := c.ZAdd(ctx, e.parts[0].legacyDueKey, redis.Z{Score: float64(time.Now().UnixMilli()), Member: id}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	e.Start()
 	relWaitStatus(t, e, "p1", id, "succeeded", 5*time.Second)
-	if n, _ := c.Exists(ctx, e.legacyDueKey).Result(); n != 0 {
+	if n, _ := c.Exists(ctx, e.parts[0].legacyDueKey).Result(); n != 0 {
 		t.Errorf("the legacy due set still exists")
 	}
 }
@@ -178,7 +197,7 @@ func TestDisabledEndpointReleasesItsWaitingDeliveries(t *testing.T) {
 	relEnqueueN(t, e, "p1", "ch", n)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if k, _ := c.ZCard(ctx, e.waitKey("wh_1")).Result(); k > 0 {
+		if k, _ := c.ZCard(ctx, e.partOf("wh_1").waitKey("wh_1")).Result(); k > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -193,7 +212,7 @@ func TestDisabledEndpointReleasesItsWaitingDeliveries(t *testing.T) {
 			t.Errorf("delivery %d: dead with %q after %d attempts", i, d.LastError, d.Attempts)
 		}
 	}
-	if k, _ := c.ZCard(ctx, e.waitKey("wh_1")).Result(); k != 0 {
+	if k, _ := c.ZCard(ctx, e.partOf("wh_1").waitKey("wh_1")).Result(); k != 0 {
 		t.Errorf("%d deliveries still wait for the disabled endpoint", k)
 	}
 }

@@ -54,16 +54,15 @@ type Health struct {
 	LastAttemptAt       *time.Time `json:"last_attempt_at,omitempty"`
 }
 
-func (e *Engine) epKey(whid string) string   { return e.epPrefix + whid }
-func (e *Engine) waitKey(whid string) string { return e.epPrefix + whid + ":wait" }
-
 // Health reads the health of the given endpoints in one round trip. An
-// endpoint never attempted is healthy.
+// endpoint never attempted is healthy. (Each endpoint's record is in its
+// partition; during an upgrade from one partition, the deliveries an earlier
+// version wrote go by partition 0's copy, which this does not show.)
 func (e *Engine) Health(ctx context.Context, ids []string) (map[string]Health, error) {
 	cmds := make([]*redis.SliceCmd, len(ids))
 	err := e.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, id := range ids {
-			cmds[i] = p.HMGet(ctx, e.epKey(id), "state", "fails", "failing_since", "open_until", "reason",
+			cmds[i] = p.HMGet(ctx, e.partOf(id).epKey(id), "state", "fails", "failing_since", "open_until", "reason",
 				"last_error", "last_at", "recent")
 		}
 	})
@@ -137,11 +136,14 @@ func (e *Engine) unpark(whid string) {
 	ctx := context.WithoutCancel(e.runCtx)
 	now := e.o.Now()
 	at := now.UnixMilli()
+	touched := make(partSet, len(e.parts))
 	err := e.pipelined(ctx, func(p redis.Pipeliner) {
 		for _, d := range parked {
-			deferScript.Eval(ctx, p, []string{e.dKey(d.id), e.dueOf(d.projectID), e.leaseKey, e.projectsKey}, d.id, d.token, at, d.projectID)
+			pt := e.parts[d.part]
+			deferScript.Eval(ctx, p, []string{pt.dKey(d.id), pt.dueOf(d.projectID), pt.leaseKey, pt.projectsKey}, d.id, d.token, at, d.projectID)
+			touched.add(pt.k)
 		}
-		e.nudge(ctx, p, now, now)
+		e.nudge(ctx, p, now, now, touched)
 	})
 	if err != nil {
 		// Their leases run out and they come back: nothing is lost.
@@ -152,25 +154,42 @@ func (e *Engine) unpark(whid string) {
 // Restart gives an endpoint that is enabled again a fresh start: its
 // circuit closed and its failure clock stopped, so that its first failure
 // after the Enable does not disable it again at once for failures from
-// before (RIVERHUB_ENDPOINT_DISABLE_AFTER counts from then on).
+// before (RIVERHUB_ENDPOINT_DISABLE_AFTER counts from then on). The
+// endpoint's record in partition 0, which the deliveries an earlier version
+// wrote go by (see Health), gets the same if it exists.
 func (e *Engine) Restart(ctx context.Context, whid string) error {
+	pt := e.partOf(whid)
+	var old *redis.IntCmd
+	err := e.pipelined(ctx, func(p redis.Pipeliner) {
+		p.HDel(ctx, pt.unhealthyKey, whid)
+		p.HSet(ctx, pt.epKey(whid), "state", "closed", "probe", "", "fails", 0, "failing_since", 0)
+		if pt.k != 0 {
+			old = p.Exists(ctx, e.parts[0].epKey(whid))
+		}
+	})
+	if err != nil || old == nil || old.Val() == 0 {
+		return err
+	}
+	p0 := e.parts[0]
 	return e.pipelined(ctx, func(p redis.Pipeliner) {
-		p.HDel(ctx, e.unhealthyKey, whid)
-		p.HSet(ctx, e.epKey(whid), "state", "closed", "probe", "", "fails", 0, "failing_since", 0)
+		p.HDel(ctx, p0.unhealthyKey, whid)
+		p.HSet(ctx, p0.epKey(whid), "state", "closed", "probe", "", "fails", 0, "failing_since", 0)
 	})
 }
 
 // forget settles a deleted or disabled endpoint's circuit: off the
 // unhealthy count, closed, and its waiting deliveries released (500 per
 // claim), so they are dead-lettered with the reason at once instead of one
-// probe at a time.
-func (e *Engine) forget(whid string) {
+// probe at a time. pt is the partition of the delivery that found it gone:
+// another partition's record (partition 0's, during an upgrade) is settled
+// by a delivery of its own.
+func (e *Engine) forget(pt *part, whid string) {
 	ctx := e.runCtx
 	_ = e.pipelined(ctx, func(p redis.Pipeliner) {
-		p.HDel(ctx, e.unhealthyKey, whid)
-		p.HSet(ctx, e.epKey(whid), "state", "closed", "probe", "")
-		p.Expire(ctx, e.epKey(whid), e.o.DLQRetention)
-		p.ZAdd(ctx, e.wakeKey, redis.Z{Score: float64(e.o.Now().UnixMilli()), Member: whid})
+		p.HDel(ctx, pt.unhealthyKey, whid)
+		p.HSet(ctx, pt.epKey(whid), "state", "closed", "probe", "")
+		p.Expire(ctx, pt.epKey(whid), e.o.DLQRetention)
+		p.ZAdd(ctx, pt.wakeKey, redis.Z{Score: float64(e.o.Now().UnixMilli()), Member: whid})
 	})
 }
 
@@ -238,7 +257,7 @@ func (e *Engine) healthChanged(ctx context.Context, r result, change healthChang
 			e.o.Log.Warn().Err(err).Str("webhook_id", d.webhookID).Msg("disable failing endpoint")
 			return
 		}
-		e.forget(d.webhookID)
+		e.forget(e.parts[d.part], d.webhookID)
 		entry.Type, entry.Reason = "endpoint_disabled", "the endpoint was disabled: "+why
 		e.o.Log.Warn().Str("webhook_id", d.webhookID).Str("project_id", d.projectID).Msg("endpoint disabled: " + why)
 	default:

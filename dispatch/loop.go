@@ -28,6 +28,10 @@ type claimed struct {
 	attempts, tries                            int64
 	token                                      string
 	at                                         time.Time // when it was claimed
+	// part is the partition the delivery was claimed from, where its
+	// outcome is recorded: its endpoint's (partOf), or partition 0 for a
+	// delivery an earlier version wrote.
+	part int
 	// resumed says why a delivery that waited for its endpoint goes now:
 	// "probe" (it tests an open endpoint), "closed" (the endpoint
 	// recovered), or "" (it did not wait).
@@ -74,9 +78,16 @@ func (e *Engine) listen(sub *redis.PubSub) {
 		e.o.Log.Warn().Err(err).Msg("subscribe to schedule nudges: retrying with the connection")
 	}
 	for m := range sub.Channel() {
-		if ms, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
+		if due, ks, ok := parseNudge(m.Payload, len(e.parts)); ok {
 			e.m.nudged.Inc()
-			e.poke(time.UnixMilli(ms))
+			var s partSet
+			if ks != nil {
+				s = make(partSet, len(e.parts))
+				for _, k := range ks {
+					s.add(k)
+				}
+			}
+			e.poke(due, s)
 		}
 	}
 }
@@ -92,11 +103,11 @@ func (e *Engine) claimLoop() {
 		default:
 		}
 		n, skip := e.admit()
-		var next time.Time
 		var err error
 		if n > 0 {
 			var ds []claimed
-			ds, next, err = e.claim(n, skip)
+			var more bool
+			ds, more, err = e.claim(n, skip)
 			for _, d := range ds {
 				e.begin(d.projectID)
 				e.attempts.Add(1)
@@ -105,19 +116,23 @@ func (e *Engine) claimLoop() {
 					e.attempt(d)
 				}()
 			}
-			if len(ds) == n {
+			if len(ds) == n || more {
 				continue // more may be due
 			}
 		}
 		now := e.o.Now()
 		wakeAt := now.Add(maxIdle)
+		e.mu.Lock()
 		switch {
 		case err != nil:
 			wakeAt = now.Add(errorPause)
-		case n > 0 && len(skip) == 0 && !next.IsZero() && next.Before(wakeAt):
-			wakeAt = next
+		case n > 0 && len(skip) == 0:
+			for _, t := range e.dueAt {
+				if t.Before(wakeAt) {
+					wakeAt = t
+				}
+			}
 		}
-		e.mu.Lock()
 		e.nextAt = wakeAt
 		e.mu.Unlock()
 		t := time.NewTimer(max(0, wakeAt.Sub(now)))
@@ -237,81 +252,182 @@ func (e *Engine) end(pid string) {
 	}
 }
 
-// claim takes up to n due deliveries, of projects not in skip, and
-// reports the earliest due time of the rest. A claim that fails for Redis
-// is sent again, the same claim (its token), until Redis answers: if the
-// first one ran but its answer was lost, the second returns what it took,
-// which would otherwise wait out its lease.
-func (e *Engine) claim(n int, skip []string) ([]claimed, time.Time, error) {
-	token := newToken()
-	keys := []string{e.projectsKey, e.leaseKey, e.unhealthyKey, e.wakeKey, e.claimPrefix + token}
-	var (
-		now time.Time
-		res []any
-		err error
-	)
+// claim takes up to n due deliveries, of projects not in skip, from the
+// partitions due for a look (dueAt), in one round trip: n is split evenly
+// among them, taken in rotation from a partition that moves on by one each
+// round, so none starves. more reports partitions left for the next round
+// (more due than n) or that filled their part of n (more may be due
+// there). Each partition's dueAt becomes the earliest due time of what it
+// has left (at most maxIdle ahead), or now when it filled its part.
+//
+// A claim that fails for Redis is sent again, the same claim (its token),
+// until Redis answers: if the first one ran but its answer was lost, the
+// second returns what it took, which would otherwise wait out its lease.
+// err is set when no partition answered.
+func (e *Engine) claim(n int, skip []string) (out []claimed, more bool, err error) {
+	now := e.o.Now()
+	e.mu.Lock()
+	var ks []int
+	for i := range e.parts {
+		if k := (e.turn + i) % len(e.parts); !e.dueAt[k].After(now) {
+			ks = append(ks, k)
+		}
+	}
+	for _, k := range ks {
+		e.pokedAt[k] = time.Time{}
+	}
+	e.turn = (e.turn + 1) % len(e.parts)
+	e.mu.Unlock()
+	if len(ks) == 0 {
+		return nil, false, nil
+	}
+	if len(ks) > n {
+		ks, more = ks[:n], true
+	}
+	quota := make([]int, len(ks))
+	tokens := make([]string, len(ks))
+	for i := range ks {
+		quota[i] = n / len(ks)
+		if i < n%len(ks) {
+			quota[i]++
+		}
+		tokens[i] = newToken()
+	}
+	replies := make([][]any, len(ks))
+	errs := make([]error, len(ks))
 	for try := 0; ; try++ {
 		now = e.o.Now()
 		busy := e.saturated()
-		args := make([]any, 0, 10+len(skip)+len(busy))
-		args = append(args, now.UnixMilli(), n, now.Add(e.lease()).UnixMilli(), token, e.dPrefix,
-			int64(e.o.Retention/time.Second), e.epPrefix, e.duePrefix, len(skip))
-		for _, pid := range skip {
-			args = append(args, pid)
+		cmds := make([]*redis.Cmd, len(ks))
+		err = e.pipelined(e.runCtx, func(p redis.Pipeliner) {
+			for i, k := range ks {
+				if replies[i] != nil {
+					continue // answered by an earlier try
+				}
+				pt := e.parts[k]
+				keys := []string{pt.projectsKey, pt.leaseKey, pt.unhealthyKey, pt.wakeKey, pt.claimPrefix + tokens[i]}
+				args := make([]any, 0, 10+len(skip)+len(busy))
+				args = append(args, now.UnixMilli(), quota[i], now.Add(e.lease()).UnixMilli(), tokens[i], pt.dPrefix,
+					int64(e.o.Retention/time.Second), pt.epPrefix, pt.duePrefix, len(skip))
+				for _, pid := range skip {
+					args = append(args, pid)
+				}
+				args = append(args, busy...)
+				cmds[i] = claimScript.Eval(e.runCtx, p, keys, args...)
+			}
+		})
+		again := false
+		for i, c := range cmds {
+			if c == nil {
+				continue
+			}
+			if replies[i], errs[i] = c.Slice(); errs[i] != nil {
+				replies[i] = nil
+				again = again || rdb.Unavailable(errs[i])
+			}
 		}
-		args = append(args, busy...)
-		res, err = claimScript.Run(e.runCtx, e.rdb, keys, args...).Slice()
-		if err == nil || !rdb.Unavailable(err) || !rdb.Backoff(e.runCtx, try) {
+		if err == nil || !again || !rdb.Backoff(e.runCtx, try) {
 			break
 		}
 	}
-	if err != nil {
-		if e.runCtx.Err() == nil {
-			e.o.Log.Error().Err(err).Msg("claim deliveries")
+	var paused []pausedDelivery
+	e.mu.Lock()
+	answered := 0
+	for i, k := range ks {
+		e.dueAt[k] = now.Add(maxIdle)
+		if replies[i] == nil {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+			e.dueAt[k] = now.Add(errorPause)
+			if e.runCtx.Err() == nil {
+				e.o.Log.Error().Err(errs[i]).Int("partition", k).Msg("claim deliveries")
+			}
+			continue
 		}
-		return nil, time.Time{}, err
-	}
-	r, err := decodeClaim(res)
-	if err != nil {
-		e.o.Log.Error().Err(err).Msg("claim deliveries")
-		return nil, time.Time{}, err
-	}
-	out := r.deliveries
-	for i := range out {
-		out[i].token, out[i].at = token, now
-	}
-	if r.hasDue {
-		e.mu.Lock()
-		e.dueProjs = r.dueProjs
-		e.mu.Unlock()
-	}
-	if len(r.putOff) > 0 {
-		e.mu.Lock()
+		r, derr := decodeClaim(replies[i])
+		if derr != nil {
+			e.o.Log.Error().Err(derr).Msg("claim deliveries")
+			errs[i] = derr
+			e.dueAt[k] = now.Add(errorPause)
+			continue
+		}
+		answered++
+		switch {
+		case len(r.deliveries) >= quota[i]:
+			e.dueAt[k] = time.Time{}
+			more = true
+		case len(skip) == 0 && !r.next.IsZero() && r.next.Before(e.dueAt[k]):
+			e.dueAt[k] = r.next
+		}
+		for j := range r.deliveries {
+			r.deliveries[j].token, r.deliveries[j].at, r.deliveries[j].part = tokens[i], now, k
+		}
+		out = append(out, r.deliveries...)
+		if r.hasDue {
+			e.duePids[k] = r.duePids
+		}
 		for _, d := range r.putOff {
 			if d.at.UnixMilli() >= now.Add(e.o.Timeout).UnixMilli() && len(e.deferred[d.webhookID]) < maxDeferred {
-				e.deferred[d.webhookID] = append(e.deferred[d.webhookID], claimed{id: d.id, projectID: d.projectID, at: d.at})
+				e.deferred[d.webhookID] = append(e.deferred[d.webhookID], claimed{id: d.id, projectID: d.projectID, at: d.at, part: k})
 			}
 		}
-		e.mu.Unlock()
+		paused = append(paused, r.paused...)
 	}
+	for _, k := range ks {
+		// poked while the claim was under way: what it scheduled may have
+		// come after the claim's look
+		if t := e.pokedAt[k]; !t.IsZero() && t.Before(e.dueAt[k]) {
+			e.dueAt[k] = t
+		}
+	}
+	if answered > 0 {
+		e.dueProjs = e.countDueProjects()
+	}
+	e.mu.Unlock()
 	e.m.claimed.Add(float64(len(out)))
-	if len(r.paused) > 0 {
-		e.notePaused(r.paused, now)
+	if len(paused) > 0 {
+		e.notePaused(paused, now)
 	}
-	return out, r.next, nil
+	if answered == 0 {
+		for _, er := range errs {
+			if er != nil {
+				return out, more, er
+			}
+		}
+	}
+	return out, more, nil
+}
+
+// countDueProjects is how many projects the partitions' last claims saw
+// with something due (e.mu held): a project's deliveries may be in every
+// partition.
+func (e *Engine) countDueProjects() int {
+	if len(e.duePids) == 1 {
+		return len(e.duePids[0])
+	}
+	seen := make(map[string]struct{})
+	for _, pids := range e.duePids {
+		for _, pid := range pids {
+			seen[pid] = struct{}{}
+		}
+	}
+	return len(seen)
 }
 
 // migrate moves deliveries an earlier version scheduled in its single due
 // set into their projects' due sets (a rolling upgrade keeps adding there
-// until the last old node stops).
+// until the last old node stops). That set is partition 0's, and so are
+// its deliveries.
 func (e *Engine) migrate() {
+	pt := e.parts[0]
 	for range 10 {
-		n, err := migrateScript.Run(e.runCtx, e.rdb, []string{e.legacyDueKey, e.projectsKey}, 1000, e.dPrefix, e.duePrefix).Int()
+		n, err := migrateScript.Run(e.runCtx, e.rdb, []string{pt.legacyDueKey, pt.projectsKey}, 1000, pt.dPrefix, pt.duePrefix).Int()
 		if err != nil || n == 0 {
 			return
 		}
 		e.o.Log.Info().Int("deliveries", n).Msg("moved deliveries from the earlier schedule into the projects' schedules")
-		e.poke(e.o.Now())
+		e.poke(e.o.Now(), e.only(0))
 	}
 }
 
@@ -362,14 +478,14 @@ func (e *Engine) endpoint(d claimed) (project.Webhook, bool) {
 	for _, w := range hooks {
 		if w.ID == d.webhookID {
 			if !w.Enabled {
-				e.forget(w.ID)
+				e.forget(e.parts[d.part], w.ID)
 				e.conclude(d, w.URL, outcome{err: "endpoint disabled"}, true)
 				return project.Webhook{}, false
 			}
 			return w, true
 		}
 	}
-	e.forget(d.webhookID)
+	e.forget(e.parts[d.part], d.webhookID)
 	e.conclude(d, "", outcome{err: "endpoint deleted"}, true)
 	return project.Webhook{}, false
 }
@@ -403,7 +519,7 @@ func (e *Engine) acquireOrWait(d claimed, id string) bool {
 	if delay == e.o.Timeout && len(e.deferred[id]) < maxDeferred {
 		// (a short put-off needs no help, and its put-back may not be
 		// written yet when the endpoint frees up)
-		e.deferred[id] = append(e.deferred[id], claimed{id: d.id, projectID: d.projectID, at: at})
+		e.deferred[id] = append(e.deferred[id], claimed{id: d.id, projectID: d.projectID, at: at, part: d.part})
 	}
 	e.mu.Unlock()
 	e.putBack(d, at)
@@ -512,15 +628,18 @@ func (e *Engine) bringForward(pull []claimed) {
 	}
 	now := e.o.Now()
 	ctx := context.WithoutCancel(e.runCtx)
+	touched := make(partSet, len(e.parts))
 	// Only deliveries still put off, to the time they were put off to,
 	// move: one claimed, failed and rescheduled since keeps its backoff.
 	if err := e.pipelined(ctx, func(p redis.Pipeliner) {
 		for _, d := range pull {
-			forwardScript.Eval(ctx, p, []string{e.dueOf(d.projectID), e.projectsKey}, d.id, d.at.UnixMilli(), now.UnixMilli(), d.projectID)
+			pt := e.parts[d.part]
+			forwardScript.Eval(ctx, p, []string{pt.dueOf(d.projectID), pt.projectsKey}, d.id, d.at.UnixMilli(), now.UnixMilli(), d.projectID)
+			touched.add(pt.k)
 		}
-		e.nudge(ctx, p, now, now)
+		e.nudge(ctx, p, now, now, touched)
 	}); err == nil {
-		e.poke(now)
+		e.poke(now, touched)
 	}
 }
 
@@ -609,6 +728,7 @@ func (e *Engine) record(batch []result) {
 	now := e.o.Now()
 	at := now.UTC().Format(time.RFC3339Nano)
 	var earliest time.Time
+	touched := make(partSet, len(e.parts)) // the partitions given retries or put-backs
 	recorded := make([]*redis.Cmd, len(batch))
 	keys := make([][]string, len(batch))
 	args := make([][]any, len(batch))
@@ -618,7 +738,7 @@ func (e *Engine) record(batch []result) {
 	// before the failure is stale the second time, and changes nothing.
 	var err error
 	for n := 0; ; n++ {
-		if err = e.recordOnce(ctx, batch, recorded, keys, args, now, at, &earliest); err == nil || !rdb.Unavailable(err) {
+		if err = e.recordOnce(ctx, batch, recorded, keys, args, now, at, &earliest, touched); err == nil || !rdb.Unavailable(err) {
 			break
 		}
 		if n == 0 {
@@ -675,14 +795,14 @@ func (e *Engine) record(batch []result) {
 		}
 	}
 	if !earliest.IsZero() {
-		e.poke(earliest)
+		e.poke(earliest, touched)
 	}
 }
 
 // recordOnce sends a batch's records in one round trip (a second if Redis
 // had lost the record script).
 func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*redis.Cmd, keys [][]string, args [][]any,
-	now time.Time, at string, earliest *time.Time) error {
+	now time.Time, at string, earliest *time.Time, touched partSet) error {
 	err := e.pipelined(ctx, func(p redis.Pipeliner) {
 		var logs logBatch
 		for i, r := range batch {
@@ -691,9 +811,11 @@ func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*red
 				logs.add(d.channelID, d.event, r.entries...)
 				continue
 			}
+			pt := e.parts[d.part]
 			if r.verdict == verdictDefer {
-				deferScript.Eval(ctx, p, []string{e.dKey(d.id), e.dueOf(d.projectID), e.leaseKey, e.projectsKey}, d.id, d.token,
+				deferScript.Eval(ctx, p, []string{pt.dKey(d.id), pt.dueOf(d.projectID), pt.leaseKey, pt.projectsKey}, d.id, d.token,
 					r.nextAt.UnixMilli(), d.projectID)
+				touched.add(pt.k)
 				if earliest.IsZero() || r.nextAt.Before(*earliest) {
 					*earliest = r.nextAt
 				}
@@ -706,13 +828,14 @@ func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*red
 			next := int64(0)
 			if r.verdict == verdictRetry {
 				next = r.nextAt.UnixMilli()
+				touched.add(pt.k)
 				if earliest.IsZero() || r.nextAt.Before(*earliest) {
 					*earliest = r.nextAt
 				}
 			}
-			keys[i] = []string{e.dKey(d.id), e.attKey(d.id), e.dueOf(d.projectID), e.leaseKey,
-				e.dlqKey(d.projectID), e.dlqHookKey(d.projectID, d.webhookID), e.epKey(d.webhookID), e.unhealthyKey, e.wakeKey,
-				e.projectsKey}
+			keys[i] = []string{pt.dKey(d.id), pt.attKey(d.id), pt.dueOf(d.projectID), pt.leaseKey,
+				pt.dlqKey(d.projectID), pt.dlqHookKey(d.projectID, d.webhookID), pt.epKey(d.webhookID), pt.unhealthyKey, pt.wakeKey,
+				pt.projectsKey}
 			args[i] = []any{d.id, d.token, string(r.verdict), now.UnixMilli(), r.attempt, next, int64(ttl / time.Second), r.status, r.err, at,
 				r.health, e.o.BreakerThreshold, e.o.BreakerCooldown.Milliseconds(), e.o.BreakerMaxCooldown.Milliseconds(),
 				r.retryAfter.Milliseconds(), e.o.DisableAfter.Milliseconds(), d.projectID, int64(e.o.DLQRetention / time.Second), d.webhookID}
@@ -724,7 +847,7 @@ func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*red
 		}
 		e.writeLogs(ctx, p, &logs)
 		e.countAttempts(ctx, p, batch, now)
-		e.nudge(ctx, p, *earliest, now)
+		e.nudge(ctx, p, *earliest, now, touched)
 	})
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		err = e.rerunNoScript(ctx, recorded, keys, args)
@@ -764,18 +887,35 @@ func (e *Engine) reclaimLoop() {
 		case <-t.C:
 		}
 		e.migrate()
-		n, err := reclaimScript.Run(e.runCtx, e.rdb, []string{e.projectsKey, e.leaseKey}, e.o.Now().UnixMilli(), 1000, e.dPrefix, e.duePrefix).Int()
-		if err != nil {
-			if e.runCtx.Err() == nil {
-				e.o.Log.Warn().Err(err).Msg("reclaim delivery leases")
-			}
-			continue
+		e.reclaim()
+	}
+}
+
+// reclaim makes due again the deliveries whose lease ran out, in every
+// partition, in one round trip.
+func (e *Engine) reclaim() {
+	now := e.o.Now()
+	cmds := make([]*redis.Cmd, len(e.parts))
+	err := e.pipelined(e.runCtx, func(p redis.Pipeliner) {
+		for k, pt := range e.parts {
+			cmds[k] = reclaimScript.Eval(e.runCtx, p, []string{pt.projectsKey, pt.leaseKey}, now.UnixMilli(), 1000, pt.dPrefix, pt.duePrefix)
 		}
-		if n > 0 {
-			e.o.Log.Info().Int("deliveries", n).Msg("deliveries whose lease expired are due again")
-			e.m.reclaimed.Add(float64(n))
-			e.poke(e.o.Now())
+	})
+	if err != nil && e.runCtx.Err() == nil {
+		e.o.Log.Warn().Err(err).Msg("reclaim delivery leases")
+	}
+	total := 0
+	touched := make(partSet, len(e.parts))
+	for k, c := range cmds {
+		if n, err := c.Int(); err == nil && n > 0 {
+			total += n
+			touched.add(k)
 		}
+	}
+	if total > 0 {
+		e.o.Log.Info().Int("deliveries", total).Msg("deliveries whose lease expired are due again")
+		e.m.reclaimed.Add(float64(total))
+		e.poke(e.o.Now(), touched)
 	}
 }
 

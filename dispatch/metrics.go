@@ -43,22 +43,28 @@ func newMetrics(reg prometheus.Registerer, e *Engine) metrics {
 	if reg == nil {
 		return m
 	}
-	depth := func(key string) func() float64 {
-		return func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			n, err := e.rdb.ZCard(ctx, key).Result()
-			if err != nil {
-				return -1
+	leased := func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		cards := make([]*redis.IntCmd, len(e.parts))
+		if err := e.pipelined(ctx, func(p redis.Pipeliner) {
+			for k, pt := range e.parts {
+				cards[k] = p.ZCard(ctx, pt.leaseKey)
 			}
-			return float64(n)
+		}); err != nil {
+			return -1
 		}
+		n := int64(0)
+		for _, c := range cards {
+			n += c.Val()
+		}
+		return float64(n)
 	}
 	reg.MustRegister(m.enqueued, m.cancelled, m.claimed, m.reclaimed, m.nudged, m.attempts, m.paused, m.transitions, endpointStates{e},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_deliveries_scheduled",
 			Help: "Deliveries scheduled for an attempt, due or later (all nodes; those waiting for an open endpoint are riverhub_deliveries_waiting_for_endpoint)."}, e.scheduled),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_deliveries_in_flight",
-			Help: "Deliveries leased for an attempt (all nodes)."}, depth(e.leaseKey)))
+			Help: "Deliveries leased for an attempt (all nodes)."}, leased))
 	return m
 }
 
@@ -81,19 +87,22 @@ func (c endpointStates) Describe(ch chan<- *prometheus.Desc) {
 func (c endpointStates) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	vals, err := c.e.rdb.HVals(ctx, c.e.unhealthyKey).Result()
-	if err != nil {
+	all := make([]*redis.MapStringStringCmd, len(c.e.parts))
+	if err := c.e.pipelined(ctx, func(p redis.Pipeliner) {
+		for k, pt := range c.e.parts {
+			all[k] = p.HGetAll(ctx, pt.unhealthyKey)
+		}
+	}); err != nil {
 		return
 	}
 	n := map[string]int{"degraded": 0, "open": 0, "probing": 0}
-	for _, v := range vals {
-		n[v]++
-	}
-	keys, _ := c.e.rdb.HKeys(ctx, c.e.unhealthyKey).Result()
 	var cards []*redis.IntCmd
 	_ = c.e.pipelined(ctx, func(p redis.Pipeliner) {
-		for _, k := range keys {
-			cards = append(cards, p.ZCard(ctx, c.e.waitKey(k)))
+		for k, pt := range c.e.parts {
+			for whid, st := range all[k].Val() {
+				n[st]++
+				cards = append(cards, p.ZCard(ctx, pt.waitKey(whid)))
+			}
 		}
 	})
 	waiting := int64(0)
@@ -106,18 +115,25 @@ func (c endpointStates) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// scheduled counts the deliveries in the projects' due sets.
+// scheduled counts the deliveries in the projects' due sets, of every
+// partition.
 func (e *Engine) scheduled() float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	pids, err := e.rdb.ZRange(ctx, e.projectsKey, 0, -1).Result()
-	if err != nil {
+	pids := make([]*redis.StringSliceCmd, len(e.parts))
+	if err := e.pipelined(ctx, func(p redis.Pipeliner) {
+		for k, pt := range e.parts {
+			pids[k] = p.ZRange(ctx, pt.projectsKey, 0, -1)
+		}
+	}); err != nil {
 		return -1
 	}
 	var cards []*redis.IntCmd
 	if err := e.pipelined(ctx, func(p redis.Pipeliner) {
-		for _, pid := range pids {
-			cards = append(cards, p.ZCard(ctx, e.dueOf(pid)))
+		for k, pt := range e.parts {
+			for _, pid := range pids[k].Val() {
+				cards = append(cards, p.ZCard(ctx, pt.dueOf(pid)))
+			}
 		}
 	}); err != nil {
 		return -1

@@ -88,7 +88,8 @@ func decodeDone(c *redis.Cmd) (bool, error) {
 
 // claimReply is claim.lua's reply:
 //
-//	{deliveries, earliest due or "", paused, projects with something due, put off}
+//	{deliveries, earliest due or "", paused, projects with something due, put off,
+//	 those projects}
 //
 // each delivery {id, project_id, webhook_id, channel_id, event, body,
 // attempts, tries, resumed}; each paused one {id, channel_id, webhook_id,
@@ -98,8 +99,8 @@ type claimReply struct {
 	deliveries []claimed // without the claim's token and time
 	next       time.Time // the earliest due time of the rest; zero: none
 	paused     []pausedDelivery
-	dueProjs   int
-	hasDue     bool      // dueProjs was answered
+	duePids    []string  // the projects with something due (up to 100 and those skipped)
+	hasDue     bool      // duePids was answered
 	putOff     []claimed // id, webhookID, projectID, and at: the time it is due
 }
 
@@ -143,8 +144,14 @@ func decodeClaim(res []any) (claimReply, error) {
 		s := func(i int) string { v, _ := f[i].(string); return v }
 		r.paused = append(r.paused, pausedDelivery{id: s(0), channelID: s(1), webhookID: s(2), event: s(3), until: s(4), reason: s(5)})
 	}
-	if due, ok := res[3].(int64); ok {
-		r.dueProjs, r.hasDue = int(due), true
+	if _, ok := res[3].(int64); ok && len(res) > 5 {
+		pids, _ := res[5].([]any)
+		r.duePids, r.hasDue = make([]string, 0, len(pids)), true
+		for _, p := range pids {
+			if s, ok := p.(string); ok {
+				r.duePids = append(r.duePids, s)
+			}
+		}
 	}
 	held, _ := res[4].([]any)
 	for _, row := range held {

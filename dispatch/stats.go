@@ -15,16 +15,15 @@ import (
 //
 //	P:{dq}:stats:<pid>:<unix minute>  HASH ok, retry, dead: attempts by outcome;
 //	                                  l0..l11: attempts per duration bucket (latencyBounds)
+//
+// in each partition (the tag of the partition of the deliveries counted):
+// the attempts' writes spread with them, and a read sums the partitions.
 
 // latencyBounds are the upper bounds (ms) of the duration buckets; the
 // last bucket is everything slower.
 var latencyBounds = []int64{5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
 
 const statsTTL = 2 * time.Hour
-
-func (e *Engine) statsKey(pid string, minute int64) string {
-	return e.o.Prefix + ":{dq}:stats:" + pid + ":" + strconv.FormatInt(minute, 10)
-}
 
 func latencyBucket(ms int64) int {
 	for i, b := range latencyBounds {
@@ -43,7 +42,7 @@ func (e *Engine) countAttempts(ctx context.Context, p redis.Pipeliner, batch []r
 		if r.verdict == verdictDefer {
 			continue
 		}
-		k := e.statsKey(r.d.projectID, minute)
+		k := e.parts[r.d.part].statsKey(r.d.projectID, minute)
 		keys[k] = true
 		p.HIncrBy(ctx, k, string(r.verdict), 1)
 		p.HIncrBy(ctx, k, "l"+strconv.Itoa(latencyBucket(r.durationMS)), 1)
@@ -58,7 +57,7 @@ func (e *Engine) countAttempts(ctx context.Context, p redis.Pipeliner, batch []r
 // channel was settled while the attempt was under way).
 func (e *Engine) recountCancelled(ctx context.Context, p redis.Pipeliner, rs []result, now time.Time) {
 	for _, r := range rs {
-		k := e.statsKey(r.d.projectID, now.Unix()/60)
+		k := e.parts[r.d.part].statsKey(r.d.projectID, now.Unix()/60)
 		p.HIncrBy(ctx, k, string(verdictDead), -1)
 		p.HIncrBy(ctx, k, string(verdictRetry), 1)
 	}
@@ -90,10 +89,12 @@ type Stats struct {
 func (e *Engine) Stats(ctx context.Context, pid string, minutes int) (Stats, error) {
 	minutes = min(max(minutes, 1), 120)
 	now := e.o.Now().Unix() / 60
-	cmds := make([]*redis.MapStringStringCmd, minutes)
+	cmds := make([][]*redis.MapStringStringCmd, minutes)
 	if _, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i := range minutes {
-			cmds[i] = p.HGetAll(ctx, e.statsKey(pid, now-int64(minutes-1-i)))
+			for _, pt := range e.parts {
+				cmds[i] = append(cmds[i], p.HGetAll(ctx, pt.statsKey(pid, now-int64(minutes-1-i))))
+			}
 		}
 		return nil
 	}); err != nil {
@@ -101,9 +102,15 @@ func (e *Engine) Stats(ctx context.Context, pid string, minutes int) (Stats, err
 	}
 	st := Stats{Minutes: make([]MinuteStats, minutes), Bounds: latencyBounds}
 	total := make([]int64, len(latencyBounds)+1)
-	for i, c := range cmds {
-		v := c.Val()
-		n := func(f string) int64 { x, _ := strconv.ParseInt(v[f], 10, 64); return x }
+	for i, cs := range cmds {
+		n := func(f string) int64 {
+			sum := int64(0)
+			for _, c := range cs {
+				x, _ := strconv.ParseInt(c.Val()[f], 10, 64)
+				sum += x
+			}
+			return sum
+		}
 		m := MinuteStats{At: time.Unix((now-int64(minutes-1-i))*60, 0).UTC().Format(time.RFC3339),
 			Succeeded: n(string(verdictOK)), Failed: n(string(verdictRetry)), Dead: n(string(verdictDead))}
 		hist := make([]int64, len(total))

@@ -12,11 +12,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,6 +106,9 @@ func BenchmarkProviderLimitBurst(b *testing.B) {
 }
 
 func throughput(b *testing.B, env ...string) {
+	if p := os.Getenv("BENCH_PARTITIONS"); p != "" { // RIVERHUB_PARTITIONS of the node
+		env = append(env, "RIVERHUB_PARTITIONS", p)
+	}
 	n := newNode(b, append([]string{"RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000"}, env...)...)
 	n.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "m", "provider": "mock", "mock": map[string]any{"response": map[string]any{"ok": true}}})
 	body, _ := json.Marshal(map[string]any{"workflow": "m", "messages": userMessages("hello"), "customer_data": map[string]any{"user_id": "u1"}})
@@ -119,8 +124,9 @@ func throughput(b *testing.B, env ...string) {
 		var submitted, refused atomic.Int64
 		start0 := completed(b, n.base)
 		var cpu0, in0 float64
+		var cmds0 map[string]float64
 		if rc != nil {
-			cpu0, in0 = redisCPU(rc), redisStat(rc, "stats", "total_net_input_bytes")
+			cpu0, in0, cmds0 = redisCPU(rc), redisStat(rc, "stats", "total_net_input_bytes"), redisCalls(rc)
 		}
 		stop := time.Now().Add(window)
 		var wg sync.WaitGroup
@@ -148,6 +154,7 @@ func throughput(b *testing.B, env ...string) {
 		if rc != nil && done > 0 {
 			b.ReportMetric((redisCPU(rc)-cpu0)/done*1e6, "redis-µs/task")
 			b.ReportMetric((redisStat(rc, "stats", "total_net_input_bytes")-in0)/done, "redis-in-B/task")
+			b.ReportMetric(callsPerTask(b, cmds0, redisCalls(rc), done), "redis-cmds/task")
 		}
 		b.ReportMetric(done/window.Seconds(), "completed/s")
 		b.ReportMetric(float64(submitted.Load())/window.Seconds(), "submitted/s")
@@ -358,6 +365,47 @@ func BenchmarkWebhooksEndToEnd(b *testing.B) {
 			b.Logf("%s took %v; sent at %s; timeline: %s", s.cid, s.d, sent[s.cid].UTC().Format("15:04:05.000"), r.body)
 		}
 	}
+}
+
+// redisCalls are INFO commandstats' calls by command (those scripts run
+// included).
+func redisCalls(c redis.UniversalClient) map[string]float64 {
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		return nil
+	}
+	calls := map[string]float64{}
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		name, found := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !found {
+			continue
+		}
+		for _, f := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(f, "calls="); ok {
+				calls[name], _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
+	return calls
+}
+
+// callsPerTask is the commands Redis ran per task between two commandstats
+// reads, the benchmark's own INFO reads left out; the breakdown is logged.
+func callsPerTask(b *testing.B, before, after map[string]float64, tasks float64) float64 {
+	var total float64
+	var lines []string
+	for name, n := range after {
+		d := n - before[name]
+		if d <= 0 || name == "info" {
+			continue
+		}
+		total += d
+		lines = append(lines, fmt.Sprintf("%s=%.2f", name, d/tasks))
+	}
+	sort.Strings(lines)
+	b.Logf("Redis commands per task: %.1f (%s)", total/tasks, strings.Join(lines, " "))
+	return total / tasks
 }
 
 // redisStat reads one numeric field of an INFO section.

@@ -326,7 +326,9 @@ func TestProjectRateAnswers429(t *testing.T) {
 
 func TestQueueFullAnswers429(t *testing.T) {
 	t.Parallel()
-	n := newNode(t, "RIVERHUB_WORKERS", "1", "RIVERHUB_MAX_QUEUE", "3")
+	// One partition: with N, each partition admits ceil(3/N) and where the
+	// refusal falls depends on how the channel ids hash (docs/layout.md).
+	n := newNode(t, "RIVERHUB_WORKERS", "1", "RIVERHUB_MAX_QUEUE", "3", "RIVERHUB_PARTITIONS", "1")
 	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{
 		"name": "slow", "provider": "mock", "mock": map[string]any{"delay_ms": 1500},
 	})

@@ -20,7 +20,7 @@ import (
 )
 
 // nodeMetric reads one sample of a node's /metrics, 0 when absent.
-func nodeMetric(t *testing.T, n *node, sample string) float64 {
+func nodeMetric(t testing.TB, n *node, sample string) float64 {
 	t.Helper()
 	r := n.do(t, "GET", "/metrics", "", nil)
 	if r.status != 200 {

@@ -66,21 +66,32 @@ type Hub struct {
 	sessions map[*session]struct{}
 	closed   bool // under sessMu: Shutdown began; no new sockets
 
+	// cluster is the Cluster client when Redis is a Cluster (rooms then
+	// use sharded pub/sub: see pubsub.go), nil on a single Redis.
+	cluster *redis.ClusterClient
+
 	// Rooms: one per channel with local subscribers. mu guards rooms,
-	// dirty and pendingSubs; the pub/sub loop reads rooms under RLock to
-	// fan out.
-	mu          sync.RWMutex
-	rooms       map[string]*room
-	dirty       map[string]struct{} // channel ids whose Redis subscription may need to change
-	pendingSubs map[string]int      // SUBSCRIBEs sent and not yet confirmed, by channel id
+	// dirty, shards and the shards' counts; the pub/sub loop reads rooms
+	// under RLock to fan out.
+	mu     sync.RWMutex
+	rooms  map[string]*room
+	dirty  map[string]struct{} // channel ids whose Redis subscription may need to change
+	shards map[string]*shard   // the pub/sub connections, by master address ("" on a single Redis)
 
 	wake     chan struct{} // pokes the pub/sub loop to (un)subscribe dirty rooms
+	events   chan event    // what the shards' readers received, for the pub/sub loop
 	quit     chan struct{} // closed by Shutdown to stop the pub/sub loop
 	loopDone chan struct{} // closed when the pub/sub loop has returned
 
+	// The pub/sub loop's own: when to try again the rooms that could not
+	// be subscribed (their shard failed, or their slot's master is unknown).
+	retry    *time.Timer
+	retrying bool
+	backoff  time.Duration
+
 	psMu    sync.Mutex
-	ps      *redis.PubSub // the one pub/sub connection; set by Start
-	stopped bool          // under psMu: Shutdown has stopped (or forestalled) the loop
+	started bool // under psMu: Start has run the loop
+	stopped bool // under psMu: Shutdown has stopped (or forestalled) the loop
 }
 
 // New returns a Hub; Start begins its pub/sub loop.
@@ -120,14 +131,19 @@ func New(rdb redis.UniversalClient, o Options) *Hub {
 	}
 	h := &Hub{
 		rdb: rdb, o: o,
-		sessions:    make(map[*session]struct{}),
-		rooms:       make(map[string]*room),
-		dirty:       make(map[string]struct{}),
-		pendingSubs: make(map[string]int),
-		wake:        make(chan struct{}, 1),
-		quit:        make(chan struct{}),
-		loopDone:    make(chan struct{}),
+		sessions: make(map[*session]struct{}),
+		cluster:  clusterOf(rdb),
+		rooms:    make(map[string]*room),
+		dirty:    make(map[string]struct{}),
+		shards:   make(map[string]*shard),
+		wake:     make(chan struct{}, 1),
+		events:   make(chan event, 4096),
+		quit:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+		retry:    time.NewTimer(time.Hour),
+		backoff:  minBackoff,
 	}
+	h.retry.Stop()
 	h.m = newMetrics(o.Registerer, h)
 	return h
 }
@@ -147,17 +163,16 @@ func (h *Hub) roomOf(channel string) (string, bool) {
 	return rest[:len(rest)-1], true
 }
 
-// Start opens the pub/sub connection and starts the loop that subscribes
-// rooms and fans messages out. Safe twice.
+// Start starts the loop that subscribes rooms (opening pub/sub
+// connections as they are needed) and fans messages out. Safe twice.
 func (h *Hub) Start() {
 	h.psMu.Lock()
 	defer h.psMu.Unlock()
-	if h.ps != nil || h.stopped {
+	if h.started || h.stopped {
 		return
 	}
-	h.ps = h.rdb.Subscribe(context.Background())
-	ch := h.ps.ChannelWithSubscriptions(redis.WithChannelSize(4096))
-	go h.loop(h.ps, ch)
+	h.started = true
+	go h.loop()
 }
 
 // ErrInvalidMessage is a message that is not a JSON object.
@@ -179,7 +194,7 @@ func (h *Hub) Publish(ctx context.Context, projectID, channelID string, msg json
 	}
 	ttl := max(int64(h.o.Retention/time.Second), 1)
 	seq, err := publishScript.Run(ctx, h.rdb, []string{h.histKey(channelID), h.seqKey(channelID)},
-		[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID)).Int64()
+		[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID), h.shardedFlag()).Int64()
 	if err != nil {
 		return fmt.Errorf("publish to channel %s: %w", channelID, err)
 	}
@@ -206,7 +221,7 @@ func (h *Hub) PublishIn(ctx context.Context, p redis.Pipeliner, projectID, chann
 	}
 	ttl := max(int64(h.o.Retention/time.Second), 1)
 	cmd := publishScript.Eval(ctx, p, []string{h.histKey(channelID), h.seqKey(channelID)},
-		[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID))
+		[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID), h.shardedFlag())
 	h.m.published.WithLabelValues("pipelined").Inc()
 	return func() (int64, error) {
 		seq, err := cmd.Int64()
@@ -215,6 +230,25 @@ func (h *Hub) PublishIn(ctx context.Context, p redis.Pipeliner, projectID, chann
 		}
 		return seq, nil
 	}
+}
+
+// clusterOf is c's Cluster client, or nil when c does not talk to a
+// Cluster. It sees through a wrapper that says what it wraps (as the
+// server's Redis connection does).
+func clusterOf(c redis.UniversalClient) *redis.ClusterClient {
+	if w, ok := c.(interface{ Unwrap() redis.UniversalClient }); ok {
+		c = w.Unwrap()
+	}
+	cc, _ := c.(*redis.ClusterClient)
+	return cc
+}
+
+// shardedFlag is the publish script's ARGV[5]: "1" to SPUBLISH.
+func (h *Hub) shardedFlag() string {
+	if h.cluster != nil {
+		return "1"
+	}
+	return "0"
 }
 
 // isObject reports whether b is one valid JSON object.
@@ -426,7 +460,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		h.stopped = true
 		close(h.quit)
 	}
-	running := h.ps != nil
+	running := h.started
 	h.psMu.Unlock()
 	if running {
 		<-h.loopDone // the loop closes the pub/sub connection as it returns
@@ -460,7 +494,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) metrics {
 		slow: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_slow_client_closes_total",
 			Help: "Sockets closed for not keeping up, by reason (queue_full, write_timeout)."}, []string{"reason"}),
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_hub_room_resyncs_total",
-			Help: "Rooms re-read from history after the pub/sub connection was re-established."}),
+			Help: "Rooms re-read from history after their pub/sub subscription was re-established."}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_publishes_total",
 			Help: "Publish calls on this node, by result (published, duplicate; pipelined: queued in a caller's pipeline, whose outcome the caller reads)."}, []string{"result"}),
 		joins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_joins_total",
@@ -479,6 +513,12 @@ func newMetrics(reg prometheus.Registerer, h *Hub) metrics {
 		defer h.mu.RUnlock()
 		return float64(len(h.rooms))
 	})
-	reg.MustRegister(m.sockets, m.joined, m.pushed, m.slow, m.resyncs, m.published, m.joins, m.channelCloses, m.idleCloses, rooms)
+	conns := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_hub_pubsub_connections",
+		Help: "Redis pub/sub connections this node holds: one on a single Redis, one per master owning a room's slot on a Cluster."}, func() float64 {
+		h.mu.RLock()
+		defer h.mu.RUnlock()
+		return float64(len(h.shards))
+	})
+	reg.MustRegister(m.sockets, m.joined, m.pushed, m.slow, m.resyncs, m.published, m.joins, m.channelCloses, m.idleCloses, rooms, conns)
 	return m
 }

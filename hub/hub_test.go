@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 	"github.com/riverhub/riverhub/internal/wstoken"
 )
 
@@ -526,8 +526,12 @@ func TestResubscriptionFillsTheGap(t *testing.T) {
 	c.response(topic, ref, `{"n":1}`)
 
 	lost(t, e.rdb, h, cid, 2, `{"n":2}`)
-	// What the PubSub does after a reconnect: SUBSCRIBE again.
-	if err := h.ps.Subscribe(context.Background(), h.roomChannel(cid)); err != nil {
+	// What a room's new shard does once its old one failed: SUBSCRIBE
+	// (SSUBSCRIBE on a Cluster) again.
+	h.mu.RLock()
+	sh := h.rooms[cid].sh
+	h.mu.RUnlock()
+	if err := h.subscribe(context.Background(), sh, []string{h.roomChannel(cid)}); err != nil {
 		t.Fatal(err)
 	}
 	c.response(topic, ref, `{"n":2}`)
@@ -538,21 +542,13 @@ func TestResubscriptionFillsTheGap(t *testing.T) {
 	}
 }
 
-// The real thing: Redis drops the node's pub/sub connection.
+// The real thing: Redis drops the node's pub/sub connection (on a
+// Cluster, the one to the room's master).
 func TestPubSubConnectionKilled(t *testing.T) {
 	t.Parallel()
-	url := os.Getenv("REDIS_URL")
-	if url == "" {
-		t.Skip("needs a real Redis (REDIS_URL): the embedded one cannot kill a client")
-	}
 	e := newEnv(t)
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opt.ClientName = "riverhub-test-" + strings.ReplaceAll(e.prefix, ":", "-")
-	own := redis.NewClient(opt)
-	t.Cleanup(func() { _ = own.Close() })
+	name := "riverhub-test-" + strings.ReplaceAll(e.prefix, ":", "-")
+	own := rdbtest.Named(t, name)
 	h, srv := e.nodeOn(own, Options{}, httptest.NewUnstartedServer(nil))
 	pid, cid, topic, token := e.channel()
 	c := dial(t, srv, token)
@@ -561,7 +557,9 @@ func TestPubSubConnectionKilled(t *testing.T) {
 	c.response(topic, ref, `{"n":1}`)
 
 	lost(t, e.rdb, h, cid, 2, `{"n":2}`)
-	killPubSub(t, e.rdb, opt.ClientName)
+	if n := killPubSub(t, e.rdb, name); n != 1 {
+		t.Fatalf("killed %d pub/sub connections named %s, want 1", n, name)
+	}
 	c.response(topic, ref, `{"n":2}`)
 	publish(t, h, pid, cid, `{"n":3}`)
 	c.response(topic, ref, `{"n":3}`)
@@ -583,30 +581,36 @@ func lost(tb testing.TB, c redis.UniversalClient, h *Hub, cid string, seq int, p
 	}
 }
 
-func killPubSub(tb testing.TB, c redis.UniversalClient, name string) {
+// killPubSub kills the pub/sub connections named name, on every master of
+// a Cluster, and returns how many it killed.
+func killPubSub(tb testing.TB, c redis.UniversalClient, name string) int {
 	tb.Helper()
-	ctx := context.Background()
-	list, err := c.ClientList(ctx).Result()
-	if err != nil {
-		tb.Fatal(err)
-	}
 	killed := 0
-	for _, line := range strings.Split(list, "\n") {
-		fields := map[string]string{}
-		for _, f := range strings.Fields(line) {
-			k, v, _ := strings.Cut(f, "=")
-			fields[k] = v
+	err := rdbtest.Nodes(context.Background(), c, func(ctx context.Context, n redis.UniversalClient) error {
+		list, err := n.ClientList(ctx).Result()
+		if err != nil {
+			return err
 		}
-		if fields["name"] == name && fields["sub"] != "0" && fields["sub"] != "" {
-			if err := c.Do(ctx, "CLIENT", "KILL", "ID", fields["id"]).Err(); err != nil {
-				tb.Fatal(err)
+		for _, line := range strings.Split(list, "\n") {
+			fields := map[string]string{}
+			for _, f := range strings.Fields(line) {
+				k, v, _ := strings.Cut(f, "=")
+				fields[k] = v
+			}
+			if fields["name"] != name || (fields["sub"] == "0" || fields["sub"] == "") && (fields["ssub"] == "0" || fields["ssub"] == "") {
+				continue
+			}
+			if err := n.Do(ctx, "CLIENT", "KILL", "ID", fields["id"]).Err(); err != nil {
+				return err
 			}
 			killed++
 		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
 	}
-	if killed != 1 {
-		tb.Fatalf("killed %d pub/sub connections named %s, want 1", killed, name)
-	}
+	return killed
 }
 
 func TestMetrics(t *testing.T) {

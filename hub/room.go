@@ -64,8 +64,8 @@ func parseEntry(s string) (entry, bool) {
 type roomState int
 
 const (
-	roomNew         roomState = iota // no SUBSCRIBE sent yet
-	roomSubscribing                  // SUBSCRIBE sent, not confirmed
+	roomNew         roomState = iota // no (S)SUBSCRIBE sent yet
+	roomSubscribing                  // (S)SUBSCRIBE sent, not confirmed
 	roomLive                         // confirmed: messages published from now on arrive
 )
 
@@ -75,6 +75,16 @@ type room struct {
 	members map[*member]struct{}
 	state   roomState
 	ready   chan struct{} // closed when the room goes live
+	// sh is the pub/sub connection the room's subscription was sent on;
+	// nil before that, and again while it is to be sent anew (its shard
+	// failed, or its slot moved), a live room staying live meanwhile.
+	sh *shard
+	// movedFrom is the master that last ended the room's subscription
+	// (its slot moved away, at movedAt): until the Cluster client stops
+	// naming it as the slot's master, its view of the Cluster is older
+	// than the move.
+	movedFrom string
+	movedAt   time.Time
 }
 
 // member is one socket's join of a room.
@@ -255,133 +265,6 @@ func (h *Hub) markDirty(cid string) {
 	case h.wake <- struct{}{}:
 	default:
 	}
-}
-
-// loop owns the pub/sub connection: it subscribes and unsubscribes rooms
-// and fans messages out. Messages of one channel arrive on one connection,
-// in publish order, and are handed to the sockets in that order.
-func (h *Hub) loop(ps *redis.PubSub, ch <-chan any) {
-	defer close(h.loopDone)
-	defer ps.Close()
-	var resync []string
-	handle := func(msg any) {
-		switch msg := msg.(type) {
-		case *redis.Subscription:
-			if cid := h.confirm(msg); cid != "" {
-				resync = append(resync, cid)
-			}
-		case *redis.Message:
-			// Re-read rooms before any later message reaches them, so
-			// each socket still gets its channel's messages in order.
-			if len(resync) > 0 {
-				h.resync(resync)
-				resync = resync[:0]
-			}
-			h.fanout(msg)
-		}
-	}
-	for {
-		select {
-		case <-h.quit:
-			return
-		case <-h.wake:
-			h.reconcile(ps)
-		case msg, ok := <-ch:
-			if !ok {
-				return
-			}
-			handle(msg)
-			// Take what is already waiting too, so that a burst of
-			// confirmations (a reconnect resubscribes every room) is
-			// re-read in one round trip.
-		drain:
-			for range 1024 {
-				select {
-				case msg, ok := <-ch:
-					if !ok {
-						break drain
-					}
-					handle(msg)
-				default:
-					break drain
-				}
-			}
-			if len(resync) > 0 {
-				h.resync(resync)
-				resync = resync[:0]
-			}
-		}
-	}
-}
-
-// reconcile subscribes new rooms and unsubscribes empty ones, in one
-// command each.
-func (h *Hub) reconcile(ps *redis.PubSub) {
-	var sub, unsub []string
-	h.mu.Lock()
-	for cid := range h.dirty {
-		r := h.rooms[cid]
-		switch {
-		case r == nil:
-		case len(r.members) == 0:
-			delete(h.rooms, cid)
-			if r.state != roomNew {
-				unsub = append(unsub, h.roomChannel(cid))
-			}
-		case r.state == roomNew:
-			r.state = roomSubscribing
-			h.pendingSubs[cid]++
-			sub = append(sub, h.roomChannel(cid))
-		}
-	}
-	clear(h.dirty)
-	h.mu.Unlock()
-
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
-	defer cancel()
-	// Errors need no retry here: the PubSub remembers its channels and
-	// resubscribes them all when it reconnects, which confirms the rooms.
-	if len(unsub) > 0 {
-		if err := ps.Unsubscribe(ctx, unsub...); err != nil {
-			h.o.Log.Warn().Err(err).Int("channels", len(unsub)).Msg("hub: unsubscribe")
-		}
-	}
-	if len(sub) > 0 {
-		if err := ps.Subscribe(ctx, sub...); err != nil {
-			h.o.Log.Warn().Err(err).Int("channels", len(sub)).Msg("hub: subscribe")
-		}
-	}
-}
-
-// confirm handles a subscription confirmation. A room waiting for its
-// SUBSCRIBEs goes live; a room already live has been resubscribed after a
-// reconnect and may have missed messages: its channel id is returned, to be
-// re-read from history.
-func (h *Hub) confirm(s *redis.Subscription) (resync string) {
-	if s.Kind != "subscribe" {
-		return ""
-	}
-	cid, ok := h.roomOf(s.Channel)
-	if !ok {
-		return ""
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if n := h.pendingSubs[cid]; n > 1 {
-		h.pendingSubs[cid] = n - 1
-	} else {
-		delete(h.pendingSubs, cid)
-	}
-	r := h.rooms[cid]
-	switch {
-	case r == nil:
-	case r.state == roomSubscribing && h.pendingSubs[cid] == 0:
-		r.state = roomLive
-		close(r.ready)
-	case r.state == roomLive:
-		return cid
-	}
-	return ""
 }
 
 func (h *Hub) fanout(msg *redis.Message) {

@@ -28,7 +28,8 @@
 -- claim).
 --
 -- Returns {deliveries, earliest due or "", paused, projects with
--- something due, put off {id, endpoint id, project id, due}}; each delivery is {id, project_id, webhook_id,
+-- something due, put off {id, endpoint id, project id, due}, those
+-- projects' ids}; each delivery is {id, project_id, webhook_id,
 -- channel_id, event, body, attempts, tries, resumed}, resumed being
 -- "probe" (it tests an open endpoint), "closed" (it waited for an
 -- endpoint that recovered) or ""; each paused one is {id, channel_id,
@@ -48,7 +49,7 @@ if #again > 0 then
       out[#out + 1] = {id, v[1], v[2], v[3], v[4], v[8], v[5] or '0', v[6] or '0', ''}
     end
   end
-  return {out, '', {}, 0, {}}
+  return {out, '', {}, 0, {}, {}}
 end
 local now = tonumber(ARGV[1])
 local eps = {}
@@ -225,4 +226,4 @@ local next_at = nxt[2]
 if wk[2] and (not next_at or tonumber(wk[2]) < tonumber(next_at)) then
   next_at = wk[2]
 end
-return {out, next_at or '', paused, #due, held}
+return {out, next_at or '', paused, #due, held, due}

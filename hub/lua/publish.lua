@@ -6,6 +6,9 @@
 -- ARGV[2] entries kept in the history
 -- ARGV[3] retention in seconds (both keys)
 -- ARGV[4] the pub/sub channel of the room, P:room:{cid}
+-- ARGV[5] "1" on a Redis Cluster: SPUBLISH, so that only the slot's master
+--         and its replicas see the message (the channel shares the keys'
+--         hash tag, so the slot is theirs); else PUBLISH
 --
 -- Returns the new entry's seq, or 0 when an entry of the history already
 -- carries this exact message: a publisher that crashed after publishing and
@@ -25,5 +28,9 @@ redis.call('RPUSH', KEYS[1], entry)
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[4], entry)
+if ARGV[5] == '1' then
+  redis.call('SPUBLISH', ARGV[4], entry)
+else
+  redis.call('PUBLISH', ARGV[4], entry)
+end
 return seq

@@ -138,8 +138,9 @@ func Run(ctx context.Context, env Env) error {
 			Help: "Tasks of this node waiting for a permit of their provider's limits.", ConstLabels: prometheus.Labels{"provider": p}},
 			func() float64 { return float64(runner.LimitWaiting(p)) }))
 	}
+	parts := rdb.PartitionCount(cfg.Partitions, conn)
 	deliveries := dispatch.New(conn, dispatch.Options{
-		Prefix: cfg.KeyPrefix, Schedule: cfg.RetrySchedule, Timeout: cfg.WebhookTimeout,
+		Prefix: cfg.KeyPrefix, Partitions: parts, Schedule: cfg.RetrySchedule, Timeout: cfg.WebhookTimeout,
 		Retention: cfg.Retention, DLQRetention: cfg.DLQRetention, Production: cfg.Production(), Guard: guard,
 		Concurrency: cfg.WebhookConcurrency, PerEndpoint: cfg.EndpointConcurrency, ProjectConcurrency: cfg.ProjectConcurrency,
 		BreakerThreshold: cfg.BreakerThreshold, DisableAfter: cfg.EndpointDisableAfter,
@@ -151,11 +152,12 @@ func Run(ctx context.Context, env Env) error {
 		SingleUseTokens: cfg.WSTokenSingleUse, MaxConns: cfg.WSMaxConns, MaxChannelsPerSocket: cfg.WSMaxChannels,
 		IdleTimeout: cfg.WSIdleTimeout, Registerer: reg, Log: log, Now: clock.Now})
 	svc := channels.New(conn, runner, channels.Options{
-		Prefix: cfg.KeyPrefix, Workers: cfg.Workers, MaxQueue: cfg.MaxQueue, Lease: cfg.TaskLease,
+		Prefix: cfg.KeyPrefix, Partitions: parts, Workers: cfg.Workers, MaxQueue: cfg.MaxQueue, Lease: cfg.TaskLease,
 		ProjectMaxQueue: cfg.ProjectMaxQueue, ProjectRate: cfg.ProjectRate,
 		Retention: cfg.Retention, Dispatcher: deliveries, Publisher: sockets, Registerer: reg, Log: log,
 		PublicURL: cfg.PublicURL, CallbackTimeout: cfg.CallbackTimeout, PlaygroundDelay: cfg.PlaygroundCallbackDelay,
 		SyncWait: cfg.SyncWait, Now: clock.Now,
+		WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,
 	})
 
 	srv := server.New(server.Deps{

@@ -24,6 +24,10 @@ type Conn struct {
 	stop     func()
 }
 
+// Unwrap is the client inside: a *redis.ClusterClient on a Cluster, for
+// what only a Cluster client does (the hub finds each room's master).
+func (c *Conn) Unwrap() redis.UniversalClient { return c.UniversalClient }
+
 // Close closes the client and, for the embedded Redis, the server. Safe twice.
 func (c *Conn) Close() error {
 	err := c.UniversalClient.Close()
@@ -72,6 +76,10 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Conn, e
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	c := &Conn{UniversalClient: redis.NewUniversalClient(opts)}
+	if cc, ok := c.UniversalClient.(*redis.ClusterClient); ok {
+		reloadOnFailure(cc)
+	}
+	EnableWait(c)
 	c.AddHook(boundHook{})
 	if err := ping(ctx, c); err != nil {
 		_ = c.Close()

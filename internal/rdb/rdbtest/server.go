@@ -33,9 +33,32 @@ type Server struct {
 
 // NewServer starts a private redis-server with the given extra arguments
 // (e.g. "--appendonly", "yes"). It skips the test when redis-server is not
-// installed, unless CI is set (CI has it: a missing one is a failure). The
-// server is stopped when the test ends.
+// installed (serverBin). The server is stopped when the test ends.
 func NewServer(tb testing.TB, args ...string) *Server {
+	tb.Helper()
+	bin := serverBin(tb)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	return newServer(tb, bin, port, args)
+}
+
+// NewServerAt is NewServer on a given port, for tests that must keep to a
+// range of ports (and those a replica or a sentinel is told about). It
+// fails the test when the port is taken.
+func NewServerAt(tb testing.TB, port int, args ...string) *Server {
+	tb.Helper()
+	bin := serverBin(tb)
+	freePort(tb, port)
+	return newServer(tb, bin, port, args)
+}
+
+// serverBin is the redis-server binary; without one the test is skipped,
+// unless CI is set (CI has it: a missing one is a failure).
+func serverBin(tb testing.TB) string {
 	tb.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -44,12 +67,21 @@ func NewServer(tb testing.TB, args ...string) *Server {
 		}
 		tb.Skip("redis-server is not installed")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return bin
+}
+
+// freePort fails the test when port is taken.
+func freePort(tb testing.TB, port int) {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("port %d is taken: %v", port, err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
+}
+
+func newServer(tb testing.TB, bin string, port int, args []string) *Server {
+	tb.Helper()
 	s := &Server{tb: tb, Port: port, Addr: "127.0.0.1:" + strconv.Itoa(port), dir: tb.TempDir(), bin: bin}
 	s.args = append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", s.dir,
 		"--save", "", "--daemonize", "no", "--enable-debug-command", "local", "--logfile", filepath.Join(s.dir, "redis.log")}, args...)

@@ -371,9 +371,17 @@ async function renderDetail(view, cid) {
 
   // Follow the channel while it or its deliveries are still moving.
   const started = Date.now();
+  let settledSeen = false;
   async function poll() {
-    const moving = await load();
+    let moving = await load();
     if (left) return;
+    // The timeline is read before the deliveries: one that settled in
+    // between reads as settled while the timeline lacks its last entries.
+    // So look once more after everything first reads as settled.
+    if (!moving && !settledSeen) {
+      settledSeen = true;
+      moving = true;
+    }
     const age = Date.now() - started;
     // Every second at first (retries of a short schedule), then gently: a
     // channel can wait minutes for its callback.
