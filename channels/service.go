@@ -148,6 +148,10 @@ type Service struct {
 	ackMu      sync.RWMutex
 	acksClosed bool
 
+	// shared carries submissions' and completions' writes: those of
+	// concurrent requests and workers share round trips (rdb.Shared).
+	shared *rdb.Shared
+
 	mu       sync.Mutex
 	inflight map[string]lease // channel id → its lease, of the tasks this node runs
 
@@ -228,9 +232,14 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	s.m = newMetrics(o.Registerer, s)
 	s.shortfalls = newShortfalls(o.Registerer)
 	s.waitLog = o.Log.Sample(&zerolog.BurstSampler{Burst: 1, Period: waitLogPeriod})
+	s.shared = newShared(rdb)
 	go s.ackLoop()
 	return s
 }
+
+// newShared is the Service's shared pipeline over c: at most four of its
+// round trips in flight at once.
+func newShared(c redis.UniversalClient) *rdb.Shared { return rdb.NewShared(c, 4) }
 
 func (s *Service) chKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}" }
 func (s *Service) tlKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}:tl" }
@@ -306,7 +315,7 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		}
 	}
 	var enq *redis.Cmd
-	err = s.pipelined(ctx, func(p redis.Pipeliner) {
+	err = s.shared.Pipelined(ctx, func(p redis.Pipeliner) {
 		if !cluster {
 			recordScript.Eval(ctx, p, keys, args...)
 		}
@@ -594,8 +603,13 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 	args = append(args, attempts...)
 	args = append(args, entries...)
 	var out []any
-	err = s.persist(ctx, "complete", func() (err error) {
-		out, err = completeScript.Run(ctx, s.rdb, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...).Slice()
+	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
+	err = s.persist(ctx, "complete", func() error {
+		var c *redis.Cmd
+		if err := s.shared.Pipelined(ctx, func(p redis.Pipeliner) { c = completeScript.Eval(ctx, p, keys, args...) }); err != nil {
+			return err
+		}
+		out, err = c.Slice()
 		return err
 	})
 	if err != nil {
@@ -809,6 +823,7 @@ func (s *Service) closeAcks() {
 	}
 	s.ackMu.Unlock()
 	<-s.acked
+	s.shared.Close()
 }
 
 // Get returns a channel of the project; another project's channel is not

@@ -26,13 +26,19 @@ import (
 //
 // The error is the first of the commands', as go-redis reports it.
 func Pipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pipeliner)) error {
+	_, err := pipelined(ctx, c, fill)
+	return err
+}
+
+// pipelined is Pipelined, and returns the commands it ran, in fill's order.
+func pipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pipeliner)) ([]redis.Cmder, error) {
 	var calls []evalCall
 	cmds, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		fill(&shaPipe{Pipeliner: p, calls: &calls})
 		return nil
 	})
 	if err == nil {
-		return nil
+		return cmds, nil
 	}
 	var again []evalCall
 	for _, call := range calls {
@@ -41,7 +47,7 @@ func Pipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pip
 		}
 	}
 	if len(again) == 0 {
-		return err
+		return cmds, err
 	}
 	redo := make([]*redis.Cmd, len(again))
 	// Its error is the first of redo's, each copied below.
@@ -57,10 +63,10 @@ func Pipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pip
 	}
 	for _, cmd := range cmds {
 		if e := cmd.Err(); e != nil {
-			return e
+			return cmds, e
 		}
 	}
-	return nil
+	return cmds, nil
 }
 
 // shaPipe is a pipeline whose Eval sends EVALSHA and remembers the call,

@@ -1,0 +1,124 @@
+package rdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+)
+
+// Concurrent callers share round trips, each gets its own commands'
+// results and errors (one caller's failing command fails nobody else), a
+// script Redis does not know yet is resent by source for every caller
+// (after the round trip's other commands, as with Pipelined), and after
+// Close calls still work, alone.
+func TestSharedPipeline(t *testing.T) {
+	t.Parallel()
+	srv := rdbtest.NewServer(t)
+	c := srv.Client()
+	ctx := context.Background()
+	incr := redis.NewScript(`return redis.call('INCRBY', KEYS[1], ARGV[1])`)
+	s := NewShared(c, 2)
+	// Unknown scripts: each caller's is resent and runs.
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var n *redis.Cmd
+			err := s.Pipelined(ctx, func(p redis.Pipeliner) { n = incr.Eval(ctx, p, []string{"s"}, 1) })
+			if err != nil || n.Val() == nil {
+				t.Errorf("unknown script, caller %d: %v, %v", i, n.Val(), err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := c.Get(ctx, "s").Val(); got != "20" {
+		t.Errorf("the unknown script ran to %s, want 20", got)
+	}
+
+	reads := redisStat(t, c, "total_reads_processed")
+
+	const callers = 200
+	errs := make(chan error, callers)
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := fmt.Sprintf("k%d", i)
+			var n *redis.Cmd
+			var get *redis.StringCmd
+			err := s.Pipelined(ctx, func(p redis.Pipeliner) {
+				n = incr.Eval(ctx, p, []string{key}, i)
+				if i%10 == 0 {
+					p.HSet(ctx, key, "f", "v") // WRONGTYPE: key is a string
+				}
+				get = p.Get(ctx, key)
+			})
+			switch {
+			case i%10 == 0 && (err == nil || !redis.HasErrorPrefix(err, "WRONGTYPE")):
+				errs <- fmt.Errorf("caller %d: err %v, want its own WRONGTYPE", i, err)
+			case i%10 != 0 && err != nil:
+				errs <- fmt.Errorf("caller %d: %v", i, err)
+			case n.Val() != int64(i) || get.Val() != fmt.Sprint(i):
+				errs <- fmt.Errorf("caller %d: script %v (%v), GET %q", i, n.Val(), n.Err(), get.Val())
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Shared: Redis read fewer requests than there were callers (alone,
+	// each caller's pipeline is at least one read).
+	if got := redisStat(t, c, "total_reads_processed") - reads; got >= callers {
+		t.Errorf("Redis read %d requests for %d callers: nothing was shared", got, callers)
+	}
+
+	s.Close()
+	var get *redis.StringCmd
+	if err := s.Pipelined(ctx, func(p redis.Pipeliner) { get = p.Get(ctx, "k7") }); err != nil || get.Val() != "7" {
+		t.Errorf("after Close: GET = %q, %v", get.Val(), err)
+	}
+}
+
+// A caller whose context ends stops waiting; the others are not cancelled.
+func TestSharedCallerGivesUp(t *testing.T) {
+	t.Parallel()
+	srv := rdbtest.NewServer(t)
+	c := srv.Client()
+	s := NewShared(c, 1)
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := s.Pipelined(ctx, func(p redis.Pipeliner) { p.Set(context.Background(), "a", "1", 0) })
+	if !errors.Is(err, context.Canceled) && err != nil {
+		t.Fatalf("cancelled caller: %v", err)
+	}
+	var get *redis.StringCmd
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	if err := s.Pipelined(wctx, func(p redis.Pipeliner) { get = p.Get(wctx, "b") }); !errors.Is(err, redis.Nil) {
+		t.Fatalf("next caller: GET b = %q, %v; want redis.Nil", get.Val(), err)
+	}
+}
+
+func redisStat(t *testing.T, c redis.UniversalClient, field string) int64 {
+	t.Helper()
+	var n int64
+	for _, line := range strings.Split(c.Info(context.Background(), "stats").Val(), "\n") {
+		if _, err := fmt.Sscanf(line, field+":%d", &n); err == nil {
+			return n
+		}
+	}
+	t.Fatalf("INFO stats has no %s", field)
+	return 0
+}
