@@ -12,6 +12,7 @@ import (
 
 	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/batch"
 	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/wire"
 )
@@ -98,8 +99,8 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 	if outcome, _ := v[2].(string); outcome != "" {
 		st, _ := v[0].(string)
 		msg, _ := v[1].(string)
-		if err := s.settled(ctx, logRef{o.pid, o.cid, o.workflow, o.event}, Status(st), nil, json.RawMessage(msg),
-			settleReason(outcome)); err != nil {
+		if err := s.settleAll(ctx, []settlement{{ref: logRef{o.pid, o.cid, o.workflow, o.event}, due: s.dueKey(o.cid),
+			status: Status(st), why: settleReason(outcome), msg: json.RawMessage(msg)}}, nil); err != nil {
 			return err
 		}
 	}
@@ -160,7 +161,10 @@ var (
 )
 
 // Callback settles an event-driven channel of project pid with its
-// backend's callback and publishes the final message. The same callback
+// backend's callback, in two round trips (read the channel; the
+// compare-and-set), and returns; the final message is published, the
+// indexes moved and the webhook retries cancelled right after, with other
+// callbacks' (settleLater). The same callback
 // again is accepted again (nothing changes); anything else once the
 // channel is settled, before it awaits a callback, or after its deadline
 // is a conflict; another project's channel is not found. With
@@ -174,6 +178,16 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 }
 
 func (s *Service) callback(ctx context.Context, pid, cid string, cb CallbackBody) error {
+	d, err := s.accept(ctx, pid, cid, cb)
+	if d != nil {
+		s.settleLater(ctx, *d)
+	}
+	return err
+}
+
+// accept is a callback up to its answer: the settlement it leaves to do
+// (nil: none) and the answer's error.
+func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) (*settlement, error) {
 	fp := sha256.Sum256(cb.Canonical)
 	var out []string
 	var ref logRef
@@ -188,17 +202,17 @@ func (s *Service) callback(ctx context.Context, pid, cid string, cb CallbackBody
 		// seconds (it puts an entry looked at early back to its deadline).
 		var v []any
 		var read *redis.SliceCmd
-		if err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		if err := s.shared.Pipelined(ctx, func(p redis.Pipeliner) {
 			read = p.HMGet(ctx, s.chKey(cid), "project_id", "status", "event_name", "task", "result", "workflow")
 			p.ZAddArgs(ctx, s.dueKey(cid), redis.ZAddArgs{XX: true, LT: true,
 				Members: []redis.Z{{Score: float64(now.Add(deadlineLease).UnixMilli()), Member: cid}}})
 		}); err != nil {
-			return fmt.Errorf("read channel: %w", err)
+			return nil, fmt.Errorf("read channel: %w", err)
 		}
 		v = read.Val()
 		str := func(i int) string { x, _ := v[i].(string); return x }
 		if owner := str(0); owner == "" || owner != pid {
-			return apperr.NotFoundf("channel %s not found", cid)
+			return nil, apperr.NotFoundf("channel %s not found", cid)
 		}
 		ref = logRef{pid, cid, str(5), str(2)}
 		status = ""
@@ -206,19 +220,24 @@ func (s *Service) callback(ctx context.Context, pid, cid string, cb CallbackBody
 		if Status(str(1)) == StatusAIGenerated {
 			var err error
 			if status, msg, err = callbackMessage(cid, str(2), str(3), str(4), cb, at); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		entry := Entry{At: at, Type: "callback", Status: status, Callback: cb.Canonical, Answer: 200, Node: s.o.Node}
 		if status == StatusError {
 			entry.Code, entry.Error = cb.Error, cb.Message
 		}
-		var err error
-		out, err = callbackScript.Run(ctx, s.rdb, []string{s.chKey(cid), s.tlKey(cid)}, now.UnixMilli(), at,
-			hex.EncodeToString(fp[:]), string(status), []byte(msg), wire.MustJSON(entry),
-			s.timeoutEntry(at), s.simulatedEntry(at)).StringSlice()
+		var cas *redis.Cmd
+		err := s.shared.Pipelined(ctx, func(p redis.Pipeliner) {
+			cas = callbackScript.Eval(ctx, p, []string{s.chKey(cid), s.tlKey(cid)}, now.UnixMilli(), at,
+				hex.EncodeToString(fp[:]), string(status), []byte(msg), wire.MustJSON(entry),
+				s.timeoutEntry(at), s.simulatedEntry(at))
+		})
+		if err == nil {
+			out, err = cas.StringSlice()
+		}
 		if err != nil {
-			return fmt.Errorf("accept callback: %w", err)
+			return nil, fmt.Errorf("accept callback: %w", err)
 		}
 		if out[0] != "retry" || try > 0 {
 			break
@@ -226,20 +245,22 @@ func (s *Service) callback(ctx context.Context, pid, cid string, cb CallbackBody
 	}
 	r, err := decodeCallback(out)
 	if err != nil {
-		return fmt.Errorf("accept callback: %w", err)
+		return nil, fmt.Errorf("accept callback: %w", err)
 	}
+	var d *settlement
 	var reject error
 	switch r.verdict {
 	case "gone":
-		return apperr.NotFoundf("channel %s not found", cid)
+		return nil, apperr.NotFoundf("channel %s not found", cid)
 	case "ok":
-		return s.settled(ctx, ref, status, rawAll(r.generated, r.sim), json.RawMessage(r.msg), "a callback was received")
+		return &settlement{ref: ref, due: s.dueKey(cid), status: status, why: "a callback was received",
+			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg)}, nil
 	case "repeat":
-		return s.settled(ctx, ref, Status(r.status), nil, json.RawMessage(r.msg), "a callback was received")
+		return &settlement{ref: ref, due: s.dueKey(cid), status: Status(r.status), why: "a callback was received",
+			msg: json.RawMessage(r.msg)}, nil
 	case "late":
-		if err := s.settled(ctx, ref, Status(r.status), rawAll(r.generated, r.sim), json.RawMessage(r.msg), settleReason(r.outcome)); err != nil {
-			return err
-		}
+		d = &settlement{ref: ref, due: s.dueKey(cid), status: Status(r.status), why: settleReason(r.outcome),
+			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg)}
 		reject = ErrCallbackTimeout(cid)
 		if r.outcome != "timeout" {
 			reject = ErrCallbackReceived(cid)
@@ -259,7 +280,7 @@ func (s *Service) callback(ctx context.Context, pid, cid string, cb CallbackBody
 		rejected.Callback = cb.Canonical
 	}
 	_ = s.rdb.RPushX(ctx, s.tlKey(cid), wire.MustJSON(rejected)).Err()
-	return reject
+	return d, reject
 }
 
 // messageStatus is a room message's status, for its broadcast entry.
@@ -327,31 +348,90 @@ func (s *Service) simulatedEntry(at string) []byte {
 	return wire.MustJSON(Entry{At: at, Type: "callback", Status: StatusCompleted, Simulated: true, Node: s.o.Node})
 }
 
-// settled runs the side effects of a settled channel, whoever settled it
-// and however often: the room gets the generation's messages (pre, which
-// it drops if it has them) and then the final one, the channel moves to
-// its final status's log index, the retries of its task.ai_generated
-// deliveries are cancelled (saying why; none when why is empty), and only
-// then is its deadline entry removed: if a step fails, the entry brings a
-// poller back to do it again. It runs to the end even if the caller's
-// request is cancelled.
-func (s *Service) settled(ctx context.Context, ref logRef, st Status, pre []json.RawMessage, msg json.RawMessage, why string) error {
-	ctx = context.WithoutCancel(ctx)
-	pid, cid := ref.pid, ref.cid
+// settlement is the side effects of a settled channel, whoever settled it
+// (a callback, the deadline, or a redo after a crash): its room gets the
+// generation's messages (pre; the room drops those it has) and the final
+// one, its indexes move, the retries of its task.ai_generated webhook are
+// cancelled (why says why; none when empty), and last its entry leaves
+// the deadline set due. Until that last step the entry stays there, under
+// a claim's lease at most, so if this node dies first, a poller does it all
+// again (each step is idempotent).
+type settlement struct {
+	ref    logRef
+	due    string
+	status Status
+	why    string
+	pre    []json.RawMessage
+	msg    json.RawMessage
+}
+
+// settleLater hands a callback's settlement to the settler, which sends
+// those of concurrent callbacks together after their answers (the
+// compare-and-set has decided the outcome; what remains is idempotent and,
+// if lost, redone by a poller within deadlineLease). Past Shutdown, or
+// when the settler is behind, it settles at once.
+func (s *Service) settleLater(ctx context.Context, d settlement) {
+	s.ackMu.RLock()
+	defer s.ackMu.RUnlock()
+	if !s.acksClosed {
+		select {
+		case s.settles <- d:
+			return
+		default:
+		}
+	}
+	s.settleAllLogged(context.WithoutCancel(ctx), []settlement{d}, nil)
+}
+
+// settleAllLogged is settleAll for those who cannot answer its error: it
+// is logged (a poller settles those channels again after the lease).
+func (s *Service) settleAllLogged(ctx context.Context, done []settlement, more func(redis.Pipeliner)) {
+	if err := s.settleAll(ctx, done, more); err != nil && ctx.Err() == nil {
+		s.o.Log.Warn().Err(err).Int("channels", len(done)).Msg("settle channels; retried after the lease")
+	}
+}
+
+// settleLoop sends batched settlements until settles is closed and drained.
+func (s *Service) settleLoop() {
+	defer close(s.settlesDone)
+	batch.Drain(s.settles, deadlineBatch, func(ds []settlement) { s.settleAllLogged(context.Background(), ds, nil) })
+}
+
+// settleAll runs the settlements of done: the publishes and index moves
+// in one round trip (with whatever more queues in it), then the webhook
+// retries cancelled, then the deadline entries removed. A failure leaves
+// the entries to their claim's lease: a poller settles them again.
+func (s *Service) settleAll(ctx context.Context, done []settlement, more func(redis.Pipeliner)) error {
 	b := broadcasts{s: s}
 	err := s.pipelined(ctx, func(p redis.Pipeliner) {
-		for _, m := range pre {
-			b.add(ctx, p, pid, cid, messageStatus(m), m)
+		for _, d := range done {
+			for _, m := range d.pre {
+				b.add(ctx, p, d.ref.pid, d.ref.cid, messageStatus(m), m)
+			}
+			b.add(ctx, p, d.ref.pid, d.ref.cid, d.status, d.msg)
+			s.indexMove(ctx, p, d.ref, StatusAIGenerated, d.status)
 		}
-		b.add(ctx, p, pid, cid, st, msg)
-		s.indexMove(ctx, p, ref, StatusAIGenerated, st)
+		if more != nil {
+			more(p)
+		}
 	})
 	b.check()
 	if err != nil {
 		return fmt.Errorf("publish the final message: %w", err)
 	}
-	s.cancelHook(ctx, pid, cid, why)
-	if err := s.rdb.ZRem(ctx, s.dueKey(cid), cid).Err(); err != nil {
+	if len(done) == 0 {
+		return nil
+	}
+	settled := make(map[string][]any)
+	for _, d := range done {
+		s.cancelHook(ctx, d.ref.pid, d.ref.cid, d.why) // idempotent: also for a settle redone
+		settled[d.due] = append(settled[d.due], d.ref.cid)
+	}
+	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		for due, ids := range settled {
+			p.ZRem(ctx, due, ids...)
+		}
+	}); err != nil {
 		return fmt.Errorf("remove the callback deadline: %w", err)
 	}
 	return nil
@@ -422,15 +502,7 @@ func (s *Service) settleDue(now time.Time, due string, ids []string) {
 	// trip; then the webhook retries cancelled; and only once all that
 	// succeeded, the settled channels' entries removed (else their claim's
 	// lease brings them back).
-	type settle struct {
-		ref     logRef
-		status  Status
-		why     string
-		pre     []json.RawMessage
-		msg     json.RawMessage
-		outcome string
-	}
-	var done []settle
+	var done []settlement
 	var waits []redis.Z
 	var drop []any
 	for i, id := range ids {
@@ -448,8 +520,8 @@ func (s *Service) settleDue(now time.Time, due string, ids []string) {
 		case "wait":
 			waits = append(waits, redis.Z{Score: float64(r.deadline), Member: id})
 		case "fired", "done":
-			d := settle{ref: logRef{r.project, id, r.workflow, r.event}, status: Status(r.status), why: settleReason(r.outcome),
-				msg: json.RawMessage(r.msg), outcome: r.outcome}
+			d := settlement{ref: logRef{r.project, id, r.workflow, r.event}, due: due, status: Status(r.status),
+				why: settleReason(r.outcome), msg: json.RawMessage(r.msg)}
 			if r.verdict == "fired" {
 				s.m.timeouts.WithLabelValues(r.outcome).Inc()
 				d.pre = rawAll(r.generated, r.sim)
@@ -457,15 +529,7 @@ func (s *Service) settleDue(now time.Time, due string, ids []string) {
 			done = append(done, d)
 		}
 	}
-	b := broadcasts{s: s}
-	err := s.pipelined(ctx, func(p redis.Pipeliner) {
-		for _, d := range done {
-			for _, m := range d.pre {
-				b.add(ctx, p, d.ref.pid, d.ref.cid, messageStatus(m), m)
-			}
-			b.add(ctx, p, d.ref.pid, d.ref.cid, d.status, d.msg)
-			s.indexMove(ctx, p, d.ref, StatusAIGenerated, d.status)
-		}
+	s.settleAllLogged(ctx, done, func(p redis.Pipeliner) {
 		if len(waits) > 0 {
 			p.ZAdd(ctx, due, waits...)
 		}
@@ -473,21 +537,4 @@ func (s *Service) settleDue(now time.Time, due string, ids []string) {
 			p.ZRem(ctx, due, drop...)
 		}
 	})
-	b.check()
-	if err != nil {
-		if ctx.Err() == nil {
-			s.o.Log.Warn().Err(err).Int("channels", len(ids)).Msg("publish deadline outcomes; retried after the lease")
-		}
-		return
-	}
-	settled := make([]any, 0, len(done))
-	for _, d := range done {
-		s.cancelHook(ctx, d.ref.pid, d.ref.cid, d.why) // idempotent: also for a settle redone
-		settled = append(settled, d.ref.cid)
-	}
-	if len(settled) > 0 {
-		if err := s.rdb.ZRem(ctx, due, settled...).Err(); err != nil && ctx.Err() == nil {
-			s.o.Log.Warn().Err(err).Msg("remove settled callback deadlines; retried after the lease")
-		}
-	}
 }

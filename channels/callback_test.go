@@ -3,6 +3,7 @@ package channels
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/dispatch"
@@ -69,6 +71,21 @@ func waitHistory(tb testing.TB, s *Service, cid string, n int) []map[string]any 
 			return h
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// awaitSettled waits until a callback's settlement, which runs after its
+// answer, is done: its last step removes the channel's deadline entry.
+func awaitSettled(tb testing.TB, s *Service, cid string) {
+	tb.Helper()
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		_, err := s.rdb.ZScore(context.Background(), s.dueKey(cid), cid).Result()
+		if errors.Is(err, redis.Nil) {
+			return
+		}
+		if time.Now().After(end) {
+			tb.Fatalf("channel %s not settled within 5s (%v)", cid, err)
+		}
 	}
 }
 
@@ -139,6 +156,7 @@ func TestCallbackCompletesChannel(t *testing.T) {
 	if err := s.Callback(ctx, "p1", task.ChannelID, success(`{"title":"Inception","id":7}`)); err != nil {
 		t.Fatal(err)
 	}
+	awaitSettled(t, s, task.ChannelID)
 	if err := s.Callback(ctx, "p1", task.ChannelID, success(`{"title":"Inception","id":7}`)); err != nil {
 		t.Errorf("identical repeat: %v", err)
 	}
@@ -537,5 +555,42 @@ func TestCallbackOvertakingGeneration(t *testing.T) {
 				n, aw, done, events, cancels)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A node that answered a callback and died before its settlement (the
+// room's final message, the index move, the retries cancelled, all sent
+// after the answer) leaves the channel's deadline entry under a claim's
+// lease: another node's poller settles the channel when it runs out.
+func TestSettlementLostWithItsNodeIsRedone(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop()})
+	a := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: h})
+	ctx := context.Background()
+	task := eventTask()
+	if err := a.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	a.Start()
+	waitStatus(t, a, task.ChannelID, StatusAIGenerated)
+	a.StopClaiming() // its poller too: only b's may settle it
+	// The answer, without the settlement that follows it.
+	if d, err := a.accept(ctx, "p1", task.ChannelID, success(`{"ok":1}`)); err != nil || d == nil {
+		t.Fatalf("accept: %v, %v", d, err)
+	}
+	if got := statuses(history(t, a, task.ChannelID)); got != "ai_generated" {
+		t.Fatalf("room history before any settlement = %s", got)
+	}
+	b := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: h})
+	b.Start()
+	for end := time.Now().Add(3 * deadlineLease); statuses(history(t, b, task.ChannelID)) != "ai_generated,completed"; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("room history = %s, want the final message from the other node's poller", statuses(history(t, b, task.ChannelID)))
+		}
+	}
+	awaitSettled(t, b, task.ChannelID)
+	if v := waitStatus(t, b, task.ChannelID, StatusCompleted); v.Status != StatusCompleted {
+		t.Errorf("status %s", v.Status)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -113,9 +114,49 @@ func (s *Service) indexNew(ctx context.Context, p redis.Pipeliner, t *Task, st S
 	keys := s.newKeys(t, st)
 	for _, k := range keys {
 		p.ZAdd(ctx, k, z)
-		p.Expire(ctx, k, s.o.Retention) // an index no longer written goes with its last channels
 	}
+	s.expire(ctx, p, now, keys...)
 	s.trim(ctx, p, now, keys...)
+}
+
+// expire pushes back the expiry of index keys just written to, so that an
+// index no longer written goes with its last channels. A node does it for
+// a key at most once per expiries.every: the entries written meanwhile
+// then live at most that much less than the retention. The active-state
+// indexes are the exception: their entries are removed as channels finish,
+// so such a key may be emptied (deleted) and created again at any time,
+// and every write to it sets its expiry.
+func (s *Service) expire(ctx context.Context, p redis.Pipeliner, now time.Time, keys ...string) {
+	for _, k := range keys {
+		if strings.HasSuffix(k, ":st:active") || s.expiries.due(k, now, s.o.Retention) {
+			p.Expire(ctx, k, s.o.Retention)
+		}
+	}
+}
+
+// expiries remembers when this node last set each index key's expiry.
+type expiries struct {
+	mu   sync.Mutex
+	next map[string]time.Time // key → when its expiry is due to be set again
+}
+
+// maxExpiries bounds the map: past it, it starts over (every key's expiry
+// is then set once more).
+const maxExpiries = 1 << 14
+
+// due reports whether k's expiry should be set now, and if so notes it.
+func (e *expiries) due(k string, now time.Time, retention time.Duration) bool {
+	every := min(retention/100, time.Minute)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if now.Before(e.next[k]) {
+		return false
+	}
+	if e.next == nil || len(e.next) >= maxExpiries {
+		e.next = make(map[string]time.Time)
+	}
+	e.next[k] = now.Add(every)
+	return true
 }
 
 // unindex takes back indexNew, for a channel that was not accepted after all.
@@ -140,8 +181,8 @@ func (s *Service) indexMove(ctx context.Context, p redis.Pipeliner, r logRef, fr
 	keys := s.stateKeys(r, to)
 	for _, k := range keys {
 		p.ZAdd(ctx, k, z)
-		p.Expire(ctx, k, s.o.Retention)
 	}
+	s.expire(ctx, p, now, keys...)
 	s.trim(ctx, p, now, keys...)
 }
 

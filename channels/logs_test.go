@@ -132,3 +132,56 @@ func TestLogsFiltersAndPages(t *testing.T) {
 		t.Errorf("after one channel expired: %d listed, want %d", len(got), len(all)-1)
 	}
 }
+
+// Every request-log index key expires, also when a node skips setting the
+// expiry again (it does so at most once a minute per key) and when an
+// active-state index is emptied as its channels finish and is created
+// again by the next one.
+func TestLogIndexesAlwaysExpire(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{}`), Options{Retention: time.Hour})
+	ctx := context.Background()
+	s.Start()
+	var keys []string
+	for i := range 3 {
+		task := newTask()
+		task.Workflow.EventName = ""
+		if i == 2 {
+			s.StopClaiming() // the last one stays active
+		}
+		if err := s.Submit(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+		if i < 2 {
+			waitStatus(t, s, task.ChannelID, StatusSuccess) // its active indexes are emptied
+		}
+		keys = append(s.newKeys(task, StatusPending), s.stateKeys(task.logRef(), StatusSuccess)...)
+	}
+	for _, k := range keys {
+		ttl, err := c.TTL(ctx, k).Result()
+		if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+			t.Errorf("TTL of %s = %v (%v), want the 1h retention", k, ttl, err)
+		}
+	}
+}
+
+func TestExpiriesThrottle(t *testing.T) {
+	var e expiries
+	now := time.Now()
+	if !e.due("k", now, 7*24*time.Hour) {
+		t.Fatal("first write: expiry not due")
+	}
+	if e.due("k", now.Add(59*time.Second), 7*24*time.Hour) {
+		t.Error("due again within the minute")
+	}
+	if !e.due("k", now.Add(time.Minute), 7*24*time.Hour) {
+		t.Error("not due after a minute")
+	}
+	if !e.due("k2", now, 7*24*time.Hour) {
+		t.Error("another key's expiry not due")
+	}
+	if !e.due("k3", now, 100*time.Second) || e.due("k3", now.Add(999*time.Millisecond), 100*time.Second) || !e.due("k3", now.Add(time.Second), 100*time.Second) {
+		t.Error("a short retention: want once a second")
+	}
+}

@@ -136,14 +136,18 @@ type Service struct {
 	runner Runner
 	o      Options
 
-	q       *queue
-	dueKeys []string // callback deadlines, one set per partition (callback.go)
+	q        *queue
+	expiries expiries // of the request-log index keys (logs.go)
+	dueKeys  []string // callback deadlines, one set per partition (callback.go)
 
 	wake      chan struct{}
 	wakeDue   chan struct{} // an earlier deadline was set on this node
 	syncSlots chan struct{} // one per synchronous run in flight (at most Workers)
 	acks      chan ackItem  // lease releases (and publishes) for ackLoop
 	acked     chan struct{} // closed when ackLoop has sent the last one
+
+	settles     chan settlement // callbacks' side effects, for settleLoop (callback.go)
+	settlesDone chan struct{}   // closed when settleLoop has sent the last one
 
 	ackMu      sync.RWMutex
 	acksClosed bool
@@ -217,16 +221,18 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	}
 	s := &Service{
 		rdb: rdb, runner: runner, o: o,
-		q:         newQueue(o.Prefix, o.Partitions),
-		dueKeys:   dueKeys(o.Prefix, o.Partitions),
-		wakeDue:   make(chan struct{}, 1),
-		wake:      make(chan struct{}, 1),
-		syncSlots: make(chan struct{}, o.Workers),
-		acks:      make(chan ackItem, 4096),
-		acked:     make(chan struct{}),
-		inflight:  make(map[string]lease),
-		stop:      make(chan struct{}),
-		quit:      make(chan struct{}),
+		q:           newQueue(o.Prefix, o.Partitions),
+		dueKeys:     dueKeys(o.Prefix, o.Partitions),
+		wakeDue:     make(chan struct{}, 1),
+		wake:        make(chan struct{}, 1),
+		syncSlots:   make(chan struct{}, o.Workers),
+		acks:        make(chan ackItem, 4096),
+		acked:       make(chan struct{}),
+		settles:     make(chan settlement, 4096),
+		settlesDone: make(chan struct{}),
+		inflight:    make(map[string]lease),
+		stop:        make(chan struct{}),
+		quit:        make(chan struct{}),
 	}
 	s.runCtx, s.runCancel = context.WithCancel(context.Background())
 	s.m = newMetrics(o.Registerer, s)
@@ -234,6 +240,7 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	s.waitLog = o.Log.Sample(&zerolog.BurstSampler{Burst: 1, Period: waitLogPeriod})
 	s.shared = newShared(rdb)
 	go s.ackLoop()
+	go s.settleLoop()
 	return s
 }
 
@@ -813,16 +820,18 @@ func (s *Service) ackLoop() {
 	batch.Drain(s.acks, ackBatch, func(items []ackItem) { s.sendAcks(context.Background(), items) })
 }
 
-// closeAcks stops the batcher after it has sent what it holds; later acks
-// go straight to Redis.
+// closeAcks stops the batchers (acks, settlements) after they have sent
+// what they hold; later ones go straight to Redis.
 func (s *Service) closeAcks() {
 	s.ackMu.Lock()
 	if !s.acksClosed {
 		s.acksClosed = true
 		close(s.acks)
+		close(s.settles)
 	}
 	s.ackMu.Unlock()
 	<-s.acked
+	<-s.settlesDone
 	s.shared.Close()
 }
 

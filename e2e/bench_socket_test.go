@@ -95,15 +95,26 @@ type benchChannel struct {
 
 func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want string) {
 	const (
-		rate   = 1000
 		window = 5 * time.Second
 		warm   = 200
 	)
-	total := int(rate * window.Seconds())
+	rate := 1000 // messages/s; BENCH_RATE sets another
+	if v, err := strconv.Atoi(os.Getenv("BENCH_RATE")); err == nil && v > 0 {
+		rate = v
+	}
+	// BENCH_SAMPLE=k joins a socket to one channel in k only (the
+	// latencies and losses are those channels'; every channel still gets
+	// its message): a process has too few files for a socket per channel
+	// at 5,000/s.
+	sample := 1
+	if v, err := strconv.Atoi(os.Getenv("BENCH_SAMPLE")); err == nil && v > 1 {
+		sample = v
+	}
+	total := int(float64(rate) * window.Seconds())
 	url := testRedisURL(b)
 	prefix := rdbtest.Prefix()
 	b.Cleanup(func() { dropPrefix(b, url, prefix) })
-	env := testEnv(b, url, prefix, "RIVERHUB_LOG_LEVEL", "error")
+	env := testEnv(b, url, prefix, "RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000")
 	x := &crossNode{a: startNode(b, env), b: startNode(b, env)}
 	x.a.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "ev", "provider": "mock",
 		"event_name": "bench.done", "callback_timeout_seconds": 3600, "mock": map[string]any{"response": map[string]any{"ok": true}}})
@@ -117,7 +128,7 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
-		x.chans = x.open(b, warm+total, want)
+		x.chans = x.open(b, warm+total, want, sample)
 		// Warm the HTTP pool and both nodes' paths with channels not measured.
 		var wg sync.WaitGroup
 		for i := range warm {
@@ -130,14 +141,14 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 			}()
 		}
 		wg.Wait()
-		x.await(b, x.chans[:warm], 10*time.Second)
+		x.await(b, joined(x.chans[:warm]), 10*time.Second)
 		b.StartTimer()
 
 		measured := x.chans[warm:]
 		sent := make([]time.Time, total)
 		answered := make([]time.Duration, total) // the call's own duration
 		var failed atomic.Int64
-		tick := time.Second / rate
+		tick := time.Second / time.Duration(rate)
 		cpu0, redis0 := readCPU(), redisCPU(rc)
 		t0 := time.Now()
 		for i := range total {
@@ -157,11 +168,14 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 		wg.Wait()
 		elapsed := time.Since(t0)
 		cpu1, redis1 := readCPU(), redisCPU(rc)
-		lost := x.await(b, measured, 10*time.Second)
+		lost := x.await(b, joined(measured), 10*time.Second)
 		b.StopTimer()
 
 		lat := make([]time.Duration, 0, total)
 		for i, ch := range measured {
+			if ch.conn == nil {
+				continue
+			}
 			select {
 			case <-ch.arrived:
 				lat = append(lat, ch.at.Sub(sent[i]))
@@ -183,7 +197,9 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 			b.ReportMetric(max(others, 0), "others-cores")
 		}
 		for _, ch := range x.chans {
-			_ = ch.conn.CloseNow()
+			if ch.conn != nil {
+				_ = ch.conn.CloseNow()
+			}
 		}
 		b.StartTimer()
 	}
@@ -194,7 +210,7 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 // channel's ai_generated message (live or from the history), so nothing
 // measured later waits on a join or on the generation. Each socket then
 // waits for a message with status want.
-func (x *crossNode) open(b *testing.B, n int, want string) []*benchChannel {
+func (x *crossNode) open(b *testing.B, n int, want string, sample int) []*benchChannel {
 	b.Helper()
 	chans := make([]*benchChannel, n)
 	body, _ := json.Marshal(map[string]any{"workflow": "ev", "messages": userMessages("hello")})
@@ -207,7 +223,7 @@ func (x *crossNode) open(b *testing.B, n int, want string) []*benchChannel {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				ch, err := x.subscribe(body, want)
+				ch, err := x.subscribe(body, want, i%sample == 0)
 				if err != nil {
 					errOnce.Do(func() { firstErr = err })
 					continue
@@ -226,16 +242,78 @@ func (x *crossNode) open(b *testing.B, n int, want string) []*benchChannel {
 	}
 	deadline := time.After(30 * time.Second)
 	for _, ch := range chans {
+		if ch.conn == nil {
+			continue
+		}
 		select {
 		case <-ch.ready:
 		case <-deadline:
 			b.Fatalf("channel %s: no ai_generated message within 30 s", ch.cid)
 		}
 	}
+	x.awaitGenerated(b, chans, 30*time.Second)
 	return chans
 }
 
-func (x *crossNode) subscribe(submit []byte, want string) (*benchChannel, error) {
+// awaitGenerated waits until each channel without a socket awaits its
+// callback (ai_generated), read through the channel API.
+func (x *crossNode) awaitGenerated(b *testing.B, chans []*benchChannel, within time.Duration) {
+	b.Helper()
+	end := time.Now().Add(within)
+	next := make(chan *benchChannel)
+	var wg sync.WaitGroup
+	var late atomic.Int64
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ch := range next {
+				for !x.generated(ch.cid) {
+					if time.Now().After(end) {
+						late.Add(1)
+						break
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	for _, ch := range chans {
+		if ch.conn == nil {
+			next <- ch
+		}
+	}
+	close(next)
+	wg.Wait()
+	if n := late.Load(); n > 0 {
+		b.Fatalf("%d channels not ai_generated within %v", n, within)
+	}
+}
+
+func (x *crossNode) generated(cid string) bool {
+	req, _ := http.NewRequest("GET", x.a.base+"/api/v1/channels/"+cid, nil)
+	req.Header.Set("Authorization", "Bearer "+x.a.key)
+	res, err := benchClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer res.Body.Close()
+	var v struct{ Status string }
+	return json.NewDecoder(res.Body).Decode(&v) == nil && v.Status == "ai_generated"
+}
+
+// joined are the channels of chans with a socket.
+func joined(chans []*benchChannel) []*benchChannel {
+	var out []*benchChannel
+	for _, ch := range chans {
+		if ch.conn != nil {
+			out = append(out, ch)
+		}
+	}
+	return out
+}
+
+func (x *crossNode) subscribe(submit []byte, want string, socket bool) (*benchChannel, error) {
 	code, out, err := postKey(x.a.base+"/v1/ai/async", x.a.key, submit)
 	if err != nil {
 		return nil, err
@@ -254,6 +332,9 @@ func (x *crossNode) subscribe(submit []byte, want string) (*benchChannel, error)
 	}
 	ch := &benchChannel{pid: ans.ProjectID, cid: ans.ChannelID, topic: ans.WebsocketChannel, token: ans.WSToken,
 		ready: make(chan struct{}), arrived: make(chan struct{})}
+	if !socket {
+		return ch, nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	u := "ws://" + strings.TrimPrefix(x.b.base, "http://") + "/socket/websocket?vsn=2.0.0&token=" + ch.token

@@ -224,7 +224,19 @@ func runFailover(t *testing.T, bin, wait string, target failoverTarget) {
 	time.Sleep(failoverSettle)
 	// After the promotion: a socket on node A joined to a channel
 	// submitted on node B.
-	slow2 := b.submit(t, "slow", nil)
+	// A client retries a 503 as it says (Retry-After): the open loop
+	// above measures how many are refused; this one must get through.
+	var slow2 map[string]any
+	for end := time.Now().Add(failoverSettle); ; time.Sleep(200 * time.Millisecond) {
+		r := b.do(t, "POST", "/v1/ai/async", b.key, map[string]any{"workflow": "slow", "messages": userMessages("hello")})
+		if r.status == http.StatusOK {
+			slow2 = r.json(t)
+			break
+		}
+		if r.status != http.StatusServiceUnavailable || time.Now().After(end) {
+			t.Fatalf("POST /v1/ai/async after the promotion: status %d: %s", r.status, r.body)
+		}
+	}
 	_, after := joinRoom(t, a.node, slow2)
 	time.Sleep(failoverAfter - failoverSettle)
 	stop()

@@ -8,27 +8,27 @@
 -- Returns {1, outcome...} for the winner, {0, outcome...} otherwise, {-1} if
 -- gone; outcome is status, message, hook, deadline, sim, beyond (see
 -- start.lua).
-local function outcome(won)
-  local v = redis.call('HMGET', KEYS[1], 'status', 'message', 'hook', 'deadline', 'sim', 'outcome')
-  return {won, v[1], v[2] or '', v[3] or '', v[4] or '', v[5] or '', v[6] or ''}
-end
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then
+local v = redis.call('HMGET', KEYS[1], 'status', 'message', 'hook', 'deadline', 'sim', 'outcome')
+if not v[1] then
   return {-1}
 end
-if st ~= 'pending' and st ~= 'generating' then
-  return outcome(0)
+if v[1] ~= 'pending' and v[1] ~= 'generating' then
+  return {0, v[1], v[2] or '', v[3] or '', v[4] or '', v[5] or '', v[6] or ''}
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'result', ARGV[2], 'message', ARGV[3], 'updated_at', ARGV[4])
+-- One HSET: the outcome, then the extra pairs (which may set hook,
+-- deadline, sim or outcome: the reply reports what was written).
 local n = tonumber(ARGV[5])
-if n > 0 then
-  local fields = {}
-  for i = 6, 5 + 2 * n do
-    fields[#fields + 1] = ARGV[i]
+local out = {status = ARGV[1], message = ARGV[3], hook = v[3] or '', deadline = v[4] or '', sim = v[5] or '', outcome = v[6] or ''}
+local fields = {'status', ARGV[1], 'result', ARGV[2], 'message', ARGV[3], 'updated_at', ARGV[4]}
+for i = 6, 5 + 2 * n, 2 do
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+  if out[ARGV[i]] ~= nil then
+    out[ARGV[i]] = ARGV[i + 1]
   end
-  redis.call('HSET', KEYS[1], unpack(fields))
 end
-for i = 6 + 2 * n, #ARGV do
-  redis.call('RPUSH', KEYS[2], ARGV[i])
+redis.call('HSET', KEYS[1], unpack(fields))
+if #ARGV >= 6 + 2 * n then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 6 + 2 * n))
 end
-return outcome(1)
+return {1, out.status, out.message, out.hook, out.deadline, out.sim, out.outcome}

@@ -4,14 +4,10 @@
 -- ARGV[1] retention (seconds); ARGV[2] number of hash field/value pairs n;
 -- ARGV[3 .. 2+2n] the pairs; the rest: timeline entries.
 local n = tonumber(ARGV[2])
-local fields = {}
-for i = 3, 2 + 2 * n do
-  fields[#fields + 1] = ARGV[i]
-end
-redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + 2 * n))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-for i = 3 + 2 * n, #ARGV do
-  redis.call('RPUSH', KEYS[2], ARGV[i])
+if #ARGV >= 3 + 2 * n then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 3 + 2 * n))
 end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1

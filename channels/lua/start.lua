@@ -9,18 +9,20 @@
 -- caller redoes them, they are idempotent; beyond is set once a callback or
 -- the deadline has settled an event-driven channel, whose generation's side
 -- effects are then moot), or {"gone"} when the channel expired.
-local v = redis.call('HMGET', KEYS[1], 'status', 'task', 'project_id', 'message', 'hook', 'deadline', 'sim', 'outcome')
+local v = redis.call('HMGET', KEYS[1], 'status', 'task', 'project_id', 'message', 'hook', 'deadline', 'sim', 'outcome', 'runs')
 local st = v[1]
 if not st then
   return {'gone'}
 end
-if st == 'pending' then
-  redis.call('HSET', KEYS[1], 'status', 'generating', 'updated_at', ARGV[1])
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-  return {'run', v[2], v[3], tostring(redis.call('HINCRBY', KEYS[1], 'runs', 1))}
-end
-if st == 'generating' then
-  redis.call('RPUSH', KEYS[2], ARGV[3])
-  return {'run', v[2], v[3], tostring(redis.call('HINCRBY', KEYS[1], 'runs', 1))}
+if st == 'pending' or st == 'generating' then
+  local runs = tostring((tonumber(v[9]) or 0) + 1)
+  if st == 'pending' then
+    redis.call('HSET', KEYS[1], 'status', 'generating', 'updated_at', ARGV[1], 'runs', runs)
+    redis.call('RPUSH', KEYS[2], ARGV[2])
+  else
+    redis.call('HSET', KEYS[1], 'runs', runs)
+    redis.call('RPUSH', KEYS[2], ARGV[3])
+  end
+  return {'run', v[2], v[3], runs}
 end
 return {'done', v[2], v[3], st, v[4] or '', v[5] or '', v[6] or '', v[7] or '', v[8] or ''}
