@@ -44,9 +44,14 @@
 //
 // # Concurrency contract
 //
-// New starts one goroutine, the ack batcher (ackLoop): finished tasks'
-// lease releases, with their room publishes and log-index moves, go to it
-// and it sends what has piled up in one round trip. Start, called once,
+// New starts two goroutines, the batchers: the ack batcher (ackLoop), to
+// which finished tasks' lease releases go, with their room publishes and
+// log-index moves, and which sends what has piled up in one round trip;
+// and the settler (settleLoop), to which answered callbacks hand their
+// settlement (final message, index move, webhook retries cancelled,
+// deadline entry removed), sent the same way. Submissions, completions and
+// callbacks also share round trips with concurrent ones (rdb.Shared), which
+// Shutdown closes last. Start, called once,
 // runs a first reclaim on the caller's goroutine, then starts four more:
 //
 //   - the claimer (claimLoop), which leases up to a batch of tasks for the
@@ -73,7 +78,7 @@
 // it calls Shutdown. Callback and the deadline poller may race for one
 // channel: the scripts decide (callback.go). Internal state is guarded by
 // mu (the tasks in flight and their lease members, the closing flag) and
-// ackMu (sends to the batcher against its closing).
+// ackMu (sends to the batchers against their closing).
 //
 // StopClaiming closes the claimer and waits for it to return; running
 // tasks go on, and so do the heartbeat, the reclaimer and the deadline
@@ -84,7 +89,8 @@
 // calls and Redis commands), waiting for them to return; stops the
 // heartbeat, the reclaimer and the deadline poller (heartbeats ran until
 // no task ran, so no lease ran out under a running task); lets the
-// batcher send what it holds and stop (later acks go straight to Redis);
+// batchers send what they hold and stop (later acks and settlements go
+// straight to Redis);
 // and last gives the noted leases back, at the head of their projects'
 // queues, so another node runs those tasks at once rather than after
 // their leases run out. Both are safe to call twice, and without Start.
