@@ -263,7 +263,15 @@ func BenchmarkWebhooksEndToEnd(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("BENCH_TASKS")); err == nil && v > 0 {
 		tasks = v
 	}
-	n := newNode(b, "RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000")
+	kv := []string{"RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000"}
+	var n *node
+	if os.Getenv("BENCH_PROCESS") != "" { // the node as a process of its own, built from this tree
+		url, prefix := testRedisURL(b), rdbtest.Prefix()
+		b.Cleanup(func() { dropPrefix(b, url, prefix) })
+		n = startProcess(b, buildBinary(b), testEnv(b, url, prefix, kv...)).node
+	} else {
+		n = newNode(b, kv...)
+	}
 	var mu sync.Mutex
 	arrived := make(map[string]time.Time, tasks)
 	var attempts atomic.Int64
