@@ -18,11 +18,14 @@
 // earliest due time, at most 100 ms. A node that schedules deliveries due
 // sooner than that (an enqueue, a replay, a delivery put back or retried
 // soon) publishes, with the writes, a nudge carrying the earliest due time,
-// and every node's claimer wakes for it; without one (a nudge lost while
-// a node reconnects, deliveries a lease reclaim makes due, which the
-// reclaiming node claims itself) the 100 ms look finds them. Attempt
-// outcomes and their log entries are written in batches, one round trip
-// per batch.
+// and every node's claimer wakes for it (an enqueue only when its own node
+// does not claim or has no free slot: else that node takes them at once,
+// and waking every other node per task would be work for nothing); Enqueue
+// shares its round trips with concurrent ones (rdb.Shared). Without a
+// nudge (one lost while a node reconnects, deliveries a lease reclaim
+// makes due, which the reclaiming node claims itself) the 100 ms look
+// finds them. Attempt outcomes and their log entries are written in
+// batches, one round trip per batch.
 //
 // The engine keeps, per channel, a log of what it did with the channel's
 // events (attempts, dead letters, cancellations, pauses, replays): its own

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -95,8 +96,11 @@ type Options struct {
 
 // Engine enqueues, schedules and sends deliveries.
 type Engine struct {
-	rdb redis.UniversalClient
-	o   Options
+	rdb    redis.UniversalClient
+	shared *rdb.Shared // Enqueue's writes share round trips with concurrent ones; closed by Shutdown
+	// claiming is set from Start to StopClaiming.
+	claiming atomic.Bool
+	o        Options
 
 	ps       rdb.Partitions
 	parts    []*part // the delivery schedule's partitions (partition.go)
@@ -184,6 +188,7 @@ func New(c redis.UniversalClient, o Options) *Engine {
 	ps := rdb.NewPartitions("dq", o.Partitions)
 	e := &Engine{
 		rdb: c, o: o, ps: ps,
+		shared:    rdb.NewShared(c, 4),
 		nudgeKey:  o.Prefix + ":{dq}:nudge",
 		dueAt:     make([]time.Time, ps.N()),
 		pokedAt:   make([]time.Time, ps.N()),
@@ -227,7 +232,12 @@ func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 	at := now.UTC().Format(time.RFC3339Nano)
 	n := 0
 	touched := make(partSet, len(e.parts))
-	err = e.pipelined(ctx, func(p redis.Pipeliner) {
+	// Other nodes are nudged only when this one cannot take the
+	// deliveries at once: it pokes its own claimer below, and a nudge per
+	// task would wake every node of the deployment for deliveries this one
+	// claims anyway.
+	nudge := !e.canTakeNow()
+	err = e.sharedPipelined(ctx, func(p redis.Pipeliner) {
 		for _, w := range hooks {
 			if !w.Subscribes(ev.Type) || (len(ev.WebhookIDs) > 0 && !slices.Contains(ev.WebhookIDs, w.ID)) {
 				continue
@@ -240,7 +250,7 @@ func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 			touched.add(pt.k)
 			n++
 		}
-		if n > 0 {
+		if n > 0 && nudge {
 			e.nudge(ctx, p, now, now, touched)
 		}
 	})
@@ -301,6 +311,27 @@ func (e *Engine) nudge(ctx context.Context, p redis.Pipeliner, due, now time.Tim
 // source (rdb.Pipelined).
 func (e *Engine) pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
 	err := rdb.Pipelined(ctx, e.rdb, fill)
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	return err
+}
+
+// canTakeNow reports whether this node claims deliveries and has a free
+// slot for one.
+func (e *Engine) canTakeNow() bool {
+	if !e.claiming.Load() {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.running < e.o.Concurrency
+}
+
+// sharedPipelined is pipelined through the shared pipeline (rdb.Shared):
+// fill's commands go in the next round trip concurrent callers share.
+func (e *Engine) sharedPipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
+	err := e.shared.Pipelined(ctx, fill)
 	if errors.Is(err, redis.Nil) {
 		return nil
 	}

@@ -60,6 +60,7 @@ type result struct {
 func (e *Engine) Start() {
 	// Subscribed by listen, not here: Start does not wait for Redis.
 	e.sub = e.rdb.Subscribe(e.runCtx)
+	e.claiming.Store(true)
 	e.loops.Add(3)
 	go e.claimLoop()
 	go e.reclaimLoop()
@@ -923,6 +924,7 @@ func (e *Engine) reclaim() {
 // call twice.
 func (e *Engine) StopClaiming() {
 	e.stopOnce.Do(func() {
+		e.claiming.Store(false)
 		close(e.stop)
 		if e.sub != nil {
 			_ = e.sub.Close() // ends listen
@@ -959,6 +961,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		}
 		close(e.results)
 		<-e.written
+		e.shared.Close() // later Enqueues send their own round trips
 	})
 	return nil
 }
