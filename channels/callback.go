@@ -79,7 +79,7 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 		b.add(ctx, p, o.pid, o.cid, StatusSimulating, o.sim)
 	})
 	b.check()
-	if err != nil {
+	if err := s.indexing(err); err != nil {
 		return fmt.Errorf("set callback deadline: %w", err)
 	}
 	if s.o.Dispatcher != nil && o.hook != nil && !o.playground && sends(o.events, "task.ai_generated") {
@@ -179,7 +179,15 @@ func (s *Service) Callback(ctx context.Context, pid, cid string, cb CallbackBody
 
 func (s *Service) callback(ctx context.Context, pid, cid string, cb CallbackBody) error {
 	d, err := s.accept(ctx, pid, cid, cb)
-	if d != nil {
+	switch {
+	case d == nil:
+	case d.unguarded:
+		// Nothing would redo it within seconds if this node died: settle
+		// before answering, and let the backend retry a failure.
+		if serr := s.settleAll(context.WithoutCancel(ctx), []settlement{*d}, nil); err == nil && serr != nil {
+			err = serr
+		}
+	default:
 		s.settleLater(ctx, *d)
 	}
 	return err
@@ -193,6 +201,7 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 	var ref logRef
 	var status Status
 	var at string
+	var unguarded bool
 	for try := 0; ; try++ {
 		now := s.o.Now()
 		at = wire.Stamp(now)
@@ -202,14 +211,18 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 		// seconds (it puts an entry looked at early back to its deadline).
 		var v []any
 		var read *redis.SliceCmd
+		var forward *redis.IntCmd
 		if err := s.shared.Pipelined(ctx, func(p redis.Pipeliner) {
 			read = p.HMGet(ctx, s.chKey(cid), "project_id", "status", "event_name", "task", "result", "workflow")
-			p.ZAddArgs(ctx, s.dueKey(cid), redis.ZAddArgs{XX: true, LT: true,
+			forward = p.ZAddArgs(ctx, s.dueKey(cid), redis.ZAddArgs{XX: true, LT: true, Ch: true,
 				Members: []redis.Z{{Score: float64(now.Add(deadlineLease).UnixMilli()), Member: cid}}})
 		}); err != nil {
 			return nil, fmt.Errorf("read channel: %w", err)
 		}
 		v = read.Val()
+		// Not brought forward: no entry there (not yet added, or one an
+		// earlier version left in partition 0), or one due sooner anyway.
+		unguarded = forward.Val() == 0
 		str := func(i int) string { x, _ := v[i].(string); return x }
 		if owner := str(0); owner == "" || owner != pid {
 			return nil, apperr.NotFoundf("channel %s not found", cid)
@@ -254,13 +267,13 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 		return nil, apperr.NotFoundf("channel %s not found", cid)
 	case "ok":
 		return &settlement{ref: ref, due: s.dueKey(cid), status: status, why: "a callback was received",
-			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg)}, nil
+			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded}, nil
 	case "repeat":
 		return &settlement{ref: ref, due: s.dueKey(cid), status: Status(r.status), why: "a callback was received",
-			msg: json.RawMessage(r.msg)}, nil
+			msg: json.RawMessage(r.msg), unguarded: unguarded}, nil
 	case "late":
 		d = &settlement{ref: ref, due: s.dueKey(cid), status: Status(r.status), why: settleReason(r.outcome),
-			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg)}
+			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded}
 		reject = ErrCallbackTimeout(cid)
 		if r.outcome != "timeout" {
 			reject = ErrCallbackReceived(cid)
@@ -363,6 +376,9 @@ type settlement struct {
 	why    string
 	pre    []json.RawMessage
 	msg    json.RawMessage
+	// unguarded: its channel's deadline entry was not brought forward to
+	// a claim's lease, so a poller would redo it only at its deadline.
+	unguarded bool
 }
 
 // settleLater hands a callback's settlement to the settler, which sends
@@ -416,7 +432,7 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 		}
 	})
 	b.check()
-	if err != nil {
+	if err := s.indexing(err); err != nil {
 		return fmt.Errorf("publish the final message: %w", err)
 	}
 	if len(done) == 0 {

@@ -121,23 +121,42 @@ func (s *Service) indexNew(ctx context.Context, p redis.Pipeliner, t *Task, st S
 
 // expire pushes back the expiry of index keys just written to, so that an
 // index no longer written goes with its last channels. A node does it for
-// a key at most once per expiries.every: the entries written meanwhile
-// then live at most that much less than the retention. The active-state
-// indexes are the exception: their entries are removed as channels finish,
-// so such a key may be emptied (deleted) and created again at any time,
-// and every write to it sets its expiry.
+// a key at most once a minute (less with a short retention): the entries
+// written meanwhile then live at most that much less than the retention.
+// A key written without it must already have an expiry, so whatever may
+// delete an index key makes the node set every expiry again: the indexes
+// of the states channels leave (active, ai_generated), whose keys empty
+// as channels move on, get one on every write; unindex, and a failed
+// round trip that carried index writes (indexing), reset the record.
 func (s *Service) expire(ctx context.Context, p redis.Pipeliner, now time.Time, keys ...string) {
 	for _, k := range keys {
-		if strings.HasSuffix(k, ":st:active") || s.expiries.due(k, now, s.o.Retention) {
+		if strings.HasSuffix(k, ":st:active") || strings.HasSuffix(k, ":st:ai_generated") || s.expiries.due(k, now, s.o.Retention) {
 			p.Expire(ctx, k, s.o.Retention)
 		}
 	}
+}
+
+// indexing passes on the error of a round trip that carried index writes;
+// a failed one may have left keys without the expiry the node recorded as
+// set, so it forgets them all.
+func (s *Service) indexing(err error) error {
+	if err != nil {
+		s.expiries.reset()
+	}
+	return err
 }
 
 // expiries remembers when this node last set each index key's expiry.
 type expiries struct {
 	mu   sync.Mutex
 	next map[string]time.Time // key → when its expiry is due to be set again
+}
+
+// reset forgets every key: each gets its expiry set on its next write.
+func (e *expiries) reset() {
+	e.mu.Lock()
+	e.next = nil
+	e.mu.Unlock()
 }
 
 // maxExpiries bounds the map: past it, it starts over (every key's expiry
@@ -161,6 +180,7 @@ func (e *expiries) due(k string, now time.Time, retention time.Duration) bool {
 
 // unindex takes back indexNew, for a channel that was not accepted after all.
 func (s *Service) unindex(ctx context.Context, t *Task, st Status) {
+	s.expiries.reset() // it may empty (delete) index keys
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, k := range s.newKeys(t, st) {
 			p.ZRem(ctx, k, t.ChannelID)

@@ -166,6 +166,45 @@ func TestLogIndexesAlwaysExpire(t *testing.T) {
 	}
 }
 
+// A refused submission takes its channel out of the indexes, which may
+// delete them (a project's first channel); the next one writes them again
+// with their expiry, although the node set it less than a minute before.
+func TestLogIndexesExpireAfterARefusal(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{}`), Options{MaxQueue: 1, Retention: time.Hour})
+	ctx := context.Background()
+	first := newTask()
+	if err := s.Submit(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	refused := newTask()
+	refused.ProjectID = "p9"
+	if err := s.Submit(ctx, refused); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("submit into a full queue: %v", err)
+	}
+	s.Start()
+	waitStatus(t, s, first.ChannelID, StatusSuccess)
+	again := newTask()
+	again.ProjectID = "p9"
+	s.StopClaiming()
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		err := s.Submit(ctx, again)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrQueueFull) || time.Now().After(end) {
+			t.Fatalf("submit after the queue emptied: %v", err)
+		}
+	}
+	for _, k := range s.newKeys(again, StatusPending) {
+		ttl, err := c.TTL(ctx, k).Result()
+		if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+			t.Errorf("TTL of %s = %v (%v), want the 1h retention", k, ttl, err)
+		}
+	}
+}
+
 func TestExpiriesThrottle(t *testing.T) {
 	var e expiries
 	now := time.Now()
@@ -180,6 +219,10 @@ func TestExpiriesThrottle(t *testing.T) {
 	}
 	if !e.due("k2", now, 7*24*time.Hour) {
 		t.Error("another key's expiry not due")
+	}
+	e.reset()
+	if !e.due("k", now.Add(61*time.Second), 7*24*time.Hour) {
+		t.Error("not due after a reset")
 	}
 	if !e.due("k3", now, 100*time.Second) || e.due("k3", now.Add(999*time.Millisecond), 100*time.Second) || !e.due("k3", now.Add(time.Second), 100*time.Second) {
 		t.Error("a short retention: want once a second")

@@ -799,7 +799,7 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 }
 
 func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, ids map[int][]any) error {
-	return s.pipelined(ctx, func(p redis.Pipeliner) {
+	return s.indexing(s.pipelined(ctx, func(p redis.Pipeliner) {
 		for _, it := range items {
 			b.publish(ctx, p, it.pid, it.cid, it.msg) // its entry was logged by complete.lua
 			if it.status != "" {
@@ -809,7 +809,7 @@ func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, i
 		for k, members := range ids {
 			p.ZRem(ctx, s.q.keys[k].lease, members...)
 		}
-	})
+	}))
 }
 
 const ackBatch = 512

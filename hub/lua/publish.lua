@@ -4,7 +4,7 @@
 -- KEYS[2] P:ch:{cid}:seq   STRING, the last sequence number given out
 -- ARGV[1] the message (JSON object, stored and sent byte for byte)
 -- ARGV[2] entries kept in the history
--- ARGV[3] retention in seconds (both keys, from the first message)
+-- ARGV[3] retention in seconds (both keys)
 -- ARGV[4] the pub/sub channel of the room, P:room:{cid}
 -- ARGV[5] "1" on a Redis Cluster: SPUBLISH, so that only the slot's master
 --         and its replicas see the message (the channel shares the keys'
@@ -27,12 +27,8 @@ local entry = '{"seq":' .. seq .. suffix
 if redis.call('RPUSH', KEYS[1], entry) > tonumber(ARGV[2]) then
   redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 end
--- Both keys expire a retention after the room's first message (a room
--- lives minutes; setting it again on every message is work for nothing).
-if seq == 1 then
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 if ARGV[5] == '1' then
   redis.call('SPUBLISH', ARGV[4], entry)
 else
