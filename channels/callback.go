@@ -387,16 +387,9 @@ type settlement struct {
 // if lost, redone by a poller within deadlineLease). Past Shutdown, or
 // when the settler is behind, it settles at once.
 func (s *Service) settleLater(ctx context.Context, d settlement) {
-	s.ackMu.RLock()
-	defer s.ackMu.RUnlock()
-	if !s.acksClosed {
-		select {
-		case s.settles <- d:
-			return
-		default:
-		}
-	}
-	s.settleAllLogged(context.WithoutCancel(ctx), []settlement{d}, nil)
+	toBatcher(s, s.settles, d, func(d settlement) {
+		s.settleAllLogged(context.WithoutCancel(ctx), []settlement{d}, nil)
+	})
 }
 
 // settleAllLogged is settleAll for those who cannot answer its error: it

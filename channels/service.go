@@ -244,10 +244,6 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	return s
 }
 
-// newShared is the Service's shared pipeline over c: at most four of its
-// round trips in flight at once.
-func newShared(c redis.UniversalClient) *rdb.Shared { return rdb.NewShared(c, 4) }
-
 func (s *Service) chKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}" }
 func (s *Service) tlKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}:tl" }
 
@@ -765,16 +761,28 @@ type ackItem struct {
 
 func (s *Service) ackWith(ctx context.Context, it ackItem) {
 	it.lease = s.leaseOf(it.pid, it.cid)
+	toBatcher(s, s.acks, it, func(it ackItem) { s.sendAcks(context.WithoutCancel(ctx), []ackItem{it}) })
+}
+
+// newShared is the Service's shared pipeline over c, at most four of its
+// round trips in flight at once (a function of its own: New's parameter
+// hides the rdb package).
+func newShared(c redis.UniversalClient) *rdb.Shared { return rdb.NewShared(c, 4) }
+
+// toBatcher hands v to a batcher (ch: s.acks or s.settles); if Shutdown
+// has closed the batchers, or that one is behind (its channel is full),
+// it runs orNow(v) instead, before closeAcks can return.
+func toBatcher[T any](s *Service, ch chan<- T, v T, orNow func(T)) {
 	s.ackMu.RLock()
 	defer s.ackMu.RUnlock()
 	if !s.acksClosed {
 		select {
-		case s.acks <- it:
+		case ch <- v:
 			return
-		default: // the batcher is behind
+		default:
 		}
 	}
-	s.sendAcks(context.WithoutCancel(ctx), []ackItem{it})
+	orNow(v)
 }
 
 // sendAcks publishes what must be published (with its timeline entries),

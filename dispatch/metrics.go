@@ -54,11 +54,7 @@ func newMetrics(reg prometheus.Registerer, e *Engine) metrics {
 		}); err != nil {
 			return -1
 		}
-		n := int64(0)
-		for _, c := range cards {
-			n += c.Val()
-		}
-		return float64(n)
+		return float64(sumOf(cards))
 	}
 	reg.MustRegister(m.enqueued, m.cancelled, m.claimed, m.reclaimed, m.nudged, m.attempts, m.paused, m.transitions, endpointStates{e},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_deliveries_scheduled",
@@ -105,11 +101,7 @@ func (c endpointStates) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	})
-	waiting := int64(0)
-	for _, cmd := range cards {
-		waiting += cmd.Val()
-	}
-	ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(waiting))
+	ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(sumOf(cards)))
 	for st, k := range n {
 		ch <- prometheus.MustNewConstMetric(endpointStatesDesc, prometheus.GaugeValue, float64(k), st)
 	}
@@ -138,9 +130,14 @@ func (e *Engine) scheduled() float64 {
 	}); err != nil {
 		return -1
 	}
+	return float64(sumOf(cards))
+}
+
+// sumOf is the sum of the counts cards answered (a failed one counts 0).
+func sumOf(cards []*redis.IntCmd) int64 {
 	n := int64(0)
 	for _, c := range cards {
 		n += c.Val()
 	}
-	return float64(n)
+	return n
 }

@@ -67,22 +67,29 @@ func TestNudgePayload(t *testing.T) {
 	}
 }
 
-// With four partitions, deliveries to endpoints of every partition are
-// delivered, each written in its endpoint's partition.
-func TestPartitionsDeliverToEndpointsOfEveryPartition(t *testing.T) {
-	t.Parallel()
-	rc := newRelReceiver(t, relStatus(http.StatusOK))
-	c, prefix := rdbtest.New(t)
-	ids := hooksPerPartition(4, 2)
-	hooks := &relHooks{}
-	var ws []project.Webhook
+// fourPartitionEngine is an engine with four partitions and project p1's
+// two endpoints in each (ids, by partition; ws, all of them), answered
+// 200 by rc.
+func fourPartitionEngine(t *testing.T, c redis.UniversalClient, prefix string) (e *Engine, rc *relReceiver, ids [][]string, ws []project.Webhook) {
+	t.Helper()
+	rc = newRelReceiver(t, relStatus(http.StatusOK))
+	ids = hooksPerPartition(4, 2)
 	for _, part := range ids {
 		for _, id := range part {
 			ws = append(ws, relHook(id, rc.URL))
 		}
 	}
+	hooks := &relHooks{}
 	hooks.set("p1", ws...)
-	e := newRelEngine(t, c, prefix, hooks, Options{Partitions: 4})
+	return newRelEngine(t, c, prefix, hooks, Options{Partitions: 4}), rc, ids, ws
+}
+
+// With four partitions, deliveries to endpoints of every partition are
+// delivered, each written in its endpoint's partition.
+func TestPartitionsDeliverToEndpointsOfEveryPartition(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	e, rc, ids, ws := fourPartitionEngine(t, c, prefix)
 	tags := map[string]bool{}
 	for _, pt := range e.parts {
 		tags[pt.leaseKey] = true
@@ -237,18 +244,8 @@ func TestLegacyDeliveryInPartitionZero(t *testing.T) {
 // first, ties by id (descending), paging through all of them once.
 func TestDeadLettersMergePartitions(t *testing.T) {
 	t.Parallel()
-	rc := newRelReceiver(t, relStatus(http.StatusOK))
 	c, prefix := rdbtest.New(t)
-	ids := hooksPerPartition(4, 2)
-	hooks := &relHooks{}
-	var ws []project.Webhook
-	for _, part := range ids {
-		for _, id := range part {
-			ws = append(ws, relHook(id, rc.URL))
-		}
-	}
-	hooks.set("p1", ws...)
-	e := newRelEngine(t, c, prefix, hooks, Options{Partitions: 4})
+	e, _, _, ws := fourPartitionEngine(t, c, prefix)
 	ctx := context.Background()
 	type dl struct {
 		id, whid string
