@@ -24,6 +24,7 @@ import (
 
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/hub"
+	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 	"github.com/riverhub/riverhub/internal/wire"
 	"github.com/riverhub/riverhub/project"
@@ -118,7 +119,7 @@ func BenchmarkDeadlineLateness(b *testing.B) {
 		gen := time.Since(t0)
 		perChannel := float64(usedMemory(b, c)-before) / waiting
 		var parts []string
-		for _, k := range []string{s.chKey(sample), s.tlKey(sample), s.chKey(sample) + ":hist", s.chKey(sample) + ":seq"} {
+		for _, k := range []string{s.chKey(sample), s.tlKey(sample), s.chKey(sample) + ":hist"} {
 			n, _ := c.MemoryUsage(ctx, k, 0).Result()
 			parts = append(parts, fmt.Sprintf("%s %d B", k[len(prefix):], n))
 		}
@@ -228,9 +229,12 @@ func BenchmarkLogsPage(b *testing.B) {
 					at := wire.Stamp(time.UnixMilli(ms))
 					p.HSet(ctx, s.chKey(t.ChannelID), "project_id", pid, "workflow", t.Workflow.Name,
 						"event_name", t.Workflow.EventName, "status", string(st), "created_at", at, "updated_at", at)
-					s.indexNew(ctx, p, t, st, now)
+					var m rdb.Merge // flushed per write: a move must follow its add
+					s.indexNew(&m, t, st, now)
+					m.Flush(ctx, p)
 					if st != StatusPending {
-						s.indexMove(ctx, p, t.logRef(), StatusPending, st)
+						s.indexMove(&m, t.logRef(), StatusPending, st)
+						m.Flush(ctx, p)
 					}
 				}
 				return nil

@@ -67,14 +67,14 @@ const (
 // webhook, so a callback always finds both.
 func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 	b := broadcasts{s: s}
-	err := s.pipelined(ctx, func(p redis.Pipeliner) {
+	err := rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
 		p.ZAddNX(ctx, s.dueKey(o.cid), redis.Z{Score: float64(o.deadline), Member: o.cid})
 		// The record outlives its deadline by the retention, however short
 		// the retention and long the deadline.
 		ttl := time.UnixMilli(o.deadline).Sub(s.o.Now()) + s.o.Retention
 		p.Expire(ctx, s.chKey(o.cid), ttl)
 		p.Expire(ctx, s.tlKey(o.cid), ttl)
-		s.indexMove(ctx, p, logRef{o.pid, o.cid, o.workflow, o.event}, StatusGenerating, StatusAIGenerated)
+		s.indexMove(m, logRef{o.pid, o.cid, o.workflow, o.event}, StatusGenerating, StatusAIGenerated)
 		b.add(ctx, p, o.pid, o.cid, StatusAIGenerated, o.msg)
 		b.add(ctx, p, o.pid, o.cid, StatusSimulating, o.sim)
 	})
@@ -412,13 +412,13 @@ func (s *Service) settleLoop() {
 // the entries to their claim's lease: a poller settles them again.
 func (s *Service) settleAll(ctx context.Context, done []settlement, more func(redis.Pipeliner)) error {
 	b := broadcasts{s: s}
-	err := s.pipelined(ctx, func(p redis.Pipeliner) {
+	err := rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
 		for _, d := range done {
 			for _, m := range d.pre {
 				b.add(ctx, p, d.ref.pid, d.ref.cid, messageStatus(m), m)
 			}
 			b.add(ctx, p, d.ref.pid, d.ref.cid, d.status, d.msg)
-			s.indexMove(ctx, p, d.ref, StatusAIGenerated, d.status)
+			s.indexMove(m, d.ref, StatusAIGenerated, d.status)
 		}
 		if more != nil {
 			more(p)

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/project"
 )
 
@@ -71,13 +72,13 @@ func stateOf(st Status) string {
 // than the retention (each such trim removes what accumulated meanwhile).
 const trimEvery = 64
 
-func (s *Service) trim(ctx context.Context, p redis.Pipeliner, now time.Time, keys ...string) {
+func (s *Service) trim(m *rdb.Merge, now time.Time, keys ...string) {
 	if rand.IntN(trimEvery) != 0 {
 		return
 	}
-	cutoff := "(" + strconv.FormatInt(now.Add(-s.o.Retention).UnixMilli(), 10)
+	cutoff := now.Add(-s.o.Retention).UnixMilli()
 	for _, k := range keys {
-		p.ZRemRangeByScore(ctx, k, "-inf", cutoff)
+		m.TrimBelow(k, cutoff)
 	}
 }
 
@@ -108,15 +109,16 @@ func (s *Service) newKeys(t *Task, st Status) []string {
 	return keys
 }
 
-// indexNew adds a new channel to its project's indexes, within p.
-func (s *Service) indexNew(ctx context.Context, p redis.Pipeliner, t *Task, st Status, now time.Time) {
+// indexNew adds a new channel to its project's indexes, within m (merged
+// with the other writes of its round trip to the same indexes).
+func (s *Service) indexNew(m *rdb.Merge, t *Task, st Status, now time.Time) {
 	z := redis.Z{Score: float64(createdMS(t.ChannelID, now)), Member: t.ChannelID}
 	keys := s.newKeys(t, st)
 	for _, k := range keys {
-		p.ZAdd(ctx, k, z)
+		m.ZAdd(k, z)
 	}
-	s.expire(ctx, p, now, keys...)
-	s.trim(ctx, p, now, keys...)
+	s.expire(m, now, keys...)
+	s.trim(m, now, keys...)
 }
 
 // expire pushes back the expiry of index keys just written to, so that an
@@ -128,10 +130,10 @@ func (s *Service) indexNew(ctx context.Context, p redis.Pipeliner, t *Task, st S
 // of the states channels leave (active, ai_generated), whose keys empty
 // as channels move on, get one on every write; unindex, and a failed
 // round trip that carried index writes (indexing), reset the record.
-func (s *Service) expire(ctx context.Context, p redis.Pipeliner, now time.Time, keys ...string) {
+func (s *Service) expire(m *rdb.Merge, now time.Time, keys ...string) {
 	for _, k := range keys {
 		if strings.HasSuffix(k, ":st:active") || strings.HasSuffix(k, ":st:ai_generated") || s.expiries.due(k, now, s.o.Retention) {
-			p.Expire(ctx, k, s.o.Retention)
+			m.Expire(k, s.o.Retention)
 		}
 	}
 }
@@ -189,21 +191,21 @@ func (s *Service) unindex(ctx context.Context, t *Task, st Status) {
 	})
 }
 
-// indexMove moves a channel between status indexes, within p. Idempotent.
-func (s *Service) indexMove(ctx context.Context, p redis.Pipeliner, r logRef, from, to Status) {
+// indexMove moves a channel between status indexes, within m. Idempotent.
+func (s *Service) indexMove(m *rdb.Merge, r logRef, from, to Status) {
 	now := s.o.Now()
 	if stateOf(from) != stateOf(to) {
 		for _, k := range s.stateKeys(r, from) {
-			p.ZRem(ctx, k, r.cid)
+			m.ZRem(k, r.cid)
 		}
 	}
 	z := redis.Z{Score: float64(createdMS(r.cid, now)), Member: r.cid}
 	keys := s.stateKeys(r, to)
 	for _, k := range keys {
-		p.ZAdd(ctx, k, z)
+		m.ZAdd(k, z)
 	}
-	s.expire(ctx, p, now, keys...)
-	s.trim(ctx, p, now, keys...)
+	s.expire(m, now, keys...)
+	s.trim(m, now, keys...)
 }
 
 // LogFilter selects channels; zero fields do not filter.

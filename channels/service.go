@@ -318,14 +318,14 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		}
 	}
 	var enq *redis.Cmd
-	err = s.shared.Pipelined(ctx, func(p redis.Pipeliner) {
+	err = s.shared.PipelinedMerge(ctx, func(p redis.Pipeliner, m *rdb.Merge) {
 		if !cluster {
 			recordScript.Eval(ctx, p, keys, args...)
 		}
 		enq = enqueueScript.Eval(ctx, p,
 			[]string{q.queue(t.ProjectID), q.ring, q.count, q.legacy, rateKey},
 			t.ChannelID, t.ProjectID, s.q.share(s.o.MaxQueue), s.q.share(s.o.ProjectMaxQueue), rate, 2*rate)
-		s.indexNew(ctx, p, t, StatusPending, now)
+		s.indexNew(m, t, StatusPending, now)
 	})
 	if err == nil {
 		err = s.enqueued(enq)
@@ -413,10 +413,10 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 	recorded := make(chan error, 1)
 	go func() {
 		ctx := wctx
-		recorded <- s.pipelined(ctx, func(p redis.Pipeliner) {
+		recorded <- rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
 			recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
 			p.ZAdd(ctx, s.q.keys[l.part].lease, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: l.member})
-			s.indexNew(ctx, p, t, StatusGenerating, now)
+			s.indexNew(m, t, StatusGenerating, now)
 		})
 	}()
 	res, runErr := s.generate(ctx, t, nil, s.o.SyncWait)
@@ -807,11 +807,11 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 }
 
 func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, ids map[int][]any) error {
-	return s.indexing(s.pipelined(ctx, func(p redis.Pipeliner) {
+	return s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
 		for _, it := range items {
 			b.publish(ctx, p, it.pid, it.cid, it.msg) // its entry was logged by complete.lua
 			if it.status != "" {
-				s.indexMove(ctx, p, logRef{it.pid, it.cid, it.workflow, it.event}, StatusGenerating, it.status)
+				s.indexMove(m, logRef{it.pid, it.cid, it.workflow, it.event}, StatusGenerating, it.status)
 			}
 		}
 		for k, members := range ids {

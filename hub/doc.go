@@ -62,13 +62,14 @@
 // package channels, so the publish script touches one Cluster slot.
 //
 //	P:ch:{cid}:hist  LIST    entries {"seq":N,"payload":<message>}, the last HistoryMax
-//	P:ch:{cid}:seq   STRING  the channel's last seq
 //	P:room:{cid}     pub/sub channel carrying each new entry (a shard channel on a Cluster)
 //
 // Publish runs one script: if an entry of the history already carries
 // exactly this message it does nothing (a publisher re-run after a crash
-// does not repeat itself, even after later messages); else INCR, RPUSH,
-// LTRIM, EXPIRE both keys to Retention, PUBLISH (SPUBLISH on a Cluster),
+// does not repeat itself, even after later messages); else RPUSH the entry
+// numbered one past the history's last (no counter of its own: the history
+// is never emptied, only trimmed from its head and expired whole), LTRIM,
+// EXPIRE to Retention, PUBLISH (SPUBLISH on a Cluster),
 // and it returns the new entry's seq (0 for a repeat). PublishIn queues the same script into the
 // caller's pipeline and reports that seq once the pipeline has run; the
 // hub writes nothing of its callers' (channels logs its own timeline).

@@ -149,7 +149,6 @@ func New(rdb redis.UniversalClient, o Options) *Hub {
 }
 
 func (h *Hub) histKey(cid string) string { return h.o.Prefix + ":ch:{" + cid + "}:hist" }
-func (h *Hub) seqKey(cid string) string  { return h.o.Prefix + ":ch:{" + cid + "}:seq" }
 
 // roomChannel is the pub/sub channel a channel's messages are published on.
 func (h *Hub) roomChannel(cid string) string { return h.o.Prefix + ":room:{" + cid + "}" }
@@ -193,7 +192,7 @@ func (h *Hub) Publish(ctx context.Context, projectID, channelID string, msg json
 		return ErrInvalidMessage
 	}
 	ttl := max(int64(h.o.Retention/time.Second), 1)
-	seq, err := publishScript.Run(ctx, h.rdb, []string{h.histKey(channelID), h.seqKey(channelID)},
+	seq, err := publishScript.Run(ctx, h.rdb, []string{h.histKey(channelID)},
 		[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID), h.shardedFlag()).Int64()
 	if err != nil {
 		return fmt.Errorf("publish to channel %s: %w", channelID, err)
@@ -220,7 +219,7 @@ func (h *Hub) PublishIn(ctx context.Context, p redis.Pipeliner, projectID, chann
 		return func() (int64, error) { return 0, ErrInvalidMessage }
 	}
 	ttl := max(int64(h.o.Retention/time.Second), 1)
-	cmd := publishScript.Eval(ctx, p, []string{h.histKey(channelID), h.seqKey(channelID)},
+	cmd := publishScript.Eval(ctx, p, []string{h.histKey(channelID)},
 		[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID), h.shardedFlag())
 	h.m.published.WithLabelValues("pipelined").Inc()
 	return func() (int64, error) {

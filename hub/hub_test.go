@@ -70,11 +70,20 @@ func TestHistoryIsTrimmedAndExpires(t *testing.T) {
 		c.response(topic, ref, fmt.Sprintf(`{"n":%d}`, i))
 	}
 	ctx := context.Background()
-	for _, key := range []string{h.histKey(cid), h.seqKey(cid)} {
-		ttl, err := e.rdb.TTL(ctx, key).Result()
-		if err != nil || ttl <= 0 || ttl > time.Hour {
-			t.Errorf("TTL %s = %v, %v; want (0, 1h]", key, ttl, err)
-		}
+	key := h.histKey(cid)
+	ttl, err := e.rdb.TTL(ctx, key).Result()
+	if err != nil || ttl <= 0 || ttl > time.Hour {
+		t.Errorf("TTL %s = %v, %v; want (0, 1h]", key, ttl, err)
+	}
+	// Trimmed to its last three, the history goes on numbering from its
+	// last entry.
+	publish(t, h, pid, cid, `{"n":6}`)
+	c.response(topic, ref, `{"n":6}`)
+	if last := e.rdb.LIndex(ctx, key, -1).Val(); last != `{"seq":6,"payload":{"n":6}}` {
+		t.Errorf("last entry %s, want seq 6", last)
+	}
+	if n := e.rdb.Exists(ctx, key[:len(key)-len("hist")]+"seq").Val(); n != 0 {
+		t.Errorf("a seq key was written")
 	}
 }
 
@@ -574,9 +583,6 @@ func lost(tb testing.TB, c redis.UniversalClient, h *Hub, cid string, seq int, p
 	tb.Helper()
 	ctx := context.Background()
 	if err := c.RPush(ctx, h.histKey(cid), fmt.Sprintf(`{"seq":%d,"payload":%s}`, seq, payload)).Err(); err != nil {
-		tb.Fatal(err)
-	}
-	if err := c.Set(ctx, h.seqKey(cid), seq, time.Hour).Err(); err != nil {
 		tb.Fatal(err)
 	}
 }

@@ -9,22 +9,28 @@
 -- (tasks/s, 0: none); ARGV[6] its burst.
 -- Returns {depth of the project's queue}, {-1} (deployment queue full),
 -- {-2} (project queue full) or {-3, ms to wait} (rate limited).
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[4]) then
+-- The task is pushed first and taken back if refused (the depth the push
+-- answers is the check), which spares the reads of a task that goes.
+local depth = redis.call('RPUSH', KEYS[1], ARGV[1])
+if depth > tonumber(ARGV[4]) then
+  redis.call('RPOP', KEYS[1])
   return {-2}
 end
-local n = tonumber(redis.call('GET', KEYS[3]) or '0') + redis.call('LLEN', KEYS[4])
-if n >= tonumber(ARGV[3]) then
+local n = redis.call('INCR', KEYS[3]) + redis.call('LLEN', KEYS[4])
+if n > tonumber(ARGV[3]) then
+  redis.call('DECR', KEYS[3])
+  redis.call('RPOP', KEYS[1])
   return {-1}
 end
 local rate = tonumber(ARGV[5])
 if rate > 0 then
   local wait = gcra(KEYS[5], rate, tonumber(ARGV[6]))
   if wait > 0 then
+    redis.call('DECR', KEYS[3])
+    redis.call('RPOP', KEYS[1])
     return {-3, wait}
   end
 end
-redis.call('INCR', KEYS[3])
-local depth = redis.call('RPUSH', KEYS[1], ARGV[1])
 if depth == 1 then
   redis.call('RPUSH', KEYS[2], ARGV[2])
 end

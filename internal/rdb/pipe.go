@@ -30,6 +30,15 @@ func Pipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pip
 	return err
 }
 
+// PipelinedMerge is Pipelined with a Merge whose commands go after fill's.
+func PipelinedMerge(ctx context.Context, c redis.UniversalClient, fill func(redis.Pipeliner, *Merge)) error {
+	return Pipelined(ctx, c, func(p redis.Pipeliner) {
+		var m Merge
+		fill(p, &m)
+		m.Flush(ctx, p)
+	})
+}
+
 // pipelined is Pipelined, and returns the commands it ran, in fill's order.
 func pipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pipeliner)) ([]redis.Cmder, error) {
 	var calls []evalCall

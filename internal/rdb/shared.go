@@ -30,10 +30,11 @@ type Shared struct {
 }
 
 type sharedCall struct {
-	ctx  context.Context
-	fill func(redis.Pipeliner)
-	err  error
-	done chan struct{}
+	ctx    context.Context
+	fill   func(redis.Pipeliner, *Merge)
+	merged bool // fill wrote to the Merge
+	err    error
+	done   chan struct{}
 }
 
 // sharedBatch is the most callers one round trip carries.
@@ -56,14 +57,22 @@ func NewShared(c redis.UniversalClient, senders int) *Shared {
 // queues are read after. If ctx ends first, Pipelined returns its error,
 // and the commands may still run (as a round trip whose answer was lost).
 func (s *Shared) Pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
+	return s.PipelinedMerge(ctx, func(p redis.Pipeliner, _ *Merge) { fill(p) })
+}
+
+// PipelinedMerge is Pipelined with a Merge shared by the round trip's
+// callers: what fill writes to it goes after every caller's own commands,
+// merged with the others' writes to the same keys. A merged command's
+// error is the error of every caller that wrote to the Merge.
+func (s *Shared) PipelinedMerge(ctx context.Context, fill func(redis.Pipeliner, *Merge)) error {
 	if ctx.Value(waitKey{}) != nil {
-		return Pipelined(ctx, s.c, fill)
+		return PipelinedMerge(ctx, s.c, fill)
 	}
 	call := &sharedCall{ctx: ctx, fill: fill, done: make(chan struct{})}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
-		return Pipelined(ctx, s.c, fill)
+		return PipelinedMerge(ctx, s.c, fill)
 	}
 	s.calls <- call
 	s.mu.RUnlock()
@@ -117,12 +126,25 @@ func (s *Shared) run(batch []*sharedCall) {
 		ctx = context.WithValue(ctx, boundKey{}, d)
 	}
 	ends := make([]int, len(batch))
+	var m Merge
 	cmds, err := pipelined(ctx, s.c, func(p redis.Pipeliner) {
 		for i, call := range batch {
-			call.fill(p)
+			n := m.writes
+			call.fill(p, &m)
+			call.merged = m.writes > n
 			ends[i] = p.Len()
 		}
+		m.Flush(ctx, p)
 	})
+	var mergeErr error // the first error of the merged commands
+	if len(cmds) == 0 {
+		mergeErr = err
+	}
+	for _, cmd := range cmds[min(ends[len(ends)-1], len(cmds)):] {
+		if mergeErr = cmd.Err(); mergeErr != nil {
+			break
+		}
+	}
 	start := 0
 	for i, call := range batch {
 		call.err = nil
@@ -134,6 +156,9 @@ func (s *Shared) run(batch []*sharedCall) {
 				call.err = e
 				break
 			}
+		}
+		if call.err == nil && call.merged {
+			call.err = mergeErr
 		}
 		start = ends[i]
 		close(call.done)

@@ -122,3 +122,103 @@ func redisStat(t *testing.T, c redis.UniversalClient, field string) int64 {
 	t.Fatalf("INFO stats has no %s", field)
 	return 0
 }
+
+// Callers' merged writes to one key go as one command; a merged command's
+// error reaches the callers that wrote to the Merge and no one else.
+func TestSharedMerge(t *testing.T) {
+	t.Parallel()
+	srv := rdbtest.NewServer(t)
+	c := srv.Client()
+	ctx := context.Background()
+	s := NewShared(c, 1)
+	defer s.Close()
+	zadds := func() int64 { return commandCalls(t, c, "zadd") }
+	before := zadds()
+	const callers = 300
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.PipelinedMerge(ctx, func(p redis.Pipeliner, m *Merge) {
+				p.Set(ctx, fmt.Sprintf("own%d", i), i, 0)
+				m.ZAdd("idx", redis.Z{Score: float64(i), Member: fmt.Sprint(i)})
+				m.ZAdd("idx2", redis.Z{Score: float64(i), Member: fmt.Sprint(i)})
+				m.Expire("idx", time.Hour)
+			})
+			if err != nil {
+				t.Errorf("caller %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := c.ZCard(ctx, "idx").Val(); n != callers {
+		t.Errorf("idx has %d members, want %d", n, callers)
+	}
+	if n := c.ZCard(ctx, "idx2").Val(); n != callers {
+		t.Errorf("idx2 has %d members, want %d", n, callers)
+	}
+	if ttl := c.TTL(ctx, "idx").Val(); ttl <= 0 {
+		t.Errorf("idx TTL %v, want its expiry", ttl)
+	}
+	if got := zadds() - before; got >= 2*callers {
+		t.Errorf("%d ZADDs for %d callers' %d writes: nothing was merged", got, callers, 2*callers)
+	}
+
+	// A failing merged command (WRONGTYPE) fails its writers only.
+	c.Set(ctx, "str", "x", 0)
+	errs := make([]error, 40)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.PipelinedMerge(ctx, func(p redis.Pipeliner, m *Merge) {
+				p.Set(ctx, fmt.Sprintf("own%d", i), i, 0)
+				if i%2 == 0 {
+					m.ZAdd("str", redis.Z{Score: 1, Member: "a"})
+				}
+			})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i%2 == 0 && (err == nil || !redis.HasErrorPrefix(err, "WRONGTYPE")) {
+			t.Errorf("writer %d: %v, want WRONGTYPE", i, err)
+		}
+		if i%2 == 1 && err != nil {
+			t.Errorf("caller %d, no merged writes: %v", i, err)
+		}
+	}
+}
+
+// Flush sends removals before additions, and the highest trim bound.
+func TestMergeFlush(t *testing.T) {
+	t.Parallel()
+	srv := rdbtest.NewServer(t)
+	c := srv.Client()
+	ctx := context.Background()
+	c.ZAdd(ctx, "z", redis.Z{Score: 1, Member: "old"}, redis.Z{Score: 5, Member: "mid"}, redis.Z{Score: 9, Member: "gone"})
+	var m Merge
+	m.ZAdd("z", redis.Z{Score: 10, Member: "new"})
+	m.ZRem("z", "gone")
+	m.TrimBelow("z", 2)
+	m.TrimBelow("z", 6)
+	m.TrimBelow("z", 3)
+	if err := PipelinedMerge(ctx, c, func(p redis.Pipeliner, mm *Merge) { *mm = m }); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ZRange(ctx, "z", 0, -1).Val(); fmt.Sprint(got) != "[new]" {
+		t.Errorf("z = %v, want [new]", got)
+	}
+}
+
+func commandCalls(t *testing.T, c redis.UniversalClient, cmd string) int64 {
+	t.Helper()
+	var n int64
+	for _, line := range strings.Split(c.Info(context.Background(), "commandstats").Val(), "\n") {
+		if _, err := fmt.Sscanf(line, "cmdstat_"+cmd+":calls=%d", &n); err == nil {
+			return n
+		}
+	}
+	return 0
+}
