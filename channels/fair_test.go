@@ -143,7 +143,7 @@ func TestClaimIsRoundRobin(t *testing.T) {
 	fill(t, s, "A", 5)
 	fill(t, s, "B", 2)
 	fill(t, s, "C", 1)
-	_, got, err := s.claim(100)
+	_, got, _, err := s.claim(100)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,7 +95,7 @@ func TestPartitionZeroKeepsEarlierTasks(t *testing.T) {
 	if err := old.Submit(ctx, dead); err != nil {
 		t.Fatal(err)
 	}
-	if _, got, err := old.claim(10); err != nil || len(got) != 1 {
+	if _, got, _, err := old.claim(10); err != nil || len(got) != 1 {
 		t.Fatalf("old node claimed %v, %v", got, err)
 	}
 	c.ZAdd(ctx, old.q.keys[0].lease, redis.Z{Score: float64(time.Now().Add(-time.Second).UnixMilli()), Member: "p1/" + dead.ChannelID})

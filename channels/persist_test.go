@@ -14,6 +14,7 @@ import (
 
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/dispatch"
+	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
@@ -161,5 +162,45 @@ func TestClaimSentAgainReturnsWhatItTook(t *testing.T) {
 	}
 	if rest := run("next"); len(rest) != 2 {
 		t.Fatalf("a new claim took %v; want the 2 later tasks", rest)
+	}
+
+	// On one Redis a claim starts what it takes (claimstart.lua): the same
+	// claim sent again reports those tasks as started, once, without
+	// counting a second run or writing a second timeline entry.
+	if rdb.IsCluster(c) {
+		return
+	}
+	submit(2)
+	claimStart := func() ([]string, []started) {
+		t.Helper()
+		now := time.Now()
+		stamp, start, restart := s.startEntries(now)
+		out, err := claimStartScript.Run(t.Context(), c, keys("lost-start"), 10, now.Add(time.Minute).UnixMilli(), legacyEntry, 60000,
+			s.o.Prefix+":ch:{", stamp, start, restart).Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, starts, err := decodeClaimStart(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids, starts
+	}
+	ids, starts := claimStart()
+	ids2, starts2 := claimStart()
+	if len(ids) != 2 || fmt.Sprint(ids2) != fmt.Sprint(ids) {
+		t.Fatalf("claimed %v, then %v again; want the same 2", ids, ids2)
+	}
+	for i, st := range append(starts, starts2...) {
+		r, err := st.reply()
+		if err != nil || r.verdict != "run" || r.runs != 1 {
+			t.Errorf("start %d: %+v, %v; want run 1", i, r, err)
+		}
+	}
+	for _, m := range ids {
+		_, cid := splitMember(m)
+		if n := c.LLen(t.Context(), s.tlKey(cid)).Val(); n != 2 {
+			t.Errorf("timeline of %s has %d entries, want 2 (request, generating)", cid, n)
+		}
 	}
 }

@@ -49,6 +49,37 @@ type startReply struct {
 	outcome storedOutcome // done
 }
 
+// reply decodes a claimed task's start.
+func (st started) reply() (startReply, error) {
+	if st.err != nil {
+		return startReply{}, st.err
+	}
+	return decodeStart(st.out)
+}
+
+// decodeClaimStart reads claimstart.lua's reply: {members, start replies}.
+func decodeClaimStart(out []any) ([]string, []started, error) {
+	if len(out) != 2 {
+		return nil, nil, fmt.Errorf("claimstart.lua: reply of %d fields", len(out))
+	}
+	members, _ := out[0].([]any)
+	replies, _ := out[1].([]any)
+	if len(members) != len(replies) {
+		return nil, nil, fmt.Errorf("claimstart.lua: %d members, %d starts", len(members), len(replies))
+	}
+	ids := make([]string, len(members))
+	starts := make([]started, len(members))
+	for i, m := range members {
+		ids[i], _ = m.(string)
+		r, _ := replies[i].([]any)
+		starts[i].out = make([]string, len(r))
+		for j, f := range r {
+			starts[i].out[j], _ = f.(string)
+		}
+	}
+	return ids, starts, nil
+}
+
 func decodeStart(out []string) (startReply, error) {
 	if len(out) == 0 {
 		return startReply{}, fmt.Errorf("start.lua: empty reply")

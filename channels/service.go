@@ -33,17 +33,19 @@ var luaFS embed.FS
 func script(names ...string) *redis.Script { return rdb.Script(luaFS, names...) }
 
 var (
-	recordScript   = script("record")
-	enqueueScript  = script("gcra", "enqueue")
-	limitScript    = script("gcra", "limit")
-	claimScript    = script("claim")
-	reclaimScript  = script("requeue", "reclaim")
-	releaseScript  = script("requeue", "release")
-	startScript    = script("start")
-	completeScript = script("complete")
-	claimDueScript = script("claimdue")
-	fireScript     = script("fire")
-	callbackScript = script("callback")
+	recordScript     = script("record", "record_main")
+	enqueueScript    = script("gcra", "enqueue", "enqueue_main")
+	submitScript     = script("gcra", "enqueue", "record", "submit")
+	limitScript      = script("gcra", "limit")
+	claimScript      = script("claim", "claim_main")
+	claimStartScript = script("claim", "start", "claimstart")
+	reclaimScript    = script("requeue", "reclaim")
+	releaseScript    = script("requeue", "release")
+	startScript      = script("start", "start_main")
+	completeScript   = script("complete")
+	claimDueScript   = script("claimdue")
+	fireScript       = script("fire")
+	callbackScript   = script("callback")
 )
 
 // Runner runs a request against the providers (ai.Runner).
@@ -272,9 +274,9 @@ func (s *Service) recordArgs(t *Task, status Status, now time.Time, entries ...E
 }
 
 // Submit records a channel and queues its task on its project's queue, in
-// one round trip: the record script (the channel's slot) then the enqueue
-// script (the queue's slot), pipelined (on a Cluster, two: the record
-// first). The channel id is chosen by the
+// one round trip: one script on one Redis (submit.lua), else the record
+// script (the channel's slot) then the enqueue script (the queue's slot),
+// in two (the record first). The channel id is chosen by the
 // caller (it is part of the answer, which may have to be stored for
 // idempotency before the task exists). A full queue is ErrQueueFull (the
 // deployment's) or ErrProjectQueueFull, a project over its rate is a
@@ -307,10 +309,13 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		rate, rateKey = 0, q.count // not read; a key of the script's slot
 	}
 	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
+	qkeys := []string{q.queue(t.ProjectID), q.ring, q.count, q.legacy, rateKey}
+	qargs := []any{t.ChannelID, t.ProjectID, s.q.share(s.o.MaxQueue), s.q.share(s.o.ProjectMaxQueue), rate, 2 * rate}
 	// The record must exist before a worker can claim the task (a claim
-	// that finds no record drops the task as expired). One pipeline keeps
-	// that order on one Redis; on a Cluster it does not (rdb.IsCluster), so
-	// there the record goes first, in a round trip of its own.
+	// that finds no record drops the task as expired). On one Redis the
+	// submit script queues the task and records it at once (nothing, if
+	// refused); on a Cluster (rdb.IsCluster) the two live in different
+	// slots, so the record goes first, in a round trip of its own.
 	cluster := rdb.IsCluster(s.rdb)
 	if cluster {
 		if err := recordScript.Run(ctx, s.rdb, keys, args...).Err(); err != nil {
@@ -319,12 +324,11 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	}
 	var enq *redis.Cmd
 	err = s.shared.PipelinedMerge(ctx, func(p redis.Pipeliner, m *rdb.Merge) {
-		if !cluster {
-			recordScript.Eval(ctx, p, keys, args...)
+		if cluster {
+			enq = enqueueScript.Eval(ctx, p, qkeys, qargs...)
+		} else {
+			enq = submitScript.Eval(ctx, p, append(qkeys, keys...), append(qargs, args...)...)
 		}
-		enq = enqueueScript.Eval(ctx, p,
-			[]string{q.queue(t.ProjectID), q.ring, q.count, q.legacy, rateKey},
-			t.ChannelID, t.ProjectID, s.q.share(s.o.MaxQueue), s.q.share(s.o.ProjectMaxQueue), rate, 2*rate)
 		s.indexNew(m, t, StatusPending, now)
 	})
 	if err == nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/wire"
 )
 
@@ -102,7 +103,7 @@ func (s *Service) claimLoop() {
 				break more
 			}
 		}
-		part, members, err := s.claim(n)
+		part, members, starts, err := s.claim(n)
 		for range n - len(members) {
 			slots <- struct{}{}
 		}
@@ -111,8 +112,10 @@ func (s *Service) claimLoop() {
 			_, ids[i] = splitMember(m)
 			s.track(ids[i], lease{part, m})
 		}
-		starts := s.startAll(ids, part, members)
-		if starts == nil { // given back; do not spin on them
+		if starts == nil && len(ids) > 0 {
+			starts = s.startAll(ids, part, members)
+		}
+		if starts == nil && len(ids) > 0 { // given back; do not spin on them
 			select {
 			case <-s.stop:
 				return
@@ -172,29 +175,37 @@ func (s *Service) claimLoop() {
 // the one after the last claim's; when that one has nothing, the
 // partitions' depths (one round trip) say which to try instead, so an idle
 // node costs one claim and one look per poll, not one claim per partition.
-func (s *Service) claim(n int) (int, []string, error) {
+func (s *Service) claim(n int) (int, []string, []started, error) {
 	k := int(s.q.cursor.Add(1)-1) % len(s.q.keys)
-	ids, err := s.claimFrom(k, n)
+	ids, starts, err := s.claimFrom(k, n)
 	if err != nil || len(ids) > 0 || len(s.q.keys) == 1 {
-		return k, ids, err
+		return k, ids, starts, err
 	}
 	depths, err := s.depths(s.runCtx)
 	if err != nil {
-		return k, nil, err
+		return k, nil, nil, err
 	}
 	for i := 1; i < len(depths); i++ {
 		j := (k + i) % len(depths)
 		if depths[j] > 0 {
 			s.q.cursor.Store(uint32(j + 1))
-			ids, err := s.claimFrom(j, n)
-			return j, ids, err
+			ids, starts, err := s.claimFrom(j, n)
+			return j, ids, starts, err
 		}
 	}
-	return k, nil, nil
+	return k, nil, nil, nil
+}
+
+// started is a claimed task's start: start.lua's reply, or its error.
+type started struct {
+	out []string
+	err error
 }
 
 // claimFrom leases up to n tasks of partition k, round robin across
-// projects, and returns their lease members. A claim that fails for Redis
+// projects, and returns their lease members; on one Redis (not a Cluster)
+// it starts them in the same script (claimstart.lua) and returns their
+// starts too, else the caller starts them (startAll). A claim that fails for Redis
 // is sent again, the same claim, until Redis answers: if the first one ran
 // but its answer was lost, the second returns what it took, which would
 // otherwise wait out its lease.
@@ -204,7 +215,7 @@ func (s *Service) claim(n int) (int, []string, error) {
 // hold up the claims of the others: a claim whose answer was lost then
 // leaves its tasks leased until their lease runs out and they are
 // reclaimed.
-func (s *Service) claimFrom(k, n int) ([]string, error) {
+func (s *Service) claimFrom(k, n int) ([]string, []started, error) {
 	q := s.q.keys[k]
 	keys := []string{q.ring, q.lease, q.count, q.legacy, q.qPrefix, q.claimPrefix + uuid.NewString()}
 	ctx := s.runCtx
@@ -213,32 +224,52 @@ func (s *Service) claimFrom(k, n int) ([]string, error) {
 		ctx, cancel = context.WithTimeout(ctx, claimPatience)
 		defer cancel()
 	}
+	together := !rdb.IsCluster(s.rdb)
 	var ids []string
+	var starts []started
 	err := s.persist(ctx, "claim", func() (err error) {
-		deadline := s.o.Now().Add(s.o.Lease).UnixMilli()
-		ids, err = claimScript.Run(ctx, s.rdb, keys, n, deadline, legacyEntry, s.o.Lease.Milliseconds()).StringSlice()
-		if errors.Is(err, redis.Nil) {
-			err = nil
+		now := s.o.Now()
+		args := []any{n, now.Add(s.o.Lease).UnixMilli(), legacyEntry, s.o.Lease.Milliseconds()}
+		if !together {
+			ids, err = claimScript.Run(ctx, s.rdb, keys, args...).StringSlice()
+			if errors.Is(err, redis.Nil) {
+				err = nil
+			}
+			return err
 		}
+		stamp, start, restart := s.startEntries(now)
+		args = append(args, s.o.Prefix+":ch:{", stamp, start, restart)
+		out, err := claimStartScript.Run(ctx, s.rdb, keys, args...).Slice()
+		if err != nil {
+			return err
+		}
+		ids, starts, err = decodeClaimStart(out)
 		return err
 	})
 	if err != nil {
 		if s.runCtx.Err() == nil {
 			s.o.Log.Error().Err(err).Msg("claim tasks")
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	return ids, nil
+	return ids, starts, nil
+}
+
+// startEntries are start.lua's now, and its timeline entries for a first
+// start and for a restart after a lost lease.
+func (s *Service) startEntries(now time.Time) (stamp string, start, restart []byte) {
+	stamp = wire.Stamp(now)
+	start = wire.MustJSON(Entry{At: stamp, Type: "generating", Node: s.o.Node})
+	restart = wire.MustJSON(Entry{At: stamp, Type: "requeued", Node: s.o.Node, Error: "the previous run was interrupted (lease expired or node stopped)"})
+	return stamp, start, restart
 }
 
 // startAll marks a batch claimed from partition part as generating, one
 // script per channel, all in one round trip. On failure the batch goes back
 // to the queue.
-func (s *Service) startAll(ids []string, part int, members []string) []*redis.Cmd {
+func (s *Service) startAll(ids []string, part int, members []string) []started {
 	ctx := s.runCtx
-	now := wire.Stamp(s.o.Now())
-	start := wire.MustJSON(Entry{At: now, Type: "generating", Node: s.o.Node})
-	restart := wire.MustJSON(Entry{At: now, Type: "requeued", Node: s.o.Node, Error: "the previous run was interrupted (lease expired or node stopped)"})
+	now, start, restart := s.startEntries(s.o.Now())
 	cmds := make([]*redis.Cmd, len(ids))
 	err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, id := range ids {
@@ -256,17 +287,17 @@ func (s *Service) startAll(ids []string, part int, members []string) []*redis.Cm
 		}
 		return nil
 	}
-	return cmds
+	starts := make([]started, len(cmds))
+	for i, c := range cmds {
+		starts[i].out, starts[i].err = c.StringSlice()
+	}
+	return starts
 }
 
 // process runs one claimed task, given the outcome of its start script.
-func (s *Service) process(cid string, start *redis.Cmd, onWait func(ai.Wait)) {
+func (s *Service) process(cid string, start started, onWait func(ai.Wait)) {
 	ctx := s.runCtx
-	out, err := start.StringSlice()
-	var r startReply
-	if err == nil {
-		r, err = decodeStart(out)
-	}
+	r, err := start.reply()
 	if err != nil {
 		s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("start task") // lease expires, task comes back
 		return
