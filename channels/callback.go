@@ -269,6 +269,9 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 		return &settlement{ref: ref, due: s.dueKey(cid), status: status, why: "a callback was received",
 			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded}, nil
 	case "repeat":
+		if r.compacted {
+			return nil, nil // settled long since: the same answer, nothing to redo
+		}
 		return &settlement{ref: ref, due: s.dueKey(cid), status: Status(r.status), why: "a callback was received",
 			msg: json.RawMessage(r.msg), unguarded: unguarded}, nil
 	case "late":
@@ -439,6 +442,11 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		for due, ids := range settled {
 			p.ZRem(ctx, due, ids...)
+		}
+		for _, d := range done {
+			if d.status.final() {
+				s.compact(ctx, p, d.ref.cid) // last: a settlement redone reads the due fields
+			}
 		}
 	}); err != nil {
 		return fmt.Errorf("remove the callback deadline: %w", err)

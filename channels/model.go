@@ -23,6 +23,12 @@ const (
 	StatusCompleted Status = "completed"
 )
 
+// final reports whether st ends a channel: its room's last message has
+// this status.
+func (st Status) final() bool {
+	return st == StatusSuccess || st == StatusError || st == StatusCompleted
+}
+
 // Task is everything a worker needs to run a request, stored with the
 // channel so that a workflow edited or deleted after submission does not
 // change a request already accepted.

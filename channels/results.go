@@ -132,7 +132,7 @@ func decodeComplete(out []any) completeReply {
 //
 //	{"gone"}                                        no such channel
 //	{"ok", message, generated, sim}                 this callback settled it
-//	{"repeat", message, status}                     the same callback again
+//	{"repeat", message, status, compacted}          the same callback again (compacted "1": settled and compacted)
 //	{"late", outcome, message, status, generated, sim}
 //	                                                settled by the deadline (outcome) first
 //	{"conflict", status}                            another callback settled it
@@ -146,6 +146,7 @@ type callbackReply struct {
 	status    string // repeat, late, conflict, not_awaiting
 	generated string // ok, late: the ai_generated message published before, if not yet
 	sim       string // ok, late: the playground's simulating message, if not yet
+	compacted bool   // repeat: the channel's record was compacted (settled long since)
 }
 
 func decodeCallback(out []string) (callbackReply, error) {
@@ -158,7 +159,7 @@ func decodeCallback(out []string) (callbackReply, error) {
 	case "ok":
 		r.msg, r.generated, r.sim = field(out, 1), field(out, 2), field(out, 3)
 	case "repeat":
-		r.msg, r.status = field(out, 1), field(out, 2)
+		r.msg, r.status, r.compacted = field(out, 1), field(out, 2), field(out, 3) == "1"
 	case "late":
 		r.outcome, r.msg, r.status, r.generated, r.sim = field(out, 1), field(out, 2), field(out, 3), field(out, 4), field(out, 5)
 	case "conflict", "not_awaiting":

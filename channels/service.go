@@ -55,9 +55,11 @@ type Runner interface {
 
 // Publisher pushes messages into channels' rooms (the realtime hub).
 // PublishIn queues a publish into p, the caller's pipeline, so that it goes
-// with the caller's own commands; the func it returns reports, once p has
-// run, the message's sequence number in the room, or 0 when the room
-// already held the message and dropped it as a repeat.
+// with the caller's own commands (after a channel's final message the hub
+// keeps its history only for the hot window, then rebuilds it from the
+// record: RecordKey); the func it returns reports, once p has run, the
+// message's sequence number in the room, or 0 when the room already held
+// the message and dropped it as a repeat.
 type Publisher interface {
 	PublishIn(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage) func() (seq int64, err error)
 }
@@ -247,6 +249,28 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 }
 
 func (s *Service) chKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}" }
+
+// RecordKey names the channels' records under prefix, for the hub
+// (hub.Options.Record): a finished channel's record holds its final room
+// message (field message) and, once published, its seq (field room_seq).
+func RecordKey(prefix string) func(cid string) string {
+	return func(cid string) string { return prefix + ":ch:{" + cid + "}" }
+}
+
+// liveFields are the record's fields that only a channel not yet settled
+// needs (to run, to redo its side effects, to await its callback): a
+// settled channel drops them (compact), keeping what the channel API, the
+// request logs, a repeated callback and a late join read.
+var liveFields = []string{"task", "result", "runs", "hook", "sim", "due_msg", "due_status", "deadline",
+	"bc:" + string(StatusAIGenerated), "bc:" + string(StatusSimulating), "bc:" + string(StatusSuccess),
+	"bc:" + string(StatusError), "bc:" + string(StatusCompleted)}
+
+// compact drops a settled channel's live fields, within p: sent after
+// whatever settles it (its lease released, its deadline entry removed), so
+// that nothing that could still redo its side effects finds them gone.
+func (s *Service) compact(ctx context.Context, p redis.Pipeliner, cid string) {
+	p.HDel(ctx, s.chKey(cid), liveFields...)
+}
 func (s *Service) tlKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}:tl" }
 
 // ErrQueueFull answers a submission the node cannot take on.
@@ -820,6 +844,11 @@ func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, i
 		}
 		for k, members := range ids {
 			p.ZRem(ctx, s.q.keys[k].lease, members...)
+		}
+		for _, it := range items {
+			if it.status.final() {
+				s.compact(ctx, p, it.cid) // after the lease: a redo needs the task
+			}
 		}
 	}))
 }

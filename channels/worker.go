@@ -306,6 +306,10 @@ func (s *Service) process(cid string, start started, onWait func(ai.Wait)) {
 	case "gone":
 		s.ack(ctx, "", cid) // claimed here: ack finds its lease member
 	case "done":
+		if r.task == "" { // settled and compacted: its side effects were done
+			s.ack(ctx, "", cid)
+			return
+		}
 		var t Task
 		_ = json.Unmarshal([]byte(r.task), &t)
 		t.ChannelID, t.ProjectID = cid, r.project

@@ -245,6 +245,15 @@ type Config struct {
 	// RIVERHUB_RETENTION, flag -retention, default 168h (7 days); >= 1m.
 	Retention time.Duration
 
+	// HotWindow is how long a finished task keeps what only a late join
+	// or a redone side effect could need: its room's history (a socket
+	// joining later is sent the final message rebuilt from the record) and
+	// its delivered or cancelled webhook deliveries' records (their
+	// attempts stay on the channel's timeline). At least the task lease; one
+	// longer than the retention is the retention.
+	// RIVERHUB_HOT_WINDOW, flag -hot-window, default 1h.
+	HotWindow time.Duration
+
 	// DLQRetention is how long dead-lettered deliveries are kept for
 	// inspection and replay.
 	// RIVERHUB_DLQ_RETENTION, flag -dlq-retention, default 720h (30 days);
@@ -335,6 +344,7 @@ func Defaults() *Config {
 		RedisTimeout:            2 * time.Second,
 		RedisWaitTimeout:        100 * time.Millisecond,
 		Retention:               7 * 24 * time.Hour,
+		HotWindow:               time.Hour,
 		DLQRetention:            30 * 24 * time.Hour,
 		MaxBodyBytes:            1 << 20,
 		TokenTTL:                time.Hour,

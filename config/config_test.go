@@ -171,6 +171,7 @@ func TestLoadEachVariable(t *testing.T) {
 		{"partitions", map[string]string{"RIVERHUB_PARTITIONS": "16"}, func(c *Config) { c.Partitions = 16 }},
 		{"task lease minimum", map[string]string{"RIVERHUB_TASK_LEASE": "100ms"}, func(c *Config) { c.TaskLease = 100 * time.Millisecond }},
 		{"retention", map[string]string{"RIVERHUB_RETENTION": "1m"}, func(c *Config) { c.Retention = time.Minute }},
+		{"hot window", map[string]string{"RIVERHUB_HOT_WINDOW": "5m"}, func(c *Config) { c.HotWindow = 5 * time.Minute }},
 		{"redis wait", map[string]string{"REDIS_URL": "redis://r", "RIVERHUB_REDIS_WAIT_REPLICAS": "1", "RIVERHUB_REDIS_WAIT_TIMEOUT": "250ms"},
 			func(c *Config) {
 				c.RedisURL, c.RedisWaitReplicas, c.RedisWaitTimeout = "redis://r", 1, 250*time.Millisecond
@@ -443,7 +444,7 @@ func TestEveryFlagParses(t *testing.T) {
 		"-key-prefix": "k", "-retry-schedule": "1s", "-webhook-timeout": "1s", "-callback-timeout": "1s",
 		"-playground-callback-delay": "1s", "-openai-base-url": "https://o", "-anthropic-base-url": "https://a",
 		"-provider-timeout": "1s", "-workers": "1", "-max-queue": "1", "-task-lease": "1s", "-retention": "1h",
-		"-dlq-retention": "1h", "-max-body-bytes": "1", "-token-ttl": "1s", "-shutdown-timeout": "1s",
+		"-dlq-retention": "1h", "-hot-window": "2s", "-max-body-bytes": "1", "-token-ttl": "1s", "-shutdown-timeout": "1s",
 		"-log-level": "warn", "-allow-cidrs": "10.0.0.0/8", "-ws-token-single-use": "true",
 		"-ws-max-conns": "7", "-ws-max-channels": "3", "-ws-idle-timeout": "2s", "-project-max-queue": "5", "-project-rate": "0", "-partitions": "4",
 		"-webhook-concurrency": "8", "-endpoint-concurrency": "2", "-project-concurrency": "4",

@@ -93,6 +93,8 @@ var settings = []setting{
 		durationField(func(c *Config) *time.Duration { return &c.TaskLease })},
 	{"RIVERHUB_RETENTION", "retention", "168h", "TTL of channel records (7 days)",
 		durationField(func(c *Config) *time.Duration { return &c.Retention })},
+	{"RIVERHUB_HOT_WINDOW", "hot-window", "1h", "how long a finished task keeps its room history and its delivered webhooks' records (at least the task lease; at most the retention)",
+		durationField(func(c *Config) *time.Duration { return &c.HotWindow })},
 	{"RIVERHUB_DLQ_RETENTION", "dlq-retention", "720h", "how long dead letters are kept (30 days)",
 		durationField(func(c *Config) *time.Duration { return &c.DLQRetention })},
 	{"RIVERHUB_MAX_BODY_BYTES", "max-body-bytes", "1048576", "request body limit in bytes (1 MiB)",

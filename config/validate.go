@@ -87,6 +87,7 @@ func (c *Config) Validate() error {
 		{"RIVERHUB_REDIS_TIMEOUT", c.RedisTimeout, 10 * time.Millisecond, false},
 		{"RIVERHUB_RETENTION", c.Retention, time.Minute, false},
 		{"RIVERHUB_DLQ_RETENTION", c.DLQRetention, time.Minute, false},
+		{"RIVERHUB_HOT_WINDOW", c.HotWindow, c.TaskLease, false},
 		{"RIVERHUB_TOKEN_TTL", c.TokenTTL, 0, false},
 		{"RIVERHUB_WS_IDLE_TIMEOUT", c.WSIdleTimeout, time.Second, false},
 		{"RIVERHUB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, 0, true},

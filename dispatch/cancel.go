@@ -25,7 +25,7 @@ func (e *Engine) Cancel(ctx context.Context, ev Event, why string) error {
 		return nil
 	}
 	at := e.o.Now().UTC().Format(wire.TimeFormat)
-	ttl := int64(e.o.Retention / time.Second)
+	ttl := int64(e.o.HotWindow / time.Second)
 	ids := make([]string, len(hooks))
 	cmds := make([][]*redis.Cmd, len(hooks))
 	err = e.pipelined(ctx, func(p redis.Pipeliner) {

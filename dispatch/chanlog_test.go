@@ -88,3 +88,47 @@ func TestChannelLogExpiry(t *testing.T) {
 		t.Errorf("the log holds %d entries, want 2", n)
 	}
 }
+
+// A delivered delivery's record and attempts are kept only the hot window
+// (its attempts stay on the channel's log, kept the retention); a dead
+// one's the DLQ retention.
+func TestDeliveredRecordsKeepTheHotWindow(t *testing.T) {
+	t.Parallel()
+	ok := newRelReceiver(t, relStatus(200))
+	e, _, c := relOneEndpoint(t, ok.URL, Options{Schedule: []time.Duration{0}, Retention: time.Hour,
+		HotWindow: time.Minute, DLQRetention: 2 * time.Hour})
+	e.Start()
+	ctx := context.Background()
+	ev := relEvent("p1", "c2")
+	if err := e.Enqueue(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	id := DeliveryID(ev.Type, "c2", "wh_1")
+	relWaitStatus(t, e, "p1", id, "succeeded", 5*time.Second)
+	pt := e.partOf("wh_1")
+	for _, key := range []string{pt.dKey(id), pt.attKey(id)} {
+		if ttl, err := c.TTL(ctx, key).Result(); err != nil || ttl <= 0 || ttl > time.Minute {
+			t.Errorf("TTL of delivered %s = %v (%v), want up to the hot window (1m)", key, ttl, err)
+		}
+	}
+	if ttl := c.TTL(ctx, e.logKey("c2")).Val(); ttl <= time.Minute {
+		t.Errorf("TTL of the channel's log = %v, want the retention", ttl)
+	}
+	if got := relLog(t, e, "c2"); len(got) != 1 || got[0] != "delivery_attempt" {
+		t.Errorf("log = %v", got)
+	}
+
+	bad := newRelReceiver(t, relStatus(500))
+	e2, _, c2 := relOneEndpoint(t, bad.URL, Options{Schedule: []time.Duration{0}, Retention: time.Hour,
+		HotWindow: time.Minute, DLQRetention: 2 * time.Hour, BreakerThreshold: 1000})
+	e2.Start()
+	ev2 := relEvent("p1", "c3")
+	if err := e2.Enqueue(ctx, ev2); err != nil {
+		t.Fatal(err)
+	}
+	id2 := DeliveryID(ev2.Type, "c3", "wh_1")
+	relWaitStatus(t, e2, "p1", id2, "dead", 5*time.Second)
+	if ttl := c2.TTL(ctx, e2.partOf("wh_1").dKey(id2)).Val(); ttl <= time.Hour {
+		t.Errorf("TTL of a dead delivery = %v, want the DLQ retention (2h)", ttl)
+	}
+}

@@ -88,8 +88,10 @@
 //	P:{dq}:due                 ZSET the single schedule of earlier versions, drained into partition 0's sets
 //	P:T:lease                  ZSET delivery id → lease deadline (unix ms)
 //	P:T:claim:<token>          LIST the ids a claim took, kept a lease (the same claim sent again returns them)
-//	P:T:d:<id>                 HASH the delivery (project, endpoint, channel, event, body, counters, status)
-//	P:T:d:<id>:att             LIST attempts (JSON), in order
+//	P:T:d:<id>                 HASH the delivery (project, endpoint, channel, event, body, counters, status);
+//	                           once delivered or cancelled kept Options.HotWindow (its attempts stay in
+//	                           the channel's delivery log), once dead DLQRetention
+//	P:T:d:<id>:att             LIST attempts (JSON), in order; expires with the delivery
 //	P:T:ep:<whid>              HASH endpoint health: state (closed, open, probing), fails, failing_since, open_until, probe, recent, epoch, reason
 //	P:T:ep:<whid>:wait         ZSET deliveries waiting for the endpoint's circuit → their due time
 //	P:T:epwake                 ZSET endpoint id → when its waiting deliveries need attention (probe, release)

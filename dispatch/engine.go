@@ -66,7 +66,8 @@ type Options struct {
 	Partitions   int
 	Schedule     []time.Duration // delay before each attempt; default 0s,5s,30s,2m,10m,30m,1h,2h
 	Timeout      time.Duration   // one attempt; default 10s
-	Retention    time.Duration   // how long a delivered delivery, and a channel's delivery log, is kept; default 7 days
+	Retention    time.Duration   // how long a channel's delivery log is kept; default 7 days
+	HotWindow    time.Duration   // how long a delivered or cancelled delivery's record is kept; default an hour (at most Retention)
 	DLQRetention time.Duration   // how long a dead delivery is kept; default 30 days
 	Concurrency  int             // attempts in flight on this node; default 512
 	PerEndpoint  int             // attempts in flight per healthy endpoint on this node; default 64
@@ -156,6 +157,9 @@ func New(c redis.UniversalClient, o Options) *Engine {
 	}
 	if o.Retention <= 0 {
 		o.Retention = 7 * 24 * time.Hour
+	}
+	if o.HotWindow <= 0 || o.HotWindow > o.Retention {
+		o.HotWindow = min(time.Hour, o.Retention)
 	}
 	if o.DLQRetention <= 0 {
 		o.DLQRetention = 30 * 24 * time.Hour

@@ -822,7 +822,7 @@ func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*red
 				}
 				continue
 			}
-			ttl := e.o.Retention
+			ttl := e.o.HotWindow // delivered (or cancelled): its attempts are on the channel's log
 			if r.verdict == verdictDead {
 				ttl = e.o.DLQRetention
 			}

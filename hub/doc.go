@@ -61,7 +61,9 @@
 // P is Options.Prefix; {cid} is the hash tag of the channel's record in
 // package channels, so the publish script touches one Cluster slot.
 //
-//	P:ch:{cid}:hist  LIST    entries {"seq":N,"payload":<message>}, the last HistoryMax
+//	P:ch:{cid}:hist  LIST    entries {"seq":N,"payload":<message>}, the last HistoryMax;
+//	                         after the final message kept HotWindow, then rebuilt on join
+//	                         from the channel's record (Options.Record: room_seq, message)
 //	P:room:{cid}     pub/sub channel carrying each new entry (a shard channel on a Cluster)
 //
 // Publish runs one script: if an entry of the history already carries

@@ -28,18 +28,25 @@ var publishScript = redis.NewScript(publishLua)
 
 // Options configures a Hub. Zero values take the defaults noted.
 type Options struct {
-	Prefix               string          // Redis key prefix; default "riverhub"
-	Tokens               *wstoken.Issuer // verifies ws tokens; required to serve sockets
-	Retention            time.Duration   // history TTL, renewed by each message; default 7 days
-	HistoryMax           int             // messages kept per channel and replayed on join; default 100
-	MaxChannelsPerSocket int             // topics one socket may join; default 100
-	MaxConns             int             // sockets on this node; more are refused with 503; default 20000
-	SendQueue            int             // per-socket outbound queue, in messages (a join's replay counts as one); default 64
-	WriteTimeout         time.Duration   // per frame written; default 10s
-	HeartbeatTimeout     time.Duration   // a socket silent this long is closed; default 60s (2 × the phoenix client's 30 s heartbeat)
-	IdleTimeout          time.Duration   // a socket without a join this long is closed with 1000, heartbeats or not; default 60s
-	MaxFrameBytes        int64           // inbound frame limit; larger frames close the socket with 1009; default 64 KiB
-	SingleUseTokens      bool            // each ws token opens one socket, on any node; a second connection with it gets 403; default false
+	Prefix    string          // Redis key prefix; default "riverhub"
+	Tokens    *wstoken.Issuer // verifies ws tokens; required to serve sockets
+	Retention time.Duration   // history TTL, renewed by each message; default 7 days
+	HotWindow time.Duration   // history TTL once a channel's final message is in; default Retention
+	// Record, when set, names each channel's record (a hash on the
+	// channel's slot, kept by package channels): a final publish notes its
+	// seq there (field room_seq), and a join that finds the history gone
+	// (after HotWindow) is sent {"seq": room_seq, "payload": the record's
+	// message field}, the final message as the history held it.
+	Record               func(cid string) string
+	HistoryMax           int           // messages kept per channel and replayed on join; default 100
+	MaxChannelsPerSocket int           // topics one socket may join; default 100
+	MaxConns             int           // sockets on this node; more are refused with 503; default 20000
+	SendQueue            int           // per-socket outbound queue, in messages (a join's replay counts as one); default 64
+	WriteTimeout         time.Duration // per frame written; default 10s
+	HeartbeatTimeout     time.Duration // a socket silent this long is closed; default 60s (2 × the phoenix client's 30 s heartbeat)
+	IdleTimeout          time.Duration // a socket without a join this long is closed with 1000, heartbeats or not; default 60s
+	MaxFrameBytes        int64         // inbound frame limit; larger frames close the socket with 1009; default 64 KiB
+	SingleUseTokens      bool          // each ws token opens one socket, on any node; a second connection with it gets 403; default false
 	Log                  zerolog.Logger
 	Registerer           prometheus.Registerer // optional
 	Now                  func() time.Time      // the clock ws token expiries are read off; default time.Now
@@ -101,6 +108,9 @@ func New(rdb redis.UniversalClient, o Options) *Hub {
 	}
 	if o.Retention <= 0 {
 		o.Retention = 7 * 24 * time.Hour
+	}
+	if o.HotWindow <= 0 || o.HotWindow > o.Retention {
+		o.HotWindow = o.Retention
 	}
 	if o.HistoryMax <= 0 {
 		o.HistoryMax = 100
@@ -191,9 +201,8 @@ func (h *Hub) Publish(ctx context.Context, projectID, channelID string, msg json
 	if !isObject(msg) {
 		return ErrInvalidMessage
 	}
-	ttl := max(int64(h.o.Retention/time.Second), 1)
-	seq, err := publishScript.Run(ctx, h.rdb, []string{h.histKey(channelID)},
-		[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID), h.shardedFlag()).Int64()
+	keys, args := h.publishArgs(channelID, msg)
+	seq, err := publishScript.Run(ctx, h.rdb, keys, args...).Int64()
 	if err != nil {
 		return fmt.Errorf("publish to channel %s: %w", channelID, err)
 	}
@@ -208,9 +217,12 @@ func (h *Hub) Publish(ctx context.Context, projectID, channelID string, msg json
 // PublishIn queues the same publish as Publish into p, the caller's
 // pipeline, so that it goes in one round trip with the caller's own
 // commands (the task workers send their publishes with their lease
-// releases). The func it returns reports, once p has run, what the room
-// did: the message's sequence number, or 0 when the room already held the
-// message and dropped it as a repeat. It is counted as "pipelined".
+// releases). After the channel's final message (isFinal) the history
+// expires after HotWindow, and the message's seq is noted in the channel's
+// record (Options.Record). The func it returns reports, once p
+// has run, what the room did: the message's sequence number, or 0 when the
+// room already held the message and dropped it as a repeat. It is counted
+// as "pipelined".
 func (h *Hub) PublishIn(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage) func() (seq int64, err error) {
 	if channelID == "" {
 		return func() (int64, error) { return 0, errors.New("hub: publish: empty channel id") }
@@ -218,9 +230,8 @@ func (h *Hub) PublishIn(ctx context.Context, p redis.Pipeliner, projectID, chann
 	if !isObject(msg) {
 		return func() (int64, error) { return 0, ErrInvalidMessage }
 	}
-	ttl := max(int64(h.o.Retention/time.Second), 1)
-	cmd := publishScript.Eval(ctx, p, []string{h.histKey(channelID)},
-		[]byte(msg), h.o.HistoryMax, ttl, h.roomChannel(channelID), h.shardedFlag())
+	keys, args := h.publishArgs(channelID, msg)
+	cmd := publishScript.Eval(ctx, p, keys, args...)
 	h.m.published.WithLabelValues("pipelined").Inc()
 	return func() (int64, error) {
 		seq, err := cmd.Int64()
@@ -229,6 +240,21 @@ func (h *Hub) PublishIn(ctx context.Context, p redis.Pipeliner, projectID, chann
 		}
 		return seq, nil
 	}
+}
+
+// publishArgs are publish.lua's keys and arguments: a final message
+// (isFinal) keeps the history for the hot window and notes its seq in the
+// channel's record.
+func (h *Hub) publishArgs(cid string, msg json.RawMessage) ([]string, []any) {
+	ttl := h.o.Retention
+	keys := []string{h.histKey(cid)}
+	if isFinal(string(msg)) {
+		ttl = h.o.HotWindow
+		if h.o.Record != nil {
+			keys = append(keys, h.o.Record(cid))
+		}
+	}
+	return keys, []any{[]byte(msg), h.o.HistoryMax, max(int64(ttl/time.Second), 1), h.roomChannel(cid), h.shardedFlag()}
 }
 
 // clusterOf is c's Cluster client, or nil when c does not talk to a

@@ -809,3 +809,65 @@ func TestPublishInReportsWhatItPublished(t *testing.T) {
 		t.Fatalf("a non-object: %v", err)
 	}
 }
+
+// A final message notes its seq in the channel's record and keeps the
+// history only for the hot window; a join after that is sent the final
+// message rebuilt from the record, with the seq it had, and a join from
+// that seq on is sent nothing.
+func TestFinalMessageOutlivesItsHistory(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	record := func(cid string) string { return e.prefix + ":ch:{" + cid + "}" }
+	h, srv := e.node(Options{Retention: time.Hour, HotWindow: 30 * time.Second, Record: record})
+	pid, cid, topic, token := e.channel()
+	ctx := context.Background()
+	final := `{"status":"success","n":2}`
+	if err := e.rdb.HSet(ctx, record(cid), "status", "success", "message", final).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.rdb.Expire(ctx, record(cid), time.Hour)
+	publish(t, h, pid, cid, `{"status":"ai_generated","n":1}`)
+	if _, err := h.PublishIn(ctx, e.rdb.Pipeline(), pid, cid, json.RawMessage(final))(); err == nil {
+		t.Fatal("a pipeline not run reported no error")
+	}
+	p := e.rdb.Pipeline()
+	seq := h.PublishIn(ctx, p, pid, cid, json.RawMessage(final))
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := seq(); err != nil || n != 2 {
+		t.Fatalf("final seq %d, %v; want 2", n, err)
+	}
+	if ttl := e.rdb.TTL(ctx, h.histKey(cid)).Val(); ttl <= 0 || ttl > 30*time.Second {
+		t.Errorf("history TTL %v after the final message, want the hot window (30s)", ttl)
+	}
+	if got := e.rdb.HGet(ctx, record(cid), "room_seq").Val(); got != "2" {
+		t.Errorf("room_seq = %q, want 2", got)
+	}
+
+	e.rdb.Del(ctx, h.histKey(cid)) // the hot window has passed
+	c := dial(t, srv, token)
+	ref := c.mustJoin(topic)
+	c.lastSeq = 1 // the rebuilt entry keeps its seq, 2
+	c.response(topic, ref, final)
+	c.expectClose(topic, ref)
+	if extra := c.heartbeat(); len(extra) > 0 {
+		t.Fatalf("unexpected frames: %v", extra)
+	}
+	c2 := dial(t, srv, token)
+	ref2, _ := c2.joinWith(topic, map[string]any{"last_seq": int64(2)})
+	c2.expectClose(topic, ref2)
+	if extra := c2.heartbeat(); len(extra) > 0 {
+		t.Fatalf("a join from seq 2 was sent %v", extra)
+	}
+
+	// A channel that has not finished (no room_seq) rebuilds nothing.
+	_, cid2, topic2, token2 := e.channel()
+	e.rdb.HSet(ctx, record(cid2), "status", "generating", "message", final)
+	e.rdb.Expire(ctx, record(cid2), time.Hour)
+	c3 := dial(t, srv, token2)
+	c3.mustJoin(topic2)
+	if extra := c3.heartbeat(); len(extra) > 0 {
+		t.Fatalf("an unfinished channel's join was sent %v", extra)
+	}
+}

@@ -336,13 +336,37 @@ func (h *Hub) resync(cids []string) {
 	}
 }
 
-// history reads one channel's history, oldest first.
+// history reads one channel's history, oldest first; once the history
+// has expired after the final message (Options.HotWindow), the final
+// message, rebuilt from the channel's record.
 func (h *Hub) history(ctx context.Context, cid string) ([]entry, error) {
 	raw, err := h.rdb.LRange(ctx, h.histKey(cid), 0, -1).Result()
 	if err != nil {
 		return nil, err
 	}
+	if len(raw) == 0 {
+		return h.finalOf(ctx, cid)
+	}
 	return h.entries(cid, raw), nil
+}
+
+// finalOf is a finished channel's final message as its history's one
+// entry, from its record (Options.Record): none if the record has no
+// room_seq (the channel has not finished, or has expired).
+func (h *Hub) finalOf(ctx context.Context, cid string) ([]entry, error) {
+	if h.o.Record == nil {
+		return nil, nil
+	}
+	v, err := h.rdb.HMGet(ctx, h.o.Record(cid), "room_seq", "message").Result()
+	if err != nil {
+		return nil, err
+	}
+	seq, _ := v[0].(string)
+	msg, _ := v[1].(string)
+	if seq == "" || msg == "" {
+		return nil, nil
+	}
+	return h.entries(cid, []string{`{"seq":` + seq + `,"payload":` + msg + `}`}), nil
 }
 
 // histories reads several channels' histories in one round trip.
@@ -361,6 +385,12 @@ func (h *Hub) histories(cids []string) ([][]entry, error) {
 	}
 	out := make([][]entry, len(cids))
 	for i, c := range cmds {
+		if len(c.Val()) == 0 {
+			if out[i], err = h.finalOf(ctx, cids[i]); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		out[i] = h.entries(cids[i], c.Val())
 	}
 	return out, nil

@@ -39,7 +39,8 @@ if st == 'ai_generated' then
 end
 if v[6] == 'callback' then
   if v[5] == ARGV[3] then
-    return {'repeat', v[7] or '', st}
+    -- settled: "1" once its record was compacted (nothing left to redo)
+    return {'repeat', v[7] or '', st, tostring(redis.call('HEXISTS', KEYS[1], 'task') == 0 and 1 or 0)}
   end
   return {'conflict', st}
 end

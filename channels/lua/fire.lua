@@ -17,6 +17,9 @@ if not v[1] then
   return {'gone'}
 end
 if v[1] ~= 'ai_generated' then
+  if redis.call('HEXISTS', KEYS[1], 'task') == 0 then
+    return {'gone'} -- settled and compacted: nothing left to redo
+  end
   return {'done', v[6] or '', v[5] or '', v[7] or '', v[1], v[8] or '', v[9] or ''}
 end
 if tonumber(v[2]) > tonumber(ARGV[1]) then

@@ -10,7 +10,8 @@
 -- when it already finished (its side effects may not have happened: the
 -- caller redoes them, they are idempotent; beyond is set once a callback or
 -- the deadline has settled an event-driven channel, whose generation's side
--- effects are then moot), or {"gone"} when the channel expired.
+-- effects are then moot), or {"gone"} when the channel expired. A settled
+-- channel whose record was compacted has no task: "done" with task "".
 local function start(ch, tl, now, entry, restart, again)
   local v = redis.call('HMGET', ch, 'status', 'task', 'project_id', 'message', 'hook', 'deadline', 'sim', 'outcome', 'runs')
   local st = v[1]
@@ -18,7 +19,7 @@ local function start(ch, tl, now, entry, restart, again)
     return {'gone'}
   end
   if again and st == 'generating' then
-    return {'run', v[2], v[3], tostring(tonumber(v[9]) or 1)}
+    return {'run', v[2] or '', v[3], tostring(tonumber(v[9]) or 1)}
   end
   if st == 'pending' or st == 'generating' then
     local runs = tostring((tonumber(v[9]) or 0) + 1)
@@ -29,7 +30,7 @@ local function start(ch, tl, now, entry, restart, again)
       redis.call('HSET', ch, 'runs', runs)
       redis.call('RPUSH', tl, restart)
     end
-    return {'run', v[2], v[3], runs}
+    return {'run', v[2] or '', v[3], runs}
   end
-  return {'done', v[2], v[3], st, v[4] or '', v[5] or '', v[6] or '', v[7] or '', v[8] or ''}
+  return {'done', v[2] or '', v[3], st, v[4] or '', v[5] or '', v[6] or '', v[7] or '', v[8] or ''}
 end

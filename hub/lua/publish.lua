@@ -1,9 +1,13 @@
 -- Appends one message to a channel's history and fans it out, once.
 --
 -- KEYS[1] P:ch:{cid}:hist  LIST of entries {"seq":N,"payload":<message>}
+-- KEYS[2] P:ch:{cid}       the channel's record (a hash), given with a
+--                          final message only: its seq is noted there
+--                          (field room_seq) if the record exists
 -- ARGV[1] the message (JSON object, stored and sent byte for byte)
 -- ARGV[2] entries kept in the history
--- ARGV[3] retention in seconds
+-- ARGV[3] the history's time to live in seconds: the retention, or the
+--         hot window for a final message
 -- ARGV[4] the pub/sub channel of the room, P:room:{cid}
 -- ARGV[5] "1" on a Redis Cluster: SPUBLISH, so that only the slot's master
 --         and its replicas see the message (the channel shares the keys'
@@ -35,6 +39,9 @@ if redis.call('RPUSH', KEYS[1], entry) > tonumber(ARGV[2]) then
   redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'room_seq', seq)
+end
 if ARGV[5] == '1' then
   redis.call('SPUBLISH', ARGV[4], entry)
 else

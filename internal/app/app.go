@@ -141,7 +141,7 @@ func Run(ctx context.Context, env Env) error {
 	parts := rdb.PartitionCount(cfg.Partitions, conn)
 	deliveries := dispatch.New(conn, dispatch.Options{
 		Prefix: cfg.KeyPrefix, Partitions: parts, Schedule: cfg.RetrySchedule, Timeout: cfg.WebhookTimeout,
-		Retention: cfg.Retention, DLQRetention: cfg.DLQRetention, Production: cfg.Production(), Guard: guard,
+		Retention: cfg.Retention, HotWindow: cfg.HotWindow, DLQRetention: cfg.DLQRetention, Production: cfg.Production(), Guard: guard,
 		Concurrency: cfg.WebhookConcurrency, PerEndpoint: cfg.EndpointConcurrency, ProjectConcurrency: cfg.ProjectConcurrency,
 		BreakerThreshold: cfg.BreakerThreshold, DisableAfter: cfg.EndpointDisableAfter,
 		Endpoints: store, Registerer: reg, Log: log, Now: clock.Now,
@@ -149,6 +149,7 @@ func Run(ctx context.Context, env Env) error {
 	tokens := wstoken.NewIssuer(cfg.TokenSecret, cfg.TokenTTL)
 	tokens.Now = clock.Now
 	sockets := hub.New(conn, hub.Options{Prefix: cfg.KeyPrefix, Tokens: tokens, Retention: cfg.Retention,
+		HotWindow: cfg.HotWindow, Record: channels.RecordKey(cfg.KeyPrefix),
 		SingleUseTokens: cfg.WSTokenSingleUse, MaxConns: cfg.WSMaxConns, MaxChannelsPerSocket: cfg.WSMaxChannels,
 		IdleTimeout: cfg.WSIdleTimeout, Registerer: reg, Log: log, Now: clock.Now})
 	svc := channels.New(conn, runner, channels.Options{

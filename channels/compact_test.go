@@ -1,0 +1,97 @@
+package channels
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/riverhub/riverhub/hub"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+)
+
+// A settled channel's record keeps what the channel API, the request logs,
+// a repeated callback and a late join read, and drops what only running,
+// redoing and awaiting need; the room notes the final message's seq there.
+// A standard task is compacted with its lease release, an event-driven one
+// with its settlement; a repeat of the callback that settled a compacted
+// channel is answered as before and publishes nothing.
+func TestSettledRecordsAreCompacted(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop(), Record: RecordKey(prefix)})
+	s := newService(t, c, prefix, answer(`{"title":"Inception"}`), Options{Publisher: h, Dispatcher: &recorder{}})
+	s.Start()
+	ctx := context.Background()
+
+	compacted := func(cid, roomSeq string) {
+		t.Helper()
+		for end := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+			if n, _ := c.HExists(ctx, s.chKey(cid), "task").Result(); !n {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("%s: not compacted within 5s", cid)
+			}
+		}
+		v, err := c.HGetAll(ctx, s.chKey(cid)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range liveFields {
+			if _, ok := v[f]; ok {
+				t.Errorf("%s: field %s kept", cid, f)
+			}
+		}
+		for _, f := range []string{"project_id", "workflow", "status", "created_at", "updated_at", "message"} {
+			if v[f] == "" {
+				t.Errorf("%s: field %s dropped", cid, f)
+			}
+		}
+		if v["room_seq"] != roomSeq {
+			t.Errorf("%s: room_seq %q, want %s", cid, v["room_seq"], roomSeq)
+		}
+		if _, err := s.Get(ctx, "p1", cid); err != nil {
+			t.Errorf("%s: Get after compaction: %v", cid, err)
+		}
+	}
+
+	std := newTask()
+	if err := s.Submit(ctx, std); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, std.ChannelID, StatusSuccess)
+	compacted(std.ChannelID, "1")
+
+	ev := eventTask()
+	if err := s.Submit(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, ev.ChannelID, StatusAIGenerated)
+	if n, _ := c.HExists(ctx, s.chKey(ev.ChannelID), "task").Result(); !n {
+		t.Fatal("a channel awaiting its callback was compacted")
+	}
+	cb := success(`{"title":"Inception","id":7}`)
+	if err := s.Callback(ctx, "p1", ev.ChannelID, cb); err != nil {
+		t.Fatal(err)
+	}
+	compacted(ev.ChannelID, "2")
+	if got := statuses(history(t, s, ev.ChannelID)); got != "ai_generated,completed" {
+		t.Errorf("room history = %s", got)
+	}
+	c.Del(ctx, prefix+":ch:{"+ev.ChannelID+"}:hist") // the hot window has passed
+	if err := s.Callback(ctx, "p1", ev.ChannelID, cb); err != nil {
+		t.Errorf("identical repeat after compaction: %v", err)
+	}
+	if code := conflictCode(s.Callback(ctx, "p1", ev.ChannelID, success(`{"other":true}`))); code != "callback_already_received" {
+		t.Errorf("different callback after compaction: %s", code)
+	}
+	time.Sleep(50 * time.Millisecond) // a settlement, if one were left to do
+	if got := statuses(history(t, s, ev.ChannelID)); got != "" {
+		t.Errorf("the repeats published again into the ended room: %s", got)
+	}
+	if got := c.HGet(ctx, s.chKey(ev.ChannelID), "room_seq").Val(); got != "2" {
+		t.Errorf("room_seq after the repeats = %q, want 2", got)
+	}
+}
