@@ -295,7 +295,13 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 	if len(cb.Canonical) <= maxLoggedCallback { // a backend retrying a big body must not grow the timeline by it each time
 		rejected.Callback = cb.Canonical
 	}
-	_ = s.rdb.RPushX(ctx, s.tlKey(cid), wire.MustJSON(rejected)).Err()
+	// Pushed even once the channel is folded (its list gone): read after
+	// the folded document's entries.
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.RPush(ctx, s.tlKey(cid), wire.MustJSON(rejected))
+		p.Expire(ctx, s.tlKey(cid), s.o.Retention)
+		return nil
+	})
 	return d, reject
 }
 

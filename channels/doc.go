@@ -127,6 +127,8 @@
 // in the partition of their channel id (queue.go, docs/layout.md).
 //
 //	P:logs:{pid}...   ZSET  the request logs' indexes (logs.go)
+//	P:ch:{cid}:z      STRING a folded channel's document (fold.go)
+//	P:{fold}:due      ZSET  settled channels → end of their hot window (fold.go)
 //	P:idem:{pid}:<h>  STRING first answer to an Idempotency-Key (24 h);
 //	                        <h>:lease, while its request is being accepted
 package channels

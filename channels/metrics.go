@@ -26,6 +26,8 @@ type metrics struct {
 	// waited.
 	waits  *prometheus.CounterVec
 	waited *prometheus.HistogramVec
+	// folded counts settled channels folded (fold.go) by this node.
+	folded prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Service) metrics {
@@ -52,6 +54,8 @@ func newMetrics(reg prometheus.Registerer, s *Service) metrics {
 		waited: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "riverhub_provider_wait_seconds",
 			Help:    "Time an attempt waited before it was sent (retry delay and rate-limit permit), attempts that waited only.",
 			Buckets: []float64{.01, .05, .1, .5, 1, 2, 5, 10, 30, 60, 120, 300}}, []string{"provider"}),
+		folded: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_channels_folded_total",
+			Help: "Settled channels folded into their compressed document by this node, once their hot window had passed."}),
 		busy: prometheus.NewGauge(prometheus.GaugeOpts{Name: "riverhub_workers_busy",
 			Help: "Tasks running a provider call on this node."}),
 	}
@@ -73,7 +77,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) metrics {
 		func() float64 { return float64(s.waiting.Load()) })
 	workers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_workers",
 		Help: "Size of this node's task worker pool."}, func() float64 { return float64(s.o.Workers) })
-	reg.MustRegister(m.submitted, m.rejected, m.limited, m.reclaimed, m.completed, m.attempts, m.busy, m.timeouts, m.writeRetries, m.waits, m.waited, depth, workers, waiting)
+	reg.MustRegister(m.submitted, m.rejected, m.limited, m.reclaimed, m.completed, m.attempts, m.busy, m.timeouts, m.writeRetries, m.waits, m.waited, m.folded, depth, workers, waiting)
 	return m
 }
 

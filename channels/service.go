@@ -99,9 +99,12 @@ type Options struct {
 	ProjectRate int
 	Lease       time.Duration // task lease; default 30s
 	Retention   time.Duration // channel record TTL; default 7 days
-	Node        string        // this node's name on the timeline; default hostname:pid
-	Publisher   Publisher     // nil: no room messages
-	Dispatcher  Dispatcher    // nil: no webhooks
+	// HotWindow is how long a settled channel stays as it is before it is
+	// folded (fold.go); default an hour (at most Retention).
+	HotWindow  time.Duration
+	Node       string     // this node's name on the timeline; default hostname:pid
+	Publisher  Publisher  // nil: no room messages
+	Dispatcher Dispatcher // nil: no webhooks
 	// PublicURL is the base of the callback_url in task.ai_generated.
 	PublicURL string
 	// CallbackTimeout is how long an event-driven channel awaits its
@@ -143,6 +146,7 @@ type Service struct {
 	q        *queue
 	expiries expiries // of the request-log index keys (logs.go)
 	dueKeys  []string // callback deadlines, one set per partition (callback.go)
+	foldKeys []string // settled channels to fold, one set per partition (fold.go)
 
 	wake      chan struct{}
 	wakeDue   chan struct{} // an earlier deadline was set on this node
@@ -201,6 +205,9 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	if o.Retention <= 0 {
 		o.Retention = 7 * 24 * time.Hour
 	}
+	if o.HotWindow <= 0 || o.HotWindow > o.Retention {
+		o.HotWindow = min(time.Hour, o.Retention)
+	}
 	if o.Node == "" {
 		h, _ := os.Hostname()
 		o.Node = h + ":" + strconv.Itoa(os.Getpid())
@@ -227,6 +234,7 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 		rdb: rdb, runner: runner, o: o,
 		q:           newQueue(o.Prefix, o.Partitions),
 		dueKeys:     dueKeys(o.Prefix, o.Partitions),
+		foldKeys:    foldKeys(o.Prefix, o.Partitions),
 		wakeDue:     make(chan struct{}, 1),
 		wake:        make(chan struct{}, 1),
 		syncSlots:   make(chan struct{}, o.Workers),
@@ -267,9 +275,11 @@ var liveFields = []string{"task", "result", "runs", "hook", "sim", "due_msg", "d
 
 // compact drops a settled channel's live fields, within p: sent after
 // whatever settles it (its lease released, its deadline entry removed), so
-// that nothing that could still redo its side effects finds them gone.
+// that nothing that could still redo its side effects finds them gone; and
+// queues the channel to be folded once its hot window has passed.
 func (s *Service) compact(ctx context.Context, p redis.Pipeliner, cid string) {
 	p.HDel(ctx, s.chKey(cid), liveFields...)
+	p.ZAdd(ctx, s.foldKey(cid), redis.Z{Score: float64(s.o.Now().Add(s.o.HotWindow).UnixMilli()), Member: cid})
 }
 func (s *Service) tlKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}:tl" }
 
@@ -879,13 +889,19 @@ func (s *Service) closeAcks() {
 // Get returns a channel of the project; another project's channel is not
 // found.
 func (s *Service) Get(ctx context.Context, pid, cid string) (View, error) {
+	v, _, err := s.get(ctx, pid, cid)
+	return v, err
+}
+
+// get is Get, and the channel's folded document if it has been folded.
+func (s *Service) get(ctx context.Context, pid, cid string) (View, *folded, error) {
 	v, err := s.rdb.HMGet(ctx, s.chKey(cid), "project_id", "workflow", "event_name", "status", "created_at", "updated_at", "message", "metadata").Result()
 	if err != nil {
-		return View{}, fmt.Errorf("get channel: %w", err)
+		return View{}, nil, fmt.Errorf("get channel: %w", err)
 	}
 	owner, _ := v[0].(string)
 	if owner == "" || owner != pid {
-		return View{}, apperr.NotFoundf("channel %s not found", cid)
+		return View{}, nil, apperr.NotFoundf("channel %s not found", cid)
 	}
 	str := func(i int) string { x, _ := v[i].(string); return x }
 	view := View{ChannelID: cid, ProjectID: owner, Workflow: str(1), Status: Status(str(3)),
@@ -899,24 +915,40 @@ func (s *Service) Get(ctx context.Context, pid, cid string) (View, error) {
 	if m := str(7); m != "" {
 		view.Metadata = json.RawMessage(m)
 	}
-	return view, nil
+	if str(6) != "" || !view.Status.final() {
+		return view, nil, nil
+	}
+	f, err := s.unfold(ctx, cid)
+	if err != nil || f == nil {
+		return view, nil, err
+	}
+	if len(f.Message) > 0 {
+		view.Message = f.Message
+	}
+	if len(f.Metadata) > 0 {
+		view.Metadata = f.Metadata
+	}
+	return view, f, nil
 }
 
 // Timeline returns a channel's audit timeline, in order: its own entries
 // and the dispatcher's log of its webhook deliveries, merged by time.
+//
+// A folded channel's entries come from its document first, then from the
+// lists (what was written after the fold).
 func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.RawMessage, error) {
-	view, err := s.Get(ctx, pid, cid)
+	view, f, err := s.get(ctx, pid, cid)
 	if err != nil {
 		return View{}, nil, err
+	}
+	if f == nil {
+		f = &folded{}
 	}
 	raw, err := s.rdb.LRange(ctx, s.tlKey(cid), 0, -1).Result()
 	if err != nil {
 		return View{}, nil, fmt.Errorf("timeline: %w", err)
 	}
-	own := make([]json.RawMessage, len(raw))
-	for i, r := range raw {
-		own[i] = json.RawMessage(r)
-	}
+	own := append(f.Timeline, raws(raw)...)
 	if s.o.Dispatcher == nil {
 		return view, own, nil
 	}
@@ -924,7 +956,7 @@ func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.R
 	if err != nil {
 		return View{}, nil, fmt.Errorf("timeline: %w", err)
 	}
-	return view, mergeTimeline(own, deliveries), nil
+	return view, mergeTimeline(own, append(f.Log, deliveries...)), nil
 }
 
 // noteWait puts on the timeline that a task waits for a provider (once a

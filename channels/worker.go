@@ -33,8 +33,9 @@ const (
 func (s *Service) Start() {
 	s.reclaim()
 	s.claimer.Add(1)
-	s.loops.Add(3)
+	s.loops.Add(4)
 	go s.claimLoop()
+	go s.every(s.foldEvery(), nil, s.foldAllDue)
 	go s.every(deadlinePoll, s.wakeDue, s.fireAllDue)
 	go s.every(s.o.Lease/3, nil, s.heartbeat)
 	go s.every(max(s.o.Lease/4, 50*time.Millisecond), nil, s.reclaim)

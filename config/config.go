@@ -245,11 +245,12 @@ type Config struct {
 	// RIVERHUB_RETENTION, flag -retention, default 168h (7 days); >= 1m.
 	Retention time.Duration
 
-	// HotWindow is how long a finished task keeps what only a late join
+	// HotWindow is how long a settled task keeps what only a late join
 	// or a redone side effect could need: its room's history (a socket
 	// joining later is sent the final message rebuilt from the record) and
 	// its delivered or cancelled webhook deliveries' records (their
-	// attempts stay on the channel's timeline). At least the task lease; one
+	// attempts stay on the channel's timeline); after it the channel is
+	// folded into one compressed document (docs/layout.md). At least the task lease; one
 	// longer than the retention is the retention.
 	// RIVERHUB_HOT_WINDOW, flag -hot-window, default 1h.
 	HotWindow time.Duration

@@ -18,6 +18,11 @@ import (
 // channel's hash tag, so it lives on the channel's Cluster slot:
 //
 //	P:dl:{cid}   LIST  entries (JSON), oldest first; expires Retention after the last one
+//
+// Once a settled channel's hot window has passed, package channels folds
+// the list into the channel's compressed document and deletes it (its
+// fold.go); entries written later start the list anew, and channels reads
+// the document's entries before the list's.
 
 // testChannelPrefix starts the channel id of a test delivery (SendTest):
 // no channel has it, so such deliveries keep no log.

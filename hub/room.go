@@ -363,6 +363,13 @@ func (h *Hub) finalOf(ctx context.Context, cid string) ([]entry, error) {
 	}
 	seq, _ := v[0].(string)
 	msg, _ := v[1].(string)
+	if seq != "" && msg == "" && h.o.FinalMessage != nil {
+		m, err := h.o.FinalMessage(ctx, cid)
+		if err != nil {
+			return nil, err
+		}
+		msg = string(m)
+	}
 	if seq == "" || msg == "" {
 		return nil, nil
 	}

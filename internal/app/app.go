@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -148,14 +149,16 @@ func Run(ctx context.Context, env Env) error {
 	})
 	tokens := wstoken.NewIssuer(cfg.TokenSecret, cfg.TokenTTL)
 	tokens.Now = clock.Now
+	var svc *channels.Service // the hub's late joins read folded channels through it
 	sockets := hub.New(conn, hub.Options{Prefix: cfg.KeyPrefix, Tokens: tokens, Retention: cfg.Retention,
 		HotWindow: cfg.HotWindow, Record: channels.RecordKey(cfg.KeyPrefix),
+		FinalMessage:    func(ctx context.Context, cid string) (json.RawMessage, error) { return svc.FinalMessage(ctx, cid) },
 		SingleUseTokens: cfg.WSTokenSingleUse, MaxConns: cfg.WSMaxConns, MaxChannelsPerSocket: cfg.WSMaxChannels,
 		IdleTimeout: cfg.WSIdleTimeout, Registerer: reg, Log: log, Now: clock.Now})
-	svc := channels.New(conn, runner, channels.Options{
+	svc = channels.New(conn, runner, channels.Options{
 		Prefix: cfg.KeyPrefix, Partitions: parts, Workers: cfg.Workers, MaxQueue: cfg.MaxQueue, Lease: cfg.TaskLease,
 		ProjectMaxQueue: cfg.ProjectMaxQueue, ProjectRate: cfg.ProjectRate,
-		Retention: cfg.Retention, Dispatcher: deliveries, Publisher: sockets, Registerer: reg, Log: log,
+		Retention: cfg.Retention, HotWindow: cfg.HotWindow, Dispatcher: deliveries, Publisher: sockets, Registerer: reg, Log: log,
 		PublicURL: cfg.PublicURL, CallbackTimeout: cfg.CallbackTimeout, PlaygroundDelay: cfg.PlaygroundCallbackDelay,
 		SyncWait: cfg.SyncWait, Now: clock.Now,
 		WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,

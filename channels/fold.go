@@ -1,0 +1,234 @@
+package channels
+
+import (
+	"bytes"
+	"compress/flate"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/internal/rdb"
+)
+
+// Folding: a settled channel, once its hot window has passed, keeps its
+// final message, metadata, timeline and delivery log as one compressed
+// document, beside a record of small fields only (which Redis then stores
+// in its compact listpack encoding):
+//
+//	P:{fold}:due    ZSET  settled channels → when their hot window ends (unix ms),
+//	                      one set per partition (tag {fold.<s>} past the first)
+//	P:ch:{cid}:z    STRING the folded document (flate-compressed JSON, see folded),
+//	                      expiring with the record
+//
+// compact queues a channel with its settlement; a loop on every node folds
+// the channels due, a batch at a time: it reads what it folds, compresses
+// it, and fold.lua swaps it in only if nothing was added meanwhile (else
+// the next round tries again); two nodes folding one channel fold it once.
+// Entries written after the fold (a rejected late callback, a delivery
+// retried for days) go to the lists as before, and a read merges the
+// document's entries first, then the lists'.
+
+// folded is the document a channel is folded into.
+type folded struct {
+	Message  json.RawMessage   `json:"message,omitempty"`
+	Metadata json.RawMessage   `json:"metadata,omitempty"`
+	Timeline []json.RawMessage `json:"tl,omitempty"`
+	Log      []json.RawMessage `json:"dl,omitempty"`
+}
+
+var foldScript = script("fold")
+
+const foldBatch = 256
+
+// foldKeys are the sets of channels to fold, one per partition.
+func foldKeys(prefix string, n int) []string {
+	parts := rdb.NewPartitions("fold", n)
+	keys := make([]string, parts.N())
+	for k := range keys {
+		keys[k] = prefix + ":" + parts.Tag(k) + ":due"
+	}
+	return keys
+}
+
+func (s *Service) foldKey(cid string) string { return s.foldKeys[s.q.parts.Of(cid)] }
+func (s *Service) zKey(cid string) string    { return s.o.Prefix + ":ch:{" + cid + "}:z" }
+func (s *Service) dlKey(cid string) string   { return s.o.Prefix + ":dl:{" + cid + "}" }
+
+// foldEvery is how often a node looks for channels to fold.
+func (s *Service) foldEvery() time.Duration {
+	return min(max(s.o.HotWindow/4, 100*time.Millisecond), 30*time.Second)
+}
+
+// foldAllDue folds the channels whose hot window has passed, a batch of
+// each partition after another, while batches come full.
+func (s *Service) foldAllDue() {
+	for k := range s.foldKeys {
+		for s.runCtx.Err() == nil {
+			n, err := s.foldDue(s.runCtx, k)
+			if err != nil {
+				if s.runCtx.Err() == nil {
+					s.o.Log.Warn().Err(err).Msg("fold settled channels; retried")
+				}
+				break
+			}
+			if n < foldBatch {
+				break
+			}
+		}
+	}
+}
+
+// foldDue folds up to a batch of partition k's due channels and returns
+// how many it looked at.
+func (s *Service) foldDue(ctx context.Context, k int) (int, error) {
+	key := s.foldKeys[k]
+	ids, err := s.rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf",
+		Max: strconv.FormatInt(s.o.Now().UnixMilli(), 10), Count: foldBatch}).Result()
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	type read struct {
+		fields *redis.SliceCmd
+		tl, dl *redis.StringSliceCmd
+	}
+	reads := make([]read, len(ids))
+	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		for i, cid := range ids {
+			reads[i] = read{p.HMGet(ctx, s.chKey(cid), "message", "metadata"),
+				p.LRange(ctx, s.tlKey(cid), 0, -1), p.LRange(ctx, s.dlKey(cid), 0, -1)}
+		}
+	}); err != nil {
+		return 0, fmt.Errorf("read channels to fold: %w", err)
+	}
+	cmds := make([]*redis.Cmd, len(ids))
+	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		for i, cid := range ids {
+			r := reads[i]
+			v := r.fields.Val()
+			msg, _ := v[0].(string)
+			meta, _ := v[1].(string)
+			doc, err := packFolded(folded{Message: raw(msg), Metadata: raw(meta), Timeline: raws(r.tl.Val()), Log: raws(r.dl.Val())})
+			if err != nil {
+				continue // not folded: left in the set, logged below
+			}
+			cmds[i] = foldScript.Eval(ctx, p, []string{s.chKey(cid), s.tlKey(cid), s.dlKey(cid), s.zKey(cid)},
+				doc, len(r.tl.Val()), len(r.dl.Val()), s.o.Retention.Milliseconds())
+		}
+	}); err != nil {
+		return 0, fmt.Errorf("fold channels: %w", err)
+	}
+	var done []any
+	for i, c := range cmds {
+		if c == nil {
+			s.o.Log.Warn().Str("channel_id", ids[i]).Msg("fold: could not encode; left as it is")
+			done = append(done, ids[i])
+			continue
+		}
+		if st, _ := c.Text(); st != "moved" {
+			done = append(done, ids[i]) // ok, done (by another node), gone
+		}
+	}
+	if len(done) > 0 {
+		if err := s.rdb.ZRem(ctx, key, done...).Err(); err != nil {
+			return 0, fmt.Errorf("fold channels: %w", err)
+		}
+	}
+	s.m.folded.Add(float64(len(done)))
+	return len(ids), nil
+}
+
+func raw(s string) json.RawMessage {
+	if s == "" {
+		return nil
+	}
+	return json.RawMessage(s)
+}
+
+func raws(ss []string) []json.RawMessage {
+	out := make([]json.RawMessage, len(ss))
+	for i, s := range ss {
+		out[i] = json.RawMessage(s)
+	}
+	return out
+}
+
+// foldDict primes the compressor with what every document repeats, so
+// that one channel's few hundred bytes compress as well as a long text.
+var foldDict = []byte(`{"message":{"status":"success","channel_id":"","customer_data":{},"data":{},` +
+	`"meta":{"attempts":[{"duration_ms":0,"model":"","provider":"","success":true}],"duration_ms":,"model":"","provider":"",` +
+	`"tokens":{"completion":,"prompt":,"total":}},"timestamp":"2026-","type":"task.completed","workflow":""},` +
+	`"tl":[{"at":"2026-","node":"","type":"request","workflow":""},{"at":"","node":"","type":"generating"},` +
+	`{"at":"","duration_ms":0,"model":"","provider":"","success":true,"type":"ai_attempt"},{"at":"","node":"","type":"completed"},` +
+	`{"at":"","node":"","status":"success","type":"broadcast"},{"at":"","deadline":"","node":"","type":"ai_generated"},` +
+	`{"answer":200,"at":"","callback":{"data":{},"metadata":{},"task_id":""},"node":"","status":"completed","type":"callback"}],` +
+	`"dl":[{"at":"","attempt":1,"delivery_id":"msg_","duration_ms":,"event":"task.completed","status_code":200,"success":true,` +
+	`"type":"delivery_attempt","url":"https://","webhook_id":"wh_"}],"ai_response":{"data":{}},"callback_metadata":{},` +
+	`"event_name":"","task_id":"","task.ai_generated","error":{"code":"","message":""}}`)
+
+// packFolded encodes and compresses a document.
+func packFolded(f folded) ([]byte, error) {
+	j, err := json.Marshal(f)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	w, err := flate.NewWriterDict(&b, flate.BestCompression, foldDict)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(j); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// unfold reads a channel's folded document; nil when it has none.
+func (s *Service) unfold(ctx context.Context, cid string) (*folded, error) {
+	b, err := s.rdb.Get(ctx, s.zKey(cid)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read folded channel: %w", err)
+	}
+	return unpackFolded(b)
+}
+
+func unpackFolded(b []byte) (*folded, error) {
+	j, err := io.ReadAll(flate.NewReaderDict(bytes.NewReader(b), foldDict))
+	if err != nil {
+		return nil, fmt.Errorf("folded channel: %w", err)
+	}
+	var f folded
+	if err := json.Unmarshal(j, &f); err != nil {
+		return nil, fmt.Errorf("folded channel: %w", err)
+	}
+	return &f, nil
+}
+
+// FinalMessage is a settled channel's final message, wherever it is kept
+// (the record, or its folded document): for the hub's late joins
+// (hub.Options.FinalMessage).
+func (s *Service) FinalMessage(ctx context.Context, cid string) (json.RawMessage, error) {
+	msg, err := s.rdb.HGet(ctx, s.chKey(cid), "message").Result()
+	if err == nil && msg != "" {
+		return json.RawMessage(msg), nil
+	}
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	f, err := s.unfold(ctx, cid)
+	if f == nil || err != nil {
+		return nil, err
+	}
+	return f.Message, nil
+}
