@@ -364,3 +364,102 @@ func BenchmarkFairQueueWait(b *testing.B) {
 		b.ReportMetric(float64(backlog-left)/time.Since(t0).Seconds(), "A-started/s")
 	}
 }
+
+// BenchmarkFold measures folding (fold.go) on its own: n standard tasks
+// (BENCH_TASKS, default 20,000) run to their end through the real path
+// with a room publisher, their hot window is then made to have passed, and
+// the node folds them all. It reports channels folded per second, Redis
+// commands and Redis CPU per fold, and the bytes Redis holds per channel
+// before and after (the log indexes included). Folding has to keep up
+// with the tasks finishing: the goal is at least twice the task
+// throughput (BenchmarkThroughput in e2e).
+func BenchmarkFold(b *testing.B) {
+	c, prefix := benchRedis(b)
+	n := 20000
+	if v, err := strconv.Atoi(os.Getenv("BENCH_TASKS")); err == nil && v > 0 {
+		n = v
+	}
+	ctx := context.Background()
+	for range b.N {
+		b.StopTimer()
+		h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop(), Record: RecordKey(prefix)})
+		s := newService(b, c, prefix, answer(`{"title":"Inception","year":2010}`),
+			Options{Publisher: h, Workers: 256, MaxQueue: 1 << 20, HotWindow: time.Hour})
+		s.Start()
+		before := usedMemory(b, c)
+		var wg sync.WaitGroup
+		for w := range 32 {
+			wg.Go(func() {
+				for i := w; i < n; i += 32 {
+					if err := s.Submit(ctx, newTask()); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+			if due, _ := c.ZCard(ctx, s.foldKeys[0]).Result(); int(due) >= n {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("the tasks did not settle within 5 minutes")
+			}
+		}
+		settled := usedMemory(b, c)
+		// The hot window has passed: every entry due now.
+		ids, _ := c.ZRange(ctx, s.foldKeys[0], 0, -1).Result()
+		zs := make([]redis.Z, len(ids))
+		for i, id := range ids {
+			zs[i] = redis.Z{Score: 0, Member: id}
+		}
+		c.ZAdd(ctx, s.foldKeys[0], zs...)
+		cpu0, calls0 := redisCPU(b, c), redisCalls(b, c)
+		b.StartTimer()
+		t0 := time.Now()
+		s.foldAllDue()
+		elapsed := time.Since(t0)
+		b.StopTimer()
+		if left, _ := c.ZCard(ctx, s.foldKeys[0]).Result(); left != 0 {
+			b.Fatalf("%d channels left unfolded", left)
+		}
+		folded := usedMemory(b, c)
+		b.ReportMetric(float64(n)/elapsed.Seconds(), "folded/s")
+		b.ReportMetric((redisCPU(b, c)-cpu0)/float64(n)*1e6, "redis-µs/fold")
+		b.ReportMetric((redisCalls(b, c)-calls0)/float64(n), "redis-cmds/fold")
+		b.ReportMetric(float64(settled-before)/float64(n), "used-B/settled")
+		b.ReportMetric(float64(folded-before)/float64(n), "used-B/folded")
+		_ = s.Shutdown(ctx)
+		rdbtest.Drop(c, prefix)
+	}
+}
+
+func redisCPU(b *testing.B, c redis.UniversalClient) float64 {
+	return infoFloat(b, c, "cpu", "used_cpu_sys") + infoFloat(b, c, "cpu", "used_cpu_user")
+}
+
+// redisCalls is INFO commandstats' calls, all commands.
+func redisCalls(b *testing.B, c redis.UniversalClient) float64 {
+	b.Helper()
+	var total float64
+	for _, line := range strings.Split(c.Info(context.Background(), "commandstats").Val(), "\r\n") {
+		if _, rest, ok := strings.Cut(line, ":calls="); ok {
+			n, _ := strconv.ParseFloat(strings.SplitN(rest, ",", 2)[0], 64)
+			total += n
+		}
+	}
+	return total
+}
+
+func infoFloat(b *testing.B, c redis.UniversalClient, section, field string) float64 {
+	b.Helper()
+	for _, line := range strings.Split(c.Info(context.Background(), section).Val(), "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	b.Fatalf("no %s in INFO %s", field, section)
+	return 0
+}

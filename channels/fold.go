@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -171,6 +172,18 @@ var foldDict = []byte(`{"message":{"status":"success","channel_id":"","customer_
 	`"type":"delivery_attempt","url":"https://","webhook_id":"wh_"}],"ai_response":{"data":{}},"callback_metadata":{},` +
 	`"event_name":"","task_id":"","task.ai_generated","error":{"code":"","message":""}}`)
 
+// foldWriters are compressors primed with foldDict (a new one costs far
+// more than a document's compression).
+var foldWriters = sync.Pool{New: func() any {
+	w, err := flate.NewWriterDict(io.Discard, foldLevel, foldDict)
+	if err != nil {
+		panic(err) // only for a bad level
+	}
+	return w
+}}
+
+const foldLevel = flate.DefaultCompression
+
 // packFolded encodes and compresses a document.
 func packFolded(f folded) ([]byte, error) {
 	j, err := json.Marshal(f)
@@ -178,10 +191,9 @@ func packFolded(f folded) ([]byte, error) {
 		return nil, err
 	}
 	var b bytes.Buffer
-	w, err := flate.NewWriterDict(&b, flate.BestCompression, foldDict)
-	if err != nil {
-		return nil, err
-	}
+	w := foldWriters.Get().(*flate.Writer)
+	defer foldWriters.Put(w)
+	w.Reset(&b)
 	if _, err := w.Write(j); err != nil {
 		return nil, err
 	}
