@@ -44,8 +44,11 @@ import (
 // and publishes the final message again, which the room drops.
 
 // dueKeys are the callback-deadline sets, one per partition.
-func dueKeys(prefix string, n int) []string {
-	parts := rdb.NewPartitions("cb", n)
+func dueKeys(prefix string, n int) []string { return partitionSets(prefix, "cb", n) }
+
+// partitionSets names a family's sets P:<tag>:due, one per partition.
+func partitionSets(prefix, family string, n int) []string {
+	parts := rdb.NewPartitions(family, n)
 	keys := make([]string, parts.N())
 	for k := range keys {
 		keys[k] = prefix + ":" + parts.Tag(k) + ":due"

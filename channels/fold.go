@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/riverhub/riverhub/internal/rdb"
 )
 
 // Folding: a settled channel, once its hot window has passed, keeps its
@@ -48,14 +46,7 @@ var foldScript = script("fold")
 const foldBatch = 256
 
 // foldKeys are the sets of channels to fold, one per partition.
-func foldKeys(prefix string, n int) []string {
-	parts := rdb.NewPartitions("fold", n)
-	keys := make([]string, parts.N())
-	for k := range keys {
-		keys[k] = prefix + ":" + parts.Tag(k) + ":due"
-	}
-	return keys
-}
+func foldKeys(prefix string, n int) []string { return partitionSets(prefix, "fold", n) }
 
 func (s *Service) foldKey(cid string) string { return s.foldKeys[s.q.parts.Of(cid)] }
 func (s *Service) zKey(cid string) string    { return s.o.Prefix + ":ch:{" + cid + "}:z" }
