@@ -21,7 +21,8 @@ func TestSettledRecordsAreCompacted(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)
 	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop(), Record: RecordKey(prefix)})
-	s := newService(t, c, prefix, answer(`{"title":"Inception"}`), Options{Publisher: h, Dispatcher: &recorder{}})
+	rec := &recorder{}
+	s := newService(t, c, prefix, answer(`{"title":"Inception"}`), Options{Publisher: h, Dispatcher: rec})
 	s.Start()
 	ctx := context.Background()
 
@@ -69,6 +70,20 @@ func TestSettledRecordsAreCompacted(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStatus(t, s, ev.ChannelID, StatusAIGenerated)
+	// Its side effects done (the webhook enqueued last), so that none of
+	// them redoes the settlement after the history is gone below.
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		rec.mu.Lock()
+		n := len(rec.events)
+		rec.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("no task.ai_generated enqueued within 5s")
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
 	if n, _ := c.HExists(ctx, s.chKey(ev.ChannelID), "task").Result(); !n {
 		t.Fatal("a channel awaiting its callback was compacted")
 	}
