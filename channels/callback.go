@@ -298,13 +298,7 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 	if len(cb.Canonical) <= maxLoggedCallback { // a backend retrying a big body must not grow the timeline by it each time
 		rejected.Callback = cb.Canonical
 	}
-	// Pushed even once the channel is folded (its list gone): read after
-	// the folded document's entries.
-	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.RPush(ctx, s.tlKey(cid), wire.MustJSON(rejected))
-		p.Expire(ctx, s.tlKey(cid), s.o.Retention)
-		return nil
-	})
+	_ = noteScript.Run(ctx, s.rdb, []string{s.chKey(cid), s.tlKey(cid)}, wire.MustJSON(rejected)).Err()
 	return d, reject
 }
 
@@ -449,13 +443,16 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 		settled[d.due] = append(settled[d.due], d.ref.cid)
 	}
 	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
-		for due, ids := range settled {
-			p.ZRem(ctx, due, ids...)
-		}
+		// Compacted first: if the entries' removal went through and the
+		// compaction did not, nothing would redo it; a poller that finds
+		// an entry of a compacted channel drops it (fire.lua).
 		for _, d := range done {
 			if d.status.final() {
-				s.compact(ctx, p, d.ref.cid) // last: a settlement redone reads the due fields
+				s.compact(ctx, p, d.ref.cid)
 			}
+		}
+		for due, ids := range settled {
+			p.ZRem(ctx, due, ids...)
 		}
 	}); err != nil {
 		return fmt.Errorf("remove the callback deadline: %w", err)

@@ -2,11 +2,13 @@ package channels
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/hub"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
@@ -108,5 +110,56 @@ func TestSettledRecordsAreCompacted(t *testing.T) {
 	}
 	if got := c.HGet(ctx, s.chKey(ev.ChannelID), "room_seq").Val(); got != "2" {
 		t.Errorf("room_seq after the repeats = %q, want 2", got)
+	}
+}
+
+// A run that lost its lease and finishes after its channel was settled
+// and compacted (its history since expired) redoes none of the side
+// effects: no webhook enqueued again, nothing published again.
+func TestLateRunAfterCompactionDoesNothing(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop(), Record: RecordKey(prefix)})
+	rec := &recorder{}
+	s := newService(t, c, prefix, answer(`{"title":"Inception"}`), Options{Publisher: h, Dispatcher: rec})
+	s.Start()
+	ctx := context.Background()
+	task := newTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, task.ChannelID, StatusSuccess)
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		if n, _ := c.HExists(ctx, s.chKey(task.ChannelID), "task").Result(); !n {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("not compacted within 5s")
+		}
+	}
+	rec.mu.Lock()
+	enqueued := len(rec.events)
+	rec.mu.Unlock()
+	c.Del(ctx, prefix+":ch:{"+task.ChannelID+"}:hist") // the hot window has passed
+
+	o, err := s.conclude(ctx, task, ai.Result{Data: json.RawMessage(`{"title":"Other"}`), Provider: "mock", Model: "m"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.beyond {
+		t.Errorf("the late run's outcome is not marked settled: %+v", o)
+	}
+	if err := s.finish(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the ack batcher
+	rec.mu.Lock()
+	again := len(rec.events) - enqueued
+	rec.mu.Unlock()
+	if again != 0 {
+		t.Errorf("the late run enqueued %d webhooks again", again)
+	}
+	if got := statuses(history(t, s, task.ChannelID)); got != "" {
+		t.Errorf("the late run published again: %s", got)
 	}
 }

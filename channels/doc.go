@@ -104,7 +104,7 @@
 //	                        due_status, due_msg; once settled outcome, and cb_fp if by a callback;
 //	                        room_seq, the final message's seq in the room (written by the hub);
 //	                        a settled channel drops its live fields (liveFields: task, result,
-//	                        runs, hook, sim, due_*, deadline, bc:*) with the step that settles it
+//	                        runs, hook, sim, due_*, deadline) with the step that settles it
 //	P:ch:{cid}:tl     LIST  timeline entries (JSON), in order: channels' own; the
 //	                        dispatcher keeps its entries in its own log, merged
 //	                        in when a timeline is read (Service.Timeline)

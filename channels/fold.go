@@ -116,14 +116,20 @@ func (s *Service) foldDue(ctx context.Context, k int) (int, error) {
 		return 0, fmt.Errorf("fold channels: %w", err)
 	}
 	var done []any
+	ok := 0
 	for i, c := range cmds {
 		if c == nil {
 			s.o.Log.Warn().Str("channel_id", ids[i]).Msg("fold: could not encode; left as it is")
 			done = append(done, ids[i])
 			continue
 		}
-		if st, _ := c.Text(); st != "moved" {
-			done = append(done, ids[i]) // ok, done (by another node), gone
+		switch st, _ := c.Text(); st {
+		case "moved": // read again next round
+		case "ok":
+			ok++
+			done = append(done, ids[i])
+		default: // done (by another node), gone
+			done = append(done, ids[i])
 		}
 	}
 	if len(done) > 0 {
@@ -131,7 +137,7 @@ func (s *Service) foldDue(ctx context.Context, k int) (int, error) {
 			return 0, fmt.Errorf("fold channels: %w", err)
 		}
 	}
-	s.m.folded.Add(float64(len(done)))
+	s.m.folded.Add(float64(ok))
 	return len(ids), nil
 }
 
@@ -177,15 +183,17 @@ const foldLevel = flate.DefaultCompression
 
 // packFolded encodes and compresses a document.
 func packFolded(f folded) ([]byte, error) {
-	j, err := json.Marshal(f)
-	if err != nil {
+	var j bytes.Buffer
+	enc := json.NewEncoder(&j)
+	enc.SetEscapeHTML(false) // the messages keep their bytes ("<" stays "<")
+	if err := enc.Encode(f); err != nil {
 		return nil, err
 	}
 	var b bytes.Buffer
 	w := foldWriters.Get().(*flate.Writer)
 	defer foldWriters.Put(w)
 	w.Reset(&b)
-	if _, err := w.Write(j); err != nil {
+	if _, err := w.Write(j.Bytes()); err != nil {
 		return nil, err
 	}
 	if err := w.Close(); err != nil {

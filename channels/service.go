@@ -46,6 +46,7 @@ var (
 	claimDueScript   = script("claimdue")
 	fireScript       = script("fire")
 	callbackScript   = script("callback")
+	noteScript       = script("note")
 )
 
 // Runner runs a request against the providers (ai.Runner).
@@ -205,9 +206,10 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	if o.Retention <= 0 {
 		o.Retention = 7 * 24 * time.Hour
 	}
-	if o.HotWindow <= 0 || o.HotWindow > o.Retention {
-		o.HotWindow = min(time.Hour, o.Retention)
+	if o.HotWindow <= 0 {
+		o.HotWindow = time.Hour
 	}
+	o.HotWindow = min(o.HotWindow, o.Retention)
 	if o.Node == "" {
 		h, _ := os.Hostname()
 		o.Node = h + ":" + strconv.Itoa(os.Getpid())
@@ -269,9 +271,9 @@ func RecordKey(prefix string) func(cid string) string {
 // needs (to run, to redo its side effects, to await its callback): a
 // settled channel drops them (compact), keeping what the channel API, the
 // request logs, a repeated callback and a late join read.
-var liveFields = []string{"task", "result", "runs", "hook", "sim", "due_msg", "due_status", "deadline",
-	"bc:" + string(StatusAIGenerated), "bc:" + string(StatusSimulating), "bc:" + string(StatusSuccess),
-	"bc:" + string(StatusError), "bc:" + string(StatusCompleted)}
+// (The bc:<status> markers stay: small, and a settlement redone after the
+// compaction must still find that its broadcast entries were written.)
+var liveFields = []string{"task", "result", "runs", "hook", "sim", "due_msg", "due_status", "deadline"}
 
 // compact drops a settled channel's live fields, within p: sent after
 // whatever settles it (its lease released, its deadline entry removed), so
@@ -935,28 +937,38 @@ func (s *Service) get(ctx context.Context, pid, cid string) (View, *folded, erro
 // and the dispatcher's log of its webhook deliveries, merged by time.
 //
 // A folded channel's entries come from its document first, then from the
-// lists (what was written after the fold).
+// lists (what was written after the fold). A channel folded while it was
+// being read (its lists emptied after the record was read) is read again.
 func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.RawMessage, error) {
-	view, f, err := s.get(ctx, pid, cid)
-	if err != nil {
-		return View{}, nil, err
+	for try := 0; ; try++ {
+		view, f, err := s.get(ctx, pid, cid)
+		if err != nil {
+			return View{}, nil, err
+		}
+		raw, err := s.rdb.LRange(ctx, s.tlKey(cid), 0, -1).Result()
+		if err != nil {
+			return View{}, nil, fmt.Errorf("timeline: %w", err)
+		}
+		var deliveries []json.RawMessage
+		if s.o.Dispatcher != nil {
+			if deliveries, err = s.o.Dispatcher.ChannelLog(ctx, cid); err != nil {
+				return View{}, nil, fmt.Errorf("timeline: %w", err)
+			}
+		}
+		if f == nil && try < 2 {
+			if n, err := s.rdb.Exists(ctx, s.zKey(cid)).Result(); err == nil && n == 1 {
+				continue // folded meanwhile
+			}
+		}
+		if f == nil {
+			f = &folded{}
+		}
+		own := append(f.Timeline, raws(raw)...)
+		if s.o.Dispatcher == nil {
+			return view, own, nil
+		}
+		return view, mergeTimeline(own, append(f.Log, deliveries...)), nil
 	}
-	if f == nil {
-		f = &folded{}
-	}
-	raw, err := s.rdb.LRange(ctx, s.tlKey(cid), 0, -1).Result()
-	if err != nil {
-		return View{}, nil, fmt.Errorf("timeline: %w", err)
-	}
-	own := append(f.Timeline, raws(raw)...)
-	if s.o.Dispatcher == nil {
-		return view, own, nil
-	}
-	deliveries, err := s.o.Dispatcher.ChannelLog(ctx, cid)
-	if err != nil {
-		return View{}, nil, fmt.Errorf("timeline: %w", err)
-	}
-	return view, mergeTimeline(own, append(f.Log, deliveries...)), nil
 }
 
 // noteWait puts on the timeline that a task waits for a provider (once a

@@ -250,8 +250,8 @@ type Config struct {
 	// joining later is sent the final message rebuilt from the record) and
 	// its delivered or cancelled webhook deliveries' records (their
 	// attempts stay on the channel's timeline); after it the channel is
-	// folded into one compressed document (docs/layout.md). At least the task lease; one
-	// longer than the retention is the retention.
+	// folded into one compressed document (docs/layout.md). At least four
+	// task leases; one longer than the retention is the retention.
 	// RIVERHUB_HOT_WINDOW, flag -hot-window, default 1h.
 	HotWindow time.Duration
 

@@ -93,7 +93,7 @@ var settings = []setting{
 		durationField(func(c *Config) *time.Duration { return &c.TaskLease })},
 	{"RIVERHUB_RETENTION", "retention", "168h", "TTL of channel records (7 days)",
 		durationField(func(c *Config) *time.Duration { return &c.Retention })},
-	{"RIVERHUB_HOT_WINDOW", "hot-window", "1h", "how long a settled task keeps its room history and its delivered webhooks' records before it is folded into a compressed document (at least the task lease; at most the retention)",
+	{"RIVERHUB_HOT_WINDOW", "hot-window", "1h", "how long a settled task keeps its room history and its delivered webhooks' records before it is folded into a compressed document (at least four task leases; at most the retention)",
 		durationField(func(c *Config) *time.Duration { return &c.HotWindow })},
 	{"RIVERHUB_DLQ_RETENTION", "dlq-retention", "720h", "how long dead letters are kept (30 days)",
 		durationField(func(c *Config) *time.Duration { return &c.DLQRetention })},

@@ -87,7 +87,9 @@ func (c *Config) Validate() error {
 		{"RIVERHUB_REDIS_TIMEOUT", c.RedisTimeout, 10 * time.Millisecond, false},
 		{"RIVERHUB_RETENTION", c.Retention, time.Minute, false},
 		{"RIVERHUB_DLQ_RETENTION", c.DLQRetention, time.Minute, false},
-		{"RIVERHUB_HOT_WINDOW", c.HotWindow, c.TaskLease, false},
+		// A completion redone after a lost lease release comes a lease (and
+		// a reclaim) later, and must still find its deliveries' records.
+		{"RIVERHUB_HOT_WINDOW", c.HotWindow, 4 * c.TaskLease, false},
 		{"RIVERHUB_TOKEN_TTL", c.TokenTTL, 0, false},
 		{"RIVERHUB_WS_IDLE_TIMEOUT", c.WSIdleTimeout, time.Second, false},
 		{"RIVERHUB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, 0, true},

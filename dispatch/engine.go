@@ -158,9 +158,10 @@ func New(c redis.UniversalClient, o Options) *Engine {
 	if o.Retention <= 0 {
 		o.Retention = 7 * 24 * time.Hour
 	}
-	if o.HotWindow <= 0 || o.HotWindow > o.Retention {
-		o.HotWindow = min(time.Hour, o.Retention)
+	if o.HotWindow <= 0 {
+		o.HotWindow = time.Hour
 	}
+	o.HotWindow = min(o.HotWindow, o.Retention)
 	if o.DLQRetention <= 0 {
 		o.DLQRetention = 30 * 24 * time.Hour
 	}

@@ -31,7 +31,7 @@ type Options struct {
 	Prefix    string          // Redis key prefix; default "riverhub"
 	Tokens    *wstoken.Issuer // verifies ws tokens; required to serve sockets
 	Retention time.Duration   // history TTL, renewed by each message; default 7 days
-	HotWindow time.Duration   // history TTL once a channel's final message is in; default Retention
+	HotWindow time.Duration   // history TTL once a channel's final message is in; default an hour (at most Retention)
 	// Record, when set, names each channel's record (a hash on the
 	// channel's slot, kept by package channels): a final publish notes its
 	// seq there (field room_seq), and a join that finds the history gone
@@ -111,9 +111,10 @@ func New(rdb redis.UniversalClient, o Options) *Hub {
 	if o.Retention <= 0 {
 		o.Retention = 7 * 24 * time.Hour
 	}
-	if o.HotWindow <= 0 || o.HotWindow > o.Retention {
-		o.HotWindow = o.Retention
+	if o.HotWindow <= 0 {
+		o.HotWindow = time.Hour
 	}
+	o.HotWindow = min(o.HotWindow, o.Retention)
 	if o.HistoryMax <= 0 {
 		o.HistoryMax = 100
 	}

@@ -13,7 +13,13 @@ if not v[1] then
   return {-1}
 end
 if v[1] ~= 'pending' and v[1] ~= 'generating' then
-  return {0, v[1], v[2] or '', v[3] or '', v[4] or '', v[5] or '', v[6] or ''}
+  -- Settled and compacted (no task): its side effects were done; beyond
+  -- says so, and the caller redoes none of them.
+  local beyond = v[6] or ''
+  if beyond == '' and redis.call('HEXISTS', KEYS[1], 'task') == 0 then
+    beyond = 'compacted'
+  end
+  return {0, v[1], v[2] or '', v[3] or '', v[4] or '', v[5] or '', beyond}
 end
 -- One HSET: the outcome, then the extra pairs (which may set hook,
 -- deadline, sim or outcome: the reply reports what was written).
