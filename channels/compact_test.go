@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/ai"
@@ -21,23 +22,12 @@ import (
 // channel is answered as before and publishes nothing.
 func TestSettledRecordsAreCompacted(t *testing.T) {
 	t.Parallel()
-	c, prefix := rdbtest.New(t)
-	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop(), Record: RecordKey(prefix)})
-	rec := &recorder{}
-	s := newService(t, c, prefix, answer(`{"title":"Inception"}`), Options{Publisher: h, Dispatcher: rec})
-	s.Start()
+	s, c, prefix, rec := roomService(t, Options{})
 	ctx := context.Background()
 
 	compacted := func(cid, roomSeq string) {
 		t.Helper()
-		for end := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-			if n, _ := c.HExists(ctx, s.chKey(cid), "task").Result(); !n {
-				break
-			}
-			if time.Now().After(end) {
-				t.Fatalf("%s: not compacted within 5s", cid)
-			}
-		}
+		until(t, cid+" compacted", func() bool { return !c.HExists(ctx, s.chKey(cid), "task").Val() })
 		v, err := c.HGetAll(ctx, s.chKey(cid)).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -74,17 +64,11 @@ func TestSettledRecordsAreCompacted(t *testing.T) {
 	waitStatus(t, s, ev.ChannelID, StatusAIGenerated)
 	// Its side effects done (the webhook enqueued last), so that none of
 	// them redoes the settlement after the history is gone below.
-	for end := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+	until(t, "task.ai_generated enqueued", func() bool {
 		rec.mu.Lock()
-		n := len(rec.events)
-		rec.mu.Unlock()
-		if n > 0 {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatal("no task.ai_generated enqueued within 5s")
-		}
-	}
+		defer rec.mu.Unlock()
+		return len(rec.events) > 0
+	})
 	time.Sleep(50 * time.Millisecond)
 	if n, _ := c.HExists(ctx, s.chKey(ev.ChannelID), "task").Result(); !n {
 		t.Fatal("a channel awaiting its callback was compacted")
@@ -118,25 +102,14 @@ func TestSettledRecordsAreCompacted(t *testing.T) {
 // effects: no webhook enqueued again, nothing published again.
 func TestLateRunAfterCompactionDoesNothing(t *testing.T) {
 	t.Parallel()
-	c, prefix := rdbtest.New(t)
-	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop(), Record: RecordKey(prefix)})
-	rec := &recorder{}
-	s := newService(t, c, prefix, answer(`{"title":"Inception"}`), Options{Publisher: h, Dispatcher: rec})
-	s.Start()
+	s, c, prefix, rec := roomService(t, Options{})
 	ctx := context.Background()
 	task := newTask()
 	if err := s.Submit(ctx, task); err != nil {
 		t.Fatal(err)
 	}
 	waitStatus(t, s, task.ChannelID, StatusSuccess)
-	for end := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		if n, _ := c.HExists(ctx, s.chKey(task.ChannelID), "task").Result(); !n {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatal("not compacted within 5s")
-		}
-	}
+	until(t, "compacted", func() bool { return !c.HExists(ctx, s.chKey(task.ChannelID), "task").Val() })
 	rec.mu.Lock()
 	enqueued := len(rec.events)
 	rec.mu.Unlock()
@@ -161,5 +134,28 @@ func TestLateRunAfterCompactionDoesNothing(t *testing.T) {
 	}
 	if got := statuses(history(t, s, task.ChannelID)); got != "" {
 		t.Errorf("the late run published again: %s", got)
+	}
+}
+
+// roomService is a started Service with a real room publisher (whose
+// records note the final seq) and a recording dispatcher.
+func roomService(t *testing.T, o Options) (*Service, redis.UniversalClient, string, *recorder) {
+	t.Helper()
+	c, prefix := rdbtest.New(t)
+	o.Publisher = hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop(), Record: RecordKey(prefix)})
+	rec := &recorder{}
+	o.Dispatcher = rec
+	s := newService(t, c, prefix, answer(`{"title":"Inception"}`), o)
+	s.Start()
+	return s, c, prefix, rec
+}
+
+// until polls cond for up to 5 s.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("not %s within 5s", what)
+		}
 	}
 }

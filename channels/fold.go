@@ -158,10 +158,12 @@ func raws(ss []string) []json.RawMessage {
 
 // foldDict primes the compressor with what every document repeats, so
 // that one channel's few hundred bytes compress as well as a long text.
+// Documents are read with the dictionary they were written with: it must
+// not change without a new foldVersion (and this one kept for reading).
 var foldDict = []byte(`{"message":{"status":"success","channel_id":"","customer_data":{},"data":{},` +
 	`"meta":{"attempts":[{"duration_ms":0,"model":"","provider":"","success":true}],"duration_ms":,"model":"","provider":"",` +
-	`"tokens":{"completion":,"prompt":,"total":}},"timestamp":"2026-","type":"task.completed","workflow":""},` +
-	`"tl":[{"at":"2026-","node":"","type":"request","workflow":""},{"at":"","node":"","type":"generating"},` +
+	`"tokens":{"completion":,"prompt":,"total":}},"timestamp":"20","type":"task.completed","workflow":""},` +
+	`"tl":[{"at":"20","node":"","type":"request","workflow":""},{"at":"","node":"","type":"generating"},` +
 	`{"at":"","duration_ms":0,"model":"","provider":"","success":true,"type":"ai_attempt"},{"at":"","node":"","type":"completed"},` +
 	`{"at":"","node":"","status":"success","type":"broadcast"},{"at":"","deadline":"","node":"","type":"ai_generated"},` +
 	`{"answer":200,"at":"","callback":{"data":{},"metadata":{},"task_id":""},"node":"","status":"completed","type":"callback"}],` +
@@ -181,6 +183,10 @@ var foldWriters = sync.Pool{New: func() any {
 
 const foldLevel = flate.DefaultCompression
 
+// foldVersion is a document's first byte: its format (JSON, flate with
+// foldDict).
+const foldVersion = 1
+
 // packFolded encodes and compresses a document.
 func packFolded(f folded) ([]byte, error) {
 	var j bytes.Buffer
@@ -189,10 +195,10 @@ func packFolded(f folded) ([]byte, error) {
 	if err := enc.Encode(f); err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
+	b := bytes.NewBuffer([]byte{foldVersion})
 	w := foldWriters.Get().(*flate.Writer)
 	defer foldWriters.Put(w)
-	w.Reset(&b)
+	w.Reset(b)
 	if _, err := w.Write(j.Bytes()); err != nil {
 		return nil, err
 	}
@@ -215,7 +221,10 @@ func (s *Service) unfold(ctx context.Context, cid string) (*folded, error) {
 }
 
 func unpackFolded(b []byte) (*folded, error) {
-	j, err := io.ReadAll(flate.NewReaderDict(bytes.NewReader(b), foldDict))
+	if len(b) == 0 || b[0] != foldVersion {
+		return nil, errors.New("folded channel: unknown format")
+	}
+	j, err := io.ReadAll(flate.NewReaderDict(bytes.NewReader(b[1:]), foldDict))
 	if err != nil {
 		return nil, fmt.Errorf("folded channel: %w", err)
 	}

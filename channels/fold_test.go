@@ -7,11 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
-
-	"github.com/riverhub/riverhub/hub"
-	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
 // Once its hot window has passed, a settled channel is folded: its final
@@ -20,10 +15,7 @@ import (
 // late join answer exactly as before.
 func TestSettledChannelsAreFolded(t *testing.T) {
 	t.Parallel()
-	c, prefix := rdbtest.New(t)
-	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop(), Record: RecordKey(prefix)})
-	s := newService(t, c, prefix, answer(`{"title":"Inception"}`), Options{Publisher: h, HotWindow: 300 * time.Millisecond})
-	s.Start()
+	s, c, _, _ := roomService(t, Options{HotWindow: 300 * time.Millisecond})
 	ctx := context.Background()
 	task := newTask()
 	task.Metadata = json.RawMessage(`{"order":42}`)
@@ -35,14 +27,7 @@ func TestSettledChannelsAreFolded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if n, _ := c.Exists(ctx, s.zKey(task.ChannelID)).Result(); n == 1 {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatal("not folded within 5s")
-		}
-	}
+	until(t, "folded", func() bool { return c.Exists(ctx, s.zKey(task.ChannelID)).Val() == 1 })
 	fields, _ := c.HGetAll(ctx, s.chKey(task.ChannelID)).Result()
 	for _, f := range []string{"message", "metadata"} {
 		if _, ok := fields[f]; ok {
