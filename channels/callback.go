@@ -205,6 +205,7 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 	var status Status
 	var at string
 	var unguarded bool
+	var archived *Archived // the channel, when the archive holds it
 	for try := 0; ; try++ {
 		now := s.o.Now()
 		at = wire.Stamp(now)
@@ -227,6 +228,13 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 		// earlier version left in partition 0), or one due sooner anyway.
 		unguarded = forward.Val() == 0
 		str := func(i int) string { x, _ := v[i].(string); return x }
+		if owner := str(0); owner == "" && s.o.Archive != nil {
+			var err error
+			if out, archived, err = s.archivedVerdict(ctx, pid, cid, fp[:]); err != nil {
+				return nil, err
+			}
+			break
+		}
 		if owner := str(0); owner == "" || owner != pid {
 			return nil, apperr.NotFoundf("channel %s not found", cid)
 		}
@@ -298,8 +306,44 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 	if len(cb.Canonical) <= maxLoggedCallback { // a backend retrying a big body must not grow the timeline by it each time
 		rejected.Callback = cb.Canonical
 	}
-	_ = noteScript.Run(ctx, s.rdb, []string{s.chKey(cid), s.tlKey(cid)}, wire.MustJSON(rejected)).Err()
+	args := []any{wire.MustJSON(rejected)}
+	if archived != nil { // the entry lives as long as the archived record would have
+		created, _ := time.Parse(time.RFC3339Nano, archived.CreatedAt)
+		args = append(args, max(created.Add(s.o.Retention).Sub(s.o.Now()).Milliseconds(), 1))
+	}
+	_ = noteScript.Run(ctx, s.rdb, []string{s.chKey(cid), s.tlKey(cid)}, args...).Err()
 	return d, reject
+}
+
+// archivedVerdict is callback.lua's answer for a channel the archive holds
+// (settled, so nothing changes): the same callback again is repeated, any
+// other refused as on a settled channel; another project's channel, or
+// one the archive does not hold, is not found.
+func (s *Service) archivedVerdict(ctx context.Context, pid, cid string, fp []byte) ([]string, *Archived, error) {
+	a, err := s.o.Archive.Get(ctx, cid)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read channel: %w", err)
+	}
+	if a == nil || a.ProjectID != pid {
+		return nil, nil, apperr.NotFoundf("channel %s not found", cid)
+	}
+	f, err := unpackFolded(a.Doc)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := string(a.Status)
+	switch f.Record["outcome"] {
+	case "callback":
+		if f.Record["cb_fp"] == hex.EncodeToString(fp) {
+			return []string{"repeat", string(f.Message), st, "1"}, a, nil
+		}
+		return []string{"conflict", st}, a, nil
+	case "timeout":
+		return []string{"timeout"}, a, nil
+	case "simulated":
+		return []string{"conflict", st}, a, nil
+	}
+	return []string{"not_awaiting", st}, a, nil
 }
 
 // messageStatus is a room message's status, for its broadcast entry.

@@ -39,6 +39,9 @@ type folded struct {
 	Metadata json.RawMessage   `json:"metadata,omitempty"`
 	Timeline []json.RawMessage `json:"tl,omitempty"`
 	Log      []json.RawMessage `json:"dl,omitempty"`
+	// Record is the record's other fields, in an archived channel's
+	// document only (archive.go).
+	Record map[string]string `json:"record,omitempty"`
 }
 
 var foldScript = script("fold")
@@ -59,13 +62,20 @@ func (s *Service) foldEvery() time.Duration {
 
 // foldAllDue folds the channels whose hot window has passed, a batch of
 // each partition after another, while batches come full.
+//
+// With an archive (Options.Archive) they are moved to it instead
+// (archive.go).
 func (s *Service) foldAllDue() {
+	do, what := s.foldDue, "fold settled channels; retried"
+	if s.o.Archive != nil {
+		do, what = s.archiveDue, "archive settled channels; retried"
+	}
 	for k := range s.foldKeys {
 		for s.runCtx.Err() == nil {
-			n, err := s.foldDue(s.runCtx, k)
+			n, err := do(s.runCtx, k)
 			if err != nil {
 				if s.runCtx.Err() == nil {
-					s.o.Log.Warn().Err(err).Msg("fold settled channels; retried")
+					s.o.Log.Warn().Err(err).Msg(what)
 				}
 				break
 			}
@@ -235,20 +245,40 @@ func unpackFolded(b []byte) (*folded, error) {
 	return &f, nil
 }
 
-// FinalMessage is a settled channel's final message, wherever it is kept
-// (the record, or its folded document): for the hub's late joins
-// (hub.Options.FinalMessage).
-func (s *Service) FinalMessage(ctx context.Context, cid string) (json.RawMessage, error) {
-	msg, err := s.rdb.HGet(ctx, s.chKey(cid), "message").Result()
-	if err == nil && msg != "" {
-		return json.RawMessage(msg), nil
+// FinalMessage is a settled channel's final message and its seq in the
+// room, wherever they are kept (the record, its folded document, the
+// archive): for the hub's late joins (hub.Options.FinalMessage). Both are
+// empty for a channel not finished, or gone.
+func (s *Service) FinalMessage(ctx context.Context, cid string) (seq string, msg json.RawMessage, err error) {
+	v, err := s.rdb.HMGet(ctx, s.chKey(cid), "project_id", "room_seq", "message").Result()
+	if err != nil {
+		return "", nil, err
 	}
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
+	owner, _ := v[0].(string)
+	seq, _ = v[1].(string)
+	m, _ := v[2].(string)
+	var f *folded
+	switch {
+	case seq == "" && owner != "": // not finished
+		return "", nil, nil
+	case m != "":
+		return seq, json.RawMessage(m), nil
+	case owner == "" && s.o.Archive != nil:
+		a, err := s.o.Archive.Get(ctx, cid)
+		if a == nil || err != nil {
+			return "", nil, err
+		}
+		if f, err = unpackFolded(a.Doc); err != nil {
+			return "", nil, err
+		}
+		seq = f.Record["room_seq"]
+	case owner != "":
+		if f, err = s.unfold(ctx, cid); err != nil {
+			return "", nil, err
+		}
 	}
-	f, err := s.unfold(ctx, cid)
-	if f == nil || err != nil {
-		return nil, err
+	if f == nil || seq == "" || len(f.Message) == 0 {
+		return "", nil, nil
 	}
-	return f.Message, nil
+	return seq, f.Message, nil
 }

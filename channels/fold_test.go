@@ -48,9 +48,9 @@ func TestSettledChannelsAreFolded(t *testing.T) {
 	if fmt.Sprint(view2) != fmt.Sprint(view) || fmt.Sprintf("%s", tl2) != fmt.Sprintf("%s", tl) {
 		t.Errorf("after the fold:\n%+v\n%s\nbefore:\n%+v\n%s", view2, tl2, view, tl)
 	}
-	msg, err := s.FinalMessage(ctx, task.ChannelID)
-	if err != nil || string(msg) != string(view.Message) {
-		t.Errorf("FinalMessage = %s, %v; want %s", msg, err, view.Message)
+	seq, msg, err := s.FinalMessage(ctx, task.ChannelID)
+	if err != nil || string(msg) != string(view.Message) || seq == "" {
+		t.Errorf("FinalMessage = %s, %s, %v; want a seq and %s", seq, msg, err, view.Message)
 	}
 	// An entry written after the fold (a late callback refused) is read
 	// after the document's.

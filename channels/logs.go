@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -100,8 +101,10 @@ func (s *Service) stateKeys(r logRef, st Status) []string {
 }
 
 // newKeys are the indexes a new channel in status st goes in.
-func (s *Service) newKeys(t *Task, st Status) []string {
-	r := t.logRef()
+func (s *Service) newKeys(t *Task, st Status) []string { return s.indexKeys(t.logRef(), st) }
+
+// indexKeys are the indexes a channel in status st is in.
+func (s *Service) indexKeys(r logRef, st Status) []string {
 	keys := append([]string{s.logKey(r.pid), s.logKeyOf(r.pid, "wf", r.workflow)}, s.stateKeys(r, st)...)
 	if r.event != "" {
 		keys = append(keys, s.logKeyOf(r.pid, "ev", r.event))
@@ -269,6 +272,10 @@ func parseLogCursor(s string) (logCursor, error) {
 // logScanBudget entries, so it may hold fewer than p.Limit items with a
 // next cursor (more may follow), and next_cursor is null once there is
 // nothing left.
+//
+// With an archive (Options.Archive), its channels are merged in: a page
+// holds the newest of both that match, and goes no further back than
+// either source has been read (the cursor resumes there).
 func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p project.ListParams) (project.Page[LogItem], error) {
 	page := project.Page[LogItem]{Items: []LogItem{}}
 	p, err := p.Normalize()
@@ -278,13 +285,6 @@ func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p project.L
 	if f.Status != "" && !ValidStatus(f.Status) {
 		return page, apperr.Invalidf("status %q is not one of pending, generating, ai_generated, success, completed, error", f.Status)
 	}
-	maxS, minS := "+inf", "-inf"
-	if !f.To.IsZero() {
-		maxS = strconv.FormatInt(f.To.UnixMilli(), 10)
-	}
-	if !f.From.IsZero() {
-		minS = strconv.FormatInt(f.From.UnixMilli(), 10)
-	}
 	var after *logCursor
 	if p.Cursor != "" {
 		c, err := parseLogCursor(p.Cursor)
@@ -292,15 +292,101 @@ func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p project.L
 			return page, err
 		}
 		after = &c
-		if f.To.IsZero() || c.score < f.To.UnixMilli() {
-			maxS = strconv.FormatInt(c.score, 10)
-		}
 	}
-	key, err := s.logDriver(ctx, pid, f, minS, maxS)
+	hot, last, err := s.hotLogs(ctx, pid, f, after, p.Limit)
 	if err != nil {
 		return page, err
 	}
-	batch := min(max(2*p.Limit, logBatchMin), 500)
+	var items []ArchivedLog
+	if s.o.Archive == nil {
+		items = hot
+	} else if items, last, err = s.withArchived(ctx, pid, f, after, p.Limit, hot, last); err != nil {
+		return page, err
+	}
+	for _, it := range items {
+		page.Items = append(page.Items, it.LogItem)
+	}
+	if last != nil {
+		c := last.String()
+		page.NextCursor = &c
+	}
+	return page, nil
+}
+
+// withArchived merges a page of the archive's channels into hot, a page
+// of Redis's read down to hotLast (nil: to the end), and returns the page
+// and where the next one starts (nil: nothing left).
+func (s *Service) withArchived(ctx context.Context, pid string, f LogFilter, after *logCursor, limit int,
+	hot []ArchivedLog, hotLast *logCursor) ([]ArchivedLog, *logCursor, error) {
+	var pos *LogPos
+	if after != nil {
+		pos = &LogPos{after.score, after.cid}
+	}
+	cold, err := s.o.Archive.Logs(ctx, pid, f, pos, limit)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read archived logs: %w", err)
+	}
+	// Redis may have been read only down to hotLast (its scan budget
+	// spent): the page stops there, so that nothing below it is skipped.
+	// (The archive's page, when full, reaches at least limit items
+	// without a bound.)
+	bound := hotLast
+	seen := make(map[string]bool, len(hot))
+	items := make([]ArchivedLog, 0, len(hot)+len(cold))
+	for _, it := range hot {
+		seen[it.ChannelID] = true
+		items = append(items, it)
+	}
+	for _, it := range cold {
+		if !seen[it.ChannelID] { // in both while it moves: Redis's answer
+			items = append(items, it)
+		}
+	}
+	slices.SortFunc(items, func(a, b ArchivedLog) int {
+		if (logCursor{a.CreatedMS, a.ChannelID}).before(logCursor{b.CreatedMS, b.ChannelID}) {
+			return -1
+		}
+		return 1
+	})
+	n := 0
+	for _, it := range items {
+		if bound != nil && bound.before(logCursor{it.CreatedMS, it.ChannelID}) {
+			break
+		}
+		n++
+	}
+	if n >= limit {
+		last := items[limit-1]
+		return items[:limit], &logCursor{last.CreatedMS, last.ChannelID}, nil
+	}
+	return items[:n], bound, nil
+}
+
+// before reports whether c comes before d in the logs (newer, or as new
+// with a greater id).
+func (c logCursor) before(d logCursor) bool {
+	return c.score > d.score || (c.score == d.score && c.cid > d.cid)
+}
+
+// hotLogs is Logs over Redis's indexes: the page, and where it stopped
+// reading (nil: at the end).
+func (s *Service) hotLogs(ctx context.Context, pid string, f LogFilter, after *logCursor, limit int) ([]ArchivedLog, *logCursor, error) {
+	items := []ArchivedLog{}
+	maxS, minS := "+inf", "-inf"
+	if !f.To.IsZero() {
+		maxS = strconv.FormatInt(f.To.UnixMilli(), 10)
+	}
+	if !f.From.IsZero() {
+		minS = strconv.FormatInt(f.From.UnixMilli(), 10)
+	}
+	if after != nil && (f.To.IsZero() || after.score < f.To.UnixMilli()) {
+		maxS = strconv.FormatInt(after.score, 10)
+	}
+	key, err := s.logDriver(ctx, pid, f, minS, maxS)
+	if err != nil {
+		return nil, nil, err
+	}
+	batch := min(max(2*limit, logBatchMin), 500)
 	var last *logCursor
 	var stale []any
 	scanned, offset := 0, int64(0)
@@ -312,7 +398,7 @@ func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p project.L
 		zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: key, Start: maxS, Stop: minS, ByScore: true,
 			Rev: true, Offset: offset, Count: int64(batch)}).Result()
 		if err != nil {
-			return page, fmt.Errorf("read log index: %w", err)
+			return nil, nil, fmt.Errorf("read log index: %w", err)
 		}
 		cmds := make([]*redis.SliceCmd, len(zs))
 		if _, err := s.rdb.Pipelined(ctx, func(pp redis.Pipeliner) error {
@@ -321,7 +407,7 @@ func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p project.L
 			}
 			return nil
 		}); err != nil {
-			return page, fmt.Errorf("read channels: %w", err)
+			return nil, nil, fmt.Errorf("read channels: %w", err)
 		}
 		progressed := false
 		for i, z := range zs {
@@ -346,12 +432,12 @@ func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p project.L
 				(f.Status != "" && it.Status != f.Status) {
 				continue
 			}
-			page.Items = append(page.Items, it)
-			if len(page.Items) == p.Limit {
+			items = append(items, ArchivedLog{it, score})
+			if len(items) == limit {
 				break
 			}
 		}
-		if len(page.Items) == p.Limit || len(zs) < batch {
+		if len(items) == limit || len(zs) < batch {
 			break
 		}
 		if progressed {
@@ -364,12 +450,10 @@ func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p project.L
 	if len(stale) > 0 {
 		_ = s.rdb.ZRem(ctx, key, stale...).Err()
 	}
-	exhausted := len(page.Items) < p.Limit && scanned < logScanBudget
-	if last != nil && !exhausted {
-		c := last.String()
-		page.NextCursor = &c
+	if exhausted := len(items) < limit && scanned < logScanBudget; exhausted {
+		return items, nil, nil
 	}
-	return page, nil
+	return items, last, nil
 }
 
 // logDriver picks the index that answers f: the one of its status (by

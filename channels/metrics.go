@@ -28,6 +28,9 @@ type metrics struct {
 	waited *prometheus.HistogramVec
 	// folded counts settled channels folded (fold.go) by this node.
 	folded prometheus.Counter
+	// archived counts settled channels moved to the archive (archive.go)
+	// by this node.
+	archived prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Service) metrics {
@@ -56,6 +59,8 @@ func newMetrics(reg prometheus.Registerer, s *Service) metrics {
 			Buckets: []float64{.01, .05, .1, .5, 1, 2, 5, 10, 30, 60, 120, 300}}, []string{"provider"}),
 		folded: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_channels_folded_total",
 			Help: "Settled channels folded into their compressed document by this node, once their hot window had passed."}),
+		archived: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_channels_archived_total",
+			Help: "Settled channels moved to the archive by this node, once their hot window had passed."}),
 		busy: prometheus.NewGauge(prometheus.GaugeOpts{Name: "riverhub_workers_busy",
 			Help: "Tasks running a provider call on this node."}),
 	}
@@ -77,7 +82,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) metrics {
 		func() float64 { return float64(s.waiting.Load()) })
 	workers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riverhub_workers",
 		Help: "Size of this node's task worker pool."}, func() float64 { return float64(s.o.Workers) })
-	reg.MustRegister(m.submitted, m.rejected, m.limited, m.reclaimed, m.completed, m.attempts, m.busy, m.timeouts, m.writeRetries, m.waits, m.waited, m.folded, depth, workers, waiting)
+	reg.MustRegister(m.submitted, m.rejected, m.limited, m.reclaimed, m.completed, m.attempts, m.busy, m.timeouts, m.writeRetries, m.waits, m.waited, m.folded, m.archived, depth, workers, waiting)
 	return m
 }
 

@@ -102,7 +102,10 @@ type Options struct {
 	Retention   time.Duration // channel record TTL; default 7 days
 	// HotWindow is how long a settled channel stays as it is before it is
 	// folded (fold.go); default an hour (at most Retention).
-	HotWindow  time.Duration
+	HotWindow time.Duration
+	// Archive, when set, takes settled channels past their hot window out
+	// of Redis (archive.go) instead of folding them there.
+	Archive    Archive
 	Node       string     // this node's name on the timeline; default hostname:pid
 	Publisher  Publisher  // nil: no room messages
 	Dispatcher Dispatcher // nil: no webhooks
@@ -902,6 +905,11 @@ func (s *Service) get(ctx context.Context, pid, cid string) (View, *folded, erro
 		return View{}, nil, fmt.Errorf("get channel: %w", err)
 	}
 	owner, _ := v[0].(string)
+	if owner == "" {
+		if view, f, err := s.fromArchive(ctx, pid, cid); err != nil || view.ChannelID != "" {
+			return view, f, err
+		}
+	}
 	if owner == "" || owner != pid {
 		return View{}, nil, apperr.NotFoundf("channel %s not found", cid)
 	}
@@ -936,9 +944,10 @@ func (s *Service) get(ctx context.Context, pid, cid string) (View, *folded, erro
 // Timeline returns a channel's audit timeline, in order: its own entries
 // and the dispatcher's log of its webhook deliveries, merged by time.
 //
-// A folded channel's entries come from its document first, then from the
-// lists (what was written after the fold). A channel folded while it was
-// being read (its lists emptied after the record was read) is read again.
+// A folded or archived channel's entries come from its document first,
+// then from the lists (what was written after). A channel folded or
+// archived while it was being read (its lists emptied after the record was
+// read) is read again.
 func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.RawMessage, error) {
 	for try := 0; ; try++ {
 		view, f, err := s.get(ctx, pid, cid)
@@ -955,10 +964,8 @@ func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.R
 				return View{}, nil, fmt.Errorf("timeline: %w", err)
 			}
 		}
-		if f == nil && try < 2 {
-			if n, err := s.rdb.Exists(ctx, s.zKey(cid)).Result(); err == nil && n == 1 {
-				continue // folded meanwhile
-			}
+		if f == nil && try < 2 && s.movedAway(ctx, cid) {
+			continue
 		}
 		if f == nil {
 			f = &folded{}
@@ -969,6 +976,19 @@ func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.R
 		}
 		return view, mergeTimeline(own, append(f.Log, deliveries...)), nil
 	}
+}
+
+// movedAway reports whether a channel read unfolded has been folded or
+// archived since.
+func (s *Service) movedAway(ctx context.Context, cid string) bool {
+	var z, rec *redis.IntCmd
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		z, rec = p.Exists(ctx, s.zKey(cid)), p.Exists(ctx, s.chKey(cid))
+		return nil
+	}); err != nil {
+		return false
+	}
+	return z.Val() == 1 || rec.Val() == 0
 }
 
 // noteWait puts on the timeline that a task waits for a provider (once a

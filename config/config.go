@@ -255,6 +255,19 @@ type Config struct {
 	// RIVERHUB_HOT_WINDOW, flag -hot-window, default 1h.
 	HotWindow time.Duration
 
+	// ArchiveURL, when set, is the PostgreSQL database (postgres://…) that
+	// settled tasks move to once their hot window has passed, out of Redis
+	// (package archive); its migrations are applied at start. It may hold a
+	// password: no flag.
+	// RIVERHUB_ARCHIVE_URL, default none (settled tasks stay in Redis, folded).
+	ArchiveURL string
+
+	// ArchiveRetention is how long the archive keeps a task, from its
+	// creation.
+	// RIVERHUB_ARCHIVE_RETENTION, flag -archive-retention, default 720h
+	// (30 days); >= 1m.
+	ArchiveRetention time.Duration
+
 	// DLQRetention is how long dead-lettered deliveries are kept for
 	// inspection and replay.
 	// RIVERHUB_DLQ_RETENTION, flag -dlq-retention, default 720h (30 days);
@@ -347,6 +360,7 @@ func Defaults() *Config {
 		Retention:               7 * 24 * time.Hour,
 		HotWindow:               time.Hour,
 		DLQRetention:            30 * 24 * time.Hour,
+		ArchiveRetention:        30 * 24 * time.Hour,
 		MaxBodyBytes:            1 << 20,
 		TokenTTL:                time.Hour,
 		ShutdownTimeout:         15 * time.Second,

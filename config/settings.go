@@ -97,6 +97,10 @@ var settings = []setting{
 		durationField(func(c *Config) *time.Duration { return &c.HotWindow })},
 	{"RIVERHUB_DLQ_RETENTION", "dlq-retention", "720h", "how long dead letters are kept (30 days)",
 		durationField(func(c *Config) *time.Duration { return &c.DLQRetention })},
+	{"RIVERHUB_ARCHIVE_URL", "", "(none: settled tasks stay in Redis, folded)", "PostgreSQL URL (postgres://…) of the archive that settled tasks move to after the hot window",
+		func(c *Config, v string) error { c.ArchiveURL = v; return nil }},
+	{"RIVERHUB_ARCHIVE_RETENTION", "archive-retention", "720h", "how long archived tasks are kept, from their creation (30 days)",
+		durationField(func(c *Config) *time.Duration { return &c.ArchiveRetention })},
 	{"RIVERHUB_MAX_BODY_BYTES", "max-body-bytes", "1048576", "request body limit in bytes (1 MiB)",
 		func(c *Config, v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)

@@ -48,6 +48,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("REDIS_URL: %w", err)
 	}
 
+	if c.ArchiveURL != "" && !strings.HasPrefix(c.ArchiveURL, "postgres://") && !strings.HasPrefix(c.ArchiveURL, "postgresql://") {
+		return errors.New("RIVERHUB_ARCHIVE_URL: want a postgres:// URL") // not echoed: it may hold a password
+	}
+
 	if err := validateKeyPrefix(c.KeyPrefix); err != nil {
 		return fmt.Errorf("RIVERHUB_KEY_PREFIX: %w", err)
 	}
@@ -87,6 +91,7 @@ func (c *Config) Validate() error {
 		{"RIVERHUB_REDIS_TIMEOUT", c.RedisTimeout, 10 * time.Millisecond, false},
 		{"RIVERHUB_RETENTION", c.Retention, time.Minute, false},
 		{"RIVERHUB_DLQ_RETENTION", c.DLQRetention, time.Minute, false},
+		{"RIVERHUB_ARCHIVE_RETENTION", c.ArchiveRetention, time.Minute, false},
 		// A completion redone after a lost lease release comes a lease (and
 		// a reclaim) later, and must still find its deliveries' records.
 		{"RIVERHUB_HOT_WINDOW", c.HotWindow, 4 * c.TaskLease, false},

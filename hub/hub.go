@@ -37,9 +37,10 @@ type Options struct {
 	// seq there (field room_seq), and a join that finds the history gone
 	// (after HotWindow) is sent {"seq": room_seq, "payload": the record's
 	// message field}, the final message as the history held it; if the
-	// record no longer holds it, FinalMessage (when set) is asked.
+	// record no longer holds it, or is gone, FinalMessage (when set) is
+	// asked for the seq and the message (both empty: none).
 	Record               func(cid string) string
-	FinalMessage         func(ctx context.Context, cid string) (json.RawMessage, error)
+	FinalMessage         func(ctx context.Context, cid string) (seq string, msg json.RawMessage, err error)
 	HistoryMax           int           // messages kept per channel and replayed on join; default 100
 	MaxChannelsPerSocket int           // topics one socket may join; default 100
 	MaxConns             int           // sockets on this node; more are refused with 503; default 20000

@@ -26,6 +26,7 @@ import (
 
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/ai/limit"
+	"github.com/riverhub/riverhub/archive"
 	"github.com/riverhub/riverhub/channels"
 	"github.com/riverhub/riverhub/config"
 	"github.com/riverhub/riverhub/dispatch"
@@ -149,16 +150,28 @@ func Run(ctx context.Context, env Env) error {
 	})
 	tokens := wstoken.NewIssuer(cfg.TokenSecret, cfg.TokenTTL)
 	tokens.Now = clock.Now
+	var arch channels.Archive
+	if cfg.ArchiveURL != "" {
+		a, err := archive.Open(ctx, cfg.ArchiveURL, archive.Options{Retention: cfg.ArchiveRetention, Log: log, Now: clock.Now})
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		a.Start()
+		arch = a
+	}
 	var svc *channels.Service // the hub's late joins read folded channels through it
 	sockets := hub.New(conn, hub.Options{Prefix: cfg.KeyPrefix, Tokens: tokens, Retention: cfg.Retention,
 		HotWindow: cfg.HotWindow, Record: channels.RecordKey(cfg.KeyPrefix),
-		FinalMessage:    func(ctx context.Context, cid string) (json.RawMessage, error) { return svc.FinalMessage(ctx, cid) },
+		FinalMessage: func(ctx context.Context, cid string) (string, json.RawMessage, error) {
+			return svc.FinalMessage(ctx, cid)
+		},
 		SingleUseTokens: cfg.WSTokenSingleUse, MaxConns: cfg.WSMaxConns, MaxChannelsPerSocket: cfg.WSMaxChannels,
 		IdleTimeout: cfg.WSIdleTimeout, Registerer: reg, Log: log, Now: clock.Now})
 	svc = channels.New(conn, runner, channels.Options{
 		Prefix: cfg.KeyPrefix, Partitions: parts, Workers: cfg.Workers, MaxQueue: cfg.MaxQueue, Lease: cfg.TaskLease,
 		ProjectMaxQueue: cfg.ProjectMaxQueue, ProjectRate: cfg.ProjectRate,
-		Retention: cfg.Retention, HotWindow: cfg.HotWindow, Dispatcher: deliveries, Publisher: sockets, Registerer: reg, Log: log,
+		Retention: cfg.Retention, HotWindow: cfg.HotWindow, Archive: arch, Dispatcher: deliveries, Publisher: sockets, Registerer: reg, Log: log,
 		PublicURL: cfg.PublicURL, CallbackTimeout: cfg.CallbackTimeout, PlaygroundDelay: cfg.PlaygroundCallbackDelay,
 		SyncWait: cfg.SyncWait, Now: clock.Now,
 		WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,

@@ -1,0 +1,24 @@
+-- Settled channels moved out of Redis after their hot window: the fields
+-- the request logs filter and show, and the rest as one compressed
+-- document (see package channels, folded).
+CREATE TABLE riverhub_channels (
+    channel_id  uuid   PRIMARY KEY,
+    project_id  text   NOT NULL,
+    workflow    text   NOT NULL,
+    event_name  text   NOT NULL DEFAULT '',
+    status      text   NOT NULL,
+    created_ms  bigint NOT NULL,
+    created_at  text   NOT NULL,
+    updated_at  text   NOT NULL,
+    doc         bytea  NOT NULL,
+    archived_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The request logs: newest first, every filter but workflow and event
+-- name together driven by an index of its own.
+CREATE INDEX riverhub_channels_logs ON riverhub_channels (project_id, created_ms, channel_id);
+CREATE INDEX riverhub_channels_logs_wf ON riverhub_channels (project_id, workflow, created_ms, channel_id);
+CREATE INDEX riverhub_channels_logs_ev ON riverhub_channels (project_id, event_name, created_ms, channel_id) WHERE event_name <> '';
+CREATE INDEX riverhub_channels_logs_st ON riverhub_channels (project_id, status, created_ms, channel_id);
+-- Retention: the oldest first.
+CREATE INDEX riverhub_channels_created ON riverhub_channels (created_ms);

@@ -1,0 +1,245 @@
+package channels
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/internal/rdb"
+)
+
+// The archive: with Options.Archive set, a settled channel whose hot
+// window has passed is not folded in Redis but moved out of it (package
+// archive keeps it in PostgreSQL). The same loop that folds takes the
+// channels due from the same sets:
+//
+//  1. it reads each channel's record, timeline, delivery log and folded
+//     document (one an earlier version may have written);
+//  2. it stores them in the archive, a batch at once, replacing what it
+//     holds under the same ids (a batch sent again after a crash changes
+//     nothing: the channel id is the archive's key);
+//  3. archive.lua deletes the channel's keys, if its lists did not grow
+//     since they were read (else the next round stores it again, whole),
+//     and the same round trip removes its log-index entries;
+//  4. the channels done leave the due set.
+//
+// A node that dies between two steps leaves the channel due: the next
+// round repeats from step 1. While the archive cannot be written, the
+// channels wait in Redis (as settled, not folded) and nothing else slows.
+//
+// Readers look in Redis first and in the archive for a record that is not
+// there: the channel API (Get), its timeline, a late join's final message,
+// a repeated callback's answer; the request logs merge both, newest first.
+// Entries written after a channel left Redis (a refused late callback, a
+// delivery retried for days) go to its lists as before and are read after
+// the archived ones.
+
+// Archive keeps settled channels outside Redis (package archive).
+type Archive interface {
+	// Put stores channels, replacing any stored under the same ids.
+	Put(ctx context.Context, cs []Archived) error
+	// Get returns an archived channel, or nil when none is stored under cid.
+	Get(ctx context.Context, cid string) (*Archived, error)
+	// Logs lists a project's archived channels that match f, newest first
+	// (by CreatedMS, then channel id), strictly after the position after
+	// when it is not nil, at most limit of them.
+	Logs(ctx context.Context, pid string, f LogFilter, after *LogPos, limit int) ([]ArchivedLog, error)
+}
+
+// Archived is a settled channel as the archive keeps it.
+type Archived struct {
+	ChannelID, ProjectID, Workflow, EventName string
+	Status                                    Status
+	CreatedAt, UpdatedAt                      string // as the record had them (RFC 3339)
+	CreatedMS                                 int64  // the channel's position in the request logs
+	// Doc is the rest, as a folded document (packFolded): the final
+	// message, metadata, timeline, delivery log and the record's other
+	// fields.
+	Doc []byte
+}
+
+// LogPos is a position in the request logs: newest first, by creation
+// (unix ms), then by channel id.
+type LogPos struct {
+	CreatedMS int64
+	ChannelID string
+}
+
+// ArchivedLog is an archived channel as the request logs list it.
+type ArchivedLog struct {
+	LogItem
+	CreatedMS int64
+}
+
+var archiveScript = script("archive")
+
+// archiveTimeout bounds one batch's write to the archive.
+const archiveTimeout = 30 * time.Second
+
+// archiveDue moves up to a batch of partition k's due channels to the
+// archive and returns how many it looked at.
+func (s *Service) archiveDue(ctx context.Context, k int) (int, error) {
+	key := s.foldKeys[k]
+	ids, err := s.rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf",
+		Max: strconv.FormatInt(s.o.Now().UnixMilli(), 10), Count: foldBatch}).Result()
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	type read struct {
+		rec    *redis.MapStringStringCmd
+		tl, dl *redis.StringSliceCmd
+		z      *redis.StringCmd
+	}
+	reads := make([]read, len(ids))
+	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		for i, cid := range ids {
+			reads[i] = read{p.HGetAll(ctx, s.chKey(cid)), p.LRange(ctx, s.tlKey(cid), 0, -1),
+				p.LRange(ctx, s.dlKey(cid), 0, -1), p.Get(ctx, s.zKey(cid))}
+		}
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("read channels to archive: %w", err)
+	}
+	for _, r := range reads { // a missing document is no error; any other is
+		for _, err := range []error{r.rec.Err(), r.tl.Err(), r.dl.Err(), r.z.Err()} {
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return 0, fmt.Errorf("read channels to archive: %w", err)
+			}
+		}
+	}
+	var done []any
+	var batch []Archived
+	var refs []logRef
+	var lens [][2]int
+	var cids []string
+	for i, cid := range ids {
+		r := reads[i]
+		a, err := s.archived(cid, r.rec.Val(), r.tl.Val(), r.dl.Val(), []byte(r.z.Val()))
+		if err != nil || a == nil {
+			if err != nil {
+				s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("archive: could not encode; left in Redis")
+			}
+			done = append(done, cid) // expired, or kept as it is
+			continue
+		}
+		batch = append(batch, *a)
+		refs = append(refs, logRef{a.ProjectID, cid, a.Workflow, a.EventName})
+		lens = append(lens, [2]int{len(r.tl.Val()), len(r.dl.Val())})
+		cids = append(cids, cid)
+	}
+	if len(batch) > 0 {
+		pctx, cancel := context.WithTimeout(ctx, archiveTimeout)
+		err := s.o.Archive.Put(pctx, batch)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("archive channels: %w", err)
+		}
+	}
+	cmds := make([]*redis.Cmd, len(batch))
+	if len(batch) > 0 {
+		if err := s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
+			for i, cid := range cids {
+				cmds[i] = archiveScript.Eval(ctx, p, []string{s.chKey(cid), s.tlKey(cid), s.dlKey(cid), s.zKey(cid)},
+					lens[i][0], lens[i][1])
+				// The archive answers for it from now on, even if its keys
+				// stay a round longer.
+				for _, k := range s.indexKeys(refs[i], batch[i].Status) {
+					m.ZRem(k, cid)
+				}
+			}
+		})); err != nil {
+			return 0, fmt.Errorf("archive channels: remove from Redis: %w", err)
+		}
+	}
+	ok := 0
+	for i, c := range cmds {
+		if st, _ := c.Text(); st != "moved" { // moved: stored again, whole, next round
+			ok++
+			done = append(done, cids[i])
+		}
+	}
+	if len(done) > 0 {
+		if err := s.rdb.ZRem(ctx, key, done...).Err(); err != nil {
+			return 0, fmt.Errorf("archive channels: %w", err)
+		}
+	}
+	s.m.archived.Add(float64(ok))
+	return len(ids), nil
+}
+
+// archived is what the archive keeps of a channel read from Redis: nil
+// when its record has expired.
+func (s *Service) archived(cid string, rec map[string]string, tl, dl []string, z []byte) (*Archived, error) {
+	if rec["project_id"] == "" {
+		return nil, nil
+	}
+	f := &folded{}
+	if len(z) > 0 { // folded before: its document's entries come first
+		var err error
+		if f, err = unpackFolded(z); err != nil {
+			return nil, err
+		}
+	}
+	if m := rec["message"]; m != "" {
+		f.Message = raw(m)
+	}
+	if m := rec["metadata"]; m != "" {
+		f.Metadata = raw(m)
+	}
+	f.Timeline = append(f.Timeline, raws(tl)...)
+	f.Log = append(f.Log, raws(dl)...)
+	a := &Archived{ChannelID: cid, ProjectID: rec["project_id"], Workflow: rec["workflow"], EventName: rec["event_name"],
+		Status: Status(rec["status"]), CreatedAt: rec["created_at"], UpdatedAt: rec["updated_at"]}
+	created, _ := time.Parse(time.RFC3339Nano, a.CreatedAt)
+	a.CreatedMS = createdMS(cid, created)
+	f.Record = make(map[string]string, len(rec))
+	for k, v := range rec {
+		switch k {
+		case "project_id", "workflow", "event_name", "status", "created_at", "updated_at", "message", "metadata":
+		default:
+			f.Record[k] = v
+		}
+	}
+	doc, err := packFolded(*f)
+	if err != nil {
+		return nil, err
+	}
+	a.Doc = doc
+	return a, nil
+}
+
+// fromArchive is the project's archived channel: its view and document;
+// not found (a zero View) when the archive does not hold it.
+func (s *Service) fromArchive(ctx context.Context, pid, cid string) (View, *folded, error) {
+	if s.o.Archive == nil {
+		return View{}, nil, nil
+	}
+	a, err := s.o.Archive.Get(ctx, cid)
+	if err != nil {
+		return View{}, nil, fmt.Errorf("get channel: %w", err)
+	}
+	if a == nil || a.ProjectID != pid {
+		return View{}, nil, nil
+	}
+	f, err := unpackFolded(a.Doc)
+	if err != nil {
+		return View{}, nil, err
+	}
+	v := View{ChannelID: cid, ProjectID: a.ProjectID, Workflow: a.Workflow, Status: a.Status, CreatedAt: a.CreatedAt,
+		UpdatedAt: a.UpdatedAt, Message: json.RawMessage("null"), Metadata: json.RawMessage("null")}
+	if a.EventName != "" {
+		ev := a.EventName
+		v.EventName = &ev
+	}
+	if len(f.Message) > 0 {
+		v.Message = f.Message
+	}
+	if len(f.Metadata) > 0 {
+		v.Metadata = f.Metadata
+	}
+	return v, f, nil
+}

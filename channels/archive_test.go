@@ -1,0 +1,231 @@
+package channels
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/project"
+)
+
+// memArchive is an Archive in memory (package archive keeps one in
+// PostgreSQL and is tested against it; the e2e tests run the two together).
+type memArchive struct {
+	mu   sync.Mutex
+	byID map[string]Archived
+	down bool // Put fails
+}
+
+func (m *memArchive) Put(_ context.Context, cs []Archived) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return fmt.Errorf("archive down")
+	}
+	if m.byID == nil {
+		m.byID = map[string]Archived{}
+	}
+	for _, c := range cs {
+		m.byID[c.ChannelID] = c
+	}
+	return nil
+}
+
+func (m *memArchive) Get(_ context.Context, cid string) (*Archived, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a, ok := m.byID[cid]; ok {
+		return &a, nil
+	}
+	return nil, nil
+}
+
+func (m *memArchive) Logs(_ context.Context, pid string, f LogFilter, after *LogPos, limit int) ([]ArchivedLog, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []ArchivedLog
+	for _, a := range m.byID {
+		c := logCursor{a.CreatedMS, a.ChannelID}
+		if a.ProjectID != pid || (f.Workflow != "" && a.Workflow != f.Workflow) || (f.EventName != "" && a.EventName != f.EventName) ||
+			(f.Status != "" && a.Status != f.Status) || (after != nil && !(logCursor{after.CreatedMS, after.ChannelID}).before(c)) {
+			continue
+		}
+		it := ArchivedLog{LogItem{ChannelID: a.ChannelID, Workflow: a.Workflow, Status: a.Status, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}, a.CreatedMS}
+		if a.EventName != "" {
+			ev := a.EventName
+			it.EventName = &ev
+		}
+		out = append(out, it)
+	}
+	slices.SortFunc(out, func(a, b ArchivedLog) int {
+		if (logCursor{a.CreatedMS, a.ChannelID}).before(logCursor{b.CreatedMS, b.ChannelID}) {
+			return -1
+		}
+		return 1
+	})
+	return out[:min(limit, len(out))], nil
+}
+
+// Channels moved to the archive, some of them only: the request logs list
+// the same pages (merged from Redis and the archive) at every page size
+// and filter; the channel API, the timeline and a late join's final
+// message answer as before; a callback refused before is refused the same
+// way, its entry read after the archived ones.
+func TestArchivedChannelsReadTheSame(t *testing.T) {
+	t.Parallel()
+	arch := &memArchive{}
+	s, c, _, _ := roomService(t, Options{HotWindow: time.Hour, Archive: arch})
+	ctx := context.Background()
+	var ids []string
+	for i := range 24 {
+		task := newTask()
+		task.Workflow.Name = fmt.Sprintf("wf%d", i%3)
+		if err := s.Submit(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, task.ChannelID)
+		if i%4 == 0 {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	for _, id := range ids {
+		waitStatus(t, s, id, StatusSuccess)
+	}
+	time.Sleep(100 * time.Millisecond) // the status indexes move with the batched acks
+	walk := func(f LogFilter, limit int) []string {
+		t.Helper()
+		var out []string
+		cursor := ""
+		for range 200 {
+			page, err := s.Logs(ctx, "p1", f, project.ListParams{Limit: limit, Cursor: cursor})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, it := range page.Items {
+				out = append(out, fmt.Sprintf("%s/%s/%s/%s", it.ChannelID, it.Workflow, it.Status, it.UpdatedAt))
+			}
+			if page.NextCursor == nil {
+				return out
+			}
+			cursor = *page.NextCursor
+		}
+		t.Fatal("no last page")
+		return nil
+	}
+	filters := []LogFilter{{}, {Workflow: "wf1"}, {Status: StatusSuccess}, {Workflow: "wf2", Status: StatusSuccess}}
+	before := map[string][]string{}
+	for _, f := range filters {
+		for _, limit := range []int{1, 3, 7, 100} {
+			before[fmt.Sprint(f, limit)] = walk(f, limit)
+		}
+	}
+	views := map[string]string{}
+	for _, id := range ids {
+		v, tl, err := s.Timeline(ctx, "p1", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		views[id] = fmt.Sprintf("%+v %s", v, tl)
+	}
+	// Every other channel moves (its hot window made to have passed), the
+	// rest stay in Redis: pages mix the two.
+	fold := s.foldKeys[0]
+	for i, id := range ids {
+		if i%2 == 0 {
+			c.ZAdd(ctx, fold, redis.Z{Score: 0, Member: id})
+		}
+	}
+	if _, err := s.archiveDue(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		if moved := c.Exists(ctx, s.chKey(id)).Val() == 0; moved != (i%2 == 0) {
+			t.Fatalf("channel %d: moved out of Redis: %v", i, moved)
+		}
+	}
+	if n := len(arch.byID); n != len(ids)/2 {
+		t.Fatalf("archive holds %d channels, want %d", n, len(ids)/2)
+	}
+	for _, f := range filters {
+		for _, limit := range []int{1, 3, 7, 100} {
+			if got, want := walk(f, limit), before[fmt.Sprint(f, limit)]; fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("logs %+v, limit %d, half archived:\n got %v\nwant %v", f, limit, got, want)
+			}
+		}
+	}
+	for _, id := range ids {
+		v, tl, err := s.Timeline(ctx, "p1", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprintf("%+v %s", v, tl); got != views[id] {
+			t.Errorf("channel %s after archiving:\n got %s\nwant %s", id, got, views[id])
+		}
+	}
+	archived := ids[0]
+	if _, err := s.Get(ctx, "p2", archived); err == nil {
+		t.Error("another project's archived channel was found")
+	}
+	seq, msg, err := s.FinalMessage(ctx, archived)
+	if v, _ := s.Get(ctx, "p1", archived); err != nil || seq == "" || string(msg) != string(v.Message) {
+		t.Errorf("FinalMessage = %s, %s, %v", seq, msg, err)
+	}
+	// A callback on an archived standard channel is refused as before,
+	// and its entry is read after the archived ones.
+	if code := conflictCode(s.Callback(ctx, "p1", archived, success(`{"x":1}`))); code == "" {
+		t.Fatal("a callback on an archived standard channel was accepted")
+	}
+	_, tl, _ := s.Timeline(ctx, "p1", archived)
+	if last := string(tl[len(tl)-1]); !strings.Contains(last, "callback_rejected") {
+		t.Errorf("timeline after a refused callback ends with %s", last)
+	}
+	// Archived twice (a node died before the due set was cleaned): the
+	// archive holds it once, and Redis nothing of it.
+	c.ZAdd(ctx, fold, redis.Z{Score: 0, Member: ids[2]})
+	if _, err := s.archiveDue(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(arch.byID); n != len(ids)/2 {
+		t.Errorf("archive holds %d channels after a repeat, want %d", n, len(ids)/2)
+	}
+}
+
+// While the archive cannot be written, channels wait in Redis, due; once it
+// can, they move.
+func TestArchiveDownChannelsWait(t *testing.T) {
+	t.Parallel()
+	arch := &memArchive{down: true}
+	s, c, _, _ := roomService(t, Options{HotWindow: time.Hour, Archive: arch})
+	ctx := context.Background()
+	task := newTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, task.ChannelID, StatusSuccess)
+	until(t, "queued to move", func() bool { return c.ZScore(ctx, s.foldKeys[0], task.ChannelID).Err() == nil })
+	c.ZAdd(ctx, s.foldKeys[0], redis.Z{Score: 0, Member: task.ChannelID})
+	if _, err := s.archiveDue(ctx, 0); err == nil {
+		t.Fatal("archiving to an archive that is down did not fail")
+	}
+	if c.Exists(ctx, s.chKey(task.ChannelID)).Val() != 1 || c.ZScore(ctx, s.foldKeys[0], task.ChannelID).Err() != nil {
+		t.Fatal("a channel left Redis, or its due entry, while the archive was down")
+	}
+	arch.mu.Lock()
+	arch.down = false
+	arch.mu.Unlock()
+	if _, err := s.archiveDue(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if c.Exists(ctx, s.chKey(task.ChannelID)).Val() != 0 || len(arch.byID) != 1 {
+		t.Error("the channel did not move once the archive was back")
+	}
+	if v, err := s.Get(ctx, "p1", task.ChannelID); err != nil || v.Status != StatusSuccess {
+		t.Errorf("Get after the move = %+v, %v", v, err)
+	}
+}

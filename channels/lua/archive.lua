@@ -1,0 +1,12 @@
+-- Remove a settled channel from Redis once the archive holds it
+-- (archive.go), if its lists are still as long as when they were read
+-- (else "moved": it is read and stored again next round).
+-- KEYS[1] channel hash; KEYS[2] timeline list; KEYS[3] delivery log list;
+-- KEYS[4] its folded document.
+-- ARGV[1] the timeline's length read; ARGV[2] the delivery log's.
+-- Returns "ok" or "moved".
+if redis.call('LLEN', KEYS[2]) ~= tonumber(ARGV[1]) or redis.call('LLEN', KEYS[3]) ~= tonumber(ARGV[2]) then
+  return 'moved'
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return 'ok'
