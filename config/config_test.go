@@ -172,6 +172,8 @@ func TestLoadEachVariable(t *testing.T) {
 		{"task lease minimum", map[string]string{"RIVERHUB_TASK_LEASE": "100ms"}, func(c *Config) { c.TaskLease = 100 * time.Millisecond }},
 		{"retention", map[string]string{"RIVERHUB_RETENTION": "1m"}, func(c *Config) { c.Retention = time.Minute }},
 		{"hot window", map[string]string{"RIVERHUB_HOT_WINDOW": "5m"}, func(c *Config) { c.HotWindow = 5 * time.Minute }},
+		{"archive", map[string]string{"RIVERHUB_ARCHIVE_URL": "postgres://u:p@db/riverhub", "RIVERHUB_ARCHIVE_RETENTION": "240h"},
+			func(c *Config) { c.ArchiveURL, c.ArchiveRetention = "postgres://u:p@db/riverhub", 240*time.Hour }},
 		{"redis wait", map[string]string{"REDIS_URL": "redis://r", "RIVERHUB_REDIS_WAIT_REPLICAS": "1", "RIVERHUB_REDIS_WAIT_TIMEOUT": "250ms"},
 			func(c *Config) {
 				c.RedisURL, c.RedisWaitReplicas, c.RedisWaitTimeout = "redis://r", 1, 250*time.Millisecond
@@ -289,6 +291,7 @@ func TestLoadErrors(t *testing.T) {
 		{"task lease too short", one("RIVERHUB_TASK_LEASE", "99ms"), nil, `RIVERHUB_TASK_LEASE: must be at least 100ms, got 99ms`},
 		{"retention too short", one("RIVERHUB_RETENTION", "59s"), nil, `RIVERHUB_RETENTION: must be at least 1m0s, got 59s`},
 		{"hot window under four leases", one("RIVERHUB_HOT_WINDOW", "119s"), nil, `RIVERHUB_HOT_WINDOW: must be at least 2m0s, got 1m59s`},
+		{"archive not postgres", one("RIVERHUB_ARCHIVE_URL", "mysql://u:secret@db/x"), nil, `RIVERHUB_ARCHIVE_URL: want a postgres:// URL`},
 		{"redis wait negative", one("RIVERHUB_REDIS_WAIT_REPLICAS", "-1"), nil, `RIVERHUB_REDIS_WAIT_REPLICAS: must be between 0 and 16, got -1`},
 		{"redis wait embedded", one("RIVERHUB_REDIS_WAIT_REPLICAS", "1"), nil, `RIVERHUB_REDIS_WAIT_REPLICAS: needs REDIS_URL (the embedded Redis has no replicas)`},
 		{"redis wait timeout zero", map[string]string{"REDIS_URL": "redis://r", "RIVERHUB_REDIS_WAIT_REPLICAS": "1", "RIVERHUB_REDIS_WAIT_TIMEOUT": "0s"}, nil,
@@ -445,7 +448,7 @@ func TestEveryFlagParses(t *testing.T) {
 		"-key-prefix": "k", "-retry-schedule": "1s", "-webhook-timeout": "1s", "-callback-timeout": "1s",
 		"-playground-callback-delay": "1s", "-openai-base-url": "https://o", "-anthropic-base-url": "https://a",
 		"-provider-timeout": "1s", "-workers": "1", "-max-queue": "1", "-task-lease": "1s", "-retention": "1h",
-		"-dlq-retention": "1h", "-hot-window": "5s", "-max-body-bytes": "1", "-token-ttl": "1s", "-shutdown-timeout": "1s",
+		"-dlq-retention": "1h", "-hot-window": "5s", "-archive-retention": "2h", "-max-body-bytes": "1", "-token-ttl": "1s", "-shutdown-timeout": "1s",
 		"-log-level": "warn", "-allow-cidrs": "10.0.0.0/8", "-ws-token-single-use": "true",
 		"-ws-max-conns": "7", "-ws-max-channels": "3", "-ws-idle-timeout": "2s", "-project-max-queue": "5", "-project-rate": "0", "-partitions": "4",
 		"-webhook-concurrency": "8", "-endpoint-concurrency": "2", "-project-concurrency": "4",
