@@ -21,7 +21,9 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,10 +32,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/channels"
+	"github.com/riverhub/riverhub/internal/apperr"
 )
 
 //go:embed migrations/*.sql
@@ -153,7 +157,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("archive: migrate: %w", err)
+		return wrap("migrate", err)
 	}
 	s.migrated.Store(true)
 	return nil
@@ -179,7 +183,7 @@ func (s *Store) Put(ctx context.Context, cs []channels.Archived) error {
 			doc = excluded.doc, archived_at = now()`,
 		ids, pids, wfs, evs, sts, cms, cas, uas, docs)
 	if err != nil {
-		return fmt.Errorf("archive: store %d channels: %w", n, err)
+		return wrap(fmt.Sprintf("store %d channels", n), err)
 	}
 	return nil
 }
@@ -198,7 +202,7 @@ func (s *Store) Get(ctx context.Context, cid string) (*channels.Archived, error)
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("archive: get channel: %w", err)
+		return nil, wrap("get channel", err)
 	}
 	a.Status = channels.Status(st)
 	return &a, nil
@@ -243,7 +247,7 @@ func (s *Store) Logs(ctx context.Context, pid string, f channels.LogFilter, afte
 	q.WriteString(" ORDER BY created_ms DESC, channel_id DESC LIMIT $" + strconv.Itoa(len(args)))
 	rows, err := s.pool.Query(ctx, q.String(), args...)
 	if err != nil {
-		return nil, fmt.Errorf("archive: logs: %w", err)
+		return nil, wrap("logs", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (channels.ArchivedLog, error) {
 		var it channels.ArchivedLog
@@ -256,7 +260,7 @@ func (s *Store) Logs(ctx context.Context, pid string, f channels.LogFilter, afte
 		return it, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("archive: logs: %w", err)
+		return nil, wrap("logs", err)
 	}
 	return out, nil
 }
@@ -277,7 +281,7 @@ func (s *Store) Expire(ctx context.Context) (int64, error) {
 			SELECT channel_id FROM riverhub_channels WHERE created_ms < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
 			cutoff, deleteBatch)
 		if err != nil {
-			return total, fmt.Errorf("archive: expire: %w", err)
+			return total, wrap("expire", err)
 		}
 		total += tag.RowsAffected()
 		if tag.RowsAffected() < deleteBatch {
@@ -318,4 +322,21 @@ func (s *Store) Start() {
 			}
 		}
 	}()
+}
+
+// ErrUnavailable answers a request the archive could not serve now (the
+// database down, unreachable or too slow): a retryable 503, like Redis's.
+var ErrUnavailable = &apperr.Error{Kind: apperr.Unavailable, Code: "unavailable",
+	Message: "the service is briefly unavailable (its archive database did not answer); retry after Retry-After seconds", RetryAfter: 1}
+
+// wrap names what failed; a database that did not answer is ErrUnavailable
+// (the cause kept in the message for the log).
+func wrap(what string, err error) error {
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) || errors.As(err, &ce) || pgconn.Timeout(err) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return fmt.Errorf("archive: %s: %w (%v)", what, ErrUnavailable, err)
+	}
+	return fmt.Errorf("archive: %s: %w", what, err)
 }

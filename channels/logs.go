@@ -298,7 +298,7 @@ func (s *Service) Logs(ctx context.Context, pid string, f LogFilter, p project.L
 		return page, err
 	}
 	var items []ArchivedLog
-	if s.o.Archive == nil {
+	if s.o.Archive == nil || (f.Status != "" && !f.Status.final()) { // the archive holds settled channels only
 		items = hot
 	} else if items, last, err = s.withArchived(ctx, pid, f, after, p.Limit, hot, last); err != nil {
 		return page, err
