@@ -162,4 +162,3 @@ func BenchmarkThroughputArchived(b *testing.B) {
 func BenchmarkThroughputFolded(b *testing.B) {
 	throughput(b, "RIVERHUB_TASK_LEASE", "1s", "RIVERHUB_HOT_WINDOW", "4s")
 }
-
