@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -23,9 +24,9 @@ import (
 //  2. it stores them in the archive, a batch at once, replacing what it
 //     holds under the same ids (a batch sent again after a crash changes
 //     nothing: the channel id is the archive's key);
-//  3. archive.lua deletes the channel's keys, if its lists did not grow
-//     since they were read (else the next round stores it again, whole),
-//     and the same round trip removes its log-index entries;
+//  3. its log-index entries are removed, then archive.lua deletes its
+//     keys, if its lists did not grow since they were read (else the next
+//     round stores it again, whole);
 //  4. the channels done leave the due set.
 //
 // A node that dies between two steps leaves the channel due: the next
@@ -141,17 +142,25 @@ func (s *Service) archiveDue(ctx context.Context, k int) (int, error) {
 	}
 	cmds := make([]*redis.Cmd, len(batch))
 	if len(batch) > 0 {
+		// The archive answers for them from now on: their log-index
+		// entries go first (every status's, stale ones too), then their
+		// keys; a node that dies in between leaves them in Redis, unlisted
+		// there, listed from the archive, and due: moved again next round.
 		if err := s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
 			for i, cid := range cids {
-				cmds[i] = archiveScript.Eval(ctx, p, []string{s.chKey(cid), s.tlKey(cid), s.dlKey(cid), s.zKey(cid)},
-					lens[i][0], lens[i][1])
-				// The archive answers for it from now on, even if its keys
-				// stay a round longer.
-				for _, k := range s.indexKeys(refs[i], batch[i].Status) {
+				for _, k := range s.everyIndexKey(refs[i]) {
 					m.ZRem(k, cid)
 				}
 			}
 		})); err != nil {
+			return 0, fmt.Errorf("archive channels: unindex: %w", err)
+		}
+		if err := s.pipelined(ctx, func(p redis.Pipeliner) {
+			for i, cid := range cids {
+				cmds[i] = archiveScript.Eval(ctx, p, []string{s.chKey(cid), s.tlKey(cid), s.dlKey(cid), s.zKey(cid)},
+					lens[i][0], lens[i][1])
+			}
+		}); err != nil {
 			return 0, fmt.Errorf("archive channels: remove from Redis: %w", err)
 		}
 	}
@@ -169,6 +178,16 @@ func (s *Service) archiveDue(ctx context.Context, k int) (int, error) {
 	}
 	s.m.archived.Add(float64(ok))
 	return len(ids), nil
+}
+
+// everyIndexKey is every log index r could be in, whatever its status
+// was (a stale entry of an earlier status goes too).
+func (s *Service) everyIndexKey(r logRef) []string {
+	keys := s.indexKeys(r, StatusSuccess)
+	for _, st := range []Status{StatusPending, StatusAIGenerated, StatusCompleted, StatusError} {
+		keys = append(keys, s.stateKeys(r, st)...)
+	}
+	return keys
 }
 
 // archived is what the archive keeps of a channel read from Redis: nil
@@ -198,8 +217,10 @@ func (s *Service) archived(cid string, rec map[string]string, tl, dl []string, z
 	a.CreatedMS = createdMS(cid, created)
 	f.Record = make(map[string]string, len(rec))
 	for k, v := range rec {
-		switch k {
-		case "project_id", "workflow", "event_name", "status", "created_at", "updated_at", "message", "metadata":
+		switch {
+		case slices.Contains(liveFields, k): // its compaction was cut short
+		case k == "project_id", k == "workflow", k == "event_name", k == "status", k == "created_at", k == "updated_at",
+			k == "message", k == "metadata":
 		default:
 			f.Record[k] = v
 		}

@@ -492,7 +492,7 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 		// an entry of a compacted channel drops it (fire.lua).
 		for _, d := range done {
 			if d.status.final() {
-				s.compact(ctx, p, d.ref.cid)
+				s.compact(ctx, p, d.ref.cid, true)
 			}
 		}
 		for due, ids := range settled {

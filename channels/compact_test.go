@@ -159,3 +159,41 @@ func until(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// A standard task is queued to fold with its completion, so that a lease
+// release cut short before its compaction (a node killed mid-pipeline)
+// still leaves it queued; the fold then drops the live fields the
+// compaction would have.
+func TestCompletionQueuesTheFold(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{"title":"Inception"}`), Options{HotWindow: time.Hour})
+	ctx := context.Background()
+	task := newTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	// Completed, and never acked (no worker: conclude alone).
+	if _, err := s.conclude(ctx, task, ai.Result{Data: json.RawMessage(`{"title":"Other"}`), Provider: "mock", Model: "m"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ZScore(ctx, s.foldKey(task.ChannelID), task.ChannelID).Err(); err != nil {
+		t.Fatalf("a completed task is not queued to fold: %v", err)
+	}
+	if c.HExists(ctx, s.chKey(task.ChannelID), "task").Val() != true {
+		t.Fatal("the test needs the live fields there")
+	}
+	c.ZAdd(ctx, s.foldKey(task.ChannelID), redis.Z{Score: 0, Member: task.ChannelID})
+	if _, err := s.foldDue(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	fields := c.HGetAll(ctx, s.chKey(task.ChannelID)).Val()
+	for _, f := range liveFields {
+		if _, ok := fields[f]; ok {
+			t.Errorf("field %s kept by the fold", f)
+		}
+	}
+	if fields["status"] != string(StatusSuccess) || c.Exists(ctx, s.zKey(task.ChannelID)).Val() != 1 {
+		t.Errorf("not folded: %v", fields)
+	}
+}

@@ -281,9 +281,20 @@ var liveFields = []string{"task", "result", "runs", "hook", "sim", "due_msg", "d
 // compact drops a settled channel's live fields, within p: sent after
 // whatever settles it (its lease released, its deadline entry removed), so
 // that nothing that could still redo its side effects finds them gone; and
-// queues the channel to be folded once its hot window has passed.
-func (s *Service) compact(ctx context.Context, p redis.Pipeliner, cid string) {
+// with queue, queues the channel to be folded once its hot window has
+// passed. (A standard task is queued with its completion instead, so that
+// a lease release cut short before its compaction still leaves it queued:
+// the fold drops the live fields too.)
+func (s *Service) compact(ctx context.Context, p redis.Pipeliner, cid string, queue bool) {
 	p.HDel(ctx, s.chKey(cid), liveFields...)
+	if queue {
+		s.queueFold(ctx, p, cid)
+	}
+}
+
+// queueFold queues a settled channel to be folded (or archived) once its
+// hot window has passed, within p.
+func (s *Service) queueFold(ctx context.Context, p redis.Pipeliner, cid string) {
 	p.ZAdd(ctx, s.foldKey(cid), redis.Z{Score: float64(s.o.Now().Add(s.o.HotWindow).UnixMilli()), Member: cid})
 }
 func (s *Service) tlKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}:tl" }
@@ -652,7 +663,12 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
 	err = s.persist(ctx, "complete", func() error {
 		var c *redis.Cmd
-		if err := s.shared.Pipelined(ctx, func(p redis.Pipeliner) { c = completeScript.Eval(ctx, p, keys, args...) }); err != nil {
+		if err := s.shared.Pipelined(ctx, func(p redis.Pipeliner) {
+			c = completeScript.Eval(ctx, p, keys, args...)
+			if status.final() { // settled with its lease release (ackPipe), which may be cut short
+				s.queueFold(ctx, p, t.ChannelID)
+			}
+		}); err != nil {
 			return err
 		}
 		out, err = c.Slice()
@@ -862,7 +878,7 @@ func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, i
 		}
 		for _, it := range items {
 			if it.status.final() {
-				s.compact(ctx, p, it.cid) // after the lease: a redo needs the task
+				s.compact(ctx, p, it.cid, false) // after the lease: a redo needs the task; queued by conclude
 			}
 		}
 	}))

@@ -22,11 +22,15 @@ if redis.call('LLEN', KEYS[2]) ~= tonumber(ARGV[2]) or redis.call('LLEN', KEYS[3
 end
 redis.call('SET', KEYS[4], ARGV[1], 'PX', ttl)
 -- The record is written anew without its big fields: Redis keeps a hash
--- in its compact encoding only if it never held a big value.
+-- in its compact encoding only if it never held a big value. The live
+-- fields (service.go, liveFields) go too, should its compaction have been
+-- cut short.
+local drop = {message = true, metadata = true, task = true, result = true, runs = true, hook = true, sim = true,
+  due_msg = true, due_status = true, deadline = true}
 local all = redis.call('HGETALL', KEYS[1])
 local keep = {}
 for i = 1, #all, 2 do
-  if all[i] ~= 'message' and all[i] ~= 'metadata' then
+  if not drop[all[i]] then
     keep[#keep + 1] = all[i]
     keep[#keep + 1] = all[i + 1]
   end
