@@ -215,7 +215,9 @@ func (s *Store) Logs(ctx context.Context, pid string, f channels.LogFilter, afte
 		return nil, err
 	}
 	q := strings.Builder{}
-	q.WriteString(`SELECT channel_id::text, workflow, event_name, status, created_at, updated_at, created_ms
+	// (The id is selected as text under another name: ordering by the
+	// column, not the text, follows the index.)
+	q.WriteString(`SELECT channel_id::text AS id, workflow, event_name, status, created_at, updated_at, created_ms
 		FROM riverhub_channels WHERE project_id = $1`)
 	args := []any{pid}
 	cond := func(sql string, v ...any) {
@@ -244,7 +246,7 @@ func (s *Store) Logs(ctx context.Context, pid string, f channels.LogFilter, afte
 		cond("(created_ms, channel_id) < (?, ?::uuid)", after.CreatedMS, after.ChannelID)
 	}
 	args = append(args, limit)
-	q.WriteString(" ORDER BY created_ms DESC, channel_id DESC LIMIT $" + strconv.Itoa(len(args)))
+	q.WriteString(" ORDER BY riverhub_channels.created_ms DESC, riverhub_channels.channel_id DESC LIMIT $" + strconv.Itoa(len(args)))
 	rows, err := s.pool.Query(ctx, q.String(), args...)
 	if err != nil {
 		return nil, wrap("logs", err)

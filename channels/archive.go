@@ -84,13 +84,42 @@ const archiveTimeout = 30 * time.Second
 
 // archiveDue moves up to a batch of partition k's due channels to the
 // archive and returns how many it looked at.
+//
+// It takes up to archiveWorkers batches at once and moves them side by
+// side (each its own round trips to Redis and statement to the archive),
+// so that one batch's waits overlap another's work.
 func (s *Service) archiveDue(ctx context.Context, k int) (int, error) {
 	key := s.foldKeys[k]
 	ids, err := s.rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf",
-		Max: strconv.FormatInt(s.o.Now().UnixMilli(), 10), Count: foldBatch}).Result()
+		Max: strconv.FormatInt(s.o.Now().UnixMilli(), 10), Count: foldBatch * archiveWorkers}).Result()
 	if err != nil || len(ids) == 0 {
 		return 0, err
 	}
+	errs := make(chan error, archiveWorkers)
+	n := 0
+	for len(ids) > 0 {
+		chunk := ids[:min(foldBatch, len(ids))]
+		ids = ids[len(chunk):]
+		n += len(chunk)
+		go func() { errs <- s.archiveBatch(ctx, key, chunk) }()
+	}
+	var first error
+	for range (n + foldBatch - 1) / foldBatch {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if n > foldBatch && first == nil {
+		n = foldBatch // a full round: the caller goes on
+	}
+	return n, first
+}
+
+// archiveWorkers is how many batches a node moves at once.
+const archiveWorkers = 4
+
+// archiveBatch moves channels ids of the due set key to the archive.
+func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) error {
 	type read struct {
 		rec    *redis.MapStringStringCmd
 		tl, dl *redis.StringSliceCmd
@@ -103,12 +132,12 @@ func (s *Service) archiveDue(ctx context.Context, k int) (int, error) {
 				p.LRange(ctx, s.dlKey(cid), 0, -1), p.Get(ctx, s.zKey(cid))}
 		}
 	}); err != nil && !errors.Is(err, redis.Nil) {
-		return 0, fmt.Errorf("read channels to archive: %w", err)
+		return fmt.Errorf("read channels to archive: %w", err)
 	}
 	for _, r := range reads { // a missing document is no error; any other is
 		for _, err := range []error{r.rec.Err(), r.tl.Err(), r.dl.Err(), r.z.Err()} {
 			if err != nil && !errors.Is(err, redis.Nil) {
-				return 0, fmt.Errorf("read channels to archive: %w", err)
+				return fmt.Errorf("read channels to archive: %w", err)
 			}
 		}
 	}
@@ -137,7 +166,7 @@ func (s *Service) archiveDue(ctx context.Context, k int) (int, error) {
 		err := s.o.Archive.Put(pctx, batch)
 		cancel()
 		if err != nil {
-			return 0, fmt.Errorf("archive channels: %w", err)
+			return fmt.Errorf("archive channels: %w", err)
 		}
 	}
 	cmds := make([]*redis.Cmd, len(batch))
@@ -153,7 +182,7 @@ func (s *Service) archiveDue(ctx context.Context, k int) (int, error) {
 				}
 			}
 		})); err != nil {
-			return 0, fmt.Errorf("archive channels: unindex: %w", err)
+			return fmt.Errorf("archive channels: unindex: %w", err)
 		}
 		if err := s.pipelined(ctx, func(p redis.Pipeliner) {
 			for i, cid := range cids {
@@ -161,7 +190,7 @@ func (s *Service) archiveDue(ctx context.Context, k int) (int, error) {
 					lens[i][0], lens[i][1])
 			}
 		}); err != nil {
-			return 0, fmt.Errorf("archive channels: remove from Redis: %w", err)
+			return fmt.Errorf("archive channels: remove from Redis: %w", err)
 		}
 	}
 	ok := 0
@@ -173,11 +202,11 @@ func (s *Service) archiveDue(ctx context.Context, k int) (int, error) {
 	}
 	if len(done) > 0 {
 		if err := s.rdb.ZRem(ctx, key, done...).Err(); err != nil {
-			return 0, fmt.Errorf("archive channels: %w", err)
+			return fmt.Errorf("archive channels: %w", err)
 		}
 	}
 	s.m.archived.Add(float64(ok))
-	return len(ids), nil
+	return nil
 }
 
 // everyIndexKey is every log index r could be in, whatever its status

@@ -29,7 +29,8 @@ func benchCount(env string, def int) int {
 // the mix of TestArchivedLogsAnswerTheSame) with a long hot window and
 // stops; their hot window made to have passed, a second node moves them.
 // archived/s counts from the first channel in PostgreSQL to the last;
-// settled/s is the first node's submit-to-settled rate, for scale.
+// settled/s is the first node's submit-to-settled rate, for scale;
+// pg-B/task is the table's size with its indexes and TOAST, per task.
 func BenchmarkArchiveThroughput(b *testing.B) {
 	tasks := benchCount("BENCH_TASKS", 20_000)
 	for range b.N {
@@ -72,7 +73,10 @@ func BenchmarkArchiveThroughput(b *testing.B) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		took := time.Since(first)
+		var bytes int64
+		_ = conn.QueryRow(ctx, "SELECT pg_total_relation_size('riverhub_channels')").Scan(&bytes)
 		conn.Close(ctx)
+		b.ReportMetric(float64(bytes)/float64(tasks), "pg-B/task")
 		b.ReportMetric(float64(int64(tasks)-n0)/took.Seconds(), "archived/s")
 		b.ReportMetric(float64(tasks)/settled.Seconds(), "settled/s")
 	}
@@ -81,14 +85,15 @@ func BenchmarkArchiveThroughput(b *testing.B) {
 // BenchmarkArchivedLogs measures request-log pages over BENCH_ARCHIVED
 // (default 1,000,000) archived channels of one project, through the API:
 // the first page and pages at random depths, with no filter, by workflow,
-// by status, by event name, by workflow and status, over a time range.
+// by status, by event name, by workflow and status, by workflow and event
+// name (one pair matching none), over a time range.
 // Reports the latency's p50 and p99 over every page.
 func BenchmarkArchivedLogs(b *testing.B) {
 	rows := benchCount("BENCH_ARCHIVED", 1_000_000)
 	pg := pgtest.URL(b)
 	n := newNode(b, "RIVERHUB_ARCHIVE_URL", pg, "RIVERHUB_LOG_LEVEL", "error")
 	proj := n.must(b, 201, "POST", "/api/console/projects", map[string]any{"name": "archived"})
-	pid, key := proj["id"].(string), proj["key"].(string)
+	pid, key := proj["project_id"].(string), proj["key"].(string)
 	// One channel every 100 ms back from now: created_ms spread over the
 	// last rows/10 seconds, ids UUIDv7 of that time.
 	now := time.Now().UnixMilli()
@@ -112,6 +117,8 @@ func BenchmarkArchivedLogs(b *testing.B) {
 	queries := []url.Values{
 		{}, {"workflow": {"wf3"}}, {"status": {"error"}}, {"event_name": {"thing"}},
 		{"workflow": {"wf1"}, "status": {"success"}},
+		{"workflow": {"wf0"}, "event_name": {"thing"}}, {"workflow": {"wf1"}, "event_name": {"thing"}}, // the second matches none
+		{"event_name": {"thing"}, "status": {"error"}}, // none either
 		{"from": {stamp(oldest + (now-oldest)/3)}, "to": {stamp(oldest + 2*(now-oldest)/3)}},
 	}
 	var lat []time.Duration

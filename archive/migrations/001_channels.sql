@@ -14,11 +14,15 @@ CREATE TABLE riverhub_channels (
     archived_at timestamptz NOT NULL DEFAULT now()
 );
 
--- The request logs: newest first, every filter but workflow and event
--- name together driven by an index of its own.
+-- The request logs: newest first, each filter and each pair of filters
+-- driven by an index of its own (the event-name ones hold event-driven
+-- channels only); all three filters together use one of the pairs'.
 CREATE INDEX riverhub_channels_logs ON riverhub_channels (project_id, created_ms, channel_id);
 CREATE INDEX riverhub_channels_logs_wf ON riverhub_channels (project_id, workflow, created_ms, channel_id);
-CREATE INDEX riverhub_channels_logs_ev ON riverhub_channels (project_id, event_name, created_ms, channel_id) WHERE event_name <> '';
 CREATE INDEX riverhub_channels_logs_st ON riverhub_channels (project_id, status, created_ms, channel_id);
+CREATE INDEX riverhub_channels_logs_wf_st ON riverhub_channels (project_id, workflow, status, created_ms, channel_id);
+CREATE INDEX riverhub_channels_logs_ev ON riverhub_channels (project_id, event_name, created_ms, channel_id) WHERE event_name <> '';
+CREATE INDEX riverhub_channels_logs_ev_st ON riverhub_channels (project_id, event_name, status, created_ms, channel_id) WHERE event_name <> '';
+CREATE INDEX riverhub_channels_logs_wf_ev ON riverhub_channels (project_id, workflow, event_name, created_ms, channel_id) WHERE event_name <> '';
 -- Retention: the oldest first.
 CREATE INDEX riverhub_channels_created ON riverhub_channels (created_ms);
