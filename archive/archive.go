@@ -57,8 +57,12 @@ type Store struct {
 	pool *pgxpool.Pool
 	o    Options
 
-	migrating sync.Mutex
+	migrating chan struct{} // one migration at a time (a semaphore that a context can leave)
 	migrated  atomic.Bool
+	// downUntil (unix ns): after the database did not answer, readers are
+	// told so at once for a moment, rather than each waiting out a
+	// connection attempt.
+	downUntil atomic.Int64
 
 	mu      sync.Mutex // guards stop, stopped
 	stop    chan struct{}
@@ -69,8 +73,8 @@ type Store struct {
 // each use) and applies the migrations if it can.
 func Open(ctx context.Context, url string, o Options) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("RIVERHUB_ARCHIVE_URL: %w", err)
+	if err != nil { // not echoed: the URL may hold a password
+		return nil, errors.New("RIVERHUB_ARCHIVE_URL: not a PostgreSQL URL pgx can read (postgres://user:password@host:port/database?option=value)")
 	}
 	cfg.MaxConns = max(cfg.MaxConns, 4)
 	if cfg.ConnConfig.ConnectTimeout == 0 {
@@ -78,7 +82,7 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("RIVERHUB_ARCHIVE_URL: %w", err)
+		return nil, errors.New("RIVERHUB_ARCHIVE_URL: cannot make a connection pool of it")
 	}
 	if o.Retention <= 0 {
 		o.Retention = 30 * 24 * time.Hour
@@ -86,7 +90,7 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Store{pool: pool, o: o}
+	s := &Store{pool: pool, o: o, migrating: make(chan struct{}, 1)}
 	if err := s.migrate(ctx); err != nil {
 		s.o.Log.Warn().Err(err).Msg("archive: database not ready; settled channels wait in Redis until it is")
 	}
@@ -111,8 +115,12 @@ func (s *Store) migrate(ctx context.Context) error {
 	if s.migrated.Load() {
 		return nil
 	}
-	s.migrating.Lock()
-	defer s.migrating.Unlock()
+	select {
+	case s.migrating <- struct{}{}:
+		defer func() { <-s.migrating }()
+	case <-ctx.Done():
+		return wrap("migrate", ctx.Err())
+	}
 	if s.migrated.Load() {
 		return nil
 	}
@@ -157,7 +165,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return wrap("migrate", err)
+		return s.failed("migrate", err)
 	}
 	s.migrated.Store(true)
 	return nil
@@ -171,38 +179,44 @@ func (s *Store) Put(ctx context.Context, cs []channels.Archived) error {
 	}
 	n := len(cs)
 	ids, pids, wfs, evs, sts := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	cms, cas, uas, docs := make([]int64, n), make([]string, n), make([]string, n), make([][]byte, n)
+	cms, cas, uas, docs, ens := make([]int64, n), make([]string, n), make([]string, n), make([][]byte, n), make([]int32, n)
 	for i, c := range cs {
 		ids[i], pids[i], wfs[i], evs[i], sts[i] = c.ChannelID, c.ProjectID, c.Workflow, c.EventName, string(c.Status)
-		cms[i], cas[i], uas[i], docs[i] = c.CreatedMS, c.CreatedAt, c.UpdatedAt, c.Doc
+		cms[i], cas[i], uas[i], docs[i], ens[i] = c.CreatedMS, c.CreatedAt, c.UpdatedAt, c.Doc, int32(c.Entries)
 	}
+	// A copy read earlier (by a node slower than another) has no more
+	// entries than the one stored: it does not replace it.
 	_, err := s.pool.Exec(ctx, `INSERT INTO riverhub_channels
-		(channel_id, project_id, workflow, event_name, status, created_ms, created_at, updated_at, doc)
-		SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::bytea[])
+		(channel_id, project_id, workflow, event_name, status, created_ms, created_at, updated_at, doc, entries)
+		SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[],
+			$9::bytea[], $10::int[])
 		ON CONFLICT (channel_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at,
-			doc = excluded.doc, archived_at = now()`,
-		ids, pids, wfs, evs, sts, cms, cas, uas, docs)
+			doc = excluded.doc, entries = excluded.entries, archived_at = now()
+		WHERE riverhub_channels.entries <= excluded.entries`,
+		ids, pids, wfs, evs, sts, cms, cas, uas, docs, ens)
 	if err != nil {
-		return wrap(fmt.Sprintf("store %d channels", n), err)
+		return s.failed(fmt.Sprintf("store %d channels", n), err)
 	}
 	return nil
 }
 
 // Get returns the archived channel cid, or nil.
 func (s *Store) Get(ctx context.Context, cid string) (*channels.Archived, error) {
-	if err := s.migrate(ctx); err != nil {
+	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
 	a := channels.Archived{ChannelID: cid}
 	var st string
-	err := s.pool.QueryRow(ctx, `SELECT project_id, workflow, event_name, status, created_ms, created_at, updated_at, doc
+	var entries int32
+	err := s.pool.QueryRow(ctx, `SELECT project_id, workflow, event_name, status, created_ms, created_at, updated_at, doc, entries
 		FROM riverhub_channels WHERE channel_id = $1`, cid).
-		Scan(&a.ProjectID, &a.Workflow, &a.EventName, &st, &a.CreatedMS, &a.CreatedAt, &a.UpdatedAt, &a.Doc)
+		Scan(&a.ProjectID, &a.Workflow, &a.EventName, &st, &a.CreatedMS, &a.CreatedAt, &a.UpdatedAt, &a.Doc, &entries)
+	a.Entries = int(entries)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, wrap("get channel", err)
+		return nil, s.failed("get channel", err)
 	}
 	a.Status = channels.Status(st)
 	return &a, nil
@@ -211,7 +225,7 @@ func (s *Store) Get(ctx context.Context, cid string) (*channels.Archived, error)
 // Logs lists the project's archived channels that match f, newest first,
 // strictly after the position after (when not nil), at most limit.
 func (s *Store) Logs(ctx context.Context, pid string, f channels.LogFilter, after *channels.LogPos, limit int) ([]channels.ArchivedLog, error) {
-	if err := s.migrate(ctx); err != nil {
+	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
 	q := strings.Builder{}
@@ -249,7 +263,7 @@ func (s *Store) Logs(ctx context.Context, pid string, f channels.LogFilter, afte
 	q.WriteString(" ORDER BY riverhub_channels.created_ms DESC, riverhub_channels.channel_id DESC LIMIT $" + strconv.Itoa(len(args)))
 	rows, err := s.pool.Query(ctx, q.String(), args...)
 	if err != nil {
-		return nil, wrap("logs", err)
+		return nil, s.failed("logs", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (channels.ArchivedLog, error) {
 		var it channels.ArchivedLog
@@ -262,7 +276,7 @@ func (s *Store) Logs(ctx context.Context, pid string, f channels.LogFilter, afte
 		return it, err
 	})
 	if err != nil {
-		return nil, wrap("logs", err)
+		return nil, s.failed("logs", err)
 	}
 	return out, nil
 }
@@ -277,13 +291,19 @@ func (s *Store) Expire(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	cutoff := s.o.Now().Add(-s.o.Retention).UnixMilli()
+	// The ids (UUIDv7) of channels created before the cutoff are below the
+	// least id of its millisecond: the primary key's range.
+	var floor [16]byte
+	for i := range 6 {
+		floor[i] = byte(uint64(cutoff) >> (40 - 8*i))
+	}
 	var total int64
 	for ctx.Err() == nil {
 		tag, err := s.pool.Exec(ctx, `DELETE FROM riverhub_channels WHERE channel_id IN (
-			SELECT channel_id FROM riverhub_channels WHERE created_ms < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
-			cutoff, deleteBatch)
+			SELECT channel_id FROM riverhub_channels WHERE channel_id < $1 AND created_ms < $2 LIMIT $3 FOR UPDATE SKIP LOCKED)`,
+			floor, cutoff, deleteBatch)
 		if err != nil {
-			return total, wrap("expire", err)
+			return total, s.failed("expire", err)
 		}
 		total += tag.RowsAffected()
 		if tag.RowsAffected() < deleteBatch {
@@ -326,6 +346,28 @@ func (s *Store) Start() {
 	}()
 }
 
+// downFor is how long readers are answered ErrUnavailable at once after
+// the database did not answer.
+const downFor = time.Second
+
+// ready is migrate for a reader: while the database is known to be down,
+// ErrUnavailable at once.
+func (s *Store) ready(ctx context.Context) error {
+	if time.Now().UnixNano() < s.downUntil.Load() {
+		return fmt.Errorf("archive: %w (it did not answer a moment ago)", ErrUnavailable)
+	}
+	return s.migrate(ctx)
+}
+
+// failed is wrap, noting when the database did not answer.
+func (s *Store) failed(what string, err error) error {
+	err = wrap(what, err)
+	if errors.Is(err, ErrUnavailable) && !errors.Is(err, context.Canceled) {
+		s.downUntil.Store(time.Now().Add(downFor).UnixNano())
+	}
+	return err
+}
+
 // ErrUnavailable answers a request the archive could not serve now (the
 // database down, unreachable or too slow): a retryable 503, like Redis's.
 var ErrUnavailable = &apperr.Error{Kind: apperr.Unavailable, Code: "unavailable",
@@ -334,11 +376,31 @@ var ErrUnavailable = &apperr.Error{Kind: apperr.Unavailable, Code: "unavailable"
 // wrap names what failed; a database that did not answer is ErrUnavailable
 // (the cause kept in the message for the log).
 func wrap(what string, err error) error {
-	var ne net.Error
-	var ce *pgconn.ConnectError
-	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) || errors.As(err, &ce) || pgconn.Timeout(err) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return fmt.Errorf("archive: %s: %w (%v)", what, ErrUnavailable, err)
+	if unavailable(err) {
+		return fmt.Errorf("archive: %s: %w (%w)", what, ErrUnavailable, err)
 	}
 	return fmt.Errorf("archive: %s: %w", what, err)
+}
+
+// unavailable reports whether err means the database could not serve now
+// (down, unreachable, restarting, failing over, out of connections, or a
+// conflict worth retrying), rather than that the query is wrong.
+func unavailable(err error) bool {
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.As(err, &ne) ||
+		errors.As(err, &ce) || pgconn.Timeout(err) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case strings.HasPrefix(pe.Code, "08"), // connection exceptions
+			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", // shutting down, starting up
+			pe.Code == "53300",                     // too many connections
+			pe.Code == "40001", pe.Code == "40P01": // serialization failure, deadlock
+			return true
+		}
+	}
+	return false
 }

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -48,9 +49,16 @@ func TestPutGetReplace(t *testing.T) {
 	if err := s.Put(ctx, []channels.Archived{c}); err != nil {
 		t.Fatal(err)
 	}
-	// The same channel again (a batch repeated after a crash) replaces it.
-	c.Doc = []byte("second")
+	// The same channel again (a batch repeated after a crash) replaces it,
+	// with as many entries or more; a copy with fewer (read earlier by a
+	// slower node) does not.
+	c.Doc, c.Entries = []byte("second"), 3
 	if err := s.Put(ctx, []channels.Archived{c, channel("p1", "wf", "", channels.StatusError, 1_700_000_000_001)}); err != nil {
+		t.Fatal(err)
+	}
+	older := c
+	older.Doc, older.Entries = []byte("older"), 2
+	if err := s.Put(ctx, []channels.Archived{older}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Get(ctx, c.ChannelID)
@@ -191,7 +199,12 @@ func TestOpenWithTheDatabaseDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.Put(context.Background(), []channels.Archived{channel("p", "a", "", channels.StatusSuccess, 1)}); err == nil {
-		t.Error("Put to a database that is down succeeded")
+	if err := s.Put(context.Background(), []channels.Archived{channel("p", "a", "", channels.StatusSuccess, 1)}); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Put to a database that is down: %v, want ErrUnavailable", err)
+	}
+	// Readers are told at once for a moment.
+	start := time.Now()
+	if _, err := s.Get(context.Background(), uuid.NewString()); !errors.Is(err, ErrUnavailable) || time.Since(start) > 500*time.Millisecond {
+		t.Errorf("Get with the database down: %v after %v", err, time.Since(start))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"time"
@@ -42,7 +43,8 @@ import (
 
 // Archive keeps settled channels outside Redis (package archive).
 type Archive interface {
-	// Put stores channels, replacing any stored under the same ids.
+	// Put stores channels, replacing any stored under the same ids with
+	// no more Entries.
 	Put(ctx context.Context, cs []Archived) error
 	// Get returns an archived channel, or nil when none is stored under cid.
 	Get(ctx context.Context, cid string) (*Archived, error)
@@ -62,6 +64,11 @@ type Archived struct {
 	// message, metadata, timeline, delivery log and the record's other
 	// fields.
 	Doc []byte
+	// Entries counts the document's timeline and delivery-log entries:
+	// while a channel is in Redis its lists only grow, so of two copies
+	// stored by nodes that read it at different times, the archive keeps
+	// the one with more.
+	Entries int
 }
 
 // LogPos is a position in the request logs: newest first, by creation
@@ -77,7 +84,11 @@ type ArchivedLog struct {
 	CreatedMS int64
 }
 
-var archiveScript = script("archive")
+var (
+	archiveScript = script("archive")
+	// unleaseScript deletes a lease if it is still the caller's.
+	unleaseScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
+)
 
 // archiveTimeout bounds one batch's write to the archive.
 const archiveTimeout = 30 * time.Second
@@ -90,6 +101,14 @@ const archiveTimeout = 30 * time.Second
 // so that one batch's waits overlap another's work.
 func (s *Service) archiveDue(ctx context.Context, k int) (int, error) {
 	key := s.foldKeys[k]
+	// One node moves a partition's channels at a time (the others would
+	// read and store the same ones); the lease outlives a round.
+	lease := key + ":mover"
+	token := strconv.FormatUint(rand.Uint64(), 36)
+	if ok, err := s.rdb.SetNX(ctx, lease, token, archiveTimeout+10*time.Second).Result(); err != nil || !ok {
+		return 0, err
+	}
+	defer unleaseScript.Run(context.WithoutCancel(ctx), s.rdb, []string{lease}, token)
 	ids, err := s.rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf",
 		Max: strconv.FormatInt(s.o.Now().UnixMilli(), 10), Count: foldBatch * archiveWorkers}).Result()
 	if err != nil || len(ids) == 0 {
@@ -175,9 +194,14 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 		// entries go first (every status's, stale ones too), then their
 		// keys; a node that dies in between leaves them in Redis, unlisted
 		// there, listed from the archive, and due: moved again next round.
+		var touched []string
+		for i := range cids {
+			touched = append(touched, s.everyIndexKey(refs[i], batch[i].Status)...)
+		}
+		s.expiries.forget(touched...) // emptied keys go: their next write sets an expiry again
 		if err := s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
 			for i, cid := range cids {
-				for _, k := range s.everyIndexKey(refs[i]) {
+				for _, k := range s.everyIndexKey(refs[i], batch[i].Status) {
 					m.ZRem(k, cid)
 				}
 			}
@@ -209,20 +233,22 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 	return nil
 }
 
-// everyIndexKey is every log index r could be in, whatever its status
-// was (a stale entry of an earlier status goes too).
-func (s *Service) everyIndexKey(r logRef) []string {
-	keys := s.indexKeys(r, StatusSuccess)
-	for _, st := range []Status{StatusPending, StatusAIGenerated, StatusCompleted, StatusError} {
-		keys = append(keys, s.stateKeys(r, st)...)
+// everyIndexKey is every log index r, settled in status st, could be in:
+// its status's, and (stale entries) the live statuses' it went through.
+func (s *Service) everyIndexKey(r logRef, st Status) []string {
+	keys := append(s.indexKeys(r, st), s.stateKeys(r, StatusPending)...)
+	if r.event != "" { // only event-driven channels await a callback
+		keys = append(keys, s.stateKeys(r, StatusAIGenerated)...)
 	}
 	return keys
 }
 
 // archived is what the archive keeps of a channel read from Redis: nil
-// when its record has expired.
+// when its record has expired, or is not settled (a run that lost its
+// lease queued it with a final status the winner did not have: the
+// channel's settlement queues it again).
 func (s *Service) archived(cid string, rec map[string]string, tl, dl []string, z []byte) (*Archived, error) {
-	if rec["project_id"] == "" {
+	if rec["project_id"] == "" || !Status(rec["status"]).final() {
 		return nil, nil
 	}
 	f := &folded{}
@@ -259,6 +285,7 @@ func (s *Service) archived(cid string, rec map[string]string, tl, dl []string, z
 		return nil, err
 	}
 	a.Doc = doc
+	a.Entries = len(f.Timeline) + len(f.Log)
 	return a, nil
 }
 
@@ -279,6 +306,7 @@ func (s *Service) fromArchive(ctx context.Context, pid, cid string) (View, *fold
 	if err != nil {
 		return View{}, nil, err
 	}
+	f.archived = true
 	v := View{ChannelID: cid, ProjectID: a.ProjectID, Workflow: a.Workflow, Status: a.Status, CreatedAt: a.CreatedAt,
 		UpdatedAt: a.UpdatedAt, Message: json.RawMessage("null"), Metadata: json.RawMessage("null")}
 	if a.EventName != "" {

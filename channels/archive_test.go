@@ -32,7 +32,9 @@ func (m *memArchive) Put(_ context.Context, cs []Archived) error {
 		m.byID = map[string]Archived{}
 	}
 	for _, c := range cs {
-		m.byID[c.ChannelID] = c
+		if old, ok := m.byID[c.ChannelID]; !ok || old.Entries <= c.Entries {
+			m.byID[c.ChannelID] = c
+		}
 	}
 	return nil
 }
@@ -227,5 +229,49 @@ func TestArchiveDownChannelsWait(t *testing.T) {
 	}
 	if v, err := s.Get(ctx, "p1", task.ChannelID); err != nil || v.Status != StatusSuccess {
 		t.Errorf("Get after the move = %+v, %v", v, err)
+	}
+}
+
+// A channel still awaiting its callback, queued by a run that lost its
+// lease with a final status the winner did not have, is neither archived
+// nor folded: it leaves the due set and stays live (its settlement queues
+// it again).
+func TestLiveChannelsAreNotMoved(t *testing.T) {
+	t.Parallel()
+	for _, withArchive := range []bool{true, false} {
+		o := Options{HotWindow: time.Hour}
+		arch := &memArchive{}
+		if withArchive {
+			o.Archive = arch
+		}
+		s, c, _, _ := roomService(t, o)
+		ctx := context.Background()
+		task := eventTask()
+		if err := s.Submit(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+		waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+		c.ZAdd(ctx, s.foldKeys[0], redis.Z{Score: 0, Member: task.ChannelID})
+		var err error
+		if withArchive {
+			_, err = s.archiveDue(ctx, 0)
+		} else {
+			_, err = s.foldDue(ctx, 0)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.HExists(ctx, s.chKey(task.ChannelID), "deadline").Val() || len(arch.byID) != 0 ||
+			c.Exists(ctx, s.zKey(task.ChannelID)).Val() != 0 {
+			t.Errorf("archive %v: a live channel was moved or folded", withArchive)
+		}
+		if c.ZScore(ctx, s.foldKeys[0], task.ChannelID).Err() == nil {
+			t.Errorf("archive %v: a live channel stays due", withArchive)
+		}
+		// Its callback settles it as ever.
+		if err := s.Callback(ctx, "p1", task.ChannelID, success(`{"x":1}`)); err != nil {
+			t.Fatalf("archive %v: callback: %v", withArchive, err)
+		}
+		waitStatus(t, s, task.ChannelID, StatusCompleted)
 	}
 }

@@ -271,6 +271,14 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 	if err != nil {
 		return nil, fmt.Errorf("accept callback: %w", err)
 	}
+	if r.verdict == "gone" && s.o.Archive != nil && archived == nil { // moved while it was read
+		if out, archived, err = s.archivedVerdict(ctx, pid, cid, fp[:]); err != nil {
+			return nil, err
+		}
+		if r, err = decodeCallback(out); err != nil {
+			return nil, fmt.Errorf("accept callback: %w", err)
+		}
+	}
 	var d *settlement
 	var reject error
 	switch r.verdict {

@@ -42,6 +42,8 @@ type folded struct {
 	// Record is the record's other fields, in an archived channel's
 	// document only (archive.go).
 	Record map[string]string `json:"record,omitempty"`
+	// archived: read from the archive (nothing of it can move any more).
+	archived bool
 }
 
 var foldScript = script("fold")
@@ -138,7 +140,7 @@ func (s *Service) foldDue(ctx context.Context, k int) (int, error) {
 		case "ok":
 			ok++
 			done = append(done, ids[i])
-		default: // done (by another node), gone
+		default: // done (by another node), gone, live
 			done = append(done, ids[i])
 		}
 	}

@@ -168,6 +168,16 @@ func (e *expiries) reset() {
 // is then set once more).
 const maxExpiries = 1 << 14
 
+// forget makes each of keys get its expiry set on its next write (they
+// may have been emptied, so deleted).
+func (e *expiries) forget(keys ...string) {
+	e.mu.Lock()
+	for _, k := range keys {
+		delete(e.next, k)
+	}
+	e.mu.Unlock()
+}
+
 // due reports whether k's expiry should be set now, and if so notes it.
 func (e *expiries) due(k string, now time.Time, retention time.Duration) bool {
 	every := min(retention/100, time.Minute)
@@ -259,7 +269,7 @@ func parseLogCursor(s string) (logCursor, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err == nil {
 		score, cid, ok := strings.Cut(string(b), ":")
-		if n, err := strconv.ParseInt(score, 10, 64); ok && err == nil {
+		if n, err := strconv.ParseInt(score, 10, 64); ok && err == nil && uuid.Validate(cid) == nil {
 			return logCursor{n, cid}, nil
 		}
 	}

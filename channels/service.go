@@ -980,7 +980,7 @@ func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.R
 				return View{}, nil, fmt.Errorf("timeline: %w", err)
 			}
 		}
-		if f == nil && try < 2 && s.movedAway(ctx, cid) {
+		if try < 2 && (f == nil || !f.archived) && s.movedAway(ctx, cid, f != nil) {
 			continue
 		}
 		if f == nil {
@@ -994,9 +994,9 @@ func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.R
 	}
 }
 
-// movedAway reports whether a channel read unfolded has been folded or
-// archived since.
-func (s *Service) movedAway(ctx context.Context, cid string) bool {
+// movedAway reports whether a channel read from Redis (folded or not) has
+// been folded or archived since.
+func (s *Service) movedAway(ctx context.Context, cid string, folded bool) bool {
 	var z, rec *redis.IntCmd
 	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		z, rec = p.Exists(ctx, s.zKey(cid)), p.Exists(ctx, s.chKey(cid))
@@ -1004,7 +1004,7 @@ func (s *Service) movedAway(ctx context.Context, cid string) bool {
 	}); err != nil {
 		return false
 	}
-	return z.Val() == 1 || rec.Val() == 0
+	return (!folded && z.Val() == 1) || rec.Val() == 0
 }
 
 // noteWait puts on the timeline that a task waits for a provider (once a

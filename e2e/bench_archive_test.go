@@ -98,12 +98,12 @@ func BenchmarkArchivedLogs(b *testing.B) {
 	// last rows/10 seconds, ids UUIDv7 of that time.
 	now := time.Now().UnixMilli()
 	t0 := time.Now()
-	pgtest.Exec(b, pg, `INSERT INTO riverhub_channels (channel_id, project_id, workflow, event_name, status, created_ms, created_at, updated_at, doc)
+	pgtest.Exec(b, pg, `INSERT INTO riverhub_channels (channel_id, project_id, workflow, event_name, status, created_ms, created_at, updated_at, doc, entries)
 		SELECT (substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-7' || substr(r, 1, 3) || '-8' || substr(r, 4, 3) || '-' || substr(r, 7, 12))::uuid,
 			$1, 'wf' || (g % 5), CASE WHEN g % 50 = 0 THEN 'thing' ELSE '' END,
 			CASE WHEN g % 50 = 0 THEN 'completed' WHEN g % 10 = 3 THEN 'error' ELSE 'success' END,
 			ms, to_char(to_timestamp(ms / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-			to_char(to_timestamp(ms / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), '\x01'::bytea
+			to_char(to_timestamp(ms / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), '\x01'::bytea, 0
 		FROM (SELECT g, $2::bigint - g * 100 AS ms, lpad(to_hex($2::bigint - g * 100), 12, '0') AS h, md5(g::text) AS r
 			FROM generate_series(1, $3::int) g) s`, pid, now, rows)
 	pgtest.Exec(b, pg, "ANALYZE riverhub_channels")

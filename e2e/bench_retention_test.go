@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/riverhub/riverhub/internal/pgtest"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
@@ -30,7 +31,9 @@ import (
 // back) and a standard one with one webhook endpoint; and, apart, the
 // bytes of the request logs' indexes. BENCH_TASKS sets the tasks per kind
 // (default 300). The node runs with a hot window of 2 s (and a task lease
-// of 500 ms: the hot window must be at least four leases).
+// of 500 ms: the hot window must be at least four leases). With
+// BENCH_ARCHIVE set, the node has the archive on (PostgreSQL, a schema of
+// its own): settled tasks move out of Redis instead of folding.
 func BenchmarkRetainedBytes(b *testing.B) {
 	tasks := 300
 	if v, err := strconv.Atoi(os.Getenv("BENCH_TASKS")); err == nil && v > 0 {
@@ -50,8 +53,12 @@ const hotWindow = 2 * time.Second
 func retained(b *testing.B, kind string, tasks int) {
 	url, prefix := testRedisURL(b), rdbtest.Prefix()
 	b.Cleanup(func() { dropPrefix(b, url, prefix) })
-	n := startNode(b, testEnv(b, url, prefix, "RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000",
-		"RIVERHUB_HOT_WINDOW", hotWindow.String(), "RIVERHUB_TASK_LEASE", (hotWindow/4).String()))
+	env := []string{"RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000",
+		"RIVERHUB_HOT_WINDOW", hotWindow.String(), "RIVERHUB_TASK_LEASE", (hotWindow / 4).String()}
+	if os.Getenv("BENCH_ARCHIVE") != "" { // settled tasks move to PostgreSQL instead of folding
+		env = append(env, "RIVERHUB_ARCHIVE_URL", pgtest.URL(b))
+	}
+	n := startNode(b, testEnv(b, url, prefix, env...))
 	rc, err := rdbtest.Client(url)
 	if err != nil {
 		b.Fatal(err)

@@ -11,6 +11,7 @@ CREATE TABLE riverhub_channels (
     created_at  text   NOT NULL,
     updated_at  text   NOT NULL,
     doc         bytea  NOT NULL,
+    entries     int    NOT NULL, -- timeline + delivery-log entries in doc: the copy with more wins
     archived_at timestamptz NOT NULL DEFAULT now()
 );
 
@@ -24,5 +25,5 @@ CREATE INDEX riverhub_channels_logs_wf_st ON riverhub_channels (project_id, work
 CREATE INDEX riverhub_channels_logs_ev ON riverhub_channels (project_id, event_name, created_ms, channel_id) WHERE event_name <> '';
 CREATE INDEX riverhub_channels_logs_ev_st ON riverhub_channels (project_id, event_name, status, created_ms, channel_id) WHERE event_name <> '';
 CREATE INDEX riverhub_channels_logs_wf_ev ON riverhub_channels (project_id, workflow, event_name, created_ms, channel_id) WHERE event_name <> '';
--- Retention: the oldest first.
-CREATE INDEX riverhub_channels_created ON riverhub_channels (created_ms);
+-- Retention needs no index of its own: channel ids are UUIDv7, ordered by
+-- their creation time, so the primary key finds the oldest first.

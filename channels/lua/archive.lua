@@ -4,7 +4,11 @@
 -- KEYS[1] channel hash; KEYS[2] timeline list; KEYS[3] delivery log list;
 -- KEYS[4] its folded document.
 -- ARGV[1] the timeline's length read; ARGV[2] the delivery log's.
--- Returns "ok" or "moved".
+-- Returns "ok", "moved", or "gone" (removed already: lists written since
+-- are entries after the move, and stay).
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 'gone'
+end
 if redis.call('LLEN', KEYS[2]) ~= tonumber(ARGV[1]) or redis.call('LLEN', KEYS[3]) ~= tonumber(ARGV[2]) then
   return 'moved'
 end

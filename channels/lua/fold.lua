@@ -6,9 +6,15 @@
 -- KEYS[4] the document's key.
 -- ARGV[1] the document; ARGV[2] the timeline's length read; ARGV[3] the
 -- delivery log's; ARGV[4] the retention (ms), for a record without expiry.
--- Returns "ok", "done" (folded before), "gone" (expired) or "moved".
+-- Returns "ok", "done" (folded before), "gone" (expired), "moved", or
+-- "live" (not settled: queued by a run that lost its lease with a final
+-- status the winner did not have; its settlement queues it again).
 if redis.call('EXISTS', KEYS[4]) == 1 then
   return 'done'
+end
+local st = redis.call('HGET', KEYS[1], 'status')
+if st and st ~= 'success' and st ~= 'error' and st ~= 'completed' then
+  return 'live'
 end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl == -2 then
