@@ -56,6 +56,14 @@ type Mock struct {
 	Response json.RawMessage `json:"response,omitempty"`
 	DelayMS  int             `json:"delay_ms,omitempty"`
 	Error    string          `json:"error,omitempty"` // non-empty: the attempt fails with this message
+	// Streamed (Request.OnDelta): pieces of StreamChunkChars characters
+	// (default 8), StreamIntervalMS apart (default 20); StreamFailAfter > 0
+	// fails the attempt once that many characters have streamed (with
+	// Error's message, or as a stream cut short). Not in the workflow's
+	// JSON until the API offers streaming.
+	StreamChunkChars int `json:"-"`
+	StreamIntervalMS int `json:"-"`
+	StreamFailAfter  int `json:"-"`
 }
 
 // Request is one AI task run.
@@ -75,6 +83,10 @@ type Request struct {
 	// to wait, before it waits; a caller can give back what it holds for
 	// runs that are working (a worker slot), and say why it waits.
 	OnWait func(Wait)
+	// OnDelta, when non-nil, makes the providers stream their answer and
+	// is called with each piece, in order, on the run's goroutine
+	// (stream.go).
+	OnDelta func(Delta)
 }
 
 // Wait says why a run waits: for a target's retry delay ("retry") or for a
@@ -358,6 +370,9 @@ type runState struct {
 	now    time.Time     // when the last attempt ended (the clock is read once per attempt)
 	waited time.Duration // in all, against req.MaxWait
 	told   bool          // req.OnWait was called
+	// streamed: the current attempt has sent OnDelta text (a next attempt
+	// starts with a reset).
+	streamed bool
 }
 
 // target tries t until it succeeds (true), fails in a way that moves the
@@ -456,12 +471,26 @@ func (s *runState) attempt(ctx context.Context, t Target, cred credential) (json
 		c   completion
 		err error
 	)
-	if t.Provider == ProviderMock {
+	var emit func(string)
+	if s.req.OnDelta != nil {
+		if s.streamed {
+			s.req.OnDelta(Delta{Reset: true})
+			s.streamed = false
+		}
+		emit = func(text string) {
+			s.streamed = true
+			s.req.OnDelta(Delta{Text: text})
+		}
+	}
+	switch {
+	case t.Provider == ProviderMock && emit != nil:
+		c, err = r.mockStream(ctx, s.req, emit)
+	case t.Provider == ProviderMock:
 		// The mock enforces the timeout itself: a context with a deadline
 		// costs a timer per call, which the throughput benchmarks feel.
 		c, err = r.mock(ctx, s.req)
-	} else {
-		c, err = r.callHTTP(ctx, t, s.req, s.sch)
+	default:
+		c, err = r.callHTTP(ctx, t, s.req, s.sch, emit)
 	}
 	permit.Release(c.tokens.Total)
 	if err != nil {
@@ -517,7 +546,7 @@ func (r *Runner) record(res *Result, a Attempt) {
 
 // callHTTP bounds one provider call by the per-attempt timeout and tells a
 // timeout apart from the caller giving up.
-func (r *Runner) callHTTP(ctx context.Context, t Target, req *Request, sch *compiledSchema) (completion, error) {
+func (r *Runner) callHTTP(ctx context.Context, t Target, req *Request, sch *compiledSchema, emit func(string)) (completion, error) {
 	actx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 
@@ -525,9 +554,14 @@ func (r *Runner) callHTTP(ctx context.Context, t Target, req *Request, sch *comp
 		c   completion
 		err error
 	)
-	if t.Provider == ProviderOpenAI {
+	switch {
+	case t.Provider == ProviderOpenAI && emit != nil:
+		c, err = r.openAIStream(actx, t.Model, req, sch, emit)
+	case t.Provider == ProviderOpenAI:
 		c, err = r.openAI(actx, t.Model, req, sch)
-	} else {
+	case emit != nil:
+		c, err = r.anthropicStream(actx, t.Model, req, sch, emit)
+	default:
 		c, err = r.anthropic(actx, t.Model, req, sch)
 	}
 	if err == nil {

@@ -24,6 +24,7 @@ type anthropicRequest struct {
 	Messages   []Message            `json:"messages"`
 	Tools      []anthropicTool      `json:"tools,omitempty"`
 	ToolChoice *anthropicToolChoice `json:"tool_choice,omitempty"`
+	Stream     bool                 `json:"stream,omitempty"`
 }
 
 type anthropicTool struct {
@@ -54,6 +55,22 @@ type anthropicResponse struct {
 // anthropic calls the Messages API. Structured output goes through a tool
 // the model is forced to call, whose input is the output.
 func (r *Runner) anthropic(ctx context.Context, model string, req *Request, sch *compiledSchema) (completion, error) {
+	body, toolName := r.anthropicBody(model, req, sch)
+	raw, err := r.postJSON(ctx, r.anthropicURL, body, r.anthropicHeaders)
+	if err != nil {
+		return completion{}, err
+	}
+	return anthropicCompletion(raw, sch, toolName)
+}
+
+func (r *Runner) anthropicHeaders(h http.Header) {
+	h.Set("x-api-key", r.anthropicKey)
+	h.Set("anthropic-version", anthropicVersion)
+}
+
+// anthropicBody is the Messages request of req, and the name of the tool
+// the model must call (with a schema).
+func (r *Runner) anthropicBody(model string, req *Request, sch *compiledSchema) (anthropicRequest, string) {
 	system, messages := anthropicConversation(req.SystemPrompt, req.Messages)
 	if messages == nil {
 		messages = []Message{} // "messages": null is rejected
@@ -70,15 +87,11 @@ func (r *Runner) anthropic(ctx context.Context, model string, req *Request, sch 
 		body.Tools = []anthropicTool{{Name: toolName, Description: toolDescription, InputSchema: sch.toolSchema}}
 		body.ToolChoice = &anthropicToolChoice{Type: "tool", Name: toolName}
 	}
+	return body, toolName
+}
 
-	raw, err := r.postJSON(ctx, r.anthropicURL, body, func(h http.Header) {
-		h.Set("x-api-key", r.anthropicKey)
-		h.Set("anthropic-version", anthropicVersion)
-	})
-	if err != nil {
-		return completion{}, err
-	}
-
+// anthropicCompletion reads a Messages response.
+func anthropicCompletion(raw []byte, sch *compiledSchema, toolName string) (completion, error) {
 	var resp anthropicResponse
 	if err := json.Unmarshal(raw, &resp); err != nil {
 		return completion{}, fmt.Errorf("unparsable response: %s", truncate(err.Error(), maxProviderMessageLen))

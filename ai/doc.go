@@ -12,7 +12,11 @@
 //   - structured output: the model's text becomes Result.Data, a compact JSON
 //     value that, when a schema is given, has been validated against it;
 //   - JSON Schema compilation, cached by content hash so that repeated runs
-//     with the same schema do not recompile it.
+//     with the same schema do not recompile it;
+//   - streaming (stream.go): with Request.OnDelta set, each provider streams
+//     its answer in its own wire format (server-sent events) and OnDelta gets
+//     the text as it comes; an attempt after a partial stream starts with a
+//     reset. The Result is the same as without streaming.
 //
 // Guarantees:
 //

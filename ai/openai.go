@@ -13,6 +13,8 @@ type openAIRequest struct {
 	Model          string                `json:"model"`
 	Messages       []Message             `json:"messages"`
 	ResponseFormat *openAIResponseFormat `json:"response_format,omitempty"`
+	Stream         bool                  `json:"stream,omitempty"`
+	StreamOptions  *openAIStreamOptions  `json:"stream_options,omitempty"`
 }
 
 type openAIResponseFormat struct {
@@ -47,6 +49,21 @@ type openAIResponse struct {
 
 // openAI calls an OpenAI-compatible chat completions endpoint.
 func (r *Runner) openAI(ctx context.Context, model string, req *Request, sch *compiledSchema) (completion, error) {
+	raw, err := r.postJSON(ctx, r.openAIURL, r.openAIBody(model, req, sch), r.openAIHeaders)
+	if err != nil {
+		return completion{}, err
+	}
+	return openAICompletion(raw)
+}
+
+func (r *Runner) openAIHeaders(h http.Header) {
+	if r.openAIKey != "" {
+		h.Set("Authorization", "Bearer "+r.openAIKey)
+	}
+}
+
+// openAIBody is the chat completions request of req.
+func (r *Runner) openAIBody(model string, req *Request, sch *compiledSchema) openAIRequest {
 	body := openAIRequest{Model: model, Messages: req.Messages}
 	if body.Messages == nil {
 		body.Messages = []Message{} // "messages": null is rejected
@@ -65,16 +82,11 @@ func (r *Runner) openAI(ctx context.Context, model string, req *Request, sch *co
 			},
 		}
 	}
+	return body
+}
 
-	raw, err := r.postJSON(ctx, r.openAIURL, body, func(h http.Header) {
-		if r.openAIKey != "" {
-			h.Set("Authorization", "Bearer "+r.openAIKey)
-		}
-	})
-	if err != nil {
-		return completion{}, err
-	}
-
+// openAICompletion reads a chat completions response.
+func openAICompletion(raw []byte) (completion, error) {
 	var resp openAIResponse
 	if err := json.Unmarshal(raw, &resp); err != nil {
 		return completion{}, fmt.Errorf("unparsable response: %s", truncate(err.Error(), maxProviderMessageLen))
