@@ -170,7 +170,7 @@ func TestBrokenStreams(t *testing.T) {
 	}{
 		{"openai cut short", ProviderOpenAI, sseReply(openAIEvents(false, "Incep")...), "stream ended before the answer was complete"},
 		{"openai unreadable", ProviderOpenAI, sseReply("data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n", "data: {not json\n\n"), "unreadable stream event"},
-		{"openai error event", ProviderOpenAI, sseReply(`data: {"error":{"message":"overloaded, try later","type":"server_error"}}`+"\n\n"), "overloaded, try later"},
+		{"openai error event", ProviderOpenAI, sseReply(`data: {"error":{"message":"overloaded, try later","type":"server_error"}}` + "\n\n"), "overloaded, try later"},
 		{"openai not a stream", ProviderOpenAI, reply(200, `{"error":{"message":"streaming is not supported"}}`), "streaming is not supported"},
 		{"anthropic cut short", ProviderAnthropic, sseReply(anthropicEvents(false, "", "Hel")...), "stream ended before the answer was complete"},
 		{"anthropic error event", ProviderAnthropic, sseReply(anthropicEvents(false, "", "Hel")[0],
