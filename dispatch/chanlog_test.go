@@ -105,6 +105,11 @@ func TestDeliveredRecordsKeepTheHotWindow(t *testing.T) {
 	}
 	id := DeliveryID(ev.Type, "c2", "wh_1")
 	relWaitStatus(t, e, "p1", id, "succeeded", 5*time.Second)
+	// The attempt's log entry may land a moment after the status (on a
+	// Cluster the two go to different masters, side by side).
+	for end := time.Now().Add(5 * time.Second); len(relLog(t, e, "c2")) == 0 && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	pt := e.partOf("wh_1")
 	for _, key := range []string{pt.dKey(id), pt.attKey(id)} {
 		if ttl, err := c.TTL(ctx, key).Result(); err != nil || ttl <= 0 || ttl > time.Minute {
