@@ -124,16 +124,27 @@ func anthropicCompletion(raw []byte, sch *compiledSchema, toolName string) (comp
 	if input == nil {
 		return completion{}, anthropicEmpty(resp.StopReason, "no tool_use block in response")
 	}
-	if sch.wrapped {
-		var w struct {
-			Value json.RawMessage `json:"value"`
-		}
-		if err := json.Unmarshal(input, &w); err != nil || w.Value == nil {
-			return completion{}, errors.New(`tool input has no "value"`)
-		}
-		input = w.Value
+	input, err := toolOutput(input, sch)
+	if err != nil {
+		return completion{}, err
 	}
 	return completion{text: input, tokens: tokens}, nil
+}
+
+// toolOutput is the structured output in the forced tool's input: the
+// input itself, or its "value" when the schema was wrapped (a schema that
+// is not an object).
+func toolOutput(input json.RawMessage, sch *compiledSchema) (json.RawMessage, error) {
+	if !sch.wrapped {
+		return input, nil
+	}
+	var w struct {
+		Value json.RawMessage `json:"value"`
+	}
+	if err := json.Unmarshal(input, &w); err != nil || w.Value == nil {
+		return nil, errors.New(`tool input has no "value"`)
+	}
+	return w.Value, nil
 }
 
 func anthropicEmpty(stopReason, otherwise string) error {

@@ -30,6 +30,24 @@ var errResponseTooLarge = fmt.Errorf("response body exceeds %d MiB", maxResponse
 // postJSON sends body to endpoint and returns the body of a 2xx response.
 // setHeaders adds the provider's authentication and version headers.
 func (r *Runner) postJSON(ctx context.Context, endpoint string, body any, setHeaders func(http.Header)) ([]byte, error) {
+	resp, err := r.post(ctx, endpoint, body, setHeaders)
+	if err != nil {
+		return nil, err
+	}
+	defer closeBody(resp.Body)
+	b, readErr := readBody(resp.Body)
+	if readErr != nil {
+		if readErr == errResponseTooLarge {
+			return nil, readErr
+		}
+		return nil, retryableError{readErr}
+	}
+	return b, nil
+}
+
+// post sends body to endpoint and returns a 2xx response (the caller
+// closes its body); another status is a *statusError.
+func (r *Runner) post(ctx context.Context, endpoint string, body any, setHeaders func(http.Header)) (*http.Response, error) {
 	payload, err := json.Marshal(body)
 	if err != nil {
 		return nil, fmt.Errorf("encoding request: %w", err)
@@ -47,20 +65,13 @@ func (r *Runner) postJSON(ctx context.Context, endpoint string, body any, setHea
 	if err != nil {
 		return nil, retryableError{transportError(err)}
 	}
-	defer closeBody(resp.Body)
-
-	b, readErr := readBody(resp.Body)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		defer closeBody(resp.Body)
+		b, _ := readBody(resp.Body)
 		return nil, &statusError{code: resp.StatusCode, msg: providerMessage(b),
 			after: retryAfter(resp.Header, resp.StatusCode, time.Now()), should: shouldRetry(resp.Header)}
 	}
-	if readErr != nil {
-		if readErr == errResponseTooLarge {
-			return nil, readErr
-		}
-		return nil, retryableError{readErr}
-	}
-	return b, nil
+	return resp, nil
 }
 
 func readBody(body io.Reader) ([]byte, error) {

@@ -100,26 +100,12 @@ func (s *sse) next() (event string, data []byte, err error) {
 // postStream sends body to endpoint and returns the event stream of a 2xx
 // response (the caller closes it).
 func (r *Runner) postStream(ctx context.Context, endpoint string, body any, setHeaders func(http.Header)) (io.ReadCloser, error) {
-	payload, err := json.Marshal(body)
+	resp, err := r.post(ctx, endpoint, body, func(h http.Header) {
+		h.Set("Accept", "text/event-stream")
+		setHeaders(h)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("encoding request: %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(payload))
-	if err != nil {
-		return nil, errors.New("invalid base URL")
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "text/event-stream")
-	setHeaders(req.Header)
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return nil, retryableError{transportError(err)}
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		defer closeBody(resp.Body)
-		b, _ := readBody(resp.Body)
-		return nil, &statusError{code: resp.StatusCode, msg: providerMessage(b),
-			after: retryAfter(resp.Header, resp.StatusCode, time.Now()), should: shouldRetry(resp.Header)}
+		return nil, err
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		// A server that does not stream (or answers an error with 200).
@@ -310,14 +296,8 @@ func (r *Runner) anthropicStream(ctx context.Context, model string, req *Request
 	if !json.Valid(input) {
 		return completion{}, errors.New("tool input in the stream is not JSON")
 	}
-	if sch.wrapped {
-		var w struct {
-			Value json.RawMessage `json:"value"`
-		}
-		if err := json.Unmarshal(input, &w); err != nil || w.Value == nil {
-			return completion{}, errors.New(`tool input has no "value"`)
-		}
-		input = w.Value
+	if input, err = toolOutput(input, sch); err != nil {
+		return completion{}, err
 	}
 	return completion{text: input, tokens: tokens}, nil
 }
