@@ -36,9 +36,9 @@ type Options struct {
 	// channel's slot, kept by package channels): a final publish notes its
 	// seq there (field room_seq), and a join that finds the history gone
 	// (after HotWindow) is sent {"seq": room_seq, "payload": the record's
-	// message field}, the final message as the history held it; if the
-	// record no longer holds it, or is gone, FinalMessage (when set) is
-	// asked for the seq and the message (both empty: none).
+	// message field}, the final message as the history held it. When
+	// FinalMessage is set, it is asked instead, for the seq and the
+	// message (both empty: none), wherever its owner keeps them.
 	Record               func(cid string) string
 	FinalMessage         func(ctx context.Context, cid string) (seq string, msg json.RawMessage, err error)
 	HistoryMax           int           // messages kept per channel and replayed on join; default 100

@@ -357,20 +357,20 @@ func (h *Hub) finalOf(ctx context.Context, cid string) ([]entry, error) {
 	if h.o.Record == nil {
 		return nil, nil
 	}
-	v, err := h.rdb.HMGet(ctx, h.o.Record(cid), "room_seq", "message", "project_id").Result()
-	if err != nil {
-		return nil, err
-	}
-	seq, _ := v[0].(string)
-	msg, _ := v[1].(string)
-	owner, _ := v[2].(string)
-	// Kept elsewhere: the message (folded), or the whole record (archived).
-	if ((seq != "" && msg == "") || owner == "") && h.o.FinalMessage != nil {
+	var seq, msg string
+	if h.o.FinalMessage != nil { // it knows where else the message may be kept
 		s, m, err := h.o.FinalMessage(ctx, cid)
 		if err != nil {
 			return nil, err
 		}
 		seq, msg = s, string(m)
+	} else {
+		v, err := h.rdb.HMGet(ctx, h.o.Record(cid), "room_seq", "message").Result()
+		if err != nil {
+			return nil, err
+		}
+		seq, _ = v[0].(string)
+		msg, _ = v[1].(string)
 	}
 	if seq == "" || msg == "" {
 		return nil, nil
