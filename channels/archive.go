@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"time"
@@ -84,11 +83,7 @@ type ArchivedLog struct {
 	CreatedMS int64
 }
 
-var (
-	archiveScript = script("archive")
-	// unleaseScript deletes a lease if it is still the caller's.
-	unleaseScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
-)
+var archiveScript = script("archive")
 
 // archiveTimeout bounds one batch's write to the archive.
 const archiveTimeout = 30 * time.Second
@@ -101,14 +96,9 @@ const archiveTimeout = 30 * time.Second
 // so that one batch's waits overlap another's work.
 func (s *Service) archiveDue(ctx context.Context, k int) (int, error) {
 	key := s.foldKeys[k]
-	// One node moves a partition's channels at a time (the others would
-	// read and store the same ones); the lease outlives a round.
-	lease := key + ":mover"
-	token := strconv.FormatUint(rand.Uint64(), 36)
-	if ok, err := s.rdb.SetNX(ctx, lease, token, archiveTimeout+10*time.Second).Result(); err != nil || !ok {
-		return 0, err
-	}
-	defer unleaseScript.Run(context.WithoutCancel(ctx), s.rdb, []string{lease}, token)
+	// Nodes moving the same channels at once store them more than once,
+	// harmlessly (Archive.Put keeps the copy with more entries; archive.lua
+	// deletes only what was read).
 	ids, err := s.rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf",
 		Max: strconv.FormatInt(s.o.Now().UnixMilli(), 10), Count: foldBatch * archiveWorkers}).Result()
 	if err != nil || len(ids) == 0 {
