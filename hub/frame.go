@@ -101,14 +101,14 @@ func reasonResponse(reason string) json.RawMessage {
 	return b
 }
 
-// pushPrefix is the start of every "response" push to one join:
-// [join_ref,"<seq>",topic,"response", — split around the seq (head is
-// [join_ref, and tail ,topic,"response",); the payload and "]" follow.
+// pushPrefix is the start of every push to one join:
+// [join_ref,"<seq>",topic, — split around the seq (head is [join_ref, and
+// tail ,topic,); the event, the payload and "]" follow.
 func pushPrefix(joinRef *string, topic string) (head, tail []byte) {
 	ref, _ := json.Marshal(joinRef) // null when nil
 	t, _ := json.Marshal(topic)
 	head = append(append([]byte{'['}, ref...), ',')
-	tail = append(append([]byte{','}, t...), `,"response",`...)
+	tail = append(append([]byte{','}, t...), ',')
 	return head, tail
 }
 

@@ -270,9 +270,16 @@ func (c *client) heartbeat() []msg {
 // response reads the next frame and checks it is a push of payload.
 func (c *client) response(topic, joinRef, payload string) {
 	c.tb.Helper()
+	c.pushed(topic, joinRef, "response", payload)
+}
+
+// pushed reads the next frame and checks it is a push of event and
+// payload.
+func (c *client) pushed(topic, joinRef, event, payload string) {
+	c.tb.Helper()
 	m := c.read()
 	// The push's ref is the message's seq: increasing, from 1.
-	want := fmt.Sprintf(`[%q,"<seq>",%q,"response",%s]`, joinRef, topic, payload)
+	want := fmt.Sprintf(`[%q,"<seq>",%q,%q,%s]`, joinRef, topic, event, payload)
 	var seq int64
 	if m.Ref != nil {
 		seq, _ = strconv.ParseInt(*m.Ref, 10, 64)

@@ -26,6 +26,11 @@ var publishLua string
 
 var publishScript = redis.NewScript(publishLua)
 
+//go:embed lua/chunk.lua
+var chunkLua string
+
+var chunkScript = redis.NewScript(chunkLua)
+
 // Options configures a Hub. Zero values take the defaults noted.
 type Options struct {
 	Prefix    string          // Redis key prefix; default "riverhub"
@@ -42,6 +47,7 @@ type Options struct {
 	Record               func(cid string) string
 	FinalMessage         func(ctx context.Context, cid string) (seq string, msg json.RawMessage, err error)
 	HistoryMax           int           // messages kept per channel and replayed on join; default 100
+	StreamMax            int           // streamed entries (PublishStream) kept per channel besides them, until its final message; default 4000
 	MaxChannelsPerSocket int           // topics one socket may join; default 100
 	MaxConns             int           // sockets on this node; more are refused with 503; default 20000
 	SendQueue            int           // per-socket outbound queue, in messages (a join's replay counts as one); default 64
@@ -118,6 +124,9 @@ func New(rdb redis.UniversalClient, o Options) *Hub {
 	o.HotWindow = min(o.HotWindow, o.Retention)
 	if o.HistoryMax <= 0 {
 		o.HistoryMax = 100
+	}
+	if o.StreamMax <= 0 {
+		o.StreamMax = 4000
 	}
 	if o.MaxChannelsPerSocket <= 0 {
 		o.MaxChannelsPerSocket = 100
@@ -252,13 +261,69 @@ func (h *Hub) PublishIn(ctx context.Context, p redis.Pipeliner, projectID, chann
 func (h *Hub) publishArgs(cid string, msg json.RawMessage) ([]string, []any) {
 	ttl := h.o.Retention
 	keys := []string{h.histKey(cid)}
+	final := "0"
 	if isFinal(string(msg)) {
-		ttl = h.o.HotWindow
+		ttl, final = h.o.HotWindow, "1"
 		if h.o.Record != nil {
 			keys = append(keys, h.o.Record(cid))
 		}
 	}
-	return keys, []any{[]byte(msg), h.o.HistoryMax, max(int64(ttl/time.Second), 1), h.roomChannel(cid), h.shardedFlag()}
+	return keys, []any{[]byte(msg), h.o.HistoryMax, max(int64(ttl/time.Second), 1), h.roomChannel(cid), h.shardedFlag(), final}
+}
+
+// The events of a channel's streamed answer (docs/realtime.md, "Streamed
+// answers"), pushed besides its messages' "response".
+const (
+	EventChunk      = "chunk"       // a piece of the answer's text
+	EventChunkReset = "chunk_reset" // the pieces so far are void: a retry or fallback starts over
+)
+
+func streamEvent(ev string) bool { return ev == EventChunk || ev == EventChunkReset }
+
+// Results of PublishStream besides a seq.
+var (
+	// ErrChannelEnded: the channel's final message is in; nothing more is
+	// shown in its room.
+	ErrChannelEnded = errors.New("hub: the channel's final message is already in")
+	// ErrStreamFull: the channel's history holds StreamMax streamed
+	// entries; the rest of the stream is not shown (its final message
+	// still carries the whole answer).
+	ErrStreamFull = errors.New("hub: the channel's stream is full")
+)
+
+// PublishStream appends one piece of a channel's streamed answer (event is
+// EventChunk or EventChunkReset) to its history and sends it to every
+// socket joined to the channel, on every node, as a push of that event.
+// Only the history's last entries are checked for a repeat (a stream
+// publishes in order, one piece at a time). The channel's final message
+// drops its streamed entries from the history. It returns the entry's seq
+// (0: a repeat), ErrChannelEnded or ErrStreamFull.
+func (h *Hub) PublishStream(ctx context.Context, channelID, event string, payload json.RawMessage) (int64, error) {
+	if channelID == "" {
+		return 0, errors.New("hub: publish: empty channel id")
+	}
+	if !streamEvent(event) {
+		return 0, fmt.Errorf("hub: %q is not a stream event", event)
+	}
+	if !isObject(payload) {
+		return 0, ErrInvalidMessage
+	}
+	seq, err := chunkScript.Run(ctx, h.rdb, []string{h.histKey(channelID)}, event, []byte(payload),
+		h.o.HistoryMax+h.o.StreamMax, max(int64(h.o.Retention/time.Second), 1), h.roomChannel(channelID), h.shardedFlag()).Int64()
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("publish to channel %s: %w", channelID, err)
+	case seq == -1:
+		return 0, ErrChannelEnded
+	case seq == -2:
+		return 0, ErrStreamFull
+	}
+	if seq == 0 {
+		h.m.published.WithLabelValues("duplicate").Inc()
+	} else {
+		h.m.published.WithLabelValues("streamed").Inc()
+	}
+	return seq, nil
 }
 
 // clusterOf is c's Cluster client, or nil when c does not talk to a
@@ -525,7 +590,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) metrics {
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_hub_room_resyncs_total",
 			Help: "Rooms re-read from history after their pub/sub subscription was re-established."}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_publishes_total",
-			Help: "Publish calls on this node, by result (published, duplicate; pipelined: queued in a caller's pipeline, whose outcome the caller reads)."}, []string{"result"}),
+			Help: "Publish calls on this node, by result (published, streamed: a piece of a streamed answer, duplicate; pipelined: queued in a caller's pipeline, whose outcome the caller reads)."}, []string{"result"}),
 		joins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_joins_total",
 			Help: "phx_join requests answered on this node, by result (ok, refused, unavailable)."}, []string{"result"}),
 		channelCloses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_channel_closes_total",

@@ -14,9 +14,12 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// entry is one history entry: {"seq":N,"payload":<message>}.
+// entry is one history entry: {"seq":N,"payload":<message>}, pushed as
+// event "response"; or a streamed piece, {"seq":N,"event":E,"payload":…},
+// pushed as event E (EventChunk, EventChunkReset).
 type entry struct {
 	seq     int64
+	event   string // "" for a message ("response")
 	payload string
 	final   bool // the channel's last message: see isFinal
 }
@@ -41,10 +44,10 @@ func isFinal(payload string) bool {
 	return false
 }
 
-// parseEntry reads an entry as the publish script writes it, without
+// parseEntry reads an entry as the publish scripts write it, without
 // decoding the payload (it is sent on byte for byte).
 func parseEntry(s string) (entry, bool) {
-	const pre, mid = `{"seq":`, `,"payload":`
+	const pre, ev, mid = `{"seq":`, `,"event":"`, `,"payload":`
 	rest, ok := strings.CutPrefix(s, pre)
 	if !ok || !strings.HasSuffix(rest, "}") {
 		return entry{}, false
@@ -54,10 +57,27 @@ func parseEntry(s string) (entry, bool) {
 		return entry{}, false
 	}
 	seq, err := strconv.ParseInt(rest[:i], 10, 64)
-	if err != nil || seq <= 0 || !strings.HasPrefix(rest[i:], mid) {
+	if err != nil || seq <= 0 {
 		return entry{}, false
 	}
-	payload := rest[i+len(mid) : len(rest)-1]
+	rest = rest[i:]
+	if after, ok := strings.CutPrefix(rest, ev); ok {
+		j := strings.IndexByte(after, '"')
+		if j <= 0 || !streamEvent(after[:j]) {
+			return entry{}, false
+		}
+		e := entry{seq: seq, event: after[:j]}
+		payload, ok := strings.CutPrefix(after[j+1:], mid)
+		if !ok {
+			return entry{}, false
+		}
+		e.payload = payload[:len(payload)-1]
+		return e, true
+	}
+	if !strings.HasPrefix(rest, mid) {
+		return entry{}, false
+	}
+	payload := rest[len(mid) : len(rest)-1]
 	return entry{seq: seq, payload: payload, final: isFinal(payload)}, true
 }
 
@@ -94,7 +114,7 @@ type member struct {
 	topic   string // as the client spelled it, which its pushes carry
 	joinRef *string
 	head    []byte // [join_ref,
-	tail    []byte // ,topic,"response",
+	tail    []byte // ,topic,
 	room    *room  // under Hub.mu: set by addMember, nil once removed
 
 	mu      sync.Mutex
@@ -106,12 +126,19 @@ type member struct {
 
 // frame is the push of one message: its seq is the frame's ref.
 func (m *member) frame(e entry) []byte {
-	b := make([]byte, 0, len(m.head)+len(m.tail)+len(e.payload)+24)
+	b := make([]byte, 0, len(m.head)+len(m.tail)+len(e.payload)+len(e.event)+36)
 	b = append(b, m.head...)
 	b = append(b, '"')
 	b = strconv.AppendInt(b, e.seq, 10)
 	b = append(b, '"')
 	b = append(b, m.tail...)
+	if e.event == "" {
+		b = append(b, `"response",`...)
+	} else {
+		b = append(b, '"')
+		b = append(b, e.event...)
+		b = append(b, `",`...)
+	}
 	b = append(b, e.payload...)
 	return append(b, ']')
 }
@@ -146,7 +173,7 @@ func (m *member) deliver(e entry) (ended bool) {
 		return false
 	}
 	if !m.ready {
-		if len(m.pending) >= 2*m.s.h.o.HistoryMax+m.s.h.o.SendQueue {
+		if len(m.pending) >= 2*m.s.h.o.HistoryMax+m.s.h.o.StreamMax+m.s.h.o.SendQueue {
 			m.s.tooSlow()
 			return false
 		}

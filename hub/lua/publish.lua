@@ -12,6 +12,12 @@
 -- ARGV[5] "1" on a Redis Cluster: SPUBLISH, so that only the slot's master
 --         and its replicas see the message (the channel shares the keys'
 --         hash tag, so the slot is theirs); else PUBLISH
+-- ARGV[6] "1" for a final message: the history's streamed entries
+--         (chunk.lua) are dropped with it, the final message holding the
+--         whole answer
+--
+-- Streamed entries ({"seq":N,"event":...}) do not count against ARGV[2]:
+-- the history keeps ARGV[2] messages besides them.
 --
 -- The new entry's seq is one more than the history's last (the history is
 -- trimmed from its head, never emptied, and expires as a whole; earlier
@@ -26,17 +32,32 @@
 -- only a repeat matches; the history holds at most ARGV[2] entries.)
 local suffix = ',"payload":' .. ARGV[1] .. '}'
 local last = 0
+local kept, streamed = {}, 0
 for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   if #e > #suffix and string.sub(e, -#suffix) == suffix
       and string.match(string.sub(e, 1, #e - #suffix), '^{"seq":%d+$') then
     return 0
   end
   last = tonumber(string.match(e, '^{"seq":(%d+),')) or last
+  if string.match(e, '^{"seq":%d+,"event":') then
+    streamed = streamed + 1
+  else
+    kept[#kept + 1] = e
+  end
 end
 local seq = last + 1
 local entry = '{"seq":' .. seq .. suffix
-if redis.call('RPUSH', KEYS[1], entry) > tonumber(ARGV[2]) then
-  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+if ARGV[6] == '1' and streamed > 0 then
+  redis.call('DEL', KEYS[1])
+  kept[#kept + 1] = entry
+  for i = math.max(1, #kept - tonumber(ARGV[2]) + 1), #kept, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(kept, i, math.min(i + 999, #kept)))
+  end
+else
+  local cap = tonumber(ARGV[2]) + streamed
+  if redis.call('RPUSH', KEYS[1], entry) > cap then
+    redis.call('LTRIM', KEYS[1], -cap, -1)
+  end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
