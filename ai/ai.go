@@ -59,11 +59,10 @@ type Mock struct {
 	// Streamed (Request.OnDelta): pieces of StreamChunkChars characters
 	// (default 8), StreamIntervalMS apart (default 20); StreamFailAfter > 0
 	// fails the attempt once that many characters have streamed (with
-	// Error's message, or as a stream cut short). Not in the workflow's
-	// JSON until the API offers streaming.
-	StreamChunkChars int `json:"-"`
-	StreamIntervalMS int `json:"-"`
-	StreamFailAfter  int `json:"-"`
+	// Error's message, or as a stream cut short).
+	StreamChunkChars int `json:"stream_chunk_chars,omitempty"`
+	StreamIntervalMS int `json:"stream_interval_ms,omitempty"`
+	StreamFailAfter  int `json:"stream_fail_after,omitempty"`
 }
 
 // Request is one AI task run.

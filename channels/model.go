@@ -61,6 +61,12 @@ type Task struct {
 	// Playground runs send no webhook; an event-driven one completes with
 	// a simulated callback after the playground delay.
 	Playground bool `json:"playground,omitempty"`
+	// Stream: the answer streams into the room as it is written (events
+	// chunk and chunk_reset, stream.go).
+	Stream bool `json:"stream,omitempty"`
+	// rerun: an earlier run of the task was cut short (it may have
+	// streamed a partial answer).
+	rerun bool
 }
 
 // endpoints are the endpoints the task's webhooks go to; nil: every

@@ -125,6 +125,12 @@ type Options struct {
 	// SyncWait bounds the time a sync request waits in all for provider
 	// rate limits and retry delays before its chain moves on; default 30s.
 	SyncWait time.Duration
+	// StreamWindow and StreamBytes coalesce a streamed answer's text
+	// (Task.Stream) into chunk events: one per window from the first byte
+	// waiting, or as soon as StreamBytes are waiting. Defaults 0 (every
+	// piece at once) and 256.
+	StreamWindow time.Duration
+	StreamBytes  int
 	// WaitReplicas is how many replicas must confirm the writes of a
 	// submission (Submit, RunSync) or a callback before it returns
 	// (Redis WAIT, see replicated); default 0: the master's answer is
@@ -234,6 +240,9 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	}
 	if o.WaitTimeout <= 0 {
 		o.WaitTimeout = 100 * time.Millisecond
+	}
+	if o.StreamBytes <= 0 {
+		o.StreamBytes = 256
 	}
 	s := &Service{
 		rdb: rdb, runner: runner, o: o,
@@ -545,7 +554,8 @@ func (s *Service) execute(ctx context.Context, t *Task, onWait func(ai.Wait)) (j
 func (s *Service) generate(ctx context.Context, t *Task, onWait func(ai.Wait), maxWait time.Duration) (ai.Result, error) {
 	s.m.busy.Inc()
 	defer s.m.busy.Dec()
-	res, err := s.runner.Run(ctx, ai.Request{
+	st := s.newStreamer(t)
+	req := ai.Request{
 		MaxWait: maxWait,
 		OnWait: func(w ai.Wait) {
 			s.noteWait(ctx, t.ChannelID, w)
@@ -559,7 +569,17 @@ func (s *Service) generate(ctx context.Context, t *Task, onWait func(ai.Wait), m
 		Schema:       t.Schema,
 		SchemaName:   t.SchemaName,
 		Mock:         t.Workflow.Mock,
-	})
+	}
+	if st != nil {
+		req.OnDelta = st.delta
+	}
+	res, err := s.runner.Run(ctx, req)
+	if st != nil {
+		// The final message comes after the stream's last chunk.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), streamGiveUp+5*time.Second)
+		st.close(cctx)
+		cancel()
+	}
 	s.m.countAttempts(res.Attempts)
 	return res, err
 }

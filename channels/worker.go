@@ -325,6 +325,7 @@ func (s *Service) process(cid string, start started, onWait func(ai.Wait)) {
 			s.abandon(ctx, &t, "the stored task could not be read")
 			return
 		}
+		t.rerun = r.runs > 1
 		if r.runs > maxRuns {
 			// Something kills every run (a crash, an encoding failure):
 			// stop paying for provider calls and say so.

@@ -306,6 +306,14 @@ type Config struct {
 	// RIVERHUB_WS_IDLE_TIMEOUT, flag -ws-idle-timeout, default 60s; >= 1s.
 	WSIdleTimeout time.Duration
 
+	// StreamWindow and StreamBytes coalesce a streamed answer (a task with
+	// stream): its text goes into the room as one chunk event per window,
+	// or as soon as StreamBytes are waiting. RIVERHUB_STREAM_WINDOW, flag
+	// -stream-window, default 50ms (0: every piece as it comes);
+	// RIVERHUB_STREAM_BYTES, flag -stream-bytes, default 256 (1-65536).
+	StreamWindow time.Duration
+	StreamBytes  int
+
 	// ShutdownTimeout is how long a stopping server waits for in-flight
 	// requests and tasks; 0 stops at once.
 	// RIVERHUB_SHUTDOWN_TIMEOUT, flag -shutdown-timeout, default 15s; >= 0.
@@ -354,6 +362,8 @@ func Defaults() *Config {
 		WSMaxConns:              20000,
 		WSMaxChannels:           100,
 		WSIdleTimeout:           time.Minute,
+		StreamWindow:            50 * time.Millisecond,
+		StreamBytes:             256,
 		TaskLease:               30 * time.Second,
 		RedisTimeout:            2 * time.Second,
 		RedisWaitTimeout:        100 * time.Millisecond,

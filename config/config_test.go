@@ -450,7 +450,7 @@ func TestEveryFlagParses(t *testing.T) {
 		"-provider-timeout": "1s", "-workers": "1", "-max-queue": "1", "-task-lease": "1s", "-retention": "1h",
 		"-dlq-retention": "1h", "-hot-window": "5s", "-archive-retention": "2h", "-max-body-bytes": "1", "-token-ttl": "1s", "-shutdown-timeout": "1s",
 		"-log-level": "warn", "-allow-cidrs": "10.0.0.0/8", "-ws-token-single-use": "true",
-		"-ws-max-conns": "7", "-ws-max-channels": "3", "-ws-idle-timeout": "2s", "-project-max-queue": "5", "-project-rate": "0", "-partitions": "4",
+		"-ws-max-conns": "7", "-ws-max-channels": "3", "-ws-idle-timeout": "2s", "-stream-window": "10ms", "-stream-bytes": "64", "-project-max-queue": "5", "-project-rate": "0", "-partitions": "4",
 		"-webhook-concurrency": "8", "-endpoint-concurrency": "2", "-project-concurrency": "4",
 		"-breaker-threshold": "3", "-endpoint-disable-after": "1h", "-redis-timeout": "500ms",
 		"-provider-retries": "0", "-provider-retry-wait": "5s", "-provider-cooldown-after": "0", "-provider-cooldown": "1m",

@@ -97,6 +97,7 @@ func (c *Config) Validate() error {
 		{"RIVERHUB_HOT_WINDOW", c.HotWindow, 4 * c.TaskLease, false},
 		{"RIVERHUB_TOKEN_TTL", c.TokenTTL, 0, false},
 		{"RIVERHUB_WS_IDLE_TIMEOUT", c.WSIdleTimeout, time.Second, false},
+		{"RIVERHUB_STREAM_WINDOW", c.StreamWindow, 0, true},
 		{"RIVERHUB_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, 0, true},
 	} {
 		switch {
@@ -141,6 +142,9 @@ func (c *Config) Validate() error {
 		if r.n < r.min {
 			return fmt.Errorf("%s: must be at least %d, got %d", r.name, r.min, r.n)
 		}
+	}
+	if c.StreamBytes < 1 || c.StreamBytes > 65536 {
+		return fmt.Errorf("RIVERHUB_STREAM_BYTES: must be between 1 and 65536, got %d", c.StreamBytes)
 	}
 	switch {
 	case c.RedisWaitReplicas < 0 || c.RedisWaitReplicas > maxWaitReplicas:

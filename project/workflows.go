@@ -26,6 +26,7 @@ type Workflow struct {
 	SystemPrompt           string      `json:"system_prompt,omitempty"`
 	CallbackTimeoutSeconds int         `json:"callback_timeout_seconds,omitempty"`
 	Mock                   *ai.Mock    `json:"mock,omitempty"`
+	Stream                 bool        `json:"stream,omitempty"` // answers stream into the room (chunk events) unless a request says otherwise
 	CreatedAt              time.Time   `json:"created_at"`
 	UpdatedAt              time.Time   `json:"updated_at"`
 }
@@ -41,6 +42,7 @@ type WorkflowInput struct {
 	SystemPrompt           string      `json:"system_prompt"`
 	CallbackTimeoutSeconds int         `json:"callback_timeout_seconds"`
 	Mock                   *ai.Mock    `json:"mock"`
+	Stream                 bool        `json:"stream"`
 }
 
 var (
@@ -102,6 +104,14 @@ func (s *Store) validateWorkflow(ctx context.Context, pid string, in *WorkflowIn
 		if len(in.Mock.Response) > 0 && !json.Valid(in.Mock.Response) {
 			return apperr.Invalidf("mock.response must be JSON")
 		}
+		for _, f := range []struct {
+			name   string
+			v, max int
+		}{{"stream_chunk_chars", in.Mock.StreamChunkChars, 65536}, {"stream_interval_ms", in.Mock.StreamIntervalMS, 60_000}, {"stream_fail_after", in.Mock.StreamFailAfter, 1 << 20}} {
+			if f.v < 0 || f.v > f.max {
+				return apperr.Invalidf("mock.%s must be between 0 and %d", f.name, f.max)
+			}
+		}
 	}
 	if in.StructuredOutputID != "" {
 		if _, err := s.GetOutput(ctx, pid, in.StructuredOutputID); err != nil {
@@ -153,7 +163,7 @@ func workflowFrom(in WorkflowInput, id string, created, updated time.Time) Workf
 	return Workflow{
 		ID: id, Name: in.Name, EventName: in.EventName, Provider: in.Provider, Model: in.Model,
 		StructuredOutputID: in.StructuredOutputID, Fallbacks: in.Fallbacks, SystemPrompt: in.SystemPrompt,
-		CallbackTimeoutSeconds: in.CallbackTimeoutSeconds, Mock: in.Mock, CreatedAt: created, UpdatedAt: updated,
+		CallbackTimeoutSeconds: in.CallbackTimeoutSeconds, Mock: in.Mock, Stream: in.Stream, CreatedAt: created, UpdatedAt: updated,
 	}
 }
 

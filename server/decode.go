@@ -94,6 +94,9 @@ type taskRequest struct {
 	WebhookURL     string          `json:"webhook_url"`
 	Events         json.RawMessage `json:"events"`
 	DeliveryMethod string          `json:"delivery_method"`
+	// Stream, when given, decides whether the answer streams into the
+	// room; else the workflow's stream does.
+	Stream *bool `json:"stream"`
 
 	// EventTypes are the webhook event types events asks for; nil: all.
 	EventTypes []string `json:"-"`

@@ -54,7 +54,11 @@ func (s *Server) prepare(c *gin.Context) (*channels.Task, []byte, bool) {
 		return nil, nil, false
 	}
 	t := &channels.Task{ChannelID: channels.NewChannelID(), ProjectID: pid, Workflow: wf, Messages: req.Messages,
-		CustomerData: req.CustomerData, Metadata: req.Metadata, Events: req.EventTypes, DeliveryMethod: req.DeliveryMethod}
+		CustomerData: req.CustomerData, Metadata: req.Metadata, Events: req.EventTypes, DeliveryMethod: req.DeliveryMethod,
+		Stream: wf.Stream}
+	if req.Stream != nil {
+		t.Stream = *req.Stream
+	}
 	if wf.StructuredOutputID != "" {
 		o, err := s.Console.GetOutput(ctx, pid, wf.StructuredOutputID)
 		if err != nil {

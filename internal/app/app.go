@@ -173,7 +173,7 @@ func Run(ctx context.Context, env Env) error {
 		ProjectMaxQueue: cfg.ProjectMaxQueue, ProjectRate: cfg.ProjectRate,
 		Retention: cfg.Retention, HotWindow: cfg.HotWindow, Archive: arch, Dispatcher: deliveries, Publisher: sockets, Registerer: reg, Log: log,
 		PublicURL: cfg.PublicURL, CallbackTimeout: cfg.CallbackTimeout, PlaygroundDelay: cfg.PlaygroundCallbackDelay,
-		SyncWait: cfg.SyncWait, Now: clock.Now,
+		SyncWait: cfg.SyncWait, Now: clock.Now, StreamWindow: cfg.StreamWindow, StreamBytes: cfg.StreamBytes,
 		WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,
 	})
 
