@@ -913,6 +913,100 @@ if (pg.status === 501) {
     assert((await page.locator(".status-head .badge").textContent()).trim() === "completed", "channel not completed");
     await shot(page, "13-playground-channel");
   });
+
+  // Streaming: 300 characters in pieces of 5 every 30 ms (about 1.8 s), so
+  // the page is seen holding part of the answer before the final message.
+  const STREAMED = Array.from({ length: 30 }, (_, i) => `chunk#${String(i).padStart(2, "0")}. `).join("");
+  const MARKUP = `Before ${XSS_IMG} and ${XSS} after.`; // one piece: one delta holds it all
+  const streamedWorkflows = [
+    { name: "streamed", mock: { response: STREAMED, stream_chunk_chars: 5, stream_interval_ms: 30 } },
+    { name: "streamed-markup", mock: { response: MARKUP, stream_chunk_chars: 1000 } },
+    // Fails after 40 characters, and so does its (mock) fallback: chunks,
+    // a chunk_reset, the fallback's chunks, then the error.
+    { name: "streamed-fails", fallbacks: [{ provider: "mock" }],
+      mock: { response: STREAMED, stream_chunk_chars: 5, stream_interval_ms: 30, stream_fail_after: 40, error: "the stream broke" } },
+  ];
+  // runStreamed runs workflow from the playground, its "Stream the answer"
+  // box set to stream, and returns the request body the page sent.
+  async function runStreamed(workflow, stream) {
+    await go(page, "#/playground?workflow=" + workflow);
+    const box = page.getByLabel("Stream the answer");
+    assert(await box.isChecked(), `"Stream the answer" is not checked for ${workflow}, whose workflow streams`);
+    if (!stream) await box.uncheck();
+    await page.locator(".message-row textarea").first().fill("Tell me a long story");
+    const sent = page.waitForRequest((r) => r.method() === "POST" && r.url().endsWith("/api/console/playground"), { timeout: T });
+    await page.getByRole("button", { name: "Run" }).click();
+    return (await sent).postDataJSON();
+  }
+  const streamText = () => page.locator(".stream-answer .stream-text").textContent();
+  async function ended(status) {
+    await page.locator(`.live-msg[data-status=${status}]`).first().waitFor({ timeout: 15000 });
+    await page.locator(".badge", { hasText: /^ended$/ }).waitFor({ timeout: T });
+  }
+
+  await check("playground: \"Stream the answer\" starts as the workflow's stream and is sent as the request's", async () => {
+    for (const w of streamedWorkflows) {
+      const r = await api("POST", "/api/console/workflow", { provider: "mock", stream: true, ...w });
+      assert(r.status === 201, `create workflow ${w.name}: ${r.status} ${JSON.stringify(r.data)}`);
+    }
+    await go(page, "#/playground?workflow=" + wfName);
+    const box = page.getByLabel("Stream the answer");
+    assert(!(await box.isChecked()), `checked for ${wfName}, whose workflow does not stream`);
+    await page.selectOption("select[name=workflow]", "streamed");
+    assert(await box.isChecked(), "not checked after choosing a workflow that streams");
+    await page.selectOption("select[name=workflow]", wfName);
+    assert(!(await box.isChecked()), "still checked after choosing a workflow that does not stream");
+  });
+
+  await check("playground: a streamed answer grows in the answer box, in order, before the final message", async () => {
+    const body = await runStreamed("streamed", true);
+    assert(body.stream === true, `request body ${JSON.stringify(body)}`);
+    // Part of the answer, and no message yet.
+    const seen = await (await page.waitForFunction((n) => {
+      const t = document.querySelector(".stream-answer .stream-text")?.textContent || "";
+      return t.length > 0 && t.length < n && !document.querySelector(".live-msg") && t;
+    }, STREAMED.length, { timeout: T })).jsonValue();
+    await page.screenshot({ path: path.join(ART, "13-playground-streaming.png"), fullPage: true });
+    assert(STREAMED.startsWith(seen), `mid-stream the box reads ${JSON.stringify(seen)}, not the start of the answer`);
+    assert(await page.locator(".stream-answer[data-state=streaming]").count() === 1, "the box does not say it is streaming");
+    await ended("success");
+    const whole = await streamText();
+    assert(whole === STREAMED, `at the end the box reads ${JSON.stringify(whole)} (${whole.length} characters), want the ${STREAMED.length}-character answer`);
+    assert(await page.locator(".stream-answer[data-state=done] .stream-state", { hasText: "complete" }).count() === 1, "the box does not say it is complete");
+    assert(await page.locator(".stream-note").isHidden(), "a note shows though nothing started over");
+    // The chunks grow the box; the list holds the messages alone.
+    assert(await page.locator(".live-msg").count() === 1, `${await page.locator(".live-msg").count()} items listed, want the final message alone`);
+    assert(await page.locator(".channel-status .badge", { hasText: "success" }).count() === 1, "the channel status did not follow the final message");
+    await shot(page, "13-playground-streamed");
+  });
+
+  await check("playground: a streamed delta holding markup is shown as text", async () => {
+    await runStreamed("streamed-markup", true);
+    await ended("success");
+    assert(await streamText() === MARKUP, `the box reads ${JSON.stringify(await streamText())}`);
+    const r = await page.evaluate(() => ({ pwned: window.__pwned, els: document.querySelectorAll(".stream-answer img, .stream-answer script").length }));
+    assert(r.pwned === undefined, `window.__pwned = ${r.pwned}`);
+    assert(r.els === 0, `${r.els} elements made from the delta`);
+    await shot(page, "13-playground-streamed-markup");
+  });
+
+  await check("playground: chunk_reset clears the box and says it starts over; the error follows", async () => {
+    await runStreamed("streamed-fails", true);
+    await page.locator(".stream-note", { hasText: "starting over" }).waitFor({ timeout: T });
+    await ended("error");
+    const t = await streamText();
+    assert(t === STREAMED.slice(0, 40), `after the reset and the fallback's 40 characters the box reads ${JSON.stringify(t)}`);
+    assert(await page.locator(".stream-answer[data-state=error] .stream-state", { hasText: "failed" }).count() === 1, "the box does not say the task failed");
+    await shot(page, "13-playground-stream-reset");
+  });
+
+  await check("playground: unticking \"Stream the answer\" sends stream false, which wins over the workflow's: no chunk", async () => {
+    const body = await runStreamed("streamed", false);
+    assert(body.stream === false, `request body ${JSON.stringify(body)}`);
+    await ended("success");
+    assert(await page.locator(".stream-answer").isHidden(), "the answer box shows, so chunks came");
+    assert(await page.locator(".live-msg").count() === 1, "more than the final message listed");
+  });
 }
 
 // --- endpoint health -----------------------------------------------------------

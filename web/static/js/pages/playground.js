@@ -1,12 +1,14 @@
 // Playground: run a workflow on typed messages without sending webhooks.
 // POST /api/console/playground answers like an async submission; the page
 // joins the channel's socket and shows each message as it arrives (for an
-// event-driven workflow: ai_generated, then the simulated callback).
+// event-driven workflow: ai_generated, then the simulated callback). With
+// "Stream the answer" (the request's stream) the answer grows in a box as
+// its chunk events arrive, before the final message.
 import { all, api, notImplemented } from "../api.js";
 import {
   badge, busy, card, clear, emptyState, errorBox, field, h, loading, mono, notice, pageHeader, route, select,
 } from "../dom.js";
-import { openLive } from "../live.js";
+import { openLive, streamAnswer } from "../live.js";
 
 const ROLES = ["user", "system", "assistant"];
 
@@ -43,6 +45,15 @@ export async function render(view, params, query) {
   const wf = select(workflows.map((w) => [w.name, w.event_name ? `${w.name} (event: ${w.event_name})` : w.name]),
     workflows.some((w) => w.name === want) ? want : workflows[0].name);
   wf.name = "workflow";
+  // The request's stream; it starts as the chosen workflow's.
+  const streams = (name) => Boolean(workflows.find((w) => w.name === name)?.stream);
+  const stream = h("input", { type: "checkbox", name: "stream", checked: streams(wf.value) });
+  stream.setAttribute("aria-describedby", "stream-hint");
+  wf.addEventListener("change", () => { stream.checked = streams(wf.value); });
+  const streamField = h("div", { class: "field" },
+    h("label", { class: "check" }, stream, h("span", {}, "Stream the answer")),
+    h("div", { class: "hint", id: "stream-hint" }, "Sent as the request's stream: the answer grows here as the provider writes it (chunk events), " +
+      "then the final message shows. It starts as the chosen workflow's setting."));
   const list = h("div", { class: "messages" });
   list.append(messageRow(list));
   const add = h("button", { type: "button", class: "btn btn-small" }, "Add message");
@@ -54,6 +65,7 @@ export async function render(view, params, query) {
   const msg = h("div", {});
   const form = h("form", { class: "form card", novalidate: true },
     field("Workflow", wf),
+    streamField,
     h("div", { class: "field" }, h("div", { class: "label-row" }, h("span", { class: "label" }, "Messages"), h("span", { class: "spacer" }), add), list),
     msg, h("div", { class: "actions form-actions" }, send));
   const out = h("div", {});
@@ -72,7 +84,7 @@ export async function render(view, params, query) {
     busy(send, async () => {
       let ans;
       try {
-        ans = await api.post("api/console/playground", { workflow: wf.value, messages });
+        ans = await api.post("api/console/playground", { workflow: wf.value, messages, stream: stream.checked });
       } catch (err) {
         msg.append(notImplemented(err)
           ? notice("The playground is not available on this server yet (POST /api/console/playground answers not_implemented). " +
@@ -84,13 +96,15 @@ export async function render(view, params, query) {
       const live = h("ol", { class: "live-list" });
       const state = h("span", {});
       const status = h("span", { class: "channel-status" }, badge(ans.status || "pending"));
+      // Shown at once when streaming was asked for; else at a first chunk.
+      const answer = streamAnswer({ waiting: stream.checked });
       out.replaceChildren(card(
         h("div", { class: "card-head" }, h("h2", {}, "Responses"), h("span", { class: "spacer" }), state),
         h("p", { class: "muted small" }, "Channel ", h("a", { href: route("logs", ans.channel_id) }, mono(ans.channel_id)),
           " · ", status),
-        live));
+        answer.el, live));
       sock = openLive(ans, {
-        list: live, stateEl: state, playground: true,
+        list: live, stateEl: state, playground: true, stream: answer,
         onMessage: (p) => { if (p?.status) status.replaceChildren(badge(p.status)); },
       });
     });
