@@ -177,6 +177,8 @@ type Service struct {
 	mu       sync.Mutex
 	inflight map[string]lease // channel id → its lease, of the tasks this node runs
 
+	streams streams // the streamed answers of the tasks this node runs (stream.go)
+
 	runCtx    context.Context // cancelled when running tasks must stop
 	runCancel context.CancelFunc
 	stop      chan struct{} // closed to stop claiming

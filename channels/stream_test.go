@@ -33,19 +33,20 @@ func (r *streamRoom) PublishIn(_ context.Context, _ redis.Pipeliner, _, _ string
 	return func() (int64, error) { return 1, nil }
 }
 
-func (r *streamRoom) PublishStream(_ context.Context, _, event string, payload json.RawMessage) (int64, error) {
+func (r *streamRoom) PublishStreamIn(_ context.Context, _ redis.Pipeliner, _, event string, payload json.RawMessage) func() (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.tries++
 	if r.fail > 0 {
 		r.fail--
-		return 0, errors.New("redis: connection refused")
+		return func() (int64, error) { return 0, errors.New("redis: connection refused") }
 	}
 	if n := len(r.events); n > 0 && r.events[n-1] == event+" "+string(payload) {
-		return 0, nil // a repeat, as chunk.lua drops it
+		return func() (int64, error) { return 0, nil } // a repeat, as chunk.lua drops it
 	}
 	r.events = append(r.events, event+" "+string(payload))
-	return int64(len(r.events)), nil
+	seq := int64(len(r.events))
+	return func() (int64, error) { return seq, nil }
 }
 
 func (r *streamRoom) snapshot() []string {

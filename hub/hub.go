@@ -291,6 +291,25 @@ var (
 	ErrStreamFull = errors.New("hub: the channel's stream is full")
 )
 
+// PublishStreamIn queues the same publish as PublishStream into p, the
+// caller's pipeline (EVALSHA: a NOSCRIPT error, after a Redis restart,
+// loads the script for the next try). The func it returns reports, once p
+// has run, what PublishStream would have.
+func (h *Hub) PublishStreamIn(ctx context.Context, p redis.Pipeliner, channelID, event string, payload json.RawMessage) func() (int64, error) {
+	keys, args, err := h.streamArgs(channelID, event, payload)
+	if err != nil {
+		return func() (int64, error) { return 0, err }
+	}
+	cmd := chunkScript.EvalSha(ctx, p, keys, args...)
+	return func() (int64, error) {
+		seq, err := cmd.Int64()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			_ = chunkScript.Load(context.WithoutCancel(ctx), h.rdb).Err()
+		}
+		return h.streamed(channelID, seq, err)
+	}
+}
+
 // PublishStream appends one piece of a channel's streamed answer (event is
 // EventChunk or EventChunkReset) to its history and sends it to every
 // socket joined to the channel, on every node, as a push of that event.
@@ -299,17 +318,31 @@ var (
 // drops its streamed entries from the history. It returns the entry's seq
 // (0: a repeat), ErrChannelEnded or ErrStreamFull.
 func (h *Hub) PublishStream(ctx context.Context, channelID, event string, payload json.RawMessage) (int64, error) {
+	keys, args, err := h.streamArgs(channelID, event, payload)
+	if err != nil {
+		return 0, err
+	}
+	seq, err := chunkScript.Run(ctx, h.rdb, keys, args...).Int64()
+	return h.streamed(channelID, seq, err)
+}
+
+// streamArgs are chunk.lua's keys and arguments.
+func (h *Hub) streamArgs(channelID, event string, payload json.RawMessage) ([]string, []any, error) {
 	if channelID == "" {
-		return 0, errors.New("hub: publish: empty channel id")
+		return nil, nil, errors.New("hub: publish: empty channel id")
 	}
 	if !streamEvent(event) {
-		return 0, fmt.Errorf("hub: %q is not a stream event", event)
+		return nil, nil, fmt.Errorf("hub: %q is not a stream event", event)
 	}
 	if !isObject(payload) {
-		return 0, ErrInvalidMessage
+		return nil, nil, ErrInvalidMessage
 	}
-	seq, err := chunkScript.Run(ctx, h.rdb, []string{h.histKey(channelID)}, event, []byte(payload),
-		h.o.HistoryMax+h.o.StreamMax, max(int64(h.o.Retention/time.Second), 1), h.roomChannel(channelID), h.shardedFlag()).Int64()
+	return []string{h.histKey(channelID)}, []any{event, []byte(payload), h.o.HistoryMax + h.o.StreamMax,
+		max(int64(h.o.Retention/time.Second), 1), h.roomChannel(channelID), h.shardedFlag()}, nil
+}
+
+// streamed reads chunk.lua's answer, and counts it.
+func (h *Hub) streamed(channelID string, seq int64, err error) (int64, error) {
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("publish to channel %s: %w", channelID, err)

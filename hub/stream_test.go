@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 )
 
 // A streamed answer's pieces are pushed as their own events, numbered
@@ -103,5 +107,32 @@ func TestParseStreamedEntry(t *testing.T) {
 		if ok != (want.seq != 0) || got != want {
 			t.Errorf("parseEntry(%s) = %+v, %v; want %+v", s, got, ok, want)
 		}
+	}
+}
+
+// PublishStreamIn queues the piece into the caller's pipeline as EVALSHA;
+// on a Redis that does not have the script (restarted, flushed) the
+// attempt fails with NOSCRIPT and loads it, so the next try goes in.
+func TestPublishStreamInLoadsItsScript(t *testing.T) {
+	t.Parallel()
+	srv := miniredis.RunT(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = c.Close() })
+	h := New(c, Options{Prefix: "t"})
+	ctx := context.Background()
+	try := func() (int64, error) {
+		p := c.Pipeline()
+		res := h.PublishStreamIn(ctx, p, "c1", EventChunk, json.RawMessage(`{"index":1,"delta":"a"}`))
+		_, _ = p.Exec(ctx)
+		return res()
+	}
+	if _, err := try(); err == nil || !strings.Contains(err.Error(), "NOSCRIPT") {
+		t.Fatalf("first try on a Redis without the script: %v, want NOSCRIPT", err)
+	}
+	if seq, err := try(); err != nil || seq != 1 {
+		t.Fatalf("second try: %d, %v; want seq 1", seq, err)
+	}
+	if seq, err := try(); err != nil || seq != 0 {
+		t.Fatalf("a repeat: %d, %v; want 0", seq, err)
 	}
 }
