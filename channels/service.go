@@ -556,7 +556,7 @@ func (s *Service) execute(ctx context.Context, t *Task, onWait func(ai.Wait)) (j
 func (s *Service) generate(ctx context.Context, t *Task, onWait func(ai.Wait), maxWait time.Duration) (ai.Result, error) {
 	s.m.busy.Inc()
 	defer s.m.busy.Dec()
-	st := s.newStreamer(t)
+	st := s.newStreamer(ctx, t)
 	req := ai.Request{
 		MaxWait: maxWait,
 		OnWait: func(w ai.Wait) {

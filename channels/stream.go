@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,13 +18,14 @@ import (
 )
 
 // StreamPublisher is a Publisher that can also push the pieces of a
-// streamed answer into a channel's room (the realtime hub's
-// PublishStreamIn): event hub.EventChunk or hub.EventChunkReset, queued
-// into the caller's pipeline; the func reports, once it has run, the
-// piece's seq (0: a repeat, dropped), hub.ErrChannelEnded,
-// hub.ErrStreamFull or a Redis error.
+// streamed answer into a channel's room (the realtime hub): LastSeq is the
+// seq of the channel's last room entry, which a stream numbers its pieces
+// after; AppendStreamIn queues piece seq (event hub.EventChunk or
+// hub.EventChunkReset) into the caller's pipeline; a piece queued again
+// keeps its seq, and the room shows it once.
 type StreamPublisher interface {
-	PublishStreamIn(ctx context.Context, p redis.Pipeliner, channelID, event string, payload json.RawMessage) func() (int64, error)
+	LastSeq(ctx context.Context, channelID string) (int64, error)
+	AppendStreamIn(ctx context.Context, p redis.Pipeliner, channelID string, seq int64, event string, payload json.RawMessage, first bool) error
 }
 
 // chunkPayload is a chunk event's payload: the channel, the piece's number
@@ -33,66 +37,91 @@ type chunkPayload struct {
 	Delta     *string `json:"delta,omitempty"`
 }
 
-// piece is one publish of a stream, its payload fixed when it is taken, so
-// that a publish tried again after a failed round trip is the same bytes
-// (chunk.lua drops a repeat).
+// piece is one publish of a stream, its seq and payload fixed when it is
+// taken, so that a publish tried again after a failed round trip is the
+// same entry (the room drops the repeat).
 type piece struct {
+	seq     int64
 	event   string
 	payload json.RawMessage
+	first   bool // the stream's first: the history's time to live is set with it
 }
 
 // streamer turns a run's deltas (ai.Request.OnDelta, on the run's
 // goroutine) into the room's chunk events. The node's stream loop
-// (flushStreams) publishes them: every Options.StreamWindow it sends, in one
-// pipeline, one piece of every stream that has one (its text since the last
-// window as one chunk, or a chunk_reset), and sooner for a stream that has
-// Options.StreamBytes waiting or is closing; so the provider's stream is
-// never held up by Redis, and one round trip carries the pieces of every
-// stream of the node. A reset (a retry or a fallback after a partial
-// answer) drops the text not yet taken and, if some was, queues a
-// chunk_reset first.
+// (flushStreams) publishes them, so the provider's stream is never held up
+// by Redis: each stream's text waiting at one of its window boundaries
+// (every Options.StreamWindow, at a phase of its own so that the node's
+// streams do not all flush at once) goes as one chunk, sooner when
+// Options.StreamBytes are waiting or the run is over; one pipeline
+// carries every stream's piece due in a round. A reset (a retry or a
+// fallback after a partial answer) drops the text not yet taken and, if
+// some was, queues a chunk_reset first.
 type streamer struct {
 	s    *Service
 	cid  string
 	done chan struct{} // closed when the stream has nothing more to send
 
+	// Read by the stream loop without mu: the stream's next window
+	// boundary (unix ns) and whether it has a piece due before it (text
+	// past StreamBytes, a reset, the run's end, a failed piece), so that
+	// a round skips the streams with nothing due without locking them.
+	dueAt  atomic.Int64
+	urgent atomic.Bool
+
 	mu      sync.Mutex
-	buf     []byte  // text not yet taken
-	outbox  []piece // taken, not yet in the room; outbox[0] is tried next
-	reset   bool    // a chunk_reset is due before the next text
-	lazy    bool    // … but only if text follows (a rerun's: an earlier run may have streamed)
-	shown   bool    // text of the current attempt has been taken
-	index   int     // the last piece's index
-	closing bool    // the run is over: publish what is left, then stop
+	buf     []byte    // text not yet taken
+	outbox  []piece   // taken, not yet in the room; outbox[0] is tried next
+	next    time.Time // the stream's next window boundary
+	seq     int64     // the last piece's seq (the room's last entry when the stream began)
+	index   int       // the last piece's index
+	reset   bool      // a chunk_reset is due before the next text
+	lazy    bool      // … but only if text follows (a rerun's: an earlier run may have streamed)
+	shown   bool      // text of the current attempt has been taken
+	closing bool      // the run is over: publish what is left, then stop
 	giveUp  time.Time
 	ended   bool // done is closed
 }
 
 // streams are a node's streamers, for its stream loop.
 type streams struct {
-	once   sync.Once
-	wake   chan struct{}
-	mu     sync.Mutex
-	active map[*streamer]struct{}
+	once sync.Once
+	wake chan struct{}
+	mu   sync.Mutex
+	// active is replaced, never changed in place, so that a round reads
+	// the slice it took without the lock.
+	active []*streamer
 }
 
 // newStreamer starts the streamer of t's run, or returns nil when t does
-// not stream or no room can take it.
-func (s *Service) newStreamer(t *Task) *streamer {
+// not stream, no room can take it, or the room's last seq cannot be read
+// (the run then goes on unstreamed: its final message carries the answer).
+func (s *Service) newStreamer(ctx context.Context, t *Task) *streamer {
 	if !t.Stream {
 		return nil
 	}
-	if _, ok := s.o.Publisher.(StreamPublisher); !ok {
+	p, ok := s.o.Publisher.(StreamPublisher)
+	if !ok {
 		return nil
 	}
-	st := &streamer{s: s, cid: t.ChannelID, done: make(chan struct{}), reset: t.rerun, lazy: t.rerun}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	last, err := p.LastSeq(rctx, t.ChannelID)
+	cancel()
+	if err != nil {
+		s.o.Log.Warn().Err(err).Str("channel_id", t.ChannelID).Msg("stream: read the room's last seq; the answer will not stream")
+		return nil
+	}
+	st := &streamer{s: s, cid: t.ChannelID, done: make(chan struct{}), seq: last, reset: t.rerun, lazy: t.rerun}
+	if w := s.o.StreamWindow; w > 0 {
+		st.next = time.Now().Add(time.Duration(rand.Int64N(int64(w))))
+		st.dueAt.Store(st.next.UnixNano())
+	}
 	s.streams.once.Do(func() {
 		s.streams.wake = make(chan struct{}, 1)
-		s.streams.active = make(map[*streamer]struct{})
 		go s.flushStreams()
 	})
 	s.streams.mu.Lock()
-	s.streams.active[st] = struct{}{}
+	s.streams.active = append(s.streams.active[:len(s.streams.active):len(s.streams.active)], st)
 	s.streams.mu.Unlock()
 	return st
 }
@@ -111,6 +140,7 @@ func (st *streamer) delta(d ai.Delta) {
 	now := st.s.o.StreamWindow <= 0 || len(st.buf) >= st.s.o.StreamBytes || (st.reset && !st.lazy)
 	st.mu.Unlock()
 	if now {
+		st.urgent.Store(true)
 		st.s.pokeStreams()
 	}
 }
@@ -128,6 +158,7 @@ func (st *streamer) close(ctx context.Context) {
 	st.mu.Lock()
 	st.closing = true
 	st.mu.Unlock()
+	st.urgent.Store(true)
 	st.s.pokeStreams()
 	select {
 	case <-st.done:
@@ -135,35 +166,60 @@ func (st *streamer) close(ctx context.Context) {
 	}
 }
 
-// next returns the piece to send in this round (nil: none), taking due
-// text into the outbox; all is a window's round (every stream's text is
-// due), else only text past StreamBytes, a reset, or a closing stream's.
-// It closes done, and reports so, once nothing is left.
-func (st *streamer) next(all bool) (pc *piece, over bool) {
+// take returns the piece to send in this round (nil: none), taking the
+// text due at now into the outbox. It closes done, and reports so, once
+// nothing is left.
+func (st *streamer) take(now time.Time) (pc *piece, over bool) {
+	if !st.urgent.Load() && now.UnixNano() < st.dueAt.Load() {
+		return nil, false
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	// Urgent until taken: a second piece (a reset's text) goes in the
+	// next round, a closing stream's rest at once.
+	defer func() { st.urgent.Store(st.closing || len(st.outbox) > 1) }()
 	if len(st.outbox) == 0 {
-		if st.reset && !st.lazy || st.reset && len(st.buf) > 0 && (all || st.closing || len(st.buf) >= st.s.o.StreamBytes) {
-			st.index++
-			st.outbox = append(st.outbox, piece{hub.EventChunkReset, mustJSON(chunkPayload{ChannelID: st.cid, Index: st.index})})
+		due := st.closing || len(st.buf) >= st.s.o.StreamBytes || st.s.o.StreamWindow <= 0 || !now.Before(st.next)
+		if !now.Before(st.next) && st.s.o.StreamWindow > 0 {
+			// The next boundary after now, on the stream's own grid.
+			w := st.s.o.StreamWindow
+			st.next = st.next.Add(w * (now.Sub(st.next)/w + 1))
+			st.dueAt.Store(st.next.UnixNano())
+		}
+		if st.reset && (!st.lazy || len(st.buf) > 0 && due) {
+			st.add(hub.EventChunkReset, chunkPayload{ChannelID: st.cid})
 			st.reset, st.lazy = false, false
 		}
-		if len(st.buf) > 0 && (all || st.closing || len(st.buf) >= st.s.o.StreamBytes || st.s.o.StreamWindow <= 0) {
-			st.index++
+		if len(st.buf) > 0 && due {
 			text := string(st.buf)
-			st.outbox = append(st.outbox, piece{hub.EventChunk, mustJSON(chunkPayload{ChannelID: st.cid, Index: st.index, Delta: &text})})
+			st.add(hub.EventChunk, chunkPayload{ChannelID: st.cid, Delta: &text})
 			st.buf = st.buf[:0]
 			st.shown = true
 		}
 	}
-	if len(st.outbox) > 0 {
+	switch {
+	case len(st.outbox) > 0:
 		return &st.outbox[0], false
-	}
-	if st.closing && len(st.buf) == 0 {
+	case st.closing && len(st.buf) == 0:
 		st.end()
 		return nil, true
 	}
 	return nil, false
+}
+
+// add queues one piece, numbered after the last. Under mu.
+func (st *streamer) add(event string, p chunkPayload) {
+	if st.index >= hub.MaxStreamEntries {
+		if st.index == hub.MaxStreamEntries {
+			st.s.o.Log.Warn().Str("channel_id", st.cid).Msg("stream: the answer has too many pieces; the rest goes with the final message")
+			st.index++
+		}
+		return
+	}
+	st.index++
+	st.seq++
+	p.Index = st.index
+	st.outbox = append(st.outbox, piece{seq: st.seq, event: event, payload: mustJSON(p), first: st.index == 1})
 }
 
 // end closes done. Under mu.
@@ -175,26 +231,23 @@ func (st *streamer) end() {
 	}
 }
 
-// sent records what became of the piece next returned: in (or a repeat),
-// refused for good (the room takes no more), or failed (tried again next
-// round; once the run is over, for streamGiveUp at most).
+// sent records what became of the piece take returned: in, or failed
+// (tried again next round; once the run is over, for streamGiveUp at
+// most).
 func (st *streamer) sent(err error) (over bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	switch {
+	case st.ended:
 	case err == nil:
 		st.outbox = st.outbox[1:]
-	case errors.Is(err, hub.ErrChannelEnded) || errors.Is(err, hub.ErrStreamFull) || errors.Is(err, hub.ErrInvalidMessage):
-		st.s.o.Log.Warn().Err(err).Str("channel_id", st.cid).Msg("stream: the room takes no more of the answer")
-		st.end()
-	default:
-		if st.closing {
-			if st.giveUp.IsZero() {
-				st.giveUp = time.Now().Add(streamGiveUp)
-			} else if time.Now().After(st.giveUp) {
-				st.s.o.Log.Warn().Err(err).Str("channel_id", st.cid).Msg("stream: gave up the rest of the answer's chunks; the final message carries it")
-				st.end()
-			}
+	case st.closing:
+		st.urgent.Store(true) // tried again next round
+		if st.giveUp.IsZero() {
+			st.giveUp = time.Now().Add(streamGiveUp)
+		} else if time.Now().After(st.giveUp) {
+			st.s.o.Log.Warn().Err(err).Str("channel_id", st.cid).Msg("stream: gave up the rest of the answer's chunks; the final message carries it")
+			st.end()
 		}
 	}
 	return st.ended
@@ -217,67 +270,82 @@ const (
 	streamRetry  = 20 * time.Millisecond
 )
 
-// flushStreams is the node's stream loop: a round every StreamWindow
-// (with every stream's text), and one whenever a stream has a piece due
-// sooner; a round whose pieces all went in and left more due runs again at
-// once.
+// flushStreams is the node's stream loop: a round every eighth of the
+// window (at least 2 ms), in which each stream whose boundary has come
+// sends its piece, and one whenever a stream has a piece due sooner; a
+// round whose pieces all went in runs again at once (a closing stream may
+// have another).
 func (s *Service) flushStreams() {
-	period := s.o.StreamWindow
-	if period <= 0 {
+	period := max(s.o.StreamWindow/8, 2*time.Millisecond)
+	if s.o.StreamWindow <= 0 {
 		period = streamRetry
 	}
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	p := s.o.Publisher.(StreamPublisher)
 	for {
-		all := false
 		select {
 		case <-s.quit:
 			return
 		case <-tick.C:
-			all = true
 		case <-s.streams.wake:
 		}
-		for again := true; again; {
-			again = s.streamRound(p, all)
-			all = false
+		for s.streamRound(p) {
 		}
 	}
 }
 
-// streamRound sends one piece of each stream that has one due, in one
+// streamRound sends the piece due of each stream that has one, in one
 // pipeline, and reports whether another round is due at once.
-func (s *Service) streamRound(p StreamPublisher, all bool) bool {
+func (s *Service) streamRound(p StreamPublisher) bool {
 	s.streams.mu.Lock()
-	sts := make([]*streamer, 0, len(s.streams.active))
-	for st := range s.streams.active {
-		sts = append(sts, st)
-	}
+	sts := s.streams.active
 	s.streams.mu.Unlock()
 	type queued struct {
-		st  *streamer
-		res func() (int64, error)
+		st     *streamer
+		from   int // its commands in the pipeline: [from, to)
+		to     int
+		queued error
 	}
 	var q []queued
 	var over []*streamer
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	pipe := s.rdb.Pipeline()
+	now := time.Now()
 	for _, st := range sts {
-		pc, done := st.next(all)
+		pc, done := st.take(now)
 		switch {
 		case done:
 			over = append(over, st)
 		case pc != nil:
-			q = append(q, queued{st, p.PublishStreamIn(ctx, pipe, st.cid, pc.event, pc.payload)})
+			from := pipe.Len()
+			err := p.AppendStreamIn(ctx, pipe, st.cid, pc.seq, pc.event, pc.payload, pc.first)
+			q = append(q, queued{st, from, pipe.Len(), err})
 		}
 	}
-	if len(q) > 0 {
-		_, _ = pipe.Exec(ctx) // each piece's own result says what became of it
+	var cmds []redis.Cmder
+	if pipe.Len() > 0 {
+		cmds, _ = pipe.Exec(ctx) // each piece's commands say what became of it
 	}
 	failed := false
 	for _, x := range q {
-		_, err := x.res()
+		if x.queued != nil { // a piece no room would take
+			s.o.Log.Error().Err(x.queued).Str("channel_id", x.st.cid).Msg("stream: stopped")
+			x.st.mu.Lock()
+			x.st.end()
+			x.st.mu.Unlock()
+			over = append(over, x.st)
+			continue
+		}
+		var err error
+		for i := x.from; err == nil && i < x.to; i++ {
+			if i >= len(cmds) {
+				err = errors.New("stream: the pipeline did not run")
+			} else {
+				err = cmds[i].Err()
+			}
+		}
 		failed = failed || err != nil
 		if x.st.sent(err) {
 			over = append(over, x.st)
@@ -285,11 +353,8 @@ func (s *Service) streamRound(p StreamPublisher, all bool) bool {
 	}
 	if len(over) > 0 {
 		s.streams.mu.Lock()
-		for _, st := range over {
-			delete(s.streams.active, st)
-		}
+		s.streams.active = slices.DeleteFunc(slices.Clone(s.streams.active), func(st *streamer) bool { return slices.Contains(over, st) })
 		s.streams.mu.Unlock()
 	}
-	// More due now: a closing stream's second piece, or one that ended.
 	return len(q) > 0 && !failed
 }

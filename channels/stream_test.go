@@ -3,7 +3,6 @@ package channels
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +23,7 @@ type streamRoom struct {
 	events []string // "chunk <payload>", "chunk_reset <payload>", "response <message>"
 	fail   int
 	tries  int
+	seq    int64 // the last piece's
 }
 
 func (r *streamRoom) PublishIn(_ context.Context, _ redis.Pipeliner, _, _ string, msg json.RawMessage) func() (int64, error) {
@@ -33,20 +33,26 @@ func (r *streamRoom) PublishIn(_ context.Context, _ redis.Pipeliner, _, _ string
 	return func() (int64, error) { return 1, nil }
 }
 
-func (r *streamRoom) PublishStreamIn(_ context.Context, _ redis.Pipeliner, _, event string, payload json.RawMessage) func() (int64, error) {
+func (r *streamRoom) LastSeq(context.Context, string) (int64, error) { return 0, nil }
+
+// AppendStreamIn queues a command that fails while fail lasts (a Redis
+// outage), else one that succeeds, recording the piece once per seq (the
+// room drops a repeat).
+func (r *streamRoom) AppendStreamIn(ctx context.Context, p redis.Pipeliner, _ string, seq int64, event string, payload json.RawMessage, _ bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.tries++
 	if r.fail > 0 {
 		r.fail--
-		return func() (int64, error) { return 0, errors.New("redis: connection refused") }
+		p.Do(ctx, "riverhub-test-no-such-command")
+		return nil
 	}
-	if n := len(r.events); n > 0 && r.events[n-1] == event+" "+string(payload) {
-		return func() (int64, error) { return 0, nil } // a repeat, as chunk.lua drops it
+	p.Ping(ctx)
+	if seq > r.seq {
+		r.seq = seq
+		r.events = append(r.events, event+" "+string(payload))
 	}
-	r.events = append(r.events, event+" "+string(payload))
-	seq := int64(len(r.events))
-	return func() (int64, error) { return seq, nil }
+	return nil
 }
 
 func (r *streamRoom) snapshot() []string {

@@ -101,15 +101,9 @@ func (sw *streamWatcher) read(p *tokenProvider, sid int) {
 	for {
 		_, raw, err := sw.conn.Read(context.Background())
 		if err != nil {
-			if os.Getenv("BENCH_DEBUG") != "" {
-				fmt.Println("read:", err)
-			}
 			return
 		}
 		now := time.Now()
-		if os.Getenv("BENCH_DEBUG") != "" {
-			fmt.Println(string(raw))
-		}
 		switch {
 		case bytes.Contains(raw, []byte(`,"chunk",`)):
 			if sw.first.IsZero() {
@@ -272,6 +266,20 @@ func BenchmarkStreamTokens(b *testing.B) {
 			}
 		}
 		_ = rc.Close()
+		if os.Getenv("BENCH_DEBUG") != "" { // the tail by the token's place in its stream
+			for k0 := 0; k0 < tokens; k0 += 15 {
+				var d []time.Duration
+				for _, sw := range watchers {
+					for k := k0; k < min(k0+15, tokens); k++ {
+						if sw.got[k] > 0 {
+							d = append(d, time.Duration(sw.got[k]))
+						}
+					}
+				}
+				slices.Sort(d)
+				b.Logf("tokens %d-%d: p50 %.1f p99 %.1f ms", k0, k0+14, ms(percentile(d, 0.5)), ms(percentile(d, 0.99)))
+			}
+		}
 		total := float64(streams * tokens)
 		slices.Sort(lat)
 		if len(lat) == 0 {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,11 +27,6 @@ var publishLua string
 
 var publishScript = redis.NewScript(publishLua)
 
-//go:embed lua/chunk.lua
-var chunkLua string
-
-var chunkScript = redis.NewScript(chunkLua)
-
 // Options configures a Hub. Zero values take the defaults noted.
 type Options struct {
 	Prefix    string          // Redis key prefix; default "riverhub"
@@ -47,7 +43,6 @@ type Options struct {
 	Record               func(cid string) string
 	FinalMessage         func(ctx context.Context, cid string) (seq string, msg json.RawMessage, err error)
 	HistoryMax           int           // messages kept per channel and replayed on join; default 100
-	StreamMax            int           // streamed entries (PublishStream) kept per channel besides them, until its final message; default 4000
 	MaxChannelsPerSocket int           // topics one socket may join; default 100
 	MaxConns             int           // sockets on this node; more are refused with 503; default 20000
 	SendQueue            int           // per-socket outbound queue, in messages (a join's replay counts as one); default 64
@@ -124,9 +119,6 @@ func New(rdb redis.UniversalClient, o Options) *Hub {
 	o.HotWindow = min(o.HotWindow, o.Retention)
 	if o.HistoryMax <= 0 {
 		o.HistoryMax = 100
-	}
-	if o.StreamMax <= 0 {
-		o.StreamMax = 4000
 	}
 	if o.MaxChannelsPerSocket <= 0 {
 		o.MaxChannelsPerSocket = 100
@@ -280,83 +272,69 @@ const (
 
 func streamEvent(ev string) bool { return ev == EventChunk || ev == EventChunkReset }
 
-// Results of PublishStream besides a seq.
-var (
-	// ErrChannelEnded: the channel's final message is in; nothing more is
-	// shown in its room.
-	ErrChannelEnded = errors.New("hub: the channel's final message is already in")
-	// ErrStreamFull: the channel's history holds StreamMax streamed
-	// entries; the rest of the stream is not shown (its final message
-	// still carries the whole answer).
-	ErrStreamFull = errors.New("hub: the channel's stream is full")
-)
+// MaxStreamEntries bounds a channel's streamed entries: a stream stops
+// publishing after so many (its final message still carries the whole
+// answer).
+const MaxStreamEntries = 4000
 
-// PublishStreamIn queues the same publish as PublishStream into p, the
-// caller's pipeline (EVALSHA: a NOSCRIPT error, after a Redis restart,
-// loads the script for the next try). The func it returns reports, once p
-// has run, what PublishStream would have.
-func (h *Hub) PublishStreamIn(ctx context.Context, p redis.Pipeliner, channelID, event string, payload json.RawMessage) func() (int64, error) {
-	keys, args, err := h.streamArgs(channelID, event, payload)
-	if err != nil {
-		return func() (int64, error) { return 0, err }
+// LastSeq is the seq of the channel's last history entry (0: none), which
+// a stream numbers its pieces after (AppendStreamIn).
+func (h *Hub) LastSeq(ctx context.Context, channelID string) (int64, error) {
+	last, err := h.rdb.LIndex(ctx, h.histKey(channelID), -1).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
 	}
-	cmd := chunkScript.EvalSha(ctx, p, keys, args...)
-	return func() (int64, error) {
-		seq, err := cmd.Int64()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			_ = chunkScript.Load(context.WithoutCancel(ctx), h.rdb).Err()
-		}
-		return h.streamed(channelID, seq, err)
-	}
-}
-
-// PublishStream appends one piece of a channel's streamed answer (event is
-// EventChunk or EventChunkReset) to its history and sends it to every
-// socket joined to the channel, on every node, as a push of that event.
-// Only the history's last entries are checked for a repeat (a stream
-// publishes in order, one piece at a time). The channel's final message
-// drops its streamed entries from the history. It returns the entry's seq
-// (0: a repeat), ErrChannelEnded or ErrStreamFull.
-func (h *Hub) PublishStream(ctx context.Context, channelID, event string, payload json.RawMessage) (int64, error) {
-	keys, args, err := h.streamArgs(channelID, event, payload)
 	if err != nil {
 		return 0, err
 	}
-	seq, err := chunkScript.Run(ctx, h.rdb, keys, args...).Int64()
-	return h.streamed(channelID, seq, err)
+	e, ok := parseEntry(last)
+	if !ok {
+		return 0, fmt.Errorf("hub: channel %s: unreadable history entry", channelID)
+	}
+	return e.seq, nil
 }
 
-// streamArgs are chunk.lua's keys and arguments.
-func (h *Hub) streamArgs(channelID, event string, payload json.RawMessage) ([]string, []any, error) {
-	if channelID == "" {
-		return nil, nil, errors.New("hub: publish: empty channel id")
-	}
-	if !streamEvent(event) {
-		return nil, nil, fmt.Errorf("hub: %q is not a stream event", event)
-	}
-	if !isObject(payload) {
-		return nil, nil, ErrInvalidMessage
-	}
-	return []string{h.histKey(channelID)}, []any{event, []byte(payload), h.o.HistoryMax + h.o.StreamMax,
-		max(int64(h.o.Retention/time.Second), 1), h.roomChannel(channelID), h.shardedFlag()}, nil
-}
-
-// streamed reads chunk.lua's answer, and counts it.
-func (h *Hub) streamed(channelID string, seq int64, err error) (int64, error) {
+// AppendStreamIn queues piece seq of a channel's streamed answer (event
+// EventChunk or EventChunkReset) into p, the caller's pipeline: RPUSH to
+// the channel's history (EXPIRE to Retention with the stream's first
+// piece), PUBLISH (SPUBLISH on a Cluster) to its room; two commands, no
+// script. The stream numbers its pieces itself, from LastSeq on: it is the
+// channel's only publisher while it streams (nothing else is published
+// into a channel before its answer is in), and a piece sent again after a
+// failed round trip keeps its seq, so sockets drop the repeat (a join
+// replays each seq once). Streamed entries do not count against
+// HistoryMax; the final message drops them (publish.lua).
+func (h *Hub) AppendStreamIn(ctx context.Context, p redis.Pipeliner, channelID string, seq int64, event string, payload json.RawMessage, first bool) error {
 	switch {
-	case err != nil:
-		return 0, fmt.Errorf("publish to channel %s: %w", channelID, err)
-	case seq == -1:
-		return 0, ErrChannelEnded
-	case seq == -2:
-		return 0, ErrStreamFull
+	case channelID == "":
+		return errors.New("hub: publish: empty channel id")
+	case !streamEvent(event):
+		return fmt.Errorf("hub: %q is not a stream event", event)
+	case seq <= 0:
+		return fmt.Errorf("hub: stream entry seq %d", seq)
+	case !isObject(payload):
+		return ErrInvalidMessage
 	}
-	if seq == 0 {
-		h.m.published.WithLabelValues("duplicate").Inc()
+	entry := make([]byte, 0, len(payload)+48)
+	entry = append(entry, `{"seq":`...)
+	entry = strconv.AppendInt(entry, seq, 10)
+	entry = append(entry, `,"event":"`...)
+	entry = append(entry, event...)
+	entry = append(entry, `","payload":`...)
+	entry = append(entry, payload...)
+	entry = append(entry, '}')
+	key := h.histKey(channelID)
+	p.RPush(ctx, key, entry)
+	if first {
+		p.Expire(ctx, key, h.o.Retention)
+	}
+	if h.cluster != nil {
+		p.SPublish(ctx, h.roomChannel(channelID), entry)
 	} else {
-		h.m.published.WithLabelValues("streamed").Inc()
+		p.Publish(ctx, h.roomChannel(channelID), entry)
 	}
-	return seq, nil
+	h.m.published.WithLabelValues("streamed").Inc()
+	return nil
 }
 
 // clusterOf is c's Cluster client, or nil when c does not talk to a
@@ -623,7 +601,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) metrics {
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_hub_room_resyncs_total",
 			Help: "Rooms re-read from history after their pub/sub subscription was re-established."}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_publishes_total",
-			Help: "Publish calls on this node, by result (published, streamed: a piece of a streamed answer, duplicate; pipelined: queued in a caller's pipeline, whose outcome the caller reads)."}, []string{"result"}),
+			Help: "Publish calls on this node, by result (published, duplicate; streamed: a piece of a streamed answer queued in a caller's pipeline; pipelined: queued in a caller's pipeline, whose outcome the caller reads)."}, []string{"result"}),
 		joins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_joins_total",
 			Help: "phx_join requests answered on this node, by result (ok, refused, unavailable)."}, []string{"result"}),
 		channelCloses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_channel_closes_total",

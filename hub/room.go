@@ -173,7 +173,7 @@ func (m *member) deliver(e entry) (ended bool) {
 		return false
 	}
 	if !m.ready {
-		if len(m.pending) >= 2*m.s.h.o.HistoryMax+m.s.h.o.StreamMax+m.s.h.o.SendQueue {
+		if len(m.pending) >= 2*m.s.h.o.HistoryMax+MaxStreamEntries+m.s.h.o.SendQueue {
 			m.s.tooSlow()
 			return false
 		}

@@ -3,71 +3,78 @@ package hub
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"strings"
 	"testing"
-
-	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
+	"time"
 )
 
 // A streamed answer's pieces are pushed as their own events, numbered
-// with the channel's messages, replayed on join and from a last_seq,
-// never counted against HistoryMax, dropped from the history by the final
-// message, and refused after it.
+// with the channel's messages, replayed on join and from a last_seq (a
+// piece sent twice, once each), never counted against HistoryMax, and
+// dropped from the history by the final message.
 func TestStreamedEntries(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	h, srv := e.node(Options{HistoryMax: 2, StreamMax: 6})
+	h, srv := e.node(Options{HistoryMax: 2, Retention: time.Hour})
 	pid, cid, topic, token := e.channel()
 	ctx := context.Background()
-	chunk := func(event, payload string) int64 {
+	var seq int64
+	stream := func(event, payload string, again bool) {
 		t.Helper()
-		seq, err := h.PublishStream(ctx, cid, event, json.RawMessage(payload))
-		if err != nil {
-			t.Fatalf("%s %s: %v", event, payload, err)
+		if !again {
+			seq++
 		}
-		return seq
+		p := e.rdb.Pipeline()
+		if err := h.AppendStreamIn(ctx, p, cid, seq, event, json.RawMessage(payload), seq == 2); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	c := dial(t, srv, token)
 	ref := c.mustJoin(topic)
 	publish(t, h, pid, cid, `{"status":"started"}`)
 	c.response(topic, ref, `{"status":"started"}`)
-	if seq := chunk(EventChunk, `{"index":1,"delta":"He"}`); seq != 2 {
-		t.Fatalf("first chunk's seq %d, want 2", seq)
+	var err error
+	if seq, err = h.LastSeq(ctx, cid); err != nil || seq != 1 {
+		t.Fatalf("LastSeq %d, %v; want 1", seq, err)
 	}
-	chunk(EventChunk, `{"index":2,"delta":"llo"}`)
-	if seq := chunk(EventChunk, `{"index":2,"delta":"llo"}`); seq != 0 {
-		t.Fatalf("a repeated chunk got seq %d, want 0 (dropped)", seq)
+	stream(EventChunk, `{"index":1,"delta":"He"}`, false)
+	if ttl := e.rdb.TTL(ctx, h.histKey(cid)).Val(); ttl <= 0 {
+		t.Fatalf("history TTL %v after the first piece", ttl)
 	}
-	chunk(EventChunkReset, `{"index":3}`)
-	for i, d := range []string{"Hi", " there", "!"} {
-		chunk(EventChunk, `{"index":`+string(rune('4'+i))+`,"delta":"`+d+`"}`)
-	}
+	stream(EventChunk, `{"index":2,"delta":"llo"}`, false)
+	stream(EventChunk, `{"index":2,"delta":"llo"}`, true) // a round trip sent again
+	stream(EventChunkReset, `{"index":3}`, false)
+	stream(EventChunk, `{"index":4,"delta":"Hi"}`, false)
+	stream(EventChunk, `{"index":5,"delta":" there"}`, false)
+	stream(EventChunk, `{"index":6,"delta":"!"}`, false)
 	c.pushed(topic, ref, EventChunk, `{"index":1,"delta":"He"}`)
 	c.pushed(topic, ref, EventChunk, `{"index":2,"delta":"llo"}`)
 	c.pushed(topic, ref, EventChunkReset, `{"index":3}`)
 	c.pushed(topic, ref, EventChunk, `{"index":4,"delta":"Hi"}`)
 	c.pushed(topic, ref, EventChunk, `{"index":5,"delta":" there"}`)
 	c.pushed(topic, ref, EventChunk, `{"index":6,"delta":"!"}`)
+	if extra := c.heartbeat(); len(extra) > 0 {
+		t.Fatalf("the repeat reached the socket: %v", extra)
+	}
 
-	// Six streamed entries and one message: more than HistoryMax (2), all
-	// kept; a join from seq 4 gets what came after.
+	// Seven streamed entries (one a repeat) and one message: more than
+	// HistoryMax (2), all kept; a fresh join gets each once, a join from
+	// seq 5 what came after.
+	c1 := dial(t, srv, token)
+	ref1 := c1.mustJoin(topic)
+	c1.response(topic, ref1, `{"status":"started"}`)
+	c1.pushed(topic, ref1, EventChunk, `{"index":1,"delta":"He"}`)
+	c1.pushed(topic, ref1, EventChunk, `{"index":2,"delta":"llo"}`)
+	c1.pushed(topic, ref1, EventChunkReset, `{"index":3}`)
 	c2 := dial(t, srv, token)
-	ref2, _ := c2.joinWith(topic, map[string]any{"last_seq": int64(4)})
-	c2.pushed(topic, ref2, EventChunk, `{"index":4,"delta":"Hi"}`)
+	ref2, _ := c2.joinWith(topic, map[string]any{"last_seq": int64(5)})
 	c2.pushed(topic, ref2, EventChunk, `{"index":5,"delta":" there"}`)
 	c2.pushed(topic, ref2, EventChunk, `{"index":6,"delta":"!"}`)
 	if extra := c2.heartbeat(); len(extra) > 0 {
-		t.Fatalf("a join from seq 4 was also sent %v", extra)
-	}
-	// HistoryMax + StreamMax entries (8) reached: the stream goes on
-	// unseen.
-	chunk(EventChunk, `{"index":7,"delta":"?"}`)
-	c.pushed(topic, ref, EventChunk, `{"index":7,"delta":"?"}`)
-	if _, err := h.PublishStream(ctx, cid, EventChunk, json.RawMessage(`{"index":8,"delta":"?"}`)); !errors.Is(err, ErrStreamFull) {
-		t.Fatalf("a chunk past StreamMax: %v, want ErrStreamFull", err)
+		t.Fatalf("a join from seq 5 was also sent %v", extra)
 	}
 
 	final := `{"status":"success","data":"Hi there!"}`
@@ -75,14 +82,11 @@ func TestStreamedEntries(t *testing.T) {
 	c.response(topic, ref, final)
 	c.expectClose(topic, ref)
 	hist := e.rdb.LRange(ctx, h.histKey(cid), 0, -1).Val()
-	if len(hist) != 2 || hist[0] != `{"seq":1,"payload":{"status":"started"}}` || hist[1] != `{"seq":9,"payload":`+final+`}` {
+	if len(hist) != 2 || hist[0] != `{"seq":1,"payload":{"status":"started"}}` || hist[1] != `{"seq":8,"payload":`+final+`}` {
 		t.Fatalf("history after the final message: %q, want the two messages only", hist)
 	}
-	if _, err := h.PublishStream(ctx, cid, EventChunk, json.RawMessage(`{"index":9,"delta":"late"}`)); !errors.Is(err, ErrChannelEnded) {
-		t.Fatalf("a chunk after the final message: %v, want ErrChannelEnded", err)
-	}
-	if _, err := h.PublishStream(ctx, cid, "response", json.RawMessage(`{}`)); err == nil {
-		t.Fatal("PublishStream took a message event")
+	if seq, err := h.LastSeq(ctx, cid); err != nil || seq != 8 {
+		t.Fatalf("LastSeq %d, %v; want 8", seq, err)
 	}
 	// A late joiner from mid-stream gets the final message, which holds
 	// the whole answer.
@@ -90,6 +94,21 @@ func TestStreamedEntries(t *testing.T) {
 	ref3, _ := c3.joinWith(topic, map[string]any{"last_seq": int64(5)})
 	c3.response(topic, ref3, final)
 	c3.expectClose(topic, ref3)
+
+	p := e.rdb.Pipeline()
+	for _, bad := range []error{
+		h.AppendStreamIn(ctx, p, cid, 9, "response", json.RawMessage(`{}`), false),
+		h.AppendStreamIn(ctx, p, cid, 0, EventChunk, json.RawMessage(`{}`), false),
+		h.AppendStreamIn(ctx, p, cid, 9, EventChunk, json.RawMessage(`[1]`), false),
+		h.AppendStreamIn(ctx, p, "", 9, EventChunk, json.RawMessage(`{}`), false),
+	} {
+		if bad == nil {
+			t.Fatal("AppendStreamIn took a bad piece")
+		}
+	}
+	if p.Len() != 0 {
+		t.Fatalf("bad pieces queued %d commands", p.Len())
+	}
 }
 
 func TestParseStreamedEntry(t *testing.T) {
@@ -107,32 +126,5 @@ func TestParseStreamedEntry(t *testing.T) {
 		if ok != (want.seq != 0) || got != want {
 			t.Errorf("parseEntry(%s) = %+v, %v; want %+v", s, got, ok, want)
 		}
-	}
-}
-
-// PublishStreamIn queues the piece into the caller's pipeline as EVALSHA;
-// on a Redis that does not have the script (restarted, flushed) the
-// attempt fails with NOSCRIPT and loads it, so the next try goes in.
-func TestPublishStreamInLoadsItsScript(t *testing.T) {
-	t.Parallel()
-	srv := miniredis.RunT(t)
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { _ = c.Close() })
-	h := New(c, Options{Prefix: "t"})
-	ctx := context.Background()
-	try := func() (int64, error) {
-		p := c.Pipeline()
-		res := h.PublishStreamIn(ctx, p, "c1", EventChunk, json.RawMessage(`{"index":1,"delta":"a"}`))
-		_, _ = p.Exec(ctx)
-		return res()
-	}
-	if _, err := try(); err == nil || !strings.Contains(err.Error(), "NOSCRIPT") {
-		t.Fatalf("first try on a Redis without the script: %v, want NOSCRIPT", err)
-	}
-	if seq, err := try(); err != nil || seq != 1 {
-		t.Fatalf("second try: %d, %v; want seq 1", seq, err)
-	}
-	if seq, err := try(); err != nil || seq != 0 {
-		t.Fatalf("a repeat: %d, %v; want 0", seq, err)
 	}
 }

@@ -13,7 +13,7 @@
 --         and its replicas see the message (the channel shares the keys'
 --         hash tag, so the slot is theirs); else PUBLISH
 -- ARGV[6] "1" for a final message: the history's streamed entries
---         (chunk.lua) are dropped with it, the final message holding the
+--         (Hub.AppendStreamIn) are dropped with it, the final message holding the
 --         whole answer
 --
 -- Streamed entries ({"seq":N,"event":...}) do not count against ARGV[2]:
