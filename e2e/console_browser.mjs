@@ -272,6 +272,31 @@ await check("create an event-driven workflow with a structured output and a fall
   await shot(page, "05-workflows");
 });
 
+await check("editing a streaming workflow in the form keeps its stream and its mock's pacing", async () => {
+  const made = await api("POST", "/api/console/workflow", { name: "streams-kept", provider: "mock", stream: true,
+    mock: { response: "abc", stream_chunk_chars: 3, stream_interval_ms: 40, stream_fail_after: 7 } });
+  assert(made.status === 201, `create: ${made.status}`);
+  await go(page, "#/workflows");
+  await page.locator("table.workflows tr", { hasText: "streams-kept" }).getByRole("link", { name: "Edit" }).click();
+  await page.locator("input[name=stream]").waitFor({ timeout: T });
+  assert(await page.locator("input[name=stream]").isChecked(), "stream not loaded into the form");
+  assert(await page.inputValue("input[name=mock_stream_interval_ms]") === "40", "the mock's stream pacing not loaded");
+  await page.fill("input[name=mock_delay_ms]", "5");
+  await page.getByRole("button", { name: "Save changes" }).click();
+  await page.locator("table.workflows").waitFor({ timeout: T });
+  let w = (await api("GET", "/api/console/workflow/streams-kept")).data;
+  assert(w.stream === true && w.mock?.delay_ms === 5 && w.mock?.stream_chunk_chars === 3 && w.mock?.stream_interval_ms === 40 &&
+    w.mock?.stream_fail_after === 7, `saved workflow = ${JSON.stringify(w)}`);
+  await page.locator("table.workflows tr", { hasText: "streams-kept" }).getByRole("link", { name: "Edit" }).click();
+  await page.locator("input[name=stream]").waitFor({ timeout: T });
+  await page.locator("input[name=stream]").uncheck();
+  await page.getByRole("button", { name: "Save changes" }).click();
+  await page.locator("table.workflows").waitFor({ timeout: T });
+  w = (await api("GET", "/api/console/workflow/streams-kept")).data;
+  assert(!w.stream, `stream still on: ${JSON.stringify(w)}`);
+  assert((await api("DELETE", "/api/console/workflow/streams-kept")).status === 200, "delete");
+});
+
 await check("a duplicate workflow name is explained", async () => {
   await page.getByRole("link", { name: "New workflow" }).click();
   await page.fill("input[name=name]", wfName);

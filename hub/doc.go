@@ -43,7 +43,9 @@
 //   - Pushes: event "response", join_ref = the join's join_ref (its ref if
 //     the client sent none), ref = the message's seq as a decimal string
 //     ("1", "2", ...), payload = the published message byte
-//     for byte.
+//     for byte. A streamed answer's pieces (AppendStreamIn) are pushed
+//     the same way as events "chunk" and "chunk_reset", numbered with the
+//     messages.
 //   - The end of a channel. A message whose status is success, completed or
 //     error is its channel's last (isFinal). Each node, having pushed it to
 //     a join, ends the join with phx_close ([join_ref, join_ref, topic,
@@ -61,7 +63,8 @@
 // P is Options.Prefix; {cid} is the hash tag of the channel's record in
 // package channels, so the publish script touches one Cluster slot.
 //
-//	P:ch:{cid}:hist  LIST    entries {"seq":N,"payload":<message>}, the last HistoryMax;
+//	P:ch:{cid}:hist  LIST    entries {"seq":N,"payload":<message>}, the last HistoryMax,
+//	                         and a streamed answer's {"seq":N,"event":E,"payload":…} until the final message;
 //	                         after the final message kept HotWindow, then rebuilt on join
 //	                         from the channel's record (Options.Record: room_seq, message)
 //	P:room:{cid}     pub/sub channel carrying each new entry (a shard channel on a Cluster)

@@ -141,11 +141,17 @@ async function renderForm(view, name) {
   const mockHint = h("span", {});
   const mockDelay = h("input", { type: "number", name: "mock_delay_ms", min: 0, max: 600000, value: mock.delay_ms || "", placeholder: "0" });
   const mockErr = h("input", { type: "text", name: "mock_error", value: mock.error || "", placeholder: "empty: the attempt succeeds" });
+  const mockChunk = h("input", { type: "number", name: "mock_stream_chunk_chars", min: 0, max: 65536, value: mock.stream_chunk_chars || "", placeholder: "8" });
+  const mockEvery = h("input", { type: "number", name: "mock_stream_interval_ms", min: 0, max: 60000, value: mock.stream_interval_ms || "", placeholder: "20" });
+  const mockFail = h("input", { type: "number", name: "mock_stream_fail_after", min: 0, max: 1048576, value: mock.stream_fail_after || "", placeholder: "0: never" });
+  const stream = h("input", { type: "checkbox", name: "stream", checked: !!wf.stream });
   const mockBox = h("details", { class: "card details-card", open: true },
     h("summary", {}, "Mock provider settings"),
     h("p", { class: "muted small" }, "Used by the mock provider (as primary or fallback): no model key, a fixed answer."),
     field("Response", mockResp, mockHint),
-    h("div", { class: "grid-2" }, field("Delay (ms)", mockDelay), field("Error", mockErr, "Makes every mock attempt fail with this message (tests fallbacks).")));
+    h("div", { class: "grid-2" }, field("Delay (ms)", mockDelay), field("Error", mockErr, "Makes every mock attempt fail with this message (tests fallbacks).")),
+    h("div", { class: "grid-2" }, field("Streamed piece (characters)", mockChunk), field("Between pieces (ms)", mockEvery)),
+    field("Streamed: fail after (characters)", mockFail, "Makes a streamed attempt fail mid-answer (with Error's message, if set): the room gets chunk_reset before the fallback's stream."));
   const describeMock = () => {
     const t = mockResp.value.trim();
     if (!t) mockHint.textContent = "Empty: the mock answers {\"content\": \"mock response\"}.";
@@ -162,7 +168,7 @@ async function renderForm(view, name) {
   describeMock();
   function syncMock() {
     const used = provider.value === "mock" || [...fbList.querySelectorAll("select")].some((s) => s.value === "mock");
-    mockBox.hidden = !used && !mockResp.value.trim() && !mockErr.value && !mockDelay.value;
+    mockBox.hidden = !used && !mockResp.value.trim() && !mockErr.value && !mockDelay.value && !mockChunk.value && !mockEvery.value && !mockFail.value;
   }
   provider.addEventListener("change", syncMock);
   fbList.addEventListener("input", syncMock);
@@ -176,7 +182,8 @@ async function renderForm(view, name) {
       h("div", { class: "grid-2" }, field("Provider", provider), field("Model", model)),
       field("System prompt", prompt),
       field("Structured output", out, h("span", {}, "The answer must validate against this JSON Schema. ",
-        h("a", { href: "#/outputs" }, "Manage structured outputs")))),
+        h("a", { href: "#/outputs" }, "Manage structured outputs"))),
+      h("label", { class: "check" }, stream, h("span", {}, "Stream answers into the room as they are written (chunk events; a request's stream wins)"))),
     card(h("h2", {}, "Fallbacks"),
       h("p", { class: "muted small" }, "Tried in order when an attempt fails (timeout, 429, 5xx, invalid output). At most 8."),
       fbList, addFb),
@@ -208,7 +215,8 @@ async function renderForm(view, name) {
     }
     let mockOut = null;
     const t = mockResp.value.trim();
-    if (t || mockErr.value.trim() || mockDelay.value) {
+    const streamFields = [["stream_chunk_chars", mockChunk], ["stream_interval_ms", mockEvery], ["stream_fail_after", mockFail]];
+    if (t || mockErr.value.trim() || mockDelay.value || streamFields.some(([, el]) => el.value)) {
       mockOut = {};
       if (t) {
         try {
@@ -219,11 +227,12 @@ async function renderForm(view, name) {
       }
       if (mockDelay.value) mockOut.delay_ms = Number(mockDelay.value);
       if (mockErr.value.trim()) mockOut.error = mockErr.value.trim();
+      for (const [k, el] of streamFields) if (el.value) mockOut[k] = Number(el.value);
     }
     const payload = {
       name: editing ? wf.name : n, provider: provider.value, model: model.value.trim(),
       system_prompt: prompt.value, structured_output_id: out.value, fallbacks,
-      event_name: ev, callback_timeout_seconds: cb ? Number(cb) : 0, mock: mockOut,
+      event_name: ev, callback_timeout_seconds: cb ? Number(cb) : 0, mock: mockOut, stream: stream.checked,
     };
     await busy(save, async () => {
       try {
