@@ -579,7 +579,7 @@ func (s *Service) generate(ctx context.Context, t *Task, onWait func(ai.Wait), m
 	if st != nil {
 		// The final message comes after the stream's last chunk.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), streamGiveUp+5*time.Second)
-		st.close(cctx)
+		st.close(cctx, ctx.Err() != nil)
 		cancel()
 	}
 	s.m.countAttempts(res.Attempts)

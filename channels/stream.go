@@ -123,6 +123,7 @@ func (s *Service) newStreamer(ctx context.Context, t *Task) *streamer {
 	s.streams.mu.Lock()
 	s.streams.active = append(s.streams.active[:len(s.streams.active):len(s.streams.active)], st)
 	s.streams.mu.Unlock()
+	s.pokeStreams() // an idle loop ticks again
 	return st
 }
 
@@ -153,16 +154,25 @@ func (s *Service) pokeStreams() {
 }
 
 // close has what is left published and waits for it (within ctx): the
-// run's final message must come after its last chunk.
-func (st *streamer) close(ctx context.Context) {
+// run's final message must come after its last chunk. Past ctx, or for a
+// run cut short (abandon: it runs again, elsewhere, starting with a
+// reset), the rest is dropped: no round that starts after close returns
+// sends anything of the stream (one already in flight may finish).
+func (st *streamer) close(ctx context.Context, abandon bool) {
 	st.mu.Lock()
 	st.closing = true
+	if abandon {
+		st.end()
+	}
 	st.mu.Unlock()
 	st.urgent.Store(true)
 	st.s.pokeStreams()
 	select {
 	case <-st.done:
 	case <-ctx.Done():
+		st.mu.Lock()
+		st.end()
+		st.mu.Unlock()
 	}
 }
 
@@ -283,7 +293,18 @@ func (s *Service) flushStreams() {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	p := s.o.Publisher.(StreamPublisher)
+	idle := false
 	for {
+		s.streams.mu.Lock()
+		none := len(s.streams.active) == 0
+		s.streams.mu.Unlock()
+		if none != idle { // no ticks while no stream runs
+			if idle = none; idle {
+				tick.Stop()
+			} else {
+				tick.Reset(period)
+			}
+		}
 		select {
 		case <-s.quit:
 			return
@@ -301,6 +322,9 @@ func (s *Service) streamRound(p StreamPublisher) bool {
 	s.streams.mu.Lock()
 	sts := s.streams.active
 	s.streams.mu.Unlock()
+	if len(sts) == 0 {
+		return false
+	}
 	type queued struct {
 		st     *streamer
 		from   int // its commands in the pipeline: [from, to)

@@ -45,7 +45,7 @@ type Options struct {
 	HistoryMax           int           // messages kept per channel and replayed on join; default 100
 	MaxChannelsPerSocket int           // topics one socket may join; default 100
 	MaxConns             int           // sockets on this node; more are refused with 503; default 20000
-	SendQueue            int           // per-socket outbound queue, in messages (a join's replay counts as one); default 64
+	SendQueue            int           // per-socket outbound queue, in pushes (a join's replay counts as one); default 256
 	WriteTimeout         time.Duration // per frame written; default 10s
 	HeartbeatTimeout     time.Duration // a socket silent this long is closed; default 60s (2 × the phoenix client's 30 s heartbeat)
 	IdleTimeout          time.Duration // a socket without a join this long is closed with 1000, heartbeats or not; default 60s
@@ -127,7 +127,7 @@ func New(rdb redis.UniversalClient, o Options) *Hub {
 		o.MaxConns = 20000
 	}
 	if o.SendQueue <= 0 {
-		o.SendQueue = 64
+		o.SendQueue = 256 // a streamed answer is ~20 pushes a second per channel
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 10 * time.Second

@@ -180,7 +180,11 @@ func (m *member) deliver(e entry) (ended bool) {
 		m.pending = append(m.pending, e)
 		return false
 	}
-	if e.seq <= m.lastSeq {
+	// A seq the join has had is a repeat; but a final message reaching a
+	// join still open is never one (a join ends at its final message): a
+	// streamed piece that reached the room without reaching the history
+	// (its RPUSH refused, its PUBLISH not) may have used its seq.
+	if e.seq <= m.lastSeq && !e.final {
 		return false
 	}
 	frames := [][]byte{m.frame(e)}
@@ -189,7 +193,7 @@ func (m *member) deliver(e entry) (ended bool) {
 		frames = append(frames, m.closeFrame())
 	}
 	if m.s.send(frames) {
-		m.lastSeq = e.seq
+		m.lastSeq = max(m.lastSeq, e.seq)
 		m.s.h.m.pushed.Inc()
 		if m.ended {
 			m.s.h.m.channelCloses.WithLabelValues("final").Inc()

@@ -128,3 +128,48 @@ func TestParseStreamedEntry(t *testing.T) {
 		}
 	}
 }
+
+// The stream's first piece starts the history, with the retention as its
+// time to live.
+func TestFirstStreamedPieceSetsTheHistoryTTL(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	h, _ := e.node(Options{Retention: time.Hour})
+	_, cid, _, _ := e.channel()
+	ctx := context.Background()
+	p := e.rdb.Pipeline()
+	if err := h.AppendStreamIn(ctx, p, cid, 1, EventChunk, json.RawMessage(`{"index":1,"delta":"a"}`), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := e.rdb.TTL(ctx, h.histKey(cid)).Val(); ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("history TTL %v after the first piece, want the retention (1h)", ttl)
+	}
+}
+
+// A piece that reached the room but not the history (Redis refused its
+// RPUSH, out of memory, and took its PUBLISH) leaves its seq free in the
+// history: the final message takes it. A join still open gets the final
+// message all the same, and ends.
+func TestFinalMessageReachesAJoinPastATakenSeq(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	h, srv := e.node(Options{})
+	pid, cid, topic, token := e.channel()
+	ctx := context.Background()
+	c := dial(t, srv, token)
+	ref := c.mustJoin(topic)
+	if err := e.rdb.Publish(ctx, h.roomChannel(cid), `{"seq":1,"event":"chunk","payload":{"index":1,"delta":"a"}}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.pushed(topic, ref, EventChunk, `{"index":1,"delta":"a"}`)
+	final := `{"status":"success","data":"a"}`
+	publish(t, h, pid, cid, final)
+	m := c.read()
+	if m.Event != "response" || string(m.Payload) != final || m.Ref == nil || *m.Ref != "1" {
+		t.Fatalf("got %s, want the final message with the taken seq 1", m)
+	}
+	c.expectClose(topic, ref)
+}
