@@ -368,8 +368,11 @@ func (e *Engine) claim(n int, skip []string) (out []claimed, more bool, err erro
 		if r.hasDue {
 			e.duePids[k] = r.duePids
 		}
+		// Remember every put-off, the short ones too: the endpoint may
+		// have room again long before they come due (the claim script
+		// has written them, so handOff can bring them forward).
 		for _, d := range r.putOff {
-			if d.at.UnixMilli() >= now.Add(e.o.Timeout).UnixMilli() && len(e.deferred[d.webhookID]) < maxDeferred {
+			if len(e.deferred[d.webhookID]) < maxDeferred {
 				e.deferred[d.webhookID] = append(e.deferred[d.webhookID], claimed{id: d.id, projectID: d.projectID, at: d.at, part: k})
 			}
 		}
@@ -510,12 +513,17 @@ func (e *Engine) acquireOrWait(d claimed, id string) bool {
 		e.mu.Unlock()
 		return true
 	}
-	if len(e.waiting[id]) < e.o.PerEndpoint {
+	delay := e.putOffFor(id)
+	// An endpoint that answers frees a slot within moments: park up to a
+	// claim's batch beyond PerEndpoint rather than put the delivery off
+	// for a fixed while (putOff), which it would wait out whole even
+	// when the endpoint had room again long before. (A claim takes no
+	// more for an endpoint once PerEndpoint wait: saturated.)
+	if n := len(e.waiting[id]); n < e.o.PerEndpoint || (delay < e.o.Timeout && n < e.o.PerEndpoint+claimBatch) {
 		e.waiting[id] = append(e.waiting[id], d)
 		e.mu.Unlock()
 		return false
 	}
-	delay := e.putOffFor(id)
 	at := e.o.Now().Add(delay)
 	if delay == e.o.Timeout && len(e.deferred[id]) < maxDeferred {
 		// (a short put-off needs no help, and its put-back may not be

@@ -264,6 +264,9 @@ func BenchmarkWebhooksEndToEnd(b *testing.B) {
 		tasks = v
 	}
 	kv := []string{"RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000"}
+	if v := os.Getenv("BENCH_ENDPOINT_CONCURRENCY"); v != "" {
+		kv = append(kv, "RIVERHUB_ENDPOINT_CONCURRENCY", v)
+	}
 	var n *node
 	if os.Getenv("BENCH_PROCESS") != "" { // the node as a process of its own, built from this tree
 		url, prefix := testRedisURL(b), rdbtest.Prefix()
@@ -365,6 +368,31 @@ func BenchmarkWebhooksEndToEnd(b *testing.B) {
 		b.ReportMetric(ms(percentile(lat, 1)), "max-ms")
 		b.ReportMetric(float64(over), "over-1s")
 		b.ReportMetric(float64(attempts.Load()-int64(tasks)), "extra-attempts")
+		if os.Getenv("BENCH_DEBUG") != "" { // the latency by submission time
+			buckets := map[int][]time.Duration{}
+			for cid, t0 := range sent {
+				k := int(t0.Sub(start) / (250 * time.Millisecond))
+				buckets[k] = append(buckets[k], arrived[cid].Sub(t0))
+			}
+			for k := 0; k < len(buckets); k++ {
+				d := buckets[k]
+				slices.Sort(d)
+				b.Logf("sent %4d-%4d ms: %5d tasks, p50 %.0f p99 %.0f max %.0f ms", k*250, k*250+250, len(d), ms(percentile(d, 0.5)), ms(percentile(d, 0.99)), ms(percentile(d, 1)))
+			}
+		}
+		if os.Getenv("BENCH_DEBUG") != "" { // where the time of deliveries at the p99 went
+			at := len(slowest) / 100
+			switch os.Getenv("BENCH_DEBUG") {
+			case "p50":
+				at = len(slowest) / 2
+			case "max":
+				at = 0
+			}
+			for _, s := range slowest[at : at+2] {
+				r := n.do(b, "GET", "/api/console/logs/"+s.cid, n.key, nil)
+				b.Logf("p99: %s took %v; sent at %s; timeline: %s", s.cid, s.d, sent[s.cid].UTC().Format("15:04:05.000"), r.body)
+			}
+		}
 		for _, s := range slowest[:min(3, len(slowest))] {
 			if s.d < time.Second {
 				break
