@@ -63,7 +63,8 @@
 // P is Options.Prefix; {cid} is the hash tag of the channel's record in
 // package channels, so the publish script touches one Cluster slot.
 //
-//	P:ch:{cid}:hist  LIST    entries {"seq":N,"payload":<message>}, the last HistoryMax,
+//	P:ch:{cid}:hist  LIST    entries {"seq":N,"payload":<message>}, the last HistoryMax (none for a
+//	                         final message that is the channel's first and is its record's message),
 //	                         and a streamed answer's {"seq":N,"event":E,"payload":…} until the final message;
 //	                         after the final message kept HotWindow, then rebuilt on join
 //	                         from the channel's record (Options.Record: room_seq, message)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // A streamed answer's pieces are pushed as their own events, numbered
@@ -172,4 +174,55 @@ func TestFinalMessageReachesAJoinPastATakenSeq(t *testing.T) {
 		t.Fatalf("got %s, want the final message with the taken seq 1", m)
 	}
 	c.expectClose(topic, ref)
+}
+
+// A final message that is its channel's first, held by the channel's
+// record, is published without a history: live joins get it from the
+// room, late ones rebuilt from the record, with the same seq; a repeat is
+// dropped. One whose record holds another message keeps a history.
+func TestLoneFinalMessageNeedsNoHistory(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	record := func(cid string) string { return e.prefix + ":ch:{" + cid + "}" }
+	h, srv := e.node(Options{Retention: time.Hour, HotWindow: 30 * time.Second, Record: record})
+	pid, cid, topic, token := e.channel()
+	ctx := context.Background()
+	final := `{"status":"success","data":{"n":1}}`
+	e.rdb.HSet(ctx, record(cid), "status", "success", "message", final)
+	e.rdb.Expire(ctx, record(cid), time.Hour)
+	c := dial(t, srv, token)
+	ref := c.mustJoin(topic)
+	publish(t, h, pid, cid, final)
+	c.response(topic, ref, final)
+	c.expectClose(topic, ref)
+	if n := e.rdb.Exists(ctx, h.histKey(cid)).Val(); n != 0 {
+		t.Fatalf("a lone final message wrote a history")
+	}
+	if got := e.rdb.HGet(ctx, record(cid), "room_seq").Val(); got != "1" {
+		t.Fatalf("room_seq = %q, want 1", got)
+	}
+	c2 := dial(t, srv, token)
+	ref2 := c2.mustJoin(topic)
+	c2.lastSeq = 0
+	c2.response(topic, ref2, final)
+	c2.expectClose(topic, ref2)
+	var seq func() (int64, error)
+	if _, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		seq = h.PublishIn(ctx, p, pid, cid, json.RawMessage(final))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := seq(); err != nil || n != 0 {
+		t.Fatalf("the final message again: seq %d, %v; want 0 (a repeat)", n, err)
+	}
+
+	// The record holds another message (not yet written, say): history.
+	_, cid2, _, _ := e.channel()
+	e.rdb.HSet(ctx, record(cid2), "status", "generating")
+	e.rdb.Expire(ctx, record(cid2), time.Hour)
+	publish(t, h, pid, cid2, final)
+	if hist := e.rdb.LRange(ctx, h.histKey(cid2), 0, -1).Val(); len(hist) != 1 {
+		t.Fatalf("history %q, want the final message", hist)
+	}
 }

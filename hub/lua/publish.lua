@@ -47,6 +47,25 @@ for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
 end
 local seq = last + 1
 local entry = '{"seq":' .. seq .. suffix
+-- A final message that is the channel's first (a standard task's only
+-- message) needs no history when the record holds it: a join rebuilds it
+-- from there (room_seq, message), as it does once the history has
+-- expired. A repeat finds room_seq set.
+if ARGV[6] == '1' and last == 0 and KEYS[2] then
+  local rec = redis.call('HMGET', KEYS[2], 'message', 'room_seq')
+  if rec[1] == ARGV[1] then
+    if rec[2] then
+      return 0
+    end
+    redis.call('HSET', KEYS[2], 'room_seq', seq)
+    if ARGV[5] == '1' then
+      redis.call('SPUBLISH', ARGV[4], entry)
+    else
+      redis.call('PUBLISH', ARGV[4], entry)
+    end
+    return seq
+  end
+end
 if ARGV[6] == '1' and streamed > 0 then
   redis.call('DEL', KEYS[1])
   kept[#kept + 1] = entry
