@@ -163,7 +163,12 @@ func TestFinalMessageReachesAJoinPastATakenSeq(t *testing.T) {
 	ctx := context.Background()
 	c := dial(t, srv, token)
 	ref := c.mustJoin(topic)
-	if err := e.rdb.Publish(ctx, h.roomChannel(cid), `{"seq":1,"event":"chunk","payload":{"index":1,"delta":"a"}}`).Err(); err != nil {
+	entry := `{"seq":1,"event":"chunk","payload":{"index":1,"delta":"a"}}`
+	pub := e.rdb.Publish
+	if h.cluster != nil {
+		pub = e.rdb.SPublish
+	}
+	if err := pub(ctx, h.roomChannel(cid), entry).Err(); err != nil {
 		t.Fatal(err)
 	}
 	c.pushed(topic, ref, EventChunk, `{"index":1,"delta":"a"}`)

@@ -47,6 +47,14 @@ for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
 end
 local seq = last + 1
 local entry = '{"seq":' .. seq .. suffix
+local function fanout()
+  if ARGV[5] == '1' then
+    redis.call('SPUBLISH', ARGV[4], entry)
+  else
+    redis.call('PUBLISH', ARGV[4], entry)
+  end
+  return seq
+end
 -- A final message that is the channel's first (a standard task's only
 -- message) needs no history when the record holds it: a join rebuilds it
 -- from there (room_seq, message), as it does once the history has
@@ -58,12 +66,7 @@ if ARGV[6] == '1' and last == 0 and KEYS[2] then
       return 0
     end
     redis.call('HSET', KEYS[2], 'room_seq', seq)
-    if ARGV[5] == '1' then
-      redis.call('SPUBLISH', ARGV[4], entry)
-    else
-      redis.call('PUBLISH', ARGV[4], entry)
-    end
-    return seq
+    return fanout()
   end
 end
 if ARGV[6] == '1' and streamed > 0 then
@@ -82,9 +85,4 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('HSET', KEYS[2], 'room_seq', seq)
 end
-if ARGV[5] == '1' then
-  redis.call('SPUBLISH', ARGV[4], entry)
-else
-  redis.call('PUBLISH', ARGV[4], entry)
-end
-return seq
+return fanout()
