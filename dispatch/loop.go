@@ -372,6 +372,9 @@ func (e *Engine) claim(n int, skip []string) (out []claimed, more bool, err erro
 		// have room again long before they come due (the claim script
 		// has written them, so handOff can bring them forward).
 		for _, d := range r.putOff {
+			if len(e.deferred[d.webhookID]) >= maxDeferred {
+				e.pruneDeferred(d.webhookID, now)
+			}
 			if len(e.deferred[d.webhookID]) < maxDeferred {
 				e.deferred[d.webhookID] = append(e.deferred[d.webhookID], claimed{id: d.id, projectID: d.projectID, at: d.at, part: k})
 			}
@@ -551,6 +554,25 @@ func (e *Engine) putOffFor(id string) time.Duration {
 
 const maxDeferred = 10000 // deferred ids remembered per endpoint
 
+// pruneDeferred forgets an endpoint's put-offs that have come due (e.mu
+// held): a short put-off, remembered to be brought forward, has usually
+// come due and been claimed again by the time the endpoint has room.
+func (e *Engine) pruneDeferred(id string, now time.Time) {
+	ids := e.deferred[id]
+	kept := ids[:0]
+	for _, d := range ids {
+		if d.at.After(now) {
+			kept = append(kept, d)
+		}
+	}
+	clear(ids[len(kept):])
+	if len(kept) == 0 {
+		delete(e.deferred, id)
+	} else {
+		e.deferred[id] = kept
+	}
+}
+
 // handOff passes the caller's endpoint slot to the next waiting delivery,
 // or releases it (and brings deferred deliveries forward when the
 // endpoint has room again).
@@ -614,18 +636,26 @@ func (e *Engine) handOff(id string) (claimed, bool) {
 }
 
 // takeDeferred takes up to n of the deliveries put off for an endpoint
-// (e.mu held).
+// that are not due yet (e.mu held), forgetting the due ones it passes: one
+// due already has nothing to be brought forward to (it has been, or will
+// at once be, claimed again).
 func (e *Engine) takeDeferred(id string, n int) []claimed {
 	ids := e.deferred[id]
 	if len(ids) == 0 {
 		return nil
 	}
-	n = min(len(ids), n)
-	pull := ids[:n]
-	if n == len(ids) {
+	now := e.o.Now()
+	var pull []claimed
+	i := 0
+	for ; i < len(ids) && len(pull) < n; i++ {
+		if ids[i].at.After(now) {
+			pull = append(pull, ids[i])
+		}
+	}
+	if i == len(ids) {
 		delete(e.deferred, id)
 	} else {
-		e.deferred[id] = ids[n:]
+		e.deferred[id] = ids[i:]
 	}
 	return pull
 }

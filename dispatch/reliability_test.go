@@ -676,3 +676,40 @@ func TestBurstToOneEndpointWaitsForItsSlots(t *testing.T) {
 		t.Fatalf("%v claims for %d deliveries: %v were put back on the schedule and claimed again", claimed, n, claimed-n)
 	}
 }
+
+// Put-offs remembered for an endpoint that have come due are forgotten,
+// not brought forward (they have been claimed again): a take passes them,
+// and a full list drops them to make room.
+func TestDueDeferredAreForgotten(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	now := time.Now()
+	e := newRelEngine(t, c, prefix, &relHooks{}, Options{Now: func() time.Time { return now }})
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	at := func(d time.Duration) time.Time { return now.Add(d) }
+	e.deferred["wh"] = []claimed{{id: "a", at: at(-time.Millisecond)}, {id: "b", at: at(time.Second)}, {id: "c", at: at(-time.Second)}, {id: "d", at: at(2 * time.Second)}}
+	ids := func(ds []claimed) (out []string) {
+		for _, d := range ds {
+			out = append(out, d.id)
+		}
+		return out
+	}
+	if got := ids(e.takeDeferred("wh", 1)); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("took %v, want [b]", got)
+	}
+	if got := ids(e.takeDeferred("wh", 5)); !slices.Equal(got, []string{"d"}) {
+		t.Fatalf("took %v, want [d]", got)
+	}
+	if _, ok := e.deferred["wh"]; ok {
+		t.Fatalf("left %v", ids(e.deferred["wh"]))
+	}
+	for i := range maxDeferred {
+		e.deferred["wh"] = append(e.deferred["wh"], claimed{id: fmt.Sprint(i), at: at(-time.Duration(i+1) * time.Millisecond)})
+	}
+	e.deferred["wh"] = append(e.deferred["wh"], claimed{id: "later", at: at(time.Second)})
+	e.pruneDeferred("wh", now)
+	if got := ids(e.deferred["wh"]); !slices.Equal(got, []string{"later"}) {
+		t.Fatalf("after pruning %d entries: %d left", maxDeferred+1, len(got))
+	}
+}

@@ -277,21 +277,37 @@ func streamEvent(ev string) bool { return ev == EventChunk || ev == EventChunkRe
 // answer).
 const MaxStreamEntries = 4000
 
-// LastSeq is the seq of the channel's last history entry (0: none), which
-// a stream numbers its pieces after (AppendStreamIn).
+// LastSeq is the seq of the channel's last room entry (0: none), which a
+// stream numbers its pieces after (AppendStreamIn): its history's last, or
+// its final message's (room_seq in its record, Options.Record), whichever
+// is later.
 func (h *Hub) LastSeq(ctx context.Context, channelID string) (int64, error) {
-	last, err := h.rdb.LIndex(ctx, h.histKey(channelID), -1).Result()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
-	}
-	if err != nil {
+	var last *redis.StringCmd
+	var final *redis.StringCmd
+	_, err := h.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		last = p.LIndex(ctx, h.histKey(channelID), -1)
+		if h.o.Record != nil {
+			final = p.HGet(ctx, h.o.Record(channelID), "room_seq")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return 0, err
 	}
-	e, ok := parseEntry(last)
-	if !ok {
-		return 0, fmt.Errorf("hub: channel %s: unreadable history entry", channelID)
+	var seq int64
+	if s, err := last.Result(); err == nil {
+		e, ok := parseEntry(s)
+		if !ok {
+			return 0, fmt.Errorf("hub: channel %s: unreadable history entry", channelID)
+		}
+		seq = e.seq
 	}
-	return e.seq, nil
+	if final != nil {
+		if n, err := final.Int64(); err == nil {
+			seq = max(seq, n)
+		}
+	}
+	return seq, nil
 }
 
 // AppendStreamIn queues piece seq of a channel's streamed answer (event

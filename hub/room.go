@@ -375,10 +375,23 @@ func (h *Hub) history(ctx context.Context, cid string) ([]entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(raw) == 0 {
-		return h.finalOf(ctx, cid)
+	return h.orFinal(ctx, cid, h.entries(cid, raw))
+}
+
+// orFinal is what a join or a resync is sent of a channel whose history
+// is es: es, unless es is empty or ends in streamed pieces and the
+// channel's record has its final message (which a lone final message
+// writes no history for, and which a run racing it may have streamed
+// after): then that final message alone, which holds the whole answer.
+func (h *Hub) orFinal(ctx context.Context, cid string, es []entry) ([]entry, error) {
+	if len(es) > 0 && es[len(es)-1].event == "" {
+		return es, nil
 	}
-	return h.entries(cid, raw), nil
+	fin, err := h.finalOf(ctx, cid)
+	if err != nil || len(fin) > 0 || len(es) == 0 {
+		return fin, err
+	}
+	return es, nil
 }
 
 // finalOf is a finished channel's final message as its history's one
@@ -425,13 +438,9 @@ func (h *Hub) histories(cids []string) ([][]entry, error) {
 	}
 	out := make([][]entry, len(cids))
 	for i, c := range cmds {
-		if len(c.Val()) == 0 {
-			if out[i], err = h.finalOf(ctx, cids[i]); err != nil {
-				return nil, err
-			}
-			continue
+		if out[i], err = h.orFinal(ctx, cids[i], h.entries(cids[i], c.Val())); err != nil {
+			return nil, err
 		}
-		out[i] = h.entries(cids[i], c.Val())
 	}
 	return out, nil
 }

@@ -231,3 +231,35 @@ func TestLoneFinalMessageNeedsNoHistory(t *testing.T) {
 		t.Fatalf("history %q, want the final message", hist)
 	}
 }
+
+// A run racing the one that finished (a lease lost to a pause) may stream
+// after a final message that wrote no history: its pieces are numbered
+// after the final message's seq, and a join is sent the final message
+// (which holds the whole answer), then phx_close, not the stray pieces.
+func TestPiecesAfterALoneFinalMessage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	record := func(cid string) string { return e.prefix + ":ch:{" + cid + "}" }
+	h, srv := e.node(Options{Record: record})
+	pid, cid, topic, token := e.channel()
+	ctx := context.Background()
+	final := `{"status":"error","error":{"message":"x"}}`
+	e.rdb.HSet(ctx, record(cid), "status", "error", "message", final)
+	e.rdb.Expire(ctx, record(cid), time.Hour)
+	publish(t, h, pid, cid, final)
+	seq, err := h.LastSeq(ctx, cid)
+	if err != nil || seq != 1 {
+		t.Fatalf("LastSeq %d, %v; want 1 (the final message's, in the record)", seq, err)
+	}
+	p := e.rdb.Pipeline()
+	if err := h.AppendStreamIn(ctx, p, cid, seq+1, EventChunk, json.RawMessage(`{"index":1,"delta":"late"}`), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, srv, token)
+	ref := c.mustJoin(topic)
+	c.response(topic, ref, final)
+	c.expectClose(topic, ref)
+}
