@@ -122,10 +122,9 @@
 //     on), at once when it filled its part, or when a poke or a nudge names
 //     it. An attempt whose
 //     endpoint is at its limit on this node parks (up to PerEndpoint per
-//     endpoint, or a claim's batch more while the endpoint answers) and is
-//     sent by the goroutine of the next attempt to that endpoint to end
-//     (handOff), or goes back to the schedule, to be brought forward when
-//     the endpoint has room. The claimer
+//     endpoint) and is sent by the goroutine of the next attempt to that
+//     endpoint to end (handOff), or goes back to the schedule, to be
+//     brought forward when the endpoint has room. The claimer
 //     sleeps until the earliest due time of any partition, at most 100 ms;
 //     an Enqueue, a retry scheduled here, an attempt that ends or a nudge
 //     wakes it early.

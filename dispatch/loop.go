@@ -516,17 +516,12 @@ func (e *Engine) acquireOrWait(d claimed, id string) bool {
 		e.mu.Unlock()
 		return true
 	}
-	delay := e.putOffFor(id)
-	// An endpoint that answers frees a slot within moments: park up to a
-	// claim's batch beyond PerEndpoint rather than put the delivery off
-	// for a fixed while (putOff), which it would wait out whole even
-	// when the endpoint had room again long before. (A claim takes no
-	// more for an endpoint once PerEndpoint wait: saturated.)
-	if n := len(e.waiting[id]); n < e.o.PerEndpoint || (delay < e.o.Timeout && n < e.o.PerEndpoint+claimBatch) {
+	if len(e.waiting[id]) < e.o.PerEndpoint {
 		e.waiting[id] = append(e.waiting[id], d)
 		e.mu.Unlock()
 		return false
 	}
+	delay := e.putOffFor(id)
 	at := e.o.Now().Add(delay)
 	if delay == e.o.Timeout && len(e.deferred[id]) < maxDeferred {
 		// (a short put-off needs no help, and its put-back may not be

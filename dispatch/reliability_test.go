@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -642,38 +641,6 @@ func relEnqueueN(t *testing.T, e *Engine, pid, cid string, n int) {
 		if err := e.Enqueue(context.Background(), relEvent(pid, fmt.Sprintf("%s%02d", cid, i))); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-// A burst to one healthy endpoint, more than it takes at once, waits on
-// this node for the endpoint's slots: no delivery goes back to the
-// schedule to wait out a fixed put-off (250 ms) while the endpoint has
-// room again long before (each would be claimed a second time).
-func TestBurstToOneEndpointWaitsForItsSlots(t *testing.T) {
-	t.Parallel()
-	rc := newRelReceiver(t, func(_ *relReceiver, _ int, w http.ResponseWriter, _ *http.Request) {
-		time.Sleep(2 * time.Millisecond)
-		w.WriteHeader(204)
-	})
-	c, prefix := rdbtest.New(t)
-	hooks := &relHooks{}
-	hooks.set("p1", relHook("wh_1", rc.URL))
-	e := newRelEngine(t, c, prefix, hooks, Options{Timeout: 10 * time.Second})
-	ctx := context.Background()
-	const n = 300 // more than PerEndpoint (64) in flight and as many parked
-	for i := range n {
-		if err := e.Enqueue(ctx, relEvent("p1", fmt.Sprintf("ch%d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e.Start()
-	rc.waitCount(t, n, 30*time.Second)
-	var m dto.Metric
-	if err := e.m.claimed.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	if claimed := m.GetCounter().GetValue(); claimed != n {
-		t.Fatalf("%v claims for %d deliveries: %v were put back on the schedule and claimed again", claimed, n, claimed-n)
 	}
 }
 
