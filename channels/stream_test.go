@@ -17,7 +17,7 @@ import (
 
 // streamRoom records what a task's run pushes into its room: the stream's
 // pieces and the messages, in the order they were sent. Its first fail
-// PublishStream calls fail as a Redis outage would.
+// pieces fail (their commands error in the pipeline) as a Redis outage would.
 type streamRoom struct {
 	mu     sync.Mutex
 	events []string // "chunk <payload>", "chunk_reset <payload>", "response <message>"
