@@ -1,7 +1,6 @@
 package channels
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -229,7 +228,8 @@ func (st *streamer) add(event string, p chunkPayload) {
 	st.index++
 	st.seq++
 	p.Index = st.index
-	st.outbox = append(st.outbox, piece{seq: st.seq, event: event, payload: mustJSON(p), first: st.index == 1})
+	payload, _ := encode(p) // a plain struct: cannot fail
+	st.outbox = append(st.outbox, piece{seq: st.seq, event: event, payload: payload, first: st.index == 1})
 }
 
 // end closes done. Under mu.
@@ -261,14 +261,6 @@ func (st *streamer) sent(err error) (over bool) {
 		}
 	}
 	return st.ended
-}
-
-func mustJSON(v any) json.RawMessage {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false) // a delta's "<" stays "<", as JSON.stringify writes it
-	_ = enc.Encode(v)
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // streamGiveUp bounds the tries of a closing stream's pieces (its final
