@@ -116,15 +116,24 @@ func IsRateLimited(err error) bool {
 	return e != nil && e.Code == "rate_limited"
 }
 
-// admit checks a synchronous run against its project's rate, in one call.
+// admit checks a synchronous run (or, with partitions, a submission)
+// against its project's rate: spends a permit the node holds, or takes a
+// block in one call.
 func (s *Service) admit(ctx context.Context, pid string) error {
-	if s.o.ProjectRate <= 0 {
+	now := s.o.Now()
+	if s.o.ProjectRate <= 0 || s.permits.take(pid, now) {
 		return nil
 	}
-	wait, err := limitScript.Run(ctx, s.rdb, []string{s.q.rate(pid)}, s.o.ProjectRate, 2*s.o.ProjectRate).Int64()
+	r, err := limitScript.Run(ctx, s.rdb, []string{s.q.rate(pid)}, s.o.ProjectRate, 2*s.o.ProjectRate,
+		permitBlock(s.o.ProjectRate)).Int64Slice()
+	if err == nil && len(r) != 2 {
+		err = fmt.Errorf("limit.lua: unknown reply %v", r)
+	}
 	if err != nil {
 		return fmt.Errorf("check rate: %w", err)
 	}
+	wait := r[0]
+	s.permits.keep(pid, int(r[1])-1, now.Add(permitHold))
 	if wait > 0 {
 		s.m.limited.Inc()
 		return rateLimited(int64(s.o.ProjectRate), wait)

@@ -226,6 +226,7 @@ const (
 type enqueueReply struct {
 	refused int64 // 0 (queued) or one of the enqueue codes
 	depth   int64 // queued
+	taken   int64 // queued: tasks of the project's rate taken (0: not checked)
 	waitMS  int64 // enqueueRateLimited
 }
 
@@ -235,7 +236,11 @@ func decodeEnqueue(out []int64) (enqueueReply, error) {
 	}
 	switch n := out[0]; {
 	case n >= 0:
-		return enqueueReply{depth: n}, nil
+		r := enqueueReply{depth: n}
+		if len(out) > 1 {
+			r.taken = out[1]
+		}
+		return r, nil
 	case n == enqueueQueueFull, n == enqueueProjectFull:
 		return enqueueReply{refused: n}, nil
 	case n == enqueueRateLimited && len(out) == 2:

@@ -154,6 +154,7 @@ type Service struct {
 	o      Options
 
 	q        *queue
+	permits  permits  // blocks of the projects' rates this node holds
 	expiries expiries // of the request-log index keys (logs.go)
 	dueKeys  []string // callback deadlines, one set per partition (callback.go)
 	foldKeys []string // settled channels to fold, one set per partition (fold.go)
@@ -361,17 +362,23 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	// With partitions, the project's rate key has a slot of its own, so
 	// the rate is checked first, before anything is written (a task then
 	// refused for a full queue has used its share of the rate).
+	// A permit this node holds (permits.go) spares the check.
 	q := s.q.of(t.ChannelID)
 	rate, rateKey := s.o.ProjectRate, s.q.rate(t.ProjectID)
 	if len(s.q.keys) > 1 {
 		if err := s.admit(ctx, t.ProjectID); err != nil {
 			return err
 		}
-		rate, rateKey = 0, q.count // not read; a key of the script's slot
+		rate = 0
+	} else if rate > 0 && s.permits.take(t.ProjectID, now) {
+		rate = 0
+	}
+	if rate == 0 {
+		rateKey = q.count // not read; a key of the script's slot
 	}
 	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
 	qkeys := []string{q.queue(t.ProjectID), q.ring, q.count, q.legacy, rateKey}
-	qargs := []any{t.ChannelID, t.ProjectID, s.q.share(s.o.MaxQueue), s.q.share(s.o.ProjectMaxQueue), rate, 2 * rate}
+	qargs := []any{t.ChannelID, t.ProjectID, s.q.share(s.o.MaxQueue), s.q.share(s.o.ProjectMaxQueue), rate, 2 * rate, permitBlock(rate)}
 	// The record must exist before a worker can claim the task (a claim
 	// that finds no record drops the task as expired). On one Redis the
 	// submit script queues the task and records it at once (nothing, if
@@ -393,7 +400,7 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		s.indexNew(m, t, StatusPending, now)
 	})
 	if err == nil {
-		err = s.enqueued(enq)
+		err = s.enqueued(enq, t.ProjectID, now)
 	}
 	if err != nil {
 		// Not queued: the record must not linger as a request that will
@@ -410,8 +417,9 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	return nil
 }
 
-// enqueued reads the enqueue script's answer: nil, or why it refused.
-func (s *Service) enqueued(c *redis.Cmd) error {
+// enqueued reads the enqueue script's answer: nil, or why it refused. It
+// keeps the rest of a block of project pid's rate the script took at now.
+func (s *Service) enqueued(c *redis.Cmd, pid string, now time.Time) error {
 	out, err := c.Int64Slice()
 	if err != nil {
 		return err
@@ -420,6 +428,7 @@ func (s *Service) enqueued(c *redis.Cmd) error {
 	if err != nil {
 		return err
 	}
+	s.permits.keep(pid, int(r.taken)-1, now.Add(permitHold))
 	switch r.refused {
 	case enqueueQueueFull:
 		s.m.rejected.Inc()

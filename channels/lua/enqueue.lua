@@ -6,9 +6,11 @@
 -- K[5] the project's rate key.
 -- A[1] channel id; A[2] project id; A[3] deployment-wide max
 -- ready; A[4] the project's max ready; A[5] the project's rate
--- (tasks/s, 0: none); A[6] its burst.
--- Returns {depth of the project's queue}, {-1} (deployment queue full),
--- {-2} (project queue full) or {-3, ms to wait} (rate limited).
+-- (tasks/s, 0: none); A[6] its burst; A[7] the tasks of the rate to take
+-- at once (the node's block, gcra.lua).
+-- Returns {depth of the project's queue, tasks of the rate taken (0 when
+-- not checked)}, {-1} (deployment queue full), {-2} (project queue full)
+-- or {-3, ms to wait} (rate limited).
 local function enqueue(K, A)
   -- The task is pushed first and taken back if refused (the depth the push
   -- answers is the check), which spares the reads of a task that goes.
@@ -24,8 +26,10 @@ local function enqueue(K, A)
     return {-1}
   end
   local rate = tonumber(A[5])
+  local taken = 0
   if rate > 0 then
-    local wait = gcra(K[5], rate, tonumber(A[6]))
+    local wait
+    wait, taken = gcra(K[5], rate, tonumber(A[6]), A[7])
     if wait > 0 then
       redis.call('DECR', K[3])
       redis.call('RPOP', K[1])
@@ -35,5 +39,5 @@ local function enqueue(K, A)
   if depth == 1 then
     redis.call('RPUSH', K[2], A[2])
   end
-  return {depth}
+  return {depth, taken}
 end

@@ -1,0 +1,106 @@
+package channels
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+)
+
+func TestPermitBlock(t *testing.T) {
+	for rate, want := range map[int]int{1: 1, 99: 1, 199: 1, 200: 2, 1000: 10, 1_000_000: 10_000} {
+		if got := permitBlock(rate); got != want {
+			t.Errorf("permitBlock(%d) = %d, want %d", rate, got, want)
+		}
+	}
+	var p permits
+	now := time.Now()
+	if p.take("a", now) {
+		t.Fatal("took a permit never held")
+	}
+	p.keep("a", 2, now.Add(permitHold))
+	p.keep("b", 0, now.Add(permitHold)) // nothing held
+	for i := range 2 {
+		if !p.take("a", now) {
+			t.Fatalf("permit %d of 2 not taken", i+1)
+		}
+	}
+	if p.take("a", now) || p.take("b", now) {
+		t.Fatal("took a permit beyond those held")
+	}
+	p.keep("a", 5, now.Add(permitHold))
+	if p.take("a", now.Add(permitHold)) {
+		t.Fatal("took a permit of a block past its span")
+	}
+	if len(p.m) != 0 {
+		t.Fatalf("spent blocks still held: %v", p.m)
+	}
+}
+
+// At a high rate one check in Redis takes a block of it: the project's
+// next submissions on the node leave the rate's key alone until the block
+// is spent; near the limit a check takes what still fits, so the burst is
+// used to its last task, and no more.
+func TestHighRateIsTakenInBlocks(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	const rate = 1000 // burst 2,000, blocks of 10
+	for _, parts := range []int{1, 4} {
+		t.Run(fmt.Sprintf("partitions=%d", parts), func(t *testing.T) {
+			var clock atomic.Int64 // the node's clock: a block lasts until the test moves it
+			clock.Store(time.Now().UnixNano())
+			s := newService(t, c, fmt.Sprintf("%s:p%d", prefix, parts), answer(`{}`),
+				Options{ProjectRate: rate, Partitions: parts, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+			ctx := context.Background()
+			key := s.q.rate("A")
+			tat := func() string { return c.Get(ctx, key).Val() }
+			submit := func() error { return s.Submit(ctx, projectTask("A", "a")) }
+			if err := submit(); err != nil {
+				t.Fatal(err)
+			}
+			first := tat()
+			for i := range permitBlock(rate) - 1 {
+				if err := submit(); err != nil {
+					t.Fatal(err)
+				}
+				if now := tat(); now != first {
+					t.Fatalf("submission %d of the block checked the rate in Redis (%s → %s)", i+2, first, now)
+				}
+			}
+			if err := submit(); err != nil {
+				t.Fatal(err)
+			}
+			if tat() == first {
+				t.Fatal("the block spent, the next submission did not check the rate")
+			}
+
+			// The budget nearly spent: three tasks fit.
+			clock.Add(int64(permitHold)) // the block held is dropped
+			const fit = 3
+			rt, err := c.Time(ctx).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			step := time.Second / rate
+			if err := c.Set(ctx, key, rt.Add(step*(2*rate-fit)).UnixMicro(), time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			accepted := 0
+			for ; accepted < 100; accepted++ {
+				if err := submit(); err != nil {
+					if !IsRateLimited(err) {
+						t.Fatal(err)
+					}
+					break
+				}
+			}
+			if most := fit + 1 + int(time.Since(start)/step); accepted < fit || accepted > most {
+				t.Errorf("accepted %d with %d left in the budget, want %d..%d", accepted, fit, fit, most)
+			}
+		})
+	}
+}
