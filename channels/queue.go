@@ -42,6 +42,31 @@ type queue struct {
 	parts  rdb.Partitions
 	keys   []queueKeys
 	cursor atomic.Uint32 // the partition the next claim tries first
+	// noLegacy: the last reclaim found every partition's legacy list
+	// empty, so a submission does not count it against the deployment's
+	// limit (enqueue.lua). An upgrade's lists drain once and are not
+	// written again (but for a legacy task whose lease ran out, counted
+	// again from the next reclaim on).
+	noLegacy atomic.Bool
+}
+
+// sawLegacy records the lengths of the legacy lists a reclaim read.
+func (q *queue) sawLegacy(lens []*redis.IntCmd) {
+	for _, l := range lens {
+		if l.Val() > 0 {
+			q.noLegacy.Store(false)
+			return
+		}
+	}
+	q.noLegacy.Store(true)
+}
+
+// legacyArg is enqueue.lua's A[8].
+func (q *queue) legacyArg() string {
+	if q.noLegacy.Load() {
+		return "0"
+	}
+	return "1"
 }
 
 func newQueue(prefix string, n int) *queue {

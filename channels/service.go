@@ -378,7 +378,7 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	}
 	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
 	qkeys := []string{q.queue(t.ProjectID), q.ring, q.count, q.legacy, rateKey}
-	qargs := []any{t.ChannelID, t.ProjectID, s.q.share(s.o.MaxQueue), s.q.share(s.o.ProjectMaxQueue), rate, 2 * rate, permitBlock(rate)}
+	qargs := []any{t.ChannelID, t.ProjectID, s.q.share(s.o.MaxQueue), s.q.share(s.o.ProjectMaxQueue), rate, 2 * rate, permitBlock(rate), s.q.legacyArg()}
 	// The record must exist before a worker can claim the task (a claim
 	// that finds no record drops the task as expired). On one Redis the
 	// submit script queues the task and records it at once (nothing, if

@@ -384,11 +384,16 @@ func (s *Service) heartbeat() {
 // the head of its project's queue, in every partition (one round trip).
 func (s *Service) reclaim() {
 	cmds := make([]*redis.Cmd, len(s.q.keys))
+	legacy := make([]*redis.IntCmd, len(s.q.keys))
 	err := s.pipelined(s.runCtx, func(p redis.Pipeliner) {
 		for k, q := range s.q.keys {
 			cmds[k] = reclaimScript.Eval(s.runCtx, p, q.requeueKeys(), legacyEntry, s.o.Now().UnixMilli(), 1000)
+			legacy[k] = p.LLen(s.runCtx, q.legacy)
 		}
 	})
+	if err == nil {
+		s.q.sawLegacy(legacy)
+	}
 	n := 0
 	for _, c := range cmds {
 		if c != nil {

@@ -7,7 +7,8 @@
 -- A[1] channel id; A[2] project id; A[3] deployment-wide max
 -- ready; A[4] the project's max ready; A[5] the project's rate
 -- (tasks/s, 0: none); A[6] its burst; A[7] the tasks of the rate to take
--- at once (the node's block, gcra.lua).
+-- at once (the node's block, gcra.lua); A[8] '0' when the legacy lists
+-- are known empty (not read), else they are counted.
 -- Returns {depth of the project's queue, tasks of the rate taken (0 when
 -- not checked)}, {-1} (deployment queue full), {-2} (project queue full)
 -- or {-3, ms to wait} (rate limited).
@@ -19,7 +20,10 @@ local function enqueue(K, A)
     redis.call('RPOP', K[1])
     return {-2}
   end
-  local n = redis.call('INCR', K[3]) + redis.call('LLEN', K[4])
+  local n = redis.call('INCR', K[3])
+  if A[8] ~= '0' then
+    n = n + redis.call('LLEN', K[4])
+  end
   if n > tonumber(A[3]) then
     redis.call('DECR', K[3])
     redis.call('RPOP', K[1])
