@@ -25,8 +25,8 @@ import (
 //     holds under the same ids (a batch sent again after a crash changes
 //     nothing: the channel id is the archive's key);
 //  3. its log-index entries are removed, then archive.lua deletes its
-//     keys, if its lists did not grow since they were read (else the next
-//     round stores it again, whole);
+//     keys, if its lists and its record's timeline did not grow since they
+//     were read (else the next round stores it again, whole);
 //  4. the channels done leave the due set.
 //
 // A node that dies between two steps leaves the channel due: the next
@@ -153,7 +153,7 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 	var done []any
 	var batch []Archived
 	var refs []logRef
-	var lens [][2]int
+	var lens [][3]int
 	var cids []string
 	for i, cid := range ids {
 		r := reads[i]
@@ -167,7 +167,7 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 		}
 		batch = append(batch, *a)
 		refs = append(refs, logRef{a.ProjectID, cid, a.Workflow, a.EventName})
-		lens = append(lens, [2]int{len(r.tl.Val()), len(r.dl.Val())})
+		lens = append(lens, [3]int{len(r.tl.Val()), len(r.dl.Val()), len(r.rec.Val()["tl"])})
 		cids = append(cids, cid)
 	}
 	if len(batch) > 0 {
@@ -201,7 +201,7 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 		if err := s.pipelined(ctx, func(p redis.Pipeliner) {
 			for i, cid := range cids {
 				cmds[i] = archiveScript.Eval(ctx, p, []string{s.chKey(cid), s.tlKey(cid), s.dlKey(cid), s.zKey(cid)},
-					lens[i][0], lens[i][1])
+					lens[i][0], lens[i][1], lens[i][2])
 			}
 		}); err != nil {
 			return fmt.Errorf("archive channels: remove from Redis: %w", err)
@@ -254,7 +254,7 @@ func (s *Service) archived(cid string, rec map[string]string, tl, dl []string, z
 	if m := rec["metadata"]; m != "" {
 		f.Metadata = raw(m)
 	}
-	f.Timeline = append(f.Timeline, raws(tl)...)
+	f.Timeline = append(f.Timeline, timelineOf(tl, rec["tl"])...)
 	f.Log = append(f.Log, raws(dl)...)
 	a := &Archived{ChannelID: cid, ProjectID: rec["project_id"], Workflow: rec["workflow"], EventName: rec["event_name"],
 		Status: Status(rec["status"]), CreatedAt: rec["created_at"], UpdatedAt: rec["updated_at"]}
@@ -265,7 +265,7 @@ func (s *Service) archived(cid string, rec map[string]string, tl, dl []string, z
 		switch {
 		case slices.Contains(liveFields, k): // its compaction was cut short
 		case k == "project_id", k == "workflow", k == "event_name", k == "status", k == "created_at", k == "updated_at",
-			k == "message", k == "metadata":
+			k == "message", k == "metadata", k == "tl":
 		default:
 			f.Record[k] = v
 		}

@@ -119,7 +119,7 @@ func BenchmarkDeadlineLateness(b *testing.B) {
 		gen := time.Since(t0)
 		perChannel := float64(usedMemory(b, c)-before) / waiting
 		var parts []string
-		for _, k := range []string{s.chKey(sample), s.tlKey(sample), s.chKey(sample) + ":hist"} {
+		for _, k := range []string{s.chKey(sample), s.chKey(sample) + ":hist"} {
 			n, _ := c.MemoryUsage(ctx, k, 0).Result()
 			parts = append(parts, fmt.Sprintf("%s %d B", k[len(prefix):], n))
 		}
@@ -150,7 +150,7 @@ func BenchmarkDeadlineLateness(b *testing.B) {
 		for _, id := range ids {
 			v, _ := c.HMGet(ctx, s.chKey(id), "deadline", "status").Result()
 			dl, _ := strconv.ParseInt(v[0].(string), 10, 64)
-			tl, _ := c.LRange(ctx, s.tlKey(id), 0, -1).Result()
+			tl, _ := s.timeline(ctx, id)
 			var e Entry
 			for _, raw := range tl {
 				if _ = json.Unmarshal([]byte(raw), &e); e.Type == "timeout" {

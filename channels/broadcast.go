@@ -9,7 +9,7 @@ import (
 	"github.com/riverhub/riverhub/internal/wire"
 )
 
-var broadcastScript = script("broadcast")
+var broadcastScript = script("tl", "broadcast")
 
 // broadcasts are the room publishes queued into one pipeline (and its
 // retries). On the callback paths each publish is followed in the pipeline

@@ -103,11 +103,15 @@
 //	                        metadata, runs, result, message; event-driven: deadline, hook or sim,
 //	                        due_status, due_msg; once settled outcome, and cb_fp if by a callback;
 //	                        room_seq, the final message's seq in the room (written by the hub);
+//	                        tl, the timeline: channels' own entries (JSON), oldest first, one
+//	                        per line, appended by the scripts that change the record (tl.lua;
+//	                        the dispatcher keeps its entries in its own log, merged in when a
+//	                        timeline is read, Service.Timeline);
 //	                        a settled channel drops its live fields (liveFields: task, result,
 //	                        runs, hook, sim, due_*, deadline) with the step that settles it
-//	P:ch:{cid}:tl     LIST  timeline entries (JSON), in order: channels' own; the
-//	                        dispatcher keeps its entries in its own log, merged
-//	                        in when a timeline is read (Service.Timeline)
+//	P:ch:{cid}:tl     LIST  timeline entries of earlier versions, and of a channel whose record
+//	                        has left Redis for the archive (a late note); read before the
+//	                        record's
 //	P:{tasks}:q:<pid> LIST  a project's channel ids waiting for a worker, FIFO
 //	P:{tasks}:rr      LIST  the ring: each project with waiting tasks, once
 //	P:{tasks}:n       STRING tasks waiting in the project lists (all projects)

@@ -104,7 +104,7 @@ func (s *Service) foldDue(ctx context.Context, k int) (int, error) {
 	reads := make([]read, len(ids))
 	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, cid := range ids {
-			reads[i] = read{p.HMGet(ctx, s.chKey(cid), "message", "metadata"),
+			reads[i] = read{p.HMGet(ctx, s.chKey(cid), "message", "metadata", "tl"),
 				p.LRange(ctx, s.tlKey(cid), 0, -1), p.LRange(ctx, s.dlKey(cid), 0, -1)}
 		}
 	}); err != nil {
@@ -117,12 +117,13 @@ func (s *Service) foldDue(ctx context.Context, k int) (int, error) {
 			v := r.fields.Val()
 			msg, _ := v[0].(string)
 			meta, _ := v[1].(string)
-			doc, err := packFolded(folded{Message: raw(msg), Metadata: raw(meta), Timeline: raws(r.tl.Val()), Log: raws(r.dl.Val())})
+			tl, _ := v[2].(string)
+			doc, err := packFolded(folded{Message: raw(msg), Metadata: raw(meta), Timeline: timelineOf(r.tl.Val(), tl), Log: raws(r.dl.Val())})
 			if err != nil {
 				continue // not folded: left in the set, logged below
 			}
 			cmds[i] = foldScript.Eval(ctx, p, []string{s.chKey(cid), s.tlKey(cid), s.dlKey(cid), s.zKey(cid)},
-				doc, len(r.tl.Val()), len(r.dl.Val()), s.o.Retention.Milliseconds())
+				doc, len(r.tl.Val()), len(r.dl.Val()), s.o.Retention.Milliseconds(), len(tl))
 		}
 	}); err != nil {
 		return 0, fmt.Errorf("fold channels: %w", err)

@@ -29,7 +29,7 @@ func TestSettledChannelsAreFolded(t *testing.T) {
 	}
 	until(t, "folded", func() bool { return c.Exists(ctx, s.zKey(task.ChannelID)).Val() == 1 })
 	fields, _ := c.HGetAll(ctx, s.chKey(task.ChannelID)).Result()
-	for _, f := range []string{"message", "metadata"} {
+	for _, f := range []string{"message", "metadata", "tl"} {
 		if _, ok := fields[f]; ok {
 			t.Errorf("field %s kept after the fold", f)
 		}
@@ -60,5 +60,51 @@ func TestSettledChannelsAreFolded(t *testing.T) {
 	_, tl3, _ := s.Timeline(ctx, "p1", task.ChannelID)
 	if len(tl3) != len(tl)+1 || !strings.Contains(string(tl3[len(tl)]), "callback_rejected") {
 		t.Errorf("timeline after a late callback: %s", tl3)
+	}
+}
+
+// A channel's timeline is its record's field: a channel an earlier version
+// began, its entries in the list, reads them first, then the field's; an
+// entry written between a fold's read and its write makes the fold wait
+// for the next round (nothing of the entry lost), and so does a move to
+// the archive.
+func TestTimelineListThenRecord(t *testing.T) {
+	t.Parallel()
+	s, c, _, _ := roomService(t, Options{HotWindow: time.Hour})
+	ctx := context.Background()
+	task := newTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, task.ChannelID, StatusSuccess)
+	cid := task.ChannelID
+	own, err := s.timeline(ctx, cid)
+	if err != nil || len(own) < 3 || !strings.Contains(string(own[0]), `"request"`) {
+		t.Fatalf("timeline %s (%v), want the request's entry and the run's", own, err)
+	}
+	if n, _ := c.Exists(ctx, s.tlKey(cid)).Result(); n != 0 {
+		t.Fatal("a new channel wrote a timeline list")
+	}
+	// As an earlier version left it: the first entry in the list.
+	c.RPush(ctx, s.tlKey(cid), `{"at":"2026-01-01T00:00:00.000Z","type":"earlier"}`)
+	got, _ := s.timeline(ctx, cid)
+	if len(got) != len(own)+1 || !strings.Contains(string(got[0]), "earlier") || string(got[1]) != string(own[0]) {
+		t.Fatalf("timeline %s, want the list's entry, then the record's", got)
+	}
+	tl := c.HGet(ctx, s.chKey(cid), "tl").Val()
+	note := `{"at":"2026-01-01T00:00:01.000Z","type":"late"}`
+	if err := noteScript.Run(ctx, c, []string{s.chKey(cid), s.tlKey(cid)}, note).Err(); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{s.chKey(cid), s.tlKey(cid), s.dlKey(cid), s.zKey(cid)}
+	if r, _ := foldScript.Run(ctx, c, keys, "{}", 1, 0, time.Hour.Milliseconds(), len(tl)).Text(); r != "moved" {
+		t.Errorf("fold of a timeline grown since its read: %q, want moved", r)
+	}
+	if r, _ := archiveScript.Run(ctx, c, keys, 1, 0, len(tl)).Text(); r != "moved" {
+		t.Errorf("move of a timeline grown since its read: %q, want moved", r)
+	}
+	got, _ = s.timeline(ctx, cid)
+	if len(got) != len(own)+2 || !strings.Contains(string(got[len(own)+1]), `"late"`) {
+		t.Errorf("timeline %s, want the note last", got)
 	}
 }

@@ -199,8 +199,8 @@ func TestClaimSentAgainReturnsWhatItTook(t *testing.T) {
 	}
 	for _, m := range ids {
 		_, cid := splitMember(m)
-		if n := c.LLen(t.Context(), s.tlKey(cid)).Val(); n != 2 {
-			t.Errorf("timeline of %s has %d entries, want 2 (request, generating)", cid, n)
+		if tl, err := s.timeline(t.Context(), cid); err != nil || len(tl) != 2 {
+			t.Errorf("timeline of %s has %d entries (%v), want 2 (request, generating)", cid, len(tl), err)
 		}
 	}
 }

@@ -33,20 +33,20 @@ var luaFS embed.FS
 func script(names ...string) *redis.Script { return rdb.Script(luaFS, names...) }
 
 var (
-	recordScript     = script("record", "record_main")
+	recordScript     = script("tl", "record", "record_main")
 	enqueueScript    = script("gcra", "enqueue", "enqueue_main")
-	submitScript     = script("gcra", "enqueue", "record", "submit")
+	submitScript     = script("gcra", "enqueue", "tl", "record", "submit")
 	limitScript      = script("gcra", "limit")
 	claimScript      = script("claim", "claim_main")
-	claimStartScript = script("claim", "start", "claimstart")
+	claimStartScript = script("claim", "tl", "start", "claimstart")
 	reclaimScript    = script("requeue", "reclaim")
 	releaseScript    = script("requeue", "release")
-	startScript      = script("start", "start_main")
-	completeScript   = script("complete")
+	startScript      = script("tl", "start", "start_main")
+	completeScript   = script("tl", "complete")
 	claimDueScript   = script("claimdue")
-	fireScript       = script("fire")
-	callbackScript   = script("callback")
-	noteScript       = script("note")
+	fireScript       = script("tl", "fire")
+	callbackScript   = script("tl", "callback")
+	noteScript       = script("tl", "note")
 )
 
 // Runner runs a request against the providers (ai.Runner).
@@ -1001,7 +1001,7 @@ func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.R
 		if err != nil {
 			return View{}, nil, err
 		}
-		raw, err := s.rdb.LRange(ctx, s.tlKey(cid), 0, -1).Result()
+		raw, err := s.timeline(ctx, cid)
 		if err != nil {
 			return View{}, nil, fmt.Errorf("timeline: %w", err)
 		}
@@ -1017,12 +1017,39 @@ func (s *Service) Timeline(ctx context.Context, pid, cid string) (View, []json.R
 		if f == nil {
 			f = &folded{}
 		}
-		own := append(f.Timeline, raws(raw)...)
+		own := append(f.Timeline, raw...)
 		if s.o.Dispatcher == nil {
 			return view, own, nil
 		}
 		return view, mergeTimeline(own, append(f.Log, deliveries...)), nil
 	}
+}
+
+// timeline reads the timeline entries a channel holds in Redis: its list
+// (earlier versions', and an archived channel's late ones), then its
+// record's field (tl.lua).
+func (s *Service) timeline(ctx context.Context, cid string) ([]json.RawMessage, error) {
+	var list *redis.StringSliceCmd
+	var field *redis.StringCmd
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		list, field = p.LRange(ctx, s.tlKey(cid), 0, -1), p.HGet(ctx, s.chKey(cid), "tl")
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	return timelineOf(list.Val(), field.Val()), nil
+}
+
+// timelineOf is a channel's timeline entries from its list and its
+// record's field.
+func timelineOf(list []string, field string) []json.RawMessage {
+	out := raws(list)
+	for e := range strings.SplitSeq(field, "\n") {
+		if e != "" {
+			out = append(out, json.RawMessage(e))
+		}
+	}
+	return out
 }
 
 // movedAway reports whether a channel read from Redis (folded or not) has
@@ -1044,7 +1071,7 @@ func (s *Service) movedAway(ctx context.Context, cid string, folded bool) bool {
 func (s *Service) noteWait(ctx context.Context, cid string, w ai.Wait) {
 	s.m.waits.WithLabelValues(w.Provider, w.Reason).Inc()
 	e := wire.MustJSON(Entry{At: wire.Stamp(s.o.Now()), Type: "waiting", Provider: w.Provider, Model: w.Model, Reason: w.Reason, Node: s.o.Node})
-	s.rdb.RPushX(ctx, s.tlKey(cid), e)
+	_ = noteScript.Run(ctx, s.rdb, []string{s.chKey(cid), s.tlKey(cid)}, e).Err()
 }
 
 // abandon fails a task that cannot run, so it stops coming back.

@@ -265,11 +265,16 @@ func TestRecordsExpireAfterRetention(t *testing.T) {
 	if err := s.Submit(ctx, task); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{s.chKey(task.ChannelID), s.tlKey(task.ChannelID)} {
-		ttl, err := c.TTL(ctx, k).Result()
-		if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
-			t.Errorf("TTL of %s = %v (%v), want the 1h retention", k, ttl, err)
-		}
+	k := s.chKey(task.ChannelID) // the timeline is in it (tl.lua)
+	ttl, err := c.TTL(ctx, k).Result()
+	if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+		t.Errorf("TTL of %s = %v (%v), want the 1h retention", k, ttl, err)
+	}
+	if n, _ := c.Exists(ctx, s.tlKey(task.ChannelID)).Result(); n != 0 {
+		t.Errorf("a new channel wrote a timeline list")
+	}
+	if tl, err := s.timeline(ctx, task.ChannelID); err != nil || len(tl) != 1 {
+		t.Errorf("timeline %s (%v), want the request's entry", tl, err)
 	}
 }
 

@@ -5,7 +5,8 @@
 -- place on the timeline in the order things happened.
 --
 -- KEYS[1] P:ch:{cid}      the channel's hash; field "bc:<status>" marks the entry as written
--- KEYS[2] P:ch:{cid}:tl   the timeline
+-- KEYS[2] P:ch:{cid}:tl   the timeline list (not written: the entry goes to
+--                         the record's, tl.lua)
 -- ARGV[1] the message's status
 -- ARGV[2] the entry
 --
@@ -17,5 +18,5 @@ end
 if redis.call('HSETNX', KEYS[1], 'bc:' .. ARGV[1], 1) == 0 then
   return 0
 end
-redis.call('RPUSHX', KEYS[2], ARGV[2])
+tlappend(KEYS[1], {ARGV[2]})
 return 1

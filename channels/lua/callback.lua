@@ -1,6 +1,7 @@
 -- Accept a backend's callback: the compare-and-set that a callback and the
 -- channel's deadline race through, so exactly one outcome wins.
--- KEYS[1] channel hash; KEYS[2] timeline list.
+-- KEYS[1] channel hash; KEYS[2] timeline list (not written: the entry goes
+-- to the record's, tl.lua).
 -- ARGV[1] now (unix ms); ARGV[2] now (RFC 3339); ARGV[3] the callback's
 -- fingerprint; ARGV[4] the status it sets (completed or error; empty when
 -- the caller read the channel before it awaited a callback); ARGV[5] the
@@ -15,7 +16,7 @@
 -- messages of the generation, which the winner publishes again before the
 -- final one (the room drops them if it has them), so that the room's order
 -- holds even when the callback overtook the generation's own publish.
-local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'cb_fp', 'outcome', 'message', 'sim')
+local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'cb_fp', 'outcome', 'message', 'sim', 'tl')
 local st = v[1]
 if not st then
   return {'gone'}
@@ -26,15 +27,15 @@ if st == 'ai_generated' then
     if v[3] ~= 'error' then
       outcome, entry = 'simulated', ARGV[8]
     end
-    redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2])
-    redis.call('RPUSH', KEYS[2], entry)
+    redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2],
+      'tl', tljoin(v[9], {entry}))
     return {'late', outcome, v[4], v[3], v[7] or '', v[8] or ''}
   end
   if ARGV[4] == '' then
     return {'retry'}
   end
-  redis.call('HSET', KEYS[1], 'status', ARGV[4], 'message', ARGV[5], 'outcome', 'callback', 'cb_fp', ARGV[3], 'updated_at', ARGV[2])
-  redis.call('RPUSH', KEYS[2], ARGV[6])
+  redis.call('HSET', KEYS[1], 'status', ARGV[4], 'message', ARGV[5], 'outcome', 'callback', 'cb_fp', ARGV[3], 'updated_at', ARGV[2],
+    'tl', tljoin(v[9], {ARGV[6]}))
   return {'ok', ARGV[5], v[7] or '', v[8] or ''}
 end
 if v[6] == 'callback' then

@@ -1,6 +1,7 @@
 -- Record a task's outcome, once: the first completion wins, later ones (a
 -- run that lost its lease but kept going) learn the winning outcome.
--- KEYS[1] channel hash; KEYS[2] timeline list.
+-- KEYS[1] channel hash; KEYS[2] timeline list (not written: the entries
+-- go to the record's, tl.lua).
 -- ARGV[1] status; ARGV[2] result; ARGV[3] message; ARGV[4] now;
 -- ARGV[5] n, the number of extra field/value pairs that follow (an
 -- event-driven channel's webhook body and deadline); then the pairs; the
@@ -8,7 +9,7 @@
 -- Returns {1, outcome...} for the winner, {0, outcome...} otherwise, {-1} if
 -- gone; outcome is status, message, hook, deadline, sim, beyond (see
 -- start.lua).
-local v = redis.call('HMGET', KEYS[1], 'status', 'message', 'hook', 'deadline', 'sim', 'outcome')
+local v = redis.call('HMGET', KEYS[1], 'status', 'message', 'hook', 'deadline', 'sim', 'outcome', 'tl')
 if not v[1] then
   return {-1}
 end
@@ -33,8 +34,9 @@ for i = 6, 5 + 2 * n, 2 do
     out[ARGV[i]] = ARGV[i + 1]
   end
 end
-redis.call('HSET', KEYS[1], unpack(fields))
 if #ARGV >= 6 + 2 * n then
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, 6 + 2 * n))
+  fields[#fields + 1] = 'tl'
+  fields[#fields + 1] = tljoin(v[7], {unpack(ARGV, 6 + 2 * n)})
 end
+redis.call('HSET', KEYS[1], unpack(fields))
 return {1, out.status, out.message, out.hook, out.deadline, out.sim, out.outcome}

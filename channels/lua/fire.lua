@@ -2,7 +2,8 @@
 -- callback, it takes its due outcome (the timeout error, or the
 -- playground's simulated callback) in the same compare-and-set a callback
 -- goes through, so exactly one of them wins.
--- KEYS[1] channel hash; KEYS[2] timeline list.
+-- KEYS[1] channel hash; KEYS[2] timeline list (not written: the entry goes
+-- to the record's, tl.lua).
 -- ARGV[1] now (unix ms); ARGV[2] now (RFC 3339); ARGV[3] timeline entry of
 -- a timeout; ARGV[4] timeline entry of a simulated callback.
 -- Returns {"fired", message, project_id, outcome, status, workflow, event,
@@ -12,7 +13,7 @@
 -- status, workflow, event}
 -- (settled before: its message is published again, idempotently), or
 -- {"gone"}.
-local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'project_id', 'message', 'outcome', 'workflow', 'event_name', 'sim')
+local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'project_id', 'message', 'outcome', 'workflow', 'event_name', 'sim', 'tl')
 if not v[1] then
   return {'gone'}
 end
@@ -29,6 +30,6 @@ local outcome, entry = 'timeout', ARGV[3]
 if v[3] ~= 'error' then
   outcome, entry = 'simulated', ARGV[4]
 end
-redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2])
-redis.call('RPUSH', KEYS[2], entry)
+redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2],
+  'tl', tljoin(v[11], {entry}))
 return {'fired', v[4], v[5], outcome, v[3], v[8] or '', v[9] or '', v[6] or '', v[10] or ''}

@@ -1,5 +1,6 @@
 -- Begin running a claimed task.
--- ch channel hash; tl timeline list.
+-- ch channel hash; tl timeline list (not written: the entry goes to the
+-- record's, tl.lua).
 -- now (RFC 3339); entry: timeline entry for a first start;
 -- restart: timeline entry for a restart after a lost lease; again: the
 -- claim that leased the task is being answered again (claimstart.lua), so
@@ -13,7 +14,7 @@
 -- effects are then moot), or {"gone"} when the channel expired. A settled
 -- channel whose record was compacted has no task: "done" with task "".
 local function start(ch, tl, now, entry, restart, again)
-  local v = redis.call('HMGET', ch, 'status', 'task', 'project_id', 'message', 'hook', 'deadline', 'sim', 'outcome', 'runs')
+  local v = redis.call('HMGET', ch, 'status', 'task', 'project_id', 'message', 'hook', 'deadline', 'sim', 'outcome', 'runs', 'tl')
   local st = v[1]
   if not st then
     return {'gone'}
@@ -24,11 +25,9 @@ local function start(ch, tl, now, entry, restart, again)
   if st == 'pending' or st == 'generating' then
     local runs = tostring((tonumber(v[9]) or 0) + 1)
     if st == 'pending' then
-      redis.call('HSET', ch, 'status', 'generating', 'updated_at', now, 'runs', runs)
-      redis.call('RPUSH', tl, entry)
+      redis.call('HSET', ch, 'status', 'generating', 'updated_at', now, 'runs', runs, 'tl', tljoin(v[10], {entry}))
     else
-      redis.call('HSET', ch, 'runs', runs)
-      redis.call('RPUSH', tl, restart)
+      redis.call('HSET', ch, 'runs', runs, 'tl', tljoin(v[10], {restart}))
     end
     return {'run', v[2] or '', v[3], runs}
   end
