@@ -50,6 +50,12 @@ func (b *broadcasts) publish(ctx context.Context, p redis.Pipeliner, pid, cid st
 	return true
 }
 
+// publishLone queues the publish of a channel's only message, its seq
+// already in the record (LonePublisher).
+func (b *broadcasts) publishLone(ctx context.Context, p redis.Pipeliner, pid, cid string, msg json.RawMessage) {
+	b.sent = append(b.sent, broadcast{cid: cid, seq: b.s.o.Publisher.(LonePublisher).PublishLoneIn(ctx, p, pid, cid, msg)})
+}
+
 // check reads what the room reported once the pipeline has run, and logs
 // the publishes that failed (the caller's error says the round trip
 // failed; this says which channels it cost). A repeat the room dropped

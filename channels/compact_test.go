@@ -3,6 +3,7 @@ package channels
 import (
 	"context"
 	"encoding/json"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,4 +197,47 @@ func TestCompletionQueuesTheFold(t *testing.T) {
 	if fields["status"] != string(StatusSuccess) || c.Exists(ctx, s.zKey(task.ChannelID)).Val() != 1 {
 		t.Errorf("not folded: %v", fields)
 	}
+}
+
+// A standard task's answer, not streamed, is its room's only message: its
+// completion writes it with its seq (1) into the record, and the room
+// gets a bare publish (no history); a streamed one, or an event-driven
+// one, goes through the room's publish script.
+func TestLoneAnswerIsRecordedWithItsSeq(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	h := &loneCounter{Hub: hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop(), Record: RecordKey(prefix)})}
+	s := newService(t, c, prefix, answer(`{"title":"Inception"}`), Options{Publisher: h, HotWindow: time.Hour})
+	s.Start()
+	ctx := context.Background()
+	for _, stream := range []bool{false, true} {
+		task := newTask()
+		task.Stream = stream
+		if err := s.Submit(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+		waitStatus(t, s, task.ChannelID, StatusSuccess)
+		// (room_seq: the completion's for a lone answer, the room's script's
+		// for the streamed one)
+		until(t, "published", func() bool {
+			return h.lone.Load() == 1 && c.HGet(ctx, s.chKey(task.ChannelID), "room_seq").Val() == "1"
+		})
+		time.Sleep(20 * time.Millisecond) // a second bare publish would have come
+		if n := h.lone.Load(); n != 1 { // the first task's only
+			t.Errorf("stream %v: %d bare publishes, want 1 (the answer not streamed)", stream, n)
+		}
+		if c.Exists(ctx, s.chKey(task.ChannelID)+":hist").Val() != 0 {
+			t.Errorf("stream %v: a history for an answer alone in its room", stream)
+		}
+	}
+}
+
+type loneCounter struct {
+	*hub.Hub
+	lone atomic.Int64
+}
+
+func (h *loneCounter) PublishLoneIn(ctx context.Context, p redis.Pipeliner, pid, cid string, msg json.RawMessage) func() (int64, error) {
+	h.lone.Add(1)
+	return h.Hub.PublishLoneIn(ctx, p, pid, cid, msg)
 }

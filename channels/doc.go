@@ -102,7 +102,8 @@
 //	P:ch:{cid}        HASH  project_id, workflow, event_name, status, created_at, updated_at, task,
 //	                        metadata, runs, result, message; event-driven: deadline, hook or sim,
 //	                        due_status, due_msg; once settled outcome, and cb_fp if by a callback;
-//	                        room_seq, the final message's seq in the room (written by the hub);
+//	                        room_seq, the final message's seq in the room (written by the hub, or
+//	                        by the completion for an answer alone in its room, LonePublisher);
 //	                        tl, the timeline: channels' own entries (JSON), oldest first, one
 //	                        per line, appended by the scripts that change the record (tl.lua;
 //	                        the dispatcher keeps its entries in its own log, merged in when a

@@ -65,6 +65,13 @@ type Publisher interface {
 	PublishIn(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage) func() (seq int64, err error)
 }
 
+// LonePublisher is a Publisher that can publish a channel's final message
+// that is its room's only one as a bare publish, the message and its seq
+// (1) in the record written by the completion itself (hub.PublishLoneIn).
+type LonePublisher interface {
+	PublishLoneIn(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage) func() (seq int64, err error)
+}
+
 // Dispatcher enqueues webhook deliveries (the dispatch engine). Enqueue
 // must be idempotent per (event type, channel): it may be called again for
 // the same event after a crash. Cancel stops the retries of an event's
@@ -307,7 +314,15 @@ func (s *Service) compact(ctx context.Context, p redis.Pipeliner, cid string, qu
 // queueFold queues a settled channel to be folded (or archived) once its
 // hot window has passed, within p.
 func (s *Service) queueFold(ctx context.Context, p redis.Pipeliner, cid string) {
-	p.ZAdd(ctx, s.foldKey(cid), redis.Z{Score: float64(s.o.Now().Add(s.o.HotWindow).UnixMilli()), Member: cid})
+	p.ZAdd(ctx, s.foldKey(cid), s.foldEntry(cid))
+}
+
+// queueFoldIn is queueFold within m: the channels of one round trip go
+// as one ZADD per set.
+func (s *Service) queueFoldIn(m *rdb.Merge, cid string) { m.ZAdd(s.foldKey(cid), s.foldEntry(cid)) }
+
+func (s *Service) foldEntry(cid string) redis.Z {
+	return redis.Z{Score: float64(s.o.Now().Add(s.o.HotWindow).UnixMilli()), Member: cid}
 }
 func (s *Service) tlKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}:tl" }
 
@@ -610,6 +625,7 @@ type outcome struct {
 	deadline        int64           // the callback deadline, unix ms (event-driven)
 	sim             json.RawMessage // playground: the "simulating backend callback" message
 	beyond          bool            // a callback or the deadline has settled the channel since
+	lone            bool            // msg is the room's only message, its seq 1 in the record (this run's completion wrote it)
 }
 
 // outcomeOf is what is left to do for t's stored outcome (as the complete
@@ -686,6 +702,15 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 		fields = append(fields, "bc:"+string(status), 1)
 		entries = append(entries, wire.MustJSON(Entry{At: at, Type: "broadcast", Status: status, Node: s.o.Node}))
 	}
+	// A standard task's answer, not streamed, is its room's only message:
+	// its seq (1) goes into the record here, where a join reads it, and
+	// the room gets a bare publish (LonePublisher) instead of the script
+	// that reads the history and writes the record.
+	_, lonePub := s.o.Publisher.(LonePublisher)
+	lone := lonePub && status.final() && t.Workflow.EventName == "" && !t.Stream && len(msg) > 0
+	if lone {
+		fields = append(fields, "room_seq", 1)
+	}
 	args := []any{string(status), result, msg, at, len(fields) / 2}
 	args = append(args, fields...)
 	args = append(args, attempts...)
@@ -694,10 +719,10 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
 	err = s.persist(ctx, "complete", func() error {
 		var c *redis.Cmd
-		if err := s.shared.Pipelined(ctx, func(p redis.Pipeliner) {
+		if err := s.shared.PipelinedMerge(ctx, func(p redis.Pipeliner, m *rdb.Merge) {
 			c = completeScript.Eval(ctx, p, keys, args...)
 			if status.final() { // settled with its lease release (ackPipe), which may be cut short
-				s.queueFold(ctx, p, t.ChannelID)
+				s.queueFoldIn(m, t.ChannelID)
 			}
 		}); err != nil {
 			return err
@@ -713,10 +738,12 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 		s.ack(ctx, t.ProjectID, t.ChannelID)
 		return outcome{}, apperr.NotFoundf("channel %s expired", t.ChannelID)
 	}
+	o := outcomeOf(t, r.outcome)
 	if r.won {
 		s.m.completed.WithLabelValues(string(status)).Inc()
+		o.lone = lone
 	}
-	return outcomeOf(t, r.outcome), nil
+	return o, nil
 }
 
 // generation is what an event-driven channel stores once generated.
@@ -826,7 +853,7 @@ func (s *Service) sideEffects(ctx context.Context, o outcome) error {
 		}
 	}
 	// Published, indexed and released together, in order, by the batcher.
-	s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, status: o.status, workflow: o.workflow, event: o.event})
+	s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, lone: o.lone, status: o.status, workflow: o.workflow, event: o.event})
 	return nil
 }
 
@@ -844,6 +871,7 @@ type ackItem struct {
 	cid, pid string
 	lease    lease           // where the task is leased, set by ackWith
 	msg      json.RawMessage // the room's message, when set
+	lone     bool            // msg is the room's only one (outcome.lone)
 	status   Status          // the final status, when set
 	workflow string          // the channel's workflow and event name, for the log indexes
 	event    string
@@ -899,7 +927,11 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, ids map[int][]any) error {
 	return s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
 		for _, it := range items {
-			b.publish(ctx, p, it.pid, it.cid, it.msg) // its entry was logged by complete.lua
+			if it.lone {
+				b.publishLone(ctx, p, it.pid, it.cid, it.msg)
+			} else {
+				b.publish(ctx, p, it.pid, it.cid, it.msg) // its entry was logged by complete.lua
+			}
 			if it.status != "" {
 				s.indexMove(m, logRef{it.pid, it.cid, it.workflow, it.event}, StatusGenerating, it.status)
 			}

@@ -79,6 +79,13 @@
 // and it returns the new entry's seq (0 for a repeat). PublishIn queues the same script into the
 // caller's pipeline and reports that seq once the pipeline has run; the
 // hub writes nothing of its callers' (channels logs its own timeline).
+// A final message that is its room's only one (a standard task's answer,
+// not streamed) is written with room_seq 1 into the record by the
+// completion that decides it; PublishLoneIn then sends it as one bare
+// PUBLISH (SPUBLISH), no script, no history. The script, given such a
+// message again (a publish redone after a crash), sends it again rather
+// than nothing: a socket still waiting gets it, and one that had it has
+// ended its join there.
 // A node SUBSCRIBEs to P:room:{cid} only while it has a socket joined to
 // cid and UNSUBSCRIBEs when the room empties; on a single Redis over one
 // pub/sub connection, joins and leaves that arrive together sharing one

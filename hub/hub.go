@@ -247,6 +247,40 @@ func (h *Hub) PublishIn(ctx context.Context, p redis.Pipeliner, projectID, chann
 	}
 }
 
+// PublishLoneIn queues into p the publish of a channel's final message
+// that is its room's only message (a standard task's answer, not
+// streamed): seq 1, no history, one PUBLISH (SPUBLISH on a Cluster). The
+// caller has already written the message and room_seq 1 into the
+// channel's record (Options.Record) with the write that decided it, which
+// is where a join reads it (as it does once a history has expired) and
+// what tells publish.lua it is a repeat. Publishing again is harmless: a
+// join ends at its final message, so no socket shows it twice; that is
+// also how a publish redone after a crash reaches sockets still waiting
+// (publish.lua sends a lone final message again). Without Options.Record
+// it is PublishIn.
+func (h *Hub) PublishLoneIn(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage) func() (seq int64, err error) {
+	if h.o.Record == nil || channelID == "" || !isObject(msg) || !isFinal(string(msg)) {
+		return h.PublishIn(ctx, p, projectID, channelID, msg)
+	}
+	entry := make([]byte, 0, len(msg)+24)
+	entry = append(entry, `{"seq":1,"payload":`...)
+	entry = append(entry, msg...)
+	entry = append(entry, '}')
+	var cmd *redis.IntCmd
+	if h.cluster != nil {
+		cmd = p.SPublish(ctx, h.roomChannel(channelID), entry)
+	} else {
+		cmd = p.Publish(ctx, h.roomChannel(channelID), entry)
+	}
+	h.m.published.WithLabelValues("pipelined").Inc()
+	return func() (int64, error) {
+		if err := cmd.Err(); err != nil {
+			return 0, fmt.Errorf("publish to channel %s: %w", channelID, err)
+		}
+		return 1, nil
+	}
+}
+
 // publishArgs are publish.lua's keys and arguments: a final message
 // (isFinal) keeps the history for the hot window and notes its seq in the
 // channel's record.

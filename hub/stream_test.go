@@ -263,3 +263,57 @@ func TestPiecesAfterALoneFinalMessage(t *testing.T) {
 	c.response(topic, ref, final)
 	c.expectClose(topic, ref)
 }
+
+// A lone final message whose completion wrote it and its seq into the
+// record goes out as a bare publish (PublishLoneIn): a socket joined
+// before gets it, then phx_close; no history is written; a join after
+// reads it from the record. A publish redone after a crash (the record's
+// seq written, the publish lost) reaches a socket still waiting.
+func TestLonePublish(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	record := func(cid string) string { return e.prefix + ":ch:{" + cid + "}" }
+	h, srv := e.node(Options{Retention: time.Hour, HotWindow: 30 * time.Second, Record: record})
+	ctx := context.Background()
+	final := `{"status":"success","data":{"n":2}}`
+	pipe := func(f func(p redis.Pipeliner) func() (int64, error)) int64 {
+		t.Helper()
+		var seq func() (int64, error)
+		if _, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { seq = f(p); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		n, err := seq()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, redo := range []bool{false, true} {
+		pid, cid, topic, token := e.channel()
+		c := dial(t, srv, token)
+		ref := c.mustJoin(topic)
+		e.rdb.HSet(ctx, record(cid), "status", "success", "message", final, "room_seq", 1)
+		e.rdb.Expire(ctx, record(cid), time.Hour)
+		if redo {
+			if n := pipe(func(p redis.Pipeliner) func() (int64, error) {
+				return h.PublishIn(ctx, p, pid, cid, json.RawMessage(final))
+			}); n != 0 {
+				t.Fatalf("redone publish: seq %d, want 0 (a repeat, sent again)", n)
+			}
+		} else if n := pipe(func(p redis.Pipeliner) func() (int64, error) {
+			return h.PublishLoneIn(ctx, p, pid, cid, json.RawMessage(final))
+		}); n != 1 {
+			t.Fatalf("lone publish: seq %d, want 1", n)
+		}
+		c.response(topic, ref, final)
+		c.expectClose(topic, ref)
+		if n := e.rdb.Exists(ctx, h.histKey(cid)).Val(); n != 0 {
+			t.Fatalf("redo %v: a lone final message wrote a history", redo)
+		}
+		c2 := dial(t, srv, token)
+		ref2 := c2.mustJoin(topic)
+		c2.lastSeq = 0
+		c2.response(topic, ref2, final)
+		c2.expectClose(topic, ref2)
+	}
+}

@@ -58,11 +58,17 @@ end
 -- A final message that is the channel's first (a standard task's only
 -- message) needs no history when the record holds it: a join rebuilds it
 -- from there (room_seq, message), as it does once the history has
--- expired. A repeat finds room_seq set.
+-- expired. A repeat finds room_seq set, and is sent again: the completion
+-- may have written room_seq itself, its publish (Hub.PublishLoneIn) cut
+-- short by a crash, and a socket still waiting must get it; one that had
+-- it has ended its join there and drops it.
 if ARGV[6] == '1' and last == 0 and KEYS[2] then
   local rec = redis.call('HMGET', KEYS[2], 'message', 'room_seq')
   if rec[1] == ARGV[1] then
     if rec[2] then
+      seq = tonumber(rec[2])
+      entry = '{"seq":' .. seq .. suffix
+      fanout()
       return 0
     end
     redis.call('HSET', KEYS[2], 'room_seq', seq)
