@@ -223,7 +223,7 @@ func TestLoneAnswerIsRecordedWithItsSeq(t *testing.T) {
 			return h.lone.Load() == 1 && c.HGet(ctx, s.chKey(task.ChannelID), "room_seq").Val() == "1"
 		})
 		time.Sleep(20 * time.Millisecond) // a second bare publish would have come
-		if n := h.lone.Load(); n != 1 { // the first task's only
+		if n := h.lone.Load(); n != 1 {   // the first task's only
 			t.Errorf("stream %v: %d bare publishes, want 1 (the answer not streamed)", stream, n)
 		}
 		if c.Exists(ctx, s.chKey(task.ChannelID)+":hist").Val() != 0 {
