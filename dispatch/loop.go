@@ -504,8 +504,8 @@ func (e *Engine) endpoint(d claimed) (project.Webhook, bool) {
 // PerEndpoint deliveries wait on this node and are sent as slots free up
 // (one that has waited half its lease goes back to the schedule instead,
 // see handOff). The rest go back to the schedule (putOffFor), and this
-// node remembers the long put-offs to bring them forward as soon as the
-// endpoint keeps up again.
+// node remembers the put-offs to bring them forward as soon as the
+// endpoint has room again.
 func (e *Engine) acquireOrWait(d claimed, id string) bool {
 	e.mu.Lock()
 	if e.busy[id] < e.limits.get(id) {
@@ -521,11 +521,15 @@ func (e *Engine) acquireOrWait(d claimed, id string) bool {
 		e.mu.Unlock()
 		return false
 	}
-	delay := e.putOffFor(id)
-	at := e.o.Now().Add(delay)
-	if delay == e.o.Timeout && len(e.deferred[id]) < maxDeferred {
-		// (a short put-off needs no help, and its put-back may not be
-		// written yet when the endpoint frees up)
+	at := e.o.Now().Add(e.putOffFor(id))
+	if len(e.deferred[id]) >= maxDeferred {
+		e.pruneDeferred(id, e.o.Now())
+	}
+	if len(e.deferred[id]) < maxDeferred {
+		// The short put-offs too: a burst's overflow would otherwise wait
+		// its put-off out whole while the endpoint has room again within
+		// milliseconds. (One brought forward before its put-back is
+		// written does not move, and waits its put-off.)
 		e.deferred[id] = append(e.deferred[id], claimed{id: d.id, projectID: d.projectID, at: at, part: d.part})
 	}
 	e.mu.Unlock()
