@@ -245,6 +245,13 @@ func unpackFolded(b []byte) (*folded, error) {
 	if err := json.Unmarshal(j, &f); err != nil {
 		return nil, fmt.Errorf("folded channel: %w", err)
 	}
+	// A node of an earlier version, archiving a channel whose timeline is
+	// in its record's field (during a rolling upgrade), kept the field
+	// among the record's other fields: its entries are the timeline's.
+	if tl, ok := f.Record["tl"]; ok {
+		f.Timeline = append(f.Timeline, timelineOf(nil, tl)...)
+		delete(f.Record, "tl")
+	}
 	return &f, nil
 }
 

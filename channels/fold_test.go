@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
 // Once its hot window has passed, a settled channel is folded: its final
@@ -106,5 +108,47 @@ func TestTimelineListThenRecord(t *testing.T) {
 	got, _ = s.timeline(ctx, cid)
 	if len(got) != len(own)+2 || !strings.Contains(string(got[len(own)+1]), `"late"`) {
 		t.Errorf("timeline %s, want the note last", got)
+	}
+}
+
+// A record's timeline stops growing at 256 KiB: further notes (refused
+// callbacks sent again and again) are counted, not written, since each
+// append rewrites the field whole. And a document an earlier version
+// archived with the field among the record's other fields reads it as
+// the timeline.
+func TestTimelineFieldBounds(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{}`), Options{})
+	ctx := context.Background()
+	cid := newTask().ChannelID
+	full := strings.Repeat("x", 262144)
+	c.HSet(ctx, s.chKey(cid), "project_id", "p1", "tl", full)
+	c.Expire(ctx, s.chKey(cid), time.Minute)
+	keys := []string{s.chKey(cid), s.tlKey(cid)}
+	if n, err := noteScript.Run(ctx, c, keys, `{"type":"late"}`).Int(); err != nil || n != 0 {
+		t.Fatalf("note on a full timeline: %d, %v; want 0", n, err)
+	}
+	if got := c.HGet(ctx, s.chKey(cid), "tl").Val(); got != full {
+		t.Errorf("a full timeline grew to %d bytes", len(got))
+	}
+	if got := c.HGet(ctx, s.chKey(cid), "tl_dropped").Val(); got != "1" {
+		t.Errorf("tl_dropped = %q, want 1", got)
+	}
+	c.HSet(ctx, s.chKey(cid), "tl", `{"type":"a"}`)
+	if n, _ := noteScript.Run(ctx, c, keys, `{"type":"b"}`).Int(); n != 1 {
+		t.Error("a note on a short timeline was not written")
+	}
+
+	doc, err := packFolded(folded{Timeline: raws([]string{`{"type":"a"}`}), Record: map[string]string{"tl": "{\"type\":\"b\"}\n{\"type\":\"c\"}", "x": "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := unpackFolded(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprintf("%s", f.Timeline) != `[{"type":"a"} {"type":"b"} {"type":"c"}]` || len(f.Record) != 1 {
+		t.Errorf("unpacked timeline %s, record %v", f.Timeline, f.Record)
 	}
 }

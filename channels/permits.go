@@ -61,8 +61,8 @@ func (p *permits) take(pid string, now time.Time) bool {
 	return true
 }
 
-// keep holds n more of pid's permits, valid until; a block that runs out
-// first goes with it.
+// keep holds n more of pid's permits, valid until, or until the block
+// held already runs out if that is sooner (no permit outlives its hold).
 func (p *permits) keep(pid string, n int, until time.Time) {
 	if n <= 0 {
 		return
@@ -75,8 +75,8 @@ func (p *permits) keep(pid string, n int, until time.Time) {
 	if len(p.m) >= maxPermitProjects {
 		p.drop(until.Add(-permitHold))
 	}
-	h := p.m[pid]
-	if h.until.Before(until) {
+	h, ok := p.m[pid]
+	if !ok || until.Before(h.until) {
 		h.until = until
 	}
 	h.n += n

@@ -19,6 +19,7 @@ if st and st ~= 'success' and st ~= 'error' and st ~= 'completed' then
 end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl == -2 then
+  redis.call('DEL', KEYS[2]) -- a list a node of an earlier version began without expiry
   return 'gone'
 end
 if ttl == -1 then

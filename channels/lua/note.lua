@@ -5,8 +5,16 @@
 -- KEYS[1] channel hash; KEYS[2] timeline list. ARGV[1] the entry; ARGV[2]
 -- (optional) how long it lives (ms) when the record has left Redis for
 -- the archive.
--- Returns 1, or 0 when the record has expired (nothing written).
+-- A record whose timeline has reached 256 KiB (a backend sending
+-- refused callbacks again and again) counts further notes in its field
+-- tl_dropped instead: each append rewrites the field whole.
+-- Returns 1, or 0 when the record has expired or the note was only
+-- counted (nothing written).
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HSTRLEN', KEYS[1], 'tl') >= 262144 then
+    redis.call('HINCRBY', KEYS[1], 'tl_dropped', 1)
+    return 0
+  end
   tlappend(KEYS[1], {ARGV[1]})
   return 1
 end
