@@ -18,26 +18,45 @@ func TestPermitBlock(t *testing.T) {
 		}
 	}
 	var p permits
-	now := time.Now()
-	if p.take("a", now) {
-		t.Fatal("took a permit never held")
-	}
-	p.keep("a", 2, now.Add(permitHold))
-	p.keep("b", 0, now.Add(permitHold)) // nothing held
-	for i := range 2 {
-		if !p.take("a", now) {
-			t.Fatalf("permit %d of 2 not taken", i+1)
+	t0 := time.Now()
+	for i := range 20 { // nothing submitted before: one task per check
+		if ask := p.take("a", t0, 10); ask != 1 {
+			t.Fatalf("submission %d of a fresh project asks %d, want 1", i+1, ask)
 		}
 	}
-	if p.take("a", now) || p.take("b", now) {
-		t.Fatal("took a permit beyond those held")
+	// A window later a check asks for a block sized to that use (20 in
+	// 50 ms: 1 + 4), one check at a time.
+	now := t0.Add(permitHold)
+	if ask := p.take("a", now, 10); ask != 5 {
+		t.Fatalf("asks %d after 20 submissions in a window, want 5", ask)
 	}
-	p.keep("a", 5, now.Add(permitHold))
-	if p.take("a", now.Add(permitHold)) {
-		t.Fatal("took a permit of a block past its span")
+	if ask := p.take("a", now, 10); ask != 1 {
+		t.Fatalf("a second check while a block is being taken asks %d, want 1", ask)
 	}
-	if len(p.m) != 0 {
-		t.Fatalf("spent blocks still held: %v", p.m)
+	p.kept("a", 5, 5, now)
+	for i := range 4 {
+		if ask := p.take("a", now, 10); ask != 0 {
+			t.Fatalf("permit %d of 4 held not spent (asks %d)", i+1, ask)
+		}
+	}
+	if ask := p.take("a", now, 10); ask == 0 {
+		t.Fatal("spent a permit beyond those held")
+	}
+	p.kept("a", 5, 0, now) // refused: nothing held, a check may ask again
+	if ask := p.take("a", now, 10); ask <= 1 {
+		t.Fatalf("after a refused block a check asks %d, want a block", ask)
+	}
+	p.kept("a", 5, 5, now)
+	if ask := p.take("a", now.Add(permitHold), 10); ask == 0 {
+		t.Fatal("spent a permit of a block past its hold")
+	}
+	// Idle for two windows: one task per check again.
+	p.kept("a", 10, 0, now)
+	if ask := p.take("a", now.Add(5*permitHold), 10); ask != 1 {
+		t.Fatalf("after an idle while a check asks %d, want 1", ask)
+	}
+	if ask := p.take("b", now, 3); ask != 1 {
+		t.Fatalf("another project asks %d, want 1", ask)
 	}
 }
 
@@ -63,7 +82,15 @@ func TestHighRateIsTakenInBlocks(t *testing.T) {
 				defer s.permits.mu.Unlock()
 				return s.permits.m["A"].n
 			}
+			// A window of use first (blocks are sized to it), then a
+			// window later: blocks of the rate's 10 ms (10 tasks).
 			block := permitBlock(rate)
+			for range 5 * block {
+				if err := submit(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			clock.Add(int64(permitHold))
 			for i := range 2*block + 1 {
 				if err := submit(); err != nil {
 					t.Fatal(err)

@@ -146,19 +146,23 @@ func IsRateLimited(err error) bool {
 // block in one call.
 func (s *Service) admit(ctx context.Context, pid string) error {
 	now := s.o.Now()
-	if s.o.ProjectRate <= 0 || s.permits.take(pid, now) {
+	if s.o.ProjectRate <= 0 {
 		return nil
 	}
-	r, err := limitScript.Run(ctx, s.rdb, []string{s.q.rate(pid)}, s.o.ProjectRate, 2*s.o.ProjectRate,
-		permitBlock(s.o.ProjectRate)).Int64Slice()
+	ask := s.permits.take(pid, now, permitBlock(s.o.ProjectRate))
+	if ask == 0 {
+		return nil
+	}
+	r, err := limitScript.Run(ctx, s.rdb, []string{s.q.rate(pid)}, s.o.ProjectRate, 2*s.o.ProjectRate, ask).Int64Slice()
 	if err == nil && len(r) != 2 {
 		err = fmt.Errorf("limit.lua: unknown reply %v", r)
 	}
 	if err != nil {
+		s.permits.kept(pid, ask, 0, now)
 		return fmt.Errorf("check rate: %w", err)
 	}
 	wait := r[0]
-	s.permits.keep(pid, int(r[1])-1, now.Add(permitHold))
+	s.permits.kept(pid, ask, int(r[1]), now)
 	if wait > 0 {
 		s.m.limited.Inc()
 		return rateLimited(int64(s.o.ProjectRate), wait)

@@ -380,20 +380,23 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	// A permit this node holds (permits.go) spares the check.
 	q := s.q.of(t.ChannelID)
 	rate, rateKey := s.o.ProjectRate, s.q.rate(t.ProjectID)
+	ask := 0 // the tasks of the rate this submission's check asks for
 	if len(s.q.keys) > 1 {
 		if err := s.admit(ctx, t.ProjectID); err != nil {
 			return err
 		}
 		rate = 0
-	} else if rate > 0 && s.permits.take(t.ProjectID, now) {
-		rate = 0
+	} else if rate > 0 {
+		if ask = s.permits.take(t.ProjectID, now, permitBlock(rate)); ask == 0 {
+			rate = 0
+		}
 	}
 	if rate == 0 {
 		rateKey = q.count // not read; a key of the script's slot
 	}
 	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
 	qkeys := []string{q.queue(t.ProjectID), q.ring, q.count, q.legacy, rateKey}
-	qargs := []any{t.ChannelID, t.ProjectID, s.q.share(s.o.MaxQueue), s.q.share(s.o.ProjectMaxQueue), rate, 2 * rate, permitBlock(rate), s.q.legacyArg()}
+	qargs := []any{t.ChannelID, t.ProjectID, s.q.share(s.o.MaxQueue), s.q.share(s.o.ProjectMaxQueue), rate, 2 * rate, ask, s.q.legacyArg()}
 	// The record must exist before a worker can claim the task (a claim
 	// that finds no record drops the task as expired). On one Redis the
 	// submit script queues the task and records it at once (nothing, if
@@ -415,7 +418,9 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		s.indexNew(m, t, StatusPending, now)
 	})
 	if err == nil {
-		err = s.enqueued(enq, t.ProjectID, now)
+		err = s.enqueued(enq, t.ProjectID, ask, now)
+	} else {
+		s.permits.kept(t.ProjectID, ask, 0, now)
 	}
 	if err != nil {
 		// Not queued: the record must not linger as a request that will
@@ -433,17 +438,19 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 }
 
 // enqueued reads the enqueue script's answer: nil, or why it refused. It
-// keeps the rest of a block of project pid's rate the script took at now.
-func (s *Service) enqueued(c *redis.Cmd, pid string, now time.Time) error {
+// reports to the node's permits what the check, asking for ask tasks of
+// project pid's rate at now, took.
+func (s *Service) enqueued(c *redis.Cmd, pid string, ask int, now time.Time) error {
 	out, err := c.Int64Slice()
 	if err != nil {
+		s.permits.kept(pid, ask, 0, now)
 		return err
 	}
 	r, err := decodeEnqueue(out)
+	s.permits.kept(pid, ask, int(r.taken), now)
 	if err != nil {
 		return err
 	}
-	s.permits.keep(pid, int(r.taken)-1, now.Add(permitHold))
 	switch r.refused {
 	case enqueueQueueFull:
 		s.m.rejected.Inc()

@@ -53,6 +53,9 @@ type result struct {
 	// 2xx, "0" it failed, "" no attempt reached it.
 	health     string
 	retryAfter time.Duration
+	// remember: a put-off (verdictDefer) to bring forward when the
+	// endpoint has room, remembered once it is written (rememberPutOffs).
+	remember bool
 }
 
 // Start launches the claimer, the lease reclaimer and the listener for
@@ -522,18 +525,11 @@ func (e *Engine) acquireOrWait(d claimed, id string) bool {
 		return false
 	}
 	at := e.o.Now().Add(e.putOffFor(id))
-	if len(e.deferred[id]) >= maxDeferred {
-		e.pruneDeferred(id, e.o.Now())
-	}
-	if len(e.deferred[id]) < maxDeferred {
-		// The short put-offs too: a burst's overflow would otherwise wait
-		// its put-off out whole while the endpoint has room again within
-		// milliseconds. (One brought forward before its put-back is
-		// written does not move, and waits its put-off.)
-		e.deferred[id] = append(e.deferred[id], claimed{id: d.id, projectID: d.projectID, at: at, part: d.part})
-	}
 	e.mu.Unlock()
-	e.putBack(d, at)
+	// Remembered once written, the short put-offs too: a burst's overflow
+	// would otherwise wait its put-off out whole while the endpoint has
+	// room again within milliseconds.
+	e.results <- result{d: d, verdict: verdictDefer, nextAt: at, remember: true}
 	return false
 }
 
@@ -570,6 +566,41 @@ func (e *Engine) pruneDeferred(id string, now time.Time) {
 	} else {
 		e.deferred[id] = kept
 	}
+}
+
+// rememberPutOffs remembers the put-offs of a batch just written that
+// asked for it (acquireOrWait's), to be brought forward when their
+// endpoint has room; those of an endpoint that has room already (its
+// attempts ended while the write was under way) are brought forward now.
+// Remembered before being written, one could be brought forward before
+// its put-back landed: that does not move it, and it would wait its
+// put-off out whole.
+func (e *Engine) rememberPutOffs(batch []result) {
+	var pull []claimed
+	now := e.o.Now()
+	e.mu.Lock()
+	seen := map[string]bool{}
+	for _, r := range batch {
+		if !r.remember {
+			continue
+		}
+		id := r.d.webhookID
+		if len(e.deferred[id]) >= maxDeferred {
+			e.pruneDeferred(id, now)
+		}
+		if len(e.deferred[id]) < maxDeferred {
+			e.deferred[id] = append(e.deferred[id], claimed{id: r.d.id, projectID: r.d.projectID, at: r.nextAt, part: r.d.part})
+		}
+		seen[id] = true
+	}
+	for id := range seen {
+		// (as handOff: fewer than half of what the node parks for it wait)
+		if left := len(e.waiting[id]); left < e.o.PerEndpoint/2 && e.busy[id] < e.limits.get(id) {
+			pull = append(pull, e.takeDeferred(id, e.o.PerEndpoint-left)...)
+		}
+	}
+	e.mu.Unlock()
+	e.bringForward(pull)
 }
 
 // handOff passes the caller's endpoint slot to the next waiting delivery,
@@ -791,6 +822,7 @@ func (e *Engine) record(batch []result) {
 		e.o.Log.Error().Err(err).Int("attempts", len(batch)).Msg("record delivery attempts")
 		return
 	}
+	e.rememberPutOffs(batch)
 	// What each record did decides what follows: a dead letter, or retries
 	// cancelled meanwhile (the channel was settled). Only then is there a
 	// second round trip.
