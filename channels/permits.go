@@ -12,8 +12,8 @@ import (
 // block without asking Redis again, for permitHold at most; what is left
 // then is dropped (those tasks count against the budget without having
 // run). A block is sized to what the node submitted for the project in
-// the last permitHold (a fifth of it, the next permitSpan's worth, plus
-// one), at most permitSpan's worth of the rate; one check at a time per
+// the last permitHold (plus one), at most permitSpan's worth of the rate;
+// one check at a time per
 // project takes a block (the submissions that miss meanwhile take one
 // task each), so what a node drops stays within one block. Nodes together
 // never admit more than the budget took, but a block spent later than it
@@ -84,7 +84,7 @@ func (p *permits) take(pid string, now time.Time, most int) (ask int) {
 	if h.asking {
 		return 1
 	}
-	ask = min(most, 1+h.last/5)
+	ask = min(most, 1+h.last)
 	h.asking = ask > 1
 	return ask
 }

@@ -25,13 +25,17 @@ func TestPermitBlock(t *testing.T) {
 		}
 	}
 	// A window later a check asks for a block sized to that use (20 in
-	// 50 ms: 1 + 4), one check at a time.
+	// 50 ms, at most 10), one check at a time.
 	now := t0.Add(permitHold)
-	if ask := p.take("a", now, 10); ask != 5 {
-		t.Fatalf("asks %d after 20 submissions in a window, want 5", ask)
+	if ask := p.take("a", now, 30); ask != 21 {
+		t.Fatalf("asks %d after 20 submissions in a window, want 21", ask)
 	}
-	if ask := p.take("a", now, 10); ask != 1 {
+	if ask := p.take("a", now, 30); ask != 1 {
 		t.Fatalf("a second check while a block is being taken asks %d, want 1", ask)
+	}
+	p.kept("a", 21, 0, now)
+	if ask := p.take("a", now, 10); ask != 10 {
+		t.Fatalf("asks %d with at most 10, want 10", ask)
 	}
 	p.kept("a", 5, 5, now)
 	for i := range 4 {
