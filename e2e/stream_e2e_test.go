@@ -169,11 +169,16 @@ func watch(t *testing.T, n *node, workflow string, extra map[string]any, args ..
 		p = startJS(t, "stream_client.mjs", append([]string{"--url", socketURL(n), "--token", ans["ws_token"].(string),
 			"--topic", ans["websocket_channel"].(string)}, args...)...)
 		p.await("joined", nil)
-		var ch struct {
-			Status string `json:"status"`
+		var log struct {
+			Channel struct {
+				Status string `json:"status"`
+			} `json:"channel"`
 		}
-		_ = json.Unmarshal(n.must200(t, "/api/console/logs/"+ans["channel_id"].(string)), &ch)
-		late := ch.Status == "success" || ch.Status == "error" || ch.Status == "completed"
+		if err := json.Unmarshal(n.must200(t, "/api/console/logs/"+ans["channel_id"].(string)), &log); err != nil || log.Channel.Status == "" {
+			t.Fatalf("the channel's log detail has no status (%v)", err)
+		}
+		st := log.Channel.Status
+		late := st == "success" || st == "error" || st == "completed"
 		done = p.await("done", nil)
 		<-p.exited
 		if !late || try == 3 {
