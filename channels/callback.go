@@ -359,7 +359,7 @@ func messageStatus(m json.RawMessage) Status {
 	var v struct {
 		Status Status `json:"status"`
 	}
-	_ = json.Unmarshal(m, &v)
+	_ = wire.Decode(m, &v)
 	return v.Status
 }
 
@@ -385,10 +385,10 @@ func callbackMessage(cid, event, task, result string, cb CallbackBody, at string
 	var r struct {
 		Data json.RawMessage `json:"data"`
 	}
-	if err := json.Unmarshal([]byte(task), &t); err != nil {
+	if err := wire.Decode([]byte(task), &t); err != nil {
 		return "", nil, fmt.Errorf("read channel task: %w", err)
 	}
-	_ = json.Unmarshal([]byte(result), &r)
+	_ = wire.Decode([]byte(result), &r)
 	var m any
 	st := StatusCompleted
 	if cb.Error != "" {

@@ -2,7 +2,6 @@ package channels
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -312,14 +311,14 @@ func (s *Service) process(cid string, start started, onWait func(ai.Wait)) {
 			return
 		}
 		var t Task
-		_ = json.Unmarshal([]byte(r.task), &t)
+		_ = wire.Decode([]byte(r.task), &t)
 		t.ChannelID, t.ProjectID = cid, r.project
 		if err := s.finish(ctx, outcomeOf(&t, r.outcome)); err != nil && ctx.Err() == nil {
 			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("finish task")
 		}
 	case "run":
 		var t Task
-		if err := json.Unmarshal([]byte(r.task), &t); err != nil {
+		if err := wire.Decode([]byte(r.task), &t); err != nil {
 			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("decode task")
 			t = Task{ChannelID: cid, ProjectID: r.project}
 			s.abandon(ctx, &t, "the stored task could not be read")

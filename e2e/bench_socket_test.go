@@ -115,7 +115,12 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 	prefix := rdbtest.Prefix()
 	b.Cleanup(func() { dropPrefix(b, url, prefix) })
 	env := testEnv(b, url, prefix, "RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000")
-	x := &crossNode{a: startNode(b, env), b: startNode(b, env)}
+	start := startNode
+	if os.Getenv("BENCH_PROCESS") != "" { // each node a process of its own, built from this tree
+		bin := buildBinary(b)
+		start = func(tb testing.TB, env map[string]string) *node { return startProcess(tb, bin, env).node }
+	}
+	x := &crossNode{a: start(b, env), b: start(b, env)}
 	x.a.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "ev", "provider": "mock",
 		"event_name": "bench.done", "callback_timeout_seconds": 3600, "mock": map[string]any{"response": map[string]any{"ok": true}}})
 	rc, err := rdbtest.Client(url)

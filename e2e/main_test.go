@@ -270,11 +270,17 @@ func submitAsync(client *http.Client, base, key string, body []byte) (string, er
 	}
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
+	return answerChannel(&refusal{base: base, status: res.StatusCode, header: res.Header, body: raw})
+}
+
+// answerChannel is the channel a submission's answer names, or the answer as
+// a refusal.
+func answerChannel(r *refusal) (string, error) {
 	var v struct {
 		ChannelID string `json:"channel_id"`
 	}
-	if res.StatusCode != 200 || json.Unmarshal(raw, &v) != nil || v.ChannelID == "" {
-		return "", &refusal{base: base, status: res.StatusCode, header: res.Header, body: raw}
+	if r.status != 200 || json.Unmarshal(r.body, &v) != nil || v.ChannelID == "" {
+		return "", r
 	}
 	return v.ChannelID, nil
 }

@@ -6,6 +6,8 @@ package wire
 import (
 	"encoding/json"
 	"time"
+
+	fastjson "github.com/segmentio/encoding/json"
 )
 
 // TimeFormat is RFC 3339 in UTC with milliseconds, as payloads, records
@@ -26,3 +28,11 @@ func MustJSON(v any) []byte {
 	}
 	return b
 }
+
+// Decode is json.Unmarshal for what riverhub itself wrote (a stored task,
+// a record's fields, a room's message): a decoder of the same results that
+// costs a quarter of the time. Its error messages differ from
+// encoding/json's, so a client's input is decoded with encoding/json, to
+// keep the errors the API documents. (Its encoder is not used: it writes
+// omitempty fields of an embedded struct pointer wrongly.)
+func Decode(data []byte, v any) error { return fastjson.Unmarshal(data, v) }

@@ -211,3 +211,43 @@ func TestParseRejects(t *testing.T) {
 		t.Fatalf("Parse(HS256 of the claims the other cases start from) = %v", err)
 	}
 }
+
+// TestIssueAsJWTLibrary: Issue writes, byte for byte, the token golang-jwt
+// signs for the same claims (its jti read back from the token), ids that
+// need escaping included.
+func TestIssueAsJWTLibrary(t *testing.T) {
+	t.Parallel()
+	now := epoch.Add(1234567 * time.Millisecond)
+	i := issuerAt(testSecret, 15*time.Minute, &now)
+	for _, ids := range [][2]string{{pid, cid}, {`p"q\r<&>`, "é\u2028\x01"}} {
+		tok, err := i.Issue(ids[0], ids[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Claims
+		raw, err := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[1])
+		if err != nil || json.Unmarshal(raw, &got) != nil || len(got.ID) != 26 {
+			t.Fatalf("payload %s: %v, jti %q", raw, err, got.ID)
+		}
+		want := sign(t, jwt.SigningMethodHS256, []byte(testSecret), Claims{
+			ProjectID: ids[0], ChannelID: ids[1], Topic: Topic(ids[0], ids[1]),
+			RegisteredClaims: jwt.RegisteredClaims{ID: got.ID, IssuedAt: jwt.NewNumericDate(now),
+				ExpiresAt: jwt.NewNumericDate(now.Add(15 * time.Minute))},
+		})
+		if tok != want {
+			t.Errorf("ids %q:\n got %s\nwant %s", ids, tok, want)
+		}
+		if c, err := i.Parse(tok); err != nil || c.ProjectID != ids[0] || c.ChannelID != ids[1] {
+			t.Errorf("ids %q: Parse = %+v, %v", ids, c, err)
+		}
+	}
+}
+
+func BenchmarkIssue(b *testing.B) {
+	i := NewIssuer(testSecret, 15*time.Minute)
+	for range b.N {
+		if _, err := i.Issue(pid, cid); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
