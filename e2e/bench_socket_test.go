@@ -55,8 +55,12 @@ import (
 // Metrics: p50-ms, p99-ms, max-ms (call to frame); call-p99-ms (the call's
 // own answer); msg/s (the rate achieved); lost (messages not received
 // within 10 s); redis-cores and others-cores (CPU used meanwhile by Redis
-// and by everything else outside this process: a run beside other work
-// is not a clean one).
+// and by everything else outside this process and its nodes: a run beside
+// other work is not a clean one); nodes-cores (the nodes' processes).
+//
+// BENCH_PROCESS=1 runs nodes A and B as processes of their own, built
+// (go build) from the tree the test binary runs in: to compare two trees,
+// run each binary from its own tree's e2e directory.
 func BenchmarkCrossNodePublish(b *testing.B) {
 	b.Run("callback", func(b *testing.B) {
 		benchCrossNode(b, func(x *crossNode, i int) error {
@@ -116,9 +120,14 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 	b.Cleanup(func() { dropPrefix(b, url, prefix) })
 	env := testEnv(b, url, prefix, "RIVERHUB_LOG_LEVEL", "error", "RIVERHUB_PROJECT_RATE", "1000000")
 	start := startNode
+	var pids []int                        // the nodes' processes
 	if os.Getenv("BENCH_PROCESS") != "" { // each node a process of its own, built from this tree
 		bin := buildBinary(b)
-		start = func(tb testing.TB, env map[string]string) *node { return startProcess(tb, bin, env).node }
+		start = func(tb testing.TB, env map[string]string) *node {
+			p := startProcess(tb, bin, env)
+			pids = append(pids, p.cmd.Process.Pid)
+			return p.node
+		}
 	}
 	x := &crossNode{a: start(b, env), b: start(b, env)}
 	x.a.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "ev", "provider": "mock",
@@ -154,7 +163,7 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 		answered := make([]time.Duration, total) // the call's own duration
 		var failed atomic.Int64
 		tick := time.Second / time.Duration(rate)
-		cpu0, redis0 := readCPU(), redisCPU(rc)
+		cpu0, redis0 := readCPU(pids...), redisCPU(rc)
 		t0 := time.Now()
 		for i := range total {
 			time.Sleep(time.Until(t0.Add(time.Duration(i) * tick)))
@@ -172,7 +181,7 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 		}
 		wg.Wait()
 		elapsed := time.Since(t0)
-		cpu1, redis1 := readCPU(), redisCPU(rc)
+		cpu1, redis1 := readCPU(pids...), redisCPU(rc)
 		lost := x.await(b, joined(measured), 10*time.Second)
 		b.StopTimer()
 
@@ -200,6 +209,9 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 			// beside other work is not a clean one.
 			others := float64((cpu1.busy-cpu0.busy)-(cpu1.self-cpu0.self))/float64(cpu1.all-cpu0.all)*float64(runtime.NumCPU()) - redisCores
 			b.ReportMetric(max(others, 0), "others-cores")
+			if len(pids) > 0 {
+				b.ReportMetric(float64(cpu1.nodes-cpu0.nodes)/float64(cpu1.all-cpu0.all)*float64(runtime.NumCPU()), "nodes-cores")
+			}
 		}
 		for _, ch := range x.chans {
 			if ch.conn != nil {
@@ -428,10 +440,13 @@ func redisCPU(c redis.UniversalClient) float64 {
 // from /proc (Linux; ok is false elsewhere).
 type cpuTicks struct {
 	all, busy, self int64
+	nodes           int64 // of self, the processes of readCPU's pids
 	ok              bool
 }
 
-func readCPU() cpuTicks {
+// readCPU reads the machine's CPU time and this process's, with the
+// processes of pids (its nodes run as processes) counted as its own.
+func readCPU(pids ...int) cpuTicks {
 	var t cpuTicks
 	stat, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -449,19 +464,31 @@ func readCPU() cpuTicks {
 			t.busy += n
 		}
 	}
-	self, err := os.ReadFile("/proc/self/stat")
+	t.self, t.ok = processTicks("self")
+	for _, pid := range pids {
+		n, ok := processTicks(strconv.Itoa(pid))
+		t.self += n
+		t.nodes += n
+		t.ok = t.ok && ok
+	}
+	return t
+}
+
+// processTicks is the CPU time of a process (/proc/<pid>; "self": this
+// one), in clock ticks.
+func processTicks(pid string) (int64, bool) {
+	stat, err := os.ReadFile("/proc/" + pid + "/stat")
 	if err != nil {
-		return t
+		return 0, false
 	}
 	// Fields after the command name (which may hold spaces): utime and
 	// stime are the 12th and 13th.
-	_, rest, _ := strings.Cut(string(self), ") ")
+	_, rest, _ := strings.Cut(string(stat), ") ")
 	g := strings.Fields(rest)
 	if len(g) < 13 {
-		return t
+		return 0, false
 	}
 	u, _ := strconv.ParseInt(g[11], 10, 64)
 	k, _ := strconv.ParseInt(g[12], 10, 64)
-	t.self, t.ok = u+k, true
-	return t
+	return u + k, true
 }

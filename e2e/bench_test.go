@@ -130,7 +130,7 @@ func throughput(b *testing.B, env ...string) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c := newSubmitter(b, n.base, n.key)
+				c := newSubmitter(n.base, n.key)
 				defer c.close()
 				for time.Now().Before(stop) {
 					code, out, err := c.post("/v1/ai/async", body)
@@ -153,10 +153,12 @@ func throughput(b *testing.B, env ...string) {
 		}
 		wg.Wait()
 		done := completed(b, n.base) - start0
-		// This process's CPU per task: the node's and the load
-		// generator's, steadier than the rate on a machine whose speed
-		// drifts between runs.
-		b.ReportMetric((processCPU()-cpu0).Seconds()/done*1e6, "process-µs/task")
+		if done > 0 {
+			// This process's CPU per task: the node's and the load
+			// generator's, steadier than the rate on a machine whose
+			// speed drifts between runs.
+			b.ReportMetric((processCPU()-cpu0).Seconds()/done*1e6, "process-µs/task")
+		}
 		if rc != nil && done > 0 {
 			b.ReportMetric((redisCPU(rc)-rcpu0)/done*1e6, "redis-µs/task")
 			b.ReportMetric((redisStat(rc, "stats", "total_net_input_bytes")-in0)/done, "redis-in-B/task")
@@ -316,7 +318,7 @@ func BenchmarkWebhooksEndToEnd(b *testing.B) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c := newSubmitter(b, n.base, n.key)
+				c := newSubmitter(n.base, n.key)
 				defer c.close()
 				for int(next.Add(1)) <= tasks {
 					t0 := time.Now()

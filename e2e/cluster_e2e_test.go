@@ -14,7 +14,9 @@ import (
 
 // joinRoom opens a socket on node n, joins the channel's topic and returns
 // a function that waits for the next `response` payload (or a read error,
-// e.g. the node closing the socket).
+// e.g. the node closing the socket). A join refused as `unavailable` (Redis
+// did not answer the node, e.g. during a failover) is sent again, as
+// clients do (docs/api.md), every 200 ms, 50 times at most.
 func joinRoom(t *testing.T, n *node, ans map[string]any) (*websocket.Conn, func(time.Duration) (map[string]any, error)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -29,6 +31,7 @@ func joinRoom(t *testing.T, n *node, ans map[string]any) (*websocket.Conn, func(
 	if err := c.Write(ctx, websocket.MessageText, join); err != nil {
 		t.Fatal(err)
 	}
+	rejoins := 0
 	next := func(within time.Duration) (map[string]any, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), within)
 		defer cancel()
@@ -42,7 +45,14 @@ func joinRoom(t *testing.T, n *node, ans map[string]any) (*websocket.Conn, func(
 				t.Fatalf("frame %s", b)
 			}
 			if string(f[3]) == `"phx_reply"` && !strings.Contains(string(f[4]), `"ok"`) {
-				t.Fatalf("join refused: %s", b)
+				if rejoins++; !strings.Contains(string(f[4]), `"unavailable"`) || rejoins > 50 {
+					t.Fatalf("join refused (%d times): %s", rejoins, b)
+				}
+				time.Sleep(200 * time.Millisecond)
+				if err := c.Write(ctx, websocket.MessageText, join); err != nil {
+					return nil, err
+				}
+				continue
 			}
 			if string(f[3]) == `"response"` {
 				var p map[string]any

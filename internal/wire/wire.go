@@ -30,9 +30,11 @@ func MustJSON(v any) []byte {
 }
 
 // Decode is json.Unmarshal for what riverhub itself wrote (a stored task,
-// a record's fields, a room's message): a decoder of the same results that
-// costs a quarter of the time. Its error messages differ from
-// encoding/json's, so a client's input is decoded with encoding/json, to
-// keep the errors the API documents. (Its encoder is not used: it writes
-// omitempty fields of an embedded struct pointer wrongly.)
+// a record's fields, a room's message): for valid JSON it fills what
+// json.Unmarshal fills, in a quarter of the time. On an error it may have
+// filled other fields than json.Unmarshal would (it stops at a type error,
+// and fills fields before a syntax error), and its messages differ, so a
+// client's input is decoded with encoding/json, to keep the errors the API
+// documents. (Its encoder is not used: it writes omitempty fields of an
+// embedded struct pointer wrongly.)
 func Decode(data []byte, v any) error { return fastjson.Unmarshal(data, v) }

@@ -59,7 +59,7 @@ func NewIssuer(secret string, ttl time.Duration) *Issuer {
 func (i *Issuer) Issue(projectID, channelID string) (string, error) {
 	now := i.Now()
 	exp := now.Add(i.ttl)
-	payload := make([]byte, 0, 96+2*(len(projectID)+len(channelID)))
+	payload := make([]byte, 0, 160+2*(len(projectID)+len(channelID)))
 	payload = append(payload, `{"project_id":`...)
 	payload = appendString(payload, projectID)
 	payload = append(payload, `,"channel_id":`...)
