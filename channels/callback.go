@@ -381,7 +381,9 @@ func rawAll(ms ...string) []json.RawMessage {
 // callbackMessage builds the final message of a callback from the stored
 // task and generation.
 func callbackMessage(cid, event, task, result string, cb CallbackBody, at string) (Status, json.RawMessage, error) {
-	var t Task
+	var t struct { // of the stored task, what the message carries
+		CustomerData json.RawMessage `json:"customer_data"`
+	}
 	var r struct {
 		Data json.RawMessage `json:"data"`
 	}
