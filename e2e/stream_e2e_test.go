@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,9 +32,14 @@ const streamAnswer = "Rivers carry water from the hills to the sea; along the wa
 //	cut      three pieces, then the response ends without its last event
 //	garbage  two pieces, then an event that is not JSON
 //	stall    two pieces, then nothing until the request is given up
-func streamedProvider(t *testing.T) *httptest.Server {
+//
+// Each request first waits at gate: until the page watching the task has
+// joined (watch opens it), so that the answer streams to a page that is
+// there to see it.
+func streamedProvider(t *testing.T, gate *joinGate) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gate.wait(r)
 		var req struct {
 			Model  string `json:"model"`
 			Stream bool   `json:"stream"`
@@ -130,18 +136,86 @@ func streamedProvider(t *testing.T) *httptest.Server {
 	return srv
 }
 
+// joinGate holds the fake provider's answers until a page has joined. It
+// starts open; watch closes it before a submission and opens it once its
+// page has joined. A request waits joinGateMax at most, so that a page
+// that never joins fails its test instead of hanging it.
+type joinGate struct {
+	mu   sync.Mutex
+	open chan struct{} // closed while the gate is open
+}
+
+// joinGateMax is how long a request waits at a closed gate; with the node's
+// provider timeout (streamTimeout) it leaves the stream time to finish.
+const joinGateMax = 3 * time.Second
+
+// streamTimeout is the stream nodes' provider timeout: above joinGateMax
+// plus the longest stream, short enough for the "stall" case to end soon.
+const streamTimeout = "6s"
+
+func newJoinGate() *joinGate {
+	g := &joinGate{open: make(chan struct{})}
+	close(g.open)
+	return g
+}
+
+// close makes later requests wait until let.
+func (g *joinGate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+		g.open = make(chan struct{})
+	default: // already closed
+	}
+}
+
+// let opens the gate (idempotent).
+func (g *joinGate) let() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
+}
+
+func (g *joinGate) wait(r *http.Request) {
+	g.mu.Lock()
+	open := g.open
+	g.mu.Unlock()
+	t := time.NewTimer(joinGateMax)
+	defer t.Stop()
+	select {
+	case <-open:
+	case <-t.C:
+	case <-r.Context().Done():
+	}
+}
+
+// streamedNode is a node whose providers are a streamedProvider, and the
+// provider's gate.
+type streamedNode struct {
+	*node
+	gate *joinGate
+}
+
 // streamNode starts a node (its own prefix) whose providers are a
 // streamedProvider, with retries off and a short provider timeout.
-func streamNode(t *testing.T, kv ...string) *node {
+func streamNode(t *testing.T, kv ...string) streamedNode {
 	t.Helper()
 	e2eScript(t, "stream_client.mjs")
-	fake := streamedProvider(t)
+	gate := newJoinGate()
+	t.Cleanup(gate.let)
+	fake := streamedProvider(t, gate)
 	url := testRedisURL(t)
 	prefix := rdbtest.Prefix()
 	t.Cleanup(func() { dropPrefix(t, url, prefix) })
-	return startNode(t, testEnv(t, url, prefix, append([]string{"OPENAI_BASE_URL", fake.URL + "/v1", "OPENAI_API_KEY", "sk-test",
+	n := startNode(t, testEnv(t, url, prefix, append([]string{"OPENAI_BASE_URL", fake.URL + "/v1", "OPENAI_API_KEY", "sk-test",
 		"ANTHROPIC_BASE_URL", fake.URL, "ANTHROPIC_API_KEY", "sk-ant-test",
-		"RIVERHUB_PROVIDER_RETRIES", "0", "RIVERHUB_PROVIDER_TIMEOUT", "2s", "RIVERHUB_STREAM_WINDOW", "20ms"}, kv...)...))
+		"RIVERHUB_PROVIDER_RETRIES", "0", "RIVERHUB_PROVIDER_TIMEOUT", streamTimeout, "RIVERHUB_STREAM_WINDOW", "20ms"}, kv...)...))
+	return streamedNode{n, gate}
 }
 
 // push is one line of stream_client.mjs.
@@ -158,15 +232,18 @@ type push struct {
 // The page starts after the submission (its token names the channel): on
 // a loaded machine Node.js may take longer to start than the answer takes
 // to stream, and a page that joins a finished channel is sent the final
-// message alone, which tests nothing. Such a run (the channel already
-// settled when the page had joined) is done again, twice at most.
-func watch(t *testing.T, n *node, workflow string, extra map[string]any, args ...string) ([]push, string, *jsProc) {
+// message alone, which tests nothing. So the fake provider answers only
+// once the page has joined (n.gate); the mock provider cannot be held, and
+// its workflows wait (delay_ms) before they stream. A run whose channel had
+// settled when the page joined is done again, four times at most.
+func watch(t *testing.T, n streamedNode, workflow string, extra map[string]any, args ...string) ([]push, string, *jsProc) {
 	t.Helper()
 	var p *jsProc
 	var done map[string]any
 	for try := 1; ; try++ {
+		n.gate.close()
 		ans := n.submit(t, workflow, extra)
-		p = startJS(t, "stream_client.mjs", append([]string{"--url", socketURL(n), "--token", ans["ws_token"].(string),
+		p = startJS(t, "stream_client.mjs", append([]string{"--url", socketURL(n.node), "--token", ans["ws_token"].(string),
 			"--topic", ans["websocket_channel"].(string)}, args...)...)
 		p.await("joined", nil)
 		var log struct {
@@ -179,9 +256,10 @@ func watch(t *testing.T, n *node, workflow string, extra map[string]any, args ..
 		}
 		st := log.Channel.Status
 		late := st == "success" || st == "error" || st == "completed"
+		n.gate.let() // after the look: a held provider cannot have settled it
 		done = p.await("done", nil)
 		<-p.exited
-		if !late || try == 3 {
+		if !late || try == 5 {
 			break
 		}
 		t.Logf("the page joined once the answer was complete (Node.js slow to start): run %d again", try)
@@ -248,7 +326,7 @@ func TestStreamChunksMakeTheAnswer(t *testing.T) {
 	so := n.must(t, 201, "POST", "/api/console/structured-output", map[string]any{"name": "summary", "schema": map[string]any{
 		"type": "object", "required": []string{"summary"}, "properties": map[string]any{"summary": map[string]any{"type": "string"}}}})
 	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{"name": "mock", "provider": "mock", "stream": true,
-		"mock": map[string]any{"response": streamAnswer, "delay_ms": 300, "stream_chunk_chars": 4, "stream_interval_ms": 10}})
+		"mock": map[string]any{"response": streamAnswer, "delay_ms": 1500, "stream_chunk_chars": 4, "stream_interval_ms": 10}})
 	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{"name": "oai", "provider": "openai", "model": "ok", "stream": true})
 	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{"name": "ant", "provider": "anthropic", "model": "ok",
 		"structured_output_id": so["id"]})
@@ -304,7 +382,7 @@ func TestStreamResumesMidStream(t *testing.T) {
 	n := streamNode(t)
 	long := strings.Repeat("0123456789", 20)
 	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{"name": "mock", "provider": "mock", "stream": true,
-		"mock": map[string]any{"response": long, "delay_ms": 300, "stream_chunk_chars": 2, "stream_interval_ms": 15}})
+		"mock": map[string]any{"response": long, "delay_ms": 1500, "stream_chunk_chars": 2, "stream_interval_ms": 15}})
 	pushes, text, p := watch(t, n, "mock", nil, "--drop-after", "5", "--resume")
 	p.mu.Lock()
 	var joins []string
@@ -381,7 +459,7 @@ func TestStreamLeavesResponseOnlyClientsAlone(t *testing.T) {
 	run := func(stream bool) []map[string]any {
 		ans := n.submit(t, "ev", map[string]any{"stream": stream})
 		cid := ans["channel_id"].(string)
-		p := startJS(t, "sdk_session.mjs", "--url", socketURL(n), "--token", ans["ws_token"].(string), "--topics", ans["websocket_channel"].(string))
+		p := startJS(t, "sdk_session.mjs", "--url", socketURL(n.node), "--token", ans["ws_token"].(string), "--topics", ans["websocket_channel"].(string))
 		p.await("joined", nil)
 		deadline := time.Now().Add(10 * time.Second)
 		for n.must(t, 200, "GET", "/api/v1/channels/"+cid, nil)["status"] != "ai_generated" {
