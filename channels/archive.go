@@ -184,18 +184,24 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 		// entries go first (every status's, stale ones too), then their
 		// keys; a node that dies in between leaves them in Redis, unlisted
 		// there, listed from the archive, and due: moved again next round.
+		// The entries go once more after the keys: a completion or
+		// settlement redone meanwhile may have written them again (see
+		// indexMove).
 		var touched []string
 		for i := range cids {
 			touched = append(touched, s.everyIndexKey(refs[i], batch[i].Status)...)
 		}
-		s.expiries.forget(touched...) // emptied keys go: their next write sets an expiry again
-		if err := s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
-			for i, cid := range cids {
-				for _, k := range s.everyIndexKey(refs[i], batch[i].Status) {
-					m.ZRem(k, cid)
+		unindex := func() error {
+			s.expiries.forget(touched...) // emptied keys go: their next write sets an expiry again
+			return s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
+				for i, cid := range cids {
+					for _, k := range s.everyIndexKey(refs[i], batch[i].Status) {
+						m.ZRem(k, cid)
+					}
 				}
-			}
-		})); err != nil {
+			}))
+		}
+		if err := unindex(); err != nil {
 			return fmt.Errorf("archive channels: unindex: %w", err)
 		}
 		if err := s.pipelined(ctx, func(p redis.Pipeliner) {
@@ -205,6 +211,9 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 			}
 		}); err != nil {
 			return fmt.Errorf("archive channels: remove from Redis: %w", err)
+		}
+		if err := unindex(); err != nil {
+			return fmt.Errorf("archive channels: unindex: %w", err)
 		}
 	}
 	ok := 0

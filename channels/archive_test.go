@@ -275,3 +275,80 @@ func TestLiveChannelsAreNotMoved(t *testing.T) {
 		waitStatus(t, s, task.ChannelID, StatusCompleted)
 	}
 }
+
+// A completion or settlement redone after its channel moved to the
+// archive (its lease ran out, and the archive moved the channel between
+// the script that read the record and the index writes) takes its index
+// entries back: the channel is listed once, from the archive, and nothing
+// of it stays in Redis. A first completion writes them as it is (its
+// channel moves a hot window later), which the last step shows.
+func TestRedoneAfterTheMoveLeavesNoIndex(t *testing.T) {
+	t.Parallel()
+	arch := &memArchive{}
+	s, c, _, _ := roomService(t, Options{HotWindow: time.Hour, Archive: arch})
+	ctx := context.Background()
+	task := newTask()
+	task.Workflow.EventName = "thing"
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	cid := task.ChannelID
+	ref := task.logRef()
+	waitStatus(t, s, cid, StatusAIGenerated)
+	if err := s.Callback(ctx, "p1", cid, success(`{"ok":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "queued to move", func() bool { return c.ZScore(ctx, s.foldKeys[0], cid).Err() == nil })
+	c.ZAdd(ctx, s.foldKeys[0], redis.Z{Score: 0, Member: cid})
+	if _, err := s.archiveDue(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if c.Exists(ctx, s.chKey(cid)).Val() != 0 || len(arch.byID) != 1 {
+		t.Fatal("the channel did not move")
+	}
+	indexed := func() []string {
+		var in []string
+		for _, k := range s.everyIndexKey(ref, StatusSuccess) {
+			if c.ZScore(ctx, k, cid).Err() == nil {
+				in = append(in, k)
+			}
+		}
+		return in
+	}
+	if in := indexed(); len(in) != 0 {
+		t.Fatalf("indexed in Redis after the move: %v", in)
+	}
+	v, _ := s.Get(ctx, "p1", cid)
+	// The redos, each as its writer sends it after the move.
+	s.sendAcks(ctx, []ackItem{{cid: cid, pid: "p1", msg: v.Message, status: StatusSuccess, workflow: ref.workflow,
+		event: ref.event, redone: true}})
+	if err := s.awaitCallback(ctx, outcome{pid: "p1", cid: cid, workflow: ref.workflow, event: ref.event,
+		status: StatusAIGenerated, msg: v.Message, deadline: time.Now().Add(time.Hour).UnixMilli(), redone: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.settleAll(ctx, []settlement{{ref: ref, due: s.dueKey(cid), status: StatusSuccess, msg: v.Message,
+		redone: true}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if in := indexed(); len(in) != 0 {
+		t.Errorf("redos after the move left index entries: %v", in)
+	}
+	seen := 0
+	page, err := s.Logs(ctx, "p1", LogFilter{}, project.ListParams{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range page.Items {
+		if it.ChannelID == cid {
+			seen++
+		}
+	}
+	if seen != 1 {
+		t.Errorf("the channel is listed %d times", seen)
+	}
+	// Not redone: written as it is (what unindexGone is for).
+	s.sendAcks(ctx, []ackItem{{cid: cid, pid: "p1", msg: v.Message, status: StatusSuccess, workflow: ref.workflow, event: ref.event}})
+	if in := indexed(); len(in) == 0 {
+		t.Error("a first completion's ack wrote no index entry: the check above tests nothing")
+	}
+}

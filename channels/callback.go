@@ -85,6 +85,11 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 	if err := s.indexing(err); err != nil {
 		return fmt.Errorf("set callback deadline: %w", err)
 	}
+	if o.redone {
+		if err := s.unindexGone(ctx, []indexed{{logRef{o.pid, o.cid, o.workflow, o.event}, StatusAIGenerated}}); err != nil {
+			return err
+		}
+	}
 	if s.o.Dispatcher != nil && o.hook != nil && !o.playground && sends(o.events, "task.ai_generated") {
 		if err := s.o.Dispatcher.Enqueue(ctx, dispatch.Event{Type: "task.ai_generated", ProjectID: o.pid, ChannelID: o.cid,
 			WebhookIDs: o.webhookIDs, Body: o.hook}); err != nil {
@@ -103,7 +108,7 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 		st, _ := v[0].(string)
 		msg, _ := v[1].(string)
 		if err := s.settleAll(ctx, []settlement{{ref: logRef{o.pid, o.cid, o.workflow, o.event}, due: s.dueKey(o.cid),
-			status: Status(st), why: settleReason(outcome), msg: json.RawMessage(msg)}}, nil); err != nil {
+			status: Status(st), why: settleReason(outcome), msg: json.RawMessage(msg), redone: true}}, nil); err != nil {
 			return err
 		}
 	}
@@ -292,10 +297,10 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 			return nil, nil // settled long since: the same answer, nothing to redo
 		}
 		return &settlement{ref: ref, due: s.dueKey(cid), status: Status(r.status), why: "a callback was received",
-			msg: json.RawMessage(r.msg), unguarded: unguarded}, nil
+			msg: json.RawMessage(r.msg), unguarded: unguarded, redone: true}, nil
 	case "late":
 		d = &settlement{ref: ref, due: s.dueKey(cid), status: Status(r.status), why: settleReason(r.outcome),
-			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded}
+			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded, redone: true}
 		reject = ErrCallbackTimeout(cid)
 		if r.outcome != "timeout" {
 			reject = ErrCallbackReceived(cid)
@@ -439,6 +444,10 @@ type settlement struct {
 	// unguarded: its channel's deadline entry was not brought forward to
 	// a claim's lease, so a poller would redo it only at its deadline.
 	unguarded bool
+	// redone: settled before (a repeated or late callback, a deadline
+	// claimed again): its channel may have moved to the archive since the
+	// script read it (see indexMove).
+	redone bool
 }
 
 // settleLater hands a callback's settlement to the settler, which sends
@@ -490,6 +499,15 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 	}
 	if len(done) == 0 {
 		return nil
+	}
+	var redone []indexed
+	for _, d := range done {
+		if d.redone {
+			redone = append(redone, indexed{d.ref, d.status})
+		}
+	}
+	if err := s.unindexGone(ctx, redone); err != nil {
+		return err
 	}
 	settled := make(map[string][]any)
 	for _, d := range done {
@@ -602,6 +620,8 @@ func (s *Service) settleDue(now time.Time, due string, ids []string) {
 			if r.verdict == "fired" {
 				s.m.timeouts.WithLabelValues(r.outcome).Inc()
 				d.pre = rawAll(r.generated, r.sim)
+			} else {
+				d.redone = true
 			}
 			done = append(done, d)
 		}

@@ -205,6 +205,18 @@ func (s *Service) unindex(ctx context.Context, t *Task, st Status) {
 }
 
 // indexMove moves a channel between status indexes, within m. Idempotent.
+//
+// Its ZADDs cannot see whether the channel is still in Redis. A first
+// completion or settlement needs no such look: its channel is queued to
+// move to the archive with it (or after it), a hot window (at least four
+// leases) later. A completion or settlement redone after a lease ran out
+// may find its channel queued long since, and the archive may move it
+// between the script that read the record and these writes: such a writer
+// looks again once they have gone through (unindexGone), and the archive
+// removes a channel's entries both before and after it deletes its keys.
+// An entry written after the archive's second removal then finds the
+// record gone and is taken back by its writer; one written before is
+// taken by the archive.
 func (s *Service) indexMove(m *rdb.Merge, r logRef, from, to Status) {
 	now := s.o.Now()
 	if stateOf(from) != stateOf(to) {
@@ -219,6 +231,52 @@ func (s *Service) indexMove(m *rdb.Merge, r logRef, from, to Status) {
 	}
 	s.expire(m, now, keys...)
 	s.trim(m, now, keys...)
+}
+
+// indexed is a channel indexMove moved to status to.
+type indexed struct {
+	ref logRef
+	to  Status
+}
+
+// unindexGone takes back the index entries (indexMove's to) of the
+// channels of redone whose record is no longer in Redis (moved to the
+// archive, or expired), after those entries were written (see indexMove).
+func (s *Service) unindexGone(ctx context.Context, redone []indexed) error {
+	if len(redone) == 0 {
+		return nil
+	}
+	exists := make([]*redis.IntCmd, len(redone))
+	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		for i, r := range redone {
+			exists[i] = p.Exists(ctx, s.chKey(r.ref.cid))
+		}
+	}); err != nil {
+		return fmt.Errorf("look for moved channels: %w", err)
+	}
+	var gone []indexed
+	var keys []string
+	for i, r := range redone {
+		if exists[i].Val() == 0 {
+			gone = append(gone, r)
+			keys = append(keys, s.stateKeys(r.ref, r.to)...)
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	s.expiries.forget(keys...) // emptied keys go: their next write sets an expiry again
+	err := rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
+		for _, r := range gone {
+			for _, k := range s.stateKeys(r.ref, r.to) {
+				m.ZRem(k, r.ref.cid)
+			}
+		}
+	})
+	if err := s.indexing(err); err != nil {
+		return fmt.Errorf("unindex moved channels: %w", err)
+	}
+	return nil
 }
 
 // LogFilter selects channels; zero fields do not filter.

@@ -633,6 +633,7 @@ type outcome struct {
 	sim             json.RawMessage // playground: the "simulating backend callback" message
 	beyond          bool            // a callback or the deadline has settled the channel since
 	lone            bool            // msg is the room's only message, its seq 1 in the record (this run's completion wrote it)
+	redone          bool            // an earlier run's outcome: its side effects done again (see indexMove)
 }
 
 // outcomeOf is what is left to do for t's stored outcome (as the complete
@@ -640,7 +641,7 @@ type outcome struct {
 func outcomeOf(t *Task, so storedOutcome) outcome {
 	o := outcome{pid: t.ProjectID, cid: t.ChannelID, webhookIDs: t.endpoints(), events: t.Events, playground: t.Playground,
 		workflow: t.Workflow.Name, event: t.Workflow.EventName,
-		status: Status(so.status), msg: json.RawMessage(so.msg), beyond: so.beyond != ""}
+		status: Status(so.status), msg: json.RawMessage(so.msg), beyond: so.beyond != "", redone: true}
 	if so.hook != "" {
 		o.hook = json.RawMessage(so.hook)
 	}
@@ -748,7 +749,7 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 	o := outcomeOf(t, r.outcome)
 	if r.won {
 		s.m.completed.WithLabelValues(string(status)).Inc()
-		o.lone = lone
+		o.lone, o.redone = lone, false
 	}
 	return o, nil
 }
@@ -860,7 +861,8 @@ func (s *Service) sideEffects(ctx context.Context, o outcome) error {
 		}
 	}
 	// Published, indexed and released together, in order, by the batcher.
-	s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, lone: o.lone, status: o.status, workflow: o.workflow, event: o.event})
+	s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, lone: o.lone, status: o.status, workflow: o.workflow, event: o.event,
+		redone: o.redone})
 	return nil
 }
 
@@ -882,6 +884,7 @@ type ackItem struct {
 	status   Status          // the final status, when set
 	workflow string          // the channel's workflow and event name, for the log indexes
 	event    string
+	redone   bool // an earlier run's outcome (outcome.redone)
 }
 
 func (s *Service) ackWith(ctx context.Context, it ackItem) {
@@ -932,7 +935,8 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 }
 
 func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, ids map[int][]any) error {
-	return s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
+	var redone []indexed
+	err := s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
 		for _, it := range items {
 			if it.lone {
 				b.publishLone(ctx, p, it.pid, it.cid, it.msg)
@@ -940,7 +944,11 @@ func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, i
 				b.publish(ctx, p, it.pid, it.cid, it.msg) // its entry was logged by complete.lua
 			}
 			if it.status != "" {
-				s.indexMove(m, logRef{it.pid, it.cid, it.workflow, it.event}, StatusGenerating, it.status)
+				ref := logRef{it.pid, it.cid, it.workflow, it.event}
+				s.indexMove(m, ref, StatusGenerating, it.status)
+				if it.redone {
+					redone = append(redone, indexed{ref, it.status})
+				}
 			}
 		}
 		for k, members := range ids {
@@ -952,6 +960,10 @@ func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, i
 			}
 		}
 	}))
+	if err != nil {
+		return err
+	}
+	return s.unindexGone(ctx, redone)
 }
 
 const ackBatch = 512
