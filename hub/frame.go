@@ -28,6 +28,12 @@ var jsonNull = []byte("null")
 // phoenix client's refs are strings), topic and event non-empty strings,
 // the payload an object; exactly five elements. Anything else is an
 // errFrame: the socket speaks another protocol and is closed.
+//
+// The frame is split and its strings read by hand, and replyFrame writes
+// by hand, because encoding/json's reflection is deep: a heartbeat
+// through it grew every socket's reader goroutine's stack from 4 to
+// 8 KiB, which it then kept (see handle). encoding/json still reads the
+// rare string with escapes, and writes what needs escaping.
 func parseFrame(b []byte) (frame, error) {
 	if !utf8.Valid(b) {
 		return frame{}, errFrame("invalid frame: not UTF-8")
@@ -35,8 +41,8 @@ func parseFrame(b []byte) (frame, error) {
 	if !json.Valid(b) {
 		return frame{}, errFrame("invalid frame: not JSON")
 	}
-	var raw []json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil || len(raw) != 5 {
+	var raw [5][]byte
+	if !splitFrame(b, &raw) {
 		return frame{}, errFrame("invalid frame: expected [join_ref, ref, topic, event, payload]")
 	}
 	var f frame
@@ -47,10 +53,10 @@ func parseFrame(b []byte) (frame, error) {
 	if f.Ref, err = ref(raw[1]); err != nil {
 		return frame{}, errFrame("invalid frame: ref must be a string or null")
 	}
-	if json.Unmarshal(raw[2], &f.Topic) != nil || raw[2][0] != '"' || f.Topic == "" {
+	if f.Topic, err = jsonString(raw[2]); err != nil || f.Topic == "" {
 		return frame{}, errFrame("invalid frame: topic must be a non-empty string")
 	}
-	if json.Unmarshal(raw[3], &f.Event) != nil || raw[3][0] != '"' || f.Event == "" {
+	if f.Event, err = jsonString(raw[3]); err != nil || f.Event == "" {
 		return frame{}, errFrame("invalid frame: event must be a non-empty string")
 	}
 	if raw[4][0] != '{' {
@@ -60,38 +66,152 @@ func parseFrame(b []byte) (frame, error) {
 	return f, nil
 }
 
-func ref(raw json.RawMessage) (*string, error) {
+// splitFrame splits b, valid JSON, into the elements of its top-level
+// array (each without the whitespace around it); false unless b is an
+// array of exactly five.
+func splitFrame(b []byte, out *[5][]byte) bool {
+	i := skipSpace(b, 0)
+	if i == len(b) || b[i] != '[' {
+		return false
+	}
+	n := 0
+	for i = skipSpace(b, i+1); i < len(b) && b[i] != ']'; {
+		end := valueEnd(b, i)
+		if n == len(out) {
+			return false
+		}
+		out[n] = b[i:end]
+		n++
+		if i = skipSpace(b, end); i < len(b) && b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
+	}
+	return n == len(out)
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// valueEnd is where the JSON value starting at b[i] ends (b is valid).
+func valueEnd(b []byte, i int) int {
+	depth := 0
+	for ; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			for i++; b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			if depth == 0 {
+				return i // the end of the enclosing array
+			}
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		case depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			return i
+		}
+	}
+	return i
+}
+
+// jsonString reads a JSON string (an error for any other value).
+func jsonString(raw []byte) (string, error) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", errors.New("not a string")
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw[1 : len(raw)-1]), nil // valid JSON: no escape, no control character
+	}
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err
+}
+
+func ref(raw []byte) (*string, error) {
 	if bytes.Equal(raw, jsonNull) {
 		return nil, nil
 	}
-	if raw[0] != '"' {
-		return nil, errors.New("not a string")
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	s, err := jsonString(raw)
+	if err != nil {
 		return nil, err
 	}
 	return &s, nil
 }
 
-// encode is the frame as the v2 serializer writes it.
+// encode is the frame as the v2 serializer writes it (as json.Marshal of
+// the five elements would).
 func (f frame) encode() []byte {
-	b, err := json.Marshal([]any{f.JoinRef, f.Ref, f.Topic, f.Event, f.Payload})
-	if err != nil {
-		// Only the payload could fail, and it is always valid JSON here.
-		panic(err)
+	if !plainJSON(f.JoinRef) || !plainJSON(f.Ref) || !plainString(f.Topic) || !plainString(f.Event) || !plainRaw(f.Payload) {
+		b, err := json.Marshal([]any{f.JoinRef, f.Ref, f.Topic, f.Event, f.Payload})
+		if err != nil {
+			// Only the payload could fail, and it is always valid JSON here.
+			panic(err)
+		}
+		return b
 	}
-	return b
+	b := make([]byte, 0, 24+len(f.Topic)+len(f.Event)+len(f.Payload))
+	b = append(appendRef(append(appendRef(append(b, '['), f.JoinRef), ','), f.Ref), ',')
+	b = append(appendPlain(append(appendPlain(b, f.Topic), ','), f.Event), ',')
+	buf := bytes.NewBuffer(b)
+	if err := json.Compact(buf, f.Payload); err != nil {
+		panic(err) // always valid JSON here
+	}
+	return append(buf.Bytes(), ']')
+}
+
+// plainString reports whether json.Marshal writes s as it is, quoted.
+func plainString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
+}
+
+func plainJSON(s *string) bool { return s == nil || plainString(*s) }
+
+// plainRaw reports whether json.Compact writes raw as json.Marshal would
+// (which also escapes <, > and & and the line and paragraph separators).
+func plainRaw(raw []byte) bool {
+	return bytes.IndexAny(raw, "<>&\u2028\u2029") < 0
+}
+
+func appendPlain(b []byte, s string) []byte { return append(append(append(b, '"'), s...), '"') }
+
+func appendRef(b []byte, s *string) []byte {
+	if s == nil {
+		return append(b, jsonNull...)
+	}
+	return appendPlain(b, *s)
 }
 
 var emptyObject = json.RawMessage(`{}`)
 
 // replyFrame answers the client's frame f with phx_reply.
 func replyFrame(f frame, status string, response json.RawMessage) []byte {
-	payload, _ := json.Marshal(struct {
-		Status   string          `json:"status"`
-		Response json.RawMessage `json:"response"`
-	}{status, response})
+	var payload []byte
+	if plainString(status) {
+		payload = append(appendPlain(append(make([]byte, 0, 24+len(status)+len(response)), `{"status":`...), status), `,"response":`...)
+		payload = append(append(payload, response...), '}') // encode compacts it
+	} else {
+		payload, _ = json.Marshal(struct {
+			Status   string          `json:"status"`
+			Response json.RawMessage `json:"response"`
+		}{status, response})
+	}
 	return frame{JoinRef: f.JoinRef, Ref: f.Ref, Topic: f.Topic, Event: "phx_reply", Payload: payload}.encode()
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/riverhub/riverhub/internal/wstoken"
 )
@@ -121,11 +122,33 @@ func FuzzFrame(f *testing.F) {
 		`{"topic":"phoenix"}`,
 		"[\"\xff\",null,\"t\",\"e\",{}]",
 		`[null,"1","phoenix","heartbeat",{}`,
+		` [ "a\"]" , "\\" ,"t<>&\u2028","e\u00e9" , { "x" : "]}," , "y":[ [ ] , { } ] } ] `,
+		`[null,"1","phoenix","heartbeat",{},{}]`,
+		`[null,"1","phoenix","heartbeat"]`,
+		`[]`, `[[],[],[],[],[]]`, `[null, null, "t", "e", {"s":"</script>"}]`,
+		"[null,null,\"t\",\"e\",{\"a\":\"\u2028\"}]",
+		`[true,false,"t","e",{}]`, `[null,null,"t","e",{}] `, "\t[null,\nnull,\r\"t\",\"e\",{}]",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := parseFrame(b)
+		ref, refErr := parseFrameReflect(b)
+		if (err == nil) != (refErr == nil) || err == nil && !reflect.DeepEqual(fr, ref) || err != nil && err.Error() != refErr.Error() {
+			t.Fatalf("parseFrame(%q) = %+v, %v; encoding/json reads %+v, %v", b, fr, err, ref, refErr)
+		}
+		if err == nil {
+			if got, want := fr.encode(), encodeReflect(fr); !bytes.Equal(got, want) {
+				t.Fatalf("encode = %s, json.Marshal writes %s", got, want)
+			}
+			for _, st := range []string{"ok", "error", "<&>", "é"} {
+				for _, resp := range []json.RawMessage{emptyObject, json.RawMessage(`{ "reason" : "a<b" }`), fr.Payload} {
+					if got, want := replyFrame(fr, st, resp), replyReflect(fr, st, resp); !bytes.Equal(got, want) {
+						t.Fatalf("replyFrame = %s, json.Marshal writes %s", got, want)
+					}
+				}
+			}
+		}
 		if err != nil {
 			var ef errFrame
 			if !errors.As(err, &ef) || len(ef) == 0 || len(ef) > 123 {
@@ -151,4 +174,68 @@ func FuzzFrame(f *testing.F) {
 			t.Fatalf("reply %s", reply)
 		}
 	})
+}
+
+// parseFrameReflect, encodeReflect and replyReflect are parseFrame, encode
+// and replyFrame through encoding/json's reflection, as they were written
+// before: the hand-written ones must read and write the same.
+func parseFrameReflect(b []byte) (frame, error) {
+	if !utf8.Valid(b) {
+		return frame{}, errFrame("invalid frame: not UTF-8")
+	}
+	if !json.Valid(b) {
+		return frame{}, errFrame("invalid frame: not JSON")
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil || len(raw) != 5 {
+		return frame{}, errFrame("invalid frame: expected [join_ref, ref, topic, event, payload]")
+	}
+	ref := func(raw json.RawMessage) (*string, error) {
+		if bytes.Equal(raw, jsonNull) {
+			return nil, nil
+		}
+		if raw[0] != '"' {
+			return nil, errors.New("not a string")
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, err
+		}
+		return &s, nil
+	}
+	var f frame
+	var err error
+	if f.JoinRef, err = ref(raw[0]); err != nil {
+		return frame{}, errFrame("invalid frame: join_ref must be a string or null")
+	}
+	if f.Ref, err = ref(raw[1]); err != nil {
+		return frame{}, errFrame("invalid frame: ref must be a string or null")
+	}
+	if json.Unmarshal(raw[2], &f.Topic) != nil || raw[2][0] != '"' || f.Topic == "" {
+		return frame{}, errFrame("invalid frame: topic must be a non-empty string")
+	}
+	if json.Unmarshal(raw[3], &f.Event) != nil || raw[3][0] != '"' || f.Event == "" {
+		return frame{}, errFrame("invalid frame: event must be a non-empty string")
+	}
+	if raw[4][0] != '{' {
+		return frame{}, errFrame("invalid frame: payload must be an object")
+	}
+	f.Payload = raw[4]
+	return f, nil
+}
+
+func encodeReflect(f frame) []byte {
+	b, err := json.Marshal([]any{f.JoinRef, f.Ref, f.Topic, f.Event, f.Payload})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func replyReflect(f frame, status string, response json.RawMessage) []byte {
+	payload, _ := json.Marshal(struct {
+		Status   string          `json:"status"`
+		Response json.RawMessage `json:"response"`
+	}{status, response})
+	return encodeReflect(frame{JoinRef: f.JoinRef, Ref: f.Ref, Topic: f.Topic, Event: "phx_reply", Payload: payload})
 }

@@ -1,0 +1,42 @@
+package hub
+
+import (
+	"runtime"
+	"testing"
+)
+
+// A heartbeat does not grow the socket reader's stack: the reader parks
+// in Read with the stack it has, and a goroutine keeps a grown stack
+// until a GC finds it less than a quarter used, which the parked reader
+// never is, so one heartbeat through a deep call (encoding/json's
+// reflection did it) doubled every idle socket's stack for good (4 to
+// 8 KiB). Not parallel: it reads the process's stack total.
+func TestHeartbeatKeepsTheReaderStack(t *testing.T) {
+	e := newEnv(t)
+	_, srv := e.node(Options{})
+	const n = 200
+	var cs []*client
+	for range n {
+		_, _, topic, token := e.channel()
+		c := dial(t, srv, token)
+		c.mustJoin(topic)
+		cs = append(cs, c)
+	}
+	stack := func() float64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return float64(m.StackInuse)
+	}
+	before := stack()
+	for _, c := range cs {
+		c.heartbeat()
+		c.push(nil, "phoenix", "heartbeat", map[string]any{}) // one more, unread: the reply waits in the socket
+	}
+	for _, c := range cs {
+		c.read()
+	}
+	if grew := (stack() - before) / n / 1024; grew > 1 {
+		t.Fatalf("two heartbeats grew the stacks by %.1f KiB per socket", grew)
+	}
+}
