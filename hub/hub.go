@@ -488,7 +488,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // Accept has answered
 	}
 	conn.SetReadLimit(h.o.MaxFrameBytes)
-	s := newSession(h, conn, token, claims)
+	s := newSession(h, conn, claims)
 	if !h.register(s) {
 		_ = conn.Close(websocket.StatusGoingAway, "server shutting down")
 		return

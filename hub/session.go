@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +37,6 @@ const (
 type session struct {
 	h      *Hub
 	conn   *websocket.Conn
-	token  string
 	claims wstoken.Claims
 
 	mu          sync.Mutex
@@ -53,18 +53,16 @@ type session struct {
 	// subsMu guards subs and idleSince. The reader adds and removes joins;
 	// the pub/sub loop removes those their channel's final message ends.
 	subsMu    sync.Mutex
-	subs      map[string]*member // joins by canonical topic; nil until the first join
-	idle      *time.Timer        // runs while subs is empty; see checkIdle
-	idleSince time.Time          // when subs last became empty (or the socket opened)
+	subs      []*member   // joins, one per canonical topic (a slice: most sockets hold one); nil when none
+	idle      *time.Timer // runs while subs is empty; see checkIdle
+	idleSince time.Time   // when subs last became empty (or the socket opened)
 
 	slow atomic.Bool // counted as a slow client
 }
 
-func newSession(h *Hub, conn *websocket.Conn, token string, claims wstoken.Claims) *session {
+func newSession(h *Hub, conn *websocket.Conn, claims wstoken.Claims) *session {
 	return &session{
-		// The token is a slice of the request line: a copy lets the
-		// request go.
-		h: h, conn: conn, token: strings.Clone(token), claims: claims,
+		h: h, conn: conn, claims: claims,
 		stop:   make(chan struct{}),
 		closed: make(chan struct{}),
 		done:   make(chan struct{}),
@@ -158,11 +156,8 @@ func (s *session) run() {
 	<-s.closed
 	s.subsMu.Lock()
 	s.idle.Stop()
-	left := make([]*member, 0, len(s.subs))
-	for _, m := range s.subs {
-		left = append(left, m)
-	}
-	clear(s.subs)
+	left := s.subs
+	s.subs = nil
 	s.subsMu.Unlock()
 	for _, m := range left {
 		m.finish()
@@ -198,24 +193,45 @@ const idleReason = "idle: no channel joined"
 
 // put records a join; the socket is no longer idle. Under subsMu.
 func (s *session) put(m *member) {
-	if s.subs == nil {
-		s.subs = make(map[string]*member, 1)
+	if i := s.subIndex(m.key); i >= 0 {
+		s.subs[i] = m
+	} else {
+		s.subs = append(s.subs, m)
 	}
-	s.subs[m.key] = m
 	s.idle.Stop()
 }
 
 // unput forgets a join if it is still the socket's join of its topic, and
 // starts the idle timer when it was the last. Under subsMu.
 func (s *session) unput(m *member) {
-	if s.subs[m.key] != m {
+	i := s.subIndex(m.key)
+	if i < 0 || s.subs[i] != m {
 		return
 	}
-	delete(s.subs, m.key)
-	if len(s.subs) == 0 {
+	if s.subs = slices.Delete(s.subs, i, i+1); len(s.subs) == 0 {
+		s.subs = nil
 		s.idleSince = time.Now()
 		s.idle.Reset(s.h.o.IdleTimeout)
 	}
+}
+
+// subIndex is the index in subs of the join of canonical topic key, or -1.
+// Under subsMu.
+func (s *session) subIndex(key string) int {
+	for i, m := range s.subs {
+		if m.key == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// sub is the socket's join of canonical topic key, or nil. Under subsMu.
+func (s *session) sub(key string) *member {
+	if i := s.subIndex(key); i >= 0 {
+		return s.subs[i]
+	}
+	return nil
 }
 
 // forget is unput for callers that do not hold subsMu.
@@ -235,7 +251,7 @@ func (s *session) lookup(f frame) *member {
 		return nil
 	}
 	s.subsMu.Lock()
-	m := s.subs[key]
+	m := s.sub(key)
 	s.subsMu.Unlock()
 	if m == nil || m.topic != f.Topic {
 		return nil
@@ -385,12 +401,10 @@ func (s *session) handle(f frame) {
 // reply: a socket holds one join per channel, so it never receives a
 // message twice.
 func (s *session) join(f frame) {
-	if _, err := s.h.o.Tokens.Parse(s.token); err != nil {
-		if errors.Is(err, wstoken.ErrExpired) {
-			s.refuse(f, reasonTokenExpired)
-		} else {
-			s.refuse(f, reasonUnauthorized)
-		}
+	// The token was verified when the socket opened: only its expiry
+	// can have changed.
+	if s.h.o.Tokens.Expired(s.claims) {
+		s.refuse(f, reasonTokenExpired)
 		return
 	}
 	cid, reason := authorize(f.Topic, s.claims)
@@ -407,7 +421,7 @@ func (s *session) join(f frame) {
 	m.head, m.tail = pushPrefix(joinRef, f.Topic)
 
 	s.subsMu.Lock()
-	old := s.subs[key]
+	old := s.sub(key)
 	if old == nil && len(s.subs) >= s.h.o.MaxChannelsPerSocket {
 		s.subsMu.Unlock()
 		s.refuse(f, reasonTooMany)

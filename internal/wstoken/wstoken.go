@@ -112,6 +112,12 @@ func appendString(b []byte, s string) []byte {
 // ErrExpired is a well-formed token past its exp.
 var ErrExpired = errors.New("token expired")
 
+// Expired reports whether claims Parse accepted have expired since, as
+// Parse would judge them now: expired unless now is before exp.
+func (i *Issuer) Expired(c Claims) bool {
+	return c.ExpiresAt == nil || !i.Now().Before(c.ExpiresAt.Time)
+}
+
 // Parse verifies a token's signature, algorithm and expiry.
 func (i *Issuer) Parse(token string) (Claims, error) {
 	var c Claims

@@ -141,6 +141,29 @@ func TestExpired(t *testing.T) {
 	}
 }
 
+// Expired judges claims Parse accepted as Parse would judge their token at
+// the same moment, on either side of exp.
+func TestExpiredAgreesWithParse(t *testing.T) {
+	t.Parallel()
+	now := epoch
+	i := issuerAt(testSecret, 15*time.Minute, &now)
+	tok := mustIssue(t, i)
+	c, err := i.Parse(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []time.Duration{0, 15*time.Minute - time.Nanosecond, 15 * time.Minute, 15*time.Minute + time.Nanosecond, time.Hour} {
+		now = epoch.Add(d)
+		_, err := i.Parse(tok)
+		if parsed := errors.Is(err, ErrExpired); parsed != i.Expired(c) || err != nil && !parsed {
+			t.Errorf("at exp%+v: Parse says %v, Expired %v", d-15*time.Minute, err, i.Expired(c))
+		}
+	}
+	if !i.Expired(Claims{}) {
+		t.Error("claims without exp are not expired")
+	}
+}
+
 func TestParseRejects(t *testing.T) {
 	t.Parallel()
 	now := epoch
