@@ -279,9 +279,11 @@ func TestLiveChannelsAreNotMoved(t *testing.T) {
 // A completion or settlement redone after its channel moved to the
 // archive (its lease ran out, and the archive moved the channel between
 // the script that read the record and the index writes) takes its index
-// entries back: the channel is listed once, from the archive, and nothing
-// of it stays in Redis. A first completion writes them as it is (its
-// channel moves a hot window later), which the last step shows.
+// entries back: the channel is listed once, from the archive, and no log
+// index holds it. A first completion writes them as it is (its channel
+// moves a hot window later), which the last step shows. (The archive's
+// second removal, for writes that land between its first removal and its
+// deletion of the keys, is exercised by the e2e test of a killed node.)
 func TestRedoneAfterTheMoveLeavesNoIndex(t *testing.T) {
 	t.Parallel()
 	arch := &memArchive{}

@@ -207,8 +207,8 @@ func streamNode(t *testing.T, kv ...string) streamedNode {
 	t.Helper()
 	e2eScript(t, "stream_client.mjs")
 	gate := newJoinGate()
-	t.Cleanup(gate.let)
 	fake := streamedProvider(t, gate)
+	t.Cleanup(gate.let) // before the provider's Close (cleanups run last first), which waits for held requests
 	url := testRedisURL(t)
 	prefix := rdbtest.Prefix()
 	t.Cleanup(func() { dropPrefix(t, url, prefix) })

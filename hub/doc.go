@@ -25,8 +25,8 @@
 //     Phoenix), heartbeat on any topic (reply ok), anything else: error
 //     "unmatched topic" on a topic not joined, "unknown_event" on a joined
 //     one.
-//   - Join checks, in order: the token is still valid (token_expired,
-//     unauthorized); the topic is ai_response:{project_id}:{channel_id} or
+//   - Join checks, in order: the token (verified when the socket opened)
+//     has not expired since (token_expired); the topic is ai_response:{project_id}:{channel_id} or
 //     ai_response:{channel_id} (else invalid_channel_format); the ids are
 //     canonical UUIDs (invalid_project_uuid, invalid_channel_uuid); the
 //     project is the token's (unauthorized_project_access); the channel is

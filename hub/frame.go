@@ -184,9 +184,10 @@ func plainString(s string) bool {
 func plainJSON(s *string) bool { return s == nil || plainString(*s) }
 
 // plainRaw reports whether json.Compact writes raw as json.Marshal would
-// (which also escapes <, > and & and the line and paragraph separators).
+// (which also escapes <, > and & and the line and paragraph separators,
+// and writes null for an empty one).
 func plainRaw(raw []byte) bool {
-	return bytes.IndexAny(raw, "<>&\u2028\u2029") < 0
+	return len(raw) > 0 && bytes.IndexAny(raw, "<>&\u2028\u2029") < 0
 }
 
 func appendPlain(b []byte, s string) []byte { return append(append(append(b, '"'), s...), '"') }
@@ -203,7 +204,7 @@ var emptyObject = json.RawMessage(`{}`)
 // replyFrame answers the client's frame f with phx_reply.
 func replyFrame(f frame, status string, response json.RawMessage) []byte {
 	var payload []byte
-	if plainString(status) {
+	if plainString(status) && len(response) > 0 {
 		payload = append(appendPlain(append(make([]byte, 0, 24+len(status)+len(response)), `{"status":`...), status), `,"response":`...)
 		payload = append(append(payload, response...), '}') // encode compacts it
 	} else {
@@ -216,9 +217,14 @@ func replyFrame(f frame, status string, response json.RawMessage) []byte {
 }
 
 // reasonResponse is an error reply's response.
+// (Written by hand: it is answered on the socket's reader goroutine, see
+// parseFrame.)
 func reasonResponse(reason string) json.RawMessage {
-	b, _ := json.Marshal(map[string]string{"reason": reason})
-	return b
+	if !plainString(reason) {
+		b, _ := json.Marshal(map[string]string{"reason": reason})
+		return b
+	}
+	return append(appendPlain([]byte(`{"reason":`), reason), '}')
 }
 
 // pushPrefix is the start of every push to one join:

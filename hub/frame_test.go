@@ -141,8 +141,14 @@ func FuzzFrame(f *testing.F) {
 			if got, want := fr.encode(), encodeReflect(fr); !bytes.Equal(got, want) {
 				t.Fatalf("encode = %s, json.Marshal writes %s", got, want)
 			}
+			for _, reason := range []string{fr.Topic, fr.Event, reasonUnknownEvent} {
+				want, _ := json.Marshal(map[string]string{"reason": reason})
+				if got := reasonResponse(reason); !bytes.Equal(got, want) {
+					t.Fatalf("reasonResponse = %s, json.Marshal writes %s", got, want)
+				}
+			}
 			for _, st := range []string{"ok", "error", "<&>", "é"} {
-				for _, resp := range []json.RawMessage{emptyObject, json.RawMessage(`{ "reason" : "a<b" }`), fr.Payload} {
+				for _, resp := range []json.RawMessage{emptyObject, json.RawMessage(`{ "reason" : "a<b" }`), fr.Payload, nil, reasonResponse(st)} {
 					if got, want := replyFrame(fr, st, resp), replyReflect(fr, st, resp); !bytes.Equal(got, want) {
 						t.Fatalf("replyFrame = %s, json.Marshal writes %s", got, want)
 					}

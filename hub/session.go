@@ -23,7 +23,6 @@ const (
 	reasonUnauthorizedChannel = "unauthorized_channel_access"
 	reasonTooMany             = "too_many_channels"
 	reasonTokenExpired        = "token_expired"
-	reasonUnauthorized        = "unauthorized"
 	reasonUnavailable         = "unavailable" // Redis did not answer in time; the client rejoins
 	reasonUnmatchedTopic      = "unmatched topic"
 	reasonUnknownEvent        = "unknown_event"
@@ -357,7 +356,7 @@ func (s *session) handle(f frame) {
 		// the frame has already reset the idle timer.
 		s.reply(f, "ok", emptyObject)
 	case "phx_join":
-		// The token check and the Redis calls grow a stack to 8 KiB, and
+		// The join's Redis calls grow a stack to 8 KiB, and
 		// a goroutine keeps a grown stack until a GC finds it less than a
 		// quarter used, which the reader parked in Read never is. On a
 		// goroutine of its own the join's stack goes when it returns; the

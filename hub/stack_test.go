@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// A heartbeat does not grow the socket reader's stack: the reader parks
+// A heartbeat, or an unknown event, does not grow the socket reader's stack: the reader parks
 // in Read with the stack it has, and a goroutine keeps a grown stack
 // until a GC finds it less than a quarter used, which the parked reader
 // never is, so one heartbeat through a deep call (encoding/json's
@@ -16,11 +16,13 @@ func TestHeartbeatKeepsTheReaderStack(t *testing.T) {
 	_, srv := e.node(Options{})
 	const n = 200
 	var cs []*client
+	var topics []string
 	for range n {
 		_, _, topic, token := e.channel()
 		c := dial(t, srv, token)
 		c.mustJoin(topic)
 		cs = append(cs, c)
+		topics = append(topics, topic)
 	}
 	stack := func() float64 {
 		runtime.GC()
@@ -33,10 +35,14 @@ func TestHeartbeatKeepsTheReaderStack(t *testing.T) {
 		c.heartbeat()
 		c.push(nil, "phoenix", "heartbeat", map[string]any{}) // one more, unread: the reply waits in the socket
 	}
-	for _, c := range cs {
+	for i, c := range cs {
 		c.read()
+		c.push(nil, topics[i], "nope", map[string]any{}) // answered with an error reason
+		if st, reason := c.read().reply(); st != "error" || reason != reasonUnknownEvent {
+			t.Fatalf("unknown event: %s %s", st, reason)
+		}
 	}
 	if grew := (stack() - before) / n / 1024; grew > 1 {
-		t.Fatalf("two heartbeats grew the stacks by %.1f KiB per socket", grew)
+		t.Fatalf("two heartbeats and an unknown event grew the stacks by %.1f KiB per socket", grew)
 	}
 }
