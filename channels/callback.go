@@ -510,10 +510,15 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 		return err
 	}
 	settled := make(map[string][]any)
+	var cancels []dispatch.Cancellation
 	for _, d := range done {
-		s.cancelHook(ctx, d.ref.pid, d.ref.cid, d.why) // idempotent: also for a settle redone
+		if d.why != "" { // idempotent: also for a settle redone
+			cancels = append(cancels, dispatch.Cancellation{Event: dispatch.Event{Type: "task.ai_generated",
+				ProjectID: d.ref.pid, ChannelID: d.ref.cid}, Why: d.why})
+		}
 		settled[d.due] = append(settled[d.due], d.ref.cid)
 	}
+	s.cancelHooks(ctx, cancels)
 	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		// Compacted first: if the entries' removal went through and the
 		// compaction did not, nothing would redo it; a poller that finds
@@ -532,15 +537,15 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 	return nil
 }
 
-// cancelHook cancels the retries of a settled channel's task.ai_generated
-// deliveries (none when why is empty). A failure leaves them to run out:
-// the backend's callback then gets a conflict, which is harmless.
-func (s *Service) cancelHook(ctx context.Context, pid, cid, why string) {
-	if s.o.Dispatcher == nil || why == "" {
+// cancelHooks cancels the retries of settled channels' task.ai_generated
+// deliveries, those of a batch together. A failure leaves them to run
+// out: the backend's callback then gets a conflict, which is harmless.
+func (s *Service) cancelHooks(ctx context.Context, cs []dispatch.Cancellation) {
+	if s.o.Dispatcher == nil || len(cs) == 0 {
 		return
 	}
-	if err := s.o.Dispatcher.Cancel(ctx, dispatch.Event{Type: "task.ai_generated", ProjectID: pid, ChannelID: cid}, why); err != nil {
-		s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("cancel task.ai_generated retries")
+	if err := s.o.Dispatcher.Cancel(ctx, cs); err != nil {
+		s.o.Log.Warn().Err(err).Int("channels", len(cs)).Msg("cancel task.ai_generated retries")
 	}
 }
 

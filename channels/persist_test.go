@@ -120,7 +120,7 @@ func (d *flakyDispatcher) Enqueue(context.Context, dispatch.Event) error {
 	return nil
 }
 
-func (d *flakyDispatcher) Cancel(context.Context, dispatch.Event, string) error { return nil }
+func (d *flakyDispatcher) Cancel(context.Context, []dispatch.Cancellation) error { return nil }
 
 func (d *flakyDispatcher) ChannelLog(context.Context, string) ([]json.RawMessage, error) {
 	return nil, nil

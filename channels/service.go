@@ -76,12 +76,12 @@ type LonePublisher interface {
 // must be idempotent per (event type, channel): it may be called again for
 // the same event after a crash. Cancel stops the retries of an event's
 // deliveries that have not succeeded (ev.Body unused), saying why in its
-// log; it is idempotent too. ChannelLog is that log for one channel, what
+// log, for a batch of events at once; it is idempotent too. ChannelLog is that log for one channel, what
 // the dispatcher did with its events, oldest first: the timeline shows it
 // merged with the channel's own entries.
 type Dispatcher interface {
 	Enqueue(ctx context.Context, ev dispatch.Event) error
-	Cancel(ctx context.Context, ev dispatch.Event, reason string) error
+	Cancel(ctx context.Context, cs []dispatch.Cancellation) error
 	ChannelLog(ctx context.Context, channelID string) ([]json.RawMessage, error)
 }
 

@@ -40,10 +40,12 @@ type recorder struct {
 	logs      map[string][]json.RawMessage // the dispatcher's log, by channel
 }
 
-func (r *recorder) Cancel(_ context.Context, ev dispatch.Event, _ string) error {
+func (r *recorder) Cancel(_ context.Context, cs []dispatch.Cancellation) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cancels = append(r.cancels, ev)
+	for _, c := range cs {
+		r.cancels = append(r.cancels, c.Event)
+	}
 	return nil
 }
 

@@ -42,7 +42,7 @@ func TestCancelWaitingAndInFlight(t *testing.T) {
 	fail, slow := DeliveryID(ev.Type, "c1", "wh_fail"), DeliveryID(ev.Type, "c1", "wh_slow")
 	relWaitStatus(t, e, "p1", fail, "retrying", 5*time.Second)
 	relWaitStatus(t, e, "p1", slow, "delivering", 5*time.Second)
-	if err := e.Cancel(ctx, ev, "the callback deadline passed"); err != nil {
+	if err := e.Cancel(ctx, []Cancellation{{ev, "the callback deadline passed"}}); err != nil {
 		t.Fatal(err)
 	}
 	relWaitStatus(t, e, "p1", fail, "cancelled", time.Second)
@@ -70,5 +70,55 @@ func TestCancelWaitingAndInFlight(t *testing.T) {
 	}
 	if rc.count() != 2 {
 		t.Errorf("receiver got %d requests, want 2 (no retry after the cancel)", rc.count())
+	}
+}
+
+// One Cancel takes a batch: each channel's deliveries are cancelled (here
+// two endpoints for each of three channels, across projects), each on its
+// own channel's log, and a cancellation with no delivery behind it (a
+// project without endpoints) is no error.
+func TestCancelBatch(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	rc := newRelReceiver(t, func(rc *relReceiver, n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	hooks := &relHooks{}
+	hooks.set("p1", relHook("wh_a", rc.URL+"/a"), relHook("wh_b", rc.URL+"/b"))
+	hooks.set("p2", relHook("wh_c", rc.URL+"/c"), relHook("wh_d", rc.URL+"/d"))
+	e := newRelEngine(t, c, prefix, hooks, Options{Schedule: []time.Duration{0, time.Minute}})
+	ctx := context.Background()
+	e.Start()
+	var batch []Cancellation
+	for _, pc := range [][2]string{{"p1", "c1"}, {"p1", "c2"}, {"p2", "c3"}} {
+		ev := relEvent(pc[0], pc[1])
+		ev.Type = "task.ai_generated"
+		if err := e.Enqueue(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, Cancellation{ev, "a callback was received"})
+	}
+	batch = append(batch, Cancellation{relEvent("p3", "c4"), "no endpoints"})
+	ids := map[string][]string{"c1": {"wh_a", "wh_b"}, "c2": {"wh_a", "wh_b"}, "c3": {"wh_c", "wh_d"}}
+	pids := map[string]string{"c1": "p1", "c2": "p1", "c3": "p2"}
+	for cid, hs := range ids {
+		for _, h := range hs {
+			relWaitStatus(t, e, pids[cid], DeliveryID("task.ai_generated", cid, h), "retrying", 5*time.Second)
+		}
+	}
+	if err := e.Cancel(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	for cid, hs := range ids {
+		for _, h := range hs {
+			relWaitStatus(t, e, pids[cid], DeliveryID("task.ai_generated", cid, h), "cancelled", time.Second)
+		}
+		n := 0
+		for _, ty := range relLog(t, e, cid) {
+			if ty == "delivery_cancelled" {
+				n++
+			}
+		}
+		if n != 2 {
+			t.Errorf("channel %s: %d cancellations logged, want 2: %v", cid, n, relLog(t, e, cid))
+		}
 	}
 }

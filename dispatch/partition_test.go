@@ -234,7 +234,7 @@ func TestLegacyDeliveryInPartitionZero(t *testing.T) {
 	fails[cancelled] = 100
 	mu.Unlock()
 	relWaitStatus(t, e, "p1", cancelled, "retrying", 5*time.Second)
-	if err := e.Cancel(ctx, relEvent("p1", "old-cancelled"), "test"); err != nil {
+	if err := e.Cancel(ctx, []Cancellation{{relEvent("p1", "old-cancelled"), "test"}}); err != nil {
 		t.Fatal(err)
 	}
 	relWaitStatus(t, e, "p1", cancelled, "cancelled", 5*time.Second)

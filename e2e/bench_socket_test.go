@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"strconv"
@@ -57,6 +58,11 @@ import (
 // within 10 s); redis-cores and others-cores (CPU used meanwhile by Redis
 // and by everything else outside this process and its nodes: a run beside
 // other work is not a clean one); nodes-cores (the nodes' processes).
+//
+// BENCH_HOOK=1 gives the project a webhook endpoint (a local receiver
+// answering 200): the tasks' task.ai_generated deliveries go out, and each
+// callback's settlement cancels their retries, as in a deployment whose
+// backend learns of its tasks by webhook.
 //
 // BENCH_PROCESS=1 runs nodes A and B as processes of their own, built
 // (go build) from the tree the test binary runs in: to compare two trees,
@@ -132,6 +138,11 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 	x := &crossNode{a: start(b, env), b: start(b, env)}
 	x.a.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "ev", "provider": "mock",
 		"event_name": "bench.done", "callback_timeout_seconds": 3600, "mock": map[string]any{"response": map[string]any{"ok": true}}})
+	if os.Getenv("BENCH_HOOK") != "" { // a webhook endpoint: each settlement cancels its channel's task.ai_generated retries
+		rx := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }))
+		b.Cleanup(rx.Close)
+		x.a.must(b, 201, "POST", "/api/console/webhook", map[string]any{"url": rx.URL + "/hook"})
+	}
 	rc, err := rdbtest.Client(url)
 	if err != nil {
 		b.Fatal(err)
