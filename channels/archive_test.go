@@ -354,3 +354,35 @@ func TestRedoneAfterTheMoveLeavesNoIndex(t *testing.T) {
 		t.Error("a first completion's ack wrote no index entry: the check above tests nothing")
 	}
 }
+
+// A reservation never confirmed (its submission answered 503, and Redis
+// ran it anyway) whose channel has since moved to the archive is resolved
+// as accepted: a repeat replays it rather than submitting a second task.
+func TestIdempotencyFindsAnArchivedChannel(t *testing.T) {
+	t.Parallel()
+	arch := &memArchive{}
+	s, c, _, _ := roomService(t, Options{HotWindow: time.Hour, Archive: arch})
+	ctx := context.Background()
+	first := NewChannelID()
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k", "fp", first); err != nil || prev != nil {
+		t.Fatalf("claim = %+v, %v", prev, err)
+	}
+	// Neither confirmed nor released; its lease has run out, and its
+	// channel is in the archive, not in Redis.
+	c.Del(ctx, s.idemKey("p1", "k")+":lease")
+	if err := arch.Put(ctx, []Archived{{ChannelID: first, ProjectID: "p1", Status: StatusSuccess}}); err != nil {
+		t.Fatal(err)
+	}
+	prev, err := s.ClaimIdempotency(ctx, "p1", "k", "fp", NewChannelID())
+	if err != nil || prev == nil || !prev.Done || prev.ChannelID != first {
+		t.Fatalf("repeat = %+v, %v; want the archived channel %s replayed", prev, err, first)
+	}
+	// Another project's archived channel of that id does not count.
+	if prev, err := s.ClaimIdempotency(ctx, "p2", "k", "fp", first); err != nil || prev != nil {
+		t.Fatalf("another project's claim = %+v, %v", prev, err)
+	}
+	c.Del(ctx, s.idemKey("p2", "k")+":lease")
+	if prev, err := s.ClaimIdempotency(ctx, "p2", "k", "fp", NewChannelID()); err != nil || prev != nil {
+		t.Fatalf("another project's repeat = %+v, %v; want the key taken afresh", prev, err)
+	}
+}

@@ -83,9 +83,19 @@ func (s *Service) ClaimIdempotency(ctx context.Context, pid, key, fingerprint, c
 			return &prev, nil
 		}
 		// Never confirmed nor released: was the first request accepted?
+		// (Its channel may have settled and moved to the archive since.)
 		n, err := s.rdb.Exists(ctx, s.chKey(prev.ChannelID)).Result()
 		if err != nil {
 			return nil, fmt.Errorf("idempotency: %w", err)
+		}
+		if n == 0 && s.o.Archive != nil {
+			a, err := s.o.Archive.Get(ctx, prev.ChannelID)
+			if err != nil {
+				return nil, fmt.Errorf("idempotency: %w", err)
+			}
+			if a != nil && a.ProjectID == pid {
+				n = 1
+			}
 		}
 		if n > 0 {
 			s.ConfirmIdempotency(ctx, pid, key, fingerprint, prev.ChannelID)

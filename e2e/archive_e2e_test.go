@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -182,7 +183,17 @@ func (r *archiveRig) waitSettled(t testing.TB, n *node, count int, within time.D
 	for {
 		busy := r.callbacks.Load() < events || r.hits.Load() < hooks
 		for _, st := range []string{"pending", "generating", "ai_generated"} {
-			if !busy && len(n.must(t, 200, "GET", "/api/console/logs?limit=1&status="+st, nil)["items"].([]any)) > 0 {
+			if busy {
+				break
+			}
+			// 503 (Redis did not answer in time, on a loaded machine): asked again.
+			res := n.do(t, "GET", "/api/console/logs?limit=1&status="+st, n.key, nil)
+			switch {
+			case res.status == 503:
+				busy = true
+			case res.status != 200:
+				t.Fatalf("GET /api/console/logs: status %d: %s", res.status, res.body)
+			case len(res.json(t)["items"].([]any)) > 0:
 				busy = true
 			}
 		}
@@ -283,7 +294,7 @@ func (r *archiveRig) left(t testing.TB, lateLogs bool) int {
 				}
 				mu.Lock()
 				if n++; n <= 5 {
-					t.Logf("left in Redis: %s (%s)", iter.Val(), c.Type(ctx, iter.Val()).Val())
+					t.Logf("left in Redis: %s (%s)%s", iter.Val(), c.Type(ctx, iter.Val()).Val(), r.whatIsLeft(t, c, iter.Val()))
 				}
 				mu.Unlock()
 			}
@@ -297,6 +308,38 @@ func (r *archiveRig) left(t testing.TB, lateLogs bool) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// whatIsLeft describes what a key left in Redis holds, for the log: a log
+// index's first entries (their channels: in Redis or not, archived when),
+// a list's entries.
+func (r *archiveRig) whatIsLeft(t testing.TB, c redis.UniversalClient, key string) string {
+	ctx := context.Background()
+	switch c.Type(ctx, key).Val() {
+	case "zset":
+		zs, _ := c.ZRangeWithScores(ctx, key, 0, 2).Result()
+		out := fmt.Sprintf(": %d entries", c.ZCard(ctx, key).Val())
+		for _, z := range zs {
+			cid, _ := z.Member.(string)
+			out += fmt.Sprintf("; %s (score %.0f, record in Redis: %d, archived at %s)", cid, z.Score,
+				c.Exists(ctx, r.prefix+":ch:{"+cid+"}").Val(), r.archivedAt(cid))
+		}
+		return out
+	case "list":
+		raw, _ := c.LRange(ctx, key, 0, -1).Result()
+		cid := key[strings.LastIndex(key, "{")+1 : len(key)-1]
+		return fmt.Sprintf(": archived at %s; %s", r.archivedAt(cid), strings.Join(raw, " "))
+	}
+	return ""
+}
+
+// archivedAt is when the archive stored channel cid ("never").
+func (r *archiveRig) archivedAt(cid string) string {
+	ms := pgtest.Count(r.pgURL, "SELECT coalesce(max((extract(epoch FROM archived_at) * 1000)::bigint), -1) FROM riverhub_channels WHERE channel_id = $1", cid)
+	if ms < 0 {
+		return "never"
+	}
+	return time.UnixMilli(ms).UTC().Format("15:04:05.000")
 }
 
 // lateLog reports whether the delivery log at key holds only entries

@@ -1,15 +1,23 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
 var tsPattern = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
@@ -360,6 +368,91 @@ func TestQueueFullAnswers429(t *testing.T) {
 	for _, cid := range accepted {
 		if r := n.do(t, "GET", "/api/v1/channels/"+cid, n.key, nil); r.status != 200 {
 			t.Errorf("accepted channel %s: %d", cid, r.status)
+		}
+	}
+}
+
+// A submission answered 503 because Redis did not answer in time may have
+// been accepted all the same (Redis runs what it had read once it wakes),
+// so a retry with the same Idempotency-Key must not make a second task:
+// the key is kept, not released, after such a failure, and a retry is
+// answered request_in_progress until the reservation's lease runs out,
+// then the first answer (its channel exists) or a fresh submission (it
+// does not). Where the sleep meets the submission (its key's claim, its
+// record, its queueing) varies from run to run, so the test checks the
+// outcome over a few submissions: each key ends with one channel.
+func TestIdempotencyKeyKeptThrough503(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a private redis-server and waits out 10 s reservations")
+	}
+	t.Parallel()
+	srv := rdbtest.NewServer(t)
+	n := startNode(t, testEnv(t, srv.URL(), rdbtest.Prefix(), "RIVERHUB_REDIS_TIMEOUT", "300ms"))
+	n.must(t, 201, "POST", "/api/console/workflow", map[string]any{"name": "w", "provider": "mock"})
+	// 16 clients submit, each key once, while Redis falls asleep: the
+	// submissions in flight then are at every step.
+	const keys = 400
+	body := func(k int) map[string]any {
+		return map[string]any{"workflow": "w", "messages": userMessages(fmt.Sprintf("once %d", k))}
+	}
+	slept := make(chan error, 1)
+	go func() {
+		time.Sleep(150 * time.Millisecond)
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, ReadTimeout: 10 * time.Second})
+		defer c.Close()
+		slept <- c.Do(context.Background(), "DEBUG", "SLEEP", 1).Err()
+	}()
+	var refused atomic.Int64
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for k := int(next.Add(1)) - 1; k < keys; k = int(next.Add(1)) - 1 {
+				if r := n.do(t, "POST", "/v1/ai/async", n.key, body(k), "Idempotency-Key", fmt.Sprintf("k%d", k)); r.status == 503 {
+					refused.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := <-slept; err != nil {
+		t.Fatalf("DEBUG SLEEP: %v", err)
+	}
+	if refused.Load() == 0 {
+		t.Fatal("no submission met the sleep: nothing tested")
+	}
+	answered := map[string]bool{}
+	for k := range keys {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+			r := n.do(t, "POST", "/v1/ai/async", n.key, body(k), "Idempotency-Key", fmt.Sprintf("k%d", k))
+			if r.status == 200 {
+				answered[r.json(t)["channel_id"].(string)] = true
+				break
+			}
+			if r.status != 409 && r.status != 503 || time.Now().After(deadline) {
+				t.Fatalf("retry of k%d answered %d %s", k, r.status, r.body)
+			}
+		}
+	}
+	for cid := range answered {
+		n.waitFinal(t, n.key, cid, 10*time.Second)
+	}
+	var listed []string
+	for _, page := range logPages(t, n, url.Values{}, 100) {
+		var items []struct {
+			ChannelID string `json:"channel_id"`
+		}
+		_ = json.Unmarshal([]byte(page), &items)
+		for _, it := range items {
+			listed = append(listed, it.ChannelID)
+		}
+	}
+	if len(answered) != keys || len(listed) != keys {
+		t.Errorf("%d keys (%d answered 503 first): %d channels answered, %d in the project", keys, refused.Load(), len(answered), len(listed))
+	}
+	for _, cid := range listed {
+		if !answered[cid] {
+			t.Errorf("channel %s exists, but no answer named it: a second task", cid)
 		}
 	}
 }

@@ -260,10 +260,13 @@ func nodeTool(t *testing.T, why string, packages ...string) string {
 // goroutine: no testing.TB) and returns its channel id. A request that
 // was answered but not accepted returns a *refusal; one that got no
 // answer returns the client's error.
-func submitAsync(client *http.Client, base, key string, body []byte) (string, error) {
+func submitAsync(client *http.Client, base, key string, body []byte, headers ...string) (string, error) {
 	req, _ := http.NewRequest("POST", base+"/v1/ai/async", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
 	res, err := client.Do(req)
 	if err != nil {
 		return "", err

@@ -158,12 +158,21 @@ func (s *Server) claimIdempotency(c *gin.Context, t *channels.Task, route string
 }
 
 // settleIdempotency confirms a claimed key when its request was accepted
-// (repeats replay it), and releases it otherwise (a retry runs anew).
-func (s *Server) settleIdempotency(ctx context.Context, k idemKey, accepted bool) {
+// (repeats replay it), and releases it when the request was refused (a
+// retry runs anew). A failure that leaves it unknown whether the task was
+// accepted (Redis did not answer in time, and may have run the commands
+// after the node stopped waiting) keeps the reservation: its lease runs
+// out within seconds, and a repeat then replays the first answer if its
+// channel exists, or submits afresh if not (ClaimIdempotency). So a
+// submission answered 503 and retried with its key is one task, as
+// docs/api.md promises.
+func (s *Server) settleIdempotency(ctx context.Context, k idemKey, accepted bool, failure error) {
+	e := apperr.As(failure)
 	switch {
 	case k.key == "":
 	case accepted:
 		s.Channels.ConfirmIdempotency(ctx, k.pid, k.key, k.fingerprint, k.cid)
+	case e == nil || e.Kind == apperr.Unavailable: // unknown: the reservation's lease decides
 	default:
 		s.Channels.ReleaseIdempotency(ctx, k.pid, k.key)
 	}
@@ -210,7 +219,7 @@ func (s *Server) submitAsync(c *gin.Context) {
 		return
 	}
 	err = s.Channels.Submit(ctx, t)
-	s.settleIdempotency(ctx, key, err == nil)
+	s.settleIdempotency(ctx, key, err == nil, err)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -237,7 +246,7 @@ func (s *Server) submitSync(c *gin.Context) {
 	}
 	msg, err := s.Channels.RunSync(ctx, t)
 	// Accepted even if the client left: the channel finishes.
-	s.settleIdempotency(ctx, key, err == nil || ctx.Err() != nil)
+	s.settleIdempotency(ctx, key, err == nil || ctx.Err() != nil, err)
 	if err != nil {
 		s.fail(c, err)
 		return
