@@ -34,6 +34,7 @@ func script(names ...string) *redis.Script { return rdb.Script(luaFS, names...) 
 
 var (
 	recordScript     = script("tl", "record", "record_main")
+	unrecordScript   = script("unrecord")
 	enqueueScript    = script("gcra", "enqueue", "enqueue_main")
 	submitScript     = script("gcra", "enqueue", "tl", "record", "submit")
 	limitScript      = script("gcra", "limit")
@@ -424,9 +425,13 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	}
 	if err != nil {
 		// Not queued: the record must not linger as a request that will
-		// never run.
-		s.rdb.Del(context.WithoutCancel(ctx), s.chKey(t.ChannelID), s.tlKey(t.ChannelID))
-		s.unindex(context.WithoutCancel(ctx), t, StatusPending)
+		// never run. Unless a worker has started it: then Redis ran the
+		// submission after this node stopped waiting, the task was
+		// accepted after all, and its record, indexes and webhooks stand.
+		removed, uerr := unrecordScript.Run(context.WithoutCancel(ctx), s.rdb, keys).Int()
+		if uerr != nil || removed == 1 {
+			s.unindex(context.WithoutCancel(ctx), t, StatusPending)
+		}
 		if apperr.As(err) != nil {
 			return err
 		}

@@ -1,0 +1,13 @@
+-- Take back the record of a submission that was not accepted (its answer
+-- was an error), unless a worker has started its task since: the
+-- submission's commands ran after its node stopped waiting, so the task
+-- was accepted after all, and it runs (its Idempotency-Key's reservation,
+-- kept, answers a retry with it).
+-- KEYS[1] channel hash; KEYS[2] timeline list (same slot).
+-- Returns 1 when removed (or not there), 0 when kept.
+local st = redis.call('HGET', KEYS[1], 'status')
+if st and st ~= 'pending' then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
