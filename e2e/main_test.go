@@ -18,6 +18,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/riverhub/riverhub/internal/app"
+	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
@@ -31,24 +32,10 @@ func testRedisURL(tb testing.TB) string {
 		return u
 	}
 	m := miniredis.RunT(tb)
-	// The embedded server ages keys only when told to: tick it, as the
-	// server's own embedded default does (internal/rdb), so that leases
-	// kept by a TTL (an Idempotency-Key's reservation, say) run out here
-	// as they do on a real Redis.
-	done := make(chan struct{})
-	tb.Cleanup(func() { close(done) })
-	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				m.FastForward(time.Second)
-			}
-		}
-	}()
+	// Aged as the server's own embedded default is, so that leases kept
+	// by a TTL (an Idempotency-Key's reservation, say) run out here as
+	// they do on a real Redis.
+	tb.Cleanup(rdb.Age(m))
 	return "redis://" + m.Addr()
 }
 

@@ -91,13 +91,10 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Conn, e
 	return c, nil
 }
 
-func openEmbedded(ctx context.Context, log zerolog.Logger) (*Conn, error) {
-	m := miniredis.NewMiniRedis()
-	if err := m.StartAddr("127.0.0.1:0"); err != nil {
-		return nil, fmt.Errorf("start embedded redis: %w", err)
-	}
-	// The embedded server only ages keys when told to; tick it so the
-	// retention TTLs hold in development too.
+// Age makes an embedded server (miniredis), which ages keys only when told
+// to, age them as time passes, a second at a time, until stop is called:
+// TTLs then run out as on a real Redis.
+func Age(m *miniredis.Miniredis) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(time.Second)
@@ -111,11 +108,21 @@ func openEmbedded(ctx context.Context, log zerolog.Logger) (*Conn, error) {
 			}
 		}
 	}()
+	return func() { close(done) }
+}
+
+func openEmbedded(ctx context.Context, log zerolog.Logger) (*Conn, error) {
+	m := miniredis.NewMiniRedis()
+	if err := m.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("start embedded redis: %w", err)
+	}
+	// The retention TTLs hold in development too.
+	stopAging := Age(m)
 	c := &Conn{
 		UniversalClient: redis.NewClient(&redis.Options{Addr: m.Addr(), PoolSize: 64, ContextTimeoutEnabled: true}),
 		Embedded:        true,
 		stop: func() {
-			close(done)
+			stopAging()
 			m.Close()
 		},
 	}
