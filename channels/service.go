@@ -327,6 +327,11 @@ func (s *Service) foldEntry(cid string) redis.Z {
 }
 func (s *Service) tlKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}:tl" }
 
+// errGone is a completion's error when its channel has expired or moved to
+// the archive meanwhile (a run redone after its node died): nothing is
+// left to record.
+var errGone = errors.New("the channel is gone")
+
 // ErrQueueFull answers a submission the node cannot take on.
 var ErrQueueFull = &apperr.Error{Kind: apperr.RateLimited, Code: "queue_full",
 	Message: "too many tasks are waiting; retry later", RetryAfter: 1}
@@ -749,7 +754,7 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 	r := decodeComplete(out)
 	if r.expired {
 		s.ack(ctx, t.ProjectID, t.ChannelID)
-		return outcome{}, apperr.NotFoundf("channel %s expired", t.ChannelID)
+		return outcome{}, fmt.Errorf("%w: %w", errGone, apperr.NotFoundf("channel %s expired", t.ChannelID))
 	}
 	o := outcomeOf(t, r.outcome)
 	if r.won {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/dispatch"
+	"github.com/riverhub/riverhub/internal/apperr"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 	"github.com/riverhub/riverhub/project"
 )
@@ -172,6 +173,34 @@ func TestCompletionIsOnce(t *testing.T) {
 		if p != string(msgs[0]) {
 			t.Errorf("published a losing message: %s", p)
 		}
+	}
+}
+
+// A run whose channel is gone by its completion (expired, or moved to the
+// archive while a redo ran) ends with errGone, a not_found for the API, and
+// records nothing.
+func TestRunOfAGoneChannel(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	rec := &recorder{}
+	s := newService(t, c, prefix, answer(`{"ok":true}`), Options{Publisher: rec, Dispatcher: rec})
+	task := newTask()
+	if err := s.Submit(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Del(context.Background(), s.chKey(task.ChannelID), s.tlKey(task.ChannelID)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	t2 := *task
+	_, err := s.execute(context.Background(), &t2, nil)
+	if !errors.Is(err, errGone) {
+		t.Fatalf("run of a gone channel: %v, want errGone", err)
+	}
+	if e := apperr.As(err); e == nil || e.Kind != apperr.NotFound {
+		t.Errorf("run of a gone channel: %v, want a not_found", err)
+	}
+	if n := c.Exists(context.Background(), s.chKey(task.ChannelID)).Val(); n != 0 {
+		t.Errorf("the run wrote the gone channel's record again")
 	}
 }
 

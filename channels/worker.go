@@ -332,6 +332,10 @@ func (s *Service) process(cid string, start started, onWait func(ai.Wait)) {
 			return
 		}
 		if _, err := s.execute(ctx, &t, onWait); err != nil && ctx.Err() == nil {
+			if errors.Is(err, errGone) { // nothing is left to record, and nothing is lost
+				s.o.Log.Info().Err(err).Str("channel_id", cid).Msg("run task")
+				return
+			}
 			s.o.Log.Error().Err(err).Str("channel_id", cid).Msg("run task")
 		}
 	}

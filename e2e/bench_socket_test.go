@@ -57,7 +57,9 @@ import (
 // own answer); msg/s (the rate achieved); lost (messages not received
 // within 10 s); redis-cores and others-cores (CPU used meanwhile by Redis
 // and by everything else outside this process and its nodes: a run beside
-// other work is not a clean one); nodes-cores (the nodes' processes).
+// other work is not a clean one); nodes-cores (the nodes' processes);
+// self-cores (this process: the load generator and its 5,200 sockets, and
+// the nodes too unless BENCH_PROCESS is set).
 //
 // BENCH_HOOK=1 gives the project a webhook endpoint (a local receiver
 // answering 200): the tasks' task.ai_generated deliveries go out, and each
@@ -220,6 +222,8 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 			// beside other work is not a clean one.
 			others := float64((cpu1.busy-cpu0.busy)-(cpu1.self-cpu0.self))/float64(cpu1.all-cpu0.all)*float64(runtime.NumCPU()) - redisCores
 			b.ReportMetric(max(others, 0), "others-cores")
+			self := (cpu1.self - cpu0.self) - (cpu1.nodes - cpu0.nodes)
+			b.ReportMetric(float64(self)/float64(cpu1.all-cpu0.all)*float64(runtime.NumCPU()), "self-cores")
 			if len(pids) > 0 {
 				b.ReportMetric(float64(cpu1.nodes-cpu0.nodes)/float64(cpu1.all-cpu0.all)*float64(runtime.NumCPU()), "nodes-cores")
 			}
@@ -427,19 +431,8 @@ func (x *crossNode) await(b *testing.B, chans []*benchChannel, within time.Durat
 // post it returns errors, so that it can run outside the benchmark's
 // goroutine.
 func postKey(url, key string, body []byte) (int, []byte, error) {
-	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := benchClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer res.Body.Close()
-	out, err := io.ReadAll(res.Body)
-	return res.StatusCode, out, err
+	status, _, out, err := postJSON(benchClient, url, key, body)
+	return status, out, err
 }
 
 // redisCPU is the CPU time Redis has used, in seconds (INFO cpu).

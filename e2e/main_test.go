@@ -266,7 +266,20 @@ func nodeTool(t *testing.T, why string, packages ...string) string {
 // was answered but not accepted returns a *refusal; one that got no
 // answer returns the client's error.
 func submitAsync(client *http.Client, base, key string, body []byte, headers ...string) (string, error) {
-	req, _ := http.NewRequest("POST", base+"/v1/ai/async", bytes.NewReader(body))
+	status, header, raw, err := postJSON(client, base+"/v1/ai/async", key, body, headers...)
+	if err != nil {
+		return "", err
+	}
+	return answerChannel(&refusal{base: base, status: status, header: header, body: raw})
+}
+
+// postJSON POSTs body to url with the API key and the header pairs given,
+// and returns the answer.
+func postJSON(client *http.Client, url, key string, body []byte, headers ...string) (int, http.Header, []byte, error) {
+	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, nil, err
+	}
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
 	for i := 0; i+1 < len(headers); i += 2 {
@@ -274,11 +287,11 @@ func submitAsync(client *http.Client, base, key string, body []byte, headers ...
 	}
 	res, err := client.Do(req)
 	if err != nil {
-		return "", err
+		return 0, nil, nil, err
 	}
 	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	return answerChannel(&refusal{base: base, status: res.StatusCode, header: res.Header, body: raw})
+	raw, err := io.ReadAll(res.Body)
+	return res.StatusCode, res.Header, raw, err
 }
 
 // answerChannel is the channel a submission's answer names, or the answer as
