@@ -155,8 +155,13 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 	var refs []logRef
 	var lens [][3]int
 	var cids []string
+	var gone []string // due, but no record in Redis
 	for i, cid := range ids {
 		r := reads[i]
+		if len(r.rec.Val()) == 0 {
+			gone = append(gone, cid)
+			continue
+		}
 		a, err := s.archived(cid, r.rec.Val(), r.tl.Val(), r.dl.Val(), []byte(r.z.Val()))
 		if err != nil || a == nil {
 			if err != nil {
@@ -169,6 +174,12 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 		refs = append(refs, logRef{a.ProjectID, cid, a.Workflow, a.EventName})
 		lens = append(lens, [3]int{len(r.tl.Val()), len(r.dl.Val()), len(r.rec.Val()["tl"])})
 		cids = append(cids, cid)
+	}
+	if err := s.unindexGoneDue(ctx, gone); err != nil {
+		return err
+	}
+	for _, cid := range gone {
+		done = append(done, cid)
 	}
 	if len(batch) > 0 {
 		pctx, cancel := context.WithTimeout(ctx, archiveTimeout)
@@ -187,20 +198,11 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 		// The entries go once more after the keys: a completion or
 		// settlement redone meanwhile may have written them again (see
 		// indexMove).
-		var touched []string
-		for i := range cids {
-			touched = append(touched, s.everyIndexKey(refs[i], batch[i].Status)...)
+		sts := make([]Status, len(batch))
+		for i := range batch {
+			sts[i] = batch[i].Status
 		}
-		unindex := func() error {
-			s.expiries.forget(touched...) // emptied keys go: their next write sets an expiry again
-			return s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
-				for i, cid := range cids {
-					for _, k := range s.everyIndexKey(refs[i], batch[i].Status) {
-						m.ZRem(k, cid)
-					}
-				}
-			}))
-		}
+		unindex := func() error { return s.unindexEvery(ctx, refs, sts) }
 		if err := unindex(); err != nil {
 			return fmt.Errorf("archive channels: unindex: %w", err)
 		}
@@ -230,6 +232,53 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 	}
 	s.m.archived.Add(float64(ok))
 	return nil
+}
+
+// unindexGoneDue takes out of every log index the channels of ids, due to
+// move but no longer in Redis, that the archive holds: a round cut short
+// (its node died) after it deleted their keys and before its second
+// removal of their index entries leaves them due, and a completion or
+// settlement redone meanwhile may have indexed them again (see indexMove).
+// Those the archive does not hold have expired.
+func (s *Service) unindexGoneDue(ctx context.Context, ids []string) error {
+	var refs []logRef
+	var sts []Status
+	for _, cid := range ids {
+		gctx, cancel := context.WithTimeout(ctx, archiveTimeout)
+		a, err := s.o.Archive.Get(gctx, cid)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("archive channels: look up %s: %w", cid, err)
+		}
+		if a != nil {
+			refs = append(refs, logRef{a.ProjectID, cid, a.Workflow, a.EventName})
+			sts = append(sts, a.Status)
+		}
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	if err := s.unindexEvery(ctx, refs, sts); err != nil {
+		return fmt.Errorf("archive channels: unindex: %w", err)
+	}
+	return nil
+}
+
+// unindexEvery removes channels refs, settled in statuses sts, from every
+// log index each could be in (everyIndexKey), in one round trip.
+func (s *Service) unindexEvery(ctx context.Context, refs []logRef, sts []Status) error {
+	var touched []string
+	for i := range refs {
+		touched = append(touched, s.everyIndexKey(refs[i], sts[i])...)
+	}
+	s.expiries.forget(touched...) // emptied keys go: their next write sets an expiry again
+	return s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
+		for i, r := range refs {
+			for _, k := range s.everyIndexKey(r, sts[i]) {
+				m.ZRem(k, r.cid)
+			}
+		}
+	}))
 }
 
 // everyIndexKey is every log index r, settled in status st, could be in:

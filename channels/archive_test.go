@@ -355,6 +355,49 @@ func TestRedoneAfterTheMoveLeavesNoIndex(t *testing.T) {
 	}
 }
 
+// A round cut short after it deleted a channel's keys (its node died before
+// the second removal of the index entries and before the due entry went)
+// leaves the channel due with no record; a redo had indexed it again
+// meanwhile. The next round takes those entries out, found from the
+// archived copy, and the due entry with them.
+func TestCutShortMoveLeavesNoIndex(t *testing.T) {
+	t.Parallel()
+	arch := &memArchive{}
+	s, c, _, _ := roomService(t, Options{HotWindow: time.Hour, Archive: arch})
+	ctx := context.Background()
+	task := newTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	cid := task.ChannelID
+	waitStatus(t, s, cid, StatusSuccess)
+	until(t, "queued to move", func() bool { return c.ZScore(ctx, s.foldKeys[0], cid).Err() == nil })
+	c.ZAdd(ctx, s.foldKeys[0], redis.Z{Score: 0, Member: cid})
+	if _, err := s.archiveDue(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if c.Exists(ctx, s.chKey(cid)).Val() != 0 || len(arch.byID) != 1 {
+		t.Fatal("the channel did not move")
+	}
+	// What the dead node left: an entry a redo wrote, and the due entry.
+	idx := s.indexKeys(task.logRef(), StatusSuccess)
+	for _, k := range idx {
+		c.ZAdd(ctx, k, redis.Z{Score: 1, Member: cid})
+	}
+	c.ZAdd(ctx, s.foldKeys[0], redis.Z{Score: 0, Member: cid})
+	if _, err := s.archiveDue(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range idx {
+		if c.ZScore(ctx, k, cid).Err() == nil {
+			t.Errorf("%s still lists the moved channel", k)
+		}
+	}
+	if c.ZScore(ctx, s.foldKeys[0], cid).Err() == nil {
+		t.Error("the channel is still due to move")
+	}
+}
+
 // A reservation never confirmed (its submission answered 503, and Redis
 // ran it anyway) whose channel has since moved to the archive is resolved
 // as accepted: a repeat replays it rather than submitting a second task.

@@ -52,7 +52,7 @@
 // deadline entry removed), sent the same way. Submissions, completions and
 // callbacks also share round trips with concurrent ones (rdb.Shared), which
 // Shutdown closes last. Start, called once,
-// runs a first reclaim on the caller's goroutine, then starts four more:
+// runs a first reclaim on the caller's goroutine, then starts five more:
 //
 //   - the claimer (claimLoop), which leases up to a batch of tasks for the
 //     free worker slots (Options.Workers) and runs each claimed task on a
@@ -65,7 +65,10 @@
 //     whose lease ran out on any node;
 //   - the deadline poller, every 100 ms and at once when this node sets a
 //     callback deadline less than that away, settling the due deadlines it
-//     claims (any node's).
+//     claims (any node's);
+//   - the retry of index removals, every second: a submission not accepted
+//     whose index entries could not be taken back (unindex) has them
+//     taken back once Redis answers.
 //
 // Start is called once, before StopClaiming and Shutdown. Every other
 // exported method may be called from any goroutine, concurrently, before

@@ -193,15 +193,74 @@ func (e *expiries) due(k string, now time.Time, retention time.Duration) bool {
 	return true
 }
 
-// unindex takes back indexNew, for a channel that was not accepted after all.
+// unindex takes back indexNew, for a channel that was not accepted after
+// all. A round trip that fails (a slow or absent Redis: the very reason
+// the channel was not accepted, often) is tried again by the retry loop
+// (retryUnindex) rather than left: the entries would outlive the channel.
 func (s *Service) unindex(ctx context.Context, t *Task, st Status) {
+	u := unindexed{t.ChannelID, s.newKeys(t, st)}
+	if err := s.unindexNow(ctx, []unindexed{u}); err != nil {
+		s.unindexQ.add(u)
+	}
+}
+
+// unindexed is a channel to take out of index keys.
+type unindexed struct {
+	cid  string
+	keys []string
+}
+
+// unindexNow removes the channels of us from their keys, in one round trip.
+func (s *Service) unindexNow(ctx context.Context, us []unindexed) error {
 	s.expiries.reset() // it may empty (delete) index keys
-	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, k := range s.newKeys(t, st) {
-			p.ZRem(ctx, k, t.ChannelID)
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, u := range us {
+			for _, k := range u.keys {
+				p.ZRem(ctx, k, u.cid)
+			}
 		}
 		return nil
 	})
+	return err
+}
+
+// retryUnindex sends again the removals that failed.
+func (s *Service) retryUnindex() {
+	us := s.unindexQ.take()
+	if len(us) == 0 {
+		return
+	}
+	if err := s.unindexNow(s.runCtx, us); err != nil {
+		for _, u := range us {
+			s.unindexQ.add(u)
+		}
+	}
+}
+
+// unindexQueue holds the removals to send again, a bounded number: past
+// it, the entries of a channel that was never accepted stay until their
+// index key expires (the logs skip an entry whose record is gone).
+type unindexQueue struct {
+	mu sync.Mutex
+	us []unindexed
+}
+
+const maxUnindexQueue = 10000
+
+func (q *unindexQueue) add(u unindexed) {
+	q.mu.Lock()
+	if len(q.us) < maxUnindexQueue {
+		q.us = append(q.us, u)
+	}
+	q.mu.Unlock()
+}
+
+func (q *unindexQueue) take() []unindexed {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	us := q.us
+	q.us = nil
+	return us
 }
 
 // indexMove moves a channel between status indexes, within m. Idempotent.

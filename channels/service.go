@@ -188,6 +188,8 @@ type Service struct {
 
 	streams streams // the streamed answers of the tasks this node runs (stream.go)
 
+	unindexQ unindexQueue // index removals to send again (retryUnindex)
+
 	runCtx    context.Context // cancelled when running tasks must stop
 	runCancel context.CancelFunc
 	stop      chan struct{} // closed to stop claiming

@@ -24,20 +24,22 @@ const (
 	claimPatience = 2 * time.Second
 )
 
-// Start launches the claimer, the lease heartbeat, the reclaimer and the
-// callback deadline poller (doc.go). Stop them with StopClaiming and
+// Start launches the claimer, the lease heartbeat, the reclaimer, the
+// callback deadline poller and the retry of failed index removals
+// (doc.go). Stop them with StopClaiming and
 // Shutdown. A first reclaim runs at once: it also puts tasks left
 // in the single-queue layout's ready list on the ring (an upgrade), so they
 // are claimed like a project's.
 func (s *Service) Start() {
 	s.reclaim()
 	s.claimer.Add(1)
-	s.loops.Add(4)
+	s.loops.Add(5)
 	go s.claimLoop()
 	go s.every(s.foldEvery(), nil, s.foldAllDue)
 	go s.every(deadlinePoll, s.wakeDue, s.fireAllDue)
 	go s.every(s.o.Lease/3, nil, s.heartbeat)
 	go s.every(max(s.o.Lease/4, 50*time.Millisecond), nil, s.reclaim)
+	go s.every(time.Second, nil, s.retryUnindex)
 }
 
 // poke wakes this node's claimer after a local submission.

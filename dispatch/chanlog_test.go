@@ -65,7 +65,7 @@ func TestChannelLogExpiry(t *testing.T) {
 	write := func(cid, event string) time.Duration {
 		t.Helper()
 		var b logBatch
-		b.add(cid, event, []byte(`{"at":"2026-01-01T00:00:00.000Z","type":"x"}`))
+		b.add(cid, event, []byte(`{"at":"2026-01-01T00:00:00.000Z","type":"x","event":"`+event+`"}`))
 		if err := e.pipelined(ctx, func(p redis.Pipeliner) { e.writeLogs(ctx, p, &b) }); err != nil {
 			t.Fatal(err)
 		}
@@ -135,5 +135,30 @@ func TestDeliveredRecordsKeepTheHotWindow(t *testing.T) {
 	relWaitStatus(t, e2, "p1", id2, "dead", 5*time.Second)
 	if ttl := c2.TTL(ctx, e2.partOf("wh_1").dKey(id2)).Val(); ttl <= time.Hour {
 		t.Errorf("TTL of a dead delivery = %v, want the DLQ retention (2h)", ttl)
+	}
+}
+
+// A round trip of log entries sent again (its answer was lost) appends
+// nothing twice; new entries still go after them.
+func TestLogAppendSentAgainWritesOnce(t *testing.T) {
+	t.Parallel()
+	e, _, c := relOneEndpoint(t, "http://127.0.0.1:9/", Options{Retention: time.Hour})
+	ctx := context.Background()
+	var b logBatch
+	b.add("c1", "task.completed", []byte(`{"at":"1","type":"delivery_attempt"}`), []byte(`{"at":"2","type":"delivery_attempt"}`))
+	for range 2 {
+		if err := e.pipelined(ctx, func(p redis.Pipeliner) { e.writeLogs(ctx, p, &b) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var more logBatch
+	more.add("c1", "task.completed", []byte(`{"at":"3","type":"dead_lettered"}`))
+	if err := e.pipelined(ctx, func(p redis.Pipeliner) { e.writeLogs(ctx, p, &more) }); err != nil {
+		t.Fatal(err)
+	}
+	got := c.LRange(ctx, e.logKey("c1"), 0, -1).Val()
+	want := []string{`{"at":"1","type":"delivery_attempt"}`, `{"at":"2","type":"delivery_attempt"}`, `{"at":"3","type":"dead_lettered"}`}
+	if !slices.Equal(got, want) {
+		t.Fatalf("log = %q, want %q", got, want)
 	}
 }
