@@ -24,8 +24,14 @@
 // shares its round trips with concurrent ones (rdb.Shared). Without a
 // nudge (one lost while a node reconnects, deliveries a lease reclaim
 // makes due, which the reclaiming node claims itself) the 100 ms look
-// finds them. Attempt outcomes and their log entries are written in
-// batches, one round trip per batch.
+// finds them. A delivery enqueued on a node with room for it (a free slot
+// within its project's share, its endpoint not saturated there) skips the
+// due set: enqueue.lua claims it in the same script, straight into the
+// lease set with a token of the enqueueing node, unless its endpoint's
+// circuit is open, and the node attempts it once the round trip answers,
+// with no claim round trip and no wait for the claimer (Engine.take).
+// Attempt outcomes and their log entries are written in batches, one round
+// trip per batch.
 //
 // The engine keeps, per channel, a log of what it did with the channel's
 // events (attempts, dead letters, cancellations, pauses, replays): its own

@@ -228,6 +228,9 @@ func DeliveryID(eventType, channelID, webhookID string) string {
 
 // Enqueue creates a delivery of ev for every enabled endpoint of the project
 // subscribed to its type (only those of ev.WebhookIDs when set), due now.
+// A delivery this node has room for (take) it claims in the same round
+// trip and attempts at once, unless its endpoint's circuit is open: it
+// does not wait for the claimer's next look and round trip.
 func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 	hooks, err := e.o.Endpoints.ProjectWebhooks(ctx, ev.ProjectID)
 	if err != nil {
@@ -235,38 +238,108 @@ func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 	}
 	now := e.o.Now()
 	at := now.UTC().Format(time.RFC3339Nano)
-	n := 0
-	touched := make(partSet, len(e.parts))
+	type target struct {
+		d     claimed
+		taken bool // a slot of this node is held for it (take)
+		cmd   *redis.Cmd
+	}
+	var ts []target
+	for _, w := range hooks {
+		if !w.Subscribes(ev.Type) || (len(ev.WebhookIDs) > 0 && !slices.Contains(ev.WebhookIDs, w.ID)) {
+			continue
+		}
+		d := claimed{id: DeliveryID(ev.Type, ev.ChannelID, w.ID), projectID: ev.ProjectID, webhookID: w.ID,
+			channelID: ev.ChannelID, event: ev.Type, body: []byte(ev.Body), at: now, part: e.partOf(w.ID).k}
+		t := target{d: d, taken: e.take(ev.ProjectID, w.ID)}
+		if t.taken {
+			t.d.token = newToken()
+		}
+		ts = append(ts, t)
+	}
+	if len(ts) == 0 {
+		return nil
+	}
 	// Other nodes are nudged only when this one cannot take the
 	// deliveries at once: it pokes its own claimer below, and a nudge per
 	// task would wake every node of the deployment for deliveries this one
 	// claims anyway.
 	nudge := !e.canTakeNow()
+	touched := make(partSet, len(e.parts))
+	lease := now.Add(e.lease()).UnixMilli()
 	err = e.sharedPipelined(ctx, func(p redis.Pipeliner) {
-		for _, w := range hooks {
-			if !w.Subscribes(ev.Type) || (len(ev.WebhookIDs) > 0 && !slices.Contains(ev.WebhookIDs, w.ID)) {
-				continue
+		for i := range ts {
+			t := &ts[i]
+			pt := e.parts[t.d.part]
+			until := int64(0)
+			if t.taken {
+				until = lease
 			}
-			id := DeliveryID(ev.Type, ev.ChannelID, w.ID)
-			pt := e.partOf(w.ID)
-			enqueueScript.Eval(ctx, p, []string{pt.dKey(id), pt.dueOf(ev.ProjectID), pt.projectsKey}, id, now.UnixMilli(), ev.ProjectID,
-				"project_id", ev.ProjectID, "webhook_id", w.ID, "channel_id", ev.ChannelID, "event", ev.Type,
-				"body", []byte(ev.Body), "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at", at)
+			t.cmd = enqueueScript.Eval(ctx, p, []string{pt.dKey(t.d.id), pt.dueOf(ev.ProjectID), pt.projectsKey, pt.leaseKey, pt.epKey(t.d.webhookID)},
+				t.d.id, now.UnixMilli(), ev.ProjectID, until, t.d.token,
+				"project_id", ev.ProjectID, "webhook_id", t.d.webhookID, "channel_id", ev.ChannelID, "event", ev.Type,
+				"body", t.d.body, "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at", at)
 			touched.add(pt.k)
-			n++
 		}
-		if n > 0 && nudge {
+		if nudge {
 			e.nudge(ctx, p, now, now, touched)
 		}
 	})
+	sent := 0
+	for _, t := range ts {
+		if !t.taken {
+			continue
+		}
+		// Taken only when the script says so (not when it existed, or its
+		// endpoint's circuit is open). After an error its answer is not
+		// read (the round trip may not have been filled yet): one taken
+		// all the same waits out its lease, then is due again.
+		if err == nil {
+			if n, _ := t.cmd.Int(); n == 2 {
+				sent++
+				go func() {
+					defer func() { e.end(t.d.projectID); e.attempts.Done() }()
+					e.attempt(t.d)
+				}()
+				continue
+			}
+		}
+		e.end(t.d.projectID)
+		e.attempts.Done()
+	}
 	if err != nil {
 		return fmt.Errorf("enqueue deliveries: %w", err)
 	}
-	if n > 0 {
-		e.m.enqueued.Add(float64(n))
+	e.m.enqueued.Add(float64(len(ts)))
+	e.m.claimed.Add(float64(sent))
+	if sent < len(ts) {
 		e.poke(now, touched)
 	}
 	return nil
+}
+
+// take holds one of this node's attempt slots for a delivery of project
+// pid to endpoint whid, enqueued now, when the claimer would take it at
+// once: the node claims, has a free slot, pid is within its share (admit),
+// and the endpoint has room (saturated). The caller gives the slot back
+// (end and attempts.Done) if the delivery is not taken after all.
+func (e *Engine) take(pid, whid string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.claiming.Load() || e.running >= e.o.Concurrency {
+		return false
+	}
+	if k := e.perProj[pid]; k >= e.fairShare() || (e.o.ProjectConcurrency > 0 && k >= e.o.ProjectConcurrency) {
+		return false
+	}
+	if e.busy[whid] >= e.limits.get(whid) && len(e.waiting[whid]) >= e.o.PerEndpoint {
+		return false
+	}
+	e.running++
+	e.perProj[pid]++
+	// Under e.mu, as StopClaiming's store: Shutdown's wait for the
+	// attempts starts after it, so this Add never races it.
+	e.attempts.Add(1)
+	return true
 }
 
 // poke notes that the partitions in s (every one when s is nil) have
@@ -372,7 +445,7 @@ func (e *Engine) SendTest(ctx context.Context, pid string, w project.Webhook) (s
 	touched := make(partSet, len(e.parts))
 	touched.add(pt.k)
 	if err := e.pipelined(ctx, func(p redis.Pipeliner) {
-		enqueueScript.Eval(ctx, p, []string{pt.dKey(id), pt.dueOf(pid), pt.projectsKey}, id, now.UnixMilli(), pid,
+		enqueueScript.Eval(ctx, p, []string{pt.dKey(id), pt.dueOf(pid), pt.projectsKey, pt.leaseKey, pt.epKey(w.ID)}, id, now.UnixMilli(), pid, 0, "",
 			"project_id", pid, "webhook_id", w.ID, "channel_id", test, "event", "webhook.test",
 			"body", body, "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at",
 			now.UTC().Format(time.RFC3339Nano))

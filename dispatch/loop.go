@@ -993,7 +993,9 @@ func (e *Engine) reclaim() {
 // call twice.
 func (e *Engine) StopClaiming() {
 	e.stopOnce.Do(func() {
+		e.mu.Lock() // as take's attempts.Add
 		e.claiming.Store(false)
+		e.mu.Unlock()
 		close(e.stop)
 		if e.sub != nil {
 			_ = e.sub.Close() // ends listen

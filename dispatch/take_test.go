@@ -1,0 +1,78 @@
+package dispatch
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+)
+
+// A delivery enqueued on a node with room for it is claimed by the enqueue
+// itself (no claim script runs for it: no claim list is written) and sent
+// at once; one for an endpoint whose circuit is open, or enqueued when the
+// node has no free slot, goes to the schedule as before.
+func TestEnqueueTakesWhatItHasRoomFor(t *testing.T) {
+	t.Parallel()
+	held := newRelReceiver(t, func(rc *relReceiver, _ int, _ http.ResponseWriter, r *http.Request) { rc.hang(r) })
+	c, prefix := rdbtest.New(t)
+	hooks := &relHooks{}
+	hooks.set("p1", relHook("wh_1", held.URL))
+	hooks.set("p2", relHook("wh_2", held.URL))
+	e := newRelEngine(t, c, prefix, hooks, Options{Concurrency: 2})
+	e.Start()
+	ctx := context.Background()
+	state := func(pid, cid, whid string) (status string, due, leased bool, claims int) {
+		t.Helper()
+		pt := e.partOf(whid)
+		id := DeliveryID("task.completed", cid, whid)
+		status = c.HGet(ctx, pt.dKey(id), "status").Val()
+		due = c.ZScore(ctx, pt.dueOf(pid), id).Err() == nil
+		leased = c.ZScore(ctx, pt.leaseKey, id).Err() == nil
+		keys, _, err := c.Scan(ctx, 0, pt.claimPrefix+"*", 1000).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return status, due, leased, len(keys)
+	}
+
+	// Room: taken by the enqueue, in flight at once.
+	if err := e.Enqueue(ctx, relEvent("p1", "ch-taken")); err != nil {
+		t.Fatal(err)
+	}
+	if st, due, leased, claims := state("p1", "ch-taken", "wh_1"); st != "delivering" || due || !leased || claims != 0 {
+		t.Fatalf("enqueued with room: status %q, due %v, leased %v, %d claim lists; want delivering, leased by the enqueue", st, due, leased, claims)
+	}
+	held.waitCount(t, 1, 5*time.Second)
+
+	// An open circuit: scheduled, not sent.
+	pt := e.partOf("wh_2")
+	if err := c.HSet(ctx, pt.epKey("wh_2"), "state", "open", "open_until", strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Enqueue(ctx, relEvent("p2", "ch-open")); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, leased, _ := state("p2", "ch-open", "wh_2"); st != "pending" || leased {
+		t.Fatalf("enqueued for an open circuit: status %q, leased %v; want pending, not leased", st, leased)
+	}
+
+	// No free slot (Concurrency 2: one held above, one more taken here):
+	// the next is scheduled.
+	if err := e.Enqueue(ctx, relEvent("p1", "ch-second")); err != nil {
+		t.Fatal(err)
+	}
+	held.waitCount(t, 2, 5*time.Second)
+	if err := e.Enqueue(ctx, relEvent("p1", "ch-full")); err != nil {
+		t.Fatal(err)
+	}
+	if st, due, leased, _ := state("p1", "ch-full", "wh_1"); st != "pending" || !due || leased {
+		t.Fatalf("enqueued with no free slot: status %q, due %v, leased %v; want pending in the schedule", st, due, leased)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := held.count(); n != 2 {
+		t.Fatalf("the receiver got %d requests, want 2 (the open circuit's and the full node's wait)", n)
+	}
+}
