@@ -175,10 +175,11 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 		lens = append(lens, [3]int{len(r.tl.Val()), len(r.dl.Val()), len(r.rec.Val()["tl"])})
 		cids = append(cids, cid)
 	}
-	if err := s.unindexGoneDue(ctx, gone); err != nil {
+	goneDone, err := s.unindexGoneDue(ctx, gone)
+	if err != nil {
 		return err
 	}
-	for _, cid := range gone {
+	for _, cid := range goneDone {
 		done = append(done, cid)
 	}
 	if len(batch) > 0 {
@@ -235,33 +236,37 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 }
 
 // unindexGoneDue takes out of every log index the channels of ids, due to
-// move but no longer in Redis, that the archive holds: a round cut short
-// (its node died) after it deleted their keys and before its second
-// removal of their index entries leaves them due, and a completion or
-// settlement redone meanwhile may have indexed them again (see indexMove).
-// Those the archive does not hold have expired.
-func (s *Service) unindexGoneDue(ctx context.Context, ids []string) error {
+// move but no longer in Redis, that the archive holds, and returns those
+// done: a round cut short (its node died) after it deleted their keys and
+// before its second removal of their index entries leaves them due, and a
+// completion or settlement redone meanwhile may have indexed them again
+// (see indexMove). Those the archive does not hold have expired. One the
+// archive cannot be asked about stays due (the next round asks again);
+// the others go on.
+func (s *Service) unindexGoneDue(ctx context.Context, ids []string) ([]string, error) {
 	var refs []logRef
 	var sts []Status
+	var done []string
 	for _, cid := range ids {
 		gctx, cancel := context.WithTimeout(ctx, archiveTimeout)
 		a, err := s.o.Archive.Get(gctx, cid)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("archive channels: look up %s: %w", cid, err)
+			s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("archive: look up a moved channel; asked again next round")
+			continue
 		}
 		if a != nil {
 			refs = append(refs, logRef{a.ProjectID, cid, a.Workflow, a.EventName})
 			sts = append(sts, a.Status)
 		}
+		done = append(done, cid)
 	}
-	if len(refs) == 0 {
-		return nil
+	if len(refs) > 0 {
+		if err := s.unindexEvery(ctx, refs, sts); err != nil {
+			return nil, fmt.Errorf("archive channels: unindex: %w", err)
+		}
 	}
-	if err := s.unindexEvery(ctx, refs, sts); err != nil {
-		return fmt.Errorf("archive channels: unindex: %w", err)
-	}
-	return nil
+	return done, nil
 }
 
 // unindexEvery removes channels refs, settled in statuses sts, from every

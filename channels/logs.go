@@ -224,13 +224,37 @@ func (s *Service) unindexNow(ctx context.Context, us []unindexed) error {
 	return err
 }
 
-// retryUnindex sends again the removals that failed.
+// retryUnindex sends again the removals that failed, for the channels
+// whose record is not in Redis: a submission whose outcome was unknown
+// (Redis did not answer) may have been accepted after all, and its record
+// then stands, with its entries.
 func (s *Service) retryUnindex() {
 	us := s.unindexQ.take()
 	if len(us) == 0 {
 		return
 	}
-	if err := s.unindexNow(s.runCtx, us); err != nil {
+	ctx := s.runCtx
+	exists := make([]*redis.IntCmd, len(us))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, u := range us {
+			exists[i] = p.Exists(ctx, s.chKey(u.cid))
+		}
+		return nil
+	})
+	if err == nil {
+		gone := us[:0:0]
+		for i, u := range us {
+			if exists[i].Val() == 0 {
+				gone = append(gone, u)
+			}
+		}
+		if len(gone) == 0 {
+			return
+		}
+		us = gone
+		err = s.unindexNow(ctx, us)
+	}
+	if err != nil {
 		for _, u := range us {
 			s.unindexQ.add(u)
 		}

@@ -364,3 +364,40 @@ func TestIdempotencyKeyIsNeverStuck(t *testing.T) {
 		t.Fatalf("repeat of an accepted, unconfirmed request = %+v, %v; want its channel %s, done", prev, err, task.ChannelID)
 	}
 }
+
+// A failed index removal is sent again only for a channel whose record is
+// not in Redis: one whose submission was accepted after all keeps its
+// entries.
+func TestRetriedUnindexSparesAcceptedChannels(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{"ok":true}`), Options{})
+	ctx := context.Background()
+	kept, gone := newTask(), newTask()
+	for _, task := range []*Task{kept, gone} {
+		if err := s.Submit(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Del(ctx, s.chKey(gone.ChannelID)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range []*Task{kept, gone} {
+		s.unindexQ.add(unindexed{task.ChannelID, s.newKeys(task, StatusPending)})
+	}
+	s.retryUnindex()
+	listed := func(task *Task) bool {
+		for _, k := range s.newKeys(task, StatusPending) {
+			if c.ZScore(ctx, k, task.ChannelID).Err() == nil {
+				return true
+			}
+		}
+		return false
+	}
+	if !listed(kept) {
+		t.Error("a channel whose record stands was taken out of the indexes")
+	}
+	if listed(gone) {
+		t.Error("a channel whose record is gone is still indexed")
+	}
+}

@@ -259,11 +259,15 @@ func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 	if len(ts) == 0 {
 		return nil
 	}
-	// Other nodes are nudged only when this one cannot take the
-	// deliveries at once: it pokes its own claimer below, and a nudge per
+	// Other nodes are nudged only for deliveries this one did not take and
+	// cannot claim at once: it pokes its own claimer below, and a nudge per
 	// task would wake every node of the deployment for deliveries this one
 	// claims anyway.
-	nudge := !e.canTakeNow()
+	nudge := false
+	for _, t := range ts {
+		nudge = nudge || !t.taken
+	}
+	nudge = nudge && !e.canTakeNow()
 	touched := make(partSet, len(e.parts))
 	lease := now.Add(e.lease()).UnixMilli()
 	err = e.sharedPipelined(ctx, func(p redis.Pipeliner) {
@@ -285,25 +289,30 @@ func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 		}
 	})
 	sent := 0
-	for _, t := range ts {
-		if !t.taken {
+	for i := range ts {
+		if !ts[i].taken {
 			continue
 		}
+		d := ts[i].d
 		// Taken only when the script says so (not when it existed, or its
 		// endpoint's circuit is open). After an error its answer is not
-		// read (the round trip may not have been filled yet): one taken
-		// all the same waits out its lease, then is due again.
+		// read (the round trip may not have been filled yet: only taken
+		// and d are read then): put back, as a claim's would be (defer.lua
+		// acts only if this token holds it), it is due again at once
+		// rather than after its lease.
 		if err == nil {
-			if n, _ := t.cmd.Int(); n == 2 {
+			if n, _ := ts[i].cmd.Int(); n == 2 {
 				sent++
 				go func() {
-					defer func() { e.end(t.d.projectID); e.attempts.Done() }()
-					e.attempt(t.d)
+					defer func() { e.end(d.projectID); e.attempts.Done() }()
+					e.attempt(d)
 				}()
 				continue
 			}
+		} else {
+			e.putBack(d, now)
 		}
-		e.end(t.d.projectID)
+		e.end(d.projectID)
 		e.attempts.Done()
 	}
 	if err != nil {

@@ -76,3 +76,32 @@ func TestEnqueueTakesWhatItHasRoomFor(t *testing.T) {
 		t.Fatalf("the receiver got %d requests, want 2 (the open circuit's and the full node's wait)", n)
 	}
 }
+
+// The same taking enqueue sent again (its answer was lost) answers taken
+// again, so its node attempts the delivery rather than leave it leased by
+// nobody; another token finds it taken.
+func TestTakingEnqueueSentAgain(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	e := newRelEngine(t, c, prefix, &relHooks{}, Options{})
+	ctx := context.Background()
+	pt := e.partOf("wh_1")
+	run := func(token string) int64 {
+		t.Helper()
+		n, err := enqueueScript.Run(ctx, c, []string{pt.dKey("d1"), pt.dueOf("p1"), pt.projectsKey, pt.leaseKey, pt.epKey("wh_1")},
+			"d1", time.Now().UnixMilli(), "p1", time.Now().Add(time.Minute).UnixMilli(), token, "project_id", "p1", "status", "pending").Int64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := run("tok1"); n != 2 {
+		t.Fatalf("first taking enqueue = %d, want 2 (taken)", n)
+	}
+	if n := run("tok1"); n != 2 {
+		t.Errorf("the same enqueue sent again = %d, want 2 (taken by it)", n)
+	}
+	if n := run("tok2"); n != 0 {
+		t.Errorf("another token's enqueue = %d, want 0 (it exists)", n)
+	}
+}

@@ -10,8 +10,13 @@
 -- Taken (ARGV[4] set: the enqueueing node has room for it): unless its
 -- endpoint's circuit is open or probing, the delivery is claimed at once
 -- by the token, as claim.lua would, without going through the due set.
--- Returns 0 when it existed, 1 when due, 2 when taken.
+-- Returns 0 when it existed, 1 when due, 2 when taken: also when it exists
+-- claimed by this very token (the same script sent again after its answer
+-- was lost, a timeout).
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[4] ~= '0' and redis.call('HGET', KEYS[1], 'claim') == ARGV[5] then
+    return 2
+  end
   return 0
 end
 local take = false
