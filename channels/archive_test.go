@@ -300,14 +300,7 @@ func TestRedoneAfterTheMoveLeavesNoIndex(t *testing.T) {
 	if err := s.Callback(ctx, "p1", cid, success(`{"ok":true}`)); err != nil {
 		t.Fatal(err)
 	}
-	until(t, "queued to move", func() bool { return c.ZScore(ctx, s.foldKeys[0], cid).Err() == nil })
-	c.ZAdd(ctx, s.foldKeys[0], redis.Z{Score: 0, Member: cid})
-	if _, err := s.archiveDue(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
-	if c.Exists(ctx, s.chKey(cid)).Val() != 0 || len(arch.byID) != 1 {
-		t.Fatal("the channel did not move")
-	}
+	moveNow(t, s, c, arch, cid)
 	indexed := func() []string {
 		var in []string
 		for _, k := range s.everyIndexKey(ref, StatusSuccess) {
@@ -371,14 +364,7 @@ func TestCutShortMoveLeavesNoIndex(t *testing.T) {
 	}
 	cid := task.ChannelID
 	waitStatus(t, s, cid, StatusSuccess)
-	until(t, "queued to move", func() bool { return c.ZScore(ctx, s.foldKeys[0], cid).Err() == nil })
-	c.ZAdd(ctx, s.foldKeys[0], redis.Z{Score: 0, Member: cid})
-	if _, err := s.archiveDue(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
-	if c.Exists(ctx, s.chKey(cid)).Val() != 0 || len(arch.byID) != 1 {
-		t.Fatal("the channel did not move")
-	}
+	moveNow(t, s, c, arch, cid)
 	// What the dead node left: an entry a redo wrote, and the due entry.
 	idx := s.indexKeys(task.logRef(), StatusSuccess)
 	for _, k := range idx {
@@ -395,6 +381,21 @@ func TestCutShortMoveLeavesNoIndex(t *testing.T) {
 	}
 	if c.ZScore(ctx, s.foldKeys[0], cid).Err() == nil {
 		t.Error("the channel is still due to move")
+	}
+}
+
+// moveNow waits until the finished channel cid is queued to move, makes it
+// due and moves it to the archive arch, which then holds it alone.
+func moveNow(t *testing.T, s *Service, c redis.UniversalClient, arch *memArchive, cid string) {
+	t.Helper()
+	ctx := context.Background()
+	until(t, "queued to move", func() bool { return c.ZScore(ctx, s.foldKeys[0], cid).Err() == nil })
+	c.ZAdd(ctx, s.foldKeys[0], redis.Z{Score: 0, Member: cid})
+	if _, err := s.archiveDue(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if c.Exists(ctx, s.chKey(cid)).Val() != 0 || len(arch.byID) != 1 {
+		t.Fatal("the channel did not move")
 	}
 }
 

@@ -435,8 +435,13 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		// never run. Unless a worker has started it: then Redis ran the
 		// submission after this node stopped waiting, the task was
 		// accepted after all, and its record, indexes and webhooks stand.
+		// Whether it did is unknown when the removal fails too: the retry
+		// loop then takes the index entries back only if no record stands.
 		removed, uerr := unrecordScript.Run(context.WithoutCancel(ctx), s.rdb, keys).Int()
-		if uerr != nil || removed == 1 {
+		switch {
+		case uerr != nil:
+			s.unindexQ.add(unindexed{t.ChannelID, s.newKeys(t, StatusPending)})
+		case removed == 1:
 			s.unindex(context.WithoutCancel(ctx), t, StatusPending)
 		}
 		if apperr.As(err) != nil {
