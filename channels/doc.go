@@ -66,9 +66,10 @@
 //   - the deadline poller, every 100 ms and at once when this node sets a
 //     callback deadline less than that away, settling the due deadlines it
 //     claims (any node's);
-//   - the retry of index removals, every second: a submission not accepted
-//     whose index entries could not be taken back (unindex) has them
-//     taken back once Redis answers.
+//   - the index removals, every second: a submission not accepted (or
+//     whose answer was lost) is noted in Redis (unindex), and a second
+//     later any node's round takes its log index entries out if its record
+//     is not in Redis; a note this node could not write yet is written.
 //
 // Start is called once, before StopClaiming and Shutdown. Every other
 // exported method may be called from any goroutine, concurrently, before

@@ -41,6 +41,9 @@ import (
 // trip), trimmed to the retention as they are written, and always
 // confirmed against the channel's record when read: an entry whose
 // channel has expired, or whose status has moved on since, is skipped.
+//
+//	P:unindex                  ZSET channels not accepted after all, to take
+//	                           out of their indexes → due (unix ms); see unindex
 
 // NewChannelID returns a new channel id: a UUIDv7, ordered by creation time.
 func NewChannelID() string { return uuid.Must(uuid.NewV7()).String() }
@@ -193,30 +196,41 @@ func (e *expiries) due(k string, now time.Time, retention time.Duration) bool {
 	return true
 }
 
-// unindex takes back indexNew, for a channel that was not accepted after
-// all. A round trip that fails (a slow or absent Redis: the very reason
-// the channel was not accepted, often) is tried again by the retry loop
-// (retryUnindex) rather than left: the entries would outlive the channel.
+// unindex takes back indexNew, for channel t in status st, which was not
+// accepted after all. A round trip that fails (a slow or absent Redis: the
+// very reason the channel was not accepted, often) leaves it to
+// unindexLater.
 func (s *Service) unindex(ctx context.Context, t *Task, st Status) {
-	u := unindexed{t.ChannelID, s.newKeys(t, st)}
-	if err := s.unindexNow(ctx, []unindexed{u}); err != nil {
+	u := unindexed{t.logRef(), st}
+	if err := s.unindexNow(ctx, []unindexed{u}, nil); err != nil {
+		s.unindexLater(ctx, u)
+	}
+}
+
+// unindexLater takes back indexNew for u later: for a channel not
+// accepted, or whose acceptance is unknown (Redis did not answer, and may
+// yet run its submission). It is noted in Redis (unindexKey), due
+// unindexGrace later, and a round on any node (unindexDue) then takes the
+// entries out if the channel's record is not in Redis: a note outlives its
+// node. A note that cannot be written is kept in memory and written by the
+// node's next round.
+func (s *Service) unindexLater(ctx context.Context, u unindexed) {
+	if err := s.noteUnindex(ctx, []unindexed{u}, time.Now()); err != nil {
 		s.unindexQ.add(u)
 	}
 }
 
-// unindexed is a channel to take out of index keys.
-type unindexed struct {
-	cid  string
-	keys []string
-}
-
-// unindexNow removes the channels of us from their keys, in one round trip.
-func (s *Service) unindexNow(ctx context.Context, us []unindexed) error {
-	s.expiries.reset() // it may empty (delete) index keys
+// unindexNow takes the channels of us out of their indexes, in one round
+// trip, but those whose keep is true (keep may be nil).
+func (s *Service) unindexNow(ctx context.Context, us []unindexed, keep []bool) error {
+	s.expiries.reset() // the removals may empty (delete) index keys
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, u := range us {
-			for _, k := range u.keys {
-				p.ZRem(ctx, k, u.cid)
+		for i, u := range us {
+			if keep != nil && keep[i] {
+				continue
+			}
+			for _, k := range s.indexKeys(u.ref, u.st) {
+				p.ZRem(ctx, k, u.ref.cid)
 			}
 		}
 		return nil
@@ -224,46 +238,105 @@ func (s *Service) unindexNow(ctx context.Context, us []unindexed) error {
 	return err
 }
 
-// retryUnindex sends again the removals that failed, for the channels
-// whose record is not in Redis: a submission whose outcome was unknown
-// (Redis did not answer) may have been accepted after all, and its record
-// then stands, with its entries.
-func (s *Service) retryUnindex() {
-	us := s.unindexQ.take()
-	if len(us) == 0 {
-		return
+// unindexGrace is how long a channel to take out of the indexes waits: a
+// submission whose answer was lost has run by then, or never will.
+const unindexGrace = time.Second
+
+// unindexKey is the set of channels to take out of the log indexes if
+// their record is not in Redis, each (unindexed.member) scored with when
+// it is due (unix ms).
+func (s *Service) unindexKey() string { return s.o.Prefix + ":unindex" }
+
+// unindexed is a channel to take out of the indexes of status st.
+type unindexed struct {
+	ref logRef
+	st  Status
+}
+
+// member is u as unindexKey holds it; parseUnindexed reads it back.
+func (u unindexed) member() string {
+	return strings.Join([]string{u.ref.pid, u.ref.cid, u.ref.workflow, u.ref.event, string(u.st)}, "\n")
+}
+
+func parseUnindexed(m string) (unindexed, bool) {
+	f := strings.Split(m, "\n")
+	if len(f) != 5 {
+		return unindexed{}, false
 	}
-	ctx := s.runCtx
-	exists := make([]*redis.IntCmd, len(us))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, u := range us {
-			exists[i] = p.Exists(ctx, s.chKey(u.cid))
-		}
-		return nil
-	})
-	if err == nil {
-		gone := us[:0:0]
-		for i, u := range us {
-			if exists[i].Val() == 0 {
-				gone = append(gone, u)
-			}
-		}
-		if len(gone) == 0 {
-			return
-		}
-		us = gone
-		err = s.unindexNow(ctx, us)
+	return unindexed{logRef{f[0], f[1], f[2], f[3]}, Status(f[4])}, true
+}
+
+// noteUnindex writes us into unindexKey, due unindexGrace after now.
+func (s *Service) noteUnindex(ctx context.Context, us []unindexed, now time.Time) error {
+	due := float64(now.Add(unindexGrace).UnixMilli())
+	zs := make([]redis.Z, len(us))
+	for i, u := range us {
+		zs[i] = redis.Z{Score: due, Member: u.member()}
 	}
-	if err != nil {
-		for _, u := range us {
-			s.unindexQ.add(u)
-		}
+	return s.rdb.ZAdd(ctx, s.unindexKey(), zs...).Err()
+}
+
+// unindexDue is the retry loop's round: it writes the notes kept in memory,
+// then takes the channels due in unindexKey out of their indexes, those
+// whose record is not in Redis (a submission whose outcome was unknown may
+// have been accepted after all: its record then stands, with its entries).
+func (s *Service) unindexDue() {
+	if err := s.unindexRound(s.runCtx, time.Now()); err != nil {
+		s.o.Log.Warn().Err(err).Msg("log indexes: take back unaccepted channels; tried again in a second")
 	}
 }
 
-// unindexQueue holds the removals to send again, a bounded number: past
-// it, the entries of a channel that was never accepted stay until their
-// index key expires (the logs skip an entry whose record is gone).
+// maxUnindexRound bounds the channels one round takes out.
+const maxUnindexRound = 1000
+
+func (s *Service) unindexRound(ctx context.Context, now time.Time) error {
+	if us := s.unindexQ.take(); len(us) > 0 {
+		if err := s.noteUnindex(ctx, us, now); err != nil {
+			for _, u := range us {
+				s.unindexQ.add(u)
+			}
+			return err
+		}
+	}
+	members, err := s.rdb.ZRangeByScore(ctx, s.unindexKey(), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: maxUnindexRound,
+	}).Result()
+	if err != nil || len(members) == 0 {
+		return err
+	}
+	us := make([]unindexed, 0, len(members))
+	for _, m := range members {
+		if u, ok := parseUnindexed(m); ok {
+			us = append(us, u)
+		}
+	}
+	exists := make([]*redis.IntCmd, len(us))
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, u := range us {
+			exists[i] = p.Exists(ctx, s.chKey(u.ref.cid))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	keep := make([]bool, len(us))
+	for i := range us {
+		keep[i] = exists[i].Val() != 0
+	}
+	if err := s.unindexNow(ctx, us, keep); err != nil {
+		return err
+	}
+	done := make([]any, len(members))
+	for i, m := range members {
+		done[i] = m
+	}
+	return s.rdb.ZRem(ctx, s.unindexKey(), done...).Err()
+}
+
+// unindexQueue holds the notes a node could not write yet, a bounded
+// number: past it, the entries of a channel that was never accepted stay
+// until their index key expires (the logs skip an entry whose record is
+// gone).
 type unindexQueue struct {
 	mu sync.Mutex
 	us []unindexed

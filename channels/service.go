@@ -188,7 +188,7 @@ type Service struct {
 
 	streams streams // the streamed answers of the tasks this node runs (stream.go)
 
-	unindexQ unindexQueue // index removals to send again (retryUnindex)
+	unindexQ unindexQueue // notes of index removals not written yet (unindexDue)
 
 	runCtx    context.Context // cancelled when running tasks must stop
 	runCancel context.CancelFunc
@@ -435,12 +435,12 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		// never run. Unless a worker has started it: then Redis ran the
 		// submission after this node stopped waiting, the task was
 		// accepted after all, and its record, indexes and webhooks stand.
-		// Whether it did is unknown when the removal fails too: the retry
-		// loop then takes the index entries back only if no record stands.
+		// Whether it did is unknown when the removal fails too: the index
+		// entries are then taken back later, only if no record stands.
 		removed, uerr := unrecordScript.Run(context.WithoutCancel(ctx), s.rdb, keys).Int()
 		switch {
 		case uerr != nil:
-			s.unindexQ.add(unindexed{t.ChannelID, s.newKeys(t, StatusPending)})
+			s.unindexLater(context.WithoutCancel(ctx), unindexed{t.logRef(), StatusPending})
 		case removed == 1:
 			s.unindex(context.WithoutCancel(ctx), t, StatusPending)
 		}

@@ -365,27 +365,35 @@ func TestIdempotencyKeyIsNeverStuck(t *testing.T) {
 	}
 }
 
-// A failed index removal is sent again only for a channel whose record is
-// not in Redis: one whose submission was accepted after all keeps its
-// entries.
-func TestRetriedUnindexSparesAcceptedChannels(t *testing.T) {
+// A channel whose submission's outcome is unknown is noted for its index
+// entries to be taken out, and any node's round takes them out only if its record is not in Redis:
+// one whose submission was accepted after all keeps its entries. A note
+// its node could not write is written by that node's next round.
+func TestUnindexSparesAcceptedChannels(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)
 	s := newService(t, c, prefix, answer(`{"ok":true}`), Options{})
 	ctx := context.Background()
-	kept, gone := newTask(), newTask()
-	for _, task := range []*Task{kept, gone} {
+	kept, gone, late := newTask(), newTask(), newTask()
+	for _, task := range []*Task{kept, gone, late} {
 		if err := s.Submit(ctx, task); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := c.Del(ctx, s.chKey(gone.ChannelID)).Err(); err != nil {
+	if err := c.Del(ctx, s.chKey(gone.ChannelID), s.chKey(late.ChannelID)).Err(); err != nil {
 		t.Fatal(err)
 	}
-	for _, task := range []*Task{kept, gone} {
-		s.unindexQ.add(unindexed{task.ChannelID, s.newKeys(task, StatusPending)})
+	s.unindexLater(ctx, unindexed{kept.logRef(), StatusPending}) // accepted after all
+	s.unindexLater(ctx, unindexed{gone.logRef(), StatusPending})
+	s.unindexQ.add(unindexed{late.logRef(), StatusPending}) // Redis did not answer its note
+	if err := s.unindexRound(ctx, time.Now()); err != nil {
+		t.Fatal(err)
 	}
-	s.retryUnindex()
+	// Another node's round, once they are due.
+	other := newService(t, c, prefix, answer(`{"ok":true}`), Options{})
+	if err := other.unindexRound(ctx, time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
 	listed := func(task *Task) bool {
 		for _, k := range s.newKeys(task, StatusPending) {
 			if c.ZScore(ctx, k, task.ChannelID).Err() == nil {
@@ -397,7 +405,10 @@ func TestRetriedUnindexSparesAcceptedChannels(t *testing.T) {
 	if !listed(kept) {
 		t.Error("a channel whose record stands was taken out of the indexes")
 	}
-	if listed(gone) {
+	if listed(gone) || listed(late) {
 		t.Error("a channel whose record is gone is still indexed")
+	}
+	if n := c.ZCard(ctx, s.unindexKey()).Val(); n != 0 {
+		t.Errorf("%d notes left after the round", n)
 	}
 }

@@ -39,7 +39,7 @@ func (s *Service) Start() {
 	go s.every(deadlinePoll, s.wakeDue, s.fireAllDue)
 	go s.every(s.o.Lease/3, nil, s.heartbeat)
 	go s.every(max(s.o.Lease/4, 50*time.Millisecond), nil, s.reclaim)
-	go s.every(time.Second, nil, s.retryUnindex)
+	go s.every(time.Second, nil, s.unindexDue)
 }
 
 // poke wakes this node's claimer after a local submission.

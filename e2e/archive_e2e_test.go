@@ -139,6 +139,7 @@ func submitAll(t testing.TB, n *node, count int) []string {
 	ids := make([]string, count)
 	var next atomic.Int64
 	var failed atomic.Value
+	var refused atomic.Int64
 	var wg sync.WaitGroup
 	run := rdbtest.Prefix() // unique to this call
 	for range 32 {
@@ -149,6 +150,7 @@ func submitAll(t testing.TB, n *node, count int) []string {
 					var ref *refusal
 					if errors.As(err, &ref) && (ref.status == 429 || ref.status == 503 ||
 						ref.status == 409 && bytes.Contains(ref.body, []byte("request_in_progress"))) { // a reservation kept after a 503, 10 s at most
+						refused.Add(1)
 						time.Sleep(50 * time.Millisecond)
 						continue
 					}
@@ -166,6 +168,7 @@ func submitAll(t testing.TB, n *node, count int) []string {
 	if err := failed.Load(); err != nil {
 		t.Fatalf("submit: %v", err)
 	}
+	t.Logf("submitted %d (%d refusals retried)", count, refused.Load())
 	return ids
 }
 
