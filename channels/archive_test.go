@@ -346,6 +346,13 @@ func TestRedoneAfterTheMoveLeavesNoIndex(t *testing.T) {
 	if in := indexed(); len(in) == 0 {
 		t.Error("a first completion's ack wrote no index entry: the check above tests nothing")
 	}
+	// A first completion's ack sent more than a lease after it was handed
+	// over (a lagging batcher) is looked at as a redo is.
+	s.sendAcks(ctx, []ackItem{{cid: cid, pid: "p1", msg: v.Message, status: StatusSuccess, workflow: ref.workflow, event: ref.event,
+		at: time.Now().Add(-2 * s.o.Lease)}})
+	if in := indexed(); len(in) != 0 {
+		t.Errorf("a late ack after the move left index entries: %v", in)
+	}
 }
 
 // A round cut short after it deleted a channel's keys (its node died before

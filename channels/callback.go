@@ -448,6 +448,7 @@ type settlement struct {
 	// claimed again): its channel may have moved to the archive since the
 	// script read it (see indexMove).
 	redone bool
+	at     time.Time // when it was handed to the settler (settleLater)
 }
 
 // settleLater hands a callback's settlement to the settler, which sends
@@ -456,6 +457,7 @@ type settlement struct {
 // if lost, redone by a poller within deadlineLease). Past Shutdown, or
 // when the settler is behind, it settles at once.
 func (s *Service) settleLater(ctx context.Context, d settlement) {
+	d.at = s.o.Now()
 	toBatcher(s, s.settles, d, func(d settlement) {
 		s.settleAllLogged(context.WithoutCancel(ctx), []settlement{d}, nil)
 	})
@@ -502,7 +504,7 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 	}
 	var redone []indexed
 	for _, d := range done {
-		if d.redone {
+		if d.redone || s.late(d.at) {
 			redone = append(redone, indexed{d.ref, d.status})
 		}
 	}

@@ -66,10 +66,12 @@
 //   - the deadline poller, every 100 ms and at once when this node sets a
 //     callback deadline less than that away, settling the due deadlines it
 //     claims (any node's);
-//   - the index removals, every second: a submission not accepted (or
-//     whose answer was lost) is noted in Redis (unindex), and a second
-//     later any node's round takes its log index entries out if its record
-//     is not in Redis; a note this node could not write yet is written.
+//   - the index removals, every second: a submission whose outcome is
+//     unknown (its answer was lost), or a refused one whose log index
+//     entries could not be taken out at once, is noted in Redis
+//     (unindexLater), and a second later any node's round takes the
+//     entries out if the channel's record is not in Redis; the notes this
+//     node could not write yet are written first.
 //
 // Start is called once, before StopClaiming and Shutdown. Every other
 // exported method may be called from any goroutine, concurrently, before

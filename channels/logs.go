@@ -42,8 +42,9 @@ import (
 // confirmed against the channel's record when read: an entry whose
 // channel has expired, or whose status has moved on since, is skipped.
 //
-//	P:unindex                  ZSET channels not accepted after all, to take
-//	                           out of their indexes → due (unix ms); see unindex
+//	P:unindex                  ZSET channels perhaps not accepted, to take out of
+//	                           their indexes if their record is not in Redis
+//	                           → due (unix ms); see unindexLater
 
 // NewChannelID returns a new channel id: a UUIDv7, ordered by creation time.
 func NewChannelID() string { return uuid.Must(uuid.NewV7()).String() }
@@ -196,50 +197,43 @@ func (e *expiries) due(k string, now time.Time, retention time.Duration) bool {
 	return true
 }
 
-// unindex takes back indexNew, for channel t in status st, which was not
-// accepted after all. A round trip that fails (a slow or absent Redis: the
-// very reason the channel was not accepted, often) leaves it to
-// unindexLater.
+// unindex takes back indexNew, for channel t in status st, which was
+// refused (its submission's script ran and queued nothing). A round trip
+// that fails (a slow or absent Redis, often) leaves it to unindexLater.
 func (s *Service) unindex(ctx context.Context, t *Task, st Status) {
 	u := unindexed{t.logRef(), st}
-	if err := s.unindexNow(ctx, []unindexed{u}, nil); err != nil {
+	keys := s.indexKeys(u.ref, st)
+	s.expiries.forget(keys...) // the removals may empty (delete) them
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			p.ZRem(ctx, k, u.ref.cid)
+		}
+		return nil
+	})
+	if err != nil {
 		s.unindexLater(ctx, u)
 	}
 }
 
-// unindexLater takes back indexNew for u later: for a channel not
-// accepted, or whose acceptance is unknown (Redis did not answer, and may
-// yet run its submission). It is noted in Redis (unindexKey), due
-// unindexGrace later, and a round on any node (unindexDue) then takes the
-// entries out if the channel's record is not in Redis: a note outlives its
-// node. A note that cannot be written is kept in memory and written by the
-// node's next round.
+// unindexLater takes back indexNew for u later: for a channel whose
+// acceptance is unknown (Redis did not answer, and may yet run its
+// submission). It is noted in Redis (unindexKey), due unindexGrace later,
+// and a round on any node (unindexDue) then takes the entries out if the
+// channel's record is not in Redis: a note outlives its node. A note that
+// cannot be written is kept in memory and written by the node's next
+// round.
 func (s *Service) unindexLater(ctx context.Context, u unindexed) {
-	if err := s.noteUnindex(ctx, []unindexed{u}, time.Now()); err != nil {
+	if err := s.noteUnindex(ctx, []unindexed{u}, s.o.Now()); err != nil {
 		s.unindexQ.add(u)
 	}
 }
 
-// unindexNow takes the channels of us out of their indexes, in one round
-// trip, but those whose keep is true (keep may be nil).
-func (s *Service) unindexNow(ctx context.Context, us []unindexed, keep []bool) error {
-	s.expiries.reset() // the removals may empty (delete) index keys
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, u := range us {
-			if keep != nil && keep[i] {
-				continue
-			}
-			for _, k := range s.indexKeys(u.ref, u.st) {
-				p.ZRem(ctx, k, u.ref.cid)
-			}
-		}
-		return nil
-	})
-	return err
-}
-
-// unindexGrace is how long a channel to take out of the indexes waits: a
-// submission whose answer was lost has run by then, or never will.
+// unindexGrace is how long a note waits before its round: a submission
+// whose answer was lost has landed by then, almost always. What makes the
+// round right is its look at the record, not the wait: on one Redis, the
+// look and the removal are one script (unindex.lua), and a submission
+// writes its record with its entries; on a Cluster, the record is
+// written, in a round trip of its own, before the entries are sent.
 const unindexGrace = time.Second
 
 // unindexKey is the set of channels to take out of the log indexes if
@@ -253,7 +247,8 @@ type unindexed struct {
 	st  Status
 }
 
-// member is u as unindexKey holds it; parseUnindexed reads it back.
+// member is u as unindexKey holds it: project, channel, workflow, event
+// name and status, a line each; parseUnindexed reads it back.
 func (u unindexed) member() string {
 	return strings.Join([]string{u.ref.pid, u.ref.cid, u.ref.workflow, u.ref.event, string(u.st)}, "\n")
 }
@@ -276,18 +271,19 @@ func (s *Service) noteUnindex(ctx context.Context, us []unindexed, now time.Time
 	return s.rdb.ZAdd(ctx, s.unindexKey(), zs...).Err()
 }
 
-// unindexDue is the retry loop's round: it writes the notes kept in memory,
-// then takes the channels due in unindexKey out of their indexes, those
-// whose record is not in Redis (a submission whose outcome was unknown may
-// have been accepted after all: its record then stands, with its entries).
+// unindexDue is the index removals' round, every second: it writes the
+// notes kept in memory, then takes the channels due in unindexKey out of
+// their indexes, those whose record is not in Redis (a submission whose
+// outcome was unknown may have been accepted after all: its record then
+// stands, with its entries).
 func (s *Service) unindexDue() {
-	if err := s.unindexRound(s.runCtx, time.Now()); err != nil {
+	if err := s.unindexRound(s.runCtx, s.o.Now()); err != nil {
 		s.o.Log.Warn().Err(err).Msg("log indexes: take back unaccepted channels; tried again in a second")
 	}
 }
 
 // maxUnindexRound bounds the channels one round takes out.
-const maxUnindexRound = 1000
+const maxUnindexRound = 500
 
 func (s *Service) unindexRound(ctx context.Context, now time.Time) error {
 	if us := s.unindexQ.take(); len(us) > 0 {
@@ -304,33 +300,65 @@ func (s *Service) unindexRound(ctx context.Context, now time.Time) error {
 	if err != nil || len(members) == 0 {
 		return err
 	}
-	us := make([]unindexed, 0, len(members))
+	var us []unindexed
+	var done []any // the notes handled
 	for _, m := range members {
-		if u, ok := parseUnindexed(m); ok {
+		u, ok := parseUnindexed(m)
+		if !ok {
+			s.o.Log.Warn().Str("note", m).Msg("log indexes: a note to take back a channel that cannot be read; dropped")
+		} else {
 			us = append(us, u)
 		}
+		done = append(done, m)
 	}
-	exists := make([]*redis.IntCmd, len(us))
-	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, u := range us {
-			exists[i] = p.Exists(ctx, s.chKey(u.ref.cid))
-		}
+	cids := make([]string, len(us))
+	keys := make([][]string, len(us))
+	for i, u := range us {
+		cids[i], keys[i] = u.ref.cid, s.indexKeys(u.ref, u.st)
+	}
+	if err := s.unindexIfGone(ctx, cids, keys); err != nil {
+		return err
+	}
+	return s.rdb.ZRem(ctx, s.unindexKey(), done...).Err()
+}
+
+// unindexIfGone takes each channel cids[i] out of its index keys keys[i]
+// if its record is not in Redis. On one Redis the look and the removal
+// are one script; on a Cluster, where a channel's record and its indexes
+// live in different slots, two round trips (see unindexGrace).
+func (s *Service) unindexIfGone(ctx context.Context, cids []string, keys [][]string) error {
+	if len(cids) == 0 {
 		return nil
+	}
+	for _, ks := range keys {
+		s.expiries.forget(ks...) // emptied keys go: their next write sets an expiry again
+	}
+	if !rdb.IsCluster(s.rdb) {
+		var ks []string
+		var args []any
+		for i, cid := range cids {
+			ks = append(append(ks, s.chKey(cid)), keys[i]...)
+			args = append(args, len(keys[i]), cid)
+		}
+		return unindexScript.Run(ctx, s.rdb, ks, args...).Err()
+	}
+	exists := make([]*redis.IntCmd, len(cids))
+	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		for i, cid := range cids {
+			exists[i] = p.Exists(ctx, s.chKey(cid))
+		}
 	}); err != nil {
 		return err
 	}
-	keep := make([]bool, len(us))
-	for i := range us {
-		keep[i] = exists[i].Val() != 0
-	}
-	if err := s.unindexNow(ctx, us, keep); err != nil {
-		return err
-	}
-	done := make([]any, len(members))
-	for i, m := range members {
-		done[i] = m
-	}
-	return s.rdb.ZRem(ctx, s.unindexKey(), done...).Err()
+	return s.pipelined(ctx, func(p redis.Pipeliner) {
+		for i, cid := range cids {
+			if exists[i].Val() == 0 {
+				for _, k := range keys[i] {
+					p.ZRem(ctx, k, cid)
+				}
+			}
+		}
+	})
 }
 
 // unindexQueue holds the notes a node could not write yet, a bounded
@@ -365,7 +393,9 @@ func (q *unindexQueue) take() []unindexed {
 // Its ZADDs cannot see whether the channel is still in Redis. A first
 // completion or settlement needs no such look: its channel is queued to
 // move to the archive with it (or after it), a hot window (at least four
-// leases) later. A completion or settlement redone after a lease ran out
+// leases) later; one whose writes go out more than a lease late (a Redis
+// so slow that the batches lag) is looked at as a redo is (Service.late).
+// A completion or settlement redone after a lease ran out
 // may find its channel queued long since, and the archive may move it
 // between the script that read the record and these writes: such a writer
 // looks again once they have gone through (unindexGone), and the archive
@@ -402,34 +432,12 @@ func (s *Service) unindexGone(ctx context.Context, redone []indexed) error {
 	if len(redone) == 0 {
 		return nil
 	}
-	exists := make([]*redis.IntCmd, len(redone))
-	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
-		for i, r := range redone {
-			exists[i] = p.Exists(ctx, s.chKey(r.ref.cid))
-		}
-	}); err != nil {
-		return fmt.Errorf("look for moved channels: %w", err)
-	}
-	var gone []indexed
-	var keys []string
+	cids := make([]string, len(redone))
+	keys := make([][]string, len(redone))
 	for i, r := range redone {
-		if exists[i].Val() == 0 {
-			gone = append(gone, r)
-			keys = append(keys, s.stateKeys(r.ref, r.to)...)
-		}
+		cids[i], keys[i] = r.ref.cid, s.stateKeys(r.ref, r.to)
 	}
-	if len(gone) == 0 {
-		return nil
-	}
-	s.expiries.forget(keys...) // emptied keys go: their next write sets an expiry again
-	err := rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
-		for _, r := range gone {
-			for _, k := range s.stateKeys(r.ref, r.to) {
-				m.ZRem(k, r.ref.cid)
-			}
-		}
-	})
-	if err := s.indexing(err); err != nil {
+	if err := s.unindexIfGone(ctx, cids, keys); err != nil {
 		return fmt.Errorf("unindex moved channels: %w", err)
 	}
 	return nil

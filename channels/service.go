@@ -35,6 +35,7 @@ func script(names ...string) *redis.Script { return rdb.Script(luaFS, names...) 
 var (
 	recordScript     = script("tl", "record", "record_main")
 	unrecordScript   = script("unrecord")
+	unindexScript    = script("unindex")
 	enqueueScript    = script("gcra", "enqueue", "enqueue_main")
 	submitScript     = script("gcra", "enqueue", "tl", "record", "submit")
 	limitScript      = script("gcra", "limit")
@@ -435,14 +436,20 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		// never run. Unless a worker has started it: then Redis ran the
 		// submission after this node stopped waiting, the task was
 		// accepted after all, and its record, indexes and webhooks stand.
-		// Whether it did is unknown when the removal fails too: the index
-		// entries are then taken back later, only if no record stands.
+		// A refusal is the script's answer: nothing was queued, and the
+		// index writes, sent after it, have run. Otherwise Redis may yet
+		// run the submission (an answer lost, or a round trip still
+		// waiting to be sent): its index entries are taken back later,
+		// and only if no record stands then (unindexLater).
 		removed, uerr := unrecordScript.Run(context.WithoutCancel(ctx), s.rdb, keys).Int()
+		u := unindexed{t.logRef(), StatusPending}
 		switch {
-		case uerr != nil:
-			s.unindexLater(context.WithoutCancel(ctx), unindexed{t.logRef(), StatusPending})
-		case removed == 1:
+		case apperr.As(err) != nil:
 			s.unindex(context.WithoutCancel(ctx), t, StatusPending)
+		case uerr != nil: // Redis is slow or gone: noted without holding up the answer
+			go s.unindexLater(context.WithoutCancel(ctx), u)
+		case removed != 0:
+			s.unindexLater(context.WithoutCancel(ctx), u)
 		}
 		if apperr.As(err) != nil {
 			return err
@@ -539,7 +546,8 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 		// slots) must not linger as a channel that never finishes.
 		s.rdb.Del(context.WithoutCancel(ctx), s.chKey(t.ChannelID), s.tlKey(t.ChannelID))
 		s.rdb.ZRem(context.WithoutCancel(ctx), s.q.keys[l.part].lease, l.member)
-		s.unindex(context.WithoutCancel(ctx), t, StatusGenerating)
+		// The writes may land yet: taken back later if no record stands.
+		s.unindexLater(context.WithoutCancel(ctx), unindexed{t.logRef(), StatusGenerating})
 		return nil, fmt.Errorf("record channel: %w", err)
 	}
 	s.m.submitted.Inc()
@@ -901,11 +909,13 @@ type ackItem struct {
 	status   Status          // the final status, when set
 	workflow string          // the channel's workflow and event name, for the log indexes
 	event    string
-	redone   bool // an earlier run's outcome (outcome.redone)
+	redone   bool      // an earlier run's outcome (outcome.redone)
+	at       time.Time // when it was handed over, set by ackWith
 }
 
 func (s *Service) ackWith(ctx context.Context, it ackItem) {
 	it.lease = s.leaseOf(it.pid, it.cid)
+	it.at = s.o.Now()
 	toBatcher(s, s.acks, it, func(it ackItem) { s.sendAcks(context.WithoutCancel(ctx), []ackItem{it}) })
 }
 
@@ -963,7 +973,7 @@ func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, i
 			if it.status != "" {
 				ref := logRef{it.pid, it.cid, it.workflow, it.event}
 				s.indexMove(m, ref, StatusGenerating, it.status)
-				if it.redone {
+				if it.redone || s.late(it.at) {
 					redone = append(redone, indexed{ref, it.status})
 				}
 			}
@@ -984,6 +994,14 @@ func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, i
 }
 
 const ackBatch = 512
+
+// late reports whether index writes handed over at at (an ack's, a
+// settlement's) go out so late that their channel may have moved to the
+// archive meanwhile, as a redo's may (see indexMove): more than a lease
+// after, where the move comes a hot window (at least four leases) after.
+// Such writes are looked at again once sent (unindexGone). A Redis so
+// slow that its batches lag behind is what makes them late.
+func (s *Service) late(at time.Time) bool { return !at.IsZero() && s.o.Now().Sub(at) > s.o.Lease }
 
 // ackLoop sends batched acks until acks is closed and drained.
 func (s *Service) ackLoop() {

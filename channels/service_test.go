@@ -383,11 +383,21 @@ func TestUnindexSparesAcceptedChannels(t *testing.T) {
 	if err := c.Del(ctx, s.chKey(gone.ChannelID), s.chKey(late.ChannelID)).Err(); err != nil {
 		t.Fatal(err)
 	}
+	now := time.Now()
 	s.unindexLater(ctx, unindexed{kept.logRef(), StatusPending}) // accepted after all
 	s.unindexLater(ctx, unindexed{gone.logRef(), StatusPending})
 	s.unindexQ.add(unindexed{late.logRef(), StatusPending}) // Redis did not answer its note
-	if err := s.unindexRound(ctx, time.Now()); err != nil {
+	if err := s.unindexRound(ctx, now); err != nil {
 		t.Fatal(err)
+	}
+	for _, task := range []*Task{kept, gone, late} {
+		due, err := c.ZScore(ctx, s.unindexKey(), unindexed{task.logRef(), StatusPending}.member()).Result()
+		if err != nil && c.Exists(ctx, s.chKey(task.ChannelID)).Val() == 0 {
+			continue // due already, and taken out by the node's own round (a slow machine)
+		}
+		if err != nil || due < float64(now.Add(unindexGrace).UnixMilli()) {
+			t.Errorf("channel %s noted due at %.0f (%v), want a grace after %d", task.ChannelID, due, err, now.UnixMilli())
+		}
 	}
 	// Another node's round, once they are due.
 	other := newService(t, c, prefix, answer(`{"ok":true}`), Options{})

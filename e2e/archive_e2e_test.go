@@ -145,22 +145,13 @@ func submitAll(t testing.TB, n *node, count int) []string {
 	for range 32 {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < count && failed.Load() == nil; i = int(next.Add(1)) - 1 {
-				for {
-					cid, err := submitAsync(benchClient, n.base, n.key, archiveTaskBody(i), "Idempotency-Key", fmt.Sprintf("%s-%d", run, i))
-					var ref *refusal
-					if errors.As(err, &ref) && (ref.status == 429 || ref.status == 503 ||
-						ref.status == 409 && bytes.Contains(ref.body, []byte("request_in_progress"))) { // a reservation kept after a 503, 10 s at most
-						refused.Add(1)
-						time.Sleep(50 * time.Millisecond)
-						continue
-					}
-					if err != nil {
-						failed.Store(err)
-						return
-					}
-					ids[i] = cid
-					break
+				cid, n, err := submitUntilAccepted(benchClient, n.base, n.key, archiveTaskBody(i), fmt.Sprintf("%s-%d", run, i))
+				refused.Add(int64(n))
+				if err != nil {
+					failed.Store(err)
+					return
 				}
+				ids[i] = cid
 			}
 		})
 	}
@@ -170,6 +161,23 @@ func submitAll(t testing.TB, n *node, count int) []string {
 	}
 	t.Logf("submitted %d (%d refusals retried)", count, refused.Load())
 	return ids
+}
+
+// submitUntilAccepted submits body as a client should: under an
+// Idempotency-Key (key), submitted again after a refusal worth retrying
+// (429, 503, or 409 while a reservation a 503 kept stands, 10 s at most).
+// It returns the channel and the refusals retried.
+func submitUntilAccepted(client *http.Client, base, apiKey string, body []byte, key string) (string, int, error) {
+	for refused := 0; ; refused++ {
+		cid, err := submitAsync(client, base, apiKey, body, "Idempotency-Key", key)
+		var ref *refusal
+		if errors.As(err, &ref) && (ref.status == 429 || ref.status == 503 ||
+			ref.status == 409 && bytes.Contains(ref.body, []byte("request_in_progress"))) {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		return cid, refused, err
+	}
 }
 
 // waitSettled waits until no channel is pending, generating or awaiting

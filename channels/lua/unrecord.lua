@@ -4,10 +4,14 @@
 -- was accepted after all, and it runs (its Idempotency-Key's reservation,
 -- kept, answers a retry with it).
 -- KEYS[1] channel hash; KEYS[2] timeline list (same slot).
--- Returns 1 when removed (or not there), 0 when kept.
+-- Returns 1 when removed, 2 when not there (Redis may not have run the
+-- submission yet), 0 when kept.
 local st = redis.call('HGET', KEYS[1], 'status')
 if st and st ~= 'pending' then
   return 0
+end
+if not st and redis.call('EXISTS', KEYS[1]) == 0 then
+  return 2
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 return 1

@@ -55,7 +55,8 @@ func NewShared(c redis.UniversalClient, senders int) *Shared {
 // other callers', and returns the first error of its own commands. fill
 // runs on another goroutine, before Pipelined returns; the commands it
 // queues are read after. If ctx ends first, Pipelined returns its error,
-// and the commands may still run (as a round trip whose answer was lost).
+// and the commands may still run (as a round trip whose answer was lost),
+// unless their round trip had not been sent yet: then they never do.
 func (s *Shared) Pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
 	return s.PipelinedMerge(ctx, func(p redis.Pipeliner, _ *Merge) { fill(p) })
 }
@@ -119,8 +120,23 @@ func (s *Shared) send() {
 
 // run sends batch's commands in one round trip. Its context carries the
 // first call's bound (Bound), not its cancellation: one caller giving up
-// does not cancel the others' commands.
+// does not cancel the others' commands. A call whose caller gave up before
+// its round trip (waiting behind the others) is not sent: its caller has
+// answered already, and commands sent later would land after whatever it
+// did next (a submission after its own removal, say).
 func (s *Shared) run(batch []*sharedCall) {
+	live := batch[:0]
+	for _, call := range batch {
+		if err := call.ctx.Err(); err != nil {
+			call.err = err
+			close(call.done)
+			continue
+		}
+		live = append(live, call)
+	}
+	if batch = live; len(batch) == 0 {
+		return
+	}
 	ctx := context.Background()
 	if d := batch[0].ctx.Value(boundKey{}); d != nil {
 		ctx = context.WithValue(ctx, boundKey{}, d)

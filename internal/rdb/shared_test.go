@@ -111,6 +111,49 @@ func TestSharedCallerGivesUp(t *testing.T) {
 	}
 }
 
+// A call whose caller gives up while it waits behind another round trip
+// is never sent: its commands do not land after the caller has answered.
+func TestSharedCallerGivesUpBeforeItsRoundTrip(t *testing.T) {
+	t.Parallel()
+	srv := rdbtest.NewServer(t)
+	c := srv.Client()
+	s := NewShared(c, 1)
+	defer s.Close()
+	ctx := context.Background()
+	hold, held := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- s.Pipelined(ctx, func(p redis.Pipeliner) {
+			close(held)
+			<-hold // the one sender is busy filling this round trip
+			p.Set(ctx, "first", "1", 0)
+		})
+	}()
+	<-held
+	gctx, giveUp := context.WithCancel(ctx)
+	late := make(chan error, 1)
+	go func() { late <- s.Pipelined(gctx, func(p redis.Pipeliner) { p.Set(ctx, "late", "1", 0) }) }()
+	time.Sleep(20 * time.Millisecond) // queued behind the first
+	giveUp()
+	if err := <-late; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller that gave up: %v", err)
+	}
+	close(hold)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	// A call after both: the sender has handled the late one by then.
+	if err := s.Pipelined(ctx, func(p redis.Pipeliner) { p.Set(ctx, "after", "1", 0) }); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Exists(ctx, "late").Val(); n != 0 {
+		t.Error("the commands of a caller that gave up before its round trip ran")
+	}
+	if n := c.Exists(ctx, "first", "after").Val(); n != 2 {
+		t.Errorf("%d of the other calls' keys written, want 2", n)
+	}
+}
+
 func redisStat(t *testing.T, c redis.UniversalClient, field string) int64 {
 	t.Helper()
 	var n int64
