@@ -93,10 +93,7 @@ func TestSharedPipeline(t *testing.T) {
 // A caller whose context ends stops waiting; the others are not cancelled.
 func TestSharedCallerGivesUp(t *testing.T) {
 	t.Parallel()
-	srv := rdbtest.NewServer(t)
-	c := srv.Client()
-	s := NewShared(c, 1)
-	defer s.Close()
+	_, s := sharedOneSender(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	err := s.Pipelined(ctx, func(p redis.Pipeliner) { p.Set(context.Background(), "a", "1", 0) })
@@ -115,10 +112,7 @@ func TestSharedCallerGivesUp(t *testing.T) {
 // is never sent: its commands do not land after the caller has answered.
 func TestSharedCallerGivesUpBeforeItsRoundTrip(t *testing.T) {
 	t.Parallel()
-	srv := rdbtest.NewServer(t)
-	c := srv.Client()
-	s := NewShared(c, 1)
-	defer s.Close()
+	c, s := sharedOneSender(t)
 	ctx := context.Background()
 	hold, held := make(chan struct{}), make(chan struct{})
 	first := make(chan error, 1)
@@ -152,6 +146,15 @@ func TestSharedCallerGivesUpBeforeItsRoundTrip(t *testing.T) {
 	if n := c.Exists(ctx, "first", "after").Val(); n != 2 {
 		t.Errorf("%d of the other calls' keys written, want 2", n)
 	}
+}
+
+// sharedOneSender is a Shared pipeline with one sender over a Redis of its
+// own, and a client of that Redis.
+func sharedOneSender(t *testing.T) (*redis.Client, *Shared) {
+	c := rdbtest.NewServer(t).Client()
+	s := NewShared(c, 1)
+	t.Cleanup(s.Close)
+	return c, s
 }
 
 func redisStat(t *testing.T, c redis.UniversalClient, field string) int64 {
