@@ -380,8 +380,10 @@ func TestUnindexSparesAcceptedChannels(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := c.Del(ctx, s.chKey(gone.ChannelID), s.chKey(late.ChannelID)).Err(); err != nil {
-		t.Fatal(err)
+	for _, task := range []*Task{gone, late} {
+		if err := c.Del(ctx, s.chKey(task.ChannelID)).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	now := time.Now()
 	s.unindexLater(ctx, unindexed{kept.logRef(), StatusPending}) // accepted after all
