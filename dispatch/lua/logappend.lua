@@ -9,15 +9,15 @@
 -- KEYS[1] P:dl:{cid}  LIST entries (JSON), oldest first
 -- ARGV[1] how long to keep the log from now, ms
 -- ARGV[2..] the entries
-local seen = {}
-for _, v in ipairs(redis.call('LRANGE', KEYS[1], -(#ARGV + 15), -1)) do
-  seen[v] = true
-end
+local window = #ARGV + 15 -- the log's last entries looked at (LPOS, in C)
 local add = {}
 for i = 2, #ARGV do
-  if not seen[ARGV[i]] then
+  local again = redis.call('LPOS', KEYS[1], ARGV[i], 'RANK', -1, 'MAXLEN', window)
+  for j = 1, #add do
+    again = again or add[j] == ARGV[i]
+  end
+  if not again then
     add[#add + 1] = ARGV[i]
-    seen[ARGV[i]] = true
   end
 end
 if #add > 0 then
