@@ -300,7 +300,7 @@ func TestRedoneAfterTheMoveLeavesNoIndex(t *testing.T) {
 	if err := s.Callback(ctx, "p1", cid, success(`{"ok":true}`)); err != nil {
 		t.Fatal(err)
 	}
-	moveNow(t, s, c, arch, cid)
+	moveNow(t, s, c, arch, ref)
 	indexed := func() []string {
 		var in []string
 		for _, k := range s.everyIndexKey(ref, StatusSuccess) {
@@ -371,7 +371,7 @@ func TestCutShortMoveLeavesNoIndex(t *testing.T) {
 	}
 	cid := task.ChannelID
 	waitStatus(t, s, cid, StatusSuccess)
-	moveNow(t, s, c, arch, cid)
+	moveNow(t, s, c, arch, task.logRef())
 	// What the dead node left: an entry a redo wrote, and the due entry.
 	idx := s.indexKeys(task.logRef(), StatusSuccess)
 	for _, k := range idx {
@@ -391,18 +391,29 @@ func TestCutShortMoveLeavesNoIndex(t *testing.T) {
 	}
 }
 
-// moveNow waits until the finished channel cid is queued to move, makes it
-// due and moves it to the archive arch, which then holds it alone.
-func moveNow(t *testing.T, s *Service, c redis.UniversalClient, arch *memArchive, cid string) {
+// moveNow waits until the finished channel of ref is queued to move and
+// its settlement has been sent (its final status's index lists it), makes it due and moves it to the archive arch, which
+// then holds it alone. A round that finds the channel still being written
+// leaves it for the next ("moved"), so it is asked again.
+func moveNow(t *testing.T, s *Service, c redis.UniversalClient, arch *memArchive, ref logRef) {
 	t.Helper()
 	ctx := context.Background()
-	until(t, "queued to move", func() bool { return c.ZScore(ctx, s.foldKeys[0], cid).Err() == nil })
-	c.ZAdd(ctx, s.foldKeys[0], redis.Z{Score: 0, Member: cid})
-	if _, err := s.archiveDue(ctx, 0); err != nil {
-		t.Fatal(err)
+	v, err := s.Get(ctx, ref.pid, ref.cid)
+	if err != nil || !v.Status.final() {
+		t.Fatalf("channel %s: %s, %v; want it finished", ref.cid, v.Status, err)
 	}
-	if c.Exists(ctx, s.chKey(cid)).Val() != 0 || len(arch.byID) != 1 {
-		t.Fatal("the channel did not move")
+	st := v.Status
+	until(t, "queued to move", func() bool { return c.ZScore(ctx, s.foldKeys[0], ref.cid).Err() == nil })
+	until(t, "settled", func() bool { return c.ZScore(ctx, s.stateKeys(ref, st)[0], ref.cid).Err() == nil })
+	until(t, "moved", func() bool {
+		c.ZAdd(ctx, s.foldKeys[0], redis.Z{Score: 0, Member: ref.cid})
+		if _, err := s.archiveDue(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		return c.Exists(ctx, s.chKey(ref.cid)).Val() == 0
+	})
+	if len(arch.byID) != 1 {
+		t.Fatalf("the archive holds %d channels, want 1", len(arch.byID))
 	}
 }
 

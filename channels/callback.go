@@ -457,7 +457,7 @@ type settlement struct {
 // if lost, redone by a poller within deadlineLease). Past Shutdown, or
 // when the settler is behind, it settles at once.
 func (s *Service) settleLater(ctx context.Context, d settlement) {
-	d.at = s.o.Now()
+	d.at = time.Now()
 	toBatcher(s, s.settles, d, func(d settlement) {
 		s.settleAllLogged(context.WithoutCancel(ctx), []settlement{d}, nil)
 	})

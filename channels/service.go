@@ -659,6 +659,7 @@ type outcome struct {
 	beyond          bool            // a callback or the deadline has settled the channel since
 	lone            bool            // msg is the room's only message, its seq 1 in the record (this run's completion wrote it)
 	redone          bool            // an earlier run's outcome: its side effects done again (see indexMove)
+	at              time.Time       // when it was read back from Redis: its channel was queued to move by then
 }
 
 // outcomeOf is what is left to do for t's stored outcome (as the complete
@@ -666,7 +667,7 @@ type outcome struct {
 func outcomeOf(t *Task, so storedOutcome) outcome {
 	o := outcome{pid: t.ProjectID, cid: t.ChannelID, webhookIDs: t.endpoints(), events: t.Events, playground: t.Playground,
 		workflow: t.Workflow.Name, event: t.Workflow.EventName,
-		status: Status(so.status), msg: json.RawMessage(so.msg), beyond: so.beyond != "", redone: true}
+		status: Status(so.status), msg: json.RawMessage(so.msg), beyond: so.beyond != "", redone: true, at: time.Now()}
 	if so.hook != "" {
 		o.hook = json.RawMessage(so.hook)
 	}
@@ -887,7 +888,7 @@ func (s *Service) sideEffects(ctx context.Context, o outcome) error {
 	}
 	// Published, indexed and released together, in order, by the batcher.
 	s.ackWith(ctx, ackItem{cid: o.cid, pid: o.pid, msg: o.msg, lone: o.lone, status: o.status, workflow: o.workflow, event: o.event,
-		redone: o.redone})
+		redone: o.redone, at: o.at})
 	return nil
 }
 
@@ -910,12 +911,14 @@ type ackItem struct {
 	workflow string          // the channel's workflow and event name, for the log indexes
 	event    string
 	redone   bool      // an earlier run's outcome (outcome.redone)
-	at       time.Time // when it was handed over, set by ackWith
+	at       time.Time // when its outcome was read back (outcome.at), else handed over
 }
 
 func (s *Service) ackWith(ctx context.Context, it ackItem) {
 	it.lease = s.leaseOf(it.pid, it.cid)
-	it.at = s.o.Now()
+	if it.at.IsZero() {
+		it.at = time.Now()
+	}
 	toBatcher(s, s.acks, it, func(it ackItem) { s.sendAcks(context.WithoutCancel(ctx), []ackItem{it}) })
 }
 
@@ -962,7 +965,7 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 }
 
 func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, ids map[int][]any) error {
-	var redone []indexed
+	var moved []ackItem
 	err := s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
 		for _, it := range items {
 			if it.lone {
@@ -973,9 +976,7 @@ func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, i
 			if it.status != "" {
 				ref := logRef{it.pid, it.cid, it.workflow, it.event}
 				s.indexMove(m, ref, StatusGenerating, it.status)
-				if it.redone || s.late(it.at) {
-					redone = append(redone, indexed{ref, it.status})
-				}
+				moved = append(moved, it)
 			}
 		}
 		for k, members := range ids {
@@ -990,6 +991,12 @@ func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, i
 	if err != nil {
 		return err
 	}
+	var redone []indexed
+	for _, it := range moved {
+		if it.redone || s.late(it.at) {
+			redone = append(redone, indexed{logRef{it.pid, it.cid, it.workflow, it.event}, it.status})
+		}
+	}
 	return s.unindexGone(ctx, redone)
 }
 
@@ -1000,8 +1007,10 @@ const ackBatch = 512
 // archive meanwhile, as a redo's may (see indexMove): more than a lease
 // after, where the move comes a hot window (at least four leases) after.
 // Such writes are looked at again once sent (unindexGone). A Redis so
-// slow that its batches lag behind is what makes them late.
-func (s *Service) late(at time.Time) bool { return !at.IsZero() && s.o.Now().Sub(at) > s.o.Lease }
+// slow that its batches lag behind, or a node cut off from it while its
+// side effects are retried, is what makes them late. at is this node's
+// own clock (time.Now: monotonic), as it is a duration on one node.
+func (s *Service) late(at time.Time) bool { return !at.IsZero() && time.Since(at) > s.o.Lease }
 
 // ackLoop sends batched acks until acks is closed and drained.
 func (s *Service) ackLoop() {

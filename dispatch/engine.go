@@ -119,6 +119,7 @@ type Engine struct {
 	waiting   map[string][]claimed // parked for a busy endpoint, by endpoint
 	deferred  map[string][]claimed // put back for a busy endpoint, by endpoint
 	running   int                  // attempts in flight on this node
+	inClaim   int                  // slots the claim in flight may fill (admit); not for take
 	perProj   map[string]int       // of which, by project
 	dueProjs  int                  // projects with deliveries due, at the last claim
 	lastLook  time.Time            // the last claim made while every slot was taken
@@ -334,7 +335,7 @@ func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 func (e *Engine) take(pid, whid string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.claiming.Load() || e.running >= e.o.Concurrency {
+	if !e.claiming.Load() || e.running+e.inClaim >= e.o.Concurrency {
 		return false
 	}
 	if k := e.perProj[pid]; k >= e.fairShare() || (e.o.ProjectConcurrency > 0 && k >= e.o.ProjectConcurrency) {
@@ -412,7 +413,7 @@ func (e *Engine) canTakeNow() bool {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.running < e.o.Concurrency
+	return e.running+e.inClaim < e.o.Concurrency
 }
 
 // sharedPipelined is pipelined through the shared pipeline (rdb.Shared):

@@ -112,8 +112,8 @@ func (e *Engine) claimLoop() {
 			var ds []claimed
 			var more bool
 			ds, more, err = e.claim(n, skip)
+			e.begin(ds)
 			for _, d := range ds {
-				e.begin(d.projectID)
 				e.attempts.Add(1)
 				go func() {
 					defer func() { e.end(d.projectID); e.attempts.Done() }()
@@ -175,7 +175,8 @@ func (e *Engine) admit() (int, []string) {
 		}
 	}
 	if free := c - e.running; free > 0 {
-		return min(free, claimBatch), skip
+		e.inClaim = min(free, claimBatch) // an enqueue takes none of them meanwhile
+		return e.inClaim, skip
 	}
 	if len(skip) > 0 && e.running < 2*c {
 		// Full, and some project holds more than its share: other
@@ -236,10 +237,15 @@ func (e *Engine) fairShare() int {
 	return max(1, left/n)
 }
 
-func (e *Engine) begin(pid string) {
+// begin counts the deliveries a claim took as running, and frees the
+// slots admit held for the claim that it did not fill.
+func (e *Engine) begin(ds []claimed) {
 	e.mu.Lock()
-	e.running++
-	e.perProj[pid]++
+	for _, d := range ds {
+		e.running++
+		e.perProj[d.projectID]++
+	}
+	e.inClaim = 0
 	e.mu.Unlock()
 }
 

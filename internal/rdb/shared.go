@@ -56,7 +56,7 @@ func NewShared(c redis.UniversalClient, senders int) *Shared {
 // runs on another goroutine, before Pipelined returns; the commands it
 // queues are read after. If ctx ends first, Pipelined returns its error,
 // and the commands may still run (as a round trip whose answer was lost),
-// unless their round trip had not been sent yet: then they never do.
+// unless their round trip had not been formed yet: then they never do.
 func (s *Shared) Pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
 	return s.PipelinedMerge(ctx, func(p redis.Pipeliner, _ *Merge) { fill(p) })
 }
@@ -123,7 +123,10 @@ func (s *Shared) send() {
 // does not cancel the others' commands. A call whose caller gave up before
 // its round trip (waiting behind the others) is not sent: its caller has
 // answered already, and commands sent later would land after whatever it
-// did next (a submission after its own removal, say).
+// did next (a submission after its own removal, say). The check is made
+// as the round trip is formed: one that then waits for a connection, or
+// sends its scripts again by source (NOSCRIPT), still carries the calls
+// of callers who gave up meanwhile.
 func (s *Shared) run(batch []*sharedCall) {
 	live := batch[:0]
 	for _, call := range batch {
