@@ -272,15 +272,24 @@ func (s *Service) unindexGoneDue(ctx context.Context, ids []string) ([]string, e
 // unindexEvery removes channels refs, settled in statuses sts, from every
 // log index each could be in (everyIndexKey), in one round trip.
 func (s *Service) unindexEvery(ctx context.Context, refs []logRef, sts []Status) error {
-	var touched []string
-	for i := range refs {
-		touched = append(touched, s.everyIndexKey(refs[i], sts[i])...)
+	cids := make([]string, len(refs))
+	keys := make([][]string, len(refs))
+	for i, r := range refs {
+		cids[i], keys[i] = r.cid, s.everyIndexKey(r, sts[i])
 	}
-	s.expiries.forget(touched...) // emptied keys go: their next write sets an expiry again
+	return s.unindexFrom(ctx, cids, keys)
+}
+
+// unindexFrom takes each channel cids[i] out of the index keys keys[i],
+// in one round trip.
+func (s *Service) unindexFrom(ctx context.Context, cids []string, keys [][]string) error {
+	for _, ks := range keys {
+		s.expiries.forget(ks...) // emptied keys go: their next write sets an expiry again
+	}
 	return s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
-		for i, r := range refs {
-			for _, k := range s.everyIndexKey(r, sts[i]) {
-				m.ZRem(k, r.cid)
+		for i, cid := range cids {
+			for _, k := range keys[i] {
+				m.ZRem(k, cid)
 			}
 		}
 	}))

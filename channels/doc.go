@@ -66,9 +66,10 @@
 //   - the deadline poller, every 100 ms and at once when this node sets a
 //     callback deadline less than that away, settling the due deadlines it
 //     claims (any node's);
-//   - the index removals, every second: a submission whose outcome is
-//     unknown (its answer was lost), or a refused one whose log index
-//     entries could not be taken out at once, is noted in Redis
+//   - the index removals, every second: on a Cluster, a submission whose
+//     outcome is unknown (its answer was lost), or a refused one whose log
+//     index entries could not be taken out at once, and anywhere a sync
+//     run whose record failed, is noted in Redis
 //     (unindexLater), and a second later any node's round takes the
 //     entries out if the channel's record is not in Redis; the notes this
 //     node could not write yet are written first.

@@ -38,7 +38,7 @@ import (
 // Channel ids are UUIDv7, so a channel's score is read off its id wherever
 // its status changes. The indexes are written in the pipelines that
 // already carry a channel's record and status changes (no extra round
-// trip), trimmed to the retention as they are written, and always
+// trip; on one Redis, a submission's by its submit script), trimmed to the retention as they are written, and always
 // confirmed against the channel's record when read: an entry whose
 // channel has expired, or whose status has moved on since, is skipped.
 //
@@ -139,10 +139,16 @@ func (s *Service) indexNew(m *rdb.Merge, t *Task, st Status, now time.Time) {
 // round trip that carried index writes (indexing), reset the record.
 func (s *Service) expire(m *rdb.Merge, now time.Time, keys ...string) {
 	for _, k := range keys {
-		if strings.HasSuffix(k, ":st:active") || strings.HasSuffix(k, ":st:ai_generated") || s.expiries.due(k, now, s.o.Retention) {
+		if s.expiring(now, k) {
 			m.Expire(k, s.o.Retention)
 		}
 	}
+}
+
+// expiring reports whether index key k's expiry is to be set with a write
+// at now (see expire), and if so notes it.
+func (s *Service) expiring(now time.Time, k string) bool {
+	return strings.HasSuffix(k, ":st:active") || strings.HasSuffix(k, ":st:ai_generated") || s.expiries.due(k, now, s.o.Retention)
 }
 
 // indexing passes on the error of a round trip that carried index writes;
@@ -198,19 +204,11 @@ func (e *expiries) due(k string, now time.Time, retention time.Duration) bool {
 }
 
 // unindex takes back indexNew, for channel t in status st, which was
-// refused (its submission's script ran and queued nothing). A round trip
+// refused on a Cluster (its submission's script ran and queued nothing). A round trip
 // that fails (a slow or absent Redis, often) leaves it to unindexLater.
 func (s *Service) unindex(ctx context.Context, t *Task, st Status) {
 	u := unindexed{t.logRef(), st}
-	keys := s.indexKeys(u.ref, st)
-	s.expiries.forget(keys...) // the removals may empty (delete) them
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, k := range keys {
-			p.ZRem(ctx, k, u.ref.cid)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.unindexFrom(ctx, []string{u.ref.cid}, [][]string{s.indexKeys(u.ref, st)}); err != nil {
 		s.unindexLater(ctx, u)
 	}
 }
@@ -231,8 +229,8 @@ func (s *Service) unindexLater(ctx context.Context, u unindexed) {
 // unindexGrace is how long a note waits before its round: a submission
 // whose answer was lost has landed by then, almost always. What makes the
 // round right is its look at the record, not the wait: on one Redis, the
-// look and the removal are one script (unindex.lua), and a submission
-// writes its record with its entries; on a Cluster, the record is
+// look and the removal are one script (unindex.lua), and a sync run
+// sends its record before its entries; on a Cluster, the record is
 // written, in a round trip of its own, before the entries are sent.
 const unindexGrace = time.Second
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -366,8 +367,9 @@ func (s *Service) recordArgs(t *Task, status Status, now time.Time, entries ...E
 // caller (it is part of the answer, which may have to be stored for
 // idempotency before the task exists). A full queue is ErrQueueFull (the
 // deployment's) or ErrProjectQueueFull, a project over its rate is a
-// rate_limited error (IsRateLimited); either leaves nothing behind (the
-// record is deleted again: a second round trip, on refusal only). With
+// rate_limited error (IsRateLimited); either leaves nothing behind (on a
+// Cluster the record is deleted again: a second round trip, on refusal
+// only; see withdraw). With
 // Options.WaitReplicas it returns once that many replicas have the writes,
 // or their WAIT timed out.
 func (s *Service) Submit(ctx context.Context, t *Task) error {
@@ -406,11 +408,14 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
 	qkeys := []string{q.queue(t.ProjectID), q.ring, q.count, q.legacy, rateKey}
 	qargs := []any{t.ChannelID, t.ProjectID, s.q.share(s.o.MaxQueue), s.q.share(s.o.ProjectMaxQueue), rate, 2 * rate, ask, s.q.legacyArg()}
+	ikeys := s.newKeys(t, StatusPending)
 	// The record must exist before a worker can claim the task (a claim
 	// that finds no record drops the task as expired). On one Redis the
-	// submit script queues the task and records it at once (nothing, if
-	// refused); on a Cluster (rdb.IsCluster) the two live in different
-	// slots, so the record goes first, in a round trip of its own.
+	// submit script queues the task, records it and writes its index
+	// entries at once (nothing, if refused), for every submission of the
+	// round trip in one call; on a Cluster (rdb.IsCluster)
+	// the three live in different slots, so the record goes first, in a
+	// round trip of its own.
 	cluster := rdb.IsCluster(s.rdb)
 	if cluster {
 		if err := recordScript.Run(ctx, s.rdb, keys, args...).Err(); err != nil {
@@ -421,10 +426,19 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	err = s.shared.PipelinedMerge(ctx, func(p redis.Pipeliner, m *rdb.Merge) {
 		if cluster {
 			enq = enqueueScript.Eval(ctx, p, qkeys, qargs...)
-		} else {
-			enq = submitScript.Eval(ctx, p, append(qkeys, keys...), append(qargs, args...)...)
+			s.indexNew(m, t, StatusPending, now)
+			return
 		}
-		s.indexNew(m, t, StatusPending, now)
+		expire := make([]byte, len(ikeys))
+		for i, k := range ikeys {
+			expire[i] = '0'
+			if s.expiring(now, k) {
+				expire[i] = '1'
+			}
+		}
+		sargs := append(qargs, createdMS(t.ChannelID, now), t.ChannelID, max(1, int64(s.o.Retention/time.Second)), string(expire))
+		enq = m.Call(ctx, submitScript, slices.Concat(qkeys, keys, ikeys), append(sargs, args...)...)
+		s.trim(m, now, ikeys...)
 	})
 	if err == nil {
 		err = s.enqueued(enq, t.ProjectID, ask, now)
@@ -432,25 +446,7 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		s.permits.kept(t.ProjectID, ask, 0, now)
 	}
 	if err != nil {
-		// Not queued: the record must not linger as a request that will
-		// never run. Unless a worker has started it: then Redis ran the
-		// submission after this node stopped waiting, the task was
-		// accepted after all, and its record, indexes and webhooks stand.
-		// A refusal is the script's answer: nothing was queued, and the
-		// index writes, sent after it, have run. Otherwise Redis may yet
-		// run the submission (an answer lost, or a round trip still
-		// waiting to be sent): its index entries are taken back later,
-		// and only if no record stands then (unindexLater).
-		removed, uerr := unrecordScript.Run(context.WithoutCancel(ctx), s.rdb, keys).Int()
-		u := unindexed{t.logRef(), StatusPending}
-		switch {
-		case apperr.As(err) != nil:
-			s.unindex(context.WithoutCancel(ctx), t, StatusPending)
-		case uerr != nil: // Redis is slow or gone: noted without holding up the answer
-			go s.unindexLater(context.WithoutCancel(ctx), u)
-		case removed != 0:
-			s.unindexLater(context.WithoutCancel(ctx), u)
-		}
+		s.withdraw(context.WithoutCancel(ctx), t, err, cluster)
 		if apperr.As(err) != nil {
 			return err
 		}
@@ -459,6 +455,44 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	s.m.submitted.Inc()
 	s.poke()
 	return nil
+}
+
+// withdraw takes back submission t, not queued (err): its record must not
+// linger as a request that will never run, nor its index entries. Unless
+// a worker has started it: then Redis ran the submission after this node
+// stopped waiting, the task was accepted after all, and its record,
+// indexes and webhooks stand.
+//
+// On one Redis the record and the entries stand or go together: the
+// submit script writes both (nothing, if it refused), and unrecord.lua
+// takes both out. On a Cluster the record was written first, and the
+// entries in the round trip that queued the task. A refusal is the
+// script's answer: nothing was queued, and the index writes, sent after
+// it, have run, so they go at once. Otherwise Redis may yet run the
+// submission (an answer lost, or a round trip still waiting to be sent):
+// its entries are taken back later, and only if no record stands then
+// (unindexLater).
+func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool) {
+	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
+	refused := apperr.As(err) != nil
+	if !cluster {
+		ikeys := s.newKeys(t, StatusPending)
+		s.expiries.forget(ikeys...) // not written, or emptied: their next write sets an expiry
+		if !refused {
+			unrecordScript.Run(ctx, s.rdb, append(keys, ikeys...), t.ChannelID)
+		}
+		return
+	}
+	removed, uerr := unrecordScript.Run(ctx, s.rdb, keys).Int()
+	u := unindexed{t.logRef(), StatusPending}
+	switch {
+	case refused:
+		s.unindex(ctx, t, StatusPending)
+	case uerr != nil: // Redis is slow or gone: noted without holding up the answer
+		go s.unindexLater(ctx, u)
+	case removed != 0:
+		s.unindexLater(ctx, u)
+	}
 }
 
 // enqueued reads the enqueue script's answer: nil, or why it refused. It

@@ -16,6 +16,7 @@ import (
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/dispatch"
 	"github.com/riverhub/riverhub/internal/apperr"
+	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 	"github.com/riverhub/riverhub/project"
 )
@@ -362,6 +363,56 @@ func TestIdempotencyKeyIsNeverStuck(t *testing.T) {
 	prev, err = s.ClaimIdempotency(ctx, "p1", "k2", "fp", NewChannelID())
 	if err != nil || prev == nil || !prev.Done || prev.ChannelID != task.ChannelID {
 		t.Fatalf("repeat of an accepted, unconfirmed request = %+v, %v; want its channel %s, done", prev, err, task.ChannelID)
+	}
+}
+
+// On one Redis a submission's index entries stand exactly when its record
+// does: the submit script writes both or nothing, and taking back one
+// whose answer was lost (Redis ran it after all) takes both out in one
+// script. Nothing is left for a note, so nothing rests on the node that
+// submitted (it may be killed right after).
+func TestWithdrawnSubmissionLeavesNoIndex(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	if rdb.IsCluster(c) {
+		t.Skip("on a Cluster the entries are taken out by a note (TestUnindexSparesAcceptedChannels)")
+	}
+	s := newService(t, c, prefix, answer(`{}`), Options{MaxQueue: 2})
+	ctx := context.Background()
+	kept, lost, refused := newTask(), newTask(), newTask()
+	for _, task := range []*Task{kept, lost} {
+		if err := s.Submit(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Submit(ctx, refused); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("third submit: %v, want ErrQueueFull", err)
+	}
+	s.withdraw(ctx, lost, context.DeadlineExceeded, false) // its answer was lost
+	listed := func(task *Task) (n int) {
+		for _, k := range s.newKeys(task, StatusPending) {
+			if c.ZScore(ctx, k, task.ChannelID).Err() == nil {
+				n++
+			}
+		}
+		return n
+	}
+	if n := listed(kept); n != len(s.newKeys(kept, StatusPending)) {
+		t.Errorf("an accepted channel is in %d of its indexes", n)
+	}
+	for _, task := range []*Task{lost, refused} {
+		if n, _ := c.Exists(ctx, s.chKey(task.ChannelID)).Result(); n != 0 {
+			t.Errorf("channel %s not accepted has a record", task.ChannelID)
+		}
+		if n := listed(task); n != 0 {
+			t.Errorf("channel %s not accepted is in %d indexes", task.ChannelID, n)
+		}
+	}
+	if n, _ := c.ZCard(ctx, s.unindexKey()).Result(); n != 0 {
+		t.Errorf("%d notes written: the removal was left for later", n)
+	}
+	if us := s.unindexQ.take(); len(us) != 0 {
+		t.Errorf("%d notes kept in the node's memory", len(us))
 	}
 }
 

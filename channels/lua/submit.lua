@@ -1,11 +1,49 @@
--- A submission on one Redis (not a Cluster, where the channel and the
--- queue live in different slots): enqueue.lua, then, if the task was
--- queued, record.lua, in one script, so that a refused task writes
--- nothing and a queued one is never claimed before its record exists.
--- KEYS[1..5], ARGV[1..8]: enqueue.lua's; KEYS[6..7], ARGV[9..]: record.lua's.
--- Returns enqueue.lua's reply.
-local r = enqueue(KEYS, ARGV)
-if r[1] >= 0 then
-  record({KEYS[6], KEYS[7]}, {unpack(ARGV, 9)})
+-- Submissions on one Redis (not a Cluster, where the channel, the queue and
+-- the log indexes live in different slots), a batch of them (rdb.Merge's
+-- Call): for each, enqueue.lua, then, if the task was queued, record.lua
+-- and the channel's log-index entries, so that a refused task writes
+-- nothing, a queued one is never claimed before its record exists, and its
+-- entries stand exactly when its record does (unrecord.lua takes them out
+-- with it). The batch's entries go as one ZADD per index.
+-- Per call, in ARGV: its number of keys and of arguments, then its
+-- arguments; its keys follow the previous call's in KEYS.
+-- A call's K[1..5], A[1..8]: enqueue.lua's; K[6..7]: record.lua's;
+-- K[8..]: the log indexes. A[9] the entries' score; A[10] the channel id;
+-- A[11] the indexes' time to live (seconds); A[12] a character per index,
+-- '1' when its expiry is to be set; A[13..]: record.lua's.
+-- Returns enqueue.lua's reply per call.
+local out, order, adds, expires = {}, {}, {}, {}
+local k, a = 1, 1
+while a <= #ARGV do
+  local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local K = {unpack(KEYS, k, k + nk - 1)}
+  local A = {unpack(ARGV, a + 2, a + 1 + na)}
+  local r = enqueue(K, A)
+  for i = 8, nk do
+    if string.byte(A[12], i - 7) == 49 then
+      expires[K[i]] = A[11]
+    end
+  end
+  if r[1] >= 0 then
+    record({K[6], K[7]}, {unpack(A, 13)})
+    for i = 8, nk do
+      local zs = adds[K[i]]
+      if not zs then
+        zs = {}
+        adds[K[i]] = zs
+        order[#order + 1] = K[i]
+      end
+      zs[#zs + 1] = A[9]
+      zs[#zs + 1] = A[10]
+    end
+  end
+  out[#out + 1] = r
+  k, a = k + nk, a + 2 + na
 end
-return r
+for _, key in ipairs(order) do
+  redis.call('ZADD', key, unpack(adds[key]))
+  if expires[key] then
+    redis.call('EXPIRE', key, expires[key])
+  end
+end
+return out

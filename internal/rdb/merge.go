@@ -2,6 +2,7 @@ package rdb
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -20,6 +21,18 @@ type Merge struct {
 	order  []mergeKey
 	groups map[mergeKey]*mergeGroup
 	writes int // writes asked for since the Merge was made
+
+	batches []*batch // Call's, by script, in the order each first appeared
+	sent    []*batch // flushed, to settle
+}
+
+// batch is the calls of one batch script in a Merge.
+type batch struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+	calls  []*redis.Cmd // each call's reply, set by settle
+	cmd    *redis.Cmd   // the one command they went as
 }
 
 type mergeOp uint8
@@ -84,11 +97,60 @@ func (m *Merge) Expire(key string, ttl time.Duration) {
 	m.group(mergeExpire, key).ttl = ttl
 }
 
+// Call adds a call of the batch script s, whose calls in one Merge go as
+// one command, before the Merge's other writes: its KEYS are the calls'
+// keys one after another, and its ARGV, for each call in turn, the number
+// of its keys, the number of its arguments, then its arguments. The script
+// answers an array with a reply per call, in order. The Cmd returned holds
+// this call's reply once the round trip has run: Call is for the Merges of
+// PipelinedMerge and Shared, which settle it (a failed batch command is
+// every call's error).
+func (m *Merge) Call(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+	m.writes++
+	var b *batch
+	for _, x := range m.batches {
+		if x.script == s {
+			b = x
+		}
+	}
+	if b == nil {
+		b = &batch{script: s}
+		m.batches = append(m.batches, b)
+	}
+	b.keys = append(b.keys, keys...)
+	b.args = append(append(b.args, len(keys), len(args)), args...)
+	cmd := redis.NewCmd(ctx)
+	b.calls = append(b.calls, cmd)
+	return cmd
+}
+
+// settle hands each flushed call its reply (Call).
+func (m *Merge) settle() {
+	for _, b := range m.sent {
+		replies, err := b.cmd.Slice()
+		if err == nil && len(replies) != len(b.calls) {
+			err = fmt.Errorf("rdb: a batch script answered %d replies to %d calls", len(replies), len(b.calls))
+		}
+		for i, c := range b.calls {
+			if err != nil {
+				c.SetErr(err)
+			} else {
+				c.SetVal(replies[i])
+			}
+		}
+	}
+	m.sent = nil
+}
+
 // Len is how many commands Flush sends.
-func (m *Merge) Len() int { return len(m.order) }
+func (m *Merge) Len() int { return len(m.order) + len(m.batches) }
 
 // Flush queues the merged commands on p and empties m.
 func (m *Merge) Flush(ctx context.Context, p redis.Pipeliner) {
+	for _, b := range m.batches {
+		b.cmd = b.script.Eval(ctx, p, b.keys, b.args...)
+	}
+	m.sent, m.batches = append(m.sent, m.batches...), nil
 	for op := range mergeOps {
 		for _, k := range m.order {
 			if k.op != op {

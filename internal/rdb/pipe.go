@@ -32,11 +32,13 @@ func Pipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pip
 
 // PipelinedMerge is Pipelined with a Merge whose commands go after fill's.
 func PipelinedMerge(ctx context.Context, c redis.UniversalClient, fill func(redis.Pipeliner, *Merge)) error {
-	return Pipelined(ctx, c, func(p redis.Pipeliner) {
-		var m Merge
+	var m Merge
+	err := Pipelined(ctx, c, func(p redis.Pipeliner) {
 		fill(p, &m)
 		m.Flush(ctx, p)
 	})
+	m.settle()
+	return err
 }
 
 // pipelined is Pipelined, and returns the commands it ran, in fill's order.

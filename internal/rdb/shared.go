@@ -155,6 +155,7 @@ func (s *Shared) run(batch []*sharedCall) {
 		}
 		m.Flush(ctx, p)
 	})
+	m.settle()
 	var mergeErr error // the first error of the merged commands
 	if len(cmds) == 0 {
 		mergeErr = err

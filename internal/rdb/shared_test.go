@@ -237,6 +237,70 @@ func TestSharedMerge(t *testing.T) {
 	}
 }
 
+// Calls of a batch script by callers sharing a round trip go as one
+// command (the first of them by source: Redis does not know the script
+// yet), each caller gets its own reply, and a batch that fails is the
+// error of each of its callers.
+func TestSharedBatchCall(t *testing.T) {
+	t.Parallel()
+	srv := rdbtest.NewServer(t)
+	c := srv.Client()
+	ctx := context.Background()
+	add := redis.NewScript(`local out, k, a = {}, 1, 1
+while a <= #ARGV do
+  if ARGV[a + 2] == 'boom' then return redis.error_reply('BOOM') end
+  out[#out + 1] = redis.call('INCRBY', KEYS[k], ARGV[a + 2])
+  k, a = k + tonumber(ARGV[a]), a + 2 + tonumber(ARGV[a + 1])
+end
+return out`)
+	s := NewShared(c, 1)
+	defer s.Close()
+	run := func(callers int, arg func(i int) any) []error {
+		errs := make([]error, callers)
+		var wg sync.WaitGroup
+		for i := range callers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var n *redis.Cmd
+				errs[i] = s.PipelinedMerge(ctx, func(p redis.Pipeliner, m *Merge) {
+					n = m.Call(ctx, add, []string{fmt.Sprintf("b%d", i)}, arg(i))
+				})
+				if errs[i] == nil && (n.Err() != nil || fmt.Sprint(n.Val()) != fmt.Sprint(i+1)) {
+					t.Errorf("caller %d: reply %v (%v), want %d", i, n.Val(), n.Err(), i+1)
+				}
+				if errs[i] != nil && !errors.Is(n.Err(), errs[i]) && n.Err().Error() != errs[i].Error() {
+					t.Errorf("caller %d: call error %v, round trip's %v", i, n.Err(), errs[i])
+				}
+			}()
+		}
+		wg.Wait()
+		return errs
+	}
+	before := commandCalls(t, c, "evalsha") + commandCalls(t, c, "eval")
+	const callers = 300
+	for i, err := range run(callers, func(i int) any { return i + 1 }) {
+		if err != nil {
+			t.Errorf("caller %d: %v", i, err)
+		}
+	}
+	if got := commandCalls(t, c, "evalsha") + commandCalls(t, c, "eval") - before; got >= callers/2 {
+		t.Errorf("%d script commands for %d callers: the calls were not batched", got, callers)
+	}
+
+	// One call's failure fails its batch: every caller sees the error.
+	for i := range callers {
+		c.Del(ctx, fmt.Sprintf("b%d", i))
+	}
+	var m Merge
+	good := m.Call(ctx, add, []string{"g"}, 1)
+	bad := m.Call(ctx, add, []string{"h"}, "boom")
+	err := PipelinedMerge(ctx, c, func(p redis.Pipeliner, mm *Merge) { *mm = m })
+	if err == nil || good.Err() == nil || bad.Err() == nil || !strings.Contains(good.Err().Error(), "BOOM") {
+		t.Errorf("a failing batch: round trip %v, calls %v and %v; want BOOM for each", err, good.Err(), bad.Err())
+	}
+}
+
 // Flush sends removals before additions, and the highest trim bound.
 func TestMergeFlush(t *testing.T) {
 	t.Parallel()
