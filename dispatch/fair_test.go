@@ -216,3 +216,51 @@ func TestDisabledEndpointReleasesItsWaitingDeliveries(t *testing.T) {
 		t.Errorf("%d deliveries still wait for the disabled endpoint", k)
 	}
 }
+
+// While a claim is in flight, an enqueue takes none of the slots the claim
+// may fill, and once the claim has started what it took, the enqueue takes
+// what is left: the node never runs more attempts than its Concurrency.
+func TestEnqueueTakesNoSlotOfAClaimInFlight(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	hooks := &relHooks{}
+	hooks.set("pa", relHook("wh_a", "http://127.0.0.1:1"))
+	const slots = 4
+	e := newRelEngine(t, c, prefix, hooks, Options{Concurrency: slots})
+	e.claiming.Store(true) // as Start does, without its loops
+	taken := 0
+	take := func() bool {
+		if !e.take("pa", "wh_a") {
+			return false
+		}
+		taken++
+		return true
+	}
+	defer func() {
+		for range taken {
+			e.end("pa")
+			e.attempts.Done()
+		}
+	}()
+
+	n, _ := e.admit()
+	if n != slots {
+		t.Fatalf("admit on an idle node = %d, want every slot (%d)", n, slots)
+	}
+	if take() || e.canTakeNow() {
+		t.Fatal("an enqueue took a slot while the claim that may fill it was in flight")
+	}
+	e.begin([]claimed{{projectID: "pa"}}) // the claim found one delivery
+	for take() {
+	}
+	e.mu.Lock()
+	running, inClaim := e.running, e.inClaim
+	e.mu.Unlock()
+	if taken != slots-1 || running != slots || inClaim != 0 {
+		t.Errorf("after a claim of 1: the enqueue took %d, running %d, held %d; want %d, %d, 0", taken, running, inClaim, slots-1, slots)
+	}
+	e.end("pa") // the claimed attempt ends
+	if !take() {
+		t.Error("an enqueue took no slot freed by an attempt")
+	}
+}
