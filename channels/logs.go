@@ -38,8 +38,8 @@ import (
 // Channel ids are UUIDv7, so a channel's score is read off its id wherever
 // its status changes. The indexes are written in the pipelines that
 // already carry a channel's record and status changes (no extra round
-// trip; on one Redis, a submission's by its submit script), trimmed to the retention as they are written, and always
-// confirmed against the channel's record when read: an entry whose
+// trip; on one Redis, a submission's are written by its submit script),
+// trimmed to the retention as they are written, and always confirmed against the channel's record when read: an entry whose
 // channel has expired, or whose status has moved on since, is skipped.
 //
 //	P:unindex                  ZSET channels perhaps not accepted, to take out of
@@ -148,7 +148,13 @@ func (s *Service) expire(m *rdb.Merge, now time.Time, keys ...string) {
 // expiring reports whether index key k's expiry is to be set with a write
 // at now (see expire), and if so notes it.
 func (s *Service) expiring(now time.Time, k string) bool {
-	return strings.HasSuffix(k, ":st:active") || strings.HasSuffix(k, ":st:ai_generated") || s.expiries.due(k, now, s.o.Retention)
+	return alwaysExpired(k) || s.expiries.due(k, now, s.o.Retention)
+}
+
+// alwaysExpired reports whether k is the index of a state channels leave,
+// whose expiry every write sets (see expire).
+func alwaysExpired(k string) bool {
+	return strings.HasSuffix(k, ":st:active") || strings.HasSuffix(k, ":st:ai_generated")
 }
 
 // indexing passes on the error of a round trip that carried index writes;
@@ -190,17 +196,35 @@ func (e *expiries) forget(keys ...string) {
 
 // due reports whether k's expiry should be set now, and if so notes it.
 func (e *expiries) due(k string, now time.Time, retention time.Duration) bool {
-	every := min(retention/100, time.Minute)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if now.Before(e.next[k]) {
 		return false
 	}
+	e.setLocked(k, now, retention)
+	return true
+}
+
+// owed reports whether k's expiry should be set now, noting nothing: its
+// writer notes it (set) once the write is known to have been made.
+func (e *expiries) owed(k string, now time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return !now.Before(e.next[k])
+}
+
+// set notes that k's expiry was set at now.
+func (e *expiries) set(k string, now time.Time, retention time.Duration) {
+	e.mu.Lock()
+	e.setLocked(k, now, retention)
+	e.mu.Unlock()
+}
+
+func (e *expiries) setLocked(k string, now time.Time, retention time.Duration) {
 	if e.next == nil || len(e.next) >= maxExpiries {
 		e.next = make(map[string]time.Time)
 	}
-	e.next[k] = now.Add(every)
-	return true
+	e.next[k] = now.Add(min(retention/100, time.Minute))
 }
 
 // unindex takes back indexNew, for channel t in status st, which was
@@ -230,7 +254,8 @@ func (s *Service) unindexLater(ctx context.Context, u unindexed) {
 // whose answer was lost has landed by then, almost always. What makes the
 // round right is its look at the record, not the wait: on one Redis, the
 // look and the removal are one script (unindex.lua), and a sync run
-// sends its record before its entries; on a Cluster, the record is
+// sends its record before its entries (but for a record script Redis had
+// lost, sent again after them: rdb.Pipelined); on a Cluster, the record is
 // written, in a round trip of its own, before the entries are sent.
 const unindexGrace = time.Second
 

@@ -227,4 +227,12 @@ func TestExpiriesThrottle(t *testing.T) {
 	if !e.due("k3", now, 100*time.Second) || e.due("k3", now.Add(999*time.Millisecond), 100*time.Second) || !e.due("k3", now.Add(time.Second), 100*time.Second) {
 		t.Error("a short retention: want once a second")
 	}
+	// A submission asks without noting, and notes once Redis has written.
+	if !e.owed("k4", now) || !e.owed("k4", now) {
+		t.Error("owed noted the expiry as set")
+	}
+	e.set("k4", now, 7*24*time.Hour)
+	if e.owed("k4", now.Add(59*time.Second)) || !e.owed("k4", now.Add(time.Minute)) {
+		t.Error("set: want the expiry owed again a minute later, not before")
+	}
 }

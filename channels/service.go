@@ -423,16 +423,18 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		}
 	}
 	var enq *redis.Cmd
+	// Which index expiries the submit script sets: noted as set once it
+	// has queued the task (it sets them only then).
+	expire := make([]byte, len(ikeys))
 	err = s.shared.PipelinedMerge(ctx, func(p redis.Pipeliner, m *rdb.Merge) {
 		if cluster {
 			enq = enqueueScript.Eval(ctx, p, qkeys, qargs...)
 			s.indexNew(m, t, StatusPending, now)
 			return
 		}
-		expire := make([]byte, len(ikeys))
 		for i, k := range ikeys {
 			expire[i] = '0'
-			if s.expiring(now, k) {
+			if alwaysExpired(k) || s.expiries.owed(k, now) {
 				expire[i] = '1'
 			}
 		}
@@ -444,6 +446,13 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		err = s.enqueued(enq, t.ProjectID, ask, now)
 	} else {
 		s.permits.kept(t.ProjectID, ask, 0, now)
+	}
+	if err == nil {
+		for i, k := range ikeys {
+			if expire[i] == '1' && !alwaysExpired(k) {
+				s.expiries.set(k, now, s.o.Retention)
+			}
+		}
 	}
 	if err != nil {
 		s.withdraw(context.WithoutCancel(ctx), t, err, cluster)
@@ -478,8 +487,13 @@ func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool
 	if !cluster {
 		ikeys := s.newKeys(t, StatusPending)
 		s.expiries.forget(ikeys...) // not written, or emptied: their next write sets an expiry
-		if !refused {
-			unrecordScript.Run(ctx, s.rdb, append(keys, ikeys...), t.ChannelID)
+		if refused {
+			return
+		}
+		if err := unrecordScript.Run(ctx, s.rdb, append(keys, ikeys...), t.ChannelID).Err(); err != nil {
+			// Redis may have run the submission: then its task runs,
+			// with its record and entries, though its answer was an error.
+			s.o.Log.Warn().Err(err).Str("channel_id", t.ChannelID).Msg("submit: take back a submission whose outcome is unknown; it runs if Redis queued it")
 		}
 		return
 	}

@@ -416,6 +416,39 @@ func TestWithdrawnSubmissionLeavesNoIndex(t *testing.T) {
 	}
 }
 
+// A submission the script fails (its project's queue key is not a list)
+// is an error, leaves nothing, and fails no other submission.
+func TestFailedSubmissionLeavesNothing(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{}`), Options{})
+	ctx := context.Background()
+	broken := newTask()
+	broken.ProjectID = "p9"
+	if err := c.Set(ctx, s.q.of(broken.ChannelID).queue("p9"), "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Submit(ctx, broken); err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
+		t.Fatalf("submit onto a broken queue key: %v, want its WRONGTYPE", err)
+	}
+	if n, _ := c.Exists(ctx, s.chKey(broken.ChannelID)).Result(); n != 0 {
+		t.Error("the failed submission left its record")
+	}
+	if rdb.IsCluster(c) { // its entries went in the round trip that failed: taken out by a note
+		if err := s.unindexRound(ctx, time.Now().Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range s.newKeys(broken, StatusPending) {
+		if c.ZScore(ctx, k, broken.ChannelID).Err() == nil {
+			t.Errorf("the failed submission is in index %s", k)
+		}
+	}
+	if err := s.Submit(ctx, newTask()); err != nil {
+		t.Errorf("another project's submission: %v", err)
+	}
+}
+
 // A channel whose submission's outcome is unknown is noted for its index
 // entries to be taken out, and any node's round takes them out only if its record is not in Redis:
 // one whose submission was accepted after all keeps its entries. A note

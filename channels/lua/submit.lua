@@ -4,7 +4,10 @@
 -- and the channel's log-index entries, so that a refused task writes
 -- nothing, a queued one is never claimed before its record exists, and its
 -- entries stand exactly when its record does (unrecord.lua takes them out
--- with it). The batch's entries go as one ZADD per index.
+-- with it). The batch's entries go as one ZADD per index, after every
+-- call (a batch is at most rdb.Shared's 256 calls: 512 arguments, well
+-- within unpack's limit). A call that fails is an error reply of its own,
+-- and writes no entries; the others go on.
 -- Per call, in ARGV: its number of keys and of arguments, then its
 -- arguments; its keys follow the previous call's in KEYS.
 -- A call's K[1..5], A[1..8]: enqueue.lua's; K[6..7]: record.lua's;
@@ -12,20 +15,29 @@
 -- A[11] the indexes' time to live (seconds); A[12] a character per index,
 -- '1' when its expiry is to be set; A[13..]: record.lua's.
 -- Returns enqueue.lua's reply per call.
+local function submit(K, A)
+  local r = enqueue(K, A)
+  if r[1] >= 0 then
+    record({K[6], K[7]}, {unpack(A, 13)})
+  end
+  return r
+end
+
 local out, order, adds, expires = {}, {}, {}, {}
 local k, a = 1, 1
 while a <= #ARGV do
   local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local K = {unpack(KEYS, k, k + nk - 1)}
   local A = {unpack(ARGV, a + 2, a + 1 + na)}
-  local r = enqueue(K, A)
   for i = 8, nk do
     if string.byte(A[12], i - 7) == 49 then
       expires[K[i]] = A[11]
     end
   end
-  if r[1] >= 0 then
-    record({K[6], K[7]}, {unpack(A, 13)})
+  local ok, r = pcall(submit, K, A)
+  if not ok then
+    r = redis.error_reply(type(r) == 'table' and r.err or tostring(r))
+  elseif r[1] >= 0 then
     for i = 8, nk do
       local zs = adds[K[i]]
       if not zs then

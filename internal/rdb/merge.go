@@ -101,12 +101,15 @@ func (m *Merge) Expire(key string, ttl time.Duration) {
 // one command, before the Merge's other writes: its KEYS are the calls'
 // keys one after another, and its ARGV, for each call in turn, the number
 // of its keys, the number of its arguments, then its arguments. The script
-// answers an array with a reply per call, in order. The Cmd returned holds
-// this call's reply once the round trip has run: Call is for the Merges of
-// PipelinedMerge and Shared, which settle it (a failed batch command is
-// every call's error).
+// answers an array with a reply per call, in order (an error reply for a
+// call that failed alone). The Cmd returned holds this call's reply once
+// the round trip has run: Call is for the Merges of PipelinedMerge and
+// Shared, which settle it; a batch command that fails is the error of each
+// of its calls. One Redis only: the calls' keys span slots.
+//
+// A call is not a write of the Merge's: a caller that only calls finds
+// its outcome in its Cmd, and the others' merged writes do not fail it.
 func (m *Merge) Call(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
-	m.writes++
 	var b *batch
 	for _, x := range m.batches {
 		if x.script == s {
@@ -124,16 +127,22 @@ func (m *Merge) Call(ctx context.Context, s *redis.Script, keys []string, args .
 	return cmd
 }
 
-// settle hands each flushed call its reply (Call).
-func (m *Merge) settle() {
+// settle hands each flushed call its reply (Call); failed is the round
+// trip's error, for a batch command that got no reply of its own.
+func (m *Merge) settle(failed error) {
 	for _, b := range m.sent {
 		replies, err := b.cmd.Slice()
-		if err == nil && len(replies) != len(b.calls) {
+		switch {
+		case b.cmd.Err() == nil && b.cmd.Val() == nil && failed != nil:
+			err = failed
+		case err == nil && len(replies) != len(b.calls):
 			err = fmt.Errorf("rdb: a batch script answered %d replies to %d calls", len(replies), len(b.calls))
 		}
 		for i, c := range b.calls {
 			if err != nil {
 				c.SetErr(err)
+			} else if e, ok := replies[i].(error); ok {
+				c.SetErr(e)
 			} else {
 				c.SetVal(replies[i])
 			}

@@ -37,7 +37,7 @@ func PipelinedMerge(ctx context.Context, c redis.UniversalClient, fill func(redi
 		fill(p, &m)
 		m.Flush(ctx, p)
 	})
-	m.settle()
+	m.settle(err)
 	return err
 }
 

@@ -17,7 +17,10 @@ import (
 //
 // A caller's commands run in one round trip and in its order, as with
 // Pipelined; commands of different callers are independent (one caller's
-// failed command fails nobody else's). Calls whose context asks for WAIT
+// failed command fails nobody else's), but for what they merge: a merged
+// write that fails is the error of every caller that wrote to the Merge,
+// and a batch script call (Merge.Call) shares its command's fate with the
+// round trip's other calls of that script. Calls whose context asks for WAIT
 // (WaitReplicas) go alone, since a WAIT counts the replicas of its own
 // connection's writes.
 type Shared struct {
@@ -64,7 +67,8 @@ func (s *Shared) Pipelined(ctx context.Context, fill func(redis.Pipeliner)) erro
 // PipelinedMerge is Pipelined with a Merge shared by the round trip's
 // callers: what fill writes to it goes after every caller's own commands,
 // merged with the others' writes to the same keys. A merged command's
-// error is the error of every caller that wrote to the Merge.
+// error is the error of every caller that wrote to the Merge; a batch
+// script call's outcome is in its Cmd (Merge.Call), not in the error.
 func (s *Shared) PipelinedMerge(ctx context.Context, fill func(redis.Pipeliner, *Merge)) error {
 	if ctx.Value(waitKey{}) != nil {
 		return PipelinedMerge(ctx, s.c, fill)
@@ -146,6 +150,7 @@ func (s *Shared) run(batch []*sharedCall) {
 	}
 	ends := make([]int, len(batch))
 	var m Merge
+	calls := 0 // the batch script commands (Merge.Call), flushed first
 	cmds, err := pipelined(ctx, s.c, func(p redis.Pipeliner) {
 		for i, call := range batch {
 			n := m.writes
@@ -153,14 +158,15 @@ func (s *Shared) run(batch []*sharedCall) {
 			call.merged = m.writes > n
 			ends[i] = p.Len()
 		}
+		calls = len(m.batches)
 		m.Flush(ctx, p)
 	})
-	m.settle()
-	var mergeErr error // the first error of the merged commands
+	m.settle(err)
+	var mergeErr error // the first error of the merged writes
 	if len(cmds) == 0 {
 		mergeErr = err
 	}
-	for _, cmd := range cmds[min(ends[len(ends)-1], len(cmds)):] {
+	for _, cmd := range cmds[min(ends[len(ends)-1]+calls, len(cmds)):] {
 		if mergeErr = cmd.Err(); mergeErr != nil {
 			break
 		}
