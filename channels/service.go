@@ -455,9 +455,12 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		}
 	}
 	if err != nil {
-		s.withdraw(context.WithoutCancel(ctx), t, err, cluster)
-		if apperr.As(err) != nil {
+		gone := s.withdraw(context.WithoutCancel(ctx), t, err, cluster)
+		switch {
+		case apperr.As(err) != nil:
 			return err
+		case gone:
+			return fmt.Errorf("submit task: %w (%w)", err, ErrWithdrawn)
 		}
 		return fmt.Errorf("submit task: %w", err)
 	}
@@ -480,34 +483,44 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 // it, have run, so they go at once. Otherwise Redis may yet run the
 // submission (an answer lost, or a round trip still waiting to be sent):
 // its entries are taken back later, and only if no record stands then
-// (unindexLater).
-func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool) {
+// (unindexLater). It reports whether the task will not run (ErrWithdrawn):
+// refused, or its record was taken out before any worker started it.
+func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool) (gone bool) {
 	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
 	refused := apperr.As(err) != nil
 	if !cluster {
 		ikeys := s.newKeys(t, StatusPending)
 		s.expiries.forget(ikeys...) // not written, or emptied: their next write sets an expiry
 		if refused {
-			return
+			return true
 		}
-		if err := unrecordScript.Run(ctx, s.rdb, append(keys, ikeys...), t.ChannelID).Err(); err != nil {
+		removed, err := unrecordScript.Run(ctx, s.rdb, append(keys, ikeys...), t.ChannelID).Int()
+		if err != nil {
 			// Redis may have run the submission: then its task runs,
 			// with its record and entries, though its answer was an error.
 			s.o.Log.Warn().Err(err).Str("channel_id", t.ChannelID).Msg("submit: take back a submission whose outcome is unknown; it runs if Redis queued it")
 		}
-		return
+		return err == nil && removed == 1
 	}
 	removed, uerr := unrecordScript.Run(ctx, s.rdb, keys).Int()
 	u := unindexed{t.logRef(), StatusPending}
 	switch {
 	case refused:
 		s.unindex(ctx, t, StatusPending)
+		return true
 	case uerr != nil: // Redis is slow or gone: noted without holding up the answer
 		go s.unindexLater(ctx, u)
 	case removed != 0:
 		s.unindexLater(ctx, u)
 	}
+	return uerr == nil && removed == 1
 }
+
+// ErrWithdrawn marks a failed submission (one whose Redis round trip
+// failed) that was taken back: its record is gone, so its task will not
+// run even if it was queued (a claim drops a task without a record). Other
+// failures leave the outcome unknown: Redis may yet run the submission.
+var ErrWithdrawn = errors.New("the submission was taken back; its task will not run")
 
 // enqueued reads the enqueue script's answer: nil, or why it refused. It
 // reports to the node's permits what the check, asking for ask tasks of

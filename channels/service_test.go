@@ -388,7 +388,12 @@ func TestWithdrawnSubmissionLeavesNoIndex(t *testing.T) {
 	if err := s.Submit(ctx, refused); !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("third submit: %v, want ErrQueueFull", err)
 	}
-	s.withdraw(ctx, lost, context.DeadlineExceeded, false) // its answer was lost
+	if !s.withdraw(ctx, lost, context.DeadlineExceeded, false) { // its answer was lost
+		t.Error("a submission taken back with its record: not reported gone")
+	}
+	if s.withdraw(ctx, newTask(), context.DeadlineExceeded, false) {
+		t.Error("a submission Redis has not run (it may yet): reported gone")
+	}
 	listed := func(task *Task) (n int) {
 		for _, k := range s.newKeys(task, StatusPending) {
 			if c.ZScore(ctx, k, task.ChannelID).Err() == nil {

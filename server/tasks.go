@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"time"
 
@@ -163,7 +164,9 @@ func (s *Server) claimIdempotency(c *gin.Context, t *channels.Task, route string
 // accepted (Redis did not answer in time, and may have run the commands
 // after the node stopped waiting) keeps the reservation: its lease runs
 // out within seconds, and a repeat then replays the first answer if its
-// channel exists, or submits afresh if not (ClaimIdempotency). So a
+// channel exists, or submits afresh if not (ClaimIdempotency). One whose
+// submission was taken back (channels.ErrWithdrawn) is known not accepted,
+// and released like a refusal. So a
 // submission answered 503 and retried with its key is one task, as
 // docs/api.md promises.
 func (s *Server) settleIdempotency(ctx context.Context, k idemKey, accepted bool, failure error) {
@@ -172,6 +175,8 @@ func (s *Server) settleIdempotency(ctx context.Context, k idemKey, accepted bool
 	case k.key == "":
 	case accepted:
 		s.Channels.ConfirmIdempotency(ctx, k.pid, k.key, k.fingerprint, k.cid)
+	case errors.Is(failure, channels.ErrWithdrawn): // known not accepted: a retry goes ahead at once
+		s.Channels.ReleaseIdempotency(ctx, k.pid, k.key)
 	case e == nil || e.Kind == apperr.Unavailable: // unknown: the reservation's lease decides
 	default:
 		s.Channels.ReleaseIdempotency(ctx, k.pid, k.key)
