@@ -39,8 +39,9 @@ import (
 // its status changes. The indexes are written in the pipelines that
 // already carry a channel's record and status changes (no extra round
 // trip; on one Redis, a submission's are written by its submit script),
-// trimmed to the retention as they are written, and always confirmed against the channel's record when read: an entry whose
-// channel has expired, or whose status has moved on since, is skipped.
+// trimmed to the retention as they are written, and always confirmed
+// against the channel's record when read: an entry whose channel has
+// expired, or whose status has moved on since, is skipped.
 //
 //	P:unindex                  ZSET channels perhaps not accepted, to take out of
 //	                           their indexes if their record is not in Redis
@@ -228,8 +229,9 @@ func (e *expiries) setLocked(k string, now time.Time, retention time.Duration) {
 }
 
 // unindex takes back indexNew, for channel t in status st, which was
-// refused on a Cluster (its submission's script ran and queued nothing). A round trip
-// that fails (a slow or absent Redis, often) leaves it to unindexLater.
+// refused on a Cluster (its submission's script ran and queued nothing).
+// A round trip that fails (a slow or absent Redis, often) leaves it to
+// unindexLater.
 func (s *Service) unindex(ctx context.Context, t *Task, st Status) {
 	u := unindexed{t.logRef(), st}
 	if err := s.unindexFrom(ctx, []string{u.ref.cid}, [][]string{s.indexKeys(u.ref, st)}); err != nil {
