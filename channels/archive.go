@@ -27,7 +27,8 @@ import (
 //  3. its log-index entries are removed, then archive.lua deletes its
 //     keys, if its lists and its record's timeline did not grow since they
 //     were read (else the next round stores it again, whole);
-//  4. the channels done leave the due set.
+//  4. they are noted to be taken out of the log indexes once more, a few
+//     leases later (sweepMoved), and the channels done leave the due set.
 //
 // A node that dies between two steps leaves the channel due: the next
 // round repeats from step 1. While the archive cannot be written, the
@@ -175,7 +176,7 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 		lens = append(lens, [3]int{len(r.tl.Val()), len(r.dl.Val()), len(r.rec.Val()["tl"])})
 		cids = append(cids, cid)
 	}
-	goneDone, err := s.unindexGoneDue(ctx, gone)
+	goneDone, swept, err := s.unindexGoneDue(ctx, gone)
 	if err != nil {
 		return err
 	}
@@ -224,7 +225,11 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 		if st, _ := c.Text(); st != "moved" { // moved: stored again, whole, next round
 			ok++
 			done = append(done, cids[i])
+			swept = append(swept, unindexed{ref: refs[i], st: batch[i].Status, moved: true})
 		}
+	}
+	if err := s.sweepMoved(ctx, swept); err != nil {
+		return fmt.Errorf("archive channels: %w", err)
 	}
 	if len(done) > 0 {
 		if err := s.rdb.ZRem(ctx, key, done...).Err(); err != nil {
@@ -237,16 +242,16 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 
 // unindexGoneDue takes out of every log index the channels of ids, due to
 // move but no longer in Redis, that the archive holds, and returns those
-// done: a round cut short (its node died) after it deleted their keys and
+// done, and those of them the archive holds, to sweep (sweepMoved): a
+// round cut short (its node died) after it deleted their keys and
 // before its second removal of their index entries leaves them due, and a
 // completion or settlement redone meanwhile may have indexed them again
 // (see indexMove). Those the archive does not hold have expired. One the
 // archive cannot be asked about stays due (the next round asks again);
 // the others go on.
-func (s *Service) unindexGoneDue(ctx context.Context, ids []string) ([]string, error) {
+func (s *Service) unindexGoneDue(ctx context.Context, ids []string) (done []string, swept []unindexed, err error) {
 	var refs []logRef
 	var sts []Status
-	var done []string
 	for _, cid := range ids {
 		gctx, cancel := context.WithTimeout(ctx, archiveTimeout)
 		a, err := s.o.Archive.Get(gctx, cid)
@@ -258,16 +263,40 @@ func (s *Service) unindexGoneDue(ctx context.Context, ids []string) ([]string, e
 		if a != nil {
 			refs = append(refs, logRef{a.ProjectID, cid, a.Workflow, a.EventName})
 			sts = append(sts, a.Status)
+			swept = append(swept, unindexed{ref: refs[len(refs)-1], st: a.Status, moved: true})
 		}
 		done = append(done, cid)
 	}
 	if len(refs) > 0 {
 		if err := s.unindexEvery(ctx, refs, sts); err != nil {
-			return nil, fmt.Errorf("archive channels: unindex: %w", err)
+			return nil, nil, fmt.Errorf("archive channels: unindex: %w", err)
 		}
 	}
-	return done, nil
+	return done, swept, nil
 }
+
+// sweepMoved notes the channels us, just moved to the archive, to be taken
+// out of every log index they could be in once more, a sweepLeases of
+// leases later, by any node's round (unindexDue), if their record is not
+// in Redis again: an index entry written after the move's second removal
+// (a completion or settlement redone by a node that died before its own
+// look, whose look failed, or whose writes Redis ran late) is taken out
+// then, with no writer left to notice it. The note goes before the
+// channels leave the due set: a node that dies in between leaves them due,
+// and the next round notes them again (unindexGoneDue).
+func (s *Service) sweepMoved(ctx context.Context, us []unindexed) error {
+	if len(us) == 0 {
+		return nil
+	}
+	if err := s.noteUnindex(ctx, us, s.o.Now().Add(sweepLeases*s.o.Lease)); err != nil {
+		return fmt.Errorf("note the moved channels' sweep: %w", err)
+	}
+	return nil
+}
+
+// sweepLeases is how many leases after a move its sweep comes: a writer
+// more than a lease late looks at the record itself (Service.late).
+const sweepLeases = 3
 
 // unindexEvery removes channels refs, settled in statuses sts, from every
 // log index each could be in (everyIndexKey), in one round trip.

@@ -391,6 +391,78 @@ func TestCutShortMoveLeavesNoIndex(t *testing.T) {
 	}
 }
 
+// An index entry written after a move is done (a completion redone by a
+// node that died before its own look at the record, or whose look failed)
+// has no writer left to take it out: the move noted the channel, and any
+// node's round a few leases later takes it out of every index it could be
+// in. One whose record stands again keeps its entries.
+func TestLateEntryAfterTheMoveIsSwept(t *testing.T) {
+	t.Parallel()
+	arch := &memArchive{}
+	s, c, _, _ := roomService(t, Options{HotWindow: time.Hour, Archive: arch})
+	ctx := context.Background()
+	task := newTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	cid := task.ChannelID
+	ref := task.logRef()
+	waitStatus(t, s, cid, StatusSuccess)
+	moved := time.Now()
+	moveNow(t, s, c, arch, ref)
+	due, err := c.ZScore(ctx, s.unindexKey(), unindexed{ref: ref, st: StatusSuccess, moved: true}.member()).Result()
+	if err != nil || due < float64(moved.Add(sweepLeases*s.o.Lease).UnixMilli()) {
+		t.Fatalf("moved channel noted due at %.0f (%v), want %d leases after %d", due, err, sweepLeases, moved.UnixMilli())
+	}
+	// What a dead node's late writes left: entries in the success and
+	// pending indexes.
+	late := append(s.stateKeys(ref, StatusSuccess), s.stateKeys(ref, StatusPending)...)
+	for _, k := range late {
+		c.ZAdd(ctx, k, redis.Z{Score: 1, Member: cid})
+	}
+	listed := func() (in []string) {
+		for _, k := range late {
+			if c.ZScore(ctx, k, cid).Err() == nil {
+				in = append(in, k)
+			}
+		}
+		return in
+	}
+	other := newService(t, c, s.o.Prefix, answer(`{}`), Options{})
+	if _, err := other.unindexRound(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if in := listed(); len(in) != len(late) {
+		t.Fatalf("swept before the note was due: listed in %v only", in)
+	}
+	if _, err := other.unindexRound(ctx, time.Now().Add((sweepLeases+1)*s.o.Lease)); err != nil {
+		t.Fatal(err)
+	}
+	if in := listed(); len(in) != 0 {
+		t.Errorf("late entries left after the sweep: %v", in)
+	}
+	if c.ZScore(ctx, s.unindexKey(), unindexed{ref: ref, st: StatusSuccess, moved: true}.member()).Err() == nil {
+		t.Error("the sweep's note is still due")
+	}
+	// A channel whose record stands keeps its entries.
+	kept := newTask()
+	if err := s.Submit(ctx, kept); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, kept.ChannelID, StatusSuccess)
+	if err := s.sweepMoved(ctx, []unindexed{{ref: kept.logRef(), st: StatusSuccess, moved: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.unindexRound(ctx, time.Now().Add((sweepLeases+1)*s.o.Lease)); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range s.indexKeys(kept.logRef(), StatusSuccess) {
+		if c.ZScore(ctx, k, kept.ChannelID).Err() != nil {
+			t.Errorf("a channel in Redis was taken out of %s", k)
+		}
+	}
+}
+
 // moveNow waits until the finished channel of ref is queued to move and
 // its settlement has been sent (its final status's index lists it), makes it due and moves it to the archive arch, which
 // then holds it alone. A round that finds the channel still being written

@@ -72,7 +72,9 @@
 //     run whose record failed, is noted in Redis
 //     (unindexLater), and a second later any node's round takes the
 //     entries out if the channel's record is not in Redis; the notes this
-//     node could not write yet are written first.
+//     node could not write yet are written first. A channel moved to the
+//     archive is noted the same way, due a few leases after its move
+//     (sweepMoved), and taken out of every index it could be in.
 //
 // Start is called once, before StopClaiming and Shutdown. Every other
 // exported method may be called from any goroutine, concurrently, before

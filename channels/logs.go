@@ -43,9 +43,10 @@ import (
 // against the channel's record when read: an entry whose channel has
 // expired, or whose status has moved on since, is skipped.
 //
-//	P:unindex                  ZSET channels perhaps not accepted, to take out of
-//	                           their indexes if their record is not in Redis
-//	                           → due (unix ms); see unindexLater
+//	P:unindex                  ZSET channels perhaps not accepted, and channels
+//	                           moved to the archive, to take out of their
+//	                           indexes if their record is not in Redis
+//	                           → due (unix ms); see unindexLater, sweepMoved
 
 // NewChannelID returns a new channel id: a UUIDv7, ordered by creation time.
 func NewChannelID() string { return uuid.Must(uuid.NewV7()).String() }
@@ -233,7 +234,7 @@ func (e *expiries) setLocked(k string, now time.Time, retention time.Duration) {
 // A round trip that fails (a slow or absent Redis, often) leaves it to
 // unindexLater.
 func (s *Service) unindex(ctx context.Context, t *Task, st Status) {
-	u := unindexed{t.logRef(), st}
+	u := unindexed{ref: t.logRef(), st: st}
 	if err := s.unindexFrom(ctx, []string{u.ref.cid}, [][]string{s.indexKeys(u.ref, st)}); err != nil {
 		s.unindexLater(ctx, u)
 	}
@@ -247,7 +248,7 @@ func (s *Service) unindex(ctx context.Context, t *Task, st Status) {
 // cannot be written is kept in memory and written by the node's next
 // round.
 func (s *Service) unindexLater(ctx context.Context, u unindexed) {
-	if err := s.noteUnindex(ctx, []unindexed{u}, s.o.Now()); err != nil {
+	if err := s.noteUnindex(ctx, []unindexed{u}, s.o.Now().Add(unindexGrace)); err != nil {
 		s.unindexQ.add(u)
 	}
 }
@@ -266,32 +267,50 @@ const unindexGrace = time.Second
 // it is due (unix ms).
 func (s *Service) unindexKey() string { return s.o.Prefix + ":unindex" }
 
-// unindexed is a channel to take out of the indexes of status st.
+// unindexed is a channel to take out of the indexes of status st. One
+// moved to the archive (settled in st) is taken out of every index it
+// could be in (everyIndexKey): see Service.sweepMoved.
 type unindexed struct {
-	ref logRef
-	st  Status
+	ref   logRef
+	st    Status
+	moved bool
 }
 
 // member is u as unindexKey holds it: project, channel, workflow, event
-// name and status, a line each; parseUnindexed reads it back.
+// name and status, a line each, and a last line "moved" for a channel
+// moved to the archive; parseUnindexed reads it back.
 func (u unindexed) member() string {
-	return strings.Join([]string{u.ref.pid, u.ref.cid, u.ref.workflow, u.ref.event, string(u.st)}, "\n")
+	f := []string{u.ref.pid, u.ref.cid, u.ref.workflow, u.ref.event, string(u.st)}
+	if u.moved {
+		f = append(f, movedNote)
+	}
+	return strings.Join(f, "\n")
 }
+
+const movedNote = "moved"
 
 func parseUnindexed(m string) (unindexed, bool) {
 	f := strings.Split(m, "\n")
-	if len(f) != 5 {
+	if len(f) != 5 && (len(f) != 6 || f[5] != movedNote) {
 		return unindexed{}, false
 	}
-	return unindexed{logRef{f[0], f[1], f[2], f[3]}, Status(f[4])}, true
+	return unindexed{logRef{f[0], f[1], f[2], f[3]}, Status(f[4]), len(f) == 6}, true
 }
 
-// noteUnindex writes us into unindexKey, due unindexGrace after now.
-func (s *Service) noteUnindex(ctx context.Context, us []unindexed, now time.Time) error {
-	due := float64(now.Add(unindexGrace).UnixMilli())
+// keys are the indexes u is taken out of.
+func (s *Service) unindexKeys(u unindexed) []string {
+	if u.moved {
+		return s.everyIndexKey(u.ref, u.st)
+	}
+	return s.indexKeys(u.ref, u.st)
+}
+
+// noteUnindex writes us into unindexKey, due at due.
+func (s *Service) noteUnindex(ctx context.Context, us []unindexed, due time.Time) error {
+	score := float64(due.UnixMilli())
 	zs := make([]redis.Z, len(us))
 	for i, u := range us {
-		zs[i] = redis.Z{Score: due, Member: u.member()}
+		zs[i] = redis.Z{Score: score, Member: u.member()}
 	}
 	return s.rdb.ZAdd(ctx, s.unindexKey(), zs...).Err()
 }
@@ -302,28 +321,41 @@ func (s *Service) noteUnindex(ctx context.Context, us []unindexed, now time.Time
 // outcome was unknown may have been accepted after all: its record then
 // stands, with its entries).
 func (s *Service) unindexDue() {
-	if err := s.unindexRound(s.runCtx, s.o.Now()); err != nil {
-		s.o.Log.Warn().Err(err).Msg("log indexes: take back unaccepted channels; tried again in a second")
+	for range maxUnindexRounds {
+		n, err := s.unindexRound(s.runCtx, s.o.Now())
+		if err != nil {
+			s.o.Log.Warn().Err(err).Msg("log indexes: take back unaccepted channels; tried again in a second")
+		}
+		if err != nil || n < maxUnindexRound {
+			return
+		}
 	}
 }
 
-// maxUnindexRound bounds the channels one round takes out.
-const maxUnindexRound = 500
+// maxUnindexRound bounds the channels one round takes out, and
+// maxUnindexRounds the rounds a node makes at once, while they come full
+// (the archive notes every channel it moves: see sweepMoved).
+const (
+	maxUnindexRound  = 500
+	maxUnindexRounds = 40
+)
 
-func (s *Service) unindexRound(ctx context.Context, now time.Time) error {
+// unindexRound writes the notes kept in memory, then handles up to
+// maxUnindexRound of those due at now, and returns how many it handled.
+func (s *Service) unindexRound(ctx context.Context, now time.Time) (int, error) {
 	if us := s.unindexQ.take(); len(us) > 0 {
-		if err := s.noteUnindex(ctx, us, now); err != nil {
+		if err := s.noteUnindex(ctx, us, now.Add(unindexGrace)); err != nil {
 			for _, u := range us {
 				s.unindexQ.add(u)
 			}
-			return err
+			return 0, err
 		}
 	}
 	members, err := s.rdb.ZRangeByScore(ctx, s.unindexKey(), &redis.ZRangeBy{
 		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: maxUnindexRound,
 	}).Result()
 	if err != nil || len(members) == 0 {
-		return err
+		return 0, err
 	}
 	var us []unindexed
 	var done []any // the notes handled
@@ -339,12 +371,12 @@ func (s *Service) unindexRound(ctx context.Context, now time.Time) error {
 	cids := make([]string, len(us))
 	keys := make([][]string, len(us))
 	for i, u := range us {
-		cids[i], keys[i] = u.ref.cid, s.indexKeys(u.ref, u.st)
+		cids[i], keys[i] = u.ref.cid, s.unindexKeys(u)
 	}
 	if err := s.unindexIfGone(ctx, cids, keys); err != nil {
-		return err
+		return 0, err
 	}
-	return s.rdb.ZRem(ctx, s.unindexKey(), done...).Err()
+	return len(members), s.rdb.ZRem(ctx, s.unindexKey(), done...).Err()
 }
 
 // unindexIfGone takes each channel cids[i] out of its index keys keys[i]

@@ -503,7 +503,7 @@ func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool
 		return err == nil && removed == 1
 	}
 	removed, uerr := unrecordScript.Run(ctx, s.rdb, keys).Int()
-	u := unindexed{t.logRef(), StatusPending}
+	u := unindexed{ref: t.logRef(), st: StatusPending}
 	switch {
 	case refused:
 		s.unindex(ctx, t, StatusPending)
@@ -608,7 +608,7 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 		s.rdb.Del(context.WithoutCancel(ctx), s.chKey(t.ChannelID), s.tlKey(t.ChannelID))
 		s.rdb.ZRem(context.WithoutCancel(ctx), s.q.keys[l.part].lease, l.member)
 		// The writes may land yet: taken back later if no record stands.
-		s.unindexLater(context.WithoutCancel(ctx), unindexed{t.logRef(), StatusGenerating})
+		s.unindexLater(context.WithoutCancel(ctx), unindexed{ref: t.logRef(), st: StatusGenerating})
 		return nil, fmt.Errorf("record channel: %w", err)
 	}
 	s.m.submitted.Inc()

@@ -440,7 +440,7 @@ func TestFailedSubmissionLeavesNothing(t *testing.T) {
 		t.Error("the failed submission left its record")
 	}
 	if rdb.IsCluster(c) { // its entries went in the round trip that failed: taken out by a note
-		if err := s.unindexRound(ctx, time.Now().Add(time.Minute)); err != nil {
+		if _, err := s.unindexRound(ctx, time.Now().Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -475,14 +475,14 @@ func TestUnindexSparesAcceptedChannels(t *testing.T) {
 		}
 	}
 	now := time.Now()
-	s.unindexLater(ctx, unindexed{kept.logRef(), StatusPending}) // accepted after all
-	s.unindexLater(ctx, unindexed{gone.logRef(), StatusPending})
-	s.unindexQ.add(unindexed{late.logRef(), StatusPending}) // Redis did not answer its note
-	if err := s.unindexRound(ctx, now); err != nil {
+	s.unindexLater(ctx, unindexed{ref: kept.logRef(), st: StatusPending}) // accepted after all
+	s.unindexLater(ctx, unindexed{ref: gone.logRef(), st: StatusPending})
+	s.unindexQ.add(unindexed{ref: late.logRef(), st: StatusPending}) // Redis did not answer its note
+	if _, err := s.unindexRound(ctx, now); err != nil {
 		t.Fatal(err)
 	}
 	for _, task := range []*Task{kept, gone, late} {
-		due, err := c.ZScore(ctx, s.unindexKey(), unindexed{task.logRef(), StatusPending}.member()).Result()
+		due, err := c.ZScore(ctx, s.unindexKey(), unindexed{ref: task.logRef(), st: StatusPending}.member()).Result()
 		if err != nil && c.Exists(ctx, s.chKey(task.ChannelID)).Val() == 0 {
 			continue // due already, and taken out by the node's own round (a slow machine)
 		}
@@ -492,7 +492,7 @@ func TestUnindexSparesAcceptedChannels(t *testing.T) {
 	}
 	// Another node's round, once they are due.
 	other := newService(t, c, prefix, answer(`{"ok":true}`), Options{})
-	if err := other.unindexRound(ctx, time.Now().Add(time.Minute)); err != nil {
+	if _, err := other.unindexRound(ctx, time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	listed := func(task *Task) bool {
