@@ -331,6 +331,15 @@ func (s *Service) foldEntry(cid string) redis.Z {
 }
 func (s *Service) tlKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}:tl" }
 
+// wKey is channel cid's withdrawn mark (unrecord.lua): set when its
+// submission is taken back, so that one Redis has not run yet records
+// and queues nothing when it does.
+func (s *Service) wKey(cid string) string { return s.o.Prefix + ":ch:{" + cid + "}:w" }
+
+// withdrawnTTL is how long a withdrawn mark lasts: far longer than a
+// round trip can wait to be run (its timeouts and resends).
+const withdrawnTTL = 10 * time.Minute
+
 // errGone is a completion's error when its channel has expired or moved to
 // the archive meanwhile (a run redone after its node died): nothing is
 // left to record.
@@ -405,7 +414,7 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	if rate == 0 {
 		rateKey = q.count // not read; a key of the script's slot
 	}
-	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
+	keys := []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}
 	qkeys := []string{q.queue(t.ProjectID), q.ring, q.count, q.legacy, rateKey}
 	qargs := []any{t.ChannelID, t.ProjectID, s.q.share(s.o.MaxQueue), s.q.share(s.o.ProjectMaxQueue), rate, 2 * rate, ask, s.q.legacyArg()}
 	ikeys := s.newKeys(t, StatusPending)
@@ -418,7 +427,14 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	// round trip of its own.
 	cluster := rdb.IsCluster(s.rdb)
 	if cluster {
-		if err := recordScript.Run(ctx, s.rdb, keys, args...).Err(); err != nil {
+		n, err := recordScript.Run(ctx, s.rdb, keys, args...).Int()
+		if err == nil && n == 0 {
+			err = errors.New("the channel was withdrawn") // never: the mark comes after this call
+		}
+		if err != nil {
+			if s.withdraw(context.WithoutCancel(ctx), t, err, cluster) {
+				return fmt.Errorf("submit task: %w (%w)", err, ErrWithdrawn)
+			}
 			return fmt.Errorf("submit task: %w", err)
 		}
 	}
@@ -484,9 +500,12 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 // submission (an answer lost, or a round trip still waiting to be sent):
 // its entries are taken back later, and only if no record stands then
 // (unindexLater). It reports whether the task will not run (ErrWithdrawn):
-// refused, or its record was taken out before any worker started it.
+// refused, or taken back before any worker started it (its record taken
+// out, or not there yet and the channel marked withdrawn: a submission
+// Redis runs later writes nothing).
 func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool) (gone bool) {
-	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
+	keys := []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}
+	ttl := int64(withdrawnTTL / time.Second)
 	refused := apperr.As(err) != nil
 	if !cluster {
 		ikeys := s.newKeys(t, StatusPending)
@@ -494,15 +513,15 @@ func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool
 		if refused {
 			return true
 		}
-		removed, err := unrecordScript.Run(ctx, s.rdb, append(keys, ikeys...), t.ChannelID).Int()
+		removed, err := unrecordScript.Run(ctx, s.rdb, append(keys, ikeys...), ttl, t.ChannelID).Int()
 		if err != nil {
 			// Redis may have run the submission: then its task runs,
 			// with its record and entries, though its answer was an error.
 			s.o.Log.Warn().Err(err).Str("channel_id", t.ChannelID).Msg("submit: take back a submission whose outcome is unknown; it runs if Redis queued it")
 		}
-		return err == nil && removed == 1
+		return err == nil && removed != 0
 	}
-	removed, uerr := unrecordScript.Run(ctx, s.rdb, keys).Int()
+	removed, uerr := unrecordScript.Run(ctx, s.rdb, keys, ttl).Int()
 	u := unindexed{ref: t.logRef(), st: StatusPending}
 	switch {
 	case refused:
@@ -513,13 +532,14 @@ func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool
 	case removed != 0:
 		s.unindexLater(ctx, u)
 	}
-	return uerr == nil && removed == 1
+	return uerr == nil && removed != 0
 }
 
 // ErrWithdrawn marks a failed submission (one whose Redis round trip
-// failed) that was taken back: its record is gone, so its task will not
-// run even if it was queued (a claim drops a task without a record). Other
-// failures leave the outcome unknown: Redis may yet run the submission.
+// failed) that was taken back: its record is gone, or will never be
+// written, so its task will not run even if it was queued (a claim drops
+// a task without a record). A take-back that failed too leaves the
+// outcome unknown: Redis may yet run the submission.
 var ErrWithdrawn = errors.New("the submission was taken back; its task will not run")
 
 // enqueued reads the enqueue script's answer: nil, or why it refused. It
@@ -595,7 +615,7 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 	go func() {
 		ctx := wctx
 		recorded <- rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
-			recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
+			recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}, args...)
 			p.ZAdd(ctx, s.q.keys[l.part].lease, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: l.member})
 			s.indexNew(m, t, StatusGenerating, now)
 		})

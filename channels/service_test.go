@@ -391,9 +391,6 @@ func TestWithdrawnSubmissionLeavesNoIndex(t *testing.T) {
 	if !s.withdraw(ctx, lost, context.DeadlineExceeded, false) { // its answer was lost
 		t.Error("a submission taken back with its record: not reported gone")
 	}
-	if s.withdraw(ctx, newTask(), context.DeadlineExceeded, false) {
-		t.Error("a submission Redis has not run (it may yet): reported gone")
-	}
 	listed := func(task *Task) (n int) {
 		for _, k := range s.newKeys(task, StatusPending) {
 			if c.ZScore(ctx, k, task.ChannelID).Err() == nil {
@@ -418,6 +415,43 @@ func TestWithdrawnSubmissionLeavesNoIndex(t *testing.T) {
 	}
 	if us := s.unindexQ.take(); len(us) != 0 {
 		t.Errorf("%d notes kept in the node's memory", len(us))
+	}
+}
+
+// A submission taken back before Redis ran it (its round trip still on
+// its way, or sent again) is reported gone, and when Redis runs it after
+// all it records, queues and lists nothing: its outcome is known at once.
+func TestWithdrawnBeforeItRanNeverRuns(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{}`), Options{})
+	ctx := context.Background()
+	late := newTask()
+	if !s.withdraw(ctx, late, context.DeadlineExceeded, rdb.IsCluster(c)) {
+		t.Fatal("a submission taken back before it ran: not reported gone")
+	}
+	queue := s.q.of(late.ChannelID).queue(late.ProjectID)
+	before, _ := c.LLen(ctx, queue).Result()
+	if err := s.Submit(ctx, late); !errors.Is(err, ErrWithdrawn) { // Redis runs it now
+		t.Fatalf("the late submission: %v, want it refused as withdrawn", err)
+	}
+	if n, _ := c.Exists(ctx, s.chKey(late.ChannelID)).Result(); n != 0 {
+		t.Error("the late submission wrote its record")
+	}
+	if after, _ := c.LLen(ctx, queue).Result(); after != before {
+		t.Errorf("the late submission queued its task (%d → %d)", before, after)
+	}
+	for _, k := range s.newKeys(late, StatusPending) {
+		if c.ZScore(ctx, k, late.ChannelID).Err() == nil {
+			t.Errorf("the late submission is in index %s", k)
+		}
+	}
+	other := newTask()
+	if err := s.Submit(ctx, other); err != nil {
+		t.Fatalf("another submission: %v", err)
+	}
+	if n, _ := c.Exists(ctx, s.chKey(other.ChannelID)).Result(); n != 1 {
+		t.Error("another submission has no record")
 	}
 }
 

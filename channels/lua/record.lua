@@ -1,6 +1,6 @@
 -- Create a channel: its record with its first timeline entries (tl.lua),
 -- expiring after the retention.
--- K[1] channel hash; K[2] timeline list (not written).
+-- K[1] channel hash; K[2] not written (see record_main.lua).
 -- A[1] retention (seconds); A[2] number of hash field/value pairs n;
 -- A[3 .. 2+2n] the pairs; the rest: timeline entries.
 local function record(K, A)

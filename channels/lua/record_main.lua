@@ -1,2 +1,7 @@
--- record.lua run alone: KEYS and ARGV are its K and A.
+-- record.lua run alone: KEYS and ARGV are its K and A. KEYS[2] is the
+-- channel's withdrawn mark (unrecord.lua): a channel taken back before its
+-- record was written is not recorded; returns 0 then, else 1.
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
 return record(KEYS, ARGV)

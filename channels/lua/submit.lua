@@ -10,12 +10,16 @@
 -- and writes no entries; the others go on.
 -- Per call, in ARGV: its number of keys and of arguments, then its
 -- arguments; its keys follow the previous call's in KEYS.
--- A call's K[1..5], A[1..8]: enqueue.lua's; K[6..7]: record.lua's;
--- K[8..]: the log indexes. A[9] the entries' score; A[10] the channel id;
+-- A call's K[1..5], A[1..8]: enqueue.lua's; K[6..7]: record.lua's, K[7]
+-- being the channel's withdrawn mark (unrecord.lua: a submission taken
+-- back before it ran fails, and writes nothing); K[8..]: the log indexes. A[9] the entries' score; A[10] the channel id;
 -- A[11] the indexes' time to live (seconds); A[12] a character per index,
 -- '1' when its expiry is to be set; A[13..]: record.lua's.
 -- Returns enqueue.lua's reply per call.
 local function submit(K, A)
+  if redis.call('EXISTS', K[7]) == 1 then
+    error({err = 'WITHDRAWN the submission was taken back before it ran'})
+  end
   local r = enqueue(K, A)
   if r[1] >= 0 then
     record({K[6], K[7]}, {unpack(A, 13)})

@@ -3,20 +3,26 @@
 -- submission's commands ran after its node stopped waiting, so the task
 -- was accepted after all, and it runs (its Idempotency-Key's reservation,
 -- kept, answers a retry with it).
--- KEYS[1] channel hash; KEYS[2] timeline list (same slot); on one Redis,
--- KEYS[3..] the log indexes submit.lua wrote its entries in, taken out
--- with the record. ARGV[1] the channel id (with KEYS[3..]).
--- Returns 1 when removed, 2 when not there (Redis may not have run the
--- submission yet), 0 when kept.
+-- Unless kept, the channel is marked withdrawn (KEYS[2], for ARGV[1]
+-- seconds): a submission Redis has not run yet (its round trip still on
+-- its way, or sent again) then records and queues nothing when it does
+-- run (submit.lua, record_main.lua), so it is known not to run.
+-- KEYS[1] channel hash; KEYS[2] its withdrawn mark (same slot); on one
+-- Redis, KEYS[3..] the log indexes submit.lua wrote its entries in, taken
+-- out with the record. ARGV[1] the mark's time to live (seconds); ARGV[2]
+-- the channel id (with KEYS[3..]).
+-- Returns 1 when removed, 2 when not there (marked: it will not be
+-- recorded), 0 when kept.
 local st = redis.call('HGET', KEYS[1], 'status')
 if st and st ~= 'pending' then
   return 0
 end
+redis.call('SET', KEYS[2], 1, 'EX', ARGV[1])
 if not st and redis.call('EXISTS', KEYS[1]) == 0 then
   return 2
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1])
 for i = 3, #KEYS do
-  redis.call('ZREM', KEYS[i], ARGV[1])
+  redis.call('ZREM', KEYS[i], ARGV[2])
 end
 return 1
