@@ -389,6 +389,9 @@ func TestCutShortMoveLeavesNoIndex(t *testing.T) {
 	if c.ZScore(ctx, s.foldKeys[0], cid).Err() == nil {
 		t.Error("the channel is still due to move")
 	}
+	if c.ZScore(ctx, s.sweepKey(), unindexed{ref: task.logRef(), st: StatusSuccess}.member()).Err() != nil {
+		t.Error("the move finished by this round noted no sweep")
+	}
 }
 
 // An index entry written after a move is done (a completion redone by a
@@ -410,7 +413,7 @@ func TestLateEntryAfterTheMoveIsSwept(t *testing.T) {
 	waitStatus(t, s, cid, StatusSuccess)
 	moved := time.Now()
 	moveNow(t, s, c, arch, ref)
-	due, err := c.ZScore(ctx, s.unindexKey(), unindexed{ref: ref, st: StatusSuccess, moved: true}.member()).Result()
+	due, err := c.ZScore(ctx, s.sweepKey(), unindexed{ref: ref, st: StatusSuccess}.member()).Result()
 	if err != nil || due < float64(moved.Add(sweepLeases*s.o.Lease).UnixMilli()) {
 		t.Fatalf("moved channel noted due at %.0f (%v), want %d leases after %d", due, err, sweepLeases, moved.UnixMilli())
 	}
@@ -441,7 +444,7 @@ func TestLateEntryAfterTheMoveIsSwept(t *testing.T) {
 	if in := listed(); len(in) != 0 {
 		t.Errorf("late entries left after the sweep: %v", in)
 	}
-	if c.ZScore(ctx, s.unindexKey(), unindexed{ref: ref, st: StatusSuccess, moved: true}.member()).Err() == nil {
+	if c.ZScore(ctx, s.sweepKey(), unindexed{ref: ref, st: StatusSuccess}.member()).Err() == nil {
 		t.Error("the sweep's note is still due")
 	}
 	// A channel whose record stands keeps its entries.

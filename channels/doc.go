@@ -122,6 +122,8 @@
 //	P:ch:{cid}:tl     LIST  timeline entries of earlier versions, and of a channel whose record
 //	                        has left Redis for the archive (a late note); read before the
 //	                        record's
+//	P:ch:{cid}:w      STRING the withdrawn mark of a submission taken back (10 min):
+//	                        a submission Redis runs after it writes nothing
 //	P:{tasks}:q:<pid> LIST  a project's channel ids waiting for a worker, FIFO
 //	P:{tasks}:rr      LIST  the ring: each project with waiting tasks, once
 //	P:{tasks}:n       STRING tasks waiting in the project lists (all projects)
@@ -141,6 +143,8 @@
 // in the partition of their channel id (queue.go, docs/layout.md).
 //
 //	P:logs:{pid}...   ZSET  the request logs' indexes (logs.go)
+//	P:unindex, P:unindex:moved ZSET notes of channels to take out of the
+//	                        indexes if their record is not in Redis (logs.go)
 //	P:ch:{cid}:z      STRING a folded channel's document (fold.go)
 //	P:{fold}:due      ZSET  settled channels → end of their hot window (fold.go)
 //	P:idem:{pid}:<h>  STRING first answer to an Idempotency-Key (24 h);

@@ -40,7 +40,7 @@ func fill(tb testing.TB, s *Service, pid string, n int) {
 				if err != nil {
 					tb.Fatal(err)
 				}
-				recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}, args...)
+				recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}, args...)
 				q := s.q.of(t.ChannelID)
 				cmds = append(cmds, enqueueScript.Eval(ctx, p,
 					[]string{q.queue(pid), q.ring, q.count, q.legacy, s.q.rate(pid)},
@@ -184,7 +184,7 @@ func TestProjectQueueLimit(t *testing.T) {
 	if !errors.Is(err, ErrProjectQueueFull) || apperr.As(err).Code != "queue_full" {
 		t.Fatalf("fourth submit of A: %v, want queue_full", err)
 	}
-	if n, _ := c.Exists(ctx, s.chKey(refused.ChannelID), s.tlKey(refused.ChannelID)).Result(); n != 0 {
+	if n, _ := c.Exists(ctx, s.chKey(refused.ChannelID), s.wKey(refused.ChannelID)).Result(); n != 0 {
 		t.Errorf("refused task left %d keys", n)
 	}
 	if err := s.Submit(ctx, projectTask("B", "b")); err != nil {
@@ -308,7 +308,7 @@ func TestUpgradeFromSingleQueue(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := recordScript.Run(ctx, c, []string{old.chKey(t0.ChannelID), old.tlKey(t0.ChannelID)}, args...).Err(); err != nil {
+		if err := recordScript.Run(ctx, c, []string{old.chKey(t0.ChannelID), old.wKey(t0.ChannelID)}, args...).Err(); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, t0.ChannelID)

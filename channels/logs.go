@@ -43,10 +43,11 @@ import (
 // against the channel's record when read: an entry whose channel has
 // expired, or whose status has moved on since, is skipped.
 //
-//	P:unindex                  ZSET channels perhaps not accepted, and channels
-//	                           moved to the archive, to take out of their
-//	                           indexes if their record is not in Redis
-//	                           → due (unix ms); see unindexLater, sweepMoved
+//	P:unindex                  ZSET channels perhaps not accepted, to take out of
+//	                           their indexes if their record is not in Redis
+//	                           → due (unix ms); see unindexLater
+//	P:unindex:moved            ZSET the same for channels moved to the archive,
+//	                           taken out of every index; see sweepMoved
 
 // NewChannelID returns a new channel id: a UUIDv7, ordered by creation time.
 func NewChannelID() string { return uuid.Must(uuid.NewV7()).String() }
@@ -264,8 +265,20 @@ const unindexGrace = time.Second
 
 // unindexKey is the set of channels to take out of the log indexes if
 // their record is not in Redis, each (unindexed.member) scored with when
-// it is due (unix ms).
+// it is due (unix ms); sweepKey the same for channels moved to the
+// archive (sweepMoved), taken out of every index they could be in. They
+// are two keys so that a node of an earlier version, which reads only the
+// first, never reads a note it would take the wrong way.
 func (s *Service) unindexKey() string { return s.o.Prefix + ":unindex" }
+func (s *Service) sweepKey() string   { return s.o.Prefix + ":unindex:moved" }
+
+// notesKey is the key of the notes of channels moved (sweepKey) or not.
+func (s *Service) notesKey(moved bool) string {
+	if moved {
+		return s.sweepKey()
+	}
+	return s.unindexKey()
+}
 
 // unindexed is a channel to take out of the indexes of status st. One
 // moved to the archive (settled in st) is taken out of every index it
@@ -276,28 +289,21 @@ type unindexed struct {
 	moved bool
 }
 
-// member is u as unindexKey holds it: project, channel, workflow, event
-// name and status, a line each, and a last line "moved" for a channel
-// moved to the archive; parseUnindexed reads it back.
+// member is u as its notes key holds it: project, channel, workflow,
+// event name and status, a line each; parseUnindexed reads it back.
 func (u unindexed) member() string {
-	f := []string{u.ref.pid, u.ref.cid, u.ref.workflow, u.ref.event, string(u.st)}
-	if u.moved {
-		f = append(f, movedNote)
-	}
-	return strings.Join(f, "\n")
+	return strings.Join([]string{u.ref.pid, u.ref.cid, u.ref.workflow, u.ref.event, string(u.st)}, "\n")
 }
 
-const movedNote = "moved"
-
-func parseUnindexed(m string) (unindexed, bool) {
+func parseUnindexed(m string, moved bool) (unindexed, bool) {
 	f := strings.Split(m, "\n")
-	if len(f) != 5 && (len(f) != 6 || f[5] != movedNote) {
+	if len(f) != 5 {
 		return unindexed{}, false
 	}
-	return unindexed{logRef{f[0], f[1], f[2], f[3]}, Status(f[4]), len(f) == 6}, true
+	return unindexed{logRef{f[0], f[1], f[2], f[3]}, Status(f[4]), moved}, true
 }
 
-// keys are the indexes u is taken out of.
+// unindexKeys are the indexes u is taken out of.
 func (s *Service) unindexKeys(u unindexed) []string {
 	if u.moved {
 		return s.everyIndexKey(u.ref, u.st)
@@ -305,26 +311,31 @@ func (s *Service) unindexKeys(u unindexed) []string {
 	return s.indexKeys(u.ref, u.st)
 }
 
-// noteUnindex writes us into unindexKey, due at due.
+// noteUnindex writes us, all moved or all not, into their notes key, due
+// at due.
 func (s *Service) noteUnindex(ctx context.Context, us []unindexed, due time.Time) error {
+	if len(us) == 0 {
+		return nil
+	}
 	score := float64(due.UnixMilli())
 	zs := make([]redis.Z, len(us))
 	for i, u := range us {
 		zs[i] = redis.Z{Score: score, Member: u.member()}
 	}
-	return s.rdb.ZAdd(ctx, s.unindexKey(), zs...).Err()
+	return s.rdb.ZAdd(ctx, s.notesKey(us[0].moved), zs...).Err()
 }
 
 // unindexDue is the index removals' round, every second: it writes the
 // notes kept in memory, then takes the channels due in unindexKey out of
 // their indexes, those whose record is not in Redis (a submission whose
 // outcome was unknown may have been accepted after all: its record then
-// stands, with its entries).
+// stands, with its entries), and those due in sweepKey out of every index
+// they could be in, likewise. It goes on while rounds come full.
 func (s *Service) unindexDue() {
 	for range maxUnindexRounds {
 		n, err := s.unindexRound(s.runCtx, s.o.Now())
 		if err != nil {
-			s.o.Log.Warn().Err(err).Msg("log indexes: take back unaccepted channels; tried again in a second")
+			s.o.Log.Warn().Err(err).Msg("log indexes: take back unaccepted or moved channels; tried again in a second")
 		}
 		if err != nil || n < maxUnindexRound {
 			return
@@ -332,7 +343,7 @@ func (s *Service) unindexDue() {
 	}
 }
 
-// maxUnindexRound bounds the channels one round takes out, and
+// maxUnindexRound bounds the notes of each key one round takes, and
 // maxUnindexRounds the rounds a node makes at once, while they come full
 // (the archive notes every channel it moves: see sweepMoved).
 const (
@@ -340,8 +351,16 @@ const (
 	maxUnindexRounds = 40
 )
 
+// notesRetry is how long the notes a round took wait before another round
+// may take them (takeNotes): the nodes share a backlog out, and the notes
+// of a node that died midway are handled by another then.
+const notesRetry = 10 * time.Second
+
+var takeNotesScript = script("takenotes")
+
 // unindexRound writes the notes kept in memory, then handles up to
-// maxUnindexRound of those due at now, and returns how many it handled.
+// maxUnindexRound of each notes key's due at now, and returns the most it
+// handled of one key.
 func (s *Service) unindexRound(ctx context.Context, now time.Time) (int, error) {
 	if us := s.unindexQ.take(); len(us) > 0 {
 		if err := s.noteUnindex(ctx, us, now.Add(unindexGrace)); err != nil {
@@ -351,16 +370,29 @@ func (s *Service) unindexRound(ctx context.Context, now time.Time) (int, error) 
 			return 0, err
 		}
 	}
-	members, err := s.rdb.ZRangeByScore(ctx, s.unindexKey(), &redis.ZRangeBy{
-		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: maxUnindexRound,
-	}).Result()
+	most := 0
+	for _, moved := range []bool{false, true} {
+		n, err := s.notesRound(ctx, moved, now)
+		if err != nil {
+			return most, err
+		}
+		most = max(most, n)
+	}
+	return most, nil
+}
+
+// notesRound handles up to maxUnindexRound notes of notesKey(moved) due at
+// now, and returns how many it took.
+func (s *Service) notesRound(ctx context.Context, moved bool, now time.Time) (int, error) {
+	key := s.notesKey(moved)
+	members, err := takeNotesScript.Run(ctx, s.rdb, []string{key}, now.UnixMilli(), maxUnindexRound, notesRetry.Milliseconds()).StringSlice()
 	if err != nil || len(members) == 0 {
 		return 0, err
 	}
 	var us []unindexed
 	var done []any // the notes handled
 	for _, m := range members {
-		u, ok := parseUnindexed(m)
+		u, ok := parseUnindexed(m, moved)
 		if !ok {
 			s.o.Log.Warn().Str("note", m).Msg("log indexes: a note to take back a channel that cannot be read; dropped")
 		} else {
@@ -376,7 +408,7 @@ func (s *Service) unindexRound(ctx context.Context, now time.Time) (int, error) 
 	if err := s.unindexIfGone(ctx, cids, keys); err != nil {
 		return 0, err
 	}
-	return len(members), s.rdb.ZRem(ctx, s.unindexKey(), done...).Err()
+	return len(members), s.rdb.ZRem(ctx, key, done...).Err()
 }
 
 // unindexIfGone takes each channel cids[i] out of its index keys keys[i]
@@ -459,7 +491,8 @@ func (q *unindexQueue) take() []unindexed {
 // removes a channel's entries both before and after it deletes its keys.
 // An entry written after the archive's second removal then finds the
 // record gone and is taken back by its writer; one written before is
-// taken by the archive.
+// taken by the archive; and one whose writer died or failed to look is
+// taken by the move's sweep, a few leases later (sweepMoved).
 func (s *Service) indexMove(m *rdb.Merge, r logRef, from, to Status) {
 	now := s.o.Now()
 	if stateOf(from) != stateOf(to) {

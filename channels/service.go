@@ -432,6 +432,7 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 			err = errors.New("the channel was withdrawn") // never: the mark comes after this call
 		}
 		if err != nil {
+			s.permits.kept(t.ProjectID, ask, 0, now)
 			if s.withdraw(context.WithoutCancel(ctx), t, err, cluster) {
 				return fmt.Errorf("submit task: %w (%w)", err, ErrWithdrawn)
 			}
@@ -493,8 +494,9 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 //
 // On one Redis the record and the entries stand or go together: the
 // submit script writes both (nothing, if it refused), and unrecord.lua
-// takes both out. On a Cluster the record was written first, and the
-// entries in the round trip that queued the task. A refusal is the
+// takes both out. On a Cluster the record was written first (or its round
+// trip failed: then nothing else was sent), and the entries in the round
+// trip that queued the task. A refusal is the
 // script's answer: nothing was queued, and the index writes, sent after
 // it, have run, so they go at once. Otherwise Redis may yet run the
 // submission (an answer lost, or a round trip still waiting to be sent):
@@ -505,8 +507,11 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 // Redis runs later writes nothing).
 func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool) (gone bool) {
 	keys := []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}
-	ttl := int64(withdrawnTTL / time.Second)
 	refused := apperr.As(err) != nil
+	ttl := int64(withdrawnTTL / time.Second)
+	if refused { // its script ran: nothing of it is still to come
+		ttl = 0
+	}
 	if !cluster {
 		ikeys := s.newKeys(t, StatusPending)
 		s.expiries.forget(ikeys...) // not written, or emptied: their next write sets an expiry

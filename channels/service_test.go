@@ -453,6 +453,19 @@ func TestWithdrawnBeforeItRanNeverRuns(t *testing.T) {
 	if n, _ := c.Exists(ctx, s.chKey(other.ChannelID)).Result(); n != 1 {
 		t.Error("another submission has no record")
 	}
+	// One a worker has started is accepted after all: kept, and not marked.
+	if err := c.HSet(ctx, s.chKey(other.ChannelID), "status", string(StatusGenerating)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if s.withdraw(ctx, other, context.DeadlineExceeded, rdb.IsCluster(c)) {
+		t.Error("a started submission: reported gone")
+	}
+	if n, _ := c.Exists(ctx, s.chKey(other.ChannelID)).Result(); n != 1 {
+		t.Error("a started submission lost its record")
+	}
+	if n, _ := c.Exists(ctx, s.wKey(other.ChannelID)).Result(); n != 0 {
+		t.Error("a started submission was marked withdrawn")
+	}
 }
 
 // A submission the script fails (its project's queue key is not a list)
@@ -485,6 +498,50 @@ func TestFailedSubmissionLeavesNothing(t *testing.T) {
 	}
 	if err := s.Submit(ctx, newTask()); err != nil {
 		t.Errorf("another project's submission: %v", err)
+	}
+}
+
+// A round takes its notes for itself: another round at the same time
+// does not handle them again, and once notesRetry has passed (the first
+// round's node died midway) another round does.
+func TestNotesAreSharedOut(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{"ok":true}`), Options{})
+	ctx := context.Background()
+	task := newTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Del(ctx, s.chKey(task.ChannelID)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := s.noteUnindex(ctx, []unindexed{{ref: task.logRef(), st: StatusPending}}, now); err != nil {
+		t.Fatal(err)
+	}
+	// The first round's take, its node dying before it handles them.
+	taken, err := takeNotesScript.Run(ctx, c, []string{s.unindexKey()}, now.UnixMilli(), maxUnindexRound, notesRetry.Milliseconds()).StringSlice()
+	if err != nil || len(taken) != 1 {
+		t.Fatalf("took %v, %v; want the one note", taken, err)
+	}
+	listed := func() int {
+		n := 0
+		for _, k := range s.newKeys(task, StatusPending) {
+			if c.ZScore(ctx, k, task.ChannelID).Err() == nil {
+				n++
+			}
+		}
+		return n
+	}
+	if n, err := s.unindexRound(ctx, now); err != nil || n != 0 || listed() == 0 {
+		t.Fatalf("a second round at once handled %d notes (%v), %d entries left; want none handled", n, err, listed())
+	}
+	if n, err := s.unindexRound(ctx, now.Add(notesRetry)); err != nil || n != 1 {
+		t.Fatalf("a round once the note is due again handled %d (%v), want 1", n, err)
+	}
+	if n := listed(); n != 0 {
+		t.Errorf("the channel is still in %d indexes", n)
 	}
 }
 

@@ -4,9 +4,10 @@
 -- was accepted after all, and it runs (its Idempotency-Key's reservation,
 -- kept, answers a retry with it).
 -- Unless kept, the channel is marked withdrawn (KEYS[2], for ARGV[1]
--- seconds): a submission Redis has not run yet (its round trip still on
--- its way, or sent again) then records and queues nothing when it does
--- run (submit.lua, record_main.lua), so it is known not to run.
+-- seconds; 0: not marked, for a refusal, whose script has run): a
+-- submission Redis has not run yet (its round trip still on its way, or
+-- sent again) then records and queues nothing when it does run
+-- (submit.lua, record_main.lua), so it is known not to run.
 -- KEYS[1] channel hash; KEYS[2] its withdrawn mark (same slot); on one
 -- Redis, KEYS[3..] the log indexes submit.lua wrote its entries in, taken
 -- out with the record. ARGV[1] the mark's time to live (seconds); ARGV[2]
@@ -17,7 +18,9 @@ local st = redis.call('HGET', KEYS[1], 'status')
 if st and st ~= 'pending' then
   return 0
 end
-redis.call('SET', KEYS[2], 1, 'EX', ARGV[1])
+if ARGV[1] ~= '0' then
+  redis.call('SET', KEYS[2], 1, 'EX', ARGV[1])
+end
 if not st and redis.call('EXISTS', KEYS[1]) == 0 then
   return 2
 end
