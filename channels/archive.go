@@ -197,15 +197,14 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 		// entries go first (every status's, stale ones too), then their
 		// keys; a node that dies in between leaves them in Redis, unlisted
 		// there, listed from the archive, and due: moved again next round.
-		// The entries go once more after the keys: a completion or
-		// settlement redone meanwhile may have written them again (see
-		// indexMove).
+		// The entries go once more after the keys, from the indexes a
+		// completion or settlement redone meanwhile may have written them
+		// in again (lateIndexKeys; see indexMove).
 		sts := make([]Status, len(batch))
 		for i := range batch {
 			sts[i] = batch[i].Status
 		}
-		unindex := func() error { return s.unindexEvery(ctx, refs, sts) }
-		if err := unindex(); err != nil {
+		if err := s.unindexEvery(ctx, refs, sts, s.everyIndexKey); err != nil {
 			return fmt.Errorf("archive channels: unindex: %w", err)
 		}
 		if err := s.pipelined(ctx, func(p redis.Pipeliner) {
@@ -216,7 +215,7 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 		}); err != nil {
 			return fmt.Errorf("archive channels: remove from Redis: %w", err)
 		}
-		if err := unindex(); err != nil {
+		if err := s.unindexEvery(ctx, refs, sts, s.lateIndexKeys); err != nil {
 			return fmt.Errorf("archive channels: unindex: %w", err)
 		}
 	}
@@ -268,7 +267,7 @@ func (s *Service) unindexGoneDue(ctx context.Context, ids []string) (done []stri
 		done = append(done, cid)
 	}
 	if len(refs) > 0 {
-		if err := s.unindexEvery(ctx, refs, sts); err != nil {
+		if err := s.unindexEvery(ctx, refs, sts, s.everyIndexKey); err != nil {
 			return nil, nil, fmt.Errorf("archive channels: unindex: %w", err)
 		}
 	}
@@ -276,7 +275,8 @@ func (s *Service) unindexGoneDue(ctx context.Context, ids []string) (done []stri
 }
 
 // sweepMoved notes the channels us, just moved to the archive, to be taken
-// out of every log index they could be in once more, a sweepLeases of
+// out of the log indexes a late write can list them in (lateIndexKeys)
+// once more, a sweepLeases of
 // leases later, by any node's round (unindexDue), if their record is not
 // in Redis again: an index entry written after the move's second removal
 // (a completion or settlement redone by a node that died before its own
@@ -298,13 +298,14 @@ func (s *Service) sweepMoved(ctx context.Context, us []unindexed) error {
 // more than a lease late looks at the record itself (Service.late).
 const sweepLeases = 3
 
-// unindexEvery removes channels refs, settled in statuses sts, from every
-// log index each could be in (everyIndexKey), in one round trip.
-func (s *Service) unindexEvery(ctx context.Context, refs []logRef, sts []Status) error {
+// unindexEvery removes channels refs, settled in statuses sts, from the
+// log indexes of each that indexes gives (everyIndexKey, lateIndexKeys),
+// in one round trip.
+func (s *Service) unindexEvery(ctx context.Context, refs []logRef, sts []Status, indexes func(logRef, Status) []string) error {
 	cids := make([]string, len(refs))
 	keys := make([][]string, len(refs))
 	for i, r := range refs {
-		cids[i], keys[i] = r.cid, s.everyIndexKey(r, sts[i])
+		cids[i], keys[i] = r.cid, indexes(r, sts[i])
 	}
 	return s.unindexFrom(ctx, cids, keys)
 }
@@ -329,6 +330,19 @@ func (s *Service) unindexFrom(ctx context.Context, cids []string, keys [][]strin
 func (s *Service) everyIndexKey(r logRef, st Status) []string {
 	keys := append(s.indexKeys(r, st), s.stateKeys(r, StatusPending)...)
 	if r.event != "" { // only event-driven channels await a callback
+		keys = append(keys, s.stateKeys(r, StatusAIGenerated)...)
+	}
+	return keys
+}
+
+// lateIndexKeys are the log indexes a write after channel r settled in
+// st can list it in again: a completion or settlement redone, or sent
+// late (indexMove), writes its status's state indexes only, and for an
+// event-driven channel that may be the wait for its callback's. The
+// indexes a submission writes (indexNew) are written before it settles.
+func (s *Service) lateIndexKeys(r logRef, st Status) []string {
+	keys := s.stateKeys(r, st)
+	if r.event != "" && st != StatusAIGenerated {
 		keys = append(keys, s.stateKeys(r, StatusAIGenerated)...)
 	}
 	return keys

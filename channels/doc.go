@@ -74,7 +74,8 @@
 //     entries out if the channel's record is not in Redis; the notes this
 //     node could not write yet are written first. A channel moved to the
 //     archive is noted the same way, due a few leases after its move
-//     (sweepMoved), and taken out of every index it could be in.
+//     (sweepMoved), and taken out of every index a late write could
+//     list it in.
 //
 // Start is called once, before StopClaiming and Shutdown. Every other
 // exported method may be called from any goroutine, concurrently, before

@@ -47,7 +47,8 @@ import (
 //	                           their indexes if their record is not in Redis
 //	                           → due (unix ms); see unindexLater
 //	P:unindex:moved            ZSET the same for channels moved to the archive,
-//	                           taken out of every index; see sweepMoved
+//	                           taken out of the indexes a late write can
+//	                           list them in; see sweepMoved
 
 // NewChannelID returns a new channel id: a UUIDv7, ordered by creation time.
 func NewChannelID() string { return uuid.Must(uuid.NewV7()).String() }
@@ -266,7 +267,8 @@ const unindexGrace = time.Second
 // unindexKey is the set of channels to take out of the log indexes if
 // their record is not in Redis, each (unindexed.member) scored with when
 // it is due (unix ms); sweepKey the same for channels moved to the
-// archive (sweepMoved), taken out of every index they could be in. They
+// archive (sweepMoved), taken out of the indexes a late write can list
+// them in (lateIndexKeys). They
 // are two keys so that a node of an earlier version, which reads only the
 // first, never reads a note it would take the wrong way.
 func (s *Service) unindexKey() string { return s.o.Prefix + ":unindex" }
@@ -281,8 +283,8 @@ func (s *Service) notesKey(moved bool) string {
 }
 
 // unindexed is a channel to take out of the indexes of status st. One
-// moved to the archive (settled in st) is taken out of every index it
-// could be in (everyIndexKey): see Service.sweepMoved.
+// moved to the archive (settled in st) is taken out of every index a late
+// write could list it in (lateIndexKeys): see Service.sweepMoved.
 type unindexed struct {
 	ref   logRef
 	st    Status
@@ -306,7 +308,7 @@ func parseUnindexed(m string, moved bool) (unindexed, bool) {
 // unindexKeys are the indexes u is taken out of.
 func (s *Service) unindexKeys(u unindexed) []string {
 	if u.moved {
-		return s.everyIndexKey(u.ref, u.st)
+		return s.lateIndexKeys(u.ref, u.st)
 	}
 	return s.indexKeys(u.ref, u.st)
 }
@@ -329,8 +331,9 @@ func (s *Service) noteUnindex(ctx context.Context, us []unindexed, due time.Time
 // notes kept in memory, then takes the channels due in unindexKey out of
 // their indexes, those whose record is not in Redis (a submission whose
 // outcome was unknown may have been accepted after all: its record then
-// stands, with its entries), and those due in sweepKey out of every index
-// they could be in, likewise. It goes on while rounds come full.
+// stands, with its entries), and those due in sweepKey out of the indexes
+// a late write can list them in, likewise. It goes on while rounds come
+// full.
 func (s *Service) unindexDue() {
 	for range maxUnindexRounds {
 		n, err := s.unindexRound(s.runCtx, s.o.Now())
