@@ -429,7 +429,7 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	if cluster {
 		n, err := recordScript.Run(ctx, s.rdb, keys, args...).Int()
 		if err == nil && n == 0 {
-			err = errors.New("the channel was withdrawn") // never: the mark comes after this call
+			err = errors.New("the channel was withdrawn") // the same submission, sent after its take-back
 		}
 		if err != nil {
 			s.permits.kept(t.ProjectID, ask, 0, now)

@@ -468,6 +468,37 @@ func TestWithdrawnBeforeItRanNeverRuns(t *testing.T) {
 	}
 }
 
+// A submission Redis runs twice (its round trip sent again by the client
+// after the answer was lost) is queued once, and its record, which a
+// worker may have changed meanwhile, stands as it is.
+func TestSubmissionSentAgainRunsOnce(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	if rdb.IsCluster(c) {
+		t.Skip("on a Cluster the record and the queue go in round trips of their own; a record sent again stands (record_main.lua)")
+	}
+	s := newService(t, c, prefix, answer(`{}`), Options{})
+	ctx := context.Background()
+	task := newTask()
+	queue := s.q.of(task.ChannelID).queue(task.ProjectID)
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	queued, _ := c.LLen(ctx, queue).Result()
+	if err := c.HSet(ctx, s.chKey(task.ChannelID), "status", string(StatusGenerating)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Submit(ctx, task); err != nil { // the same round trip, run again
+		t.Fatalf("the submission sent again: %v, want it answered as queued", err)
+	}
+	if n, _ := c.LLen(ctx, queue).Result(); n != queued {
+		t.Errorf("the submission sent again queued its task again (%d → %d)", queued, n)
+	}
+	if st, _ := c.HGet(ctx, s.chKey(task.ChannelID), "status").Result(); st != string(StatusGenerating) {
+		t.Errorf("the submission sent again wrote its record again: status %q", st)
+	}
+}
+
 // A submission the script fails (its project's queue key is not a list)
 // is an error, leaves nothing, and fails no other submission.
 func TestFailedSubmissionLeavesNothing(t *testing.T) {

@@ -12,13 +12,21 @@
 -- arguments; its keys follow the previous call's in KEYS.
 -- A call's K[1..5], A[1..8]: enqueue.lua's; K[6..7]: record.lua's, K[7]
 -- being the channel's withdrawn mark (unrecord.lua: a submission taken
--- back before it ran fails, and writes nothing); K[8..]: the log indexes. A[9] the entries' score; A[10] the channel id;
--- A[11] the indexes' time to live (seconds); A[12] a character per index,
--- '1' when its expiry is to be set; A[13..]: record.lua's.
--- Returns enqueue.lua's reply per call.
+-- back before it ran fails, and writes nothing); K[8..]: the log indexes.
+-- A[9] the entries' score; A[10] the channel id; A[11] the indexes' time
+-- to live (seconds); A[12] a character per index, '1' when its expiry is
+-- to be set; A[13..]: record.lua's.
+-- Returns enqueue.lua's reply per call ({0, 0} for a submission whose
+-- record exists: it ran before, and was queued then).
 local function submit(K, A)
-  if redis.call('EXISTS', K[7]) == 1 then
-    error({err = 'WITHDRAWN the submission was taken back before it ran'})
+  -- One look for two cases: the channel marked withdrawn, or its record
+  -- written by this very submission already (its round trip sent again
+  -- by the client after the answer was lost), which then stands as it is.
+  if redis.call('EXISTS', K[6], K[7]) > 0 then
+    if redis.call('EXISTS', K[7]) == 1 then
+      error({err = 'WITHDRAWN the submission was taken back before it ran'})
+    end
+    return {0, 0}
   end
   local r = enqueue(K, A)
   if r[1] >= 0 then
