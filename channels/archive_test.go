@@ -362,16 +362,9 @@ func TestRedoneAfterTheMoveLeavesNoIndex(t *testing.T) {
 // archived copy, and the due entry with them.
 func TestCutShortMoveLeavesNoIndex(t *testing.T) {
 	t.Parallel()
-	arch := &memArchive{}
-	s, c, _, _ := roomService(t, Options{HotWindow: time.Hour, Archive: arch})
+	s, c, task := movedChannel(t)
 	ctx := context.Background()
-	task := newTask()
-	if err := s.Submit(ctx, task); err != nil {
-		t.Fatal(err)
-	}
 	cid := task.ChannelID
-	waitStatus(t, s, cid, StatusSuccess)
-	moveNow(t, s, c, arch, task.logRef())
 	// What the dead node left: an entry a redo wrote, and the due entry.
 	idx := s.indexKeys(task.logRef(), StatusSuccess)
 	for _, k := range idx {
@@ -397,22 +390,15 @@ func TestCutShortMoveLeavesNoIndex(t *testing.T) {
 // An index entry written after a move is done (a completion redone by a
 // node that died before its own look at the record, or whose look failed)
 // has no writer left to take it out: the move noted the channel, and any
-// node's round a few leases later takes it out of every index it could be
-// in. One whose record stands again keeps its entries.
+// node's round a few leases later takes it out of the indexes a late write
+// can list it in. One whose record stands again keeps its entries.
 func TestLateEntryAfterTheMoveIsSwept(t *testing.T) {
 	t.Parallel()
-	arch := &memArchive{}
-	s, c, _, _ := roomService(t, Options{HotWindow: time.Hour, Archive: arch})
+	moved := time.Now()
+	s, c, task := movedChannel(t)
 	ctx := context.Background()
-	task := newTask()
-	if err := s.Submit(ctx, task); err != nil {
-		t.Fatal(err)
-	}
 	cid := task.ChannelID
 	ref := task.logRef()
-	waitStatus(t, s, cid, StatusSuccess)
-	moved := time.Now()
-	moveNow(t, s, c, arch, ref)
 	due, err := c.ZScore(ctx, s.sweepKey(), unindexed{ref: ref, st: StatusSuccess}.member()).Result()
 	if err != nil || due < float64(moved.Add(sweepLeases*s.o.Lease).UnixMilli()) {
 		t.Fatalf("moved channel noted due at %.0f (%v), want %d leases after %d", due, err, sweepLeases, moved.UnixMilli())
@@ -464,6 +450,21 @@ func TestLateEntryAfterTheMoveIsSwept(t *testing.T) {
 			t.Errorf("a channel in Redis was taken out of %s", k)
 		}
 	}
+}
+
+// movedChannel runs a standard task on a node with an archive and moves
+// its channel there (moveNow).
+func movedChannel(t *testing.T) (*Service, redis.UniversalClient, *Task) {
+	t.Helper()
+	arch := &memArchive{}
+	s, c, _, _ := roomService(t, Options{HotWindow: time.Hour, Archive: arch})
+	task := newTask()
+	if err := s.Submit(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, task.ChannelID, StatusSuccess)
+	moveNow(t, s, c, arch, task.logRef())
+	return s, c, task
 }
 
 // moveNow waits until the finished channel of ref is queued to move and
