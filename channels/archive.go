@@ -157,6 +157,7 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 	var lens [][3]int
 	var cids []string
 	var gone []string // due, but no record in Redis
+	var live []string // due, but not settled
 	for i, cid := range ids {
 		r := reads[i]
 		if len(r.rec.Val()) == 0 {
@@ -164,11 +165,16 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 			continue
 		}
 		a, err := s.archived(cid, r.rec.Val(), r.tl.Val(), r.dl.Val(), []byte(r.z.Val()))
-		if err != nil || a == nil {
-			if err != nil {
-				s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("archive: could not encode; left in Redis")
-			}
-			done = append(done, cid) // expired, or kept as it is
+		switch {
+		case err != nil:
+			s.o.Log.Warn().Err(err).Str("channel_id", cid).Msg("archive: could not encode; left in Redis")
+			done = append(done, cid)
+			continue
+		case a == nil && r.rec.Val()["project_id"] != "":
+			live = append(live, cid)
+			continue
+		case a == nil:
+			done = append(done, cid) // a fragment written after the record expired
 			continue
 		}
 		batch = append(batch, *a)
@@ -228,6 +234,9 @@ func (s *Service) archiveBatch(ctx context.Context, key string, ids []string) er
 		}
 	}
 	if err := s.sweepMoved(ctx, swept); err != nil {
+		return fmt.Errorf("archive channels: %w", err)
+	}
+	if err := s.putOff(ctx, key, live); err != nil {
 		return fmt.Errorf("archive channels: %w", err)
 	}
 	if len(done) > 0 {
@@ -349,9 +358,8 @@ func (s *Service) lateIndexKeys(r logRef, st Status) []string {
 }
 
 // archived is what the archive keeps of a channel read from Redis: nil
-// when its record has expired, or is not settled (a run that lost its
-// lease queued it with a final status the winner did not have: the
-// channel's settlement queues it again).
+// when its record has expired (a fragment, without its project), or is
+// not settled (putOff).
 func (s *Service) archived(cid string, rec map[string]string, tl, dl []string, z []byte) (*Archived, error) {
 	if rec["project_id"] == "" || !Status(rec["status"]).final() {
 		return nil, nil

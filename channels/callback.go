@@ -521,15 +521,23 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 		settled[d.due] = append(settled[d.due], d.ref.cid)
 	}
 	s.cancelHooks(ctx, cancels)
-	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
-		// Compacted first: if the entries' removal went through and the
-		// compaction did not, nothing would redo it; a poller that finds
-		// an entry of a compacted channel drops it (fire.lua).
+	// In order (a step per round trip on a Cluster): queued to fold, then
+	// compacted, then the entries removed. If the entries' removal went
+	// through and the queueing did not, nothing would redo it; a poller
+	// that finds an entry of a compacted channel drops it (fire.lua).
+	if err := rdb.InOrder(ctx, s.rdb, func(_ redis.Pipeliner, m *rdb.Merge) {
 		for _, d := range done {
 			if d.status.final() {
-				s.compact(ctx, p, d.ref.cid, true)
+				s.queueFoldIn(m, d.ref.cid)
 			}
 		}
+	}, func(p redis.Pipeliner, _ *rdb.Merge) {
+		for _, d := range done {
+			if d.status.final() {
+				s.compact(ctx, p, d.ref.cid)
+			}
+		}
+	}, func(p redis.Pipeliner, _ *rdb.Merge) {
 		for due, ids := range settled {
 			p.ZRem(ctx, due, ids...)
 		}

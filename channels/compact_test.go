@@ -241,3 +241,37 @@ func (h *loneCounter) PublishLoneIn(ctx context.Context, p redis.Pipeliner, pid,
 	h.lone.Add(1)
 	return h.Hub.PublishLoneIn(ctx, p, pid, cid, msg)
 }
+
+// A completion whose round trip landed without its queueing to fold (cut
+// short by its node's death; on a Cluster its parts run side by side)
+// is queued by the redo that acks it once its lease runs out.
+func TestRedoneCompletionQueuesTheFold(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{"ok":true}`), Options{Lease: 200 * time.Millisecond, HotWindow: time.Hour})
+	ctx := context.Background()
+	task := newTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	// A node claims it, completes it, loses the queueing and dies.
+	q := s.q.keys[0]
+	ids, err := claimScript.Run(ctx, s.rdb, []string{q.ring, q.lease, q.count, q.legacy, q.qPrefix, q.claimPrefix + "dead"},
+		10, time.Now().Add(100*time.Millisecond).UnixMilli(), legacyEntry, 1000).StringSlice()
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("claim: %v %v", ids, err)
+	}
+	if _, err := s.conclude(ctx, task, ai.Result{Data: json.RawMessage(`{"ok":true}`), Provider: "mock", Model: "m"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.ZRem(ctx, s.foldKey(task.ChannelID), task.ChannelID)
+	s.Start()
+	until(t, "the redo compacts the record", func() bool { return !c.HExists(ctx, s.chKey(task.ChannelID), "task").Val() })
+	at, err := c.ZScore(ctx, s.foldKey(task.ChannelID), task.ChannelID).Result()
+	if err != nil || at < float64(time.Now().Add(time.Hour-time.Minute).UnixMilli()) {
+		t.Errorf("the redo did not queue the channel to fold: %v, %v", at, err)
+	}
+	if n := c.ZCard(ctx, q.lease).Val(); n != 0 {
+		t.Errorf("%d leases left", n)
+	}
+}

@@ -129,6 +129,7 @@ func (s *Service) foldDue(ctx context.Context, k int) (int, error) {
 		return 0, fmt.Errorf("fold channels: %w", err)
 	}
 	var done []any
+	var live []string
 	ok := 0
 	for i, c := range cmds {
 		if c == nil {
@@ -141,7 +142,9 @@ func (s *Service) foldDue(ctx context.Context, k int) (int, error) {
 		case "ok":
 			ok++
 			done = append(done, ids[i])
-		default: // done (by another node), gone, live
+		case "live":
+			live = append(live, ids[i])
+		default: // done (by another node), gone
 			done = append(done, ids[i])
 		}
 	}
@@ -150,8 +153,31 @@ func (s *Service) foldDue(ctx context.Context, k int) (int, error) {
 			return 0, fmt.Errorf("fold channels: %w", err)
 		}
 	}
+	if err := s.putOff(ctx, key, live); err != nil {
+		return 0, fmt.Errorf("fold channels: %w", err)
+	}
 	s.m.folded.Add(float64(ok))
 	return len(ids), nil
+}
+
+// putOff puts channels ids of the due set key off by a hot window: they
+// are not settled (a run that lost its lease queued them with a final
+// status the winner did not have). Their settlement queues them again,
+// but a removal here could take that entry away too, had it come between
+// the read and the removal; pushed back instead (never brought forward,
+// never added again once gone), they are looked at again then.
+func (s *Service) putOff(ctx context.Context, key string, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	zs := make([]redis.Z, len(ids))
+	for i, cid := range ids {
+		zs[i] = s.foldEntry(cid)
+	}
+	if err := s.rdb.ZAddArgs(ctx, key, redis.ZAddArgs{XX: true, GT: true, Members: zs}).Err(); err != nil {
+		return fmt.Errorf("put off channels not settled: %w", err)
+	}
+	return nil
 }
 
 func raw(s string) json.RawMessage {

@@ -302,27 +302,17 @@ func RecordKey(prefix string) func(cid string) string {
 // compaction must still find that its broadcast entries were written.)
 var liveFields = []string{"task", "result", "runs", "hook", "sim", "due_msg", "due_status", "deadline"}
 
-// compact drops a settled channel's live fields, within p: sent after
-// whatever settles it (its lease released, its deadline entry removed), so
-// that nothing that could still redo its side effects finds them gone; and
-// with queue, queues the channel to be folded once its hot window has
-// passed. (A standard task is queued with its completion instead, so that
-// a lease release cut short before its compaction still leaves it queued:
-// the fold drops the live fields too.)
-func (s *Service) compact(ctx context.Context, p redis.Pipeliner, cid string, queue bool) {
+// compact drops a settled channel's live fields, within p: sent once
+// nothing could still redo its side effects (after its lease is released;
+// before its deadline entries are removed, which a poller then drops,
+// fire.lua), and after the channel is queued to fold (queueFoldIn), which
+// drops the live fields too if a compaction was cut short.
+func (s *Service) compact(ctx context.Context, p redis.Pipeliner, cid string) {
 	p.HDel(ctx, s.chKey(cid), liveFields...)
-	if queue {
-		s.queueFold(ctx, p, cid)
-	}
 }
 
-// queueFold queues a settled channel to be folded (or archived) once its
-// hot window has passed, within p.
-func (s *Service) queueFold(ctx context.Context, p redis.Pipeliner, cid string) {
-	p.ZAdd(ctx, s.foldKey(cid), s.foldEntry(cid))
-}
-
-// queueFoldIn is queueFold within m: the channels of one round trip go
+// queueFoldIn queues a settled channel to be folded (or archived) once
+// its hot window has passed, within m: the channels of one round trip go
 // as one ZADD per set.
 func (s *Service) queueFoldIn(m *rdb.Merge, cid string) { m.ZAdd(s.foldKey(cid), s.foldEntry(cid)) }
 
@@ -1052,7 +1042,10 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 
 func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, ids map[int][]any) error {
 	var moved []ackItem
-	err := s.indexing(rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
+	// In order (a step per round trip on a Cluster): the leases go only
+	// once what a redo would do again has landed, and the live fields only
+	// after the leases (a redo needs the task).
+	err := s.indexing(rdb.InOrder(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
 		for _, it := range items {
 			if it.lone {
 				b.publishLone(ctx, p, it.pid, it.cid, it.msg)
@@ -1064,13 +1057,21 @@ func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, i
 				s.indexMove(m, ref, StatusGenerating, it.status)
 				moved = append(moved, it)
 			}
+			if it.redone && it.status.final() {
+				// Queued by conclude, but its completion's round trip may
+				// have landed without the queueing (cut short on one Redis;
+				// on a Cluster, its parts run side by side).
+				s.queueFoldIn(m, it.cid)
+			}
 		}
+	}, func(p redis.Pipeliner, _ *rdb.Merge) {
 		for k, members := range ids {
 			p.ZRem(ctx, s.q.keys[k].lease, members...)
 		}
+	}, func(p redis.Pipeliner, _ *rdb.Merge) {
 		for _, it := range items {
 			if it.status.final() {
-				s.compact(ctx, p, it.cid, false) // after the lease: a redo needs the task; queued by conclude
+				s.compact(ctx, p, it.cid) // queued by conclude (or above)
 			}
 		}
 	}))

@@ -9,7 +9,7 @@
 -- ARGV[5] the record's timeline's length read, in bytes.
 -- Returns "ok", "done" (folded before), "gone" (expired), "moved", or
 -- "live" (not settled: queued by a run that lost its lease with a final
--- status the winner did not have; its settlement queues it again).
+-- status the winner did not have; put off, fold.go's putOff).
 if redis.call('EXISTS', KEYS[4]) == 1 then
   return 'done'
 end

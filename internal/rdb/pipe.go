@@ -41,6 +41,31 @@ func PipelinedMerge(ctx context.Context, c redis.UniversalClient, fill func(redi
 	return err
 }
 
+// InOrder runs steps so that each step's commands (its merged writes
+// included) run after the step before it has run: on one Redis as one
+// pipeline, the Merge flushed after each step; on a Cluster, where the
+// parts of one pipeline bound for different nodes run side by side, as a
+// round trip per step, stopping at the first step that fails. For
+// commands that must land in order across hash tags, so that a node that
+// dies between them leaves its work for another node to redo: a queue
+// entry removed only after the writes that make its redo unnecessary.
+func InOrder(ctx context.Context, c redis.UniversalClient, steps ...func(redis.Pipeliner, *Merge)) error {
+	if !IsCluster(c) {
+		return PipelinedMerge(ctx, c, func(p redis.Pipeliner, m *Merge) {
+			for _, step := range steps {
+				step(p, m)
+				m.Flush(ctx, p)
+			}
+		})
+	}
+	for _, step := range steps {
+		if err := PipelinedMerge(ctx, c, step); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // pipelined is Pipelined, and returns the commands it ran, in fill's order.
 func pipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pipeliner)) ([]redis.Cmder, error) {
 	var calls []evalCall

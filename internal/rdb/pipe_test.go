@@ -74,3 +74,38 @@ func TestPipelinedSendsScriptsByHash(t *testing.T) {
 		t.Errorf("EVAL calls = %d after SCRIPT FLUSH, want %d", got, evals+2)
 	}
 }
+
+// InOrder runs a step's commands, its merged writes included, after the
+// step before it; on a Cluster it stops at the first step that fails.
+func TestInOrder(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	ctx := context.Background()
+	k := prefix + ":{inorder}:set"
+	var card *redis.IntCmd
+	err := InOrder(ctx, c, func(_ redis.Pipeliner, m *Merge) {
+		m.ZAdd(k, redis.Z{Score: 1, Member: "a"})
+	}, func(p redis.Pipeliner, _ *Merge) {
+		card = p.ZCard(ctx, k)
+	})
+	if err != nil || card.Val() != 1 {
+		t.Fatalf("the second step saw %d members (%v), want the first step's merged write", card.Val(), err)
+	}
+
+	other := prefix + ":{inorder-other}:n"
+	err = InOrder(ctx, c, func(p redis.Pipeliner, _ *Merge) {
+		p.Eval(ctx, `return redis.error_reply('ERR refused')`, []string{k})
+	}, func(p redis.Pipeliner, _ *Merge) {
+		p.Incr(ctx, other)
+	})
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("InOrder = %v, want the first step's error", err)
+	}
+	ran := c.Exists(ctx, other).Val() == 1
+	if IsCluster(c) && ran {
+		t.Error("on a Cluster the step after a failed one ran")
+	}
+	if !IsCluster(c) && !ran {
+		t.Error("on one Redis the steps are one pipeline: the second step did not run")
+	}
+}
