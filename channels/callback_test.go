@@ -584,7 +584,8 @@ func TestSettlementLostWithItsNodeIsRedone(t *testing.T) {
 	}
 	b := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: h})
 	b.Start()
-	for end := time.Now().Add(3 * deadlineLease); statuses(history(t, b, task.ChannelID)) != "ai_generated,completed"; time.Sleep(20 * time.Millisecond) {
+	// Due a lease after the claim; the bound leaves room for a loaded machine.
+	for end := time.Now().Add(6 * deadlineLease); statuses(history(t, b, task.ChannelID)) != "ai_generated,completed"; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatalf("room history = %s, want the final message from the other node's poller", statuses(history(t, b, task.ChannelID)))
 		}
