@@ -128,7 +128,8 @@
 //	P:{tasks}:q:<pid> LIST  a project's channel ids waiting for a worker, FIFO
 //	P:{tasks}:rr      LIST  the ring: each project with waiting tasks, once
 //	P:{tasks}:n       STRING tasks waiting in the project lists (all projects)
-//	P:{tasks}:lease   ZSET  "<pid>/<cid>" → lease deadline (unix ms)
+//	P:{tasks}:lease   ZSET  "<pid>/<cid>" → lease deadline (unix ms); on a
+//	                        Cluster also a submission's intent, until queued
 //	P:{tasks}:claim:<token> LIST what one claim leased, so that the same
 //	                        claim sent again returns it (for a lease)
 //	P:{tasks}:rl:<pid> STRING a project's submission rate (GCRA arrival time, µs)

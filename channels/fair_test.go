@@ -43,8 +43,8 @@ func fill(tb testing.TB, s *Service, pid string, n int) {
 				recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}, args...)
 				q := s.q.of(t.ChannelID)
 				cmds = append(cmds, enqueueScript.Eval(ctx, p,
-					[]string{q.queue(pid), q.ring, q.count, q.legacy, s.q.rate(pid)},
-					t.ChannelID, pid, s.o.MaxQueue, s.o.ProjectMaxQueue, 0, 0))
+					[]string{q.queue(pid), q.ring, q.count, q.legacy, s.q.rate(pid), q.lease},
+					t.ChannelID, pid, s.o.MaxQueue, s.o.ProjectMaxQueue, 0, 0, 0, s.q.legacyArg(), leaseMember(pid, t.ChannelID)))
 			}
 		})
 		if err != nil {

@@ -261,7 +261,8 @@ func (s *Service) unindexLater(ctx context.Context, u unindexed) {
 // look and the removal are one script (unindex.lua), and a sync run
 // sends its record before its entries (but for a record script Redis had
 // lost, sent again after them: rdb.Pipelined); on a Cluster, the record is
-// written, in a round trip of its own, before the entries are sent.
+// written, in a round trip of its own, before the entries are sent (a
+// submission's, and a sync run's: rdb.InOrder).
 const unindexGrace = time.Second
 
 // unindexKey is the set of channels to take out of the log indexes if
@@ -714,6 +715,10 @@ func (s *Service) hotLogs(ctx context.Context, pid string, f LogFilter, after *l
 	batch := min(max(2*limit, logBatchMin), 500)
 	var last *logCursor
 	var stale []any
+	// An entry of a channel created within unindexGrace may be on its way
+	// with its record (on a Cluster they go side by side): skipped, not
+	// taken out.
+	young := s.o.Now().Add(-unindexGrace).UnixMilli()
 	scanned, offset := 0, int64(0)
 	for scanned < logScanBudget {
 		// Each batch starts at the last entry seen (inclusive, skipping
@@ -746,7 +751,9 @@ func (s *Service) hotLogs(ctx context.Context, pid string, f LogFilter, after *l
 			v := cmds[i].Val()
 			str := func(j int) string { x, _ := v[j].(string); return x }
 			if str(0) != pid {
-				stale = append(stale, cid) // expired
+				if score < young {
+					stale = append(stale, cid) // expired
+				}
 				continue
 			}
 			it := LogItem{ChannelID: cid, Workflow: str(1), Status: Status(str(3)), CreatedAt: str(4), UpdatedAt: str(5)}

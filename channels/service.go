@@ -417,7 +417,27 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	// round trip of its own.
 	cluster := rdb.IsCluster(s.rdb)
 	if cluster {
-		n, err := recordScript.Run(ctx, s.rdb, keys, args...).Int()
+		// The intent first (enqueue_main.lua): a record never stands
+		// without a way to its queue.
+		intent := leaseMember(t.ProjectID, t.ChannelID)
+		err := s.rdb.ZAdd(ctx, q.lease, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: intent}).Err()
+		if err != nil {
+			s.permits.kept(t.ProjectID, ask, 0, now)
+			return fmt.Errorf("submit task: %w", err)
+		}
+		qkeys, qargs = append(qkeys, q.lease), append(qargs, intent)
+		// The record with its index entries (entries that land without
+		// their record, the node dying between the two parts, are taken
+		// out when a listing reads them), then the task queued.
+		var rec *redis.Cmd
+		err = rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
+			rec = recordScript.Eval(ctx, p, keys, args...)
+			s.indexNew(m, t, StatusPending, now)
+		})
+		n, rerr := rec.Int()
+		if err == nil {
+			err = rerr
+		}
 		if err == nil && n == 0 {
 			err = errors.New("the channel was withdrawn") // the same submission, sent after its take-back
 		}
@@ -436,7 +456,6 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	err = s.shared.PipelinedMerge(ctx, func(p redis.Pipeliner, m *rdb.Merge) {
 		if cluster {
 			enq = enqueueScript.Eval(ctx, p, qkeys, qargs...)
-			s.indexNew(m, t, StatusPending, now)
 			return
 		}
 		for i, k := range ikeys {
@@ -609,21 +628,24 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 	recorded := make(chan error, 1)
 	go func() {
 		ctx := wctx
-		recorded <- rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
-			recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}, args...)
+		// The lease, the record, then the entries (a round trip each on a
+		// Cluster, where they live in different slots; hidden behind the
+		// provider's answer): a record never stands without its lease, so
+		// if this node dies another node finishes the run (a lease whose
+		// record never lands is dropped by the claim that finds none), and
+		// entries never land before their record (see unindexGrace).
+		recorded <- rdb.InOrder(ctx, s.rdb, func(p redis.Pipeliner, _ *rdb.Merge) {
 			p.ZAdd(ctx, s.q.keys[l.part].lease, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: l.member})
+		}, func(p redis.Pipeliner, _ *rdb.Merge) {
+			recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}, args...)
+		}, func(_ redis.Pipeliner, m *rdb.Merge) {
 			s.indexNew(m, t, StatusGenerating, now)
 		})
 	}()
 	res, runErr := s.generate(ctx, t, nil, s.o.SyncWait)
 	if err := <-recorded; err != nil {
 		s.untrack(t.ChannelID)
-		// Half a record (the lease and the record live in different
-		// slots) must not linger as a channel that never finishes.
-		s.rdb.Del(context.WithoutCancel(ctx), s.chKey(t.ChannelID), s.tlKey(t.ChannelID))
-		s.rdb.ZRem(context.WithoutCancel(ctx), s.q.keys[l.part].lease, l.member)
-		// The writes may land yet: taken back later if no record stands.
-		s.unindexLater(context.WithoutCancel(ctx), unindexed{ref: t.logRef(), st: StatusGenerating})
+		s.takeBackSync(context.WithoutCancel(ctx), t, l)
 		return nil, fmt.Errorf("record channel: %w", err)
 	}
 	s.m.submitted.Inc()
@@ -662,6 +684,27 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 		finish()
 	}()
 	return msg, nil
+}
+
+// takeBackSync takes back the record of a RunSync whose round trip
+// failed: the record may have landed, or land yet. The channel is marked
+// withdrawn and its record removed, so that a record script Redis runs
+// later writes nothing (record_main.lua), and then its lease goes. If
+// that fails the lease is left to run out: the node that claims the task
+// then runs it if its record stands, and drops it if not. Index entries
+// that land late are taken back if no record stands then (unindexLater).
+func (s *Service) takeBackSync(ctx context.Context, t *Task, l lease) {
+	err := s.pipelined(ctx, func(p redis.Pipeliner) { // one slot: in order
+		p.Set(ctx, s.wKey(t.ChannelID), 1, withdrawnTTL)
+		p.Del(ctx, s.chKey(t.ChannelID), s.tlKey(t.ChannelID))
+	})
+	if err == nil {
+		err = s.rdb.ZRem(ctx, s.q.keys[l.part].lease, l.member).Err()
+	}
+	if err != nil {
+		s.o.Log.Warn().Err(err).Str("channel_id", t.ChannelID).Msg("sync run: take back a record whose outcome is unknown; its lease runs out, and it runs if it was recorded")
+	}
+	s.unindexLater(ctx, unindexed{ref: t.logRef(), st: StatusGenerating})
 }
 
 // execute runs a task that this node holds, completes it and acks it.

@@ -420,7 +420,8 @@ func TestWithdrawnSubmissionLeavesNoIndex(t *testing.T) {
 
 // A submission taken back before Redis ran it (its round trip still on
 // its way, or sent again) is reported gone, and when Redis runs it after
-// all it records, queues and lists nothing: its outcome is known at once.
+// all it records, queues and lists nothing (on a Cluster, lists nothing
+// once the take-back's note is due): its outcome is known at once.
 func TestWithdrawnBeforeItRanNeverRuns(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)
@@ -440,6 +441,13 @@ func TestWithdrawnBeforeItRanNeverRuns(t *testing.T) {
 	}
 	if after, _ := c.LLen(ctx, queue).Result(); after != before {
 		t.Errorf("the late submission queued its task (%d → %d)", before, after)
+	}
+	if rdb.IsCluster(c) {
+		// There its entries went beside its record, and are taken out by
+		// the note its take-back wrote, once due.
+		if _, err := s.unindexRound(ctx, time.Now().Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, k := range s.newKeys(late, StatusPending) {
 		if c.ZScore(ctx, k, late.ChannelID).Err() == nil {
@@ -633,5 +641,84 @@ func TestUnindexSparesAcceptedChannels(t *testing.T) {
 	}
 	if n := c.ZCard(ctx, s.unindexKey()).Val(); n != 0 {
 		t.Errorf("%d notes left after the round", n)
+	}
+}
+
+// A submission cut short after its record and before its task was queued
+// (on a Cluster, its node died between the two round trips) runs once its
+// intent's lease runs out: on a Cluster the intent goes before the
+// record, in the lease set, and the enqueue takes it away.
+func TestSubmissionCutShortAfterItsRecordRuns(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	lease := 300 * time.Millisecond
+	s := newService(t, c, prefix, answer(`{"ok":true}`), Options{Lease: lease})
+	ctx := context.Background()
+	task := newTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.ZCard(ctx, s.q.of(task.ChannelID).lease).Val(); n != 0 {
+		t.Errorf("%d leases after a submission was queued, want its intent taken away", n)
+	}
+	if rdb.IsCluster(c) {
+		// A submission whose record is refused (withdrawn) leaves its
+		// intent: written before the record. It runs out harmlessly.
+		refused := newTask()
+		c.Set(ctx, s.wKey(refused.ChannelID), 1, time.Minute)
+		if err := s.Submit(ctx, refused); !errors.Is(err, ErrWithdrawn) {
+			t.Fatalf("a withdrawn submission: %v", err)
+		}
+		if c.ZScore(ctx, s.q.of(refused.ChannelID).lease, leaseMember(refused.ProjectID, refused.ChannelID)).Err() != nil {
+			t.Error("no intent before the record")
+		}
+	}
+	cut := newTask()
+	now := time.Now()
+	args, err := s.recordArgs(cut, StatusPending, now, s.requestEntry(cut, now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := s.q.of(cut.ChannelID)
+	c.ZAdd(ctx, q.lease, redis.Z{Score: float64(now.Add(lease).UnixMilli()), Member: leaseMember(cut.ProjectID, cut.ChannelID)})
+	if err := recordScript.Run(ctx, c, []string{s.chKey(cut.ChannelID), s.wKey(cut.ChannelID)}, args...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	waitStatus(t, s, task.ChannelID, StatusSuccess)
+	waitStatus(t, s, cut.ChannelID, StatusSuccess)
+	until(t, "no lease left", func() bool { return c.ZCard(ctx, q.lease).Val() == 0 })
+}
+
+// A sync run whose record round trip failed takes its record back: one
+// that landed goes with its lease, and one Redis runs later writes
+// nothing (the channel is marked withdrawn).
+func TestSyncRunTakenBack(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{}`), Options{})
+	ctx := context.Background()
+	task := newTask()
+	now := time.Now()
+	args, err := s.recordArgs(task, StatusGenerating, now, s.requestEntry(task, now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := lease{s.q.parts.Of(task.ChannelID), leaseMember(task.ProjectID, task.ChannelID)}
+	record := func() int {
+		n, err := recordScript.Run(ctx, c, []string{s.chKey(task.ChannelID), s.wKey(task.ChannelID)}, args...).Int()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	c.ZAdd(ctx, s.q.keys[l.part].lease, redis.Z{Score: float64(now.Add(time.Minute).UnixMilli()), Member: l.member})
+	record() // landed, its answer lost
+	s.takeBackSync(ctx, task, l)
+	if c.Exists(ctx, s.chKey(task.ChannelID)).Val() != 0 || c.ZCard(ctx, s.q.keys[l.part].lease).Val() != 0 {
+		t.Error("the record or its lease stands")
+	}
+	if n := record(); n != 0 || c.Exists(ctx, s.chKey(task.ChannelID)).Val() != 0 {
+		t.Errorf("a record Redis ran after the take-back: %d, written", n)
 	}
 }
