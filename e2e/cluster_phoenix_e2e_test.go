@@ -240,7 +240,8 @@ func TestThreeNodesPhoenixClient(t *testing.T) {
 	env := testEnv(t, url, prefix)
 	a, b, c := startNode(t, env), startNode(t, env), startNode(t, env)
 	a.must(t, 201, "POST", "/api/console/workflow", map[string]any{"name": "slow", "provider": "mock",
-		"mock": map[string]any{"delay_ms": 2000, "response": map[string]any{"ok": true}}})
+		// Long enough for two node processes to start and join on a loaded machine.
+		"mock": map[string]any{"delay_ms": 6000, "response": map[string]any{"ok": true}}})
 	ans := a.submit(t, "slow", nil)
 	cid, token, topic := ans["channel_id"].(string), ans["ws_token"].(string), ans["websocket_channel"].(string)
 
