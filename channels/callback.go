@@ -522,9 +522,11 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 	}
 	s.cancelHooks(ctx, cancels)
 	// In order (a step per round trip on a Cluster): queued to fold, then
-	// compacted, then the entries removed. If the entries' removal went
-	// through and the queueing did not, nothing would redo it; a poller
-	// that finds an entry of a compacted channel drops it (fire.lua).
+	// compacted and the entries removed. If the entries' removal went
+	// through and the queueing did not, nothing would redo it. Compaction
+	// and removal may land in either order: a poller that finds an entry of
+	// a compacted channel drops it (fire.lua), and the fold drops the live
+	// fields of one whose compaction did not land.
 	if err := rdb.InOrder(ctx, s.rdb, func(_ redis.Pipeliner, m *rdb.Merge) {
 		for _, d := range done {
 			if d.status.final() {
@@ -537,7 +539,6 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 				s.compact(ctx, p, d.ref.cid)
 			}
 		}
-	}, func(p redis.Pipeliner, _ *rdb.Merge) {
 		for due, ids := range settled {
 			p.ZRem(ctx, due, ids...)
 		}

@@ -302,11 +302,12 @@ func RecordKey(prefix string) func(cid string) string {
 // compaction must still find that its broadcast entries were written.)
 var liveFields = []string{"task", "result", "runs", "hook", "sim", "due_msg", "due_status", "deadline"}
 
-// compact drops a settled channel's live fields, within p: sent once
-// nothing could still redo its side effects (after its lease is released;
-// before its deadline entries are removed, which a poller then drops,
-// fire.lua), and after the channel is queued to fold (queueFoldIn), which
-// drops the live fields too if a compaction was cut short.
+// compact drops a settled channel's live fields, within p: sent once its
+// side effects have landed (with its lease release, and with the removal
+// of its deadline entries, whose redo finds it compacted and only acks,
+// or drops the entry: fire.lua), after the channel is queued to fold
+// (queueFoldIn), which drops the live fields too if a compaction was cut
+// short.
 func (s *Service) compact(ctx context.Context, p redis.Pipeliner, cid string) {
 	p.HDel(ctx, s.chKey(cid), liveFields...)
 }
@@ -419,8 +420,11 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	if cluster {
 		// The intent first (enqueue_main.lua): a record never stands
 		// without a way to its queue.
+		// Both round trips shared with other submissions (rdb.Shared).
 		intent := leaseMember(t.ProjectID, t.ChannelID)
-		err := s.rdb.ZAdd(ctx, q.lease, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: intent}).Err()
+		err := s.shared.PipelinedMerge(ctx, func(_ redis.Pipeliner, m *rdb.Merge) {
+			m.ZAdd(q.lease, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: intent})
+		})
 		if err != nil {
 			s.permits.kept(t.ProjectID, ask, 0, now)
 			return fmt.Errorf("submit task: %w", err)
@@ -430,7 +434,7 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		// their record, the node dying between the two parts, are taken
 		// out when a listing reads them), then the task queued.
 		var rec *redis.Cmd
-		err = rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
+		err = s.shared.PipelinedMerge(ctx, func(p redis.Pipeliner, m *rdb.Merge) {
 			rec = recordScript.Eval(ctx, p, keys, args...)
 			s.indexNew(m, t, StatusPending, now)
 		})
@@ -1086,8 +1090,9 @@ func (s *Service) sendAcks(ctx context.Context, items []ackItem) {
 func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, ids map[int][]any) error {
 	var moved []ackItem
 	// In order (a step per round trip on a Cluster): the leases go only
-	// once what a redo would do again has landed, and the live fields only
-	// after the leases (a redo needs the task).
+	// once what a redo would do again has landed. The live fields go with
+	// them (after them on one Redis): a redo that finds the record
+	// compacted only acks, which is all that is left to do by then.
 	err := s.indexing(rdb.InOrder(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
 		for _, it := range items {
 			if it.lone {
@@ -1111,7 +1116,6 @@ func (s *Service) ackPipe(ctx context.Context, b *broadcasts, items []ackItem, i
 		for k, members := range ids {
 			p.ZRem(ctx, s.q.keys[k].lease, members...)
 		}
-	}, func(p redis.Pipeliner, _ *rdb.Merge) {
 		for _, it := range items {
 			if it.status.final() {
 				s.compact(ctx, p, it.cid) // queued by conclude (or above)
