@@ -42,9 +42,11 @@ func fill(tb testing.TB, s *Service, pid string, n int) {
 				}
 				recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}, args...)
 				q := s.q.of(t.ChannelID)
+				intent, until := leaseMember(pid, t.ChannelID), time.Now().Add(time.Hour).UnixMilli()
+				p.ZAdd(ctx, q.lease, redis.Z{Score: float64(until), Member: intent})
 				cmds = append(cmds, enqueueScript.Eval(ctx, p,
 					[]string{q.queue(pid), q.ring, q.count, q.legacy, s.q.rate(pid), q.lease},
-					t.ChannelID, pid, s.o.MaxQueue, s.o.ProjectMaxQueue, 0, 0, 0, s.q.legacyArg(), leaseMember(pid, t.ChannelID)))
+					t.ChannelID, pid, s.o.MaxQueue, s.o.ProjectMaxQueue, 0, 0, 0, s.q.legacyArg(), intent, until))
 			}
 		})
 		if err != nil {

@@ -260,10 +260,15 @@ func (s *Service) unindexLater(ctx context.Context, u unindexed) {
 // round right is its look at the record, not the wait: on one Redis, the
 // look and the removal are one script (unindex.lua), and a sync run
 // sends its record before its entries (but for a record script Redis had
-// lost, sent again after them: rdb.Pipelined); on a Cluster, the record is
-// written, in a round trip of its own, before the entries are sent (a
-// submission's, and a sync run's: rdb.InOrder).
+// lost, sent again after them: rdb.Pipelined); on a Cluster the record and
+// its entries go in one round trip, side by side, and the note is written
+// once that round trip has answered or given up.
 const unindexGrace = time.Second
+
+// youngEntry is how long after its channel's creation a listing leaves an
+// index entry without its record in place (skipped, not taken out): its
+// record may still be on its way.
+const youngEntry = time.Minute
 
 // unindexKey is the set of channels to take out of the log indexes if
 // their record is not in Redis, each (unindexed.member) scored with when
@@ -715,10 +720,10 @@ func (s *Service) hotLogs(ctx context.Context, pid string, f LogFilter, after *l
 	batch := min(max(2*limit, logBatchMin), 500)
 	var last *logCursor
 	var stale []any
-	// An entry of a channel created within unindexGrace may be on its way
-	// with its record (on a Cluster they go side by side): skipped, not
-	// taken out.
-	young := s.o.Now().Add(-unindexGrace).UnixMilli()
+	// An entry of a channel created within youngEntry may be on its way
+	// with its record (on a Cluster they go side by side, maybe a while
+	// after the channel id was made): skipped, not taken out.
+	young := s.o.Now().Add(-youngEntry).UnixMilli()
 	scanned, offset := 0, int64(0)
 	for scanned < logScanBudget {
 		// Each batch starts at the last entry seen (inclusive, skipping

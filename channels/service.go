@@ -361,9 +361,10 @@ func (s *Service) recordArgs(t *Task, status Status, now time.Time, entries ...E
 }
 
 // Submit records a channel and queues its task on its project's queue, in
-// one round trip: one script on one Redis (submit.lua), else the record
-// script (the channel's slot) then the enqueue script (the queue's slot),
-// in two (the record first). The channel id is chosen by the
+// one round trip: one script on one Redis (submit.lua); on a Cluster in
+// three, each shared with other submissions: the intent (the queue's
+// slot), the record with its index entries, then the enqueue script (the
+// queue's slot; see docs/layout.md, "Write order across slots"). The channel id is chosen by the
 // caller (it is part of the answer, which may have to be stored for
 // idempotency before the task exists). A full queue is ErrQueueFull (the
 // deployment's) or ErrProjectQueueFull, a project over its rate is a
@@ -421,15 +422,15 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		// The intent first (enqueue_main.lua): a record never stands
 		// without a way to its queue.
 		// Both round trips shared with other submissions (rdb.Shared).
-		intent := leaseMember(t.ProjectID, t.ChannelID)
+		intent, until := leaseMember(t.ProjectID, t.ChannelID), now.Add(s.o.Lease).UnixMilli()
 		err := s.shared.PipelinedMerge(ctx, func(_ redis.Pipeliner, m *rdb.Merge) {
-			m.ZAdd(q.lease, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: intent})
+			m.ZAdd(q.lease, redis.Z{Score: float64(until), Member: intent})
 		})
 		if err != nil {
 			s.permits.kept(t.ProjectID, ask, 0, now)
 			return fmt.Errorf("submit task: %w", err)
 		}
-		qkeys, qargs = append(qkeys, q.lease), append(qargs, intent)
+		qkeys, qargs = append(qkeys, q.lease), append(qargs, intent, until)
 		// The record with its index entries (entries that land without
 		// their record, the node dying between the two parts, are taken
 		// out when a listing reads them), then the task queued.
@@ -438,9 +439,10 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 			rec = recordScript.Eval(ctx, p, keys, args...)
 			s.indexNew(m, t, StatusPending, now)
 		})
-		n, rerr := rec.Int()
-		if err == nil {
-			err = rerr
+		err = s.indexing(err)
+		n := int64(1)
+		if err == nil { // else rec may never have been filled in (the call gave up)
+			n, err = rec.Int64()
 		}
 		if err == nil && n == 0 {
 			err = errors.New("the channel was withdrawn") // the same submission, sent after its take-back
@@ -507,11 +509,14 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 //
 // On one Redis the record and the entries stand or go together: the
 // submit script writes both (nothing, if it refused), and unrecord.lua
-// takes both out. On a Cluster the record was written first (or its round
-// trip failed: then nothing else was sent), and the entries in the round
-// trip that queued the task. A refusal is the
-// script's answer: nothing was queued, and the index writes, sent after
-// it, have run, so they go at once. Otherwise Redis may yet run the
+// takes both out. On a Cluster the record and the entries were written
+// first, in one round trip (or it failed: then the enqueue was not sent,
+// and the intent runs out: its claim finds no record), and the task queued
+// in the next. A refusal is the enqueue script's answer: nothing was
+// queued, and the index writes, sent before it, have run, so they go at
+// once. (A node that dies before it takes back a refused Cluster
+// submission leaves its record pending until the retention: the task was
+// refused, so it must not run.) Otherwise Redis may yet run the
 // submission (an answer lost, or a round trip still waiting to be sent):
 // its entries are taken back later, and only if no record stands then
 // (unindexLater). It reports whether the task will not run (ErrWithdrawn):
@@ -632,19 +637,17 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 	recorded := make(chan error, 1)
 	go func() {
 		ctx := wctx
-		// The lease, the record, then the entries (a round trip each on a
-		// Cluster, where they live in different slots; hidden behind the
+		// The lease, then the record with its entries (a round trip each on
+		// a Cluster, where they live in different slots; hidden behind the
 		// provider's answer): a record never stands without its lease, so
 		// if this node dies another node finishes the run (a lease whose
-		// record never lands is dropped by the claim that finds none), and
-		// entries never land before their record (see unindexGrace).
-		recorded <- rdb.InOrder(ctx, s.rdb, func(p redis.Pipeliner, _ *rdb.Merge) {
+		// record never lands is dropped by the claim that finds none).
+		recorded <- s.indexing(rdb.InOrder(ctx, s.rdb, func(p redis.Pipeliner, _ *rdb.Merge) {
 			p.ZAdd(ctx, s.q.keys[l.part].lease, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: l.member})
-		}, func(p redis.Pipeliner, _ *rdb.Merge) {
+		}, func(p redis.Pipeliner, m *rdb.Merge) {
 			recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}, args...)
-		}, func(_ redis.Pipeliner, m *rdb.Merge) {
 			s.indexNew(m, t, StatusGenerating, now)
-		})
+		}))
 	}()
 	res, runErr := s.generate(ctx, t, nil, s.o.SyncWait)
 	if err := <-recorded; err != nil {

@@ -722,3 +722,44 @@ func TestSyncRunTakenBack(t *testing.T) {
 		t.Errorf("a record Redis ran after the take-back: %d, written", n)
 	}
 }
+
+// A Cluster submission's enqueue that comes after its intent ran out (the
+// task requeued by then, maybe claimed and running), or that is sent
+// again after its answer was lost, pushes nothing and leaves the lease
+// as it is.
+func TestLateEnqueueLeavesTheTaskAlone(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{}`), Options{})
+	ctx := context.Background()
+	task := newTask()
+	q := s.q.of(task.ChannelID)
+	member := leaseMember(task.ProjectID, task.ChannelID)
+	intent := time.Now().Add(time.Minute).UnixMilli()
+	enqueue := func() []int64 {
+		t.Helper()
+		out, err := enqueueScript.Run(ctx, c, []string{q.queue(task.ProjectID), q.ring, q.count, q.legacy, q.count, q.lease},
+			task.ChannelID, task.ProjectID, 1000, 1000, 0, 0, 0, s.q.legacyArg(), member, intent).Int64Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	queued := func() int64 { return c.LLen(ctx, q.queue(task.ProjectID)).Val() }
+	c.ZAdd(ctx, q.lease, redis.Z{Score: float64(intent), Member: member})
+	if out := enqueue(); out[0] != 1 || queued() != 1 || c.ZScore(ctx, q.lease, member).Err() == nil {
+		t.Fatalf("the enqueue: %v, %d queued; want it queued and its intent gone", out, queued())
+	}
+	if out := enqueue(); out[0] != 0 || queued() != 1 { // sent again
+		t.Errorf("the enqueue sent again: %v, %d queued", out, queued())
+	}
+	claimed := float64(time.Now().Add(2 * time.Minute).UnixMilli())
+	c.ZAdd(ctx, q.lease, redis.Z{Score: claimed, Member: member}) // requeued and claimed meanwhile
+	c.LPop(ctx, q.queue(task.ProjectID))
+	if out := enqueue(); out[0] != 0 || queued() != 0 {
+		t.Errorf("the late enqueue: %v, %d queued", out, queued())
+	}
+	if at, err := c.ZScore(ctx, q.lease, member).Result(); err != nil || at != claimed {
+		t.Errorf("the claim's lease: %v, %v", at, err)
+	}
+}
