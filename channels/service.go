@@ -414,14 +414,14 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	// that finds no record drops the task as expired). On one Redis the
 	// submit script queues the task, records it and writes its index
 	// entries at once (nothing, if refused), for every submission of the
-	// round trip in one call; on a Cluster (rdb.IsCluster)
-	// the three live in different slots, so the record goes first, in a
-	// round trip of its own.
+	// round trip in one call; on a Cluster (rdb.IsCluster) the three live
+	// in different slots, so the record goes before the enqueue, in a
+	// round trip of its own, and after the intent.
 	cluster := rdb.IsCluster(s.rdb)
 	if cluster {
 		// The intent first (enqueue_main.lua): a record never stands
-		// without a way to its queue.
-		// Both round trips shared with other submissions (rdb.Shared).
+		// without a way to its queue. Both round trips are shared with
+		// other submissions (rdb.Shared).
 		intent, until := leaseMember(t.ProjectID, t.ChannelID), now.Add(s.o.Lease).UnixMilli()
 		err := s.shared.PipelinedMerge(ctx, func(_ redis.Pipeliner, m *rdb.Merge) {
 			m.ZAdd(q.lease, redis.Z{Score: float64(until), Member: intent})
@@ -433,7 +433,7 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		qkeys, qargs = append(qkeys, q.lease), append(qargs, intent, until)
 		// The record with its index entries (entries that land without
 		// their record, the node dying between the two parts, are taken
-		// out when a listing reads them), then the task queued.
+		// out by a listing once past youngEntry), then the task queued.
 		var rec *redis.Cmd
 		err = s.shared.PipelinedMerge(ctx, func(p redis.Pipeliner, m *rdb.Merge) {
 			rec = recordScript.Eval(ctx, p, keys, args...)
