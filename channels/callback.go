@@ -478,12 +478,24 @@ func (s *Service) settleLoop() {
 }
 
 // settleAll runs the settlements of done: the publishes and index moves
-// in one round trip (with whatever more queues in it), then the webhook
-// retries cancelled, then the deadline entries removed. A failure leaves
-// the entries to their claim's lease: a poller settles them again.
+// (with whatever more queues in them) and the cancellation of the webhook
+// retries, in one round trip on one Redis (two on a Cluster); then the
+// deadline entries removed. A failure of the publishes leaves the entries
+// to their claim's lease: a poller settles them again. A failure of the
+// cancellations is logged and leaves the retries to run out: the backend's
+// callback then gets a conflict, which is harmless.
 func (s *Service) settleAll(ctx context.Context, done []settlement, more func(redis.Pipeliner)) error {
 	b := broadcasts{s: s}
-	err := rdb.PipelinedMerge(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
+	var cancels []dispatch.Cancellation
+	for _, d := range done {
+		if d.why != "" { // idempotent: also for a settle redone
+			cancels = append(cancels, dispatch.Cancellation{Event: dispatch.Event{Type: "task.ai_generated",
+				ProjectID: d.ref.pid, ChannelID: d.ref.cid}, Why: d.why})
+		}
+	}
+	var cancelling *dispatch.Cancelling
+	var cancelErr error
+	errs := rdb.InOrderEach(ctx, s.rdb, func(p redis.Pipeliner, m *rdb.Merge) {
 		for _, d := range done {
 			for _, m := range d.pre {
 				b.add(ctx, p, d.ref.pid, d.ref.cid, messageStatus(m), m)
@@ -494,10 +506,20 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 		if more != nil {
 			more(p)
 		}
+	}, func(p redis.Pipeliner, _ *rdb.Merge) {
+		if s.o.Dispatcher != nil && len(cancels) > 0 {
+			cancelling, cancelErr = s.o.Dispatcher.CancelIn(ctx, p, cancels)
+		}
 	})
 	b.check()
-	if err := s.indexing(err); err != nil {
+	if err := s.indexing(errs[0]); err != nil {
 		return fmt.Errorf("publish the final message: %w", err)
+	}
+	if cancelErr == nil {
+		cancelErr = cancelling.Log(ctx)
+	}
+	if cancelErr != nil {
+		s.o.Log.Warn().Err(cancelErr).Int("channels", len(cancels)).Msg("cancel task.ai_generated retries")
 	}
 	if len(done) == 0 {
 		return nil
@@ -511,22 +533,16 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 	if err := s.unindexGone(ctx, redone); err != nil {
 		return err
 	}
-	settled := make(map[string][]any)
-	var cancels []dispatch.Cancellation
-	for _, d := range done {
-		if d.why != "" { // idempotent: also for a settle redone
-			cancels = append(cancels, dispatch.Cancellation{Event: dispatch.Event{Type: "task.ai_generated",
-				ProjectID: d.ref.pid, ChannelID: d.ref.cid}, Why: d.why})
-		}
-		settled[d.due] = append(settled[d.due], d.ref.cid)
-	}
-	s.cancelHooks(ctx, cancels)
 	// In order (a step per round trip on a Cluster): queued to fold, then
 	// compacted and the entries removed. If the entries' removal went
 	// through and the queueing did not, nothing would redo it. Compaction
 	// and removal may land in either order: a poller that finds an entry of
 	// a compacted channel drops it (fire.lua), and the fold drops the live
 	// fields of one whose compaction did not land.
+	settled := make(map[string][]any)
+	for _, d := range done {
+		settled[d.due] = append(settled[d.due], d.ref.cid)
+	}
 	if err := rdb.InOrder(ctx, s.rdb, func(_ redis.Pipeliner, m *rdb.Merge) {
 		for _, d := range done {
 			if d.status.final() {
@@ -546,18 +562,6 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 		return fmt.Errorf("remove the callback deadline: %w", err)
 	}
 	return nil
-}
-
-// cancelHooks cancels the retries of settled channels' task.ai_generated
-// deliveries, those of a batch together. A failure leaves them to run
-// out: the backend's callback then gets a conflict, which is harmless.
-func (s *Service) cancelHooks(ctx context.Context, cs []dispatch.Cancellation) {
-	if s.o.Dispatcher == nil || len(cs) == 0 {
-		return
-	}
-	if err := s.o.Dispatcher.Cancel(ctx, cs); err != nil {
-		s.o.Log.Warn().Err(err).Int("channels", len(cs)).Msg("cancel task.ai_generated retries")
-	}
 }
 
 // fireAllDue settles the channels whose callback deadline has come, on

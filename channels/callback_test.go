@@ -595,3 +595,46 @@ func TestSettlementLostWithItsNodeIsRedone(t *testing.T) {
 		t.Errorf("status %s", v.Status)
 	}
 }
+
+// refusingCanceller is a dispatcher whose cancellations fail in Redis.
+type refusingCanceller struct {
+	*recorder
+	key string
+}
+
+func (r refusingCanceller) CancelIn(ctx context.Context, p redis.Pipeliner, cs []dispatch.Cancellation) (*dispatch.Cancelling, error) {
+	_, _ = r.recorder.CancelIn(ctx, p, cs)
+	p.Eval(ctx, `return redis.error_reply('ERR refused')`, []string{r.key})
+	return nil, nil
+}
+
+// The webhook retries' cancellation goes with the settlement's publish
+// (one round trip on one Redis); when it fails, the settlement still
+// completes: the retries are left to run out.
+func TestSettlementOutlivesAFailedCancellation(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	rec := &recorder{}
+	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop()})
+	s := newService(t, c, prefix, answer(`{"title":"Inception"}`),
+		Options{Publisher: h, Dispatcher: refusingCanceller{rec, prefix + ":{refused}:x"}})
+	s.Start()
+	task := eventTask()
+	ctx := context.Background()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+	if err := s.Callback(ctx, "p1", task.ChannelID, success(`{"id":7}`)); err != nil {
+		t.Fatal(err)
+	}
+	awaitSettled(t, s, task.ChannelID)
+	if got := statuses(history(t, s, task.ChannelID)); got != "ai_generated,completed" {
+		t.Errorf("room history = %s", got)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.cancels) == 0 {
+		t.Error("no cancellation was asked for")
+	}
+}

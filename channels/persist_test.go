@@ -120,7 +120,9 @@ func (d *flakyDispatcher) Enqueue(context.Context, dispatch.Event) error {
 	return nil
 }
 
-func (d *flakyDispatcher) Cancel(context.Context, []dispatch.Cancellation) error { return nil }
+func (d *flakyDispatcher) CancelIn(context.Context, redis.Pipeliner, []dispatch.Cancellation) (*dispatch.Cancelling, error) {
+	return nil, nil
+}
 
 func (d *flakyDispatcher) ChannelLog(context.Context, string) ([]json.RawMessage, error) {
 	return nil, nil

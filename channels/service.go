@@ -77,14 +77,16 @@ type LonePublisher interface {
 
 // Dispatcher enqueues webhook deliveries (the dispatch engine). Enqueue
 // must be idempotent per (event type, channel): it may be called again for
-// the same event after a crash. Cancel stops the retries of an event's
-// deliveries that have not succeeded (ev.Body unused), saying why in its
-// log, for a batch of events at once; it is idempotent too. ChannelLog is that log for one channel, what
-// the dispatcher did with its events, oldest first: the timeline shows it
-// merged with the channel's own entries.
+// the same event after a crash. CancelIn queues in p the stopping of the
+// retries of events' deliveries that have not succeeded (ev.Body unused),
+// for a batch of events at once; once p has run, the Cancelling says
+// whether that went through and logs it (a nil Cancelling: nothing to
+// cancel). It is idempotent too. ChannelLog is that log for one channel,
+// what the dispatcher did with its events, oldest first: the timeline
+// shows it merged with the channel's own entries.
 type Dispatcher interface {
 	Enqueue(ctx context.Context, ev dispatch.Event) error
-	Cancel(ctx context.Context, cs []dispatch.Cancellation) error
+	CancelIn(ctx context.Context, p redis.Pipeliner, cs []dispatch.Cancellation) (*dispatch.Cancelling, error)
 	ChannelLog(ctx context.Context, channelID string) ([]json.RawMessage, error)
 }
 

@@ -42,13 +42,14 @@ type recorder struct {
 	logs      map[string][]json.RawMessage // the dispatcher's log, by channel
 }
 
-func (r *recorder) Cancel(_ context.Context, cs []dispatch.Cancellation) error {
+// CancelIn records the cancellations (as done: nothing goes in p).
+func (r *recorder) CancelIn(_ context.Context, _ redis.Pipeliner, cs []dispatch.Cancellation) (*dispatch.Cancelling, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range cs {
 		r.cancels = append(r.cancels, c.Event)
 	}
-	return nil
+	return nil, nil
 }
 
 // PublishIn records msg as published once the pipeline it was queued in

@@ -18,6 +18,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +66,9 @@ import (
 // answering 200): the tasks' task.ai_generated deliveries go out, and each
 // callback's settlement cancels their retries, as in a deployment whose
 // backend learns of its tasks by webhook.
+//
+// BENCH_CPUPROFILE=file writes a CPU profile of this process over the
+// measured window only (the nodes too, unless BENCH_PROCESS is set).
 //
 // BENCH_PROCESS=1 runs nodes A and B as processes of their own, built
 // (go build) from the tree the test binary runs in: to compare two trees,
@@ -177,6 +181,13 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 		var failed atomic.Int64
 		tick := time.Second / time.Duration(rate)
 		cpu0, redis0 := readCPU(pids...), redisCPU(rc)
+		var prof *os.File
+		if f := os.Getenv("BENCH_CPUPROFILE"); f != "" {
+			if prof, err = os.Create(f); err != nil {
+				b.Fatal(err)
+			}
+			_ = pprof.StartCPUProfile(prof)
+		}
 		t0 := time.Now()
 		for i := range total {
 			time.Sleep(time.Until(t0.Add(time.Duration(i) * tick)))
@@ -194,6 +205,10 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 		}
 		wg.Wait()
 		elapsed := time.Since(t0)
+		if prof != nil {
+			pprof.StopCPUProfile()
+			_ = prof.Close()
+		}
 		cpu1, redis1 := readCPU(pids...), redisCPU(rc)
 		lost := x.await(b, joined(measured), 10*time.Second)
 		b.StopTimer()

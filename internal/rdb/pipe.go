@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
+	"errors"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -50,20 +51,66 @@ func PipelinedMerge(ctx context.Context, c redis.UniversalClient, fill func(redi
 // dies between them leaves its work for another node to redo: a queue
 // entry removed only after the writes that make its redo unnecessary.
 func InOrder(ctx context.Context, c redis.UniversalClient, steps ...func(redis.Pipeliner, *Merge)) error {
-	if !IsCluster(c) {
-		return PipelinedMerge(ctx, c, func(p redis.Pipeliner, m *Merge) {
-			for _, step := range steps {
-				step(p, m)
-				m.Flush(ctx, p)
-			}
-		})
-	}
-	for _, step := range steps {
-		if err := PipelinedMerge(ctx, c, step); err != nil {
+	for _, err := range InOrderEach(ctx, c, steps...) {
+		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// ErrNotRun is the error of a step InOrderEach did not send: one after a
+// step that failed, on a Cluster.
+var ErrNotRun = errors.New("not run: an earlier step failed")
+
+// InOrderEach is InOrder reporting each step's own outcome, for a caller
+// that can go on when some steps fail: on one Redis, the first error among
+// the commands that step queued (its merged writes included); on a
+// Cluster, that step's round trip's error, and ErrNotRun for the steps
+// after one that failed.
+func InOrderEach(ctx context.Context, c redis.UniversalClient, steps ...func(redis.Pipeliner, *Merge)) []error {
+	errs := make([]error, len(steps))
+	if IsCluster(c) {
+		for i, step := range steps {
+			if errs[i] = PipelinedMerge(ctx, c, step); errs[i] != nil {
+				for j := i + 1; j < len(steps); j++ {
+					errs[j] = ErrNotRun
+				}
+				break
+			}
+		}
+		return errs
+	}
+	var m Merge
+	ends := make([]int, len(steps)) // where each step's commands end
+	cmds, err := pipelined(ctx, c, func(p redis.Pipeliner) {
+		for i, step := range steps {
+			step(p, &m)
+			m.Flush(ctx, p)
+			ends[i] = p.Len()
+		}
+	})
+	m.settle(err)
+	if err == nil {
+		return errs
+	}
+	found := false
+	start := 0
+	for i, end := range ends {
+		for _, cmd := range cmds[min(start, len(cmds)):min(end, len(cmds))] {
+			if e := cmd.Err(); e != nil {
+				errs[i], found = e, true
+				break
+			}
+		}
+		start = end
+	}
+	if !found { // an error no command carries: every step's
+		for i := range errs {
+			errs[i] = err
+		}
+	}
+	return errs
 }
 
 // pipelined is Pipelined, and returns the commands it ran, in fill's order.

@@ -2,6 +2,7 @@ package rdb
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -107,5 +108,47 @@ func TestInOrder(t *testing.T) {
 	}
 	if !IsCluster(c) && !ran {
 		t.Error("on one Redis the steps are one pipeline: the second step did not run")
+	}
+}
+
+func TestInOrderEach(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	ctx := context.Background()
+	a, b := prefix+":{each-a}:n", prefix+":{each-b}:n"
+	var incr *redis.IntCmd
+	errs := InOrderEach(ctx, c, func(p redis.Pipeliner, m *Merge) {
+		m.ZAdd(a+":z", redis.Z{Score: 1, Member: "x"})
+		p.Incr(ctx, a)
+	}, func(p redis.Pipeliner, _ *Merge) {
+		p.Eval(ctx, `return redis.error_reply('ERR refused')`, []string{b})
+	}, func(p redis.Pipeliner, _ *Merge) {
+		incr = p.Incr(ctx, b)
+	})
+	if errs[0] != nil {
+		t.Errorf("the first step reported %v: it ran", errs[0])
+	}
+	if errs[1] == nil || !strings.Contains(errs[1].Error(), "refused") {
+		t.Errorf("the failed step reported %v, want its own error", errs[1])
+	}
+	if IsCluster(c) {
+		if !errors.Is(errs[2], ErrNotRun) || c.Exists(ctx, b).Val() != 0 {
+			t.Errorf("on a Cluster the step after a failed one: %v, want ErrNotRun and nothing written", errs[2])
+		}
+	} else if errs[2] != nil || incr.Val() != 1 {
+		t.Errorf("on one Redis the step after a failed one ran in the same pipeline: %v, %d", errs[2], incr.Val())
+	}
+	if n := c.ZCard(ctx, a+":z").Val(); n != 1 {
+		t.Errorf("the first step's merged write: %d members", n)
+	}
+
+	// An error no command carries (the connection refused) is every step's.
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	defer dead.Close()
+	for i, err := range InOrderEach(ctx, dead, func(p redis.Pipeliner, _ *Merge) { p.Incr(ctx, a) },
+		func(p redis.Pipeliner, _ *Merge) { p.Incr(ctx, b) }) {
+		if err == nil {
+			t.Errorf("step %d on a refused connection reported no error", i)
+		}
 	}
 }
