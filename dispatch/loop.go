@@ -833,7 +833,6 @@ func (e *Engine) record(batch []result) {
 	// cancelled meanwhile (the channel was settled). Only then is there a
 	// second round trip.
 	var after logBatch
-	var deadCancelled []result
 	for i, r := range batch {
 		if recorded[i] == nil {
 			continue
@@ -848,9 +847,6 @@ func (e *Engine) record(batch []result) {
 			// The newer claim records the delivery's outcome; this
 			// attempt was still made, and is counted.
 		case recordCancelled:
-			if r.verdict == verdictDead {
-				deadCancelled = append(deadCancelled, r)
-			}
 			r.verdict = verdictCancelled
 			after.add(r.d.channelID, r.d.event, wire.MustJSON(cancelEntry{At: ts, Type: "delivery_cancelled", DeliveryID: r.d.id,
 				WebhookID: r.d.webhookID, Event: r.d.event, Reason: "retries cancelled: the channel was settled while this attempt was under way"}))
@@ -862,11 +858,8 @@ func (e *Engine) record(batch []result) {
 		}
 		e.m.attempts.WithLabelValues(string(r.verdict)).Inc()
 	}
-	if len(after.cids) > 0 || len(deadCancelled) > 0 {
-		if err := e.pipelined(ctx, func(p redis.Pipeliner) {
-			e.writeLogs(ctx, p, &after)
-			e.recountCancelled(ctx, p, deadCancelled, now)
-		}); err != nil {
+	if len(after.cids) > 0 {
+		if err := e.pipelined(ctx, func(p redis.Pipeliner) { e.writeLogs(ctx, p, &after) }); err != nil {
 			e.o.Log.Warn().Err(err).Msg("log delivery outcomes")
 		}
 	}
@@ -911,10 +904,11 @@ func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*red
 			}
 			keys[i] = []string{pt.dKey(d.id), pt.attKey(d.id), pt.dueOf(d.projectID), pt.leaseKey,
 				pt.dlqKey(d.projectID), pt.dlqHookKey(d.projectID, d.webhookID), pt.epKey(d.webhookID), pt.unhealthyKey, pt.wakeKey,
-				pt.projectsKey}
+				pt.projectsKey, pt.statsKey(d.projectID, now.Unix()/60)}
 			args[i] = []any{d.id, d.token, string(r.verdict), now.UnixMilli(), r.attempt, next, int64(ttl / time.Second), r.status, r.err, at,
 				r.health, e.o.BreakerThreshold, e.o.BreakerCooldown.Milliseconds(), e.o.BreakerMaxCooldown.Milliseconds(),
-				r.retryAfter.Milliseconds(), e.o.DisableAfter.Milliseconds(), d.projectID, int64(e.o.DLQRetention / time.Second), d.webhookID}
+				r.retryAfter.Milliseconds(), e.o.DisableAfter.Milliseconds(), d.projectID, int64(e.o.DLQRetention / time.Second), d.webhookID,
+				latencyField(r.durationMS), int64(statsTTL / time.Second)}
 			// By hash: the record script is the longest sent per
 			// attempt; a NOSCRIPT answer is retried whole below (the
 			// command did not run, the rest of the batch did).
@@ -922,7 +916,6 @@ func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*red
 			logs.add(d.channelID, d.event, r.entries...)
 		}
 		e.writeLogs(ctx, p, &logs)
-		e.countAttempts(ctx, p, batch, now)
 		e.nudge(ctx, p, *earliest, now, touched)
 	})
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {

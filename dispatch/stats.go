@@ -18,6 +18,8 @@ import (
 //
 // in each partition (the tag of the partition of the deliveries counted):
 // the attempts' writes spread with them, and a read sums the partitions.
+// An attempt is counted by the script that records it (record.lua), once
+// however often its batch is sent.
 
 // latencyBounds are the upper bounds (ms) of the duration buckets; the
 // last bucket is everything slower.
@@ -34,34 +36,8 @@ func latencyBucket(ms int64) int {
 	return len(latencyBounds)
 }
 
-// countAttempts adds a batch's attempts to the statistics, within p.
-func (e *Engine) countAttempts(ctx context.Context, p redis.Pipeliner, batch []result, now time.Time) {
-	minute := now.Unix() / 60
-	keys := map[string]bool{}
-	for _, r := range batch {
-		if r.verdict == verdictDefer {
-			continue
-		}
-		k := e.parts[r.d.part].statsKey(r.d.projectID, minute)
-		keys[k] = true
-		p.HIncrBy(ctx, k, string(r.verdict), 1)
-		p.HIncrBy(ctx, k, "l"+strconv.Itoa(latencyBucket(r.durationMS)), 1)
-	}
-	for k := range keys {
-		p.Expire(ctx, k, statsTTL)
-	}
-}
-
-// recountCancelled moves attempts counted as dead letters to the failed
-// ones, for deliveries whose record ended them as cancelled instead (their
-// channel was settled while the attempt was under way).
-func (e *Engine) recountCancelled(ctx context.Context, p redis.Pipeliner, rs []result, now time.Time) {
-	for _, r := range rs {
-		k := e.parts[r.d.part].statsKey(r.d.projectID, now.Unix()/60)
-		p.HIncrBy(ctx, k, string(verdictDead), -1)
-		p.HIncrBy(ctx, k, string(verdictRetry), 1)
-	}
-}
+// latencyField is the statistics field of an attempt's duration bucket.
+func latencyField(ms int64) string { return "l" + strconv.Itoa(latencyBucket(ms)) }
 
 // MinuteStats are one minute's delivery attempts.
 type MinuteStats struct {

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
+	"github.com/riverhub/riverhub/internal/wire"
 )
 
 func TestPercentileOfBuckets(t *testing.T) {
@@ -33,23 +35,42 @@ func TestPercentileOfBuckets(t *testing.T) {
 	}
 }
 
-// Attempts are counted per project and minute, by outcome and duration.
+// recordBatch sends a batch's records as the recorder does, once.
+func recordBatch(t *testing.T, e *Engine, batch []result, now time.Time) []recordReply {
+	t.Helper()
+	recorded := make([]*redis.Cmd, len(batch))
+	var earliest time.Time
+	if err := e.recordOnce(context.Background(), batch, recorded, make([][]string, len(batch)), make([][]any, len(batch)),
+		now, wire.Stamp(now), &earliest, make(partSet, len(e.parts))); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]recordReply, len(batch))
+	for i, c := range recorded {
+		if c != nil {
+			out[i] = decodeRecord(c)
+		}
+	}
+	return out
+}
+
+// Attempts are counted per project and minute, by outcome and duration,
+// stale claims too; a put-off and a log note are no attempts.
 func TestStatsCountAttempts(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)
 	now := time.Date(2026, 11, 27, 5, 30, 10, 0, time.UTC)
 	e := New(c, Options{Prefix: prefix, Log: zerolog.Nop(), Now: func() time.Time { return now }})
 	ctx := context.Background()
-	batch := []result{
-		{d: claimed{projectID: "p1"}, verdict: "ok", durationMS: 3},
-		{d: claimed{projectID: "p1"}, verdict: "ok", durationMS: 40},
-		{d: claimed{projectID: "p1"}, verdict: "retry", durationMS: 9000},
-		{d: claimed{projectID: "p1"}, verdict: "defer"},
-		{d: claimed{projectID: "p2"}, verdict: "dead", durationMS: 20000},
-	}
-	if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error { e.countAttempts(ctx, p, batch, now); return nil }); err != nil {
-		t.Fatal(err)
-	}
+	att := func(n int) []byte { return fmt.Appendf(nil, `{"attempt":%d}`, n) }
+	recordBatch(t, e, []result{ // no delivery holds these claims: stale, counted all the same
+		{d: claimed{id: "a", projectID: "p1"}, verdict: "ok", durationMS: 3, attempt: att(1)},
+		{d: claimed{id: "b", projectID: "p1"}, verdict: "ok", durationMS: 40, attempt: att(2)},
+		{d: claimed{id: "c", projectID: "p1"}, verdict: "retry", durationMS: 9000, attempt: att(3), nextAt: now.Add(time.Minute)},
+		{d: claimed{id: "d", projectID: "p1"}, verdict: "defer", nextAt: now.Add(time.Minute)},
+		{d: claimed{id: "e", projectID: "p1", channelID: "ch1", event: "task.completed"}, verdict: verdictNote,
+			entries: [][]byte{[]byte(`{"type":"delivery_paused"}`)}},
+		{d: claimed{id: "f", projectID: "p2"}, verdict: "dead", durationMS: 20000, attempt: att(4)},
+	}, now)
 	st, err := e.Stats(ctx, "p1", 3)
 	if err != nil {
 		t.Fatal(err)
@@ -59,9 +80,51 @@ func TestStatsCountAttempts(t *testing.T) {
 		t.Fatalf("stats = %+v", st.Minutes)
 	}
 	if *last.P50MS != 50 || *last.P99MS != 50 || st.Minutes[0].P50MS != nil { // 3 attempts: the 99th is the 2nd
-		t.Errorf("percentiles = %v %v", *last.P50MS, *last.P99MS)
+		t.Errorf("percentiles = %v %v (a put-off or a note counted as an attempt?)", *last.P50MS, *last.P99MS)
 	}
 	if other, _ := e.Stats(ctx, "p2", 1); other.Minutes[0].Dead != 1 || *other.P99MS != -1 {
 		t.Errorf("p2 stats = %+v", other.Minutes)
+	}
+	if ttl := c.TTL(ctx, e.parts[0].statsKey("p1", now.Unix()/60)).Val(); ttl <= 0 || ttl > statsTTL {
+		t.Errorf("statistics TTL %v, want up to %v", ttl, statsTTL)
+	}
+}
+
+// A batch sent again after a round trip that failed part-way records and
+// counts each attempt once, and answers as the first time: a dead letter
+// stays one, a dead letter of a cancelled delivery stays cancelled and is
+// counted as a failed attempt.
+func TestRecordSentAgainCountsOnce(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	now := time.Now()
+	e := New(c, Options{Prefix: prefix, Log: zerolog.Nop(), Now: func() time.Time { return now }})
+	ctx := context.Background()
+	pt := e.parts[0]
+	c.HSet(ctx, pt.dKey("dead"), "claim", "t1", "status", "sending")
+	c.HSet(ctx, pt.dKey("cancelled"), "claim", "t2", "status", "sending", "cancel", "the channel was settled")
+	batch := []result{
+		{d: claimed{id: "dead", token: "t1", projectID: "p1", webhookID: "w1"}, verdict: "dead", durationMS: 7, attempt: []byte(`{"attempt":1,"n":"dead"}`)},
+		{d: claimed{id: "cancelled", token: "t2", projectID: "p1", webhookID: "w1"}, verdict: "dead", durationMS: 7, attempt: []byte(`{"attempt":1,"n":"cancelled"}`)},
+	}
+	first := recordBatch(t, e, batch, now)
+	again := recordBatch(t, e, batch, now)
+	for i, want := range []recorded{recordApplied, recordCancelled} {
+		if first[i].recorded != want || again[i].recorded != want {
+			t.Errorf("%s: recorded %d, then %d when sent again; want %d both times", batch[i].d.id, first[i].recorded, again[i].recorded, want)
+		}
+		if n := c.LLen(ctx, pt.attKey(batch[i].d.id)).Val(); n != 1 {
+			t.Errorf("%s: %d attempts listed, want 1", batch[i].d.id, n)
+		}
+	}
+	st, err := e.Stats(ctx, "p1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := st.Minutes[0]; m.Dead != 1 || m.Failed != 1 || m.Succeeded != 0 {
+		t.Errorf("stats = %+v, want 1 dead and 1 failed (the cancelled one)", m)
+	}
+	if n := c.ZCard(ctx, pt.dlqKey("p1")).Val(); n != 1 {
+		t.Errorf("%d dead letters, want 1", n)
 	}
 }

@@ -20,9 +20,31 @@
 -- ARGV[17] project id; ARGV[18] health TTL (seconds); ARGV[19] endpoint id.
 -- KEYS[3] is the project's due zset, KEYS[10] the projects zset.
 --
+-- The attempt is counted in the minute's statistics, KEYS[11] (see
+-- stats.go), under a stale claim too: by outcome (a dead letter recorded
+-- as cancelled counts as a failed attempt) and in its duration bucket,
+-- the field ARGV[20]; ARGV[21] is their TTL (seconds).
+--
+-- The same attempt recorded again (its batch sent again after a round trip
+-- that failed part-way) changes and counts nothing: it answers what it
+-- answered the first time, with no change.
+--
 -- Returns {recorded, change}: recorded is 1 when recorded as asked, 2 when
 -- recorded as cancelled instead, 0 when the claim was stale; change is
 -- "opened", "reopened", "closed", "disable" or "".
+local claim = redis.call('HGET', KEYS[1], 'claim')
+if claim ~= ARGV[2] and redis.call('LINDEX', KEYS[2], -1) == ARGV[5] then
+  if redis.call('HGET', KEYS[1], 'status') == 'cancelled' then
+    return {2, ''}
+  end
+  return {1, ''}
+end
+local function count(outcome)
+  if redis.call('HINCRBY', KEYS[11], outcome, 1) == 1 then
+    redis.call('EXPIRE', KEYS[11], ARGV[21])
+  end
+  redis.call('HINCRBY', KEYS[11], ARGV[20], 1)
+end
 local change = ''
 if ARGV[11] ~= '' then
   local ep, bad = KEYS[7], KEYS[8]
@@ -96,7 +118,8 @@ if ARGV[11] ~= '' then
     redis.call('EXPIRE', ep, ARGV[18])
   end
 end
-if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[2] then
+if claim ~= ARGV[2] then
+  count(ARGV[3])
   return {0, change}
 end
 redis.call('ZREM', KEYS[4], ARGV[1])
@@ -133,6 +156,12 @@ else
   redis.call('EXPIRE', KEYS[2], ARGV[7])
 end
 if outcome == 'cancelled' then
+  if ARGV[3] == 'dead' then
+    count('retry')
+  else
+    count(ARGV[3])
+  end
   return {2, change}
 end
+count(ARGV[3])
 return {1, change}
