@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -479,11 +480,14 @@ func (s *Service) settleLoop() {
 
 // settleAll runs the settlements of done: the publishes and index moves
 // (with whatever more queues in them) and the cancellation of the webhook
-// retries, in one round trip on one Redis (two on a Cluster); then the
-// deadline entries removed. A failure of the publishes leaves the entries
-// to their claim's lease: a poller settles them again. A failure of the
-// cancellations is logged and leaves the retries to run out: the backend's
-// callback then gets a conflict, which is harmless.
+// retries, in one round trip on one Redis (two on a Cluster, the
+// cancellation after the publishes); what was cancelled logged (a round
+// trip, when something was); then the deadline entries removed. A failure
+// of the publishes leaves the entries to their claim's lease: a poller
+// settles them again (on one Redis the cancellation has run all the same,
+// and is logged). A failure of the cancellation is logged and leaves the
+// retries to run out: the backend's callback then gets a conflict, which
+// is harmless.
 func (s *Service) settleAll(ctx context.Context, done []settlement, more func(redis.Pipeliner)) error {
 	b := broadcasts{s: s}
 	var cancels []dispatch.Cancellation
@@ -512,14 +516,14 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 		}
 	})
 	b.check()
-	if err := s.indexing(errs[0]); err != nil {
-		return fmt.Errorf("publish the final message: %w", err)
-	}
-	if cancelErr == nil {
+	if cancelErr == nil && !errors.Is(errs[1], rdb.ErrNotRun) {
 		cancelErr = cancelling.Log(ctx)
 	}
 	if cancelErr != nil {
 		s.o.Log.Warn().Err(cancelErr).Int("channels", len(cancels)).Msg("cancel task.ai_generated retries")
+	}
+	if err := s.indexing(errs[0]); err != nil {
+		return fmt.Errorf("publish the final message: %w", err)
 	}
 	if len(done) == 0 {
 		return nil

@@ -21,9 +21,9 @@ type Cancellation struct {
 // Cancel stops the retries of each cancellation's deliveries (one per
 // endpoint of the project) that have not succeeded: waiting ones at once,
 // one under way when its attempt ends. Each is on its channel's delivery
-// log with its why. Idempotent. Those of a batch (a settler's) go in two
-// round trips, whatever their number: the second only when something was
-// cancelled. With more than one partition, a delivery an earlier version
+// log with its why. Idempotent. Those of a batch go in two round trips,
+// whatever their number: the second only when something was cancelled. (A
+// settler sends the first with writes of its own: CancelIn.) With more than one partition, a delivery an earlier version
 // wrote (in partition 0) is cancelled too.
 func (e *Engine) Cancel(ctx context.Context, cs []Cancellation) error {
 	var c *Cancelling

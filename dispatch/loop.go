@@ -810,7 +810,8 @@ func (e *Engine) record(batch []result) {
 	// A batch that fails for Redis is written again until Redis answers
 	// (within the lease): otherwise its attempts, delivered or not, are
 	// all made again once their leases run out. A record that did apply
-	// before the failure is stale the second time, and changes nothing.
+	// before the failure changes and counts nothing the second time, and
+	// answers as it did the first (record.lua).
 	var err error
 	for n := 0; ; n++ {
 		if err = e.recordOnce(ctx, batch, recorded, keys, args, now, at, &earliest, touched); err == nil || !rdb.Unavailable(err) {
@@ -904,7 +905,7 @@ func (e *Engine) recordOnce(ctx context.Context, batch []result, recorded []*red
 			}
 			keys[i] = []string{pt.dKey(d.id), pt.attKey(d.id), pt.dueOf(d.projectID), pt.leaseKey,
 				pt.dlqKey(d.projectID), pt.dlqHookKey(d.projectID, d.webhookID), pt.epKey(d.webhookID), pt.unhealthyKey, pt.wakeKey,
-				pt.projectsKey, pt.statsKey(d.projectID, now.Unix()/60)}
+				pt.projectsKey, pt.statsKey(d.projectID, now.Unix()/60), pt.staleKey(d.id, d.token)}
 			args[i] = []any{d.id, d.token, string(r.verdict), now.UnixMilli(), r.attempt, next, int64(ttl / time.Second), r.status, r.err, at,
 				r.health, e.o.BreakerThreshold, e.o.BreakerCooldown.Milliseconds(), e.o.BreakerMaxCooldown.Milliseconds(),
 				r.retryAfter.Milliseconds(), e.o.DisableAfter.Milliseconds(), d.projectID, int64(e.o.DLQRetention / time.Second), d.webhookID,

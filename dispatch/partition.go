@@ -40,6 +40,9 @@ func (p *part) epKey(whid string) string           { return p.epPrefix + whid }
 func (p *part) waitKey(whid string) string         { return p.epPrefix + whid + ":wait" }
 func (p *part) dlqKey(pid string) string           { return p.dlqPrefix + pid }
 func (p *part) dlqHookKey(pid, whid string) string { return p.dlqPrefix + pid + ":" + whid }
+
+// staleKey marks a stale claim's record as made (record.lua).
+func (p *part) staleKey(id, token string) string { return p.dPrefix + id + ":stale:" + token }
 func (p *part) statsKey(pid string, min int64) string {
 	return p.statsPrefix + pid + ":" + strconv.FormatInt(min, 10)
 }

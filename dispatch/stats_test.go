@@ -93,38 +93,54 @@ func TestStatsCountAttempts(t *testing.T) {
 // A batch sent again after a round trip that failed part-way records and
 // counts each attempt once, and answers as the first time: a dead letter
 // stays one, a dead letter of a cancelled delivery stays cancelled and is
-// counted as a failed attempt.
+// counted as a failed attempt, a retry cancelled in between is still the
+// retry recorded, a health change is told again, and a stale claim's
+// record stays stale and is not counted twice.
 func TestRecordSentAgainCountsOnce(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)
 	now := time.Now()
-	e := New(c, Options{Prefix: prefix, Log: zerolog.Nop(), Now: func() time.Time { return now }})
+	e := New(c, Options{Prefix: prefix, Log: zerolog.Nop(), Now: func() time.Time { return now }, BreakerThreshold: 1})
 	ctx := context.Background()
 	pt := e.parts[0]
 	c.HSet(ctx, pt.dKey("dead"), "claim", "t1", "status", "sending")
 	c.HSet(ctx, pt.dKey("cancelled"), "claim", "t2", "status", "sending", "cancel", "the channel was settled")
+	c.HSet(ctx, pt.dKey("retry"), "claim", "t3", "status", "sending")
+	c.HSet(ctx, pt.dKey("stale"), "claim", "newer", "status", "sending")
+	at := func(id string) []byte { return fmt.Appendf(nil, `{"attempt":1,"n":%q}`, id) }
 	batch := []result{
-		{d: claimed{id: "dead", token: "t1", projectID: "p1", webhookID: "w1"}, verdict: "dead", durationMS: 7, attempt: []byte(`{"attempt":1,"n":"dead"}`)},
-		{d: claimed{id: "cancelled", token: "t2", projectID: "p1", webhookID: "w1"}, verdict: "dead", durationMS: 7, attempt: []byte(`{"attempt":1,"n":"cancelled"}`)},
+		{d: claimed{id: "dead", token: "t1", projectID: "p1", webhookID: "w1"}, verdict: "dead", durationMS: 7, attempt: at("dead")},
+		{d: claimed{id: "cancelled", token: "t2", projectID: "p1", webhookID: "w1"}, verdict: "dead", durationMS: 7, attempt: at("cancelled")},
+		{d: claimed{id: "retry", token: "t3", projectID: "p1", webhookID: "w2"}, verdict: "retry", durationMS: 7, attempt: at("retry"),
+			nextAt: now.Add(time.Minute), health: "0"},
+		{d: claimed{id: "stale", token: "old", projectID: "p1", webhookID: "w1"}, verdict: "ok", durationMS: 7, attempt: at("stale")},
 	}
 	first := recordBatch(t, e, batch, now)
+	// Between the two sends a settlement cancels the retrying delivery.
+	c.HSet(ctx, pt.dKey("retry"), "status", "cancelled", "cancel", "the channel was settled")
 	again := recordBatch(t, e, batch, now)
-	for i, want := range []recorded{recordApplied, recordCancelled} {
-		if first[i].recorded != want || again[i].recorded != want {
-			t.Errorf("%s: recorded %d, then %d when sent again; want %d both times", batch[i].d.id, first[i].recorded, again[i].recorded, want)
+	want := []recordReply{{recordApplied, ""}, {recordCancelled, ""}, {recordApplied, "opened"}, {recordStale, ""}}
+	for i, w := range want {
+		if first[i] != w || again[i] != w {
+			t.Errorf("%s: answered %+v, then %+v when sent again; want %+v both times", batch[i].d.id, first[i], again[i], w)
 		}
-		if n := c.LLen(ctx, pt.attKey(batch[i].d.id)).Val(); n != 1 {
-			t.Errorf("%s: %d attempts listed, want 1", batch[i].d.id, n)
+	}
+	for _, id := range []string{"dead", "cancelled", "retry"} {
+		if n := c.LLen(ctx, pt.attKey(id)).Val(); n != 1 {
+			t.Errorf("%s: %d attempts listed, want 1", id, n)
 		}
 	}
 	st, err := e.Stats(ctx, "p1", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := st.Minutes[0]; m.Dead != 1 || m.Failed != 1 || m.Succeeded != 0 {
-		t.Errorf("stats = %+v, want 1 dead and 1 failed (the cancelled one)", m)
+	if m := st.Minutes[0]; m.Dead != 1 || m.Failed != 2 || m.Succeeded != 1 {
+		t.Errorf("stats = %+v, want 1 dead, 2 failed (the cancelled dead letter, the retry), 1 succeeded (the stale claim's)", m)
 	}
 	if n := c.ZCard(ctx, pt.dlqKey("p1")).Val(); n != 1 {
 		t.Errorf("%d dead letters, want 1", n)
+	}
+	if fails, _ := c.HGet(ctx, pt.epKey("w2"), "fails").Int(); fails != 1 {
+		t.Errorf("endpoint w2 counts %d failures, want 1", fails)
 	}
 }

@@ -38,7 +38,10 @@ func TestEnqueueTakesWhatItHasRoomFor(t *testing.T) {
 		return status, due, leased, len(keys)
 	}
 
-	// Room: taken by the enqueue, in flight at once.
+	// Room: taken by the enqueue, in flight at once. (Not while a claim
+	// round is under way: it holds the free slots. Right after one, the
+	// next is up to maxIdle away.)
+	betweenRounds(t, e)
 	if err := e.Enqueue(ctx, relEvent("p1", "ch-taken")); err != nil {
 		t.Fatal(err)
 	}
@@ -104,4 +107,23 @@ func TestTakingEnqueueSentAgain(t *testing.T) {
 	if n := run("tok2"); n != 0 {
 		t.Errorf("another token's enqueue = %d, want 0 (it exists)", n)
 	}
+}
+
+// betweenRounds waits until a claim round of e has just ended.
+func betweenRounds(t *testing.T, e *Engine) {
+	t.Helper()
+	inRound := func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.inClaim > 0
+	}
+	seen := false
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Microsecond) {
+		if inRound() {
+			seen = true
+		} else if seen {
+			return
+		}
+	}
+	t.Fatal("no claim round within 5 s")
 }

@@ -26,18 +26,27 @@
 -- the field ARGV[20]; ARGV[21] is their TTL (seconds).
 --
 -- The same attempt recorded again (its batch sent again after a round trip
--- that failed part-way) changes and counts nothing: it answers what it
--- answered the first time, with no change.
+-- that failed part-way) changes and counts nothing, and answers what it
+-- answered the first time (the field rec of the delivery hash,
+-- "<recorded>:<change>"). A stale claim's record leaves a marker for that,
+-- KEYS[12] (the claim's own key, kept an hour).
 --
 -- Returns {recorded, change}: recorded is 1 when recorded as asked, 2 when
 -- recorded as cancelled instead, 0 when the claim was stale; change is
 -- "opened", "reopened", "closed", "disable" or "".
 local claim = redis.call('HGET', KEYS[1], 'claim')
-if claim ~= ARGV[2] and redis.call('LINDEX', KEYS[2], -1) == ARGV[5] then
-  if redis.call('HGET', KEYS[1], 'status') == 'cancelled' then
-    return {2, ''}
+if claim ~= ARGV[2] then
+  if redis.call('LINDEX', KEYS[2], -1) == ARGV[5] then
+    local rec = redis.call('HGET', KEYS[1], 'rec') or ''
+    local code, change = string.match(rec, '^(%d):(.*)$')
+    if code then
+      return {tonumber(code), change}
+    end
+    return {1, ''} -- recorded by an earlier version
   end
-  return {1, ''}
+  if not redis.call('SET', KEYS[12], 1, 'NX', 'EX', 3600) then
+    return {0, ''}
+  end
 end
 local function count(outcome)
   if redis.call('HINCRBY', KEYS[11], outcome, 1) == 1 then
@@ -134,22 +143,22 @@ if outcome ~= 'ok' then
   end
 end
 if outcome == 'ok' then
-  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'next_at', '')
+  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'next_at', '', 'rec', '1:' .. change)
   redis.call('EXPIRE', KEYS[1], ARGV[7])
   redis.call('EXPIRE', KEYS[2], ARGV[7])
 elseif outcome == 'cancelled' then
   redis.call('HINCRBY', KEYS[1], 'tries', 1)
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'next_at', '')
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'next_at', '', 'rec', '2:' .. change)
   redis.call('EXPIRE', KEYS[1], ARGV[7])
   redis.call('EXPIRE', KEYS[2], ARGV[7])
 elseif outcome == 'retry' then
   redis.call('HINCRBY', KEYS[1], 'tries', 1)
-  redis.call('HSET', KEYS[1], 'status', 'retrying', 'next_at', ARGV[6])
+  redis.call('HSET', KEYS[1], 'status', 'retrying', 'next_at', ARGV[6], 'rec', '1:' .. change)
   redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
   redis.call('ZADD', KEYS[10], 'LT', ARGV[6], ARGV[17])
 else
   redis.call('HINCRBY', KEYS[1], 'tries', 1)
-  redis.call('HSET', KEYS[1], 'status', 'dead', 'next_at', '', 'dead_at', ARGV[4])
+  redis.call('HSET', KEYS[1], 'status', 'dead', 'next_at', '', 'dead_at', ARGV[4], 'rec', '1:' .. change)
   redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
   redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[7])

@@ -105,7 +105,7 @@ func InOrderEach(ctx context.Context, c redis.UniversalClient, steps ...func(red
 		}
 		start = end
 	}
-	if !found { // an error no command carries: every step's
+	if !found { // an error no command carries (go-redis marks them all on a failed connection): every step's
 		for i := range errs {
 			errs[i] = err
 		}

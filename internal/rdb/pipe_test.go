@@ -142,7 +142,7 @@ func TestInOrderEach(t *testing.T) {
 		t.Errorf("the first step's merged write: %d members", n)
 	}
 
-	// An error no command carries (the connection refused) is every step's.
+	// A refused connection fails every step.
 	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	defer dead.Close()
 	for i, err := range InOrderEach(ctx, dead, func(p redis.Pipeliner, _ *Merge) { p.Incr(ctx, a) },
