@@ -22,9 +22,11 @@ type Cancellation struct {
 // endpoint of the project) that have not succeeded: waiting ones at once,
 // one under way when its attempt ends. Each is on its channel's delivery
 // log with its why. Idempotent. Those of a batch go in two round trips,
-// whatever their number: the second only when something was cancelled. (A
-// settler sends the first with writes of its own: CancelIn.) With more than one partition, a delivery an earlier version
-// wrote (in partition 0) is cancelled too.
+// whatever their number: the second only when something was cancelled.
+// With more than one partition, a delivery an earlier version wrote (in
+// partition 0) is cancelled too. (A settler sends the first round trip with
+// writes of its own, CancelIn; Cancel is what callers without a pipeline of
+// their own use: the tests, today.)
 func (e *Engine) Cancel(ctx context.Context, cs []Cancellation) error {
 	var c *Cancelling
 	var err error
