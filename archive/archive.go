@@ -165,10 +165,10 @@ func (s *Store) migrate(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return s.failed("migrate", err)
+		return s.answered("migrate", err)
 	}
 	s.migrated.Store(true)
-	return nil
+	return s.answered("migrate", nil)
 }
 
 // Put stores channels, replacing those stored under the same ids, in one
@@ -194,10 +194,7 @@ func (s *Store) Put(ctx context.Context, cs []channels.Archived) error {
 			doc = excluded.doc, entries = excluded.entries, archived_at = now()
 		WHERE riverhub_channels.entries <= excluded.entries`,
 		ids, pids, wfs, evs, sts, cms, cas, uas, docs, ens)
-	if err != nil {
-		return s.failed(fmt.Sprintf("store %d channels", n), err)
-	}
-	return nil
+	return s.answered(fmt.Sprintf("store %d channels", n), err)
 }
 
 // Get returns the archived channel cid, or nil.
@@ -213,13 +210,13 @@ func (s *Store) Get(ctx context.Context, cid string) (*channels.Archived, error)
 		Scan(&a.ProjectID, &a.Workflow, &a.EventName, &st, &a.CreatedMS, &a.CreatedAt, &a.UpdatedAt, &a.Doc, &entries)
 	a.Entries = int(entries)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
+		return nil, s.answered("get channel", nil)
 	}
 	if err != nil {
-		return nil, s.failed("get channel", err)
+		return nil, s.answered("get channel", err)
 	}
 	a.Status = channels.Status(st)
-	return &a, nil
+	return &a, s.answered("get channel", nil)
 }
 
 // Logs lists the project's archived channels that match f, newest first,
@@ -263,7 +260,7 @@ func (s *Store) Logs(ctx context.Context, pid string, f channels.LogFilter, afte
 	q.WriteString(" ORDER BY riverhub_channels.created_ms DESC, riverhub_channels.channel_id DESC LIMIT $" + strconv.Itoa(len(args)))
 	rows, err := s.pool.Query(ctx, q.String(), args...)
 	if err != nil {
-		return nil, s.failed("logs", err)
+		return nil, s.answered("logs", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (channels.ArchivedLog, error) {
 		var it channels.ArchivedLog
@@ -276,9 +273,9 @@ func (s *Store) Logs(ctx context.Context, pid string, f channels.LogFilter, afte
 		return it, err
 	})
 	if err != nil {
-		return nil, s.failed("logs", err)
+		return nil, s.answered("logs", err)
 	}
-	return out, nil
+	return out, s.answered("logs", nil)
 }
 
 // deleteBatch is how many expired channels one statement deletes.
@@ -303,8 +300,9 @@ func (s *Store) Expire(ctx context.Context) (int64, error) {
 			SELECT channel_id FROM riverhub_channels WHERE channel_id < $1 AND created_ms < $2 LIMIT $3 FOR UPDATE SKIP LOCKED)`,
 			floor, cutoff, deleteBatch)
 		if err != nil {
-			return total, s.failed("expire", err)
+			return total, s.answered("expire", err)
 		}
+		_ = s.answered("expire", nil)
 		total += tag.RowsAffected()
 		if tag.RowsAffected() < deleteBatch {
 			break
@@ -359,10 +357,20 @@ func (s *Store) ready(ctx context.Context) error {
 	return s.migrate(ctx)
 }
 
-// failed is wrap, noting when the database did not answer.
-func (s *Store) failed(what string, err error) error {
+// answered notes the outcome of a statement and returns err wrapped (nil
+// for nil): the database known down for a moment when it did not answer,
+// and known up again as soon as it answered anything (so that readers are
+// served as soon as the archive moves again, not a moment later).
+func (s *Store) answered(what string, err error) error {
+	if err == nil {
+		s.downUntil.Store(0)
+		return nil
+	}
 	err = wrap(what, err)
-	if errors.Is(err, ErrUnavailable) && !errors.Is(err, context.Canceled) {
+	switch {
+	case !errors.Is(err, ErrUnavailable):
+		s.downUntil.Store(0)
+	case !errors.Is(err, context.Canceled):
 		s.downUntil.Store(time.Now().Add(downFor).UnixNano())
 	}
 	return err

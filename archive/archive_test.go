@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -206,5 +208,27 @@ func TestOpenWithTheDatabaseDown(t *testing.T) {
 	start := time.Now()
 	if _, err := s.Get(context.Background(), uuid.NewString()); !errors.Is(err, ErrUnavailable) || time.Since(start) > 500*time.Millisecond {
 		t.Errorf("Get with the database down: %v after %v", err, time.Since(start))
+	}
+}
+
+// Once the database answers again (the archive moving channels), readers
+// are served at once, not a moment after the last failure.
+func TestAnAnswerEndsTheOutage(t *testing.T) {
+	t.Parallel()
+	s := open(t, pgtest.URL(t), Options{})
+	ctx := context.Background()
+	c := channel("p1", "wf", "", channels.StatusSuccess, 1_700_000_000_000)
+	// A statement a moment ago found the database unreachable.
+	if err := s.answered("store", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a refused connection: %v, want ErrUnavailable", err)
+	}
+	if _, err := s.Get(ctx, c.ChannelID); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Get right after: %v, want ErrUnavailable at once", err)
+	}
+	if err := s.Put(ctx, []channels.Archived{c}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(ctx, c.ChannelID); err != nil || got == nil {
+		t.Errorf("Get once a Put went through = %v, %v; want the channel", got, err)
 	}
 }
