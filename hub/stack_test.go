@@ -3,6 +3,7 @@ package hub
 import (
 	"runtime"
 	"testing"
+	"time"
 )
 
 // A heartbeat, or an unknown event, does not grow the socket reader's stack: the reader parks
@@ -42,7 +43,15 @@ func TestHeartbeatKeepsTheReaderStack(t *testing.T) {
 			t.Fatalf("unknown event: %s %s", st, reason)
 		}
 	}
-	if grew := (stack() - before) / n / 1024; grew > 1 {
-		t.Fatalf("two heartbeats and an unknown event grew the stacks by %.1f KiB per socket", grew)
+	// A reader's grown stack stays as long as its socket is open; what
+	// other goroutines hold for a moment (the suite's, the runtime's) does
+	// not: measured again a few times before it counts.
+	grew := 0.0
+	for range 5 {
+		if grew = (stack() - before) / n / 1024; grew <= 1 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
+	t.Fatalf("two heartbeats and an unknown event grew the stacks by %.1f KiB per socket", grew)
 }
