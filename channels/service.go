@@ -31,7 +31,9 @@ var luaFS embed.FS
 
 // script loads lua/<name>.lua; several names make one script of their
 // sources in order (shared Lua functions first).
-func script(names ...string) *redis.Script { return rdb.Script(luaFS, names...) }
+func script(names ...string) *redis.Script {
+	return rdb.Named(rdb.Script(luaFS, names...), "channels/"+strings.Join(names, "+"))
+}
 
 var (
 	recordScript     = script("tl", "record", "record_main")

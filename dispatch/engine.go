@@ -28,7 +28,7 @@ import (
 //go:embed lua/*.lua
 var luaFS embed.FS
 
-func script(name string) *redis.Script { return rdb.Script(luaFS, name) }
+func script(name string) *redis.Script { return rdb.Named(rdb.Script(luaFS, name), "dispatch/"+name) }
 
 var (
 	enqueueScript = script("enqueue")

@@ -20,8 +20,8 @@ import (
 var luaFS embed.FS
 
 var (
-	acquireScript = rdb.Script(luaFS, "acquire")
-	releaseScript = rdb.Script(luaFS, "release")
+	acquireScript = rdb.Named(rdb.Script(luaFS, "acquire"), "limit/acquire")
+	releaseScript = rdb.Named(rdb.Script(luaFS, "release"), "limit/release")
 )
 
 // releaseBound is how long Release (and the undo of an admission whose

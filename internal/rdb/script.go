@@ -3,6 +3,7 @@ package rdb
 import (
 	"io/fs"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -24,7 +25,31 @@ func Script(fsys fs.FS, names ...string) *redis.Script {
 		}
 		b.WriteString(Compact(string(src)))
 	}
-	return redis.NewScript(b.String())
+	return Named(redis.NewScript(b.String()), strings.Join(names, "+"))
+}
+
+var (
+	namesMu sync.Mutex
+	names   = map[string]string{} // a script's SHA1 → its name
+)
+
+// Named records s under name, for ScriptName, and returns it (a name
+// given later replaces one given before). Script names its scripts by
+// their files ("tl+complete"); a package names its own with its name
+// before them ("channels/tl+complete").
+func Named(s *redis.Script, name string) *redis.Script {
+	namesMu.Lock()
+	defer namesMu.Unlock()
+	names[s.Hash()] = name
+	return s
+}
+
+// ScriptName is the name of the script whose SHA1 is sha (as EVALSHA and
+// SLOWLOG show it), among those of the packages linked in; "" if none.
+func ScriptName(sha string) string {
+	namesMu.Lock()
+	defer namesMu.Unlock()
+	return names[sha]
 }
 
 // Compact drops a Lua source's comment lines, blank lines and indentation.
