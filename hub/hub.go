@@ -19,14 +19,13 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
-	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/wstoken"
 )
 
 //go:embed lua/publish.lua
 var publishLua string
 
-var publishScript = rdb.Named(redis.NewScript(publishLua), "hub/publish")
+var publishScript = redis.NewScript(publishLua)
 
 // Options configures a Hub. Zero values take the defaults noted.
 type Options struct {

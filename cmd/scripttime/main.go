@@ -10,7 +10,9 @@
 // -per names the command whose calls count the units (a task publishes its
 // final message once: "publish"), or is a number; every figure is then
 // also given per unit. Scripts are named by their package and Lua files
-// ("channels/tl+complete"), those of the packages linked in here.
+// ("channels/tl+complete"), those of the packages linked in here; a
+// script sent as its one file is named after it too ("hub/publish"), when
+// the tool runs from the module's root, where it finds the files.
 //
 // Redis 7 logs the commands a script runs as well as the script's call,
 // and the call's time includes theirs: a script's line is its whole cost,
@@ -22,9 +24,12 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,7 +39,6 @@ import (
 	_ "github.com/riverhub/riverhub/ai/limit" // their scripts, by name
 	_ "github.com/riverhub/riverhub/channels"
 	_ "github.com/riverhub/riverhub/dispatch"
-	_ "github.com/riverhub/riverhub/hub"
 	"github.com/riverhub/riverhub/internal/rdb"
 )
 
@@ -68,6 +72,7 @@ func run(url, per string, top int) error {
 	if err != nil {
 		return err
 	}
+	files := fileScripts()
 	by := map[string]*line{}
 	for _, e := range log {
 		if len(e.Args) == 0 {
@@ -79,6 +84,8 @@ func run(url, per string, top int) error {
 		}
 		if (name == "evalsha" || name == "evalsha_ro") && len(e.Args) > 1 {
 			if n := rdb.ScriptName(e.Args[1]); n != "" {
+				name += " " + n
+			} else if n := files[e.Args[1]]; n != "" {
 				name += " " + n
 			} else {
 				name += " " + e.Args[1][:min(8, len(e.Args[1]))]
@@ -129,4 +136,27 @@ func run(url, per string, top int) error {
 		fmt.Println()
 	}
 	return nil
+}
+
+// fileScripts names the scripts that are one Lua file of a package, sent
+// as it is or compacted (rdb.Compact), by the SHA1 of each: those found
+// under the working directory, as <package>/<file>.
+func fileScripts() map[string]string {
+	names := map[string]string{}
+	for _, pattern := range []string{"*/lua/*.lua", "*/*/lua/*.lua"} {
+		paths, _ := filepath.Glob(pattern)
+		for _, path := range paths {
+			src, err := os.ReadFile(path)
+			if err != nil {
+				continue
+			}
+			pkg := filepath.Base(filepath.Dir(filepath.Dir(path)))
+			name := pkg + "/" + strings.TrimSuffix(filepath.Base(path), ".lua")
+			for _, s := range []string{string(src), rdb.Compact(string(src))} {
+				sum := sha1.Sum([]byte(s))
+				names[hex.EncodeToString(sum[:])] = name
+			}
+		}
+	}
+	return names
 }
