@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -40,9 +41,26 @@ func TestIsFinal(t *testing.T) {
 		{`{"data":{"status":"success"}}`, false},
 		{`{"n":1}`, false},
 		{`{"status":1}`, false},
+		// As encoding/json reads it: keys matched regardless of case, the
+		// last one wins, escapes decoded; invalid JSON is no message.
+		{`{"Status":"success"}`, true},
+		{`{"status":"success","status":"ai_generated"}`, false},
+		{`{"status":"ai_generated","status":"error"}`, true},
+		{`{"status":"succ\u0065ss"}`, true},
+		{`{"status":null}`, false},
+		{`{"status":1,"status":"success"}`, false},
+		{`{"status":"success"`, false},
+		{`[{"status":"success"}]`, false},
 	} {
 		if got := isFinal(tt.payload); got != tt.want {
 			t.Errorf("isFinal(%s) = %v, want %v", tt.payload, got, tt.want)
+		}
+		var m struct {
+			Status string `json:"status"`
+		}
+		std := json.Unmarshal([]byte(tt.payload), &m) == nil && (m.Status == "success" || m.Status == "completed" || m.Status == "error")
+		if std != tt.want {
+			t.Errorf("encoding/json reads %s as final: %v, want %v", tt.payload, std, tt.want)
 		}
 	}
 }
@@ -393,5 +411,19 @@ func TestJoinCounter(t *testing.T) {
 	}
 	if got["ok"] != 2 || got["refused"] != 1 || got["unavailable"] != 0 {
 		t.Fatalf("joins by result = %v, want ok 2, refused 1", got)
+	}
+}
+
+// BenchmarkIsFinal reads the status of a callback's final message, as a
+// publish does for each message and a socket for each entry it pushes.
+func BenchmarkIsFinal(b *testing.B) {
+	msg := `{"status":"completed","channel_id":"01a24a0d-8cc6-7c94-8820-194702539a79","event_name":"bench.done",` +
+		`"data":{"i":12345},"ai_response":{"data":{"ok":true}},"customer_data":{"user":"u-1","plan":"team"},` +
+		`"task_id":"task-1","callback_metadata":{"source":"backend"},"timestamp":"2026-12-06T06:42:56.123Z"}`
+	b.ReportAllocs()
+	for b.Loop() {
+		if !isFinal(msg) {
+			b.Fatal("not final")
+		}
 	}
 }
