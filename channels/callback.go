@@ -97,11 +97,14 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 			return fmt.Errorf("enqueue webhooks: %w", err)
 		}
 	}
+	// The generation's messages are in the room (the round trip that sent
+	// them answered without an error): noted, so that the settlement does
+	// not send them again (announce.lua).
 	// A callback (or the deadline) may have settled the channel while the
 	// steps above ran: they re-added its deadline entry, indexed it as
 	// awaiting and enqueued its webhook after the settle had cancelled what
 	// there was. Settling again (idempotent) puts that right.
-	v, err := s.rdb.HMGet(ctx, s.chKey(o.cid), "status", "message", "outcome").Result()
+	v, err := announceScript.Run(ctx, s.rdb, []string{s.chKey(o.cid)}).Slice()
 	if err != nil {
 		return fmt.Errorf("read channel: %w", err)
 	}

@@ -646,3 +646,70 @@ func TestSettlementOutlivesAFailedCancellation(t *testing.T) {
 		t.Error("no cancellation was asked for")
 	}
 }
+
+// Once the generation's messages have reached the room (the generation
+// notes it: announced), a settlement publishes its final message alone,
+// whether a callback or the deadline settles; before that note, it sends
+// the generation's messages again first (the room drops those it has).
+func TestSettlementSkipsAnnouncedMessages(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		forget   bool // the note taken out before the settlement, as if it were not written yet
+		deadline bool // settled by the deadline instead of a callback
+		want     string
+	}{
+		{"callback", false, false, "ai_generated,completed"},
+		{"callback before the note", true, false, "ai_generated,ai_generated,completed"},
+		{"deadline", false, true, "ai_generated,error"},
+		{"deadline before the note", true, true, "ai_generated,ai_generated,error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{}
+			o := Options{Publisher: rec}
+			if tc.deadline {
+				o.CallbackTimeout = 500 * time.Millisecond
+			}
+			s := newService(t, c, prefix+":"+strings.ReplaceAll(tc.name, " ", "-"), answer(`{"a":1}`), o)
+			s.Start()
+			task := eventTask()
+			if err := s.Submit(ctx, task); err != nil {
+				t.Fatal(err)
+			}
+			for end := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+				if v, _ := c.HGet(ctx, s.chKey(task.ChannelID), "announced").Result(); v == "1" {
+					break
+				}
+				if time.Now().After(end) {
+					t.Fatal("the generation's messages were not noted as sent")
+				}
+			}
+			if tc.forget {
+				c.HDel(ctx, s.chKey(task.ChannelID), "announced")
+			}
+			if !tc.deadline {
+				if err := s.Callback(ctx, "p1", task.ChannelID, success(`{"id":7}`)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			awaitSettled(t, s, task.ChannelID)
+			var got []string
+			for end := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+				rec.mu.Lock()
+				got = got[:0]
+				for _, m := range rec.published {
+					got = append(got, string(messageStatus(json.RawMessage(m))))
+				}
+				rec.mu.Unlock()
+				if len(got) > 0 && strings.Count(strings.Join(got, ","), ",") >= strings.Count(tc.want, ",") || time.Now().After(end) {
+					break
+				}
+			}
+			if s := strings.Join(got, ","); s != tc.want {
+				t.Errorf("published %s, want %s", s, tc.want)
+			}
+		})
+	}
+}

@@ -111,7 +111,8 @@
 //
 //	P:ch:{cid}        HASH  project_id, workflow, event_name, status, created_at, updated_at, task,
 //	                        metadata, runs, result, message; event-driven: deadline, hook or sim,
-//	                        due_status, due_msg; once settled outcome, and cb_fp if by a callback;
+//	                        due_status, due_msg, and announced once the generation's messages
+//	                        reached the room; once settled outcome, and cb_fp if by a callback;
 //	                        room_seq, the final message's seq in the room (written by the hub, or
 //	                        by the completion for an answer alone in its room, LonePublisher);
 //	                        tl, the timeline: channels' own entries (JSON), oldest first, one
@@ -119,7 +120,8 @@
 //	                        the dispatcher keeps its entries in its own log, merged in when a
 //	                        timeline is read, Service.Timeline);
 //	                        a settled channel drops its live fields (liveFields: task, result,
-//	                        runs, hook, sim, due_*, deadline) with the step that settles it
+//	                        runs, hook, sim, due_*, deadline, announced) with the step that
+//	                        settles it
 //	P:ch:{cid}:tl     LIST  timeline entries of earlier versions, and of a channel whose record
 //	                        has left Redis for the archive (a late note); read before the
 //	                        record's

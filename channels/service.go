@@ -51,6 +51,7 @@ var (
 	claimDueScript   = script("claimdue")
 	fireScript       = script("tl", "fire")
 	callbackScript   = script("tl", "callback")
+	announceScript   = script("announce")
 	noteScript       = script("tl", "note")
 )
 
@@ -304,7 +305,7 @@ func RecordKey(prefix string) func(cid string) string {
 // request logs, a repeated callback and a late join read.
 // (The bc:<status> markers stay: small, and a settlement redone after the
 // compaction must still find that its broadcast entries were written.)
-var liveFields = []string{"task", "result", "runs", "hook", "sim", "due_msg", "due_status", "deadline"}
+var liveFields = []string{"task", "result", "runs", "hook", "sim", "due_msg", "due_status", "deadline", "announced"}
 
 // compact drops a settled channel's live fields, within p: sent once its
 // side effects have landed (with its lease release, and with the removal

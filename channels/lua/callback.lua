@@ -15,13 +15,19 @@
 -- {"not_awaiting", status}; or {"gone"}. generated and sim are the room
 -- messages of the generation, which the winner publishes again before the
 -- final one (the room drops them if it has them), so that the room's order
--- holds even when the callback overtook the generation's own publish.
-local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'cb_fp', 'outcome', 'message', 'sim', 'tl')
+-- holds even when the callback overtook the generation's own publish; both
+-- empty once the generation noted them published (announce.lua).
+local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'cb_fp', 'outcome', 'message', 'sim', 'tl',
+  'announced')
 local st = v[1]
 if not st then
   return {'gone'}
 end
 if st == 'ai_generated' then
+  local generated, sim = v[7] or '', v[8] or ''
+  if v[10] == '1' then
+    generated, sim = '', ''
+  end
   if tonumber(v[2]) <= tonumber(ARGV[1]) then
     local outcome, entry = 'timeout', ARGV[7]
     if v[3] ~= 'error' then
@@ -29,14 +35,14 @@ if st == 'ai_generated' then
     end
     redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2],
       'tl', tljoin(v[9], {entry}))
-    return {'late', outcome, v[4], v[3], v[7] or '', v[8] or ''}
+    return {'late', outcome, v[4], v[3], generated, sim}
   end
   if ARGV[4] == '' then
     return {'retry'}
   end
   redis.call('HSET', KEYS[1], 'status', ARGV[4], 'message', ARGV[5], 'outcome', 'callback', 'cb_fp', ARGV[3], 'updated_at', ARGV[2],
     'tl', tljoin(v[9], {ARGV[6]}))
-  return {'ok', ARGV[5], v[7] or '', v[8] or ''}
+  return {'ok', ARGV[5], generated, sim}
 end
 if v[6] == 'callback' then
   if v[5] == ARGV[3] then

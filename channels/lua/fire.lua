@@ -8,12 +8,14 @@
 -- a timeout; ARGV[4] timeline entry of a simulated callback.
 -- Returns {"fired", message, project_id, outcome, status, workflow, event,
 -- generated, sim} (generated and sim: the generation's room messages,
--- published again before the final one, see callback.lua),
+-- published again before the final one, see callback.lua; both empty once
+-- the generation noted them published),
 -- {"wait", deadline} (not due yet), {"done", message, project_id, outcome,
 -- status, workflow, event}
 -- (settled before: its message is published again, idempotently), or
 -- {"gone"}.
-local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'project_id', 'message', 'outcome', 'workflow', 'event_name', 'sim', 'tl')
+local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'project_id', 'message', 'outcome', 'workflow', 'event_name', 'sim', 'tl',
+  'announced')
 if not v[1] then
   return {'gone'}
 end
@@ -32,4 +34,8 @@ if v[3] ~= 'error' then
 end
 redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2],
   'tl', tljoin(v[11], {entry}))
-return {'fired', v[4], v[5], outcome, v[3], v[8] or '', v[9] or '', v[6] or '', v[10] or ''}
+local generated, sim = v[6] or '', v[10] or ''
+if v[12] == '1' then
+  generated, sim = '', ''
+end
+return {'fired', v[4], v[5], outcome, v[3], v[8] or '', v[9] or '', generated, sim}
