@@ -35,8 +35,13 @@ func (b *broadcasts) add(ctx context.Context, p redis.Pipeliner, pid, cid string
 	if !b.publish(ctx, p, pid, cid, msg) {
 		return
 	}
-	entry := wire.MustJSON(Entry{At: wire.Stamp(b.s.o.Now()), Type: "broadcast", Status: st, Node: b.s.o.Node})
-	broadcastScript.Eval(ctx, p, []string{b.s.chKey(cid), b.s.tlKey(cid)}, string(st), entry)
+	broadcastScript.Eval(ctx, p, []string{b.s.chKey(cid), b.s.tlKey(cid)}, string(st), b.s.broadcastEntry(wire.Stamp(b.s.o.Now()), st))
+}
+
+// broadcastEntry is the timeline entry that the room was sent the message
+// of status st, at at.
+func (s *Service) broadcastEntry(at string, st Status) []byte {
+	return wire.MustJSON(Entry{At: at, Type: "broadcast", Status: st, Node: s.o.Node})
 }
 
 // publish queues msg's publish alone, for a message whose entry is logged

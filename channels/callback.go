@@ -264,7 +264,7 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 		err := s.shared.Pipelined(ctx, func(p redis.Pipeliner) {
 			cas = callbackScript.Eval(ctx, p, []string{s.chKey(cid), s.tlKey(cid)}, now.UnixMilli(), at,
 				hex.EncodeToString(fp[:]), string(status), []byte(msg), wire.MustJSON(entry),
-				s.timeoutEntry(at), s.simulatedEntry(at))
+				s.timeoutEntry(at), s.simulatedEntry(at), s.broadcastEntry(at, StatusError), s.broadcastEntry(at, StatusCompleted))
 		})
 		if err == nil {
 			out, err = cas.StringSlice()
@@ -295,7 +295,7 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 		return nil, apperr.NotFoundf("channel %s not found", cid)
 	case "ok":
 		return &settlement{ref: ref, due: s.dueKey(cid), status: status, why: "a callback was received",
-			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded}, nil
+			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded, logged: true}, nil
 	case "repeat":
 		if r.compacted {
 			return nil, nil // settled long since: the same answer, nothing to redo
@@ -304,7 +304,7 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 			msg: json.RawMessage(r.msg), unguarded: unguarded, redone: true}, nil
 	case "late":
 		d = &settlement{ref: ref, due: s.dueKey(cid), status: Status(r.status), why: settleReason(r.outcome),
-			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded, redone: true}
+			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded, redone: true, logged: true}
 		reject = ErrCallbackTimeout(cid)
 		if r.outcome != "timeout" {
 			reject = ErrCallbackReceived(cid)
@@ -448,6 +448,11 @@ type settlement struct {
 	// unguarded: its channel's deadline entry was not brought forward to
 	// a claim's lease, so a poller would redo it only at its deadline.
 	unguarded bool
+	// logged: the final message's broadcast entry was written with the
+	// outcome (callback.lua, fire.lua), so the room is only sent it; a
+	// settlement redone sends the entry too (broadcast.lua writes it once),
+	// for a channel settled by an earlier version.
+	logged bool
 	// redone: settled before (a repeated or late callback, a deadline
 	// claimed again): its channel may have moved to the archive since the
 	// script read it (see indexMove).
@@ -507,7 +512,11 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 			for _, m := range d.pre {
 				b.add(ctx, p, d.ref.pid, d.ref.cid, messageStatus(m), m)
 			}
-			b.add(ctx, p, d.ref.pid, d.ref.cid, d.status, d.msg)
+			if d.logged {
+				b.publish(ctx, p, d.ref.pid, d.ref.cid, d.msg)
+			} else {
+				b.add(ctx, p, d.ref.pid, d.ref.cid, d.status, d.msg)
+			}
 			s.indexMove(m, d.ref, StatusAIGenerated, d.status)
 		}
 		if more != nil {
@@ -610,10 +619,12 @@ func (s *Service) settleDue(now time.Time, due string, ids []string) {
 	ctx := s.runCtx
 	at := wire.Stamp(now)
 	timeout, simulated := s.timeoutEntry(at), s.simulatedEntry(at)
+	errored, completed := s.broadcastEntry(at, StatusError), s.broadcastEntry(at, StatusCompleted)
 	cmds := make([]*redis.Cmd, len(ids))
 	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, id := range ids {
-			cmds[i] = fireScript.Eval(ctx, p, []string{s.chKey(id), s.tlKey(id)}, now.UnixMilli(), at, timeout, simulated)
+			cmds[i] = fireScript.Eval(ctx, p, []string{s.chKey(id), s.tlKey(id)}, now.UnixMilli(), at, timeout, simulated,
+				errored, completed)
 		}
 	}); err != nil && ctx.Err() == nil {
 		s.o.Log.Warn().Err(err).Int("channels", len(ids)).Msg("fire callback deadlines; retried after the lease")
@@ -646,7 +657,7 @@ func (s *Service) settleDue(now time.Time, due string, ids []string) {
 				why: settleReason(r.outcome), msg: json.RawMessage(r.msg)}
 			if r.verdict == "fired" {
 				s.m.timeouts.WithLabelValues(r.outcome).Inc()
-				d.pre = rawAll(r.generated, r.sim)
+				d.pre, d.logged = rawAll(r.generated, r.sim), true
 			} else {
 				d.redone = true
 			}

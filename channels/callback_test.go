@@ -265,6 +265,17 @@ func TestDeadlineTimesOut(t *testing.T) {
 	if hs := statuses(waitHistory(t, s, task.ChannelID, 2)); hs != "ai_generated,error" {
 		t.Errorf("room history = %s", hs)
 	}
+	// The timeout logs its final message's broadcast with it, once.
+	_, tl, _ := s.Timeline(ctx, "p1", task.ChannelID)
+	var types []string
+	for _, e := range tl {
+		var x Entry
+		_ = json.Unmarshal(e, &x)
+		types = append(types, x.Type)
+	}
+	if got := strings.Join(types, ","); got != "request,generating,ai_attempt,ai_generated,broadcast,timeout,broadcast,callback_rejected" {
+		t.Errorf("timeline = %s", got)
+	}
 	// The deadline's winner publishes and cancels the retries. The
 	// cancellation is idempotent, and a settlement is redone when the
 	// deadline fired while the generation's own steps still ran (a loaded

@@ -6,7 +6,11 @@
 -- fingerprint; ARGV[4] the status it sets (completed or error; empty when
 -- the caller read the channel before it awaited a callback); ARGV[5] the
 -- message it publishes; ARGV[6] its timeline entry; ARGV[7] timeline entry
--- of a timeout; ARGV[8] timeline entry of a simulated callback.
+-- of a timeout; ARGV[8] timeline entry of a simulated callback; ARGV[9],
+-- ARGV[10] the "broadcast" timeline entries of an error and of a completed
+-- final message. The outcome that wins writes its final message's
+-- broadcast entry with it, once (bc:<status>, see broadcast.lua): the
+-- settlement then only publishes it.
 -- Returns {"ok", message, generated, sim}; {"repeat", message, status}
 -- (the same callback again); {"late", outcome, message, status, generated,
 -- sim} (the deadline had passed: it is fired now); {"retry"} (the channel
@@ -17,6 +21,12 @@
 -- final one (the room drops them if it has them), so that the room's order
 -- holds even when the callback overtook the generation's own publish; both
 -- empty once the generation noted them published (announce.lua).
+local function broadcast(status)
+  if status == 'error' then
+    return ARGV[9]
+  end
+  return ARGV[10]
+end
 local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'cb_fp', 'outcome', 'message', 'sim', 'tl',
   'announced')
 local st = v[1]
@@ -34,14 +44,14 @@ if st == 'ai_generated' then
       outcome, entry = 'simulated', ARGV[8]
     end
     redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2],
-      'tl', tljoin(v[9], {entry}))
+      'tl', tljoin(v[9], {entry, broadcast(v[3])}), 'bc:' .. v[3], 1)
     return {'late', outcome, v[4], v[3], generated, sim}
   end
   if ARGV[4] == '' then
     return {'retry'}
   end
   redis.call('HSET', KEYS[1], 'status', ARGV[4], 'message', ARGV[5], 'outcome', 'callback', 'cb_fp', ARGV[3], 'updated_at', ARGV[2],
-    'tl', tljoin(v[9], {ARGV[6]}))
+    'tl', tljoin(v[9], {ARGV[6], broadcast(ARGV[4])}), 'bc:' .. ARGV[4], 1)
   return {'ok', ARGV[5], generated, sim}
 end
 if v[6] == 'callback' then

@@ -5,7 +5,9 @@
 -- KEYS[1] channel hash; KEYS[2] timeline list (not written: the entry goes
 -- to the record's, tl.lua).
 -- ARGV[1] now (unix ms); ARGV[2] now (RFC 3339); ARGV[3] timeline entry of
--- a timeout; ARGV[4] timeline entry of a simulated callback.
+-- a timeout; ARGV[4] timeline entry of a simulated callback; ARGV[5],
+-- ARGV[6] the "broadcast" timeline entries of an error and of a completed
+-- final message (written with the outcome, as callback.lua does).
 -- Returns {"fired", message, project_id, outcome, status, workflow, event,
 -- generated, sim} (generated and sim: the generation's room messages,
 -- published again before the final one, see callback.lua; both empty once
@@ -32,8 +34,12 @@ local outcome, entry = 'timeout', ARGV[3]
 if v[3] ~= 'error' then
   outcome, entry = 'simulated', ARGV[4]
 end
+local broadcast = ARGV[6]
+if v[3] == 'error' then
+  broadcast = ARGV[5]
+end
 redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2],
-  'tl', tljoin(v[11], {entry}))
+  'tl', tljoin(v[11], {entry, broadcast}), 'bc:' .. v[3], 1)
 local generated, sim = v[6] or '', v[10] or ''
 if v[12] == '1' then
   generated, sim = '', ''
