@@ -366,9 +366,11 @@ func (s *Store) answered(what string, err error) error {
 		s.downUntil.Store(0)
 		return nil
 	}
+	var pe *pgconn.PgError
+	conflict := errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01") // an answer, worth retrying
 	err = wrap(what, err)
 	switch {
-	case !errors.Is(err, ErrUnavailable):
+	case !errors.Is(err, ErrUnavailable) || conflict:
 		s.downUntil.Store(0)
 	case !errors.Is(err, context.Canceled):
 		s.downUntil.Store(time.Now().Add(downFor).UnixNano())

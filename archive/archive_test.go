@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/channels"
@@ -230,5 +231,19 @@ func TestAnAnswerEndsTheOutage(t *testing.T) {
 	}
 	if got, err := s.Get(ctx, c.ChannelID); err != nil || got == nil {
 		t.Errorf("Get once a Put went through = %v, %v; want the channel", got, err)
+	}
+}
+
+// A conflict (a deadlock, a serialization failure) is an answer: retried,
+// but the database is not taken for down.
+func TestAConflictIsAnAnswer(t *testing.T) {
+	t.Parallel()
+	s := open(t, pgtest.URL(t), Options{})
+	_ = s.answered("store", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED})
+	if err := s.answered("store", &pgconn.PgError{Code: "40P01"}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a deadlock: %v, want ErrUnavailable (retried)", err)
+	}
+	if _, err := s.Get(context.Background(), uuid.NewString()); err != nil {
+		t.Errorf("Get after a deadlock = %v, want an answer", err)
 	}
 }

@@ -16,9 +16,11 @@ var broadcastScript = script("tl", "broadcast")
 // by channels' own "broadcast" entry on the channel's timeline
 // (broadcast.lua: once per status, so side effects redone after a crash or
 // by a run that lost the race log nothing twice, and a redo after a failed
-// round trip logs what was missing); a task's final message has its entry
-// written by complete.lua, once, with the outcome. The hub only publishes,
-// and reports.
+// round trip logs what was missing). A final message whose entry was
+// written with the outcome that decided it, once, goes out alone
+// (publish): a task's (complete.lua), and an event-driven channel's when
+// its room surely held the generation's messages (callback.lua, fire.lua,
+// settle.lua). The hub only publishes, and reports.
 type broadcasts struct {
 	s    *Service
 	sent []broadcast
@@ -39,10 +41,18 @@ func (b *broadcasts) add(ctx context.Context, p redis.Pipeliner, pid, cid string
 }
 
 // broadcastEntry is the timeline entry that the room was sent the message
-// of status st, at at.
+// of status st, at at; none (empty) on a node without rooms.
 func (s *Service) broadcastEntry(at string, st Status) []byte {
+	if s.o.Publisher == nil {
+		return nil
+	}
 	return wire.MustJSON(Entry{At: at, Type: "broadcast", Status: st, Node: s.o.Node})
 }
+
+// announcedFor is how long after the generation noted its messages sent
+// (announce.lua) a settlement skips sending them again (ms): half the
+// retention, for which the room keeps them after their publish.
+func (s *Service) announcedFor() int64 { return (s.o.Retention / 2).Milliseconds() }
 
 // publish queues msg's publish alone, for a message whose entry is logged
 // elsewhere (a task's completion logs it with the outcome, complete.lua);

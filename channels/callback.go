@@ -264,7 +264,8 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 		err := s.shared.Pipelined(ctx, func(p redis.Pipeliner) {
 			cas = callbackScript.Eval(ctx, p, []string{s.chKey(cid), s.tlKey(cid)}, now.UnixMilli(), at,
 				hex.EncodeToString(fp[:]), string(status), []byte(msg), wire.MustJSON(entry),
-				s.timeoutEntry(at), s.simulatedEntry(at), s.broadcastEntry(at, StatusError), s.broadcastEntry(at, StatusCompleted))
+				s.timeoutEntry(at), s.simulatedEntry(at), s.broadcastEntry(at, StatusError), s.broadcastEntry(at, StatusCompleted),
+				s.announcedFor())
 		})
 		if err == nil {
 			out, err = cas.StringSlice()
@@ -295,7 +296,7 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 		return nil, apperr.NotFoundf("channel %s not found", cid)
 	case "ok":
 		return &settlement{ref: ref, due: s.dueKey(cid), status: status, why: "a callback was received",
-			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded, logged: true}, nil
+			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded, logged: r.logged}, nil
 	case "repeat":
 		if r.compacted {
 			return nil, nil // settled long since: the same answer, nothing to redo
@@ -304,7 +305,7 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 			msg: json.RawMessage(r.msg), unguarded: unguarded, redone: true}, nil
 	case "late":
 		d = &settlement{ref: ref, due: s.dueKey(cid), status: Status(r.status), why: settleReason(r.outcome),
-			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded, redone: true, logged: true}
+			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded, redone: true, logged: r.logged}
 		reject = ErrCallbackTimeout(cid)
 		if r.outcome != "timeout" {
 			reject = ErrCallbackReceived(cid)
@@ -449,9 +450,10 @@ type settlement struct {
 	// a claim's lease, so a poller would redo it only at its deadline.
 	unguarded bool
 	// logged: the final message's broadcast entry was written with the
-	// outcome (callback.lua, fire.lua), so the room is only sent it; a
-	// settlement redone sends the entry too (broadcast.lua writes it once),
-	// for a channel settled by an earlier version.
+	// outcome (callback.lua, fire.lua, when the room surely held the
+	// generation's messages: settle.lua), so the room is only sent it; a
+	// settlement that sends the generation's messages again, or is redone,
+	// logs each entry as it sends it (broadcast.lua writes one once).
 	logged bool
 	// redone: settled before (a repeated or late callback, a deadline
 	// claimed again): its channel may have moved to the archive since the
@@ -624,7 +626,7 @@ func (s *Service) settleDue(now time.Time, due string, ids []string) {
 	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, id := range ids {
 			cmds[i] = fireScript.Eval(ctx, p, []string{s.chKey(id), s.tlKey(id)}, now.UnixMilli(), at, timeout, simulated,
-				errored, completed)
+				errored, completed, s.announcedFor())
 		}
 	}); err != nil && ctx.Err() == nil {
 		s.o.Log.Warn().Err(err).Int("channels", len(ids)).Msg("fire callback deadlines; retried after the lease")
@@ -657,7 +659,7 @@ func (s *Service) settleDue(now time.Time, due string, ids []string) {
 				why: settleReason(r.outcome), msg: json.RawMessage(r.msg)}
 			if r.verdict == "fired" {
 				s.m.timeouts.WithLabelValues(r.outcome).Inc()
-				d.pre, d.logged = rawAll(r.generated, r.sim), true
+				d.pre, d.logged = rawAll(r.generated, r.sim), r.logged
 			} else {
 				d.redone = true
 			}

@@ -660,28 +660,33 @@ func TestSettlementOutlivesAFailedCancellation(t *testing.T) {
 
 // Once the generation's messages have reached the room (the generation
 // notes it: announced), a settlement publishes its final message alone,
-// whether a callback or the deadline settles; before that note, it sends
-// the generation's messages again first (the room drops those it has).
+// whether a callback or the deadline settles; before that note, or once the
+// room may have let them go (the note older than half the retention), it
+// sends the generation's messages again first (the room drops those it
+// has). Either way the timeline logs each message's broadcast once, in
+// order.
 func TestSettlementSkipsAnnouncedMessages(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name     string
-		forget   bool // the note taken out before the settlement, as if it were not written yet
-		deadline bool // settled by the deadline instead of a callback
+		note     string // the note rewritten before the settlement: "" as it is, "-" taken out, "overtaken" as if the generation's publish had not run yet
+		deadline bool   // settled by the deadline instead of a callback
 		want     string
 	}{
-		{"callback", false, false, "ai_generated,completed"},
-		{"callback before the note", true, false, "ai_generated,ai_generated,completed"},
-		{"deadline", false, true, "ai_generated,error"},
-		{"deadline before the note", true, true, "ai_generated,ai_generated,error"},
+		{"callback", "", false, "ai_generated,completed"},
+		{"callback before the note", "-", false, "ai_generated,ai_generated,completed"},
+		{"callback after the room's retention", "1000", false, "ai_generated,ai_generated,completed"},
+		{"callback overtaking the generation's publish", "overtaken", false, "ai_generated,ai_generated,completed"},
+		{"deadline", "", true, "ai_generated,error"},
+		{"deadline before the note", "-", true, "ai_generated,ai_generated,error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := &recorder{}
 			o := Options{Publisher: rec}
-			if tc.deadline {
-				o.CallbackTimeout = 500 * time.Millisecond
+			if tc.deadline { // long enough for the generation to note its messages first, on a loaded machine too
+				o.CallbackTimeout = 2 * time.Second
 			}
 			s := newService(t, c, prefix+":"+strings.ReplaceAll(tc.name, " ", "-"), answer(`{"a":1}`), o)
 			s.Start()
@@ -690,15 +695,29 @@ func TestSettlementSkipsAnnouncedMessages(t *testing.T) {
 				t.Fatal(err)
 			}
 			for end := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-				if v, _ := c.HGet(ctx, s.chKey(task.ChannelID), "announced").Result(); v == "1" {
+				if v, _ := c.HGet(ctx, s.chKey(task.ChannelID), "announced").Int64(); v > 0 {
 					break
 				}
 				if time.Now().After(end) {
 					t.Fatal("the generation's messages were not noted as sent")
 				}
 			}
-			if tc.forget {
+			switch tc.note {
+			case "":
+			case "-":
 				c.HDel(ctx, s.chKey(task.ChannelID), "announced")
+			case "overtaken": // no note, and no broadcast of ai_generated logged yet
+				tl, _ := c.HGet(ctx, s.chKey(task.ChannelID), "tl").Result()
+				var kept []string
+				for _, e := range strings.Split(tl, "\n") {
+					if !strings.Contains(e, `"type":"broadcast"`) {
+						kept = append(kept, e)
+					}
+				}
+				c.HDel(ctx, s.chKey(task.ChannelID), "announced", "bc:ai_generated")
+				c.HSet(ctx, s.chKey(task.ChannelID), "tl", strings.Join(kept, "\n"))
+			default:
+				c.HSet(ctx, s.chKey(task.ChannelID), "announced", tc.note)
 			}
 			if !tc.deadline {
 				if err := s.Callback(ctx, "p1", task.ChannelID, success(`{"id":7}`)); err != nil {
@@ -720,6 +739,19 @@ func TestSettlementSkipsAnnouncedMessages(t *testing.T) {
 			}
 			if s := strings.Join(got, ","); s != tc.want {
 				t.Errorf("published %s, want %s", s, tc.want)
+			}
+			_, tl, _ := s.Timeline(ctx, "p1", task.ChannelID)
+			var logged []string
+			for _, e := range tl {
+				var x Entry
+				_ = json.Unmarshal(e, &x)
+				if x.Type == "broadcast" {
+					logged = append(logged, string(x.Status))
+				}
+			}
+			final := tc.want[strings.LastIndex(tc.want, ",")+1:]
+			if got := strings.Join(logged, ","); got != "ai_generated,"+final {
+				t.Errorf("timeline's broadcasts: %s, want ai_generated,%s", got, final)
 			}
 		})
 	}

@@ -131,9 +131,9 @@ func decodeComplete(out []any) completeReply {
 // callbackReply is callback.lua's reply:
 //
 //	{"gone"}                                        no such channel
-//	{"ok", message, generated, sim}                 this callback settled it
+//	{"ok", message, generated, sim, logged}         this callback settled it
 //	{"repeat", message, status, compacted}          the same callback again (compacted "1": settled and compacted)
-//	{"late", outcome, message, status, generated, sim}
+//	{"late", outcome, message, status, generated, sim, logged}
 //	                                                settled by the deadline (outcome) first
 //	{"conflict", status}                            another callback settled it
 //	{"timeout"}                                     its deadline passed
@@ -147,6 +147,7 @@ type callbackReply struct {
 	generated string // ok, late: the ai_generated message published before, if not yet
 	sim       string // ok, late: the playground's simulating message, if not yet
 	compacted bool   // repeat: the channel's record was compacted (settled long since)
+	logged    bool   // ok, late: the final message's broadcast entry was written with the outcome
 }
 
 func decodeCallback(out []string) (callbackReply, error) {
@@ -157,11 +158,12 @@ func decodeCallback(out []string) (callbackReply, error) {
 	switch r.verdict {
 	case "gone", "timeout", "retry":
 	case "ok":
-		r.msg, r.generated, r.sim = field(out, 1), field(out, 2), field(out, 3)
+		r.msg, r.generated, r.sim, r.logged = field(out, 1), field(out, 2), field(out, 3), field(out, 4) == "1"
 	case "repeat":
 		r.msg, r.status, r.compacted = field(out, 1), field(out, 2), field(out, 3) == "1"
 	case "late":
 		r.outcome, r.msg, r.status, r.generated, r.sim = field(out, 1), field(out, 2), field(out, 3), field(out, 4), field(out, 5)
+		r.logged = field(out, 6) == "1"
 	case "conflict", "not_awaiting":
 		r.status = field(out, 1)
 	default:
@@ -176,7 +178,7 @@ func decodeCallback(out []string) (callbackReply, error) {
 //	{"wait", deadline_ms}                           not due yet (moved)
 //	{"done", message, project_id, outcome, status, workflow, event}
 //	                                                settled before: finish the settling
-//	{"fired", message, project_id, outcome, status, workflow, event, generated, sim}
+//	{"fired", message, project_id, outcome, status, workflow, event, generated, sim, logged}
 //	                                                this deadline settled it
 type fireReply struct {
 	verdict   string
@@ -189,6 +191,7 @@ type fireReply struct {
 	event     string
 	generated string // fired
 	sim       string // fired
+	logged    bool   // fired: the final message's broadcast entry was written with the outcome
 }
 
 func decodeFire(out []string) (fireReply, error) {
@@ -202,7 +205,7 @@ func decodeFire(out []string) (fireReply, error) {
 		r.deadline, _ = strconv.ParseInt(field(out, 1), 10, 64)
 	case "done", "fired":
 		r.msg, r.project, r.outcome, r.status, r.workflow, r.event = field(out, 1), field(out, 2), field(out, 3), field(out, 4), field(out, 5), field(out, 6)
-		r.generated, r.sim = field(out, 7), field(out, 8)
+		r.generated, r.sim, r.logged = field(out, 7), field(out, 8), field(out, 9) == "1"
 	default:
 		return r, fmt.Errorf("fire.lua: unknown verdict %q", r.verdict)
 	}

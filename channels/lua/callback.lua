@@ -8,19 +8,21 @@
 -- message it publishes; ARGV[6] its timeline entry; ARGV[7] timeline entry
 -- of a timeout; ARGV[8] timeline entry of a simulated callback; ARGV[9],
 -- ARGV[10] the "broadcast" timeline entries of an error and of a completed
--- final message. The outcome that wins writes its final message's
--- broadcast entry with it, once (bc:<status>, see broadcast.lua): the
--- settlement then only publishes it.
--- Returns {"ok", message, generated, sim}; {"repeat", message, status}
--- (the same callback again); {"late", outcome, message, status, generated,
--- sim} (the deadline had passed: it is fired now); {"retry"} (the channel
+-- final message (empty on a node without rooms); ARGV[11] how long the
+-- generation's note lets the settlement skip its messages (ms, settle.lua).
+-- Returns {"ok", message, generated, sim, logged}; {"repeat", message,
+-- status} (the same callback again); {"late", outcome, message, status,
+-- generated, sim, logged} (the deadline had passed: it is fired now);
+-- {"retry"} (the channel
 -- began to await its callback after the caller read it); {"timeout"};
 -- {"conflict", status} (settled by another callback or a simulation);
 -- {"not_awaiting", status}; or {"gone"}. generated and sim are the room
 -- messages of the generation, which the winner publishes again before the
 -- final one (the room drops them if it has them), so that the room's order
 -- holds even when the callback overtook the generation's own publish; both
--- empty once the generation noted them published (announce.lua).
+-- empty while the room surely holds them, and then the outcome writes the
+-- final message's broadcast entry with itself, once, and logged is "1"
+-- (settle.lua).
 local function broadcast(status)
   if status == 'error' then
     return ARGV[9]
@@ -34,25 +36,25 @@ if not st then
   return {'gone'}
 end
 if st == 'ai_generated' then
-  local generated, sim = v[7] or '', v[8] or ''
-  if v[10] == '1' then
-    generated, sim = '', ''
-  end
   if tonumber(v[2]) <= tonumber(ARGV[1]) then
     local outcome, entry = 'timeout', ARGV[7]
     if v[3] ~= 'error' then
       outcome, entry = 'simulated', ARGV[8]
     end
+    local generated, sim, bc = settling(v[7], v[8], v[10], broadcast(v[3]), ARGV[11])
+    local entries, marker = settled(entry, bc, v[3])
     redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2],
-      'tl', tljoin(v[9], {entry, broadcast(v[3])}), 'bc:' .. v[3], 1)
-    return {'late', outcome, v[4], v[3], generated, sim}
+      'tl', tljoin(v[9], entries), unpack(marker))
+    return {'late', outcome, v[4], v[3], generated, sim, bc ~= '' and '1' or '0'}
   end
   if ARGV[4] == '' then
     return {'retry'}
   end
+  local generated, sim, bc = settling(v[7], v[8], v[10], broadcast(ARGV[4]), ARGV[11])
+  local entries, marker = settled(ARGV[6], bc, ARGV[4])
   redis.call('HSET', KEYS[1], 'status', ARGV[4], 'message', ARGV[5], 'outcome', 'callback', 'cb_fp', ARGV[3], 'updated_at', ARGV[2],
-    'tl', tljoin(v[9], {ARGV[6], broadcast(ARGV[4])}), 'bc:' .. ARGV[4], 1)
-  return {'ok', ARGV[5], generated, sim}
+    'tl', tljoin(v[9], entries), unpack(marker))
+  return {'ok', ARGV[5], generated, sim, bc ~= '' and '1' or '0'}
 end
 if v[6] == 'callback' then
   if v[5] == ARGV[3] then

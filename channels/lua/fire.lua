@@ -7,11 +7,13 @@
 -- ARGV[1] now (unix ms); ARGV[2] now (RFC 3339); ARGV[3] timeline entry of
 -- a timeout; ARGV[4] timeline entry of a simulated callback; ARGV[5],
 -- ARGV[6] the "broadcast" timeline entries of an error and of a completed
--- final message (written with the outcome, as callback.lua does).
+-- final message (empty on a node without rooms); ARGV[7] how long the
+-- generation's note lets the settlement skip its messages (ms, settle.lua).
 -- Returns {"fired", message, project_id, outcome, status, workflow, event,
--- generated, sim} (generated and sim: the generation's room messages,
--- published again before the final one, see callback.lua; both empty once
--- the generation noted them published),
+-- generated, sim, logged} (generated and sim: the generation's room
+-- messages, published again before the final one, unless the room surely
+-- holds them, and then logged is "1": the final message's broadcast entry
+-- is written with the outcome; see callback.lua and settle.lua),
 -- {"wait", deadline} (not due yet), {"done", message, project_id, outcome,
 -- status, workflow, event}
 -- (settled before: its message is published again, idempotently), or
@@ -38,10 +40,8 @@ local broadcast = ARGV[6]
 if v[3] == 'error' then
   broadcast = ARGV[5]
 end
+local generated, sim, bc = settling(v[6], v[10], v[12], broadcast, ARGV[7])
+local entries, marker = settled(entry, bc, v[3])
 redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2],
-  'tl', tljoin(v[11], {entry, broadcast}), 'bc:' .. v[3], 1)
-local generated, sim = v[6] or '', v[10] or ''
-if v[12] == '1' then
-  generated, sim = '', ''
-end
-return {'fired', v[4], v[5], outcome, v[3], v[8] or '', v[9] or '', generated, sim}
+  'tl', tljoin(v[11], entries), unpack(marker))
+return {'fired', v[4], v[5], outcome, v[3], v[8] or '', v[9] or '', generated, sim, bc ~= '' and '1' or '0'}
