@@ -181,14 +181,7 @@ func TestCallbackCompletesChannel(t *testing.T) {
 		t.Errorf("retries not cancelled: %+v", rec.cancels)
 	}
 	rec.mu.Unlock()
-	_, tl, _ := s.Timeline(ctx, "p1", task.ChannelID)
-	var types []string
-	for _, e := range tl {
-		var x Entry
-		_ = json.Unmarshal(e, &x)
-		types = append(types, x.Type)
-	}
-	if got := strings.Join(types, ","); got != "request,generating,ai_attempt,ai_generated,broadcast,callback,broadcast,callback_rejected" {
+	if got := entriesOf(t, s, task.ChannelID, func(e Entry) string { return e.Type }); got != "request,generating,ai_attempt,ai_generated,broadcast,callback,broadcast,callback_rejected" {
 		t.Errorf("timeline = %s", got)
 	}
 }
@@ -266,14 +259,7 @@ func TestDeadlineTimesOut(t *testing.T) {
 		t.Errorf("room history = %s", hs)
 	}
 	// The timeout logs its final message's broadcast with it, once.
-	_, tl, _ := s.Timeline(ctx, "p1", task.ChannelID)
-	var types []string
-	for _, e := range tl {
-		var x Entry
-		_ = json.Unmarshal(e, &x)
-		types = append(types, x.Type)
-	}
-	if got := strings.Join(types, ","); got != "request,generating,ai_attempt,ai_generated,broadcast,timeout,broadcast,callback_rejected" {
+	if got := entriesOf(t, s, task.ChannelID, func(e Entry) string { return e.Type }); got != "request,generating,ai_attempt,ai_generated,broadcast,timeout,broadcast,callback_rejected" {
 		t.Errorf("timeline = %s", got)
 	}
 	// The deadline's winner publishes and cancels the retries. The
@@ -740,19 +726,37 @@ func TestSettlementSkipsAnnouncedMessages(t *testing.T) {
 			if s := strings.Join(got, ","); s != tc.want {
 				t.Errorf("published %s, want %s", s, tc.want)
 			}
-			_, tl, _ := s.Timeline(ctx, "p1", task.ChannelID)
-			var logged []string
-			for _, e := range tl {
-				var x Entry
-				_ = json.Unmarshal(e, &x)
-				if x.Type == "broadcast" {
-					logged = append(logged, string(x.Status))
+			broadcasts := func(e Entry) string {
+				if e.Type != "broadcast" {
+					return ""
 				}
+				return string(e.Status)
 			}
 			final := tc.want[strings.LastIndex(tc.want, ",")+1:]
-			if got := strings.Join(logged, ","); got != "ai_generated,"+final {
+			if got := entriesOf(t, s, task.ChannelID, broadcasts); got != "ai_generated,"+final {
 				t.Errorf("timeline's broadcasts: %s, want ai_generated,%s", got, final)
 			}
 		})
 	}
+}
+
+// entriesOf is project p1's channel cid's timeline, each entry as pick
+// tells it (entries it tells as "" left out), joined by commas.
+func entriesOf(t *testing.T, s *Service, cid string, pick func(Entry) string) string {
+	t.Helper()
+	_, tl, err := s.Timeline(context.Background(), "p1", cid)
+	if err != nil {
+		t.Fatalf("timeline: %v", err)
+	}
+	var out []string
+	for _, raw := range tl {
+		var e Entry
+		if err := json.Unmarshal(raw, &e); err != nil {
+			t.Fatalf("timeline entry %s: %v", raw, err)
+		}
+		if x := pick(e); x != "" {
+			out = append(out, x)
+		}
+	}
+	return strings.Join(out, ",")
 }
