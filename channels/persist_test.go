@@ -120,6 +120,10 @@ func (d *flakyDispatcher) Enqueue(context.Context, dispatch.Event) error {
 	return nil
 }
 
+func (d *flakyDispatcher) Prepare(context.Context, dispatch.Event) (*dispatch.Enqueueing, error) {
+	return nil, nil
+}
+
 func (d *flakyDispatcher) CancelIn(context.Context, redis.Pipeliner, []dispatch.Cancellation) (*dispatch.Cancelling, error) {
 	return nil, nil
 }

@@ -80,7 +80,9 @@ type LonePublisher interface {
 
 // Dispatcher enqueues webhook deliveries (the dispatch engine). Enqueue
 // must be idempotent per (event type, channel): it may be called again for
-// the same event after a crash. CancelIn queues in p the stopping of the
+// the same event after a crash. Prepare is an Enqueue to be sent in a round
+// trip of the caller's (dispatch.Enqueueing); when it returns nil (nothing
+// to send, or an error) the caller calls Enqueue instead. CancelIn queues in p the stopping of the
 // retries of events' deliveries that have not succeeded (ev.Body unused),
 // for a batch of events at once; once p has run, the Cancelling says
 // whether that went through and logs it (a nil Cancelling: nothing to
@@ -89,6 +91,7 @@ type LonePublisher interface {
 // shows it merged with the channel's own entries.
 type Dispatcher interface {
 	Enqueue(ctx context.Context, ev dispatch.Event) error
+	Prepare(ctx context.Context, ev dispatch.Event) (*dispatch.Enqueueing, error)
 	CancelIn(ctx context.Context, p redis.Pipeliner, cs []dispatch.Cancellation) (*dispatch.Cancelling, error)
 	ChannelLog(ctx context.Context, channelID string) ([]json.RawMessage, error)
 }
@@ -790,6 +793,7 @@ type outcome struct {
 	beyond          bool            // a callback or the deadline has settled the channel since
 	lone            bool            // msg is the room's only message, its seq 1 in the record (this run's completion wrote it)
 	redone          bool            // an earlier run's outcome: its side effects done again (see indexMove)
+	enqueued        bool            // its task.completed deliveries were written with the completion (completedHook)
 	at              time.Time       // when it was read back from Redis: its channel was queued to move by then
 }
 
@@ -882,14 +886,29 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 	args = append(args, entries...)
 	var out []any
 	keys := []string{s.chKey(t.ChannelID), s.tlKey(t.ChannelID)}
+	hook := s.completedHook(t, status, msg)
+	enqueued := false
 	err = s.persist(ctx, "complete", func() error {
 		var c *redis.Cmd
-		if err := s.shared.PipelinedMerge(ctx, func(p redis.Pipeliner, m *rdb.Merge) {
+		var q *dispatch.Enqueueing
+		if hook != nil {
+			// nil (none, or an error): left to sideEffects (Enqueue).
+			q, _ = s.o.Dispatcher.Prepare(ctx, *hook)
+		}
+		err := s.shared.PipelinedMerge(ctx, func(p redis.Pipeliner, m *rdb.Merge) {
 			c = completeScript.Eval(ctx, p, keys, args...)
+			if q != nil { // after the completion, guarded by the message it wrote
+				q.In(ctx, p, keys[0])
+			}
 			if status.final() { // settled with its lease release (ackPipe), which may be cut short
 				s.queueFoldIn(m, t.ChannelID)
 			}
-		}); err != nil {
+		})
+		if q != nil {
+			guarded, qerr := q.Done(err)
+			enqueued = qerr == nil && !guarded
+		}
+		if err != nil {
 			return err
 		}
 		out, err = c.Slice()
@@ -904,11 +923,25 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 		return outcome{}, fmt.Errorf("%w: %w", errGone, apperr.NotFoundf("channel %s expired", t.ChannelID))
 	}
 	o := outcomeOf(t, r.outcome)
+	o.enqueued = enqueued
 	if r.won {
 		s.m.completed.WithLabelValues(string(status)).Inc()
 		o.lone, o.redone = lone, false
 	}
 	return o, nil
+}
+
+// completedHook is the task.completed event of t's outcome (status, msg)
+// when it goes with the completion's own round trip (nil: sideEffects
+// enqueues it, if anything): on one Redis, where a script may guard the
+// deliveries' keys by the record's (a Cluster puts them in other slots).
+func (s *Service) completedHook(t *Task, status Status, msg json.RawMessage) *dispatch.Event {
+	if s.o.Dispatcher == nil || status == StatusAIGenerated || len(msg) == 0 || t.Playground ||
+		!sends(t.Events, "task.completed") || rdb.IsCluster(s.rdb) {
+		return nil
+	}
+	return &dispatch.Event{Type: "task.completed", ProjectID: t.ProjectID, ChannelID: t.ChannelID,
+		WebhookIDs: t.endpoints(), Body: msg}
 }
 
 // generation is what an event-driven channel stores once generated.
@@ -1011,7 +1044,7 @@ func (s *Service) sideEffects(ctx context.Context, o outcome) error {
 	if o.status == StatusAIGenerated {
 		return s.awaitCallback(ctx, o)
 	}
-	if s.o.Dispatcher != nil && !o.playground && sends(o.events, "task.completed") {
+	if s.o.Dispatcher != nil && !o.playground && sends(o.events, "task.completed") && !o.enqueued {
 		if err := s.o.Dispatcher.Enqueue(ctx, dispatch.Event{Type: "task.completed", ProjectID: o.pid, ChannelID: o.cid,
 			WebhookIDs: o.webhookIDs, Body: o.msg}); err != nil {
 			return fmt.Errorf("enqueue webhooks: %w", err) // lease kept: retried after reclaim

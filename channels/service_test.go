@@ -42,6 +42,11 @@ type recorder struct {
 	logs      map[string][]json.RawMessage // the dispatcher's log, by channel
 }
 
+// Prepare leaves every event to Enqueue.
+func (r *recorder) Prepare(context.Context, dispatch.Event) (*dispatch.Enqueueing, error) {
+	return nil, nil
+}
+
 // CancelIn records the cancellations (as done: nothing goes in p).
 func (r *recorder) CancelIn(_ context.Context, _ redis.Pipeliner, cs []dispatch.Cancellation) (*dispatch.Cancelling, error) {
 	r.mu.Lock()

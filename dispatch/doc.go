@@ -30,6 +30,11 @@
 // lease set with a token of the enqueueing node, unless its endpoint's
 // circuit is open, and the node attempts it once the round trip answers,
 // with no claim round trip and no wait for the claimer (Engine.take).
+// A completion on one Redis sends its task.completed deliveries in its own
+// round trip, after the script that records it (Prepare, Enqueueing.In,
+// Done): enqueue.lua then writes them only while the channel's record
+// holds their body as its message, so a completion that lost to another
+// run's writes none, and its caller enqueues the winner's.
 // Attempt outcomes and their log entries are written in batches, one round
 // trip per batch.
 //

@@ -233,68 +233,123 @@ func DeliveryID(eventType, channelID, webhookID string) string {
 // trip and attempts at once, unless its endpoint's circuit is open: it
 // does not wait for the claimer's next look and round trip.
 func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
+	q, err := e.Prepare(ctx, ev)
+	if q == nil {
+		return err
+	}
+	err = e.sharedPipelined(ctx, func(p redis.Pipeliner) { q.In(ctx, p, "") })
+	_, err = q.Done(err)
+	return err
+}
+
+// Enqueueing is an Enqueue whose writes go in a round trip of the
+// caller's, with writes of its own (Prepare, In, Done).
+type Enqueueing struct {
+	e       *Engine
+	ev      Event
+	ts      []enqueueTarget
+	now     time.Time
+	nudge   bool
+	touched partSet
+}
+
+type enqueueTarget struct {
+	d     claimed
+	taken bool // a slot of this node is held for it (take)
+	cmd   *redis.Cmd
+}
+
+// Prepare is Enqueue up to its round trip: ev's deliveries, one per
+// endpoint of the project that subscribes to it, with a slot of this node
+// held for each one the node can send at once. nil when no endpoint
+// subscribes (or on an error: the project's endpoints could not be read).
+// The caller queues them with In and must then call Done, which gives back
+// the slots of those not taken.
+func (e *Engine) Prepare(ctx context.Context, ev Event) (*Enqueueing, error) {
 	hooks, err := e.o.Endpoints.ProjectWebhooks(ctx, ev.ProjectID)
 	if err != nil {
-		return fmt.Errorf("load endpoints: %w", err)
+		return nil, fmt.Errorf("load endpoints: %w", err)
 	}
-	now := e.o.Now()
-	at := now.UTC().Format(time.RFC3339Nano)
-	type target struct {
-		d     claimed
-		taken bool // a slot of this node is held for it (take)
-		cmd   *redis.Cmd
-	}
-	var ts []target
+	q := &Enqueueing{e: e, ev: ev, now: e.o.Now()}
 	for _, w := range hooks {
 		if !w.Subscribes(ev.Type) || (len(ev.WebhookIDs) > 0 && !slices.Contains(ev.WebhookIDs, w.ID)) {
 			continue
 		}
 		d := claimed{id: DeliveryID(ev.Type, ev.ChannelID, w.ID), projectID: ev.ProjectID, webhookID: w.ID,
-			channelID: ev.ChannelID, event: ev.Type, body: []byte(ev.Body), at: now, part: e.partOf(w.ID).k}
-		t := target{d: d, taken: e.take(ev.ProjectID, w.ID)}
+			channelID: ev.ChannelID, event: ev.Type, body: []byte(ev.Body), at: q.now, part: e.partOf(w.ID).k}
+		t := enqueueTarget{d: d, taken: e.take(ev.ProjectID, w.ID)}
 		if t.taken {
 			t.d.token = newToken()
 		}
-		ts = append(ts, t)
+		q.ts = append(q.ts, t)
 	}
-	if len(ts) == 0 {
-		return nil
+	if len(q.ts) == 0 {
+		return nil, nil
 	}
 	// Other nodes are nudged only for deliveries this one did not take and
-	// cannot claim at once: it pokes its own claimer below, and a nudge per
-	// task would wake every node of the deployment for deliveries this one
-	// claims anyway.
-	nudge := false
-	for _, t := range ts {
-		nudge = nudge || !t.taken
+	// cannot claim at once: it pokes its own claimer in Done, and a nudge
+	// per task would wake every node of the deployment for deliveries this
+	// one claims anyway.
+	for _, t := range q.ts {
+		q.nudge = q.nudge || !t.taken
 	}
-	nudge = nudge && !e.canTakeNow()
-	touched := make(partSet, len(e.parts))
-	lease := now.Add(e.lease()).UnixMilli()
-	err = e.sharedPipelined(ctx, func(p redis.Pipeliner) {
-		for i := range ts {
-			t := &ts[i]
-			pt := e.parts[t.d.part]
-			until := int64(0)
-			if t.taken {
-				until = lease
-			}
-			t.cmd = enqueueScript.Eval(ctx, p, []string{pt.dKey(t.d.id), pt.dueOf(ev.ProjectID), pt.projectsKey, pt.leaseKey, pt.epKey(t.d.webhookID)},
-				t.d.id, now.UnixMilli(), ev.ProjectID, until, t.d.token,
-				"project_id", ev.ProjectID, "webhook_id", t.d.webhookID, "channel_id", ev.ChannelID, "event", ev.Type,
-				"body", t.d.body, "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at", at)
-			touched.add(pt.k)
+	q.nudge = q.nudge && !e.canTakeNow()
+	return q, nil
+}
+
+// In queues the deliveries' writes in p. guard, when set, is the key of a
+// hash whose field "message" must hold the event's body for them to be
+// written (on one Redis only: the keys span slots): a completion sends its
+// task.completed deliveries in its own round trip, after the script that
+// records it, and a completion that lost to another run's (whose message
+// differs) writes none. Each delivery is written unless it exists: a
+// delivery enqueued again after a crash keeps its first body.
+func (q *Enqueueing) In(ctx context.Context, p redis.Pipeliner, guard string) {
+	e := q.e
+	q.touched = make(partSet, len(e.parts))
+	lease := q.now.Add(e.lease()).UnixMilli()
+	at := q.now.UTC().Format(time.RFC3339Nano)
+	for i := range q.ts {
+		t := &q.ts[i]
+		pt := e.parts[t.d.part]
+		until := int64(0)
+		if t.taken {
+			until = lease
 		}
-		if nudge {
-			e.nudge(ctx, p, now, now, touched)
+		keys := []string{pt.dKey(t.d.id), pt.dueOf(q.ev.ProjectID), pt.projectsKey, pt.leaseKey, pt.epKey(t.d.webhookID)}
+		if guard != "" {
+			keys = append(keys, guard)
 		}
-	})
-	sent := 0
-	for i := range ts {
-		if !ts[i].taken {
+		t.cmd = enqueueScript.Eval(ctx, p, keys,
+			t.d.id, q.now.UnixMilli(), q.ev.ProjectID, until, t.d.token,
+			"project_id", q.ev.ProjectID, "webhook_id", t.d.webhookID, "channel_id", q.ev.ChannelID, "event", q.ev.Type,
+			"body", t.d.body, "attempts", 0, "tries", 0, "replays", 0, "status", "pending", "created_at", at)
+		q.touched.add(pt.k)
+	}
+	if q.nudge {
+		e.nudge(ctx, p, q.now, q.now, q.touched)
+	}
+}
+
+// Done finishes the enqueue once In's round trip has run (err: its
+// error): the deliveries taken are sent, the slots of the others given
+// back. guarded reports that the guard (In) kept every delivery from being
+// written; the error is the round trip's.
+func (q *Enqueueing) Done(err error) (guarded bool, _ error) {
+	e := q.e
+	sent, refused := 0, 0
+	for i := range q.ts {
+		n := -1
+		if err == nil && q.ts[i].cmd != nil {
+			n, _ = q.ts[i].cmd.Int()
+		}
+		if n == 3 {
+			refused++
+		}
+		if !q.ts[i].taken {
 			continue
 		}
-		d := ts[i].d
+		d := q.ts[i].d
 		// Taken only when the script says so (not when it existed, or its
 		// endpoint's circuit is open). After an error its answer is not
 		// read (the round trip may not have been filled yet: only taken
@@ -302,7 +357,7 @@ func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 		// acts only if this token holds it), it is due again at once
 		// rather than after its lease.
 		if err == nil {
-			if n, _ := ts[i].cmd.Int(); n == 2 {
+			if n == 2 {
 				sent++
 				go func() {
 					defer func() { e.end(d.projectID); e.attempts.Done() }()
@@ -311,20 +366,23 @@ func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 				continue
 			}
 		} else {
-			e.putBack(d, now)
+			e.putBack(d, q.now)
 		}
 		e.end(d.projectID)
 		e.attempts.Done()
 	}
 	if err != nil {
-		return fmt.Errorf("enqueue deliveries: %w", err)
+		return false, fmt.Errorf("enqueue deliveries: %w", err)
 	}
-	e.m.enqueued.Add(float64(len(ts)))
+	if refused == len(q.ts) {
+		return true, nil
+	}
+	e.m.enqueued.Add(float64(len(q.ts) - refused))
 	e.m.claimed.Add(float64(sent))
-	if sent < len(ts) {
-		e.poke(now, touched)
+	if sent < len(q.ts)-refused {
+		e.poke(q.now, q.touched)
 	}
-	return nil
+	return false, nil
 }
 
 // take holds one of this node's attempt slots for a delivery of project

@@ -2,11 +2,15 @@ package dispatch
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
@@ -126,4 +130,87 @@ func betweenRounds(t *testing.T, e *Engine) {
 		}
 	}
 	t.Fatal("no claim round within 5 s")
+}
+
+// An enqueue sent in a completion's round trip (Prepare, In, Done) writes
+// its deliveries only while the guard hash's message is the event's body:
+// a completion that lost to another run's, whose message differs, writes
+// none and gives its slots back; the winner's is sent, and a delivery that
+// exists keeps its body.
+func TestGuardedEnqueue(t *testing.T) {
+	t.Parallel()
+	rx := newRelReceiver(t, relStatus(http.StatusOK))
+	c, prefix := rdbtest.New(t)
+	hooks := &relHooks{}
+	hooks.set("p1", relHook("wh_1", rx.URL))
+	e := newRelEngine(t, c, prefix, hooks, Options{Concurrency: 4})
+	e.Start()
+	ctx := context.Background()
+	record := prefix + ":record"
+	run := func(ev Event) bool {
+		t.Helper()
+		q, err := e.Prepare(ctx, ev)
+		if err != nil || q == nil {
+			t.Fatalf("Prepare = %v, %v; want an Enqueueing", q, err)
+		}
+		err = rdb.Pipelined(ctx, c, func(p redis.Pipeliner) { q.In(ctx, p, record) })
+		guarded, err := q.Done(err)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return guarded
+	}
+	won, lost := relEvent("p1", "ch-1"), relEvent("p1", "ch-1")
+	lost.Body = json.RawMessage(`{"type":"task.completed","channel_id":"ch-1","status":"error"}`)
+	id := DeliveryID("task.completed", "ch-1", "wh_1")
+	pt := e.partOf("wh_1")
+
+	// No record: nothing written.
+	if !run(won) {
+		t.Fatal("enqueue guarded by a missing record: written, want guarded")
+	}
+	// The record holds the winner's message: the loser's writes nothing.
+	if err := c.HSet(ctx, record, "message", string(won.Body)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !run(lost) {
+		t.Fatal("the losing completion's enqueue: written, want guarded")
+	}
+	if n := c.Exists(ctx, pt.dKey(id)).Val(); n != 0 {
+		t.Fatalf("a guarded enqueue wrote the delivery")
+	}
+	// The winner's goes, and is sent.
+	if run(won) {
+		t.Fatal("the winning completion's enqueue: guarded, want written")
+	}
+	rx.waitCount(t, 1, 5*time.Second)
+	if got := string(rx.requests()[0].body); got != string(won.Body) {
+		t.Fatalf("sent %s, want the winner's body %s", got, won.Body)
+	}
+	// Sent again after a crash, with the record as it is: it exists, and
+	// keeps its body.
+	if run(won) {
+		t.Fatal("the same enqueue again: guarded, want found")
+	}
+	if got := c.HGet(ctx, pt.dKey(id), "body").Val(); got != string(won.Body) {
+		t.Fatalf("the delivery's body became %s", got)
+	}
+	// Every slot was given back (the guarded ones at once, the sent one
+	// when its attempt ended).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e.mu.Lock()
+		running := e.running
+		e.mu.Unlock()
+		if running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still held", running)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := rx.count(); n != 1 {
+		t.Fatalf("the receiver got %d requests, want 1", n)
+	}
 }
