@@ -793,7 +793,7 @@ type outcome struct {
 	beyond          bool            // a callback or the deadline has settled the channel since
 	lone            bool            // msg is the room's only message, its seq 1 in the record (this run's completion wrote it)
 	redone          bool            // an earlier run's outcome: its side effects done again (see indexMove)
-	enqueued        bool            // its task.completed deliveries were written with the completion (completedHook)
+	enqueued        bool            // its task.completed deliveries stand, written with the completion or by the run that won (completedHook)
 	at              time.Time       // when it was read back from Redis: its channel was queued to move by then
 }
 

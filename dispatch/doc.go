@@ -34,7 +34,8 @@
 // round trip, after the script that records it (Prepare, Enqueueing.In,
 // Done): enqueue.lua then writes them only while the channel's record
 // holds their body as its message, so a completion that lost to another
-// run's writes none, and its caller enqueues the winner's.
+// run's writes none, and when the guard kept any from being written, its
+// caller enqueues the winning outcome after (Enqueue).
 // Attempt outcomes and their log entries are written in batches, one round
 // trip per batch.
 //

@@ -302,8 +302,11 @@ func (e *Engine) Prepare(ctx context.Context, ev Event) (*Enqueueing, error) {
 // written (on one Redis only: the keys span slots): a completion sends its
 // task.completed deliveries in its own round trip, after the script that
 // records it, and a completion that lost to another run's (whose message
-// differs) writes none. Each delivery is written unless it exists: a
-// delivery enqueued again after a crash keeps its first body.
+// differs) writes none. (Should the completion's script run after them
+// all the same, sent again by its source after NOSCRIPT, the guard finds
+// no message yet and keeps them from being written: Done says so.) Each
+// delivery is written unless it exists: a delivery enqueued again after a
+// crash keeps its first body.
 func (q *Enqueueing) In(ctx context.Context, p redis.Pipeliner, guard string) {
 	e := q.e
 	q.touched = make(partSet, len(e.parts))
@@ -333,8 +336,10 @@ func (q *Enqueueing) In(ctx context.Context, p redis.Pipeliner, guard string) {
 
 // Done finishes the enqueue once In's round trip has run (err: its
 // error): the deliveries taken are sent, the slots of the others given
-// back. guarded reports that the guard (In) kept every delivery from being
-// written; the error is the round trip's.
+// back. guarded reports that the guard (In) kept at least one delivery
+// from being written (the others may exist, written by the run that won):
+// the caller then enqueues the winning outcome (Enqueue, idempotent). The
+// error is the round trip's.
 func (q *Enqueueing) Done(err error) (guarded bool, _ error) {
 	e := q.e
 	sent, refused := 0, 0
@@ -374,15 +379,12 @@ func (q *Enqueueing) Done(err error) (guarded bool, _ error) {
 	if err != nil {
 		return false, fmt.Errorf("enqueue deliveries: %w", err)
 	}
-	if refused == len(q.ts) {
-		return true, nil
-	}
 	e.m.enqueued.Add(float64(len(q.ts) - refused))
 	e.m.claimed.Add(float64(sent))
 	if sent < len(q.ts)-refused {
 		e.poke(q.now, q.touched)
 	}
-	return false, nil
+	return refused > 0, nil
 }
 
 // take holds one of this node's attempt slots for a delivery of project

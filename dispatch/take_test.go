@@ -213,4 +213,25 @@ func TestGuardedEnqueue(t *testing.T) {
 	if n := rx.count(); n != 1 {
 		t.Fatalf("the receiver got %d requests, want 1", n)
 	}
+
+	// The winner wrote the delivery of one endpoint only (it saw one): the
+	// loser, seeing two, finds one and is kept from writing the other, and
+	// says so, so that its caller enqueues the winner's for both.
+	hooks.set("p2", relHook("wh_a", rx.URL), relHook("wh_b", rx.URL))
+	won2, lost2 := relEvent("p2", "ch-2"), relEvent("p2", "ch-2")
+	lost2.Body = lost.Body
+	won2.WebhookIDs = []string{"wh_a"}
+	if err := c.HSet(ctx, record, "message", string(won2.Body)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if run(won2) {
+		t.Fatal("the winner's enqueue for one endpoint: guarded, want written")
+	}
+	if !run(lost2) {
+		t.Fatal("the loser's enqueue, one delivery found and one refused: not guarded, want guarded")
+	}
+	idB := DeliveryID("task.completed", "ch-2", "wh_b")
+	if n := c.Exists(ctx, e.partOf("wh_b").dKey(idB)).Val(); n != 0 {
+		t.Fatal("the loser wrote its delivery for the second endpoint")
+	}
 }

@@ -18,9 +18,12 @@ import (
 // again with their source in a second round trip, and their results land
 // in the commands fill was given, so callers see one outcome per command.
 // (The other commands of the pipeline ran in the first round trip, so a
-// script sent again runs after them. On one Redis every script goes
-// NOSCRIPT or none, as a restart empties the cache, so scripts keep their
-// order; on a Cluster each node has its own cache, and a pipeline's parts
+// script sent again runs after them. On one Redis a restart empties the
+// cache, so a pipeline's scripts mostly go NOSCRIPT together and keep
+// their order; but one that another caller has loaded again since runs in
+// the first round trip, before those sent again: a caller whose script
+// must run after another one's guards it, as Enqueueing.In's guard does
+// in the dispatch package. On a Cluster each node has its own cache, and a pipeline's parts
 // for different nodes run side by side anyway: callers whose commands must
 // run in order across hash tags send them in separate round trips there,
 // see IsCluster.)
