@@ -82,9 +82,10 @@ type LonePublisher interface {
 // must be idempotent per (event type, channel): it may be called again for
 // the same event after a crash. Prepare is an Enqueue to be sent in a round
 // trip of the caller's (dispatch.Enqueueing); when it returns nil (nothing
-// to send, or an error) the caller calls Enqueue instead. CancelIn queues in p the stopping of the
-// retries of events' deliveries that have not succeeded (ev.Body unused),
-// for a batch of events at once; once p has run, the Cancelling says
+// to send, or an error) the caller calls Enqueue instead. CancelIn queues
+// in p the stopping of the retries of events' deliveries that have not
+// succeeded (ev.Body unused), for a batch of events at once; once p has
+// run, the Cancelling says
 // whether that went through and logs it (a nil Cancelling: nothing to
 // cancel). It is idempotent too. ChannelLog is that log for one channel,
 // what the dispatcher did with its events, oldest first: the timeline

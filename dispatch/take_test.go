@@ -139,8 +139,11 @@ func betweenRounds(t *testing.T, e *Engine) {
 // exists keeps its body.
 func TestGuardedEnqueue(t *testing.T) {
 	t.Parallel()
-	rx := newRelReceiver(t, relStatus(http.StatusOK))
 	c, prefix := rdbtest.New(t)
+	if rdb.IsCluster(c) {
+		t.Skip("the guard is another slot's key: one Redis only (channels uses it only there)")
+	}
+	rx := newRelReceiver(t, relStatus(http.StatusOK))
 	hooks := &relHooks{}
 	hooks.set("p1", relHook("wh_1", rx.URL))
 	e := newRelEngine(t, c, prefix, hooks, Options{Concurrency: 4})
