@@ -262,10 +262,8 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 		}
 		var cas *redis.Cmd
 		err := s.shared.Pipelined(ctx, func(p redis.Pipeliner) {
-			cas = callbackScript.Eval(ctx, p, []string{s.chKey(cid), s.tlKey(cid)}, now.UnixMilli(), at,
-				hex.EncodeToString(fp[:]), string(status), []byte(msg), wire.MustJSON(entry),
-				s.timeoutEntry(at), s.simulatedEntry(at), s.broadcastEntry(at, StatusError), s.broadcastEntry(at, StatusCompleted),
-				s.announcedFor())
+			cas = callbackScript.Eval(ctx, p, []string{s.chKey(cid), s.tlKey(cid)}, append([]any{now.UnixMilli(), at,
+				hex.EncodeToString(fp[:]), string(status), []byte(msg), wire.MustJSON(entry)}, s.outcomeArgs(at)...)...)
 		})
 		if err == nil {
 			out, err = cas.StringSlice()
@@ -422,13 +420,17 @@ func callbackMessage(cid, event, task, result string, cb CallbackBody, at string
 	return st, b, nil
 }
 
-func (s *Service) timeoutEntry(at string) []byte {
-	return wire.MustJSON(Entry{At: at, Type: "timeout", Status: StatusError, Code: CodeCallbackTimeout,
-		Error: "no callback arrived before the deadline", Node: s.o.Node})
-}
-
-func (s *Service) simulatedEntry(at string) []byte {
-	return wire.MustJSON(Entry{At: at, Type: "callback", Status: StatusCompleted, Simulated: true, Node: s.o.Node})
+// outcomeArgs are the arguments callback.lua and fire.lua both take
+// last, in this order: the timeline entries of a timeout and of a
+// simulated callback, the "broadcast" entries of an error and of a
+// completed final message (settle.lua), and announcedFor.
+func (s *Service) outcomeArgs(at string) []any {
+	return []any{
+		wire.MustJSON(Entry{At: at, Type: "timeout", Status: StatusError, Code: CodeCallbackTimeout,
+			Error: "no callback arrived before the deadline", Node: s.o.Node}),
+		wire.MustJSON(Entry{At: at, Type: "callback", Status: StatusCompleted, Simulated: true, Node: s.o.Node}),
+		s.broadcastEntry(at, StatusError), s.broadcastEntry(at, StatusCompleted), s.announcedFor(),
+	}
 }
 
 // settlement is the side effects of a settled channel, whoever settled it
@@ -620,13 +622,11 @@ func (s *Service) fireDue() bool {
 func (s *Service) settleDue(now time.Time, due string, ids []string) {
 	ctx := s.runCtx
 	at := wire.Stamp(now)
-	timeout, simulated := s.timeoutEntry(at), s.simulatedEntry(at)
-	errored, completed := s.broadcastEntry(at, StatusError), s.broadcastEntry(at, StatusCompleted)
+	args := append([]any{now.UnixMilli(), at}, s.outcomeArgs(at)...)
 	cmds := make([]*redis.Cmd, len(ids))
 	if err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		for i, id := range ids {
-			cmds[i] = fireScript.Eval(ctx, p, []string{s.chKey(id), s.tlKey(id)}, now.UnixMilli(), at, timeout, simulated,
-				errored, completed, s.announcedFor())
+			cmds[i] = fireScript.Eval(ctx, p, []string{s.chKey(id), s.tlKey(id)}, args...)
 		}
 	}); err != nil && ctx.Err() == nil {
 		s.o.Log.Warn().Err(err).Int("channels", len(ids)).Msg("fire callback deadlines; retried after the lease")

@@ -81,15 +81,14 @@ type LonePublisher interface {
 // Dispatcher enqueues webhook deliveries (the dispatch engine). Enqueue
 // must be idempotent per (event type, channel): it may be called again for
 // the same event after a crash. Prepare is an Enqueue to be sent in a round
-// trip of the caller's (dispatch.Enqueueing); when it returns nil (nothing
-// to send, or an error) the caller calls Enqueue instead. CancelIn queues
-// in p the stopping of the retries of events' deliveries that have not
-// succeeded (ev.Body unused), for a batch of events at once; once p has
-// run, the Cancelling says
-// whether that went through and logs it (a nil Cancelling: nothing to
-// cancel). It is idempotent too. ChannelLog is that log for one channel,
-// what the dispatcher did with its events, oldest first: the timeline
-// shows it merged with the channel's own entries.
+// trip of the caller's (dispatch.Enqueueing); when it returns nil (an
+// error) the caller calls Enqueue instead. CancelIn queues in p the
+// stopping of the retries of events' deliveries that have not succeeded
+// (ev.Body unused), for a batch of events at once; once p has run, the
+// Cancelling says whether that went through and logs it (a nil Cancelling:
+// nothing to cancel). It is idempotent too. ChannelLog is that log for one
+// channel, what the dispatcher did with its events, oldest first: the
+// timeline shows it merged with the channel's own entries.
 type Dispatcher interface {
 	Enqueue(ctx context.Context, ev dispatch.Event) error
 	Prepare(ctx context.Context, ev dispatch.Event) (*dispatch.Enqueueing, error)
@@ -893,7 +892,7 @@ func (s *Service) conclude(ctx context.Context, t *Task, res ai.Result, runErr e
 		var c *redis.Cmd
 		var q *dispatch.Enqueueing
 		if hook != nil {
-			// nil (none, or an error): left to sideEffects (Enqueue).
+			// nil (an error): left to sideEffects (Enqueue).
 			q, _ = s.o.Dispatcher.Prepare(ctx, *hook)
 		}
 		err := s.shared.PipelinedMerge(ctx, func(p redis.Pipeliner, m *rdb.Merge) {

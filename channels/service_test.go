@@ -42,7 +42,7 @@ type recorder struct {
 	logs      map[string][]json.RawMessage // the dispatcher's log, by channel
 }
 
-// Prepare leaves every event to Enqueue.
+// Prepare leaves every event to Enqueue (as after an error).
 func (r *recorder) Prepare(context.Context, dispatch.Event) (*dispatch.Enqueueing, error) {
 	return nil, nil
 }

@@ -234,7 +234,7 @@ func DeliveryID(eventType, channelID, webhookID string) string {
 // does not wait for the claimer's next look and round trip.
 func (e *Engine) Enqueue(ctx context.Context, ev Event) error {
 	q, err := e.Prepare(ctx, ev)
-	if q == nil {
+	if q == nil || len(q.ts) == 0 {
 		return err
 	}
 	err = e.sharedPipelined(ctx, func(p redis.Pipeliner) { q.In(ctx, p, "") })
@@ -260,11 +260,11 @@ type enqueueTarget struct {
 }
 
 // Prepare is Enqueue up to its round trip: ev's deliveries, one per
-// endpoint of the project that subscribes to it, with a slot of this node
-// held for each one the node can send at once. nil when no endpoint
-// subscribes (or on an error: the project's endpoints could not be read).
-// The caller queues them with In and must then call Done, which gives back
-// the slots of those not taken.
+// endpoint of the project that subscribes to it (none: In queues nothing),
+// with a slot of this node held for each one the node can send at once;
+// nil on an error (the project's endpoints could not be read). The caller
+// queues them with In and must then call Done, which gives back the slots
+// of those not taken.
 func (e *Engine) Prepare(ctx context.Context, ev Event) (*Enqueueing, error) {
 	hooks, err := e.o.Endpoints.ProjectWebhooks(ctx, ev.ProjectID)
 	if err != nil {
@@ -282,9 +282,6 @@ func (e *Engine) Prepare(ctx context.Context, ev Event) (*Enqueueing, error) {
 			t.d.token = newToken()
 		}
 		q.ts = append(q.ts, t)
-	}
-	if len(q.ts) == 0 {
-		return nil, nil
 	}
 	// Other nodes are nudged only for deliveries this one did not take and
 	// cannot claim at once: it pokes its own claimer in Done, and a nudge
@@ -308,6 +305,9 @@ func (e *Engine) Prepare(ctx context.Context, ev Event) (*Enqueueing, error) {
 // delivery is written unless it exists: a delivery enqueued again after a
 // crash keeps its first body.
 func (q *Enqueueing) In(ctx context.Context, p redis.Pipeliner, guard string) {
+	if len(q.ts) == 0 {
+		return
+	}
 	e := q.e
 	q.touched = make(partSet, len(e.parts))
 	lease := q.now.Add(e.lease()).UnixMilli()

@@ -238,3 +238,25 @@ func TestGuardedEnqueue(t *testing.T) {
 		t.Fatal("the loser wrote its delivery for the second endpoint")
 	}
 }
+
+// An event no endpoint subscribes to is prepared as nothing to send: no
+// command goes in the caller's round trip, and Done reports it done, so a
+// completion does not look its endpoints up again (Enqueue).
+func TestPrepareWithNoEndpoint(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	e := newRelEngine(t, c, prefix, &relHooks{}, Options{})
+	ctx := context.Background()
+	q, err := e.Prepare(ctx, relEvent("p-none", "ch-1"))
+	if err != nil || q == nil {
+		t.Fatalf("Prepare = %v, %v; want an empty Enqueueing", q, err)
+	}
+	p := c.Pipeline()
+	q.In(ctx, p, prefix+":record")
+	if n := p.Len(); n != 0 {
+		t.Fatalf("In queued %d commands, want none", n)
+	}
+	if guarded, err := q.Done(nil); guarded || err != nil {
+		t.Fatalf("Done = %v, %v; want done (false, nil)", guarded, err)
+	}
+}

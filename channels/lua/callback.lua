@@ -23,12 +23,6 @@
 -- empty while the room surely holds them, and then the outcome writes the
 -- final message's broadcast entry with itself, once, and logged is "1"
 -- (settle.lua).
-local function broadcast(status)
-  if status == 'error' then
-    return ARGV[9]
-  end
-  return ARGV[10]
-end
 local v = redis.call('HMGET', KEYS[1], 'status', 'deadline', 'due_status', 'due_msg', 'cb_fp', 'outcome', 'message', 'sim', 'tl',
   'announced')
 local st = v[1]
@@ -41,7 +35,7 @@ if st == 'ai_generated' then
     if v[3] ~= 'error' then
       outcome, entry = 'simulated', ARGV[8]
     end
-    local generated, sim, bc = settling(v[7], v[8], v[10], broadcast(v[3]), ARGV[11])
+    local generated, sim, bc = settling(v[7], v[8], v[10], v[3], ARGV[9], ARGV[10], ARGV[11])
     local entries, marker = settled(entry, bc, v[3])
     redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2],
       'tl', tljoin(v[9], entries), unpack(marker))
@@ -50,7 +44,7 @@ if st == 'ai_generated' then
   if ARGV[4] == '' then
     return {'retry'}
   end
-  local generated, sim, bc = settling(v[7], v[8], v[10], broadcast(ARGV[4]), ARGV[11])
+  local generated, sim, bc = settling(v[7], v[8], v[10], ARGV[4], ARGV[9], ARGV[10], ARGV[11])
   local entries, marker = settled(ARGV[6], bc, ARGV[4])
   redis.call('HSET', KEYS[1], 'status', ARGV[4], 'message', ARGV[5], 'outcome', 'callback', 'cb_fp', ARGV[3], 'updated_at', ARGV[2],
     'tl', tljoin(v[9], entries), unpack(marker))

@@ -36,11 +36,7 @@ local outcome, entry = 'timeout', ARGV[3]
 if v[3] ~= 'error' then
   outcome, entry = 'simulated', ARGV[4]
 end
-local broadcast = ARGV[6]
-if v[3] == 'error' then
-  broadcast = ARGV[5]
-end
-local generated, sim, bc = settling(v[6], v[10], v[12], broadcast, ARGV[7])
+local generated, sim, bc = settling(v[6], v[10], v[12], v[3], ARGV[5], ARGV[6], ARGV[7])
 local entries, marker = settled(entry, bc, v[3])
 redis.call('HSET', KEYS[1], 'status', v[3], 'message', v[4], 'outcome', outcome, 'updated_at', ARGV[2],
   'tl', tljoin(v[11], entries), unpack(marker))

@@ -4,7 +4,8 @@
 -- settling returns the generation's room messages for the settlement to
 -- send again before the final one (generated and sim, as stored), and the
 -- final message's "broadcast" timeline entry for the outcome to write with
--- itself (bc, '' for none). The room is known to hold the generation's
+-- itself (bc, '' for none): errored's for a final status "error", else
+-- completed's. The room is known to hold the generation's
 -- messages when the generation noted them sent (announced: the time of the
 -- note, ms, announce.lua) less than keep ms ago (the room keeps them for
 -- the retention after their publish; keep is half of it): then nothing is
@@ -13,7 +14,11 @@
 -- message's entry as it sends it (broadcast.lua), so that the timeline
 -- keeps their order. An empty entry (a node without rooms) is never
 -- written.
-local function settling(generated, sim, announced, entry, keep)
+local function settling(generated, sim, announced, status, errored, completed, keep)
+  local entry = completed
+  if status == 'error' then
+    entry = errored
+  end
   if entry ~= '' and tonumber(announced or '') then
     local t = redis.call('TIME')
     if tonumber(announced) + tonumber(keep) > tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then
