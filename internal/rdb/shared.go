@@ -15,6 +15,13 @@ import (
 // both sides, and of Redis's per-read work — instead of one each; an idle
 // caller's commands go at once, held for no company.
 //
+// A caller that finds fewer round trips in flight than the pipeline allows
+// sends one itself, on its own goroutine, with whatever calls are waiting
+// besides its own: an idle pipeline hands nothing to another goroutine
+// (each hand-off is a thread woken on both sides of it). Once its own
+// call is answered it hands what is still waiting to a goroutine of its
+// own and returns.
+//
 // A caller's commands run in one round trip and in its order, as with
 // Pipelined; commands of different callers are independent (one caller's
 // failed command fails nobody else's), but for what they merge: a merged
@@ -24,12 +31,14 @@ import (
 // (WaitReplicas) go alone, since a WAIT counts the replicas of its own
 // connection's writes.
 type Shared struct {
-	c     redis.UniversalClient
-	calls chan *sharedCall
+	c       redis.UniversalClient
+	senders int
 
-	mu     sync.RWMutex // held to send on calls; Close takes it to close it
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	waiting []*sharedCall // calls not yet in a round trip, oldest first
+	running int           // round trips being formed or in flight
+	closed  bool
+	wg      sync.WaitGroup // one per running sender
 }
 
 type sharedCall struct {
@@ -43,23 +52,20 @@ type sharedCall struct {
 // sharedBatch is the most callers one round trip carries.
 const sharedBatch = 256
 
-// NewShared starts a Shared pipeline over c with senders round trips in
+// NewShared makes a Shared pipeline over c with senders round trips in
 // flight at most. Close stops it.
 func NewShared(c redis.UniversalClient, senders int) *Shared {
-	s := &Shared{c: c, calls: make(chan *sharedCall, sharedBatch)}
-	s.wg.Add(senders)
-	for range senders {
-		go s.send()
-	}
-	return s
+	return &Shared{c: c, senders: max(senders, 1)}
 }
 
 // Pipelined runs fill's commands in one round trip, possibly shared with
 // other callers', and returns the first error of its own commands. fill
-// runs on another goroutine, before Pipelined returns; the commands it
-// queues are read after. If ctx ends first, Pipelined returns its error,
-// and the commands may still run (as a round trip whose answer was lost),
-// unless their round trip had not been formed yet: then they never do.
+// runs before Pipelined returns, on this goroutine or another one; the
+// commands it queues are read after. If ctx ends first, Pipelined returns
+// its error, and the commands may still run (as a round trip whose answer
+// was lost), unless their round trip had not been formed yet: then they
+// never do. (A caller sending the round trip itself waits for its answer,
+// which Bound and the client's timeouts bound.)
 func (s *Shared) Pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
 	return s.PipelinedMerge(ctx, func(p redis.Pipeliner, _ *Merge) { fill(p) })
 }
@@ -74,13 +80,24 @@ func (s *Shared) PipelinedMerge(ctx context.Context, fill func(redis.Pipeliner, 
 		return PipelinedMerge(ctx, s.c, fill)
 	}
 	call := &sharedCall{ctx: ctx, fill: fill, done: make(chan struct{})}
-	s.mu.RLock()
+	s.mu.Lock()
 	if s.closed {
-		s.mu.RUnlock()
+		s.mu.Unlock()
 		return PipelinedMerge(ctx, s.c, fill)
 	}
-	s.calls <- call
-	s.mu.RUnlock()
+	s.waiting = append(s.waiting, call)
+	if s.running < s.senders { // send it now, with whatever else waits
+		s.running++
+		s.wg.Add(1)
+		batch := s.take(call)
+		s.mu.Unlock()
+		s.run(batch)
+		if !s.stop() {
+			go s.send() // the rest, in a turn still counted in running
+		}
+		return call.err
+	}
+	s.mu.Unlock()
 	select {
 	case <-call.done:
 		return call.err
@@ -89,37 +106,60 @@ func (s *Shared) PipelinedMerge(ctx context.Context, fill func(redis.Pipeliner, 
 	}
 }
 
-// Close lets the calls already made finish and stops the senders; later
-// calls go alone.
+// Close lets the calls already made finish; later calls go alone.
 func (s *Shared) Close() {
 	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
-		close(s.calls)
-	}
+	s.closed = true
 	s.mu.Unlock()
 	s.wg.Wait()
 }
 
+// send sends the waiting calls, a round trip at a time, until none waits.
 func (s *Shared) send() {
-	defer s.wg.Done()
-	batch := make([]*sharedCall, 0, sharedBatch)
-	for call := range s.calls {
-		batch = append(batch[:0], call)
-	more:
-		for len(batch) < sharedBatch {
-			select {
-			case c, ok := <-s.calls:
-				if !ok {
-					break more
-				}
-				batch = append(batch, c)
-			default:
-				break more
-			}
+	for {
+		s.mu.Lock()
+		if s.stopLocked() {
+			s.mu.Unlock()
+			return
 		}
+		batch := s.take(nil)
+		s.mu.Unlock()
 		s.run(batch)
 	}
+}
+
+// stop ends a sender's turn if no call waits, and reports whether it did.
+// (Checked and ended under one lock: a call that arrives meanwhile either
+// finds a free turn or is found waiting.)
+func (s *Shared) stop() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopLocked()
+}
+
+// stopLocked is stop with s.mu held.
+func (s *Shared) stopLocked() bool {
+	if len(s.waiting) > 0 {
+		return false
+	}
+	s.running--
+	s.wg.Done()
+	return true
+}
+
+// take removes the next round trip's calls from the waiting ones, the
+// oldest first, own (the last to arrive) among them. s.mu is held.
+func (s *Shared) take(own *sharedCall) []*sharedCall {
+	n := min(len(s.waiting), sharedBatch)
+	batch := make([]*sharedCall, n)
+	copy(batch, s.waiting)
+	if own != nil && n < len(s.waiting) { // own did not fit: it takes the last place, and that call its own
+		s.waiting[len(s.waiting)-1], batch[n-1] = batch[n-1], own
+	}
+	rest := copy(s.waiting, s.waiting[n:])
+	clear(s.waiting[rest:])
+	s.waiting = s.waiting[:rest]
+	return batch
 }
 
 // run sends batch's commands in one round trip. Its context carries the

@@ -90,6 +90,38 @@ func TestSharedPipeline(t *testing.T) {
 	}
 }
 
+// A caller that sends round trips itself (fewer are in flight than the
+// pipeline allows) may find its call taken into another sender's round
+// trip: it still returns only once its own commands have run.
+func TestSharedCallerReturnsAfterItsCommands(t *testing.T) {
+	t.Parallel()
+	c := rdbtest.NewServer(t).Client()
+	s := NewShared(c, 4)
+	t.Cleanup(s.Close)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var early sync.Once
+	for g := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				var ran bool
+				var get *redis.StringCmd
+				err := s.Pipelined(ctx, func(p redis.Pipeliner) {
+					ran = true
+					get = p.Get(ctx, "none")
+				})
+				if !ran || !errors.Is(err, redis.Nil) || get.Err() != redis.Nil {
+					early.Do(func() { t.Errorf("caller %d, call %d: returned %v, its commands run: %v", g, i, err, ran) })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // A caller whose context ends stops waiting; the others are not cancelled.
 func TestSharedCallerGivesUp(t *testing.T) {
 	t.Parallel()
