@@ -18,6 +18,7 @@ import (
 	"github.com/riverhub/riverhub/hub"
 	"github.com/riverhub/riverhub/internal/apperr"
 	"github.com/riverhub/riverhub/internal/jscanon"
+	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 	"github.com/riverhub/riverhub/internal/wire"
 )
@@ -759,4 +760,55 @@ func entriesOf(t *testing.T, s *Service, cid string, pick func(Entry) string) st
 		}
 	}
 	return strings.Join(out, ",")
+}
+
+// On one Redis a settlement's last steps (queued to fold, compacted, its
+// deadline entry removed) ride the next settlement's round trip, and
+// Shutdown sends what is still held.
+func TestSettlementsLastStepsRideTheNext(t *testing.T) {
+	t.Parallel()
+	s, c, _, _ := roomService(t, Options{})
+	if rdb.IsCluster(c) {
+		t.Skip("on a Cluster a settlement sends its last steps itself")
+	}
+	s.tidying.mu.Lock()
+	s.tidying.delay = time.Hour // no flush of its own within the test
+	s.tidying.mu.Unlock()
+	ctx := context.Background()
+	a, b := eventTask(), eventTask()
+	for _, task := range []*Task{a, b} {
+		if err := s.Submit(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+		waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+	}
+	waiting := func(cid string) bool { return s.rdb.ZScore(ctx, s.dueKey(cid), cid).Err() == nil }
+	live := func(cid string) bool { return c.HExists(ctx, s.chKey(cid), "task").Val() }
+
+	if err := s.Callback(ctx, "p1", a.ChannelID, success(`{"n":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if h := waitHistory(t, s, a.ChannelID, 2); statuses(h) != "ai_generated,completed" {
+		t.Fatalf("room history of a = %s", statuses(h))
+	}
+	if !waiting(a.ChannelID) || !live(a.ChannelID) {
+		t.Fatal("a's last steps were sent alone, before another settlement")
+	}
+	if err := s.Callback(ctx, "p1", b.ChannelID, success(`{"n":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "a's last steps sent with b's settlement", func() bool { return !waiting(a.ChannelID) && !live(a.ChannelID) })
+	if c.ZScore(ctx, s.foldKeys[0], a.ChannelID).Err() != nil {
+		t.Error("a is not queued to fold")
+	}
+	waitHistory(t, s, b.ChannelID, 2)
+	if !waiting(b.ChannelID) {
+		t.Fatal("b's last steps were sent alone")
+	}
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if waiting(b.ChannelID) || live(b.ChannelID) || c.ZScore(ctx, s.foldKeys[0], b.ChannelID).Err() != nil {
+		t.Error("Shutdown left b's last steps unsent")
+	}
 }
