@@ -1,13 +1,13 @@
 package channels
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -113,8 +113,9 @@ func (s *Service) awaitCallback(ctx context.Context, o outcome) error {
 	if outcome, _ := v[2].(string); outcome != "" {
 		st, _ := v[0].(string)
 		msg, _ := v[1].(string)
+		// Its entry was just put back at its deadline (unguarded).
 		if err := s.settleAll(ctx, []settlement{{ref: logRef{o.pid, o.cid, o.workflow, o.event}, due: s.dueKey(o.cid),
-			status: Status(st), why: settleReason(outcome), msg: json.RawMessage(msg), redone: true}}, nil); err != nil {
+			status: Status(st), why: settleReason(outcome), msg: json.RawMessage(msg), redone: true, unguarded: true}}, nil); err != nil {
 			return err
 		}
 	}
@@ -496,12 +497,14 @@ func (s *Service) settleLoop() {
 // (with whatever more queues in them) and the cancellation of the webhook
 // retries, in one round trip on one Redis (two on a Cluster, the
 // cancellation after the publishes); what was cancelled logged (a round
-// trip, when something was); then the deadline entries removed. A failure
-// of the publishes leaves the entries to their claim's lease: a poller
-// settles them again (on one Redis the cancellation has run all the same,
-// and is logged). A failure of the cancellation is logged and leaves the
-// retries to run out: the backend's callback then gets a conflict, which
-// is harmless.
+// trip, when something was); then their last steps (tidySteps: the
+// deadline entries removed), held for the next settlement's round trip
+// on one Redis when every entry is under a claim's lease (tidying), else
+// sent at once. A failure of the publishes leaves the entries to their
+// claim's lease: a poller settles them again (on one Redis the
+// cancellation has run all the same, and is logged). A failure of the
+// cancellation is logged and leaves the retries to run out: the backend's
+// callback then gets a conflict, which is harmless.
 func (s *Service) settleAll(ctx context.Context, done []settlement, more func(redis.Pipeliner)) error {
 	b := broadcasts{s: s}
 	var cancels []dispatch.Cancellation
@@ -513,13 +516,9 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 	}
 	var cancelling *dispatch.Cancelling
 	var cancelErr error
-	// On one Redis the earlier settlements' last step rides along, after
-	// this round trip's own steps (see tidying).
-	var earlier []settlement
-	if !rdb.IsCluster(s.rdb) {
-		earlier = s.tidying.take()
-	}
-	errs := rdb.InOrderEach(ctx, s.rdb, append([]func(redis.Pipeliner, *rdb.Merge){func(p redis.Pipeliner, m *rdb.Merge) {
+	// The last steps tidying holds ride along, after this round trip's own.
+	earlier := s.tidying.take()
+	steps := []func(redis.Pipeliner, *rdb.Merge){func(p redis.Pipeliner, m *rdb.Merge) {
 		for _, d := range done {
 			for _, m := range d.pre {
 				b.add(ctx, p, d.ref.pid, d.ref.cid, messageStatus(m), m)
@@ -538,10 +537,16 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 		if s.o.Dispatcher != nil && len(cancels) > 0 {
 			cancelling, cancelErr = s.o.Dispatcher.CancelIn(ctx, p, cancels)
 		}
-	}}, s.tidySteps(ctx, earlier)...)...)
+	}}
+	errs := rdb.InOrderEach(ctx, s.rdb, append(steps, s.tidySteps(ctx, earlier)...)...)
 	b.check()
-	if err := errors.Join(errs[2:]...); err != nil {
-		s.o.Log.Warn().Err(err).Int("channels", len(earlier)).Msg("remove settled callback deadlines; retried after the lease")
+	if i := slices.IndexFunc(errs[2:], func(err error) bool { return err != nil }); i >= 0 {
+		switch {
+		case ctx.Err() == nil:
+			s.o.Log.Warn().Err(errs[2+i]).Int("channels", len(earlier)).Msg("remove settled callback deadlines; redone after the lease")
+		case !s.tidying.add(earlier): // cut short by this settlement's context (Shutdown's), and no longer held
+			s.tidyLogged(context.WithoutCancel(ctx), earlier)
+		}
 	}
 	if cancelErr == nil && !errors.Is(errs[1], rdb.ErrNotRun) {
 		cancelErr = cancelling.Log(ctx)
@@ -564,13 +569,34 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 	if err := s.unindexGone(ctx, redone); err != nil {
 		return err
 	}
-	if !rdb.IsCluster(s.rdb) && s.tidying.add(done) {
+	for _, d := range done {
+		if d.unguarded { // nothing would redo it within seconds: at once, its error the caller's
+			return s.tidy(ctx, done)
+		}
+	}
+	if s.tidying.add(done) {
+		return nil
+	}
+	return s.tidy(ctx, done)
+}
+
+// tidy sends the last steps of done (tidySteps).
+func (s *Service) tidy(ctx context.Context, done []settlement) error {
+	if len(done) == 0 {
 		return nil
 	}
 	if err := rdb.InOrder(ctx, s.rdb, s.tidySteps(ctx, done)...); err != nil {
 		return fmt.Errorf("remove the callback deadline: %w", err)
 	}
 	return nil
+}
+
+// tidyLogged is tidy for those who cannot answer its error: it is logged
+// (a poller settles those channels again after the lease).
+func (s *Service) tidyLogged(ctx context.Context, done []settlement) {
+	if err := s.tidy(ctx, done); err != nil {
+		s.o.Log.Warn().Err(err).Int("channels", len(done)).Msg("remove settled callback deadlines; redone after the lease")
+	}
 }
 
 // tidySteps are a settlement's last steps, once its final message has
@@ -606,26 +632,35 @@ func (s *Service) tidySteps(ctx context.Context, done []settlement) []func(redis
 	}}
 }
 
-// tidying holds, on one Redis, the settlements whose final message has
-// landed and whose last steps (tidySteps) have not been sent: they go in
-// the next settlement's round trip, after its own steps, or alone once
-// tidyDelay has passed without one. Under load that is a round trip
-// fewer per batch of settlements. Nothing is lost if the node dies
-// meanwhile: the deadline entries stay under their claim's lease (or
-// their deadline), and a poller settles those channels again (each step
-// is idempotent), as it would had the node died between the two round
-// trips.
+// tidying holds, on one Redis, the last steps (tidySteps) of settlements
+// whose final message has landed and whose deadline entries are under a
+// claim's lease: they go in the next settlement's round trip, after its
+// own steps, or alone once tidyDelay has passed without one. Under load
+// that is a round trip fewer per batch of settlements. Nothing is lost if
+// the node dies meanwhile: the entries' lease runs out and a poller
+// settles those channels again (each step is idempotent), as it would
+// had the node died between the two round trips. On a Cluster, where a
+// settlement's steps go a round trip each, it holds nothing (closed).
 type tidying struct {
-	mu      sync.Mutex
-	pending []settlement
-	armed   bool // a flush is due
-	closed  bool // past Shutdown: each settlement sends its own
-	flush   func([]settlement)
-	delay   time.Duration // tidyDelay unless set (tests)
+	mu       sync.Mutex
+	pending  []settlement
+	timer    *time.Timer // sends pending after delay; armed while pending holds some
+	closed   bool        // each settlement sends its own (past Shutdown, or on a Cluster)
+	flushing sync.WaitGroup
+	send     func([]settlement) // the timer's send
+	delay    time.Duration
 }
 
 // tidyDelay is the longest a settlement's last steps wait for company.
 const tidyDelay = 10 * time.Millisecond
+
+func (s *Service) newTidying() *tidying {
+	t := &tidying{send: func(done []settlement) { s.tidyLogged(context.Background(), done) },
+		closed: rdb.IsCluster(s.rdb), delay: tidyDelay}
+	t.timer = time.AfterFunc(time.Hour, t.flush)
+	t.timer.Stop()
+	return t
+}
 
 // add holds done's last steps, and reports false if it did not (closed):
 // the caller sends them itself.
@@ -635,36 +670,50 @@ func (t *tidying) add(done []settlement) bool {
 	if t.closed {
 		return false
 	}
-	t.pending = append(t.pending, done...)
-	if !t.armed && len(t.pending) > 0 {
-		t.armed = true
-		time.AfterFunc(cmp.Or(t.delay, tidyDelay), func() { t.flush(t.take()) })
+	if len(t.pending) == 0 && len(done) > 0 {
+		t.timer.Reset(t.delay)
 	}
+	t.pending = append(t.pending, done...)
 	return true
 }
 
-// close makes add refuse, and returns what is pending.
-func (t *tidying) close() []settlement {
-	t.mu.Lock()
-	t.closed = true
-	t.mu.Unlock()
-	return t.take()
-}
-
-// take removes and returns what is pending.
+// take removes and returns what is held.
 func (t *tidying) take() []settlement {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.takeLocked()
+}
+
+func (t *tidying) takeLocked() []settlement {
 	out := t.pending
-	t.pending, t.armed = nil, false
+	t.pending = nil
+	t.timer.Stop()
 	return out
 }
 
-// tidy sends the last steps of done alone (tidying's flush).
-func (s *Service) tidy(done []settlement) {
-	if err := rdb.InOrder(context.Background(), s.rdb, s.tidySteps(context.Background(), done)...); err != nil {
-		s.o.Log.Warn().Err(err).Int("channels", len(done)).Msg("remove settled callback deadlines; retried after the lease")
+// flush sends what is held (the timer's function).
+func (t *tidying) flush() {
+	t.mu.Lock()
+	out := t.takeLocked()
+	if len(out) > 0 {
+		t.flushing.Add(1)
 	}
+	t.mu.Unlock()
+	if len(out) > 0 {
+		defer t.flushing.Done()
+		t.send(out)
+	}
+}
+
+// close makes add refuse, waits for a flush under way, and returns what
+// is held.
+func (t *tidying) close() []settlement {
+	t.mu.Lock()
+	t.closed = true
+	out := t.takeLocked()
+	t.mu.Unlock()
+	t.flushing.Wait()
+	return out
 }
 
 // fireAllDue settles the channels whose callback deadline has come, on

@@ -764,7 +764,8 @@ func entriesOf(t *testing.T, s *Service, cid string, pick func(Entry) string) st
 
 // On one Redis a settlement's last steps (queued to fold, compacted, its
 // deadline entry removed) ride the next settlement's round trip, and
-// Shutdown sends what is still held.
+// Shutdown sends what is still held; an unguarded settlement (its entry
+// not under a lease) sends its own before the callback is answered.
 func TestSettlementsLastStepsRideTheNext(t *testing.T) {
 	t.Parallel()
 	s, c, _, _ := roomService(t, Options{})
@@ -775,8 +776,8 @@ func TestSettlementsLastStepsRideTheNext(t *testing.T) {
 	s.tidying.delay = time.Hour // no flush of its own within the test
 	s.tidying.mu.Unlock()
 	ctx := context.Background()
-	a, b := eventTask(), eventTask()
-	for _, task := range []*Task{a, b} {
+	a, b, u := eventTask(), eventTask(), eventTask()
+	for _, task := range []*Task{a, b, u} {
 		if err := s.Submit(ctx, task); err != nil {
 			t.Fatal(err)
 		}
@@ -784,6 +785,20 @@ func TestSettlementsLastStepsRideTheNext(t *testing.T) {
 	}
 	waiting := func(cid string) bool { return s.rdb.ZScore(ctx, s.dueKey(cid), cid).Err() == nil }
 	live := func(cid string) bool { return c.HExists(ctx, s.chKey(cid), "task").Val() }
+
+	// A callback whose entry cannot be brought forward to a lease (due
+	// sooner) settles before it answers, its last steps included: no
+	// poller would redo them within seconds.
+	if err := c.ZAdd(ctx, s.dueKey(u.ChannelID), redis.Z{Score: float64(time.Now().Add(2 * time.Second).UnixMilli()),
+		Member: u.ChannelID}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Callback(ctx, "p1", u.ChannelID, success(`{"n":3}`)); err != nil {
+		t.Fatal(err)
+	}
+	if waiting(u.ChannelID) || live(u.ChannelID) {
+		t.Error("an unguarded settlement's last steps were held")
+	}
 
 	if err := s.Callback(ctx, "p1", a.ChannelID, success(`{"n":1}`)); err != nil {
 		t.Fatal(err)

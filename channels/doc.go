@@ -49,7 +49,10 @@
 // log-index moves, and which sends what has piled up in one round trip;
 // and the settler (settleLoop), to which answered callbacks hand their
 // settlement (final message, index move, webhook retries cancelled,
-// deadline entry removed), sent the same way. Submissions, completions and
+// deadline entry removed), sent the same way. On one Redis a settlement's
+// last steps (its deadline entry removed) are held for the next one's round
+// trip, or sent by a timer's goroutine after 10 ms (tidying); Shutdown
+// sends what is held, after the batchers. Submissions, completions and
 // callbacks also share round trips with concurrent ones (rdb.Shared), which
 // Shutdown closes last. Start, called once,
 // runs a first reclaim on the caller's goroutine, then starts five more:

@@ -185,7 +185,7 @@ type Service struct {
 
 	settles     chan settlement // callbacks' side effects, for settleLoop (callback.go)
 	settlesDone chan struct{}   // closed when settleLoop has sent the last one
-	tidying     tidying         // settlements' last steps, on one Redis (callback.go)
+	tidying     *tidying        // settlements' last steps, held on one Redis (callback.go)
 
 	ackMu      sync.RWMutex
 	acksClosed bool
@@ -289,7 +289,7 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 	s.shortfalls = newShortfalls(o.Registerer)
 	s.waitLog = o.Log.Sample(&zerolog.BurstSampler{Burst: 1, Period: waitLogPeriod})
 	s.shared = newShared(rdb)
-	s.tidying.flush = s.tidy
+	s.tidying = s.newTidying()
 	go s.ackLoop()
 	go s.settleLoop()
 	return s
@@ -1207,7 +1207,7 @@ func (s *Service) closeAcks() {
 	s.ackMu.Unlock()
 	<-s.acked
 	<-s.settlesDone
-	s.tidy(s.tidying.close())
+	s.tidyLogged(context.Background(), s.tidying.close())
 	s.shared.Close()
 }
 

@@ -16,11 +16,12 @@ import (
 // caller's commands go at once, held for no company.
 //
 // A caller that finds fewer round trips in flight than the pipeline allows
-// sends one itself, on its own goroutine, with whatever calls are waiting
-// besides its own: an idle pipeline hands nothing to another goroutine
-// (each hand-off is a thread woken on both sides of it). Once its own
-// call is answered it hands what is still waiting to a goroutine of its
-// own and returns.
+// (then no call waits) sends its own at once, on its own goroutine: an
+// idle pipeline hands nothing to another goroutine (each hand-off is a
+// thread woken on both sides of it). Calls wait only while every round
+// trip allowed is in flight; once its own is answered, a caller that sent
+// one hands what waits then to a goroutine, which sends it in turns until
+// none waits.
 //
 // A caller's commands run in one round trip and in its order, as with
 // Pipelined; commands of different callers are independent (one caller's
@@ -64,7 +65,7 @@ func NewShared(c redis.UniversalClient, senders int) *Shared {
 // commands it queues are read after. If ctx ends first, Pipelined returns
 // its error, and the commands may still run (as a round trip whose answer
 // was lost), unless their round trip had not been formed yet: then they
-// never do. (A caller sending the round trip itself waits for its answer,
+// never do. (A caller sending its round trip itself waits for the answer,
 // which Bound and the client's timeouts bound.)
 func (s *Shared) Pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
 	return s.PipelinedMerge(ctx, func(p redis.Pipeliner, _ *Merge) { fill(p) })
@@ -85,18 +86,15 @@ func (s *Shared) PipelinedMerge(ctx context.Context, fill func(redis.Pipeliner, 
 		s.mu.Unlock()
 		return PipelinedMerge(ctx, s.c, fill)
 	}
-	s.waiting = append(s.waiting, call)
-	if s.running < s.senders { // send it now, with whatever else waits
+	if s.running < s.senders { // nothing waits: send it now
 		s.running++
 		s.wg.Add(1)
-		batch := s.take(call)
 		s.mu.Unlock()
-		s.run(batch)
-		if !s.stop() {
-			go s.send() // the rest, in a turn still counted in running
-		}
+		defer s.pass() // also if fill panics
+		s.run([]*sharedCall{call})
 		return call.err
 	}
+	s.waiting = append(s.waiting, call)
 	s.mu.Unlock()
 	select {
 	case <-call.done:
@@ -114,6 +112,13 @@ func (s *Shared) Close() {
 	s.wg.Wait()
 }
 
+// pass ends a caller's turn, or hands it to a goroutine if calls wait.
+func (s *Shared) pass() {
+	if !s.stop() {
+		go s.send() // in the same turn, still counted in running
+	}
+}
+
 // send sends the waiting calls, a round trip at a time, until none waits.
 func (s *Shared) send() {
 	for {
@@ -122,7 +127,7 @@ func (s *Shared) send() {
 			s.mu.Unlock()
 			return
 		}
-		batch := s.take(nil)
+		batch := s.take()
 		s.mu.Unlock()
 		s.run(batch)
 	}
@@ -148,14 +153,11 @@ func (s *Shared) stopLocked() bool {
 }
 
 // take removes the next round trip's calls from the waiting ones, the
-// oldest first, own (the last to arrive) among them. s.mu is held.
-func (s *Shared) take(own *sharedCall) []*sharedCall {
+// oldest first. s.mu is held.
+func (s *Shared) take() []*sharedCall {
 	n := min(len(s.waiting), sharedBatch)
 	batch := make([]*sharedCall, n)
 	copy(batch, s.waiting)
-	if own != nil && n < len(s.waiting) { // own did not fit: it takes the last place, and that call its own
-		s.waiting[len(s.waiting)-1], batch[n-1] = batch[n-1], own
-	}
 	rest := copy(s.waiting, s.waiting[n:])
 	clear(s.waiting[rest:])
 	s.waiting = s.waiting[:rest]

@@ -90,9 +90,9 @@ func TestSharedPipeline(t *testing.T) {
 	}
 }
 
-// A caller that sends round trips itself (fewer are in flight than the
-// pipeline allows) may find its call taken into another sender's round
-// trip: it still returns only once its own commands have run.
+// Callers racing for the pipeline's turns (sending their own round trip,
+// or waiting for a turn's next one) return only once their own commands
+// have run.
 func TestSharedCallerReturnsAfterItsCommands(t *testing.T) {
 	t.Parallel()
 	c := rdbtest.NewServer(t).Client()
@@ -120,6 +120,25 @@ func TestSharedCallerReturnsAfterItsCommands(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// A caller whose fill panics gives its turn back: the pipeline goes on.
+func TestSharedPanicGivesTheTurnBack(t *testing.T) {
+	t.Parallel()
+	c, s := sharedOneSender(t)
+	ctx := context.Background()
+	func() {
+		defer func() { _ = recover() }()
+		_ = s.Pipelined(ctx, func(redis.Pipeliner) { panic("fill") })
+	}()
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.Pipelined(wctx, func(p redis.Pipeliner) { p.Set(ctx, "after", "1", 0) }); err != nil {
+		t.Fatalf("the call after a panic: %v", err)
+	}
+	if c.Get(ctx, "after").Val() != "1" {
+		t.Fatal("the call after a panic did not run")
+	}
 }
 
 // A caller whose context ends stops waiting; the others are not cancelled.
