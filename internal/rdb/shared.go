@@ -65,7 +65,8 @@ func NewShared(c redis.UniversalClient, senders int) *Shared {
 // commands it queues are read after. If ctx ends first, Pipelined returns
 // its error, and the commands may still run (as a round trip whose answer
 // was lost), unless their round trip had not been formed yet: then they
-// never do.
+// never do. (A caller sending its round trip itself waits for the answer,
+// which Bound and the client's timeouts bound.)
 func (s *Shared) Pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
 	return s.PipelinedMerge(ctx, func(p redis.Pipeliner, _ *Merge) { fill(p) })
 }
@@ -90,7 +91,7 @@ func (s *Shared) PipelinedMerge(ctx context.Context, fill func(redis.Pipeliner, 
 		s.wg.Add(1)
 		s.mu.Unlock()
 		defer s.pass() // also if fill panics
-		s.run([]*sharedCall{call}, true)
+		s.run([]*sharedCall{call})
 		return call.err
 	}
 	s.waiting = append(s.waiting, call)
@@ -128,7 +129,7 @@ func (s *Shared) send() {
 		}
 		batch := s.take()
 		s.mu.Unlock()
-		s.run(batch, false)
+		s.run(batch)
 	}
 }
 
@@ -165,15 +166,14 @@ func (s *Shared) take() []*sharedCall {
 
 // run sends batch's commands in one round trip. Its context carries the
 // first call's bound (Bound), not its cancellation: one caller giving up
-// does not cancel the others' commands; a caller sending its own call
-// (own) runs it with its own context, as Pipelined would. A call whose caller gave up before
+// does not cancel the others' commands. A call whose caller gave up before
 // its round trip (waiting behind the others) is not sent: its caller has
 // answered already, and commands sent later would land after whatever it
 // did next (a submission after its own removal, say). The check is made
 // as the round trip is formed: one that then waits for a connection, or
 // sends its scripts again by source (NOSCRIPT), still carries the calls
 // of callers who gave up meanwhile.
-func (s *Shared) run(batch []*sharedCall, own bool) {
+func (s *Shared) run(batch []*sharedCall) {
 	live := batch[:0]
 	for _, call := range batch {
 		if err := call.ctx.Err(); err != nil {
@@ -189,9 +189,6 @@ func (s *Shared) run(batch []*sharedCall, own bool) {
 	ctx := context.Background()
 	if d := batch[0].ctx.Value(boundKey{}); d != nil {
 		ctx = context.WithValue(ctx, boundKey{}, d)
-	}
-	if len(batch) == 1 && own {
-		ctx = batch[0].ctx
 	}
 	ends := make([]int, len(batch))
 	var m Merge
