@@ -176,8 +176,9 @@ var (
 )
 
 // Callback settles an event-driven channel of project pid with its
-// backend's callback, in two round trips (read the channel; the
-// compare-and-set), and returns; the final message is published, the
+// backend's callback, in one round trip (the deadline entry brought
+// forward; the compare-and-set, which builds the final message from the
+// parts the generation stored), and returns; the final message is published, the
 // indexes moved and the webhook retries cancelled right after, with other
 // callbacks' (settleLater). The same callback
 // again is accepted again (nothing changes); anything else once the
@@ -212,91 +213,62 @@ func (s *Service) callback(ctx context.Context, pid, cid string, cb CallbackBody
 // (nil: none) and the answer's error.
 func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) (*settlement, error) {
 	fp := sha256.Sum256(cb.Canonical)
-	var out []string
-	var ref logRef
-	var status Status
-	var at string
-	var unguarded bool
-	var archived *Archived // the channel, when the archive holds it
-	for try := 0; ; try++ {
-		now := s.o.Now()
-		at = wire.Stamp(now)
-		// Read the channel; and bring its deadline entry forward to a
-		// claim's lease, so that if this node dies between the
-		// compare-and-set and the publish, a poller publishes within
-		// seconds (it puts an entry looked at early back to its deadline).
-		var v []any
-		var read *redis.SliceCmd
-		var forward *redis.IntCmd
-		if err := s.shared.Pipelined(ctx, func(p redis.Pipeliner) {
-			read = p.HMGet(ctx, s.chKey(cid), "project_id", "status", "event_name", "task", "result", "workflow")
-			forward = p.ZAddArgs(ctx, s.dueKey(cid), redis.ZAddArgs{XX: true, LT: true, Ch: true,
-				Members: []redis.Z{{Score: float64(now.Add(deadlineLease).UnixMilli()), Member: cid}}})
-		}); err != nil {
-			return nil, fmt.Errorf("read channel: %w", err)
-		}
-		v = read.Val()
-		// Not brought forward: no entry there (not yet added, or one an
-		// earlier version left in partition 0), or one due sooner anyway.
-		unguarded = forward.Val() == 0
-		str := func(i int) string { x, _ := v[i].(string); return x }
-		if owner := str(0); owner == "" && s.o.Archive != nil {
-			var err error
-			if out, archived, err = s.archivedVerdict(ctx, pid, cid, fp[:]); err != nil {
-				return nil, err
-			}
-			break
-		}
-		if owner := str(0); owner == "" || owner != pid {
-			return nil, apperr.NotFoundf("channel %s not found", cid)
-		}
-		ref = logRef{pid, cid, str(5), str(2)}
-		status = ""
-		var msg json.RawMessage
-		if Status(str(1)) == StatusAIGenerated {
-			var err error
-			if status, msg, err = callbackMessage(cid, str(2), str(3), str(4), cb, at); err != nil {
-				return nil, err
-			}
-		}
-		entry := Entry{At: at, Type: "callback", Status: status, Callback: cb.Canonical, Answer: 200, Node: s.o.Node}
-		if status == StatusError {
-			entry.Code, entry.Error = cb.Error, cb.Message
-		}
-		var cas *redis.Cmd
-		err := s.shared.Pipelined(ctx, func(p redis.Pipeliner) {
-			cas = callbackScript.Eval(ctx, p, []string{s.chKey(cid), s.tlKey(cid)}, append([]any{now.UnixMilli(), at,
-				hex.EncodeToString(fp[:]), string(status), []byte(msg), wire.MustJSON(entry)}, s.outcomeArgs(at)...)...)
-		})
-		if err == nil {
-			out, err = cas.StringSlice()
-		}
-		if err != nil {
-			return nil, fmt.Errorf("accept callback: %w", err)
-		}
-		if out[0] != "retry" || try > 0 {
-			break
-		}
-	}
-	r, err := decodeCallback(out)
+	now := s.o.Now()
+	at := wire.Stamp(now)
+	f, err := newCallbackFrame(cid, cb, at)
 	if err != nil {
-		return nil, fmt.Errorf("accept callback: %w", err)
+		return nil, err
 	}
-	if r.verdict == "gone" && s.o.Archive != nil && archived == nil { // moved while it was read
-		if out, archived, err = s.archivedVerdict(ctx, pid, cid, fp[:]); err != nil {
+	entry := Entry{At: at, Type: "callback", Status: f.status, Callback: cb.Canonical, Answer: 200, Node: s.o.Node}
+	if f.status == StatusError {
+		entry.Code, entry.Error = cb.Error, cb.Message
+	}
+	keys := []string{s.chKey(cid), s.tlKey(cid)}
+	args := append([]any{now.UnixMilli(), at, hex.EncodeToString(fp[:]), string(f.status), pid,
+		f.head, f.mid, f.tail, "", wire.MustJSON(entry)}, s.outcomeArgs(at)...)
+	// One round trip: bring the channel's deadline entry forward to a
+	// claim's lease, so that if this node dies between the compare-and-set
+	// and the publish, a poller publishes within seconds (it puts an entry
+	// looked at early back to its deadline); and the compare-and-set,
+	// which builds the final message from the parts the generation stored.
+	var cas *redis.Cmd
+	var forward *redis.IntCmd
+	err = s.shared.Pipelined(ctx, func(p redis.Pipeliner) {
+		forward = p.ZAddArgs(ctx, s.dueKey(cid), redis.ZAddArgs{XX: true, LT: true, Ch: true,
+			Members: []redis.Z{{Score: float64(now.Add(deadlineLease).UnixMilli()), Member: cid}}})
+		cas = callbackScript.Eval(ctx, p, keys, args...)
+	})
+	r, err := s.casReply(cas, err)
+	if err != nil {
+		return nil, err
+	}
+	// Not brought forward: no entry there (not yet added, or one an
+	// earlier version left in partition 0), or one due sooner anyway.
+	unguarded := forward.Val() == 0
+	if r.verdict == "read" {
+		// Generated by an earlier version, which kept no parts: read them.
+		if args[8], err = s.readParts(ctx, cid); err != nil {
 			return nil, err
 		}
-		if r, err = decodeCallback(out); err != nil {
-			return nil, fmt.Errorf("accept callback: %w", err)
+		r, err = s.casReply(callbackScript.Run(ctx, s.rdb, keys, args...), nil)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var archived *Archived // the channel, when the archive holds it
+	if r.verdict == "gone" && s.o.Archive != nil {
+		if r, archived, err = s.archivedVerdict(ctx, pid, cid, fp[:]); err != nil {
+			return nil, err
 		}
 	}
+	ref := logRef{pid, cid, r.workflow, r.event}
 	var d *settlement
 	var reject error
 	switch r.verdict {
-	case "gone":
+	case "gone", "foreign":
 		return nil, apperr.NotFoundf("channel %s not found", cid)
 	case "ok":
-		return &settlement{ref: ref, due: s.dueKey(cid), status: status, why: "a callback was received",
+		return &settlement{ref: ref, due: s.dueKey(cid), status: f.status, why: "a callback was received",
 			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded, logged: r.logged}, nil
 	case "repeat":
 		if r.compacted {
@@ -315,8 +287,6 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 		reject = ErrCallbackTimeout(cid)
 	case "conflict":
 		reject = ErrCallbackReceived(cid)
-	case "retry":
-		reject = ErrNotAwaiting(cid, StatusGenerating)
 	default: // not_awaiting
 		reject = ErrNotAwaiting(cid, Status(r.status))
 	}
@@ -325,44 +295,45 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 	if len(cb.Canonical) <= maxLoggedCallback { // a backend retrying a big body must not grow the timeline by it each time
 		rejected.Callback = cb.Canonical
 	}
-	args := []any{wire.MustJSON(rejected)}
+	note := []any{wire.MustJSON(rejected)}
 	if archived != nil { // the entry lives as long as the archived record would have
 		created, _ := time.Parse(time.RFC3339Nano, archived.CreatedAt)
-		args = append(args, max(created.Add(s.o.Retention).Sub(s.o.Now()).Milliseconds(), 1))
+		note = append(note, max(created.Add(s.o.Retention).Sub(s.o.Now()).Milliseconds(), 1))
 	}
-	_ = noteScript.Run(ctx, s.rdb, []string{s.chKey(cid), s.tlKey(cid)}, args...).Err()
+	_ = noteScript.Run(ctx, s.rdb, keys, note...).Err()
 	return d, reject
 }
 
-// archivedVerdict is callback.lua's answer for a channel the archive holds
-// (settled, so nothing changes): the same callback again is repeated, any
-// other refused as on a settled channel; another project's channel, or
-// one the archive does not hold, is not found.
-func (s *Service) archivedVerdict(ctx context.Context, pid, cid string, fp []byte) ([]string, *Archived, error) {
+// archivedVerdict is callback.lua's verdict for a channel the archive
+// holds (settled, so nothing changes): the same callback again is
+// repeated, any other refused as on a settled channel; another project's
+// channel, or one the archive does not hold, is not found.
+func (s *Service) archivedVerdict(ctx context.Context, pid, cid string, fp []byte) (callbackReply, *Archived, error) {
 	a, err := s.o.Archive.Get(ctx, cid)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read channel: %w", err)
+		return callbackReply{}, nil, fmt.Errorf("read channel: %w", err)
 	}
 	if a == nil || a.ProjectID != pid {
-		return nil, nil, apperr.NotFoundf("channel %s not found", cid)
+		return callbackReply{}, nil, apperr.NotFoundf("channel %s not found", cid)
 	}
 	f, err := unpackFolded(a.Doc)
 	if err != nil {
-		return nil, nil, err
+		return callbackReply{}, nil, err
 	}
-	st := string(a.Status)
+	r := callbackReply{verdict: "not_awaiting", status: string(a.Status)}
 	switch f.Record["outcome"] {
 	case "callback":
 		if f.Record["cb_fp"] == hex.EncodeToString(fp) {
-			return []string{"repeat", string(f.Message), st, "1"}, a, nil
+			r = callbackReply{verdict: "repeat", msg: string(f.Message), status: r.status, compacted: true}
+		} else {
+			r.verdict = "conflict"
 		}
-		return []string{"conflict", st}, a, nil
 	case "timeout":
-		return []string{"timeout"}, a, nil
+		r.verdict = "timeout"
 	case "simulated":
-		return []string{"conflict", st}, a, nil
+		r.verdict = "conflict"
 	}
-	return []string{"not_awaiting", st}, a, nil
+	return r, a, nil
 }
 
 // messageStatus is a room message's status, for its broadcast entry.
@@ -389,38 +360,42 @@ func rawAll(ms ...string) []json.RawMessage {
 	return out
 }
 
-// callbackMessage builds the final message of a callback from the stored
-// task and generation.
-func callbackMessage(cid, event, task, result string, cb CallbackBody, at string) (Status, json.RawMessage, error) {
+// casReply decodes callback.lua's reply (err: the round trip's).
+func (s *Service) casReply(cas *redis.Cmd, err error) (callbackReply, error) {
+	var out []string
+	if err == nil {
+		out, err = cas.StringSlice()
+	}
+	if err != nil {
+		return callbackReply{}, fmt.Errorf("accept callback: %w", err)
+	}
+	r, err := decodeCallback(out)
+	if err != nil {
+		return r, fmt.Errorf("accept callback: %w", err)
+	}
+	return r, nil
+}
+
+// readParts builds the parts of a callback's final message (cb_parts)
+// from the record of a channel generated by an earlier version, which
+// kept none: its event name, stored task and generation.
+func (s *Service) readParts(ctx context.Context, cid string) (string, error) {
+	v, err := s.rdb.HMGet(ctx, s.chKey(cid), "event_name", "task", "result").Result()
+	if err != nil {
+		return "", fmt.Errorf("read channel: %w", err)
+	}
+	str := func(i int) string { x, _ := v[i].(string); return x }
 	var t struct { // of the stored task, what the message carries
 		CustomerData json.RawMessage `json:"customer_data"`
 	}
 	var r struct {
 		Data json.RawMessage `json:"data"`
 	}
-	if err := wire.Decode([]byte(task), &t); err != nil {
-		return "", nil, fmt.Errorf("read channel task: %w", err)
+	if err := wire.Decode([]byte(str(1)), &t); err != nil {
+		return "", fmt.Errorf("read channel task: %w", err)
 	}
-	_ = wire.Decode([]byte(result), &r)
-	var m any
-	st := StatusCompleted
-	if cb.Error != "" {
-		st = StatusError
-		text := cb.Message
-		if text == "" {
-			text = cb.Error
-		}
-		m = roomFailed{Status: st, ChannelID: cid, EventName: event, Error: ErrorBody{Message: text, Code: cb.Error},
-			CustomerData: orEmpty(t.CustomerData), Timestamp: at}
-	} else {
-		m = roomCompleted{Status: st, ChannelID: cid, EventName: event, Data: cb.Data, AIResponse: aiResponse{orNull(r.Data)},
-			CustomerData: orEmpty(t.CustomerData), TaskID: orNull(cb.TaskID), CallbackMetadata: orNull(cb.Metadata), Timestamp: at}
-	}
-	b, err := encode(m)
-	if err != nil {
-		return "", nil, apperr.Invalidf("the callback cannot be sent on: %v", err)
-	}
-	return st, b, nil
+	_ = wire.Decode([]byte(str(2)), &r)
+	return callbackParts(str(0), r.Data, t.CustomerData)
 }
 
 // outcomeArgs are the arguments callback.lua and fire.lua both take

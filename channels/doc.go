@@ -114,9 +114,10 @@
 //
 //	P:ch:{cid}        HASH  project_id, workflow, event_name, status, created_at, updated_at, task,
 //	                        metadata, runs, result, message; event-driven: deadline, hook or sim,
-//	                        due_status, due_msg, and announced (when, ms) once the generation's
-//	                        messages reached the room; once settled outcome, and cb_fp if by a
-//	                        callback;
+//	                        due_status, due_msg, cb_parts (the pieces of a callback's final
+//	                        message that the generation fixes: callbackParts), and announced
+//	                        (when, ms) once the generation's messages reached the room; once
+//	                        settled outcome, and cb_fp if by a callback;
 //	                        room_seq, the final message's seq in the room (written by the hub, or
 //	                        by the completion for an answer alone in its room, LonePublisher);
 //	                        tl, the timeline: channels' own entries (JSON), oldest first, one

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/riverhub/riverhub/ai"
+	"github.com/riverhub/riverhub/internal/apperr"
 	"github.com/riverhub/riverhub/internal/jscanon"
 )
 
@@ -186,4 +187,100 @@ func simulatedData(data json.RawMessage, at string) json.RawMessage {
 	obj["enrichment"] = json.RawMessage(`{"source":"playground","note":"a real backend adds its own data here before it calls back"}`)
 	b, _ := json.Marshal(obj)
 	return b
+}
+
+// A callback's final message is built by callback.lua, in the
+// compare-and-set that settles the channel, so that the callback needs no
+// read of the channel first: from the pieces the generation fixes
+// (callbackParts, kept in the record's cb_parts) and those the callback
+// brings (callbackFrame), as
+//
+//	head + event + mid [+ ai + ","] + customer + tail
+//
+// which is byte for byte encode(roomCompleted{...}) (with ai) or
+// encode(roomFailed{...}) (without): each piece is members of a canonical
+// JSON object, whose keys are fixed names that keep their order
+// (TestCallbackMessageFromParts).
+
+// callbackParts are the event name, the AI's response and the customer
+// data as members of a final message ("key":value), one per line
+// (canonical JSON holds no raw newline).
+func callbackParts(event string, data, customer json.RawMessage) (string, error) {
+	ev, err := members(struct {
+		EventName string `json:"event_name"`
+	}{event})
+	if err != nil {
+		return "", err
+	}
+	ai, err := members(struct {
+		AIResponse aiResponse `json:"ai_response"`
+	}{aiResponse{orNull(data)}})
+	if err != nil {
+		return "", err
+	}
+	cd, err := members(struct {
+		CustomerData json.RawMessage `json:"customer_data"`
+	}{orEmpty(customer)})
+	if err != nil {
+		return "", err
+	}
+	return string(ev) + "\n" + string(ai) + "\n" + string(cd), nil
+}
+
+// callbackFrame is what a callback brings to its channel's final message
+// (see callbackParts): its status, and the pieces around the stored ones.
+type callbackFrame struct {
+	status          Status
+	head, mid, tail []byte
+}
+
+func newCallbackFrame(cid string, cb CallbackBody, at string) (callbackFrame, error) {
+	f := callbackFrame{status: StatusCompleted}
+	var mid, tail any
+	if cb.Error != "" {
+		text := cb.Message
+		if text == "" {
+			text = cb.Error
+		}
+		f.status = StatusError
+		mid = struct {
+			Error ErrorBody `json:"error"`
+		}{ErrorBody{Message: text, Code: cb.Error}}
+		tail = struct {
+			Timestamp string `json:"timestamp"`
+		}{at}
+	} else {
+		mid = struct {
+			Data json.RawMessage `json:"data"`
+		}{cb.Data}
+		tail = struct {
+			TaskID           json.RawMessage `json:"task_id"`
+			CallbackMetadata json.RawMessage `json:"callback_metadata"`
+			Timestamp        string          `json:"timestamp"`
+		}{orNull(cb.TaskID), orNull(cb.Metadata), at}
+	}
+	head := struct {
+		Status    Status `json:"status"`
+		ChannelID string `json:"channel_id"`
+	}{f.status, cid}
+	var m [3][]byte
+	for i, v := range []any{head, mid, tail} {
+		var err error
+		if m[i], err = members(v); err != nil {
+			return f, apperr.Invalidf("the callback cannot be sent on: %v", err)
+		}
+	}
+	f.head = append(append([]byte{'{'}, m[0]...), ',')
+	f.mid = append(append([]byte{','}, m[1]...), ',')
+	f.tail = append(append([]byte{','}, m[2]...), '}')
+	return f, nil
+}
+
+// members is v's encoding without its braces: v is a struct.
+func members(v any) ([]byte, error) {
+	b, err := encode(v)
+	if err != nil {
+		return nil, err
+	}
+	return b[1 : len(b)-1], nil
 }

@@ -131,16 +131,22 @@ func decodeComplete(out []any) completeReply {
 // callbackReply is callback.lua's reply:
 //
 //	{"gone"}                                        no such channel
-//	{"ok", message, generated, sim, logged}         this callback settled it
-//	{"repeat", message, status, compacted}          the same callback again (compacted "1": settled and compacted)
-//	{"late", outcome, message, status, generated, sim, logged}
+//	{"foreign"}                                     another project's channel
+//
+// and otherwise the verdict, the channel's workflow and event name, then:
+//
+//	{"ok", .., message, generated, sim, logged}     this callback settled it
+//	{"repeat", .., message, status, compacted}      the same callback again (compacted "1": settled and compacted)
+//	{"late", .., outcome, message, status, generated, sim, logged}
 //	                                                settled by the deadline (outcome) first
-//	{"conflict", status}                            another callback settled it
-//	{"timeout"}                                     its deadline passed
-//	{"retry"}                                       still generating: try once more
-//	{"not_awaiting", status}                        not an event-driven wait
+//	{"read", ..}                                    no message parts stored: call again with them
+//	{"conflict", .., status}                        another callback settled it
+//	{"timeout", ..}                                 its deadline passed
+//	{"not_awaiting", .., status}                    not an event-driven wait
 type callbackReply struct {
 	verdict   string
+	workflow  string // all but gone and foreign
+	event     string // all but gone and foreign
 	outcome   string // late: what settled it (timeout, simulated)
 	msg       string // ok, repeat, late: the room's final message
 	status    string // repeat, late, conflict, not_awaiting
@@ -155,17 +161,21 @@ func decodeCallback(out []string) (callbackReply, error) {
 		return callbackReply{}, fmt.Errorf("callback.lua: empty reply")
 	}
 	r := callbackReply{verdict: out[0]}
-	switch r.verdict {
-	case "gone", "timeout", "retry":
+	if r.verdict == "gone" || r.verdict == "foreign" {
+		return r, nil
+	}
+	r.workflow, r.event = field(out, 1), field(out, 2)
+	switch rest := out[min(len(out), 3):]; r.verdict { // rest: what follows the event name
+	case "timeout", "read":
 	case "ok":
-		r.msg, r.generated, r.sim, r.logged = field(out, 1), field(out, 2), field(out, 3), field(out, 4) == "1"
+		r.msg, r.generated, r.sim, r.logged = field(rest, 0), field(rest, 1), field(rest, 2), field(rest, 3) == "1"
 	case "repeat":
-		r.msg, r.status, r.compacted = field(out, 1), field(out, 2), field(out, 3) == "1"
+		r.msg, r.status, r.compacted = field(rest, 0), field(rest, 1), field(rest, 2) == "1"
 	case "late":
-		r.outcome, r.msg, r.status, r.generated, r.sim = field(out, 1), field(out, 2), field(out, 3), field(out, 4), field(out, 5)
-		r.logged = field(out, 6) == "1"
+		r.outcome, r.msg, r.status, r.generated, r.sim = field(rest, 0), field(rest, 1), field(rest, 2), field(rest, 3), field(rest, 4)
+		r.logged = field(rest, 5) == "1"
 	case "conflict", "not_awaiting":
-		r.status = field(out, 1)
+		r.status = field(rest, 0)
 	default:
 		return r, fmt.Errorf("callback.lua: unknown verdict %q", r.verdict)
 	}

@@ -55,12 +55,16 @@ func TestDecodeCallbackAndFire(t *testing.T) {
 		out  []string
 		want callbackReply
 	}{
-		{[]string{"ok", "m", "g", "s"}, callbackReply{verdict: "ok", msg: "m", generated: "g", sim: "s"}},
-		{[]string{"repeat", "m", "completed"}, callbackReply{verdict: "repeat", msg: "m", status: "completed"}},
-		{[]string{"late", "timeout", "m", "error", "g", ""}, callbackReply{verdict: "late", outcome: "timeout", msg: "m", status: "error", generated: "g"}},
-		{[]string{"conflict", "completed"}, callbackReply{verdict: "conflict", status: "completed"}},
-		{[]string{"not_awaiting", "success"}, callbackReply{verdict: "not_awaiting", status: "success"}},
-		{[]string{"retry"}, callbackReply{verdict: "retry"}},
+		{[]string{"gone"}, callbackReply{verdict: "gone"}},
+		{[]string{"foreign"}, callbackReply{verdict: "foreign"}},
+		{[]string{"ok", "w", "e", "m", "g", "s", "1"}, callbackReply{verdict: "ok", workflow: "w", event: "e", msg: "m", generated: "g", sim: "s", logged: true}},
+		{[]string{"repeat", "w", "e", "m", "completed", "1"}, callbackReply{verdict: "repeat", workflow: "w", event: "e", msg: "m", status: "completed", compacted: true}},
+		{[]string{"late", "w", "e", "timeout", "m", "error", "g", ""}, callbackReply{verdict: "late", workflow: "w", event: "e", outcome: "timeout", msg: "m", status: "error", generated: "g"}},
+		{[]string{"conflict", "w", "e", "completed"}, callbackReply{verdict: "conflict", workflow: "w", event: "e", status: "completed"}},
+		{[]string{"not_awaiting", "w", "e", "success"}, callbackReply{verdict: "not_awaiting", workflow: "w", event: "e", status: "success"}},
+		{[]string{"timeout", "w", "e"}, callbackReply{verdict: "timeout", workflow: "w", event: "e"}},
+		{[]string{"read", "w", "e"}, callbackReply{verdict: "read", workflow: "w", event: "e"}},
+		{[]string{"read"}, callbackReply{verdict: "read"}},
 	}
 	for _, tt := range cb {
 		if got, err := decodeCallback(tt.out); err != nil || !reflect.DeepEqual(got, tt.want) {

@@ -310,7 +310,7 @@ func RecordKey(prefix string) func(cid string) string {
 // request logs, a repeated callback and a late join read.
 // (The bc:<status> markers stay: small, and a settlement redone after the
 // compaction must still find that its broadcast entries were written.)
-var liveFields = []string{"task", "result", "runs", "hook", "sim", "due_msg", "due_status", "deadline", "announced"}
+var liveFields = []string{"task", "result", "runs", "hook", "sim", "due_msg", "due_status", "deadline", "announced", "cb_parts"}
 
 // compact drops a settled channel's live fields, within p: sent once its
 // side effects have landed (with its lease release, and with the removal
@@ -1013,7 +1013,11 @@ func (s *Service) generated(t *Task, res ai.Result, now time.Time) (generation, 
 		}
 		g.fields = append(g.fields, "hook", hook)
 	}
-	g.fields = append(g.fields, "due_status", string(dueStatus), "due_msg", dueMsg)
+	parts, err := callbackParts(ev, res.Data, cust)
+	if err != nil {
+		return g, fmt.Errorf("encode message: %w", err)
+	}
+	g.fields = append(g.fields, "due_status", string(dueStatus), "due_msg", dueMsg, "cb_parts", parts)
 	return g, nil
 }
 
