@@ -547,6 +547,50 @@ func TestCallbackMessageFromParts(t *testing.T) {
 	}
 }
 
+// A callback whose deadline entry cannot be brought forward (here the
+// deadline set is of the wrong type, so its ZADD fails) while its
+// compare-and-set settles the channel, in the same round trip on one
+// Redis, settles before it answers: the script's outcome decides, not the
+// round trip's first error, and nothing would redo it within seconds.
+// On a Cluster the entry's round trip comes first, and its failure is
+// answered with nothing changed.
+func TestCallbackWhoseDeadlineEntryCannotMove(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop()})
+	s := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: h})
+	s.Start()
+	ctx := context.Background()
+	task := eventTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+	due := s.dueKey(task.ChannelID)
+	if err := c.Del(ctx, due).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, due, "not a sorted set", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Callback(ctx, "p1", task.ChannelID, success(`{"ok":1}`))
+	st, _ := c.HGet(ctx, s.chKey(task.ChannelID), "status").Result()
+	if rdb.IsCluster(c) {
+		if err == nil || st != string(StatusAIGenerated) {
+			t.Errorf("on a Cluster: answer %v, status %q; want an error and ai_generated", err, st)
+		}
+		return
+	}
+	// The settlement's last step (the entry's removal) fails on the same
+	// key: the answer is that error, after the room got the message.
+	if err == nil || strings.Contains(err.Error(), "accept callback") {
+		t.Errorf("answer %v; want the settlement's own error", err)
+	}
+	if hs := statuses(history(t, s, task.ChannelID)); st != string(StatusCompleted) || hs != "ai_generated,completed" {
+		t.Errorf("when answered: status %q, room history %s; want completed, ai_generated,completed", st, hs)
+	}
+}
+
 // racingDispatcher delivers the callback while the generation's side
 // effects are still running (between the room's ai_generated message and
 // the webhook's enqueue), as a backend that calls back at once after a

@@ -164,7 +164,7 @@ func until(t *testing.T, what string, cond func() bool) {
 // A standard task is queued to fold with its completion, so that a lease
 // release cut short before its compaction (a node killed mid-pipeline)
 // still leaves it queued; the fold then drops the live fields the
-// compaction would have.
+// compaction would have (all of them, an event-driven channel's too).
 func TestCompletionQueuesTheFold(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)
@@ -183,6 +183,13 @@ func TestCompletionQueuesTheFold(t *testing.T) {
 	}
 	if c.HExists(ctx, s.chKey(task.ChannelID), "task").Val() != true {
 		t.Fatal("the test needs the live fields there")
+	}
+	// Every live field, as an event-driven channel's record has them too
+	// (fold.lua's own list must hold them all).
+	for _, f := range liveFields {
+		if err := c.HSetNX(ctx, s.chKey(task.ChannelID), f, "1").Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c.ZAdd(ctx, s.foldKey(task.ChannelID), redis.Z{Score: 0, Member: task.ChannelID})
 	if _, err := s.foldDue(ctx, 0); err != nil {

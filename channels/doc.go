@@ -125,7 +125,7 @@
 //	                        the dispatcher keeps its entries in its own log, merged in when a
 //	                        timeline is read, Service.Timeline);
 //	                        a settled channel drops its live fields (liveFields: task, result,
-//	                        runs, hook, sim, due_*, deadline, announced) with the step that
+//	                        runs, hook, sim, due_*, deadline, announced, cb_parts) with the step that
 //	                        settles it
 //	P:ch:{cid}:tl     LIST  timeline entries of earlier versions, and of a channel whose record
 //	                        has left Redis for the archive (a late note); read before the

@@ -139,7 +139,7 @@ func decodeComplete(out []any) completeReply {
 //	{"repeat", .., message, status, compacted}      the same callback again (compacted "1": settled and compacted)
 //	{"late", .., outcome, message, status, generated, sim, logged}
 //	                                                settled by the deadline (outcome) first
-//	{"read", ..}                                    no message parts stored: call again with them
+//	{"read", .., task, result}                      no message parts stored: build them, call again with them
 //	{"conflict", .., status}                        another callback settled it
 //	{"timeout", ..}                                 its deadline passed
 //	{"not_awaiting", .., status}                    not an event-driven wait
@@ -153,6 +153,8 @@ type callbackReply struct {
 	generated string // ok, late: the ai_generated message published before, if not yet
 	sim       string // ok, late: the playground's simulating message, if not yet
 	compacted bool   // repeat: the channel's record was compacted (settled long since)
+	task      string // read: the stored task
+	result    string // read: the stored generation
 	logged    bool   // ok, late: the final message's broadcast entry was written with the outcome
 }
 
@@ -166,7 +168,9 @@ func decodeCallback(out []string) (callbackReply, error) {
 	}
 	r.workflow, r.event = field(out, 1), field(out, 2)
 	switch rest := out[min(len(out), 3):]; r.verdict { // rest: what follows the event name
-	case "timeout", "read":
+	case "timeout":
+	case "read":
+		r.task, r.result = field(rest, 0), field(rest, 1)
 	case "ok":
 		r.msg, r.generated, r.sim, r.logged = field(rest, 0), field(rest, 1), field(rest, 2), field(rest, 3) == "1"
 	case "repeat":

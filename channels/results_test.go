@@ -63,7 +63,7 @@ func TestDecodeCallbackAndFire(t *testing.T) {
 		{[]string{"conflict", "w", "e", "completed"}, callbackReply{verdict: "conflict", workflow: "w", event: "e", status: "completed"}},
 		{[]string{"not_awaiting", "w", "e", "success"}, callbackReply{verdict: "not_awaiting", workflow: "w", event: "e", status: "success"}},
 		{[]string{"timeout", "w", "e"}, callbackReply{verdict: "timeout", workflow: "w", event: "e"}},
-		{[]string{"read", "w", "e"}, callbackReply{verdict: "read", workflow: "w", event: "e"}},
+		{[]string{"read", "w", "e", "t", "r"}, callbackReply{verdict: "read", workflow: "w", event: "e", task: "t", result: "r"}},
 		{[]string{"read"}, callbackReply{verdict: "read"}},
 	}
 	for _, tt := range cb {

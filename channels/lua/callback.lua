@@ -20,8 +20,8 @@
 -- message, generated, sim, logged}; {"repeat", .., message, status,
 -- compacted} (the same callback again); {"late", .., outcome, message,
 -- status, generated, sim, logged} (the deadline had passed: it is fired
--- now); {"read", ..} (no parts stored: the caller reads them and calls
--- again with them); {"timeout", ..}; {"conflict", .., status} (settled by
+-- now); {"read", .., task, result} (no parts stored: the caller builds
+-- them from the stored task and generation, and calls again with them); {"timeout", ..}; {"conflict", .., status} (settled by
 -- another callback or a simulation); {"not_awaiting", .., status}.
 -- generated and sim are the room messages of the generation, which the
 -- winner publishes again before the final one (the room drops them if it
@@ -53,7 +53,8 @@ if st == 'ai_generated' then
   end
   local parts = v[14] or ARGV[9]
   if parts == '' then
-    return {'read', wf, ev}
+    local t = redis.call('HMGET', KEYS[1], 'task', 'result')
+    return {'read', wf, ev, t[1] or '', t[2] or ''}
   end
   local a = string.find(parts, '\n', 1, true)
   local b = string.find(parts, '\n', a + 1, true)
