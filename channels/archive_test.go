@@ -248,10 +248,7 @@ func TestLiveChannelsAreNotMoved(t *testing.T) {
 		s, c, _, _ := roomService(t, o)
 		ctx := context.Background()
 		task := eventTask()
-		if err := s.Submit(ctx, task); err != nil {
-			t.Fatal(err)
-		}
-		waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+		generated(t, s, task)
 		c.ZAdd(ctx, s.foldKeys[0], redis.Z{Score: 0, Member: task.ChannelID})
 		var err error
 		if withArchive {

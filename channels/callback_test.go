@@ -34,6 +34,16 @@ func success(data string) CallbackBody {
 	return CallbackBody{Data: json.RawMessage(data), TaskID: json.RawMessage(`"t1"`), Canonical: c}
 }
 
+// generated submits an event-driven task and waits until it awaits its
+// callback.
+func generated(tb testing.TB, s *Service, task *Task) View {
+	tb.Helper()
+	if err := s.Submit(context.Background(), task); err != nil {
+		tb.Fatal(err)
+	}
+	return waitStatus(tb, s, task.ChannelID, StatusAIGenerated)
+}
+
 func conflictCode(err error) string {
 	if e := apperr.As(err); e != nil && e.Kind == apperr.Conflict {
 		return e.Code
@@ -110,10 +120,7 @@ func TestCallbackCompletesChannel(t *testing.T) {
 	s.Start()
 	task := eventTask()
 	ctx := context.Background()
-	if err := s.Submit(ctx, task); err != nil {
-		t.Fatal(err)
-	}
-	v := waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+	v := generated(t, s, task)
 	var gen map[string]any
 	_ = json.Unmarshal(v.Message, &gen)
 	if gen["status"] != "ai_generated" || gen["event_name"] != "new_thing" || gen["channel_id"] != task.ChannelID {
@@ -244,10 +251,7 @@ func TestDeadlineTimesOut(t *testing.T) {
 	s.Start()
 	ctx := context.Background()
 	task := eventTask()
-	if err := s.Submit(ctx, task); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+	generated(t, s, task)
 	v := waitStatus(t, s, task.ChannelID, StatusError)
 	if !strings.Contains(string(v.Message), `"code":"callback_timeout"`) {
 		t.Errorf("timeout message = %s", v.Message)
@@ -497,10 +501,7 @@ func TestCallbackMessageFromParts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			task := eventTask()
 			task.CustomerData = tc.customer
-			if err := s.Submit(ctx, task); err != nil {
-				t.Fatal(err)
-			}
-			waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+			generated(t, s, task)
 			if tc.noParts {
 				if n, err := c.HDel(ctx, s.chKey(task.ChannelID), "cb_parts").Result(); err != nil || n != 1 {
 					t.Fatalf("HDEL cb_parts = %d, %v", n, err)
@@ -562,10 +563,7 @@ func TestCallbackWhoseDeadlineEntryCannotMove(t *testing.T) {
 	s.Start()
 	ctx := context.Background()
 	task := eventTask()
-	if err := s.Submit(ctx, task); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+	generated(t, s, task)
 	due := s.dueKey(task.ChannelID)
 	if err := c.Del(ctx, due).Err(); err != nil {
 		t.Fatal(err)
@@ -730,10 +728,7 @@ func TestSettlementOutlivesAFailedCancellation(t *testing.T) {
 	s.Start()
 	task := eventTask()
 	ctx := context.Background()
-	if err := s.Submit(ctx, task); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+	generated(t, s, task)
 	if err := s.Callback(ctx, "p1", task.ChannelID, success(`{"id":7}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -881,10 +876,7 @@ func TestSettlementsLastStepsRideTheNext(t *testing.T) {
 	ctx := context.Background()
 	a, b, u := eventTask(), eventTask(), eventTask()
 	for _, task := range []*Task{a, b, u} {
-		if err := s.Submit(ctx, task); err != nil {
-			t.Fatal(err)
-		}
-		waitStatus(t, s, task.ChannelID, StatusAIGenerated)
+		generated(t, s, task)
 	}
 	waiting := func(cid string) bool { return s.rdb.ZScore(ctx, s.dueKey(cid), cid).Err() == nil }
 	live := func(cid string) bool { return c.HExists(ctx, s.chKey(cid), "task").Val() }
