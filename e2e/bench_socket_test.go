@@ -43,7 +43,9 @@ import (
 //
 //   - callback: the backend's HTTP call, POST /v1/callback/{channel_id} to
 //     node A, which settles the task and publishes its final message; what
-//     a user's browser waits for.
+//     a user's browser waits for. Sent by the lean client of
+//     BenchmarkThroughput (BENCH_CLIENT=net/http: net/http's), one
+//     keep-alive connection per call in flight.
 //   - publish: hub.Publish called directly on a hub of the same deployment
 //     (what node A's task code calls): the Redis script, pub/sub and node
 //     B's fan-out only.
@@ -77,7 +79,7 @@ func BenchmarkCrossNodePublish(b *testing.B) {
 	b.Run("callback", func(b *testing.B) {
 		benchCrossNode(b, func(x *crossNode, i int) error {
 			body := fmt.Appendf(nil, `{"data":{"i":%d}}`, i)
-			code, out, err := postKey(x.a.base+"/v1/callback/"+x.chans[i].cid, x.a.key, body)
+			code, out, err := x.calls.post("/v1/callback/"+x.chans[i].cid, body)
 			if err == nil && code != http.StatusOK {
 				err = fmt.Errorf("callback answered %d: %s", code, out)
 			}
@@ -95,8 +97,44 @@ func BenchmarkCrossNodePublish(b *testing.B) {
 // crossNode is two nodes on one Redis prefix and the channels under test.
 type crossNode struct {
 	a, b  *node
-	pub   *hub.Hub // a third publisher of the deployment (publish case)
+	pub   *hub.Hub    // a third publisher of the deployment (publish case)
+	calls *callerPool // the backend's calls to node A (callback case)
 	chans []*benchChannel
+}
+
+// callerPool is the load generator's clients to one node, each a
+// keep-alive connection (newSubmitter: the lean client by default), one
+// per call in flight: an open loop's calls overlap when answers are slow.
+type callerPool struct {
+	base, key string
+	mu        sync.Mutex
+	idle      []submitter
+}
+
+func (p *callerPool) post(path string, body []byte) (int, []byte, error) {
+	p.mu.Lock()
+	var c submitter
+	if n := len(p.idle); n > 0 {
+		c, p.idle = p.idle[n-1], p.idle[:n-1]
+	}
+	p.mu.Unlock()
+	if c == nil {
+		c = newSubmitter(p.base, p.key)
+	}
+	code, out, err := c.post(path, body)
+	p.mu.Lock()
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+	return code, out, err
+}
+
+func (p *callerPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.idle {
+		c.close()
+	}
+	p.idle = nil
 }
 
 // benchChannel is one channel and its subscriber on node B.
@@ -142,6 +180,8 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 		}
 	}
 	x := &crossNode{a: start(b, env), b: start(b, env)}
+	x.calls = &callerPool{base: x.a.base, key: x.a.key}
+	b.Cleanup(x.calls.close)
 	x.a.must(b, 201, "POST", "/api/console/workflow", map[string]any{"name": "ev", "provider": "mock",
 		"event_name": "bench.done", "callback_timeout_seconds": 3600, "mock": map[string]any{"response": map[string]any{"ok": true}}})
 	if os.Getenv("BENCH_HOOK") != "" { // a webhook endpoint: each settlement cancels its channel's task.ai_generated retries
