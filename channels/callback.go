@@ -178,7 +178,9 @@ var (
 // Callback settles an event-driven channel of project pid with its
 // backend's callback, in one round trip on one Redis (the deadline entry
 // brought forward; the compare-and-set, which builds the final message
-// from the parts the generation stored; on a Cluster two), and returns; the final message is published, the
+// from the parts the generation stored, and with a ScriptPublisher
+// publishes it when the room holds the generation's messages; on a
+// Cluster two), and returns; the final message is published, the
 // indexes moved and the webhook retries cancelled right after, with other
 // callbacks' (settleLater). The same callback
 // again is accepted again (nothing changes); anything else once the
@@ -226,6 +228,11 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 	keys := []string{s.chKey(cid), s.tlKey(cid)}
 	args := append([]any{now.UnixMilli(), at, hex.EncodeToString(fp[:]), string(f.status), pid,
 		f.head, f.mid, f.tail, "", wire.MustJSON(entry)}, s.outcomeArgs(at)...)
+	sp, _ := s.o.Publisher.(ScriptPublisher)
+	if sp != nil { // the script publishes the final message it decides
+		pk, pa := sp.FinalPublishArgs(cid)
+		keys, args = append(keys, pk...), append(args, pa...)
+	}
 	// Bring the channel's deadline entry forward to a claim's lease, so
 	// that if this node dies between the compare-and-set and the publish,
 	// a poller publishes within seconds (it puts an entry looked at early
@@ -283,8 +290,12 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 	case "gone", "foreign":
 		return nil, apperr.NotFoundf("channel %s not found", cid)
 	case "ok":
+		if r.published {
+			sp.CountScriptPublish()
+		}
 		return &settlement{ref: ref, due: s.dueKey(cid), status: f.status, why: "a callback was received",
-			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded, logged: r.logged}, nil
+			pre: rawAll(r.generated, r.sim), msg: json.RawMessage(r.msg), unguarded: unguarded, logged: r.logged,
+			published: r.published}, nil
 	case "repeat":
 		if r.compacted {
 			return nil, nil // settled long since: the same answer, nothing to redo
@@ -445,6 +456,9 @@ type settlement struct {
 	// settlement that sends the generation's messages again, or is redone,
 	// logs each entry as it sends it (broadcast.lua writes one once).
 	logged bool
+	// published: the final message was published with the outcome
+	// (callback.lua, ScriptPublisher): the room is not sent it again.
+	published bool
 	// redone: settled before (a repeated or late callback, a deadline
 	// claimed again): its channel may have moved to the archive since the
 	// script read it (see indexMove).
@@ -508,9 +522,11 @@ func (s *Service) settleAll(ctx context.Context, done []settlement, more func(re
 			for _, m := range d.pre {
 				b.add(ctx, p, d.ref.pid, d.ref.cid, messageStatus(m), m)
 			}
-			if d.logged {
+			switch {
+			case d.published: // with the outcome (callback.lua)
+			case d.logged:
 				b.publish(ctx, p, d.ref.pid, d.ref.cid, d.msg)
-			} else {
+			default:
 				b.add(ctx, p, d.ref.pid, d.ref.cid, d.status, d.msg)
 			}
 			s.indexMove(m, d.ref, StatusAIGenerated, d.status)

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,13 +89,18 @@ func waitHistory(tb testing.TB, s *Service, cid string, n int) []map[string]any 
 // answer, is done: its last step removes the channel's deadline entry.
 func awaitSettled(tb testing.TB, s *Service, cid string) {
 	tb.Helper()
-	for end := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+	awaitSettledWithin(tb, s, cid, 5*time.Second)
+}
+
+func awaitSettledWithin(tb testing.TB, s *Service, cid string, within time.Duration) {
+	tb.Helper()
+	for end := time.Now().Add(within); ; time.Sleep(2 * time.Millisecond) {
 		_, err := s.rdb.ZScore(context.Background(), s.dueKey(cid), cid).Result()
 		if errors.Is(err, redis.Nil) {
 			return
 		}
 		if time.Now().After(end) {
-			tb.Fatalf("channel %s not settled within 5s (%v)", cid, err)
+			tb.Fatalf("channel %s not settled within %v (%v)", cid, within, err)
 		}
 	}
 }
@@ -666,42 +672,110 @@ func TestCallbackOvertakingGeneration(t *testing.T) {
 }
 
 // A node that answered a callback and died before its settlement (the
-// room's final message, the index move, the retries cancelled, all sent
-// after the answer) leaves the channel's deadline entry under a claim's
-// lease: another node's poller settles the channel when it runs out.
+// index move, the retries cancelled, and with a publisher that is not a
+// ScriptPublisher the room's final message, all sent after the answer)
+// leaves the channel's deadline entry under a claim's lease: another
+// node's poller settles the channel when it runs out. (The hub publishes
+// the final message with the compare-and-set: the room has it at once.)
 func TestSettlementLostWithItsNodeIsRedone(t *testing.T) {
 	t.Parallel()
-	c, prefix := rdbtest.New(t)
-	h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop()})
-	a := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: h})
-	ctx := context.Background()
-	task := eventTask()
-	if err := a.Submit(ctx, task); err != nil {
-		t.Fatal(err)
-	}
-	a.Start()
-	waitStatus(t, a, task.ChannelID, StatusAIGenerated)
-	a.StopClaiming() // its poller too: only b's may settle it
-	// The answer, without the settlement that follows it.
-	if d, err := a.accept(ctx, "p1", task.ChannelID, success(`{"ok":1}`)); err != nil || d == nil {
-		t.Fatalf("accept: %v, %v", d, err)
-	}
-	if got := statuses(history(t, a, task.ChannelID)); got != "ai_generated" {
-		t.Fatalf("room history before any settlement = %s", got)
-	}
-	b := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: h})
-	b.Start()
-	// Due a lease after the claim; the bound leaves room for a loaded machine.
-	for end := time.Now().Add(6 * deadlineLease); statuses(history(t, b, task.ChannelID)) != "ai_generated,completed"; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("room history = %s, want the final message from the other node's poller", statuses(history(t, b, task.ChannelID)))
-		}
-	}
-	awaitSettled(t, b, task.ChannelID)
-	if v := waitStatus(t, b, task.ChannelID, StatusCompleted); v.Status != StatusCompleted {
-		t.Errorf("status %s", v.Status)
+	for _, tc := range []struct {
+		name   string
+		pub    func(*hub.Hub) Publisher
+		before string // the room's history once answered
+	}{
+		{"the hub", func(h *hub.Hub) Publisher { return h }, "ai_generated,completed"},
+		{"a publisher that is not a ScriptPublisher", func(h *hub.Hub) Publisher { return plainPublisher{h} }, "ai_generated"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, prefix := rdbtest.New(t)
+			h := hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop(), Record: RecordKey(prefix)})
+			a := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: tc.pub(h)})
+			ctx := context.Background()
+			task := eventTask()
+			if err := a.Submit(ctx, task); err != nil {
+				t.Fatal(err)
+			}
+			a.Start()
+			waitStatus(t, a, task.ChannelID, StatusAIGenerated)
+			a.StopClaiming() // its poller too: only b's may settle it
+			// The answer, without the settlement that follows it.
+			if d, err := a.accept(ctx, "p1", task.ChannelID, success(`{"ok":1}`)); err != nil || d == nil {
+				t.Fatalf("accept: %v, %v", d, err)
+			}
+			if got := statuses(history(t, a, task.ChannelID)); got != tc.before {
+				t.Fatalf("room history before any settlement = %s, want %s", got, tc.before)
+			}
+			b := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: tc.pub(h)})
+			b.Start()
+			awaitSettledWithin(t, b, task.ChannelID, 6*deadlineLease) // due a lease after the claim; room for a loaded machine
+			if got := statuses(history(t, b, task.ChannelID)); got != "ai_generated,completed" {
+				t.Errorf("room history = %s, want ai_generated,completed once", got)
+			}
+			if v := waitStatus(t, b, task.ChannelID, StatusCompleted); v.Status != StatusCompleted {
+				t.Errorf("status %s", v.Status)
+			}
+		})
 	}
 }
+
+// finalCounter is the hub, counting the final messages sent through
+// PublishIn (a settlement's publish).
+type finalCounter struct {
+	*hub.Hub
+	finals atomic.Int64
+}
+
+func (h *finalCounter) PublishIn(ctx context.Context, p redis.Pipeliner, pid, cid string, msg json.RawMessage) func() (int64, error) {
+	if st := messageStatus(msg); st == StatusCompleted || st == StatusError {
+		h.finals.Add(1)
+	}
+	return h.Hub.PublishIn(ctx, p, pid, cid, msg)
+}
+
+// With the hub as publisher (a ScriptPublisher), a callback that settles
+// a channel whose room holds the generation's messages publishes the final
+// message with its compare-and-set: the room has it when the callback is
+// answered, once, and the settlement does not send it again. (A callback
+// that overtook the generation's own publish leaves it to the settlement,
+// after the generation's messages: TestCallbackOvertakingGeneration.)
+func TestCallbackPublishesWithTheOutcome(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	h := &finalCounter{Hub: hub.New(c, hub.Options{Prefix: prefix, Log: zerolog.Nop(), Record: RecordKey(prefix)})}
+	s := newService(t, c, prefix, answer(`{"a":1}`), Options{Publisher: h})
+	s.Start()
+	ctx := context.Background()
+	task := eventTask()
+	generated(t, s, task)
+	// The generation's messages noted as in the room (announce.lua), as
+	// its side effects do right after the status.
+	for end := time.Now().Add(5 * time.Second); !c.HExists(ctx, s.chKey(task.ChannelID), "announced").Val(); time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the generation's messages were not noted as sent")
+		}
+	}
+	if err := s.Callback(ctx, "p1", task.ChannelID, success(`{"ok":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(history(t, s, task.ChannelID)); got != "ai_generated,completed" {
+		t.Errorf("room history when answered = %s, want ai_generated,completed", got)
+	}
+	awaitSettled(t, s, task.ChannelID)
+	if got := statuses(history(t, s, task.ChannelID)); got != "ai_generated,completed" {
+		t.Errorf("room history once settled = %s", got)
+	}
+	if n := h.finals.Load(); n != 0 {
+		t.Errorf("the settlement published the final message %d times again", n)
+	}
+	if got := entriesOf(t, s, task.ChannelID, func(e Entry) string { return e.Type }); strings.Count(got, "broadcast") != 2 {
+		t.Errorf("timeline = %s, want one broadcast entry per message", got)
+	}
+}
+
+// plainPublisher is the hub as a Publisher only (not a ScriptPublisher).
+type plainPublisher struct{ Publisher }
 
 // refusingCanceller is a dispatcher whose cancellations fail in Redis.
 type refusingCanceller struct {

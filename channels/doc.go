@@ -48,7 +48,8 @@
 // which finished tasks' lease releases go, with their room publishes and
 // log-index moves, and which sends what has piled up in one round trip;
 // and the settler (settleLoop), to which answered callbacks hand their
-// settlement (final message, index move, webhook retries cancelled,
+// settlement (final message, unless callback.lua published it with the
+// outcome: ScriptPublisher; index move, webhook retries cancelled,
 // deadline entry removed), sent the same way. On one Redis a settlement's
 // last steps (its deadline entry removed) are held for the next one's round
 // trip, or sent by a timer's goroutine after 10 ms (tidying); Shutdown

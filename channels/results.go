@@ -135,7 +135,8 @@ func decodeComplete(out []any) completeReply {
 //
 // and otherwise the verdict, the channel's workflow and event name, then:
 //
-//	{"ok", .., message, generated, sim, logged}     this callback settled it
+//	{"ok", .., message, generated, sim, logged, published}
+//	                                                this callback settled it (published "1": and published its message)
 //	{"repeat", .., message, status, compacted}      the same callback again (compacted "1": settled and compacted)
 //	{"late", .., outcome, message, status, generated, sim, logged}
 //	                                                settled by the deadline (outcome) first
@@ -156,6 +157,7 @@ type callbackReply struct {
 	task      string // read: the stored task
 	result    string // read: the stored generation
 	logged    bool   // ok, late: the final message's broadcast entry was written with the outcome
+	published bool   // ok: the final message was published with the outcome (ScriptPublisher)
 }
 
 func decodeCallback(out []string) (callbackReply, error) {
@@ -173,6 +175,7 @@ func decodeCallback(out []string) (callbackReply, error) {
 		r.task, r.result = field(rest, 0), field(rest, 1)
 	case "ok":
 		r.msg, r.generated, r.sim, r.logged = field(rest, 0), field(rest, 1), field(rest, 2), field(rest, 3) == "1"
+		r.published = field(rest, 4) == "1"
 	case "repeat":
 		r.msg, r.status, r.compacted = field(rest, 0), field(rest, 1), field(rest, 2) == "1"
 	case "late":

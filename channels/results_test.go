@@ -58,6 +58,7 @@ func TestDecodeCallbackAndFire(t *testing.T) {
 		{[]string{"gone"}, callbackReply{verdict: "gone"}},
 		{[]string{"foreign"}, callbackReply{verdict: "foreign"}},
 		{[]string{"ok", "w", "e", "m", "g", "s", "1"}, callbackReply{verdict: "ok", workflow: "w", event: "e", msg: "m", generated: "g", sim: "s", logged: true}},
+		{[]string{"ok", "w", "e", "m", "", "", "1", "1"}, callbackReply{verdict: "ok", workflow: "w", event: "e", msg: "m", logged: true, published: true}},
 		{[]string{"repeat", "w", "e", "m", "completed", "1"}, callbackReply{verdict: "repeat", workflow: "w", event: "e", msg: "m", status: "completed", compacted: true}},
 		{[]string{"late", "w", "e", "timeout", "m", "error", "g", ""}, callbackReply{verdict: "late", workflow: "w", event: "e", outcome: "timeout", msg: "m", status: "error", generated: "g"}},
 		{[]string{"conflict", "w", "e", "completed"}, callbackReply{verdict: "conflict", workflow: "w", event: "e", status: "completed"}},

@@ -20,6 +20,7 @@ import (
 
 	"github.com/riverhub/riverhub/ai"
 	"github.com/riverhub/riverhub/dispatch"
+	"github.com/riverhub/riverhub/hub"
 	"github.com/riverhub/riverhub/internal/apperr"
 	"github.com/riverhub/riverhub/internal/batch"
 	"github.com/riverhub/riverhub/internal/rdb"
@@ -50,9 +51,11 @@ var (
 	completeScript   = script("tl", "complete")
 	claimDueScript   = script("claimdue")
 	fireScript       = script("tl", "settle", "fire")
-	callbackScript   = script("tl", "settle", "callback")
-	announceScript   = script("announce")
-	noteScript       = script("tl", "note")
+	// (with the hub's publish as a function: ScriptPublisher)
+	callbackScript = rdb.Named(redis.NewScript(rdb.Compact(hub.PublishFunc)+rdb.Source(luaFS, "tl", "settle", "callback")),
+		"channels/hub.publish+tl+settle+callback")
+	announceScript = script("announce")
+	noteScript     = script("tl", "note")
 )
 
 // Runner runs a request against the providers (ai.Runner).
@@ -76,6 +79,16 @@ type Publisher interface {
 // (1) in the record written by the completion itself (hub.PublishLoneIn).
 type LonePublisher interface {
 	PublishLoneIn(ctx context.Context, p redis.Pipeliner, projectID, channelID string, msg json.RawMessage) func() (seq int64, err error)
+}
+
+// ScriptPublisher is a Publisher whose publish of a channel's final
+// message callback.lua makes itself, with the compare-and-set that decides
+// it (hub.PublishFunc; its keys and arguments from FinalPublishArgs): the
+// message reaches the room a round trip sooner, and a settlement does not
+// publish it again. CountScriptPublish counts such a publish.
+type ScriptPublisher interface {
+	FinalPublishArgs(cid string) (keys []string, args []any)
+	CountScriptPublish()
 }
 
 // Dispatcher enqueues webhook deliveries (the dispatch engine). Enqueue

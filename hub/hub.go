@@ -27,6 +27,14 @@ var publishLua string
 
 var publishScript = redis.NewScript(publishLua)
 
+// PublishFunc is the publish script as the Lua function
+// hub_publish(KEYS, ARGV), for a script of another package that publishes
+// a channel's final message itself, in the step that decides it (on the
+// channel's slot), with the keys and arguments of FinalPublishArgs and
+// the message as ARGV[1]. It returns what Publish's seq would be (0: the
+// history already had the message).
+var PublishFunc = "local function hub_publish(KEYS, ARGV)\n" + publishLua + "\nend\n"
+
 // Options configures a Hub. Zero values take the defaults noted.
 type Options struct {
 	Prefix    string          // Redis key prefix; default "riverhub"
@@ -284,17 +292,29 @@ func (h *Hub) PublishLoneIn(ctx context.Context, p redis.Pipeliner, projectID, c
 // publishArgs are publish.lua's keys and arguments: a final message
 // (isFinal) keeps the history for the hot window and notes its seq in the
 // channel's record.
-func (h *Hub) publishArgs(cid string, msg json.RawMessage) ([]string, []any) {
-	ttl := h.o.Retention
+// FinalPublishArgs are the keys and arguments of hub_publish
+// (PublishFunc) for channel cid's final message, without the message
+// (ARGV[1]), which the caller's script fills in: what PublishIn sends for
+// a final message.
+func (h *Hub) FinalPublishArgs(cid string) ([]string, []any) {
 	keys := []string{h.histKey(cid)}
-	final := "0"
-	if isFinal(string(msg)) {
-		ttl, final = h.o.HotWindow, "1"
-		if h.o.Record != nil {
-			keys = append(keys, h.o.Record(cid))
-		}
+	if h.o.Record != nil {
+		keys = append(keys, h.o.Record(cid))
 	}
-	return keys, []any{[]byte(msg), h.o.HistoryMax, max(int64(ttl/time.Second), 1), h.roomChannel(cid), h.shardedFlag(), final}
+	return keys, []any{h.o.HistoryMax, max(int64(h.o.HotWindow/time.Second), 1), h.roomChannel(cid), h.shardedFlag(), "1"}
+}
+
+// CountScriptPublish counts a publish made by another package's script
+// (PublishFunc), as PublishIn counts its own.
+func (h *Hub) CountScriptPublish() { h.m.published.WithLabelValues("script").Inc() }
+
+func (h *Hub) publishArgs(cid string, msg json.RawMessage) ([]string, []any) {
+	if isFinal(string(msg)) {
+		keys, args := h.FinalPublishArgs(cid)
+		return keys, append([]any{[]byte(msg)}, args...)
+	}
+	return []string{h.histKey(cid)}, []any{[]byte(msg), h.o.HistoryMax, max(int64(h.o.Retention/time.Second), 1),
+		h.roomChannel(cid), h.shardedFlag(), "0"}
 }
 
 // The events of a channel's streamed answer (docs/realtime.md, "Streamed
@@ -651,7 +671,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) metrics {
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "riverhub_hub_room_resyncs_total",
 			Help: "Rooms re-read from history after their pub/sub subscription was re-established."}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_publishes_total",
-			Help: "Publish calls on this node, by result (published, duplicate; streamed: a piece of a streamed answer queued in a caller's pipeline; pipelined: queued in a caller's pipeline, whose outcome the caller reads)."}, []string{"result"}),
+			Help: "Publish calls on this node, by result (published, duplicate; streamed: a piece of a streamed answer queued in a caller's pipeline; pipelined: queued in a caller's pipeline, whose outcome the caller reads; script: made by another package's script, with the write that decided the message)."}, []string{"result"}),
 		joins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_joins_total",
 			Help: "phx_join requests answered on this node, by result (ok, refused, unavailable)."}, []string{"result"}),
 		channelCloses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riverhub_hub_channel_closes_total",

@@ -14,10 +14,15 @@
 -- ARGV[13], ARGV[14] the "broadcast" timeline entries of an error and of a
 -- completed final message (empty on a node without rooms); ARGV[15] how
 -- long the generation's note lets the settlement skip its messages (ms,
--- settle.lua).
+-- settle.lua). With a publisher that lets it (ScriptPublisher): KEYS[3]
+-- (and KEYS[4]) and ARGV[16..20], the keys and arguments of hub_publish
+-- (hub.PublishFunc) for the final message, which it then publishes itself
+-- when this callback settles the channel and the room surely holds the
+-- generation's messages (logged).
 -- Returns {"gone"}; {"foreign"} (another project's channel); else the
 -- verdict, the channel's workflow and event name, then: {"ok", ..,
--- message, generated, sim, logged}; {"repeat", .., message, status,
+-- message, generated, sim, logged, published} (published "1": the final
+-- message was published here); {"repeat", .., message, status,
 -- compacted} (the same callback again); {"late", .., outcome, message,
 -- status, generated, sim, logged} (the deadline had passed: it is fired
 -- now); {"read", .., task, result} (no parts stored: the caller builds
@@ -67,7 +72,12 @@ if st == 'ai_generated' then
   local entries, marker = settled(ARGV[10], bc, ARGV[4])
   redis.call('HSET', KEYS[1], 'status', ARGV[4], 'message', msg, 'outcome', 'callback', 'cb_fp', ARGV[3], 'updated_at', ARGV[2],
     'tl', tljoin(v[9], entries), unpack(marker))
-  return {'ok', wf, ev, msg, generated, sim, bc ~= '' and '1' or '0'}
+  local published = '0'
+  if bc ~= '' and ARGV[16] then
+    hub_publish({KEYS[3], KEYS[4]}, {msg, ARGV[16], ARGV[17], ARGV[18], ARGV[19], ARGV[20]})
+    published = '1'
+  end
+  return {'ok', wf, ev, msg, generated, sim, bc ~= '' and '1' or '0', published}
 end
 if v[6] == 'callback' then
   if v[5] == ARGV[3] then

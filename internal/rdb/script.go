@@ -17,6 +17,12 @@ import (
 // (EVAL) on its first use and whenever Redis has lost it (a restart or a
 // failover), and Redis hashes what it receives each time.
 func Script(fsys fs.FS, names ...string) *redis.Script {
+	return Named(redis.NewScript(Source(fsys, names...)), strings.Join(names, "+"))
+}
+
+// Source is the source Script makes of the files names: each compacted,
+// one after the other.
+func Source(fsys fs.FS, names ...string) string {
 	var b strings.Builder
 	for _, name := range names {
 		src, err := fs.ReadFile(fsys, "lua/"+name+".lua")
@@ -25,7 +31,7 @@ func Script(fsys fs.FS, names ...string) *redis.Script {
 		}
 		b.WriteString(Compact(string(src)))
 	}
-	return Named(redis.NewScript(b.String()), strings.Join(names, "+"))
+	return b.String()
 }
 
 var (
