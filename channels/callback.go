@@ -180,9 +180,9 @@ var (
 // brought forward; the compare-and-set, which builds the final message
 // from the parts the generation stored, and with a ScriptPublisher
 // publishes it when the room holds the generation's messages; on a
-// Cluster two), and returns; the final message is published, the
-// indexes moved and the webhook retries cancelled right after, with other
-// callbacks' (settleLater). The same callback
+// Cluster two), and returns; the final message is published (unless the
+// compare-and-set did), the indexes moved and the webhook retries
+// cancelled right after, with other callbacks' (settleLater). The same callback
 // again is accepted again (nothing changes); anything else once the
 // channel is settled, before it awaits a callback, or after its deadline
 // is a conflict; another project's channel is not found. With
@@ -290,7 +290,7 @@ func (s *Service) accept(ctx context.Context, pid, cid string, cb CallbackBody) 
 	case "gone", "foreign":
 		return nil, apperr.NotFoundf("channel %s not found", cid)
 	case "ok":
-		if r.published {
+		if r.published && sp != nil {
 			sp.CountScriptPublish()
 		}
 		return &settlement{ref: ref, due: s.dueKey(cid), status: f.status, why: "a callback was received",

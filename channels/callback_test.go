@@ -699,7 +699,8 @@ func TestSettlementLostWithItsNodeIsRedone(t *testing.T) {
 			}
 			a.Start()
 			waitStatus(t, a, task.ChannelID, StatusAIGenerated)
-			a.StopClaiming() // its poller too: only b's may settle it
+			awaitAnnounced(t, a, task.ChannelID) // else a's own generation would settle it, seeing the outcome
+			a.StopClaiming()                     // its poller too: only b's may settle it
 			// The answer, without the settlement that follows it.
 			if d, err := a.accept(ctx, "p1", task.ChannelID, success(`{"ok":1}`)); err != nil || d == nil {
 				t.Fatalf("accept: %v, %v", d, err)
@@ -749,15 +750,30 @@ func TestCallbackPublishesWithTheOutcome(t *testing.T) {
 	ctx := context.Background()
 	task := eventTask()
 	generated(t, s, task)
-	// The generation's messages noted as in the room (announce.lua), as
-	// its side effects do right after the status.
-	for end := time.Now().Add(5 * time.Second); !c.HExists(ctx, s.chKey(task.ChannelID), "announced").Val(); time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatal("the generation's messages were not noted as sent")
-		}
+	awaitAnnounced(t, s, task.ChannelID)
+	// The room's pub/sub channel, as a node with a socket joined to it
+	// subscribes (a shard channel on a Cluster).
+	room := prefix + ":room:{" + task.ChannelID + "}"
+	var sub *redis.PubSub
+	if rdb.IsCluster(c) {
+		sub = c.SSubscribe(ctx, room)
+	} else {
+		sub = c.Subscribe(ctx, room)
+	}
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
 	}
 	if err := s.Callback(ctx, "p1", task.ChannelID, success(`{"ok":1}`)); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case m := <-sub.Channel():
+		if !strings.Contains(m.Payload, `"status":"completed"`) {
+			t.Errorf("the room's pub/sub carried %s", m.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("nothing on the room's pub/sub channel")
 	}
 	if got := statuses(history(t, s, task.ChannelID)); got != "ai_generated,completed" {
 		t.Errorf("room history when answered = %s, want ai_generated,completed", got)
@@ -771,6 +787,17 @@ func TestCallbackPublishesWithTheOutcome(t *testing.T) {
 	}
 	if got := entriesOf(t, s, task.ChannelID, func(e Entry) string { return e.Type }); strings.Count(got, "broadcast") != 2 {
 		t.Errorf("timeline = %s, want one broadcast entry per message", got)
+	}
+}
+
+// awaitAnnounced waits until the generation's messages are noted as sent
+// to the room (announce.lua), which its side effects do after the status.
+func awaitAnnounced(tb testing.TB, s *Service, cid string) {
+	tb.Helper()
+	for end := time.Now().Add(5 * time.Second); !s.rdb.HExists(context.Background(), s.chKey(cid), "announced").Val(); time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(end) {
+			tb.Fatalf("channel %s: the generation's messages were not noted as sent", cid)
+		}
 	}
 }
 

@@ -83,9 +83,10 @@ type LonePublisher interface {
 
 // ScriptPublisher is a Publisher whose publish of a channel's final
 // message callback.lua makes itself, with the compare-and-set that decides
-// it (hub.PublishFunc; its keys and arguments from FinalPublishArgs): the
-// message reaches the room a round trip sooner, and a settlement does not
-// publish it again. CountScriptPublish counts such a publish.
+// it: the message reaches the room a round trip sooner, and a settlement
+// does not publish it again. The script runs hub.PublishFunc, so the keys
+// and arguments must be those of *hub.Hub's FinalPublishArgs (the hub is
+// the one implementation). CountScriptPublish counts such a publish.
 type ScriptPublisher interface {
 	FinalPublishArgs(cid string) (keys []string, args []any)
 	CountScriptPublish()

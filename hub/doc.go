@@ -85,7 +85,10 @@
 // PUBLISH (SPUBLISH), no script, no history. The script, given such a
 // message again (a publish redone after a crash), sends it again rather
 // than nothing: a socket still waiting gets it, and one that had it has
-// ended its join there.
+// ended its join there. Package channels runs the same script as a Lua
+// function (PublishFunc, with FinalPublishArgs) inside the script that
+// settles an event-driven channel by its callback, so that the final
+// message goes out with the write that decides it.
 // A node SUBSCRIBEs to P:room:{cid} only while it has a socket joined to
 // cid and UNSUBSCRIBEs when the room empties; on a single Redis over one
 // pub/sub connection, joins and leaves that arrive together sharing one

@@ -289,9 +289,6 @@ func (h *Hub) PublishLoneIn(ctx context.Context, p redis.Pipeliner, projectID, c
 	}
 }
 
-// publishArgs are publish.lua's keys and arguments: a final message
-// (isFinal) keeps the history for the hot window and notes its seq in the
-// channel's record.
 // FinalPublishArgs are the keys and arguments of hub_publish
 // (PublishFunc) for channel cid's final message, without the message
 // (ARGV[1]), which the caller's script fills in: what PublishIn sends for
@@ -308,6 +305,9 @@ func (h *Hub) FinalPublishArgs(cid string) ([]string, []any) {
 // (PublishFunc), as PublishIn counts its own.
 func (h *Hub) CountScriptPublish() { h.m.published.WithLabelValues("script").Inc() }
 
+// publishArgs are publish.lua's keys and arguments: a final message
+// (isFinal) keeps the history for the hot window and notes its seq in the
+// channel's record.
 func (h *Hub) publishArgs(cid string, msg json.RawMessage) ([]string, []any) {
 	if isFinal(string(msg)) {
 		keys, args := h.FinalPublishArgs(cid)
