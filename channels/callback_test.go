@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -981,6 +982,16 @@ func TestSettlementsLastStepsRideTheNext(t *testing.T) {
 	}
 	waiting := func(cid string) bool { return s.rdb.ZScore(ctx, s.dueKey(cid), cid).Err() == nil }
 	live := func(cid string) bool { return c.HExists(ctx, s.chKey(cid), "task").Val() }
+	// held: the settler has run the channel's settlement and holds its
+	// last steps (the room has the final message sooner: the
+	// compare-and-set publishes it).
+	held := func(cid string) func() bool {
+		return func() bool {
+			s.tidying.mu.Lock()
+			defer s.tidying.mu.Unlock()
+			return slices.ContainsFunc(s.tidying.pending, func(d settlement) bool { return d.ref.cid == cid })
+		}
+	}
 
 	// A callback whose entry cannot be brought forward to a lease (due
 	// sooner) settles before it answers, its last steps included: no
@@ -1002,6 +1013,7 @@ func TestSettlementsLastStepsRideTheNext(t *testing.T) {
 	if h := waitHistory(t, s, a.ChannelID, 2); statuses(h) != "ai_generated,completed" {
 		t.Fatalf("room history of a = %s", statuses(h))
 	}
+	until(t, "a's last steps held", held(a.ChannelID))
 	if !waiting(a.ChannelID) || !live(a.ChannelID) {
 		t.Fatal("a's last steps were sent alone, before another settlement")
 	}
@@ -1013,6 +1025,7 @@ func TestSettlementsLastStepsRideTheNext(t *testing.T) {
 		t.Error("a is not queued to fold")
 	}
 	waitHistory(t, s, b.ChannelID, 2)
+	until(t, "b's last steps held", held(b.ChannelID))
 	if !waiting(b.ChannelID) {
 		t.Fatal("b's last steps were sent alone")
 	}
