@@ -450,18 +450,17 @@ if (logsList.status === 501) {
     assert(order.indexOf(cids[1]) < order.indexOf(cids[0]), "not newest first");
     await shot(page, "08-logs-list");
     // Filters go to the server; a page of one shows "Load more".
-    const seen = [];
-    const onReq = (r) => { if (new URL(r.url()).pathname === "/api/console/logs") seen.push(new URL(r.url()).searchParams); };
-    page.on("request", onReq);
+    // The list already shows cids[0], so wait for the filtered request itself, not the row.
+    const logsQuery = (r) => new URL(r.url()).pathname === "/api/console/logs" ? new URL(r.url()).searchParams : null;
     await page.selectOption("form.filters select >> nth=0", wfName);
     await page.selectOption("form.filters select >> nth=1", "success");
+    const filtered = page.waitForRequest((r) => logsQuery(r)?.get("status") === "success", { timeout: T });
     await page.getByRole("button", { name: "Apply" }).click();
+    const q = logsQuery(await filtered);
+    assert(q.get("workflow") === wfName, `filter query = ${q}`);
     await page.locator("table.logs a", { hasText: cids[0] }).waitFor({ timeout: T });
-    const q = seen.at(-1);
-    assert(q && q.get("workflow") === wfName && q.get("status") === "success", `filter query = ${q}`);
     await page.goto(BASE + "/console/#/logs?workflow=no-such-workflow");
     await visible(page, "No request matches these filters");
-    page.off("request", onReq);
   });
   await check("request logs: created from / to filters take local time and send RFC 3339 UTC", async () => {
     await go(page, "#/logs");
