@@ -501,7 +501,8 @@ func (s *Service) settleLoop() {
 // on one Redis when every entry is under a claim's lease (tidying), else
 // sent at once. A failure of the publishes leaves the entries to their
 // claim's lease: a poller settles them again (on one Redis the
-// cancellation has run all the same, and is logged). A failure of the
+// cancellation has run all the same, and is logged, unless Redis refused
+// the whole transaction, as it does out of memory). A failure of the
 // cancellation is logged and leaves the retries to run out: the backend's
 // callback then gets a conflict, which is harmless.
 func (s *Service) settleAll(ctx context.Context, done []settlement, more func(redis.Pipeliner)) error {

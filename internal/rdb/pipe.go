@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -30,7 +31,7 @@ import (
 //
 // The error is the first of the commands', as go-redis reports it.
 func Pipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pipeliner)) error {
-	_, err := pipelined(ctx, c, fill)
+	_, err := pipelined(ctx, c, false, fill)
 	return err
 }
 
@@ -47,28 +48,52 @@ func PipelinedMerge(ctx context.Context, c redis.UniversalClient, fill func(redi
 
 // InOrder runs steps so that each step's commands (its merged writes
 // included) run after the step before it has run: on one Redis as one
-// pipeline, the Merge flushed after each step; on a Cluster, where the
-// parts of one pipeline bound for different nodes run side by side, as a
-// round trip per step, stopping at the first step that fails. For
-// commands that must land in order across hash tags, so that a node that
-// dies between them leaves its work for another node to redo: a queue
-// entry removed only after the writes that make its redo unnecessary.
+// transaction (MULTI/EXEC), the Merge flushed after each step; on a
+// Cluster, where the parts of one pipeline bound for different nodes run
+// side by side, as a round trip per step, stopping at the first step that
+// fails. For commands that must land in order across hash tags, so that a
+// node that dies between them leaves its work for another node to redo: a
+// queue entry removed only after the writes that make its redo
+// unnecessary.
+//
+// The transaction is for a Redis out of memory (maxmemory with
+// noeviction): a plain pipeline would run a step's deletions although an
+// earlier step's writes were refused, and the queue entry would go
+// without the writes that stand for it. Redis refuses every command queued
+// in a transaction while it is out of memory, and an EXEC holding a write
+// it would refuse, so the steps run together or not at all. Not so for a
+// script's error at EXEC time, which is its own: the other commands run,
+// as in a pipeline. A NOSCRIPT among them (the script cache emptied by a
+// restart or a failover) sends that script again by source after the
+// transaction, so it runs after the later steps (see Pipelined).
+//
+// The error is the first step's that failed, one whose commands Redis
+// refused before one it did not run (ErrNotRun).
 func InOrder(ctx context.Context, c redis.UniversalClient, steps ...func(redis.Pipeliner, *Merge)) error {
+	var first error
 	for _, err := range InOrderEach(ctx, c, steps...) {
-		if err != nil {
+		switch {
+		case err == nil:
+		case !errors.Is(err, ErrNotRun):
 			return err
+		case first == nil:
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
-// ErrNotRun is the error of a step InOrderEach did not send: one after a
-// step that failed, on a Cluster.
-var ErrNotRun = errors.New("not run: an earlier step failed")
+// ErrNotRun is the error of a step InOrderEach did not run because another
+// one failed: on a Cluster, one after a step that failed; on one Redis,
+// every step of a transaction Redis discarded (EXECABORT), but the steps
+// with a command it refused, which carry that command's error. (An EXEC
+// Redis refused outright, out of memory, gives every step its error.)
+var ErrNotRun = errors.New("not run: another step failed")
 
 // InOrderEach is InOrder reporting each step's own outcome, for a caller
 // that can go on when some steps fail: on one Redis, the first error among
-// the commands that step queued (its merged writes included); on a
+// the commands that step queued (its merged writes included), and
+// ErrNotRun for the others when Redis refused the transaction; on a
 // Cluster, that step's round trip's error, and ErrNotRun for the steps
 // after one that failed.
 func InOrderEach(ctx context.Context, c redis.UniversalClient, steps ...func(redis.Pipeliner, *Merge)) []error {
@@ -86,7 +111,7 @@ func InOrderEach(ctx context.Context, c redis.UniversalClient, steps ...func(red
 	}
 	var m Merge
 	ends := make([]int, len(steps)) // where each step's commands end
-	cmds, err := pipelined(ctx, c, func(p redis.Pipeliner) {
+	cmds, err := pipelined(ctx, c, true, func(p redis.Pipeliner) {
 		for i, step := range steps {
 			step(p, &m)
 			m.Flush(ctx, p)
@@ -101,9 +126,17 @@ func InOrderEach(ctx context.Context, c redis.UniversalClient, steps ...func(red
 	start := 0
 	for i, end := range ends {
 		for _, cmd := range cmds[min(start, len(cmds)):min(end, len(cmds))] {
-			if e := cmd.Err(); e != nil {
-				errs[i], found = e, true
+			e := cmd.Err()
+			if e == nil {
+				continue
+			}
+			found = true
+			if !redis.HasErrorPrefix(e, "EXECABORT") {
+				errs[i] = e
 				break
+			}
+			if errs[i] == nil { // queued, then discarded with the rest; a refused one of the step's wins
+				errs[i] = fmt.Errorf("%w (%w)", ErrNotRun, e)
 			}
 		}
 		start = end
@@ -116,15 +149,23 @@ func InOrderEach(ctx context.Context, c redis.UniversalClient, steps ...func(red
 	return errs
 }
 
-// pipelined is Pipelined, and returns the commands it ran, in fill's order.
-func pipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pipeliner)) ([]redis.Cmder, error) {
+// pipelined is Pipelined, and returns the commands it ran, in fill's
+// order; tx sends them as a transaction (MULTI/EXEC; one Redis only). The
+// scripts sent again after a NOSCRIPT go in a plain pipeline.
+func pipelined(ctx context.Context, c redis.UniversalClient, tx bool, fill func(redis.Pipeliner)) ([]redis.Cmder, error) {
 	var calls []evalCall
-	cmds, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+	send := c.Pipelined
+	if tx {
+		send = func(ctx context.Context, fill func(redis.Pipeliner) error) ([]redis.Cmder, error) {
+			return txPipelined(ctx, c, fill)
+		}
+	}
+	cmds, err := send(ctx, func(p redis.Pipeliner) error {
 		fill(&shaPipe{Pipeliner: p, calls: &calls})
 		return nil
 	})
-	if err == nil {
-		return cmds, nil
+	if err == nil || redis.HasErrorPrefix(err, "EXECABORT") {
+		return cmds, err
 	}
 	var again []evalCall
 	for _, call := range calls {
@@ -153,6 +194,29 @@ func pipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pip
 		}
 	}
 	return cmds, nil
+}
+
+// txPipelined sends fill's commands as a transaction (MULTI/EXEC) on one
+// Redis. With a context marked by WaitReplicas it goes on a connection
+// taken for it, followed there by its WAIT: the hook that adds WAITs
+// cannot follow a transaction (go-redis reads its replies up to EXEC).
+func txPipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.Pipeliner) error) ([]redis.Cmder, error) {
+	r := replicationOf(ctx)
+	if conn, ok := c.(*Conn); ok {
+		c = conn.UniversalClient
+	}
+	client, ok := c.(*redis.Client)
+	if r == nil || !ok {
+		return c.TxPipelined(ctx, fill)
+	}
+	conn := client.Conn()
+	defer conn.Close()
+	bare := context.WithValue(ctx, waitKey{}, (*Replication)(nil)) // the hook's WAIT: none
+	cmds, err := conn.TxPipelined(bare, fill)
+	wait := r.waitCmd(bare)
+	_ = conn.Process(bare, wait)
+	r.note(wait)
+	return cmds, err
 }
 
 // shaPipe is a pipeline whose Eval sends EVALSHA and remembers the call,

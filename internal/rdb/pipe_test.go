@@ -107,7 +107,7 @@ func TestInOrder(t *testing.T) {
 		t.Error("on a Cluster the step after a failed one ran")
 	}
 	if !IsCluster(c) && !ran {
-		t.Error("on one Redis the steps are one pipeline: the second step did not run")
+		t.Error("on one Redis the steps are one transaction, whose scripts fail alone: the second step did not run")
 	}
 }
 
@@ -136,7 +136,7 @@ func TestInOrderEach(t *testing.T) {
 			t.Errorf("on a Cluster the step after a failed one: %v, want ErrNotRun and nothing written", errs[2])
 		}
 	} else if errs[2] != nil || incr.Val() != 1 {
-		t.Errorf("on one Redis the step after a failed one ran in the same pipeline: %v, %d", errs[2], incr.Val())
+		t.Errorf("on one Redis the step after a failed script ran in the same transaction: %v, %d", errs[2], incr.Val())
 	}
 	if n := c.ZCard(ctx, a+":z").Val(); n != 1 {
 		t.Errorf("the first step's merged write: %d members", n)
@@ -150,5 +150,85 @@ func TestInOrderEach(t *testing.T) {
 		if err == nil {
 			t.Errorf("step %d on a refused connection reported no error", i)
 		}
+	}
+}
+
+// On one Redis out of memory (maxmemory, noeviction), InOrder's steps run
+// together or not at all: a step's deletions never run when an earlier
+// step's writes were refused, so a queue entry never goes without the
+// writes that stand for it.
+func TestInOrderOutOfMemory(t *testing.T) {
+	t.Parallel()
+	srv := rdbtest.NewServer(t, "--maxmemory-policy", "noeviction")
+	c := srv.Client()
+	ctx := context.Background()
+	if err := c.ZAdd(ctx, "{a}:lease", redis.Z{Score: 1, Member: "task"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.HSet(ctx, "{b}:record", "live", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	steps := []func(redis.Pipeliner, *Merge){func(_ redis.Pipeliner, m *Merge) {
+		m.ZAdd("{c}:queue", redis.Z{Score: 1, Member: "task"})
+	}, func(p redis.Pipeliner, _ *Merge) {
+		p.HDel(ctx, "{b}:record", "live")
+		p.ZRem(ctx, "{a}:lease", "task")
+	}}
+	setMax := func(v string) {
+		t.Helper()
+		if err := c.ConfigSet(ctx, "maxmemory", v).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setMax("1") // every write is over the limit from here on
+
+	errs := InOrderEach(ctx, c, steps...)
+	if errs[0] == nil || !strings.Contains(errs[0].Error(), "OOM") {
+		t.Errorf("the refused step reported %v, want Redis's OOM error", errs[0])
+	}
+	if errs[1] == nil { // refused too: Redis queues nothing while out of memory
+		t.Error("the step after the refused one reported no error")
+	}
+	if err := InOrder(ctx, c, steps...); err == nil || !strings.Contains(err.Error(), "OOM") {
+		t.Errorf("InOrder = %v, want the OOM error", err)
+	}
+	setMax("0")
+	if n := c.ZCard(ctx, "{a}:lease").Val(); n != 1 {
+		t.Error("the lease entry was removed although the queueing before it was refused")
+	}
+	if c.HExists(ctx, "{b}:record", "live").Val() != true {
+		t.Error("the record's field was deleted although the queueing before it was refused")
+	}
+
+	// A transaction refused for one command alone (here ZREM, the second
+	// of its step, denied to the user): the others did not run either, and
+	// say so; the step with the refused command reports its refusal.
+	acl := func(rule string) {
+		t.Helper()
+		if err := c.Do(ctx, "ACL", "SETUSER", "default", rule).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acl("-zrem")
+	errs = InOrderEach(ctx, c, steps...)
+	if !errors.Is(errs[0], ErrNotRun) {
+		t.Errorf("the step before the denied one reported %v, want ErrNotRun", errs[0])
+	}
+	if errs[1] == nil || !strings.Contains(errs[1].Error(), "NOPERM") {
+		t.Errorf("the denied step reported %v, want Redis's NOPERM error", errs[1])
+	}
+	if err := InOrder(ctx, c, steps...); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Errorf("InOrder = %v, want the refusal, not the first step's ErrNotRun", err)
+	}
+	if c.ZCard(ctx, "{c}:queue").Val() != 0 || !c.HExists(ctx, "{b}:record", "live").Val() {
+		t.Error("a transaction with a denied command ran some of its steps")
+	}
+	acl("+zrem")
+
+	if err := InOrder(ctx, c, steps...); err != nil {
+		t.Fatalf("InOrder with memory again: %v", err)
+	}
+	if c.ZCard(ctx, "{c}:queue").Val() != 1 || c.ZCard(ctx, "{a}:lease").Val() != 0 || c.HExists(ctx, "{b}:record", "live").Val() {
+		t.Error("with memory again the steps did not all run")
 	}
 }

@@ -193,7 +193,7 @@ func (s *Shared) run(batch []*sharedCall) {
 	ends := make([]int, len(batch))
 	var m Merge
 	calls := 0 // the batch script commands (Merge.Call), flushed first
-	cmds, err := pipelined(ctx, s.c, func(p redis.Pipeliner) {
+	cmds, err := pipelined(ctx, s.c, false, func(p redis.Pipeliner) {
 		for i, call := range batch {
 			n := m.writes
 			call.fill(p, &m)

@@ -84,6 +84,12 @@ func (r *Replication) note(c *redis.IntCmd) {
 	}
 }
 
+// waitCmd is the WAIT r asks for.
+func (r *Replication) waitCmd(ctx context.Context) *redis.IntCmd {
+	ms := max(1, r.timeout.Milliseconds()) // WAIT n 0 would block for ever
+	return redis.NewIntCmd(ctx, "wait", r.want, ms)
+}
+
 type waitKey struct{}
 
 func replicationOf(ctx context.Context) *Replication {
@@ -131,8 +137,7 @@ func (waitHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proces
 		if r == nil || allReadOnly(cmds) {
 			return next(ctx, cmds)
 		}
-		ms := max(1, r.timeout.Milliseconds()) // WAIT n 0 would block for ever
-		wait := redis.NewIntCmd(ctx, "wait", r.want, ms)
+		wait := r.waitCmd(ctx)
 		// A copy: the caller's slice must not see the WAIT.
 		err := next(ctx, append(cmds[:len(cmds):len(cmds)], wait))
 		r.note(wait)

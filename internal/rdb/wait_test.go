@@ -74,6 +74,18 @@ func TestWaitRunsOnTheWritingConnection(t *testing.T) {
 	if ran, _ := r.Waits(); ran != 1 {
 		t.Fatalf("%d WAITs for one pipeline, want 1", ran)
 	}
+	// InOrder's steps go as a transaction, its WAIT after the EXEC.
+	inOrder := func(ctx context.Context) error {
+		return InOrder(ctx, c, func(p redis.Pipeliner, _ *Merge) { p.Set(ctx, "k", "in order", 0) },
+			func(p redis.Pipeliner, _ *Merge) { p.Incr(ctx, "n") })
+	}
+	wctx, r = WaitReplicas(ctx, 1, waitTimeout)
+	if err := inOrder(wctx); err != nil {
+		t.Fatalf("InOrder with WaitReplicas: %v", err)
+	}
+	if ran, _ := r.Waits(); ran != 1 || r.Err() != nil {
+		t.Fatalf("InOrder with WaitReplicas: %d WAITs (%v), want 1, confirmed", ran, r.Err())
+	}
 
 	replica.Do("CLIENT", "PAUSE", "5000", "ALL")
 	t.Cleanup(func() { replica.Do("CLIENT", "UNPAUSE") })
@@ -90,6 +102,16 @@ func TestWaitRunsOnTheWritingConnection(t *testing.T) {
 	})
 	if err := r.Err(); !errors.Is(err, ErrNotReplicated) || took < waitTimeout {
 		t.Errorf("marked pipeline, replica paused: %v after %v; want ErrNotReplicated after %v", err, took, waitTimeout)
+	}
+
+	wctx, r = WaitReplicas(ctx, 1, waitTimeout)
+	took = timed(func() {
+		if err := inOrder(wctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := r.Err(); !errors.Is(err, ErrNotReplicated) || took < waitTimeout {
+		t.Errorf("marked InOrder, replica paused: %v after %v; want ErrNotReplicated after %v", err, took, waitTimeout)
 	}
 
 	wctx, r = WaitReplicas(ctx, 1, waitTimeout)
