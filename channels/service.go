@@ -52,7 +52,7 @@ var (
 	claimDueScript   = script("claimdue")
 	fireScript       = script("tl", "settle", "fire")
 	// (with the hub's publish as a function: ScriptPublisher)
-	callbackScript = rdb.Named(redis.NewScript(rdb.Compact(hub.PublishFunc)+rdb.Source(luaFS, "tl", "settle", "callback")),
+	callbackScript = rdb.Named(rdb.NewScript(rdb.Compact(hub.PublishFunc)+rdb.Source(luaFS, "tl", "settle", "callback")),
 		"channels/hub.publish+tl+settle+callback")
 	announceScript = script("announce")
 	noteScript     = script("tl", "note")

@@ -63,9 +63,13 @@ func PipelinedMerge(ctx context.Context, c redis.UniversalClient, fill func(redi
 // in a transaction while it is out of memory, and an EXEC holding a write
 // it would refuse, so the steps run together or not at all. Not so for a
 // script's error at EXEC time, which is its own: the other commands run,
-// as in a pipeline. A NOSCRIPT among them (the script cache emptied by a
-// restart or a failover) sends that script again by source after the
-// transaction, so it runs after the later steps (see Pipelined).
+// as in a pipeline. A NOSCRIPT among them sends that script again by
+// source after the transaction, so it runs after the later steps (see
+// Pipelined). After a restart or a failover emptied the script cache that
+// does not happen with Open's clients, whose new connections load the
+// scripts first (loadScripts); it takes a cache emptied under a live
+// connection (SCRIPT FLUSH), or a script made with redis.NewScript that
+// this process has not sent yet.
 //
 // The error is the first step's that failed, one whose commands Redis
 // refused before one it did not run (ErrNotRun).
@@ -219,6 +223,33 @@ func txPipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.P
 	return cmds, err
 }
 
+// loadScripts loads into a new connection's Redis every script this
+// process has sent by hash (SCRIPT LOAD, one round trip; a script Redis
+// has costs it a hash): Open sets it as the clients' OnConnect. After a
+// restart or a failover emptied the script cache, the connections are new,
+// so the scripts are back before a pipeline sends them, and one in a
+// transaction of InOrder's runs in its place rather than after the later
+// steps. A failure only leaves NOSCRIPT to Pipelined, as before: not the
+// connection's error.
+func loadScripts(ctx context.Context, cn *redis.Conn) error {
+	var srcs []string
+	shas.Range(func(src, _ any) bool {
+		srcs = append(srcs, src.(string))
+		return true
+	})
+	if len(srcs) == 0 {
+		return nil
+	}
+	ctx = context.WithValue(ctx, waitKey{}, (*Replication)(nil)) // no WAIT: nothing to replicate
+	_, _ = cn.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, src := range srcs {
+			p.ScriptLoad(ctx, src)
+		}
+		return nil
+	})
+	return nil
+}
+
 // shaPipe is a pipeline whose Eval sends EVALSHA and remembers the call,
 // so that Pipelined can send it again by source after a NOSCRIPT.
 type shaPipe struct {
@@ -240,7 +271,7 @@ func (p *shaPipe) Eval(ctx context.Context, src string, keys []string, args ...a
 }
 
 // shas caches the hash of each script source: there are a few dozen
-// scripts, each hashed once.
+// scripts, each hashed once. It is also the list loadScripts loads.
 var shas sync.Map // source → hex SHA-1
 
 func shaOf(src string) string {

@@ -71,6 +71,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Conn, e
 		// A command gives up at its context's deadline, so the bound Bound
 		// sets on API requests holds for reads and writes too.
 		ContextTimeoutEnabled: true,
+		OnConnect:             loadScripts,
 	}
 	if t.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}

@@ -3,11 +3,13 @@ package rdb
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/riverhub/riverhub/config"
+	"github.com/riverhub/riverhub/internal/rdb/rdbtest"
 )
 
 func TestPersistent(t *testing.T) {
@@ -71,5 +73,49 @@ func TestIsCluster(t *testing.T) {
 		if got := IsCluster(tt.c); got != tt.want {
 			t.Errorf("IsCluster(%T) = %v, want %v", tt.c, got, tt.want)
 		}
+	}
+}
+
+// After a restart emptied Redis's script cache, Open's clients load the
+// scripts again on their new connections, so a script in InOrder's
+// transaction runs in its place (before the next step), not after it as
+// one sent again after a NOSCRIPT would.
+func TestScriptsLoadedOnNewConnections(t *testing.T) {
+	t.Parallel()
+	srv := rdbtest.NewServer(t)
+	cfg := config.Defaults()
+	cfg.RedisURL = srv.URL()
+	c, err := Open(context.Background(), cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+	set := redis.NewScript(`return redis.call('SET', KEYS[1], 'x')`)
+	inOrder := func(k string) (seen int64) {
+		t.Helper()
+		var exists *redis.IntCmd
+		err := InOrder(ctx, c, func(p redis.Pipeliner, _ *Merge) {
+			set.Eval(ctx, p, []string{k})
+		}, func(p redis.Pipeliner, _ *Merge) {
+			exists = p.Exists(ctx, k)
+		})
+		if err != nil {
+			t.Fatalf("InOrder: %v", err)
+		}
+		return exists.Val()
+	}
+	inOrder("first") // the script's first use: Redis learns it (and this process knows it)
+
+	srv.Restart(0)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Ping(ctx).Err() != nil { // the pool's connections to the old process fail once
+		if time.Now().After(deadline) {
+			t.Fatal("no connection to the restarted Redis within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := inOrder("after-restart"); n != 1 {
+		t.Error("after the restart the script ran after the step behind it: it was not loaded on the new connection")
 	}
 }

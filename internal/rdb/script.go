@@ -17,7 +17,15 @@ import (
 // (EVAL) on its first use and whenever Redis has lost it (a restart or a
 // failover), and Redis hashes what it receives each time.
 func Script(fsys fs.FS, names ...string) *redis.Script {
-	return Named(redis.NewScript(Source(fsys, names...)), strings.Join(names, "+"))
+	return Named(NewScript(Source(fsys, names...)), strings.Join(names, "+"))
+}
+
+// NewScript is redis.NewScript for a script known from the start: the
+// scripts made with it are those a new connection's Redis is given
+// (loadScripts), with those this process has sent by hash since.
+func NewScript(src string) *redis.Script {
+	shaOf(src)
+	return redis.NewScript(src)
 }
 
 // Source is the source Script makes of the files names: each compacted,
