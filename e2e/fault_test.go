@@ -114,6 +114,24 @@ func faultScenarios() []faultScenario {
 		bounded:  true,
 		observed: refusedBy503,
 	}, {
+		// Redis out of memory (maxmemory with noeviction, the setting a
+		// queue wants) for 3 s: every write is refused, reads still
+		// answer. Submissions meet it as 503, and the work in flight
+		// then (completions, acks, deliveries) is redone after it. (That
+		// an ack is refused whole, its lease kept with its publish, is
+		// rdb's TestInOrderOutOfMemory: what this suite counts, the final
+		// status and the webhook, was written before the ack.)
+		name:    "redis-oom",
+		redis:   append([]string{"--maxmemory-policy", "noeviction"}, aof...),
+		bounded: true,
+		inject: func(t *testing.T, r *faultRig) time.Time {
+			r.redis.Do("CONFIG", "SET", "maxmemory", "1")
+			time.Sleep(3 * time.Second)
+			r.redis.Do("CONFIG", "SET", "maxmemory", "0")
+			return time.Now()
+		},
+		observed: refusedBy503,
+	}, {
 		name:    "redis-slow",
 		redis:   aof,
 		bounded: true,
