@@ -14,8 +14,10 @@ import (
 // Pipelined runs fill's commands in one round trip and sends the Lua
 // scripts among them by hash: a script queued with (*redis.Script).Eval
 // goes as EVALSHA, a few dozen bytes instead of its whole source. A script
-// Redis does not know yet (its first use, or after a restart or failover
-// emptied the script cache) answers NOSCRIPT and did not run; those go
+// Redis does not know yet (its first use, or a cache emptied by SCRIPT
+// FLUSH; after a restart or a failover Open's clients load the known
+// scripts on their new connections first, see loadScripts) answers
+// NOSCRIPT and did not run; those go
 // again with their source in a second round trip, and their results land
 // in the commands fill was given, so callers see one outcome per command.
 // (The other commands of the pipeline ran in the first round trip, so a
@@ -66,10 +68,11 @@ func PipelinedMerge(ctx context.Context, c redis.UniversalClient, fill func(redi
 // as in a pipeline. A NOSCRIPT among them sends that script again by
 // source after the transaction, so it runs after the later steps (see
 // Pipelined). After a restart or a failover emptied the script cache that
-// does not happen with Open's clients, whose new connections load the
-// scripts first (loadScripts); it takes a cache emptied under a live
-// connection (SCRIPT FLUSH), or a script made with redis.NewScript that
-// this process has not sent yet.
+// is rare with the clients Open makes for a real Redis, whose new
+// connections load the known scripts first (loadScripts): it takes a cache
+// emptied under a live connection (SCRIPT FLUSH), loads Redis refused (a
+// user denied SCRIPT), or a script made with redis.NewScript that this
+// process has not sent yet.
 //
 // The error is the first step's that failed, one whose commands Redis
 // refused before one it did not run (ErrNotRun).
@@ -223,14 +226,18 @@ func txPipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.P
 	return cmds, err
 }
 
-// loadScripts loads into a new connection's Redis every script this
-// process has sent by hash (SCRIPT LOAD, one round trip; a script Redis
-// has costs it a hash): Open sets it as the clients' OnConnect. After a
-// restart or a failover emptied the script cache, the connections are new,
-// so the scripts are back before a pipeline sends them, and one in a
-// transaction of InOrder's runs in its place rather than after the later
-// steps. A failure only leaves NOSCRIPT to Pipelined, as before: not the
-// connection's error.
+// loadScripts loads into a new connection's Redis every script made with
+// NewScript (Script included) or sent by hash since (SCRIPT LOAD, one
+// round trip; a script Redis has costs it a hash): Open sets it as the
+// clients' OnConnect. After a restart or a failover emptied the script
+// cache, the connections are new, so the scripts are back before a
+// pipeline sends them, and one in a transaction of InOrder's runs in its
+// place rather than after the later steps.
+//
+// A connection whose loads Redis could not take now fails (scriptsLoaded):
+// a later one loads them. Other refusals leave NOSCRIPT to Pipelined, as
+// before: a Sentinel, which has no SCRIPT command (its connections get
+// this OnConnect too), a user denied it, a script that does not compile.
 func loadScripts(ctx context.Context, cn *redis.Conn) error {
 	var srcs []string
 	shas.Range(func(src, _ any) bool {
@@ -241,12 +248,31 @@ func loadScripts(ctx context.Context, cn *redis.Conn) error {
 		return nil
 	}
 	ctx = context.WithValue(ctx, waitKey{}, (*Replication)(nil)) // no WAIT: nothing to replicate
-	_, _ = cn.Pipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, _ := cn.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, src := range srcs {
 			p.ScriptLoad(ctx, src)
 		}
 		return nil
 	})
+	return scriptsLoaded(cmds)
+}
+
+// scriptsLoaded is the error that fails a connection after its SCRIPT
+// LOADs: one that is not Redis's answer (a timeout or a broken connection,
+// which may leave replies unread, so the connection is out of step), or
+// an answer that the loads could not run now (LOADING: a restarted Redis
+// reading its data; BUSY: a script running too long). Nil otherwise.
+func scriptsLoaded(cmds []redis.Cmder) error {
+	for _, cmd := range cmds {
+		err := cmd.Err()
+		switch {
+		case err == nil:
+		case !errors.As(err, new(redis.Error)):
+			return fmt.Errorf("load scripts: %w", err)
+		case redis.HasErrorPrefix(err, "LOADING"), redis.HasErrorPrefix(err, "BUSY"):
+			return fmt.Errorf("load scripts: %w", err)
+		}
+	}
 	return nil
 }
 

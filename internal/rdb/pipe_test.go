@@ -3,6 +3,7 @@ package rdb
 import (
 	"context"
 	"errors"
+	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -230,5 +231,40 @@ func TestInOrderOutOfMemory(t *testing.T) {
 	}
 	if c.ZCard(ctx, "{c}:queue").Val() != 1 || c.ZCard(ctx, "{a}:lease").Val() != 0 || c.HExists(ctx, "{b}:record", "live").Val() {
 		t.Error("with memory again the steps did not all run")
+	}
+}
+
+// fakeRedisErr is an error as Redis answers it.
+type fakeRedisErr string
+
+func (e fakeRedisErr) Error() string { return string(e) }
+func (fakeRedisErr) RedisError()     {}
+
+// A new connection fails after its script loads only when Redis could not
+// take them now or the connection may be out of step; a refusal of the
+// command itself (a Sentinel, a user denied it, a bad script) leaves
+// NOSCRIPT to Pipelined.
+func TestScriptsLoadedFailsOnlyAConnectionToRetry(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		fail bool
+	}{
+		{nil, false},
+		{fakeRedisErr("ERR unknown command 'SCRIPT', with args beginning with: 'LOAD'"), false},
+		{fakeRedisErr("NOPERM User u has no permissions to run the 'script|load' command"), false},
+		{fakeRedisErr("ERR Error compiling script (new function): user_script:1: syntax error"), false},
+		{fakeRedisErr("LOADING Redis is loading the dataset in memory"), true},
+		{fakeRedisErr("BUSY Redis is busy running a script."), true},
+		{io.EOF, true},
+		{context.DeadlineExceeded, true},
+	} {
+		ok := redis.NewStringCmd(context.Background(), "script", "load", "return 1")
+		cmd := redis.NewStringCmd(context.Background(), "script", "load", "return 2")
+		if tt.err != nil {
+			cmd.SetErr(tt.err)
+		}
+		if err := scriptsLoaded([]redis.Cmder{ok, cmd}); (err != nil) != tt.fail {
+			t.Errorf("scriptsLoaded after %v = %v, want failing %v", tt.err, err, tt.fail)
+		}
 	}
 }
