@@ -19,14 +19,13 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
-	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/wstoken"
 )
 
 //go:embed lua/publish.lua
 var publishLua string
 
-var publishScript = rdb.NewScript(publishLua)
+var publishScript = redis.NewScript(publishLua)
 
 // PublishFunc is the publish script as the Lua function
 // hub_publish(KEYS, ARGV), for a script of another package that publishes
