@@ -227,9 +227,9 @@ func txPipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.P
 }
 
 // loadScripts loads into a new connection's Redis every script made with
-// NewScript (Script included) or sent by hash since (SCRIPT LOAD, one
-// round trip; a script Redis has costs it a hash): Open sets it as the
-// clients' OnConnect. After a restart or a failover emptied the script
+// NewScript (Script included) or sent by hash since that it lacks (SCRIPT
+// EXISTS, then SCRIPT LOAD of those missing): Open sets it as the clients'
+// OnConnect. After a restart or a failover emptied the script
 // cache, the connections are new, so the scripts are back before a
 // pipeline sends them, and one in a transaction of InOrder's runs in its
 // place rather than after the later steps.
@@ -239,17 +239,36 @@ func txPipelined(ctx context.Context, c redis.UniversalClient, fill func(redis.P
 // before: a Sentinel, which has no SCRIPT command (its connections get
 // this OnConnect too), a user denied it, a script that does not compile.
 func loadScripts(ctx context.Context, cn *redis.Conn) error {
-	var srcs []string
-	shas.Range(func(src, _ any) bool {
-		srcs = append(srcs, src.(string))
+	var srcs, hashes []string
+	shas.Range(func(src, sha any) bool {
+		srcs, hashes = append(srcs, src.(string)), append(hashes, sha.(string))
 		return true
 	})
 	if len(srcs) == 0 {
 		return nil
 	}
 	ctx = context.WithValue(ctx, waitKey{}, (*Replication)(nil)) // no WAIT: nothing to replicate
+	// Which Redis lacks first: a new connection to a Redis that has them
+	// all (the usual case) costs a SCRIPT EXISTS, not every source.
+	var exists *redis.BoolSliceCmd
 	cmds, _ := cn.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, src := range srcs {
+		exists = p.ScriptExists(ctx, hashes...)
+		return nil
+	})
+	if err := scriptsLoaded(cmds); err != nil || exists.Err() != nil {
+		return err
+	}
+	var missing []string
+	for i, ok := range exists.Val() {
+		if !ok && i < len(srcs) {
+			missing = append(missing, srcs[i])
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	cmds, _ = cn.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, src := range missing {
 			p.ScriptLoad(ctx, src)
 		}
 		return nil
