@@ -56,6 +56,11 @@ var (
 		"channels/hub.publish+tl+settle+callback")
 	announceScript = script("announce")
 	noteScript     = script("tl", "note")
+	// The hub's publish, which an ack's transaction sends by hash before
+	// the lease's removal (ackPipe): loaded on new connections with the
+	// scripts above, so that a node's first ack on a Redis that lacks it
+	// does not get NOSCRIPT inside the transaction.
+	hubPublishScript = rdb.Named(rdb.NewScript(hub.PublishSource), "hub/publish")
 )
 
 // Runner runs a request against the providers (ai.Runner).

@@ -27,6 +27,11 @@ var publishLua string
 
 var publishScript = redis.NewScript(publishLua)
 
+// PublishSource is the source of the script Publish sends, for a package
+// that registers it to be loaded on each new Redis connection with its
+// own scripts (rdb.NewScript): the hub imports none of those packages.
+var PublishSource = publishLua
+
 // PublishFunc is the publish script as the Lua function
 // hub_publish(KEYS, ARGV), for a script of another package that publishes
 // a channel's final message itself, in the step that decides it (on the
