@@ -169,17 +169,21 @@ func (s *Server) updateWebhook(c *gin.Context) {
 	ctx, pid := c.Request.Context(), principal(c).ProjectID
 	// Turned back on, a disabled endpoint starts afresh (its failures from
 	// before do not disable it again at once); an enabled one keeps its
-	// failure clock.
-	restart := false
+	// failure clock. The fresh start goes first, while the endpoint is still
+	// disabled: if the update then fails, the endpoint stays disabled and
+	// the client's retry starts it afresh again (the other way round, a
+	// retry after a failed fresh start would find it enabled and skip it).
 	if in.Enabled != nil && *in.Enabled && s.Deliveries != nil {
-		if old, err := s.Console.GetWebhook(ctx, pid, c.Param("id")); err == nil && !old.Enabled {
-			restart = true
+		old, err := s.Console.GetWebhook(ctx, pid, c.Param("id"))
+		if err == nil && !old.Enabled {
+			err = s.Deliveries.Restart(ctx, old.ID)
+		}
+		if err != nil { // an unknown endpoint is the lookup's 404
+			s.fail(c, err)
+			return
 		}
 	}
 	w, err := s.Console.UpdateWebhook(ctx, pid, c.Param("id"), in)
-	if err == nil && restart {
-		err = s.Deliveries.Restart(ctx, w.ID)
-	}
 	s.answer(c, http.StatusOK, w, err)
 }
 
