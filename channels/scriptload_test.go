@@ -27,6 +27,11 @@ func TestHubPublishLoadedOnNewConnections(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	ctx := context.Background()
+	// Named by its registration alone (a test that ran an ack first has
+	// also sent it by hash, which is loaded too, but unnamed).
+	if h := redis.NewScript(hub.PublishSource).Hash(); rdb.ScriptName(h) != "hub/publish" {
+		t.Errorf("the hub's publish (%s) is not registered: named %q", h, rdb.ScriptName(h))
+	}
 	for _, s := range []*redis.Script{redis.NewScript(hub.PublishSource), completeScript, callbackScript} {
 		ok, err := c.ScriptExists(ctx, s.Hash()).Result()
 		if err != nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,7 +10,8 @@ import (
 )
 
 // Turning a disabled endpoint back on starts it afresh (its failures from
-// before are forgotten). When that fresh start fails (here Redis denies
+// before are forgotten), once the patch is checked: a patch refused for
+// another field leaves them. When that fresh start fails (here Redis denies
 // the HDEL it begins with), the endpoint stays disabled and the request
 // fails, so that the client's retry starts it afresh; it is not left
 // enabled with its old failures, which would disable it again at its
@@ -36,6 +38,12 @@ func TestWebhookEnableRetriedAfterAFailedFreshStart(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	n.must(t, 200, "PATCH", "/api/console/webhook/"+wh, map[string]any{"enabled": false})
+
+	// A patch refused for another field writes nothing: no fresh start.
+	n.must(t, 400, "PATCH", "/api/console/webhook/"+wh, map[string]any{"enabled": true, "description": strings.Repeat("x", 1025)})
+	if h := health(); h["consecutive_failures"] != float64(1) {
+		t.Errorf("a refused enable cleared the endpoint's failures: %v", h)
+	}
 
 	c := srv.Client()
 	ctx := context.Background()

@@ -168,6 +168,15 @@ func (s *Store) AllWebhooks(ctx context.Context, pid string) ([]Webhook, error) 
 
 // UpdateWebhook applies a patch.
 func (s *Store) UpdateWebhook(ctx context.Context, pid, id string, p WebhookPatch) (Webhook, error) {
+	return s.UpdateWebhookWith(ctx, pid, id, p, nil)
+}
+
+// UpdateWebhookWith is UpdateWebhook, with turnOn run when the patch turns
+// a disabled endpoint on: after the patch is checked, before it is
+// written. Its error stops the update, which leaves the endpoint disabled.
+// It runs again if the endpoint changed meanwhile and the patch is applied
+// to the newer version, so it must bear running twice.
+func (s *Store) UpdateWebhookWith(ctx context.Context, pid, id string, p WebhookPatch, turnOn func(context.Context) error) (Webhook, error) {
 	return s.modifyWebhook(ctx, pid, id, func(w *Webhook) error {
 		if p.URL != nil {
 			if err := s.checkURL(ctx, *p.URL); err != nil {
@@ -189,6 +198,11 @@ func (s *Store) UpdateWebhook(ctx context.Context, pid, id string, p WebhookPatc
 			w.Events = ev
 		}
 		if p.Enabled != nil {
+			if *p.Enabled && !w.Enabled && turnOn != nil {
+				if err := turnOn(ctx); err != nil {
+					return err
+				}
+			}
 			w.Enabled = *p.Enabled
 			if w.Enabled {
 				w.DisabledReason, w.DisabledAt = "", nil

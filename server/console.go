@@ -166,24 +166,19 @@ func (s *Server) updateWebhook(c *gin.Context) {
 	if !s.body(c, &in) {
 		return
 	}
-	ctx, pid := c.Request.Context(), principal(c).ProjectID
 	// Turned back on, a disabled endpoint starts afresh (its failures from
 	// before do not disable it again at once); an enabled one keeps its
-	// failure clock. The fresh start goes first, while the endpoint is still
-	// disabled: if the update then fails, the endpoint stays disabled and
-	// the client's retry starts it afresh again (the other way round, a
-	// retry after a failed fresh start would find it enabled and skip it).
-	if in.Enabled != nil && *in.Enabled && s.Deliveries != nil {
-		old, err := s.Console.GetWebhook(ctx, pid, c.Param("id"))
-		if err == nil && !old.Enabled {
-			err = s.Deliveries.Restart(ctx, old.ID)
-		}
-		if err != nil { // an unknown endpoint is the lookup's 404
-			s.fail(c, err)
-			return
-		}
+	// failure clock. The fresh start is written once the patch is checked
+	// and before the endpoint is enabled: if it fails, the endpoint stays
+	// disabled and the client's retry starts it afresh (the other way
+	// round, a retry after a failed fresh start would find the endpoint
+	// enabled and skip it).
+	var turnOn func(context.Context) error
+	if s.Deliveries != nil {
+		id := c.Param("id")
+		turnOn = func(ctx context.Context) error { return s.Deliveries.Restart(ctx, id) }
 	}
-	w, err := s.Console.UpdateWebhook(ctx, pid, c.Param("id"), in)
+	w, err := s.Console.UpdateWebhookWith(c.Request.Context(), principal(c).ProjectID, c.Param("id"), in, turnOn)
 	s.answer(c, http.StatusOK, w, err)
 }
 
