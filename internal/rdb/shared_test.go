@@ -48,10 +48,14 @@ func TestSharedPipeline(t *testing.T) {
 
 	const callers = 200
 	errs := make(chan error, callers)
+	// The callers start together: spawned one by one on a loaded machine,
+	// each could find a sender free and go alone.
+	start := make(chan struct{})
 	for i := range callers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			<-start
 			key := fmt.Sprintf("k%d", i)
 			var n *redis.Cmd
 			var get *redis.StringCmd
@@ -72,6 +76,7 @@ func TestSharedPipeline(t *testing.T) {
 			}
 		}()
 	}
+	close(start)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
