@@ -122,6 +122,39 @@ func TestClaimIsRoundRobinAcrossProjects(t *testing.T) {
 	}
 }
 
+// A claim that skips a project (the node full, the project holding its
+// share) does not hide that project's due deliveries from the next claim,
+// made once an attempt of the project ended: they are taken at once, not
+// when the schedule is next looked at anyway (up to maxIdle later, which
+// held the claimer idle for half of BenchmarkDeliveryThroughput).
+func TestClaimAfterASkippingClaimTakesWhatIsDue(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	hooks := &relHooks{}
+	hooks.set("pa", relHook("wh_a", "http://127.0.0.1:9/a"))
+	e := newRelEngine(t, c, prefix, hooks, Options{})
+	ctx := context.Background()
+	for i := range 3 {
+		if err := e.Enqueue(ctx, relEvent("pa", fmt.Sprintf("a-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds, err := claimUpTo(e, 10, []string{"pa"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 0 {
+		t.Fatalf("with its only project skipped, the claim took %d deliveries", len(ds))
+	}
+	ds, err = claimUpTo(e, 10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 3 {
+		t.Fatalf("the claim after the skipping one took %d of the 3 due deliveries", len(ds))
+	}
+}
+
 // claimUpTo claims as the claimer does, round after round while the
 // partitions have more, until it holds n deliveries. (With one partition,
 // one round.)

@@ -367,7 +367,11 @@ func (e *Engine) claim(n int, skip []string) (out []claimed, more bool, err erro
 		case len(r.deliveries) >= quota[i]:
 			e.dueAt[k] = time.Time{}
 			more = true
-		case len(skip) == 0 && !r.next.IsZero() && r.next.Before(e.dueAt[k]):
+		case !r.next.IsZero() && r.next.Before(e.dueAt[k]):
+			// Also after a claim that skipped projects: what they have due
+			// is due for the next claim, made once an attempt of theirs
+			// ends and they are under their share again. (The claimer's
+			// sleep does not wake for it while they are skipped.)
 			e.dueAt[k] = r.next
 		}
 		for j := range r.deliveries {
