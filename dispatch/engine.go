@@ -130,8 +130,14 @@ type Engine struct {
 	// ahead), brought forward by pokes and nudges; zero: now.
 	dueAt   []time.Time
 	pokedAt []time.Time // per partition, the earliest poke since its last claim began; zero: none
-	duePids [][]string  // per partition, the projects its last claim saw with something due
-	turn    int         // the partition a claim round starts from, in rotation
+	// heldDue is, per partition, the earliest due time its last claim
+	// saw when that claim skipped projects (held), perhaps theirs; zero:
+	// none. It becomes the partition's dueAt when an attempt of a held
+	// project ends (end), once: the project may be under its share again.
+	heldDue []time.Time
+	held    []string   // the projects the last claim skipped
+	duePids [][]string // per partition, the projects its last claim saw with something due
+	turn    int        // the partition a claim round starts from, in rotation
 
 	runCtx    context.Context
 	runCancel context.CancelFunc
@@ -198,6 +204,7 @@ func New(c redis.UniversalClient, o Options) *Engine {
 		nudgeKey:  o.Prefix + ":{dq}:nudge",
 		dueAt:     make([]time.Time, ps.N()),
 		pokedAt:   make([]time.Time, ps.N()),
+		heldDue:   make([]time.Time, ps.N()),
 		duePids:   make([][]string, ps.N()),
 		limits:    newLimiter(o.PerEndpoint, o.Now),
 		wake:      make(chan struct{}, 1),

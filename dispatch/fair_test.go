@@ -123,10 +123,10 @@ func TestClaimIsRoundRobinAcrossProjects(t *testing.T) {
 }
 
 // A claim that skips a project (the node full, the project holding its
-// share) does not hide that project's due deliveries from the next claim,
-// made once an attempt of the project ended: they are taken at once, not
-// when the schedule is next looked at anyway (up to maxIdle later, which
-// held the claimer idle for half of BenchmarkDeliveryThroughput).
+// share) does not hide that project's due deliveries from the claim made
+// once an attempt of the project ends: they are taken at once, not when
+// the schedule is next looked at anyway (up to maxIdle later, which held
+// the claimer idle for half of BenchmarkDeliveryThroughput).
 func TestClaimAfterASkippingClaimTakesWhatIsDue(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)
@@ -139,6 +139,7 @@ func TestClaimAfterASkippingClaimTakesWhatIsDue(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	e.begin([]claimed{{projectID: "pa"}}) // an attempt of pa runs
 	ds, err := claimUpTo(e, 10, []string{"pa"})
 	if err != nil {
 		t.Fatal(err)
@@ -146,12 +147,57 @@ func TestClaimAfterASkippingClaimTakesWhatIsDue(t *testing.T) {
 	if len(ds) != 0 {
 		t.Fatalf("with its only project skipped, the claim took %d deliveries", len(ds))
 	}
+	e.end("pa") // it ends: pa may be under its share again
 	ds, err = claimUpTo(e, 10, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(ds) != 3 {
-		t.Fatalf("the claim after the skipping one took %d of the 3 due deliveries", len(ds))
+		t.Fatalf("the claim after an attempt of the skipped project ended took %d of the 3 due deliveries", len(ds))
+	}
+}
+
+// Claims that skip the only project with something due, across many
+// partitions, stop once each partition was looked at (the claimer then
+// sleeps): they do not go round the partitions again and again finding
+// nothing. An attempt of the project ending lets the next claim take its
+// deliveries in every partition.
+func TestSkippingClaimsStopAcrossPartitions(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	hooks := &relHooks{}
+	var ws []project.Webhook
+	for i := range 32 {
+		ws = append(ws, relHook(fmt.Sprintf("wh_%d", i), "http://127.0.0.1:9/"))
+	}
+	hooks.set("pa", ws...)
+	const parts = 16
+	e := newRelEngine(t, c, prefix, hooks, Options{Partitions: parts})
+	if err := e.Enqueue(context.Background(), relEvent("pa", "a-0")); err != nil {
+		t.Fatal(err)
+	}
+	e.begin([]claimed{{projectID: "pa"}})
+	rounds := 0
+	for more := true; more; {
+		if rounds++; rounds > parts {
+			t.Fatalf("%d claims of 2 skipping the only project and still more to look at (%d partitions)", rounds-1, parts)
+		}
+		ds, m, err := e.claim(2, []string{"pa"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) != 0 {
+			t.Fatalf("a claim skipping the only project took %d deliveries", len(ds))
+		}
+		more = m
+	}
+	e.end("pa")
+	ds, err := claimUpTo(e, 64, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != len(ws) {
+		t.Fatalf("after an attempt of the project ended, the claims took %d of its %d deliveries", len(ds), len(ws))
 	}
 }
 

@@ -255,6 +255,20 @@ func (e *Engine) end(pid string) {
 	if e.perProj[pid]--; e.perProj[pid] <= 0 {
 		delete(e.perProj, pid)
 	}
+	if slices.Contains(e.held, pid) {
+		// A project the last claim skipped may be under its share again:
+		// what that claim left due is due for the claim this slot wakes,
+		// not a sleep later (which held the claimer idle half of a
+		// preloaded run when one project filled the node). Once: if it
+		// is skipped again, that claim holds it again.
+		for k, t := range e.heldDue {
+			if !t.IsZero() && t.Before(e.dueAt[k]) {
+				e.dueAt[k] = t
+			}
+			e.heldDue[k] = time.Time{}
+		}
+		e.held = nil
+	}
 	e.mu.Unlock()
 	select {
 	case e.freed <- struct{}{}:
@@ -268,7 +282,11 @@ func (e *Engine) end(pid string) {
 // round, so none starves. more reports partitions left for the next round
 // (more due than n) or that filled their part of n (more may be due
 // there). Each partition's dueAt becomes the earliest due time of what it
-// has left (at most maxIdle ahead), or now when it filled its part.
+// has left (at most maxIdle ahead), or now when it filled its part. A
+// claim that skipped projects leaves it maxIdle ahead instead, as what is
+// due may be theirs and a look would find nothing again; it keeps that
+// due time in heldDue, for the claim made once an attempt of a skipped
+// project ends (end).
 //
 // A claim that fails for Redis is sent again, the same claim (its token),
 // until Redis answers: if the first one ran but its answer was lost, the
@@ -367,12 +385,12 @@ func (e *Engine) claim(n int, skip []string) (out []claimed, more bool, err erro
 		case len(r.deliveries) >= quota[i]:
 			e.dueAt[k] = time.Time{}
 			more = true
-		case !r.next.IsZero() && r.next.Before(e.dueAt[k]):
-			// Also after a claim that skipped projects: what they have due
-			// is due for the next claim, made once an attempt of theirs
-			// ends and they are under their share again. (The claimer's
-			// sleep does not wake for it while they are skipped.)
+		case len(skip) == 0 && !r.next.IsZero() && r.next.Before(e.dueAt[k]):
 			e.dueAt[k] = r.next
+		}
+		e.heldDue[k] = time.Time{}
+		if len(skip) > 0 && !r.next.IsZero() && r.next.Before(e.dueAt[k]) {
+			e.heldDue[k] = r.next
 		}
 		for j := range r.deliveries {
 			r.deliveries[j].token, r.deliveries[j].at, r.deliveries[j].part = tokens[i], now, k
@@ -394,6 +412,7 @@ func (e *Engine) claim(n int, skip []string) (out []claimed, more bool, err erro
 		}
 		paused = append(paused, r.paused...)
 	}
+	e.held = skip
 	for _, k := range ks {
 		// poked while the claim was under way: what it scheduled may have
 		// come after the claim's look
