@@ -130,12 +130,12 @@ type Engine struct {
 	// ahead), brought forward by pokes and nudges; zero: now.
 	dueAt   []time.Time
 	pokedAt []time.Time // per partition, the earliest poke since its last claim began; zero: none
-	// heldDue is, per partition, the earliest due time its last claim
-	// saw when that claim skipped projects (held), perhaps theirs; zero:
-	// none. It becomes the partition's dueAt when an attempt of a held
-	// project ends (end), once: the project may be under its share again.
+	// heldDue is, per partition, the earliest due time its last claim saw
+	// when that claim skipped projects, perhaps theirs; zero: none. It
+	// becomes the partition's dueAt, once, when admit no longer skips a
+	// project held (release) that the claim saw with something due there.
 	heldDue []time.Time
-	held    []string   // the projects the last claim skipped
+	held    []string   // the projects skipped by claims since, not yet released
 	duePids [][]string // per partition, the projects its last claim saw with something due
 	turn    int        // the partition a claim round starts from, in rotation
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -124,15 +125,18 @@ func TestClaimIsRoundRobinAcrossProjects(t *testing.T) {
 
 // A claim that skips a project (the node full, the project holding its
 // share) does not hide that project's due deliveries from the claim made
-// once an attempt of the project ends: they are taken at once, not when
-// the schedule is next looked at anyway (up to maxIdle later, which held
-// the claimer idle for half of BenchmarkDeliveryThroughput).
+// once the project is no longer skipped (an attempt of its ended): they
+// are taken at once, not when the schedule is next looked at anyway (up to
+// maxIdle later, which held the claimer idle for half of
+// BenchmarkDeliveryThroughput). The engine's clock stands still, so the
+// look maxIdle later never comes.
 func TestClaimAfterASkippingClaimTakesWhatIsDue(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)
 	hooks := &relHooks{}
 	hooks.set("pa", relHook("wh_a", "http://127.0.0.1:9/a"))
-	e := newRelEngine(t, c, prefix, hooks, Options{})
+	t0 := time.Now()
+	e := newRelEngine(t, c, prefix, hooks, Options{Now: func() time.Time { return t0 }})
 	ctx := context.Background()
 	for i := range 3 {
 		if err := e.Enqueue(ctx, relEvent("pa", fmt.Sprintf("a-%d", i))); err != nil {
@@ -147,21 +151,24 @@ func TestClaimAfterASkippingClaimTakesWhatIsDue(t *testing.T) {
 	if len(ds) != 0 {
 		t.Fatalf("with its only project skipped, the claim took %d deliveries", len(ds))
 	}
-	e.end("pa") // it ends: pa may be under its share again
-	ds, err = claimUpTo(e, 10, nil)
-	if err != nil {
+	e.end("pa") // it ends: pa is under its share again
+	n, skip := e.admit()
+	if len(skip) != 0 {
+		t.Fatalf("admit still skips %v", skip)
+	}
+	if ds, err = claimUpTo(e, n, skip); err != nil {
 		t.Fatal(err)
 	}
 	if len(ds) != 3 {
-		t.Fatalf("the claim after an attempt of the skipped project ended took %d of the 3 due deliveries", len(ds))
+		t.Fatalf("the claim after the skipped project's attempt ended took %d of the 3 due deliveries", len(ds))
 	}
 }
 
 // Claims that skip the only project with something due, across many
-// partitions, stop once each partition was looked at (the claimer then
-// sleeps): they do not go round the partitions again and again finding
-// nothing. An attempt of the project ending lets the next claim take its
-// deliveries in every partition.
+// partitions, stop once each partition was looked at: they do not go round
+// the partitions again and again finding nothing, nor again when an
+// attempt of the project ends while it is still over its cap. Once it is
+// under its cap, the next claims take its deliveries in every partition.
 func TestSkippingClaimsStopAcrossPartitions(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)
@@ -172,32 +179,56 @@ func TestSkippingClaimsStopAcrossPartitions(t *testing.T) {
 	}
 	hooks.set("pa", ws...)
 	const parts = 16
-	e := newRelEngine(t, c, prefix, hooks, Options{Partitions: parts})
+	t0 := time.Now()
+	e := newRelEngine(t, c, prefix, hooks, Options{Partitions: parts, ProjectConcurrency: 1, Now: func() time.Time { return t0 }})
 	if err := e.Enqueue(context.Background(), relEvent("pa", "a-0")); err != nil {
 		t.Fatal(err)
 	}
-	e.begin([]claimed{{projectID: "pa"}})
-	rounds := 0
-	for more := true; more; {
-		if rounds++; rounds > parts {
-			t.Fatalf("%d claims of 2 skipping the only project and still more to look at (%d partitions)", rounds-1, parts)
+	e.begin([]claimed{{projectID: "pa"}, {projectID: "pa"}}) // two attempts: over its cap of one
+	sweep := func(when string) {
+		t.Helper()
+		rounds := 0
+		for more := true; more; {
+			if rounds++; rounds > parts {
+				t.Fatalf("%s: %d claims and still more to look at (%d partitions)", when, rounds-1, parts)
+			}
+			n, skip := e.admit()
+			if !slices.Equal(skip, []string{"pa"}) {
+				t.Fatalf("%s: admit skips %v, want pa", when, skip)
+			}
+			ds, m, err := e.claim(min(n, 2), skip)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ds) != 0 {
+				t.Fatalf("%s: a claim skipping the only project took %d deliveries", when, len(ds))
+			}
+			more = m
 		}
-		ds, m, err := e.claim(2, []string{"pa"})
-		if err != nil {
-			t.Fatal(err)
+		if ds, more, err := e.claim(2, []string{"pa"}); err != nil || len(ds) != 0 || more {
+			t.Fatalf("%s: after the sweep a claim still looked at a partition (%d taken, more %v, %v)", when, len(ds), more, err)
 		}
-		if len(ds) != 0 {
-			t.Fatalf("a claim skipping the only project took %d deliveries", len(ds))
-		}
-		more = m
+	}
+	sweep("the project over its cap")
+	e.end("pa") // one attempt left: still at its cap, still skipped
+	n, skip := e.admit()
+	if !slices.Equal(skip, []string{"pa"}) {
+		t.Fatalf("with the project at its cap, admit skips %v", skip)
+	}
+	if ds, more, err := e.claim(min(n, 2), skip); err != nil || len(ds) != 0 || more {
+		t.Fatalf("an attempt ended with the project still at its cap, and the partitions were looked at again (%d taken, more %v, %v)",
+			len(ds), more, err)
 	}
 	e.end("pa")
-	ds, err := claimUpTo(e, 64, nil)
+	if n, skip = e.admit(); len(skip) != 0 {
+		t.Fatalf("admit still skips %v", skip)
+	}
+	ds, err := claimUpTo(e, n, skip)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(ds) != len(ws) {
-		t.Fatalf("after an attempt of the project ended, the claims took %d of its %d deliveries", len(ds), len(ws))
+		t.Fatalf("once the project was under its cap, the claims took %d of its %d deliveries", len(ds), len(ws))
 	}
 }
 

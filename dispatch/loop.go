@@ -174,6 +174,7 @@ func (e *Engine) admit() (int, []string) {
 			skip = append(skip, pid)
 		}
 	}
+	e.release(skip)
 	if free := c - e.running; free > 0 {
 		e.inClaim = min(free, claimBatch) // an enqueue takes none of them meanwhile
 		return e.inClaim, skip
@@ -190,6 +191,34 @@ func (e *Engine) admit() (int, []string) {
 		}
 	}
 	return 0, skip
+}
+
+// release brings forward, once, the partitions where a claim that skipped
+// projects saw work due of one that skip (admit's, e.mu held) no longer
+// holds back (under its share or cap again): that work is due for the
+// next claim, not a look maxIdle later (which kept the claimer idle half
+// of a preloaded run when one project filled the node). The projects
+// still skipped stay held.
+func (e *Engine) release(skip []string) {
+	var freed []string
+	for _, pid := range e.held {
+		if !slices.Contains(skip, pid) {
+			freed = append(freed, pid)
+		}
+	}
+	if len(freed) == 0 {
+		return
+	}
+	for k, t := range e.heldDue {
+		if t.IsZero() || !slices.ContainsFunc(e.duePids[k], func(pid string) bool { return slices.Contains(freed, pid) }) {
+			continue
+		}
+		if t.Before(e.dueAt[k]) {
+			e.dueAt[k] = t
+		}
+		e.heldDue[k] = time.Time{}
+	}
+	e.held = slices.DeleteFunc(e.held, func(pid string) bool { return slices.Contains(freed, pid) })
 }
 
 // saturated lists the endpoints this node has no room for: as many
@@ -255,20 +284,6 @@ func (e *Engine) end(pid string) {
 	if e.perProj[pid]--; e.perProj[pid] <= 0 {
 		delete(e.perProj, pid)
 	}
-	if slices.Contains(e.held, pid) {
-		// A project the last claim skipped may be under its share again:
-		// what that claim left due is due for the claim this slot wakes,
-		// not a sleep later (which held the claimer idle half of a
-		// preloaded run when one project filled the node). Once: if it
-		// is skipped again, that claim holds it again.
-		for k, t := range e.heldDue {
-			if !t.IsZero() && t.Before(e.dueAt[k]) {
-				e.dueAt[k] = t
-			}
-			e.heldDue[k] = time.Time{}
-		}
-		e.held = nil
-	}
 	e.mu.Unlock()
 	select {
 	case e.freed <- struct{}{}:
@@ -285,8 +300,7 @@ func (e *Engine) end(pid string) {
 // has left (at most maxIdle ahead), or now when it filled its part. A
 // claim that skipped projects leaves it maxIdle ahead instead, as what is
 // due may be theirs and a look would find nothing again; it keeps that
-// due time in heldDue, for the claim made once an attempt of a skipped
-// project ends (end).
+// due time in heldDue, for when admit no longer skips them (release).
 //
 // A claim that fails for Redis is sent again, the same claim (its token),
 // until Redis answers: if the first one ran but its answer was lost, the
@@ -363,6 +377,7 @@ func (e *Engine) claim(n int, skip []string) (out []claimed, more bool, err erro
 	answered := 0
 	for i, k := range ks {
 		e.dueAt[k] = now.Add(maxIdle)
+		e.heldDue[k] = time.Time{}
 		if replies[i] == nil {
 			if errs[i] == nil {
 				errs[i] = err
@@ -388,7 +403,6 @@ func (e *Engine) claim(n int, skip []string) (out []claimed, more bool, err erro
 		case len(skip) == 0 && !r.next.IsZero() && r.next.Before(e.dueAt[k]):
 			e.dueAt[k] = r.next
 		}
-		e.heldDue[k] = time.Time{}
 		if len(skip) > 0 && !r.next.IsZero() && r.next.Before(e.dueAt[k]) {
 			e.heldDue[k] = r.next
 		}
@@ -412,7 +426,11 @@ func (e *Engine) claim(n int, skip []string) (out []claimed, more bool, err erro
 		}
 		paused = append(paused, r.paused...)
 	}
-	e.held = skip
+	for _, pid := range skip {
+		if !slices.Contains(e.held, pid) {
+			e.held = append(e.held, pid)
+		}
+	}
 	for _, k := range ks {
 		// poked while the claim was under way: what it scheduled may have
 		// come after the claim's look
