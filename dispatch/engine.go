@@ -133,7 +133,8 @@ type Engine struct {
 	// heldDue is, per partition, the earliest due time its last claim saw
 	// when that claim skipped projects, perhaps theirs; zero: none. It
 	// becomes the partition's dueAt, once, when admit no longer skips a
-	// project held (release) that the claim saw with something due there.
+	// project held that the claim saw with something due there (release,
+	// a claim's worth of partitions at a time).
 	heldDue []time.Time
 	held    []string   // the projects skipped by claims since, not yet released
 	duePids [][]string // per partition, the projects its last claim saw with something due

@@ -232,6 +232,59 @@ func TestSkippingClaimsStopAcrossPartitions(t *testing.T) {
 	}
 }
 
+// A project back under its cap has its held partitions released a
+// claim's worth at a time: once that claim has taken its work and it is
+// over its cap again, the claims after it do not go round the other
+// partitions it was seen due in, finding nothing (they wait for its next
+// release, or their look maxIdle later).
+func TestReleaseIsAClaimsWorth(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	hooks := &relHooks{}
+	var ws []project.Webhook
+	for i := range 32 {
+		ws = append(ws, relHook(fmt.Sprintf("wh_%d", i), "http://127.0.0.1:9/"))
+	}
+	hooks.set("pa", ws...)
+	t0 := time.Now()
+	e := newRelEngine(t, c, prefix, hooks, Options{Partitions: 16, Concurrency: 3, ProjectConcurrency: 2,
+		Now: func() time.Time { return t0 }})
+	if err := e.Enqueue(context.Background(), relEvent("pa", "a-0")); err != nil {
+		t.Fatal(err)
+	}
+	e.begin([]claimed{{projectID: "pa"}, {projectID: "pa"}}) // at its cap
+	for more, rounds := true, 0; more; rounds++ {
+		if rounds > 16 {
+			t.Fatal("the skipping claims did not stop")
+		}
+		n, skip := e.admit()
+		if n == 0 || !slices.Equal(skip, []string{"pa"}) {
+			t.Fatalf("admit: %d slots, skipping %v; want some, skipping pa", n, skip)
+		}
+		ds, m, err := e.claim(n, skip)
+		if err != nil || len(ds) != 0 {
+			t.Fatalf("a claim skipping the only project: %d taken, %v", len(ds), err)
+		}
+		more = m
+	}
+	e.end("pa") // under its cap: two slots free
+	n, skip := e.admit()
+	if n != 2 || len(skip) != 0 {
+		t.Fatalf("admit: %d slots, skipping %v; want 2, none", n, skip)
+	}
+	ds, _, err := e.claim(n, skip)
+	if err != nil || len(ds) == 0 {
+		t.Fatalf("the claim after the release took %d deliveries (%v)", len(ds), err)
+	}
+	e.begin(ds) // over its cap again, the node full
+	if n, skip = e.admit(); n == 0 {
+		t.Fatal("admit gave the full node's look no slots") // its first look: lastLook is zero
+	}
+	if ds, more, err := e.claim(n, skip); err != nil || len(ds) != 0 || more {
+		t.Fatalf("the look after the release went on to the partitions not released (%d taken, more %v, %v)", len(ds), more, err)
+	}
+}
+
 // claimUpTo claims as the claimer does, round after round while the
 // partitions have more, until it holds n deliveries. (With one partition,
 // one round.)

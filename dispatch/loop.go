@@ -174,9 +174,9 @@ func (e *Engine) admit() (int, []string) {
 			skip = append(skip, pid)
 		}
 	}
-	e.release(skip)
 	if free := c - e.running; free > 0 {
 		e.inClaim = min(free, claimBatch) // an enqueue takes none of them meanwhile
+		e.release(skip, e.inClaim)
 		return e.inClaim, skip
 	}
 	if len(skip) > 0 && e.running < 2*c {
@@ -187,19 +187,24 @@ func (e *Engine) admit() (int, []string) {
 		now := e.o.Now()
 		if e.dueProjs > len(skip) || now.Sub(e.lastLook) >= maxIdle {
 			e.lastLook = now
-			return min(claimBatch, share, 2*c-e.running), skip
+			n := min(claimBatch, share, 2*c-e.running)
+			e.release(skip, n)
+			return n, skip
 		}
 	}
 	return 0, skip
 }
 
-// release brings forward, once, the partitions where a claim that skipped
-// projects saw work due of one that skip (admit's, e.mu held) no longer
-// holds back (under its share or cap again): that work is due for the
-// next claim, not a look maxIdle later (which kept the claimer idle half
-// of a preloaded run when one project filled the node). The projects
-// still skipped stay held.
-func (e *Engine) release(skip []string) {
+// release brings forward, once, partitions where a claim that skipped
+// projects saw work due of one that skip (admit's, for a claim of n; e.mu
+// held) no longer holds back (under its share or cap again): that work is
+// due for the next claim, not a look maxIdle later (which kept the
+// claimer idle half of a preloaded run when one project filled the node).
+// At most n partitions, those held longest: the claim looks at no more,
+// and the rest would be looked at by the claims after it, which may skip
+// the project again and find nothing; they stay held for the next
+// release. The projects still skipped stay held.
+func (e *Engine) release(skip []string, n int) {
 	var freed []string
 	for _, pid := range e.held {
 		if !slices.Contains(skip, pid) {
@@ -209,16 +214,22 @@ func (e *Engine) release(skip []string) {
 	if len(freed) == 0 {
 		return
 	}
+	var ks []int
 	for k, t := range e.heldDue {
-		if t.IsZero() || !slices.ContainsFunc(e.duePids[k], func(pid string) bool { return slices.Contains(freed, pid) }) {
-			continue
+		if !t.IsZero() && slices.ContainsFunc(e.duePids[k], func(pid string) bool { return slices.Contains(freed, pid) }) {
+			ks = append(ks, k)
 		}
-		if t.Before(e.dueAt[k]) {
-			e.dueAt[k] = t
+	}
+	slices.SortStableFunc(ks, func(a, b int) int { return e.heldDue[a].Compare(e.heldDue[b]) })
+	for _, k := range ks[:min(n, len(ks))] {
+		if e.heldDue[k].Before(e.dueAt[k]) {
+			e.dueAt[k] = e.heldDue[k]
 		}
 		e.heldDue[k] = time.Time{}
 	}
-	e.held = slices.DeleteFunc(e.held, func(pid string) bool { return slices.Contains(freed, pid) })
+	if len(ks) <= n {
+		e.held = slices.DeleteFunc(e.held, func(pid string) bool { return slices.Contains(freed, pid) })
+	}
 }
 
 // saturated lists the endpoints this node has no room for: as many
