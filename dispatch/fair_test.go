@@ -143,7 +143,9 @@ func TestClaimAfterASkippingClaimTakesWhatIsDue(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e.begin([]claimed{{projectID: "pa"}}) // an attempt of pa runs
+	// An attempt of pa runs, and a claim skips pa (the skip given here as
+	// admit gives it when pa holds its share: the whole node).
+	e.begin([]claimed{{projectID: "pa"}})
 	ds, err := claimUpTo(e, 10, []string{"pa"})
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +153,7 @@ func TestClaimAfterASkippingClaimTakesWhatIsDue(t *testing.T) {
 	if len(ds) != 0 {
 		t.Fatalf("with its only project skipped, the claim took %d deliveries", len(ds))
 	}
-	e.end("pa") // it ends: pa is under its share again
+	e.end("pa") // it ends: admit skips pa no more
 	n, skip := e.admit()
 	if len(skip) != 0 {
 		t.Fatalf("admit still skips %v", skip)

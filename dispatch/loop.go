@@ -200,10 +200,11 @@ func (e *Engine) admit() (int, []string) {
 // held) no longer holds back (under its share or cap again): that work is
 // due for the next claim, not a look maxIdle later (which kept the
 // claimer idle half of a preloaded run when one project filled the node).
-// At most n partitions, those held longest: the claim looks at no more,
-// and the rest would be looked at by the claims after it, which may skip
-// the project again and find nothing; they stay held for the next
-// release. The projects still skipped stay held.
+// At most n partitions, those held longest (the claim looks at no more
+// than n partitions, in its own rotation): released all at once, the rest
+// would be looked at by the claims after it, which may skip the project
+// again and find nothing; they stay held for the next release. The
+// projects still skipped stay held.
 func (e *Engine) release(skip []string, n int) {
 	var freed []string
 	for _, pid := range e.held {
