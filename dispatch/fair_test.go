@@ -173,19 +173,8 @@ func TestClaimAfterASkippingClaimTakesWhatIsDue(t *testing.T) {
 // under its cap, the next claims take its deliveries in every partition.
 func TestSkippingClaimsStopAcrossPartitions(t *testing.T) {
 	t.Parallel()
-	c, prefix := rdbtest.New(t)
-	hooks := &relHooks{}
-	var ws []project.Webhook
-	for i := range 32 {
-		ws = append(ws, relHook(fmt.Sprintf("wh_%d", i), "http://127.0.0.1:9/"))
-	}
-	hooks.set("pa", ws...)
 	const parts = 16
-	t0 := time.Now()
-	e := newRelEngine(t, c, prefix, hooks, Options{Partitions: parts, ProjectConcurrency: 1, Now: func() time.Time { return t0 }})
-	if err := e.Enqueue(context.Background(), relEvent("pa", "a-0")); err != nil {
-		t.Fatal(err)
-	}
+	e := spreadEngine(t, Options{Partitions: parts, ProjectConcurrency: 1})
 	e.begin([]claimed{{projectID: "pa"}, {projectID: "pa"}}) // two attempts: over its cap of one
 	sweep := func(when string) {
 		t.Helper()
@@ -229,8 +218,8 @@ func TestSkippingClaimsStopAcrossPartitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ds) != len(ws) {
-		t.Fatalf("once the project was under its cap, the claims took %d of its %d deliveries", len(ds), len(ws))
+	if len(ds) != spreadHooks {
+		t.Fatalf("once the project was under its cap, the claims took %d of its %d deliveries", len(ds), spreadHooks)
 	}
 }
 
@@ -241,19 +230,7 @@ func TestSkippingClaimsStopAcrossPartitions(t *testing.T) {
 // release, or their look maxIdle later).
 func TestReleaseIsAClaimsWorth(t *testing.T) {
 	t.Parallel()
-	c, prefix := rdbtest.New(t)
-	hooks := &relHooks{}
-	var ws []project.Webhook
-	for i := range 32 {
-		ws = append(ws, relHook(fmt.Sprintf("wh_%d", i), "http://127.0.0.1:9/"))
-	}
-	hooks.set("pa", ws...)
-	t0 := time.Now()
-	e := newRelEngine(t, c, prefix, hooks, Options{Partitions: 16, Concurrency: 3, ProjectConcurrency: 2,
-		Now: func() time.Time { return t0 }})
-	if err := e.Enqueue(context.Background(), relEvent("pa", "a-0")); err != nil {
-		t.Fatal(err)
-	}
+	e := spreadEngine(t, Options{Partitions: 16, Concurrency: 3, ProjectConcurrency: 2})
 	e.begin([]claimed{{projectID: "pa"}, {projectID: "pa"}}) // at its cap
 	for more, rounds := true, 0; more; rounds++ {
 		if rounds > 16 {
@@ -285,6 +262,30 @@ func TestReleaseIsAClaimsWorth(t *testing.T) {
 	if ds, more, err := e.claim(n, skip); err != nil || len(ds) != 0 || more {
 		t.Fatalf("the look after the release went on to the partitions not released (%d taken, more %v, %v)", len(ds), more, err)
 	}
+}
+
+// spreadHooks is how many endpoints spreadEngine's project has.
+const spreadHooks = 32
+
+// spreadEngine is an engine (with o; not started, its clock standing
+// still) whose project pa has spreadHooks endpoints, spread over the
+// partitions, and one event due for them all.
+func spreadEngine(t *testing.T, o Options) *Engine {
+	t.Helper()
+	c, prefix := rdbtest.New(t)
+	hooks := &relHooks{}
+	var ws []project.Webhook
+	for i := range spreadHooks {
+		ws = append(ws, relHook(fmt.Sprintf("wh_%d", i), "http://127.0.0.1:9/"))
+	}
+	hooks.set("pa", ws...)
+	t0 := time.Now()
+	o.Now = func() time.Time { return t0 }
+	e := newRelEngine(t, c, prefix, hooks, o)
+	if err := e.Enqueue(context.Background(), relEvent("pa", "a-0")); err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 // claimUpTo claims as the claimer does, round after round while the
