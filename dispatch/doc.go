@@ -132,7 +132,10 @@
 //     partition that moves on by one each round; a partition is due for a
 //     look at the earliest due time its last claim reported (at most 100 ms
 //     on), at once when it filled its part, or when a poke or a nudge names
-//     it. An attempt whose
+//     it. A claim that skipped projects (over their share or cap) leaves it
+//     100 ms on and holds that due time aside: when admit no longer skips a
+//     project seen due there, the next claim looks at it (release, a
+//     claim's worth of partitions at a time). An attempt whose
 //     endpoint is at its limit on this node parks (up to PerEndpoint per
 //     endpoint) and is sent by the goroutine of the next attempt to that
 //     endpoint to end (handOff), or goes back to the schedule, to be
