@@ -412,11 +412,12 @@ func (e *Engine) claim(n int, skip []string) (out []claimed, more bool, err erro
 		case len(r.deliveries) >= quota[i]:
 			e.dueAt[k] = time.Time{}
 			more = true
-		case len(skip) == 0 && !r.next.IsZero() && r.next.Before(e.dueAt[k]):
-			e.dueAt[k] = r.next
-		}
-		if len(skip) > 0 && !r.next.IsZero() && r.next.Before(e.dueAt[k]) {
-			e.heldDue[k] = r.next
+		case !r.next.IsZero() && r.next.Before(e.dueAt[k]):
+			if len(skip) == 0 {
+				e.dueAt[k] = r.next
+			} else {
+				e.heldDue[k] = r.next // perhaps a skipped project's: see release
+			}
 		}
 		for j := range r.deliveries {
 			r.deliveries[j].token, r.deliveries[j].at, r.deliveries[j].part = tokens[i], now, k
