@@ -23,6 +23,7 @@ import (
 	"github.com/riverhub/riverhub/hub"
 	"github.com/riverhub/riverhub/internal/apperr"
 	"github.com/riverhub/riverhub/internal/batch"
+	"github.com/riverhub/riverhub/internal/gopool"
 	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/wire"
 )
@@ -226,6 +227,7 @@ type Service struct {
 	quit      chan struct{} // closed to stop heartbeats and reclaims, once no task runs
 	loops     sync.WaitGroup
 	tasks     sync.WaitGroup
+	runners   *gopool.Pool // the goroutines tasks run on
 	claimer   sync.WaitGroup
 	stopOnce  sync.Once
 	quitOnce  sync.Once
@@ -304,6 +306,7 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 		quit:        make(chan struct{}),
 	}
 	s.runCtx, s.runCancel = context.WithCancel(context.Background())
+	s.runners = gopool.New(gopool.Idle, s.quit)
 	s.m = newMetrics(o.Registerer, s)
 	s.shortfalls = newShortfalls(o.Registerer)
 	s.waitLog = o.Log.Sample(&zerolog.BurstSampler{Burst: 1, Period: waitLogPeriod})

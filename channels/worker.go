@@ -126,7 +126,7 @@ func (s *Service) claimLoop() {
 		}
 		for i, id := range ids {
 			s.tasks.Add(1)
-			go func() {
+			s.runners.Go(func() {
 				// A task that waits for a provider gives its slot back
 				// (within MaxWaiting), so that tasks of other providers
 				// and projects run meanwhile; it finishes without one.
@@ -151,7 +151,7 @@ func (s *Service) claimLoop() {
 				if starts != nil {
 					s.process(id, starts[i], onWait)
 				}
-			}()
+			})
 		}
 		if len(ids) > 0 {
 			continue

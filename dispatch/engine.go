@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/riverhub/riverhub/internal/gopool"
 	"github.com/riverhub/riverhub/internal/netguard"
 	"github.com/riverhub/riverhub/internal/rdb"
 	"github.com/riverhub/riverhub/internal/wire"
@@ -145,6 +146,7 @@ type Engine struct {
 	stop      chan struct{}
 	loops     sync.WaitGroup
 	attempts  sync.WaitGroup
+	runners   *gopool.Pool // the goroutines attempts run on
 	stopOnce  sync.Once
 	quitOnce  sync.Once
 
@@ -222,6 +224,7 @@ func New(c redis.UniversalClient, o Options) *Engine {
 	for k := range ps.N() {
 		e.parts = append(e.parts, newPart(o.Prefix, ps, k))
 	}
+	e.runners = gopool.New(gopool.Idle, e.stop)
 	e.runCtx, e.runCancel = context.WithCancel(context.Background())
 	e.m = newMetrics(o.Registerer, e)
 	go e.recordLoop()
@@ -372,10 +375,10 @@ func (q *Enqueueing) Done(err error) (guarded bool, _ error) {
 		if err == nil {
 			if n == 2 {
 				sent++
-				go func() {
+				e.runners.Go(func() {
 					defer func() { e.end(d.projectID); e.attempts.Done() }()
 					e.attempt(d)
-				}()
+				})
 				continue
 			}
 		} else {

@@ -115,10 +115,10 @@ func (e *Engine) claimLoop() {
 			e.begin(ds)
 			for _, d := range ds {
 				e.attempts.Add(1)
-				go func() {
+				e.runners.Go(func() {
 					defer func() { e.end(d.projectID); e.attempts.Done() }()
 					e.attempt(d)
-				}()
+				})
 			}
 			if len(ds) == n || more {
 				continue // more may be due
