@@ -20,11 +20,12 @@ for i = 2, #ARGV do
     add[#add + 1] = ARGV[i]
   end
 end
+local fresh = false -- the log begins with these entries: it has no expiry to ask for
 if #add > 0 then
-  redis.call('RPUSH', KEYS[1], unpack(add))
+  fresh = redis.call('RPUSH', KEYS[1], unpack(add)) == #add
 end
 local ttl = tonumber(ARGV[1])
-if redis.call('PTTL', KEYS[1]) < ttl then
+if fresh or redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
 return 1

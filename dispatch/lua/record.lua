@@ -34,7 +34,8 @@
 -- Returns {recorded, change}: recorded is 1 when recorded as asked, 2 when
 -- recorded as cancelled instead, 0 when the claim was stale; change is
 -- "opened", "reopened", "closed", "disable" or "".
-local claim = redis.call('HGET', KEYS[1], 'claim')
+local d = redis.call('HMGET', KEYS[1], 'claim', 'attempts', 'tries', 'cancel')
+local claim = d[1]
 if claim ~= ARGV[2] then
   if redis.call('LINDEX', KEYS[2], -1) == ARGV[5] then
     local rec = redis.call('HGET', KEYS[1], 'rec') or ''
@@ -132,35 +133,41 @@ if claim ~= ARGV[2] then
   return {0, change}
 end
 redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('RPUSH', KEYS[2], ARGV[5])
-redis.call('HSET', KEYS[1], 'claim', '', 'last_status', ARGV[8], 'last_error', ARGV[9], 'updated_at', ARGV[10])
 local outcome = ARGV[3]
-if outcome ~= 'ok' then
-  local cancel = redis.call('HGET', KEYS[1], 'cancel')
-  if cancel and cancel ~= '' then
-    outcome = 'cancelled' -- see cancel.lua
+if outcome ~= 'ok' and d[4] and d[4] ~= '' then
+  outcome = 'cancelled' -- see cancel.lua
+end
+-- The delivery's fields, in one HSET (the counts read above, under this
+-- script): the attempt's, then the outcome's.
+local set = {'claim', '', 'attempts', tonumber(d[2] or '0') + 1, 'last_status', ARGV[8], 'last_error', ARGV[9],
+  'updated_at', ARGV[10]}
+local function add(...)
+  for i = 1, select('#', ...) do
+    set[#set + 1] = select(i, ...)
   end
 end
+local recorded = '1:'
 if outcome == 'ok' then
-  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'next_at', '', 'rec', '1:' .. change)
-  redis.call('EXPIRE', KEYS[1], ARGV[7])
-  redis.call('EXPIRE', KEYS[2], ARGV[7])
-elseif outcome == 'cancelled' then
-  redis.call('HINCRBY', KEYS[1], 'tries', 1)
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'next_at', '', 'rec', '2:' .. change)
-  redis.call('EXPIRE', KEYS[1], ARGV[7])
-  redis.call('EXPIRE', KEYS[2], ARGV[7])
-elseif outcome == 'retry' then
-  redis.call('HINCRBY', KEYS[1], 'tries', 1)
-  redis.call('HSET', KEYS[1], 'status', 'retrying', 'next_at', ARGV[6], 'rec', '1:' .. change)
-  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
-  redis.call('ZADD', KEYS[10], 'LT', ARGV[6], ARGV[17])
+  add('status', 'succeeded', 'next_at', '')
 else
-  redis.call('HINCRBY', KEYS[1], 'tries', 1)
-  redis.call('HSET', KEYS[1], 'status', 'dead', 'next_at', '', 'dead_at', ARGV[4], 'rec', '1:' .. change)
-  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
-  redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
+  add('tries', tonumber(d[3] or '0') + 1)
+  if outcome == 'cancelled' then
+    recorded = '2:'
+    add('status', 'cancelled', 'next_at', '')
+  elseif outcome == 'retry' then
+    add('status', 'retrying', 'next_at', ARGV[6])
+    redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
+    redis.call('ZADD', KEYS[10], 'LT', ARGV[6], ARGV[17])
+  else
+    add('status', 'dead', 'next_at', '', 'dead_at', ARGV[4])
+    redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+    redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
+  end
+end
+add('rec', recorded .. change)
+redis.call('HSET', KEYS[1], unpack(set))
+if outcome ~= 'retry' then
   redis.call('EXPIRE', KEYS[1], ARGV[7])
   redis.call('EXPIRE', KEYS[2], ARGV[7])
 end
