@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -13,13 +14,16 @@ import (
 // the attempts by outcome and a histogram of their durations, kept for
 // two hours.
 //
-//	P:{dq}:stats:<pid>:<unix minute>  HASH ok, retry, dead: attempts by outcome;
-//	                                  l0..l11: attempts per duration bucket (latencyBounds)
+//	P:{dq}:stats:<pid>:<unix minute>  HASH <outcome>:l<bucket>: attempts by outcome
+//	                                  (ok, retry, dead) and duration bucket (l0..l11,
+//	                                  latencyBounds)
 //
 // in each partition (the tag of the partition of the deliveries counted):
 // the attempts' writes spread with them, and a read sums the partitions.
 // An attempt is counted by the script that records it (record.lua), once
-// however often its batch is sent.
+// however often its batch is sent, in one field. (Earlier versions counted
+// it twice, in a field of its outcome and one of its bucket; a read sums
+// both forms, so minutes written before an upgrade still count.)
 
 // latencyBounds are the upper bounds (ms) of the duration buckets; the
 // last bucket is everything slower.
@@ -79,21 +83,30 @@ func (e *Engine) Stats(ctx context.Context, pid string, minutes int) (Stats, err
 	st := Stats{Minutes: make([]MinuteStats, minutes), Bounds: latencyBounds}
 	total := make([]int64, len(latencyBounds)+1)
 	for i, cs := range cmds {
-		n := func(f string) int64 {
-			sum := int64(0)
-			for _, c := range cs {
-				x, _ := strconv.ParseInt(c.Val()[f], 10, 64)
-				sum += x
-			}
-			return sum
-		}
-		m := MinuteStats{At: time.Unix((now-int64(minutes-1-i))*60, 0).UTC().Format(time.RFC3339),
-			Succeeded: n(string(verdictOK)), Failed: n(string(verdictRetry)), Dead: n(string(verdictDead))}
+		byOutcome := map[string]int64{}
 		hist := make([]int64, len(total))
+		for _, c := range cs {
+			for f, v := range c.Val() {
+				x, _ := strconv.ParseInt(v, 10, 64)
+				outcome, bucket, both := strings.Cut(f, ":")
+				if !both { // one of an earlier version's two fields
+					if strings.HasPrefix(f, "l") {
+						outcome, bucket = "", f
+					} else {
+						outcome, bucket = f, ""
+					}
+				}
+				byOutcome[outcome] += x
+				if b, err := strconv.Atoi(strings.TrimPrefix(bucket, "l")); err == nil && b >= 0 && b < len(hist) {
+					hist[b] += x
+				}
+			}
+		}
 		for b := range hist {
-			hist[b] = n("l" + strconv.Itoa(b))
 			total[b] += hist[b]
 		}
+		m := MinuteStats{At: time.Unix((now-int64(minutes-1-i))*60, 0).UTC().Format(time.RFC3339),
+			Succeeded: byOutcome[string(verdictOK)], Failed: byOutcome[string(verdictRetry)], Dead: byOutcome[string(verdictDead)]}
 		m.P50MS, m.P99MS = percentileOf(hist, .50), percentileOf(hist, .99)
 		st.Minutes[i] = m
 	}

@@ -90,6 +90,40 @@ func TestStatsCountAttempts(t *testing.T) {
 	}
 }
 
+// A minute that an earlier version began counting (a field per outcome and
+// one per duration bucket) is read with what this one adds (one field per
+// attempt): an upgrade inside a minute loses no attempt and counts none
+// twice.
+func TestStatsReadEarlierCounts(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	now := time.Date(2026, 11, 27, 5, 30, 10, 0, time.UTC)
+	e := New(c, Options{Prefix: prefix, Log: zerolog.Nop(), Now: func() time.Time { return now }})
+	ctx := context.Background()
+	// Earlier: 3 succeeded in 0–5 ms, 1 retry in 25–50 ms.
+	c.HSet(ctx, e.parts[0].statsKey("p1", now.Unix()/60), "ok", 3, "retry", 1, "l0", 3, "l3", 1)
+	recordBatch(t, e, []result{
+		{d: claimed{id: "a", projectID: "p1"}, verdict: "ok", durationMS: 3, attempt: []byte(`{"attempt":1}`)},
+		{d: claimed{id: "b", projectID: "p1"}, verdict: "dead", durationMS: 20000, attempt: []byte(`{"attempt":2}`)},
+	}, now)
+	st, err := e.Stats(ctx, "p1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := st.Minutes[0]
+	if m.Succeeded != 4 || m.Failed != 1 || m.Dead != 1 {
+		t.Fatalf("minute = %+v, want 4 succeeded, 1 failed, 1 dead", m)
+	}
+	// 6 attempts: 4 in the first bucket (≤ 5 ms), 1 ≤ 50 ms, 1 above the
+	// last bound; the 99th percentile is the 5th.
+	if *m.P50MS != 5 || *m.P99MS != 50 {
+		t.Errorf("percentiles = %v %v, want 5 and 50", *m.P50MS, *m.P99MS)
+	}
+	if n := c.HLen(ctx, e.parts[0].statsKey("p1", now.Unix()/60)).Val(); n != 6 {
+		t.Errorf("the minute has %d fields, want the earlier 4 and one per new outcome and bucket", n)
+	}
+}
+
 // A batch sent again after a round trip that failed part-way records and
 // counts each attempt once, and answers as the first time: a dead letter
 // stays one, a dead letter of a cancelled delivery stays cancelled and is

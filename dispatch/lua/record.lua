@@ -21,9 +21,9 @@
 -- KEYS[3] is the project's due zset, KEYS[10] the projects zset.
 --
 -- The attempt is counted in the minute's statistics, KEYS[11] (see
--- stats.go), under a stale claim too: by outcome (a dead letter recorded
--- as cancelled counts as a failed attempt) and in its duration bucket,
--- the field ARGV[20]; ARGV[21] is their TTL (seconds).
+-- stats.go), under a stale claim too, in one field: its outcome (a dead
+-- letter recorded as cancelled counts as a failed attempt), ':' and its
+-- duration bucket, ARGV[20]; ARGV[21] is the hash's TTL (seconds).
 --
 -- The same attempt recorded again (its batch sent again after a round trip
 -- that failed part-way) changes and counts nothing, and answers what it
@@ -50,10 +50,9 @@ if claim ~= ARGV[2] then
   end
 end
 local function count(outcome)
-  if redis.call('HINCRBY', KEYS[11], outcome, 1) == 1 then
+  if redis.call('HINCRBY', KEYS[11], outcome .. ':' .. ARGV[20], 1) == 1 then
     redis.call('EXPIRE', KEYS[11], ARGV[21])
   end
-  redis.call('HINCRBY', KEYS[11], ARGV[20], 1)
 end
 local change = ''
 if ARGV[11] ~= '' then
