@@ -53,13 +53,19 @@ func recordBatch(t *testing.T, e *Engine, batch []result, now time.Time) []recor
 	return out
 }
 
+// statsEngine is an engine, not started, whose clock stands at a minute's
+// tenth second, and its Redis.
+func statsEngine(t *testing.T) (*Engine, redis.UniversalClient, time.Time) {
+	c, prefix := rdbtest.New(t)
+	now := time.Date(2026, 11, 27, 5, 30, 10, 0, time.UTC)
+	return New(c, Options{Prefix: prefix, Log: zerolog.Nop(), Now: func() time.Time { return now }}), c, now
+}
+
 // Attempts are counted per project and minute, by outcome and duration,
 // stale claims too; a put-off and a log note are no attempts.
 func TestStatsCountAttempts(t *testing.T) {
 	t.Parallel()
-	c, prefix := rdbtest.New(t)
-	now := time.Date(2026, 11, 27, 5, 30, 10, 0, time.UTC)
-	e := New(c, Options{Prefix: prefix, Log: zerolog.Nop(), Now: func() time.Time { return now }})
+	e, c, now := statsEngine(t)
 	ctx := context.Background()
 	att := func(n int) []byte { return fmt.Appendf(nil, `{"attempt":%d}`, n) }
 	recordBatch(t, e, []result{ // no delivery holds these claims: stale, counted all the same
@@ -96,9 +102,7 @@ func TestStatsCountAttempts(t *testing.T) {
 // twice.
 func TestStatsReadEarlierCounts(t *testing.T) {
 	t.Parallel()
-	c, prefix := rdbtest.New(t)
-	now := time.Date(2026, 11, 27, 5, 30, 10, 0, time.UTC)
-	e := New(c, Options{Prefix: prefix, Log: zerolog.Nop(), Now: func() time.Time { return now }})
+	e, c, now := statsEngine(t)
 	ctx := context.Background()
 	// Earlier: 3 succeeded in 0–5 ms, 1 retry in 25–50 ms.
 	c.HSet(ctx, e.parts[0].statsKey("p1", now.Unix()/60), "ok", 3, "retry", 1, "l0", 3, "l3", 1)
