@@ -60,7 +60,8 @@
 //
 //   - the claimer (claimLoop), which leases up to a batch of tasks for the
 //     free worker slots (Options.Workers) and runs each claimed task on a
-//     goroutine of its own; a task that waits for a provider gives its
+//     goroutine of its own (one kept from an earlier task, internal/gopool,
+//     so its stack is already grown); a task that waits for a provider gives its
 //     slot back (at most Options.MaxWaiting tasks at once), so up to
 //     Workers + MaxWaiting tasks may be running;
 //   - the heartbeat, every Lease/3, extending the leases of the tasks this

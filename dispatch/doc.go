@@ -126,7 +126,8 @@
 //
 //   - the claimer (claimLoop), which claims as many due deliveries as this
 //     node has free slots for (Concurrency, shared fairly across projects:
-//     admit) and attempts each on a goroutine of its own. A claim round
+//     admit) and attempts each on a goroutine of its own (reused,
+//     internal/gopool). A claim round
 //     sends one claim script to each partition due for a look, in one
 //     pipeline, the slots split evenly among them, starting from a
 //     partition that moves on by one each round; a partition is due for a
