@@ -32,6 +32,28 @@
 // a node's claimer moves a batch of tasks into a lease sorted set (scored
 // by lease deadline) in one script, taking one task per project per turn
 // round the ring, and heartbeats extend the leases of the tasks it runs.
+// On one Redis with one partition, a submission to a node that claims
+// (between Start and StopClaiming) and has a worker slot free takes its
+// task itself when no other task is ready (the take, submit.lua): the
+// submit script leases it to this node and starts it, instead of queueing
+// it, and the node runs it as soon as the submission is answered, with no
+// claim round trip and no wait for the claimer. A take overtakes no task:
+// with anything ready, the submission queues (and a node asks for takes
+// only while its last claim left nothing ready). A take's round trip sent
+// again (its answer lost) is answered with the start again, while the
+// lease is untouched; a take whose submission failed is taken back like a
+// pending submission (unrecord.lua), the lease with it. When that fails
+// too (Redis not answering), the node asks Redis again until it answers
+// (settleTake, which holds the slot and counts as a running task;
+// settletake.lua creates nothing): a take that ran, its lease untouched, is
+// leased again and runs here then; without a record the channel is marked
+// withdrawn, so the submission, should Redis run it later, writes nothing.
+// A take still unsettled when Shutdown cancels the running tasks, or
+// answered after that cancellation (Shutdown waits for that round trip,
+// bounded by the Redis timeouts), or settled with a second or less of its
+// lease left, or answered with an error Redis will give again, leaves its
+// task leased to nobody until the lease runs out and the reclaimer puts
+// it back: delayed, not lost.
 // If a node dies, its leases run out and any node puts the tasks back at
 // the head of their project's list. Within a project tasks start in
 // submission order; across projects, a task waits for at most one task of
@@ -59,7 +81,8 @@
 // runs a first reclaim on the caller's goroutine, then starts five more:
 //
 //   - the claimer (claimLoop), which leases up to a batch of tasks for the
-//     free worker slots (Options.Workers) and runs each claimed task on a
+//     free worker slots (Options.Workers, shared with the submissions'
+//     takes: reserve) and runs each claimed task on a
 //     goroutine of its own (one kept from an earlier task, internal/gopool,
 //     so its stack is already grown); a task that waits for a provider gives its
 //     slot back (at most Options.MaxWaiting tasks at once), so up to
@@ -84,8 +107,8 @@
 //
 // Start is called once, before StopClaiming and Shutdown. Every other
 // exported method may be called from any goroutine, concurrently, before
-// Start as after it (Submit only queues: the claimers of any node run the
-// task). RunSync runs its task on the caller's goroutine and its side
+// Start as after it (Submit queues, unless its node, claiming, takes the
+// task itself: see Queue). RunSync runs its task on the caller's goroutine and its side
 // effects on one of its own, which Shutdown waits for like a claimed
 // task. A RunSync whose provider answers after Shutdown has cancelled the
 // running tasks records nothing and leaves its task to its lease (another

@@ -53,7 +53,7 @@ func fill(tb testing.TB, s *Service, pid string, n int) {
 			tb.Fatal(err)
 		}
 		for _, c := range cmds {
-			if err := s.enqueued(c, pid, 0, time.Time{}); err != nil {
+			if _, err := s.enqueued(c, pid, 0, time.Time{}); err != nil {
 				tb.Fatal(err)
 			}
 		}

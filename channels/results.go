@@ -250,6 +250,31 @@ type enqueueReply struct {
 	waitMS  int64 // enqueueRateLimited
 }
 
+// decodeSubmit reads enqueue.lua's reply, or submit.lua's: enqueue.lua's
+// with, when the task was taken (submit.lua), start.lua's reply as a third
+// field.
+func decodeSubmit(out []any) (enqueueReply, *started, error) {
+	n := min(len(out), 2)
+	ints := make([]int64, n)
+	for i := range n {
+		v, ok := out[i].(int64)
+		if !ok {
+			return enqueueReply{}, nil, fmt.Errorf("enqueue.lua: unknown reply %v", out)
+		}
+		ints[i] = v
+	}
+	r, err := decodeEnqueue(ints)
+	if err != nil || len(out) < 3 || r.refused != 0 {
+		return r, nil, err
+	}
+	f, _ := out[2].([]any)
+	st := &started{out: make([]string, len(f))}
+	for j, v := range f {
+		st.out[j], _ = v.(string)
+	}
+	return r, st, nil
+}
+
 func decodeEnqueue(out []int64) (enqueueReply, error) {
 	if len(out) == 0 {
 		return enqueueReply{}, fmt.Errorf("enqueue.lua: empty reply")

@@ -42,7 +42,8 @@ var (
 	unrecordScript   = script("unrecord")
 	unindexScript    = script("unindex")
 	enqueueScript    = script("gcra", "enqueue", "enqueue_main")
-	submitScript     = script("gcra", "enqueue", "tl", "record", "submit")
+	submitScript     = script("gcra", "enqueue", "tl", "record", "start", "submit")
+	settleTakeScript = script("tl", "start", "settletake")
 	limitScript      = script("gcra", "limit")
 	claimScript      = script("claim", "claim_main")
 	claimStartScript = script("claim", "tl", "start", "claimstart")
@@ -200,6 +201,9 @@ type Service struct {
 	wake      chan struct{}
 	wakeDue   chan struct{} // an earlier deadline was set on this node
 	syncSlots chan struct{} // one per synchronous run in flight (at most Workers)
+	slots     chan struct{} // one token per free worker (claimLoop, a submission's take)
+	taking    atomic.Bool   // submissions may run their task here at once (Start to StopClaiming)
+	drained   atomic.Bool   // the claimer's last claim took all there was (takes are worth asking)
 	acks      chan ackItem  // lease releases (and publishes) for ackLoop
 	acked     chan struct{} // closed when ackLoop has sent the last one
 
@@ -297,6 +301,7 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 		wakeDue:     make(chan struct{}, 1),
 		wake:        make(chan struct{}, 1),
 		syncSlots:   make(chan struct{}, o.Workers),
+		slots:       make(chan struct{}, o.Workers),
 		acks:        make(chan ackItem, 4096),
 		acked:       make(chan struct{}),
 		settles:     make(chan settlement, 4096),
@@ -304,6 +309,9 @@ func New(rdb redis.UniversalClient, runner Runner, o Options) *Service {
 		inflight:    make(map[string]lease),
 		stop:        make(chan struct{}),
 		quit:        make(chan struct{}),
+	}
+	for range o.Workers {
+		s.slots <- struct{}{}
 	}
 	s.runCtx, s.runCancel = context.WithCancel(context.Background())
 	s.runners = gopool.New(gopool.Idle, s.quit)
@@ -392,8 +400,9 @@ func (s *Service) recordArgs(t *Task, status Status, now time.Time, entries ...E
 	return args, nil
 }
 
-// Submit records a channel and queues its task on its project's queue, in
-// one round trip: one script on one Redis (submit.lua); on a Cluster in
+// Submit records a channel and queues its task on its project's queue (or,
+// on one Redis, may take it for this node to run at once: see the package
+// doc, Queue), in one round trip: one script on one Redis (submit.lua); on a Cluster in
 // three, each shared with other submissions: the intent (the queue's
 // slot), the record with its index entries, then the enqueue script (the
 // queue's slot; see docs/layout.md, "Write order across slots"). The channel id is chosen by the
@@ -481,7 +490,7 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		}
 		if err != nil {
 			s.permits.kept(t.ProjectID, ask, 0, now)
-			if s.withdraw(context.WithoutCancel(ctx), t, err, cluster) {
+			if s.withdraw(context.WithoutCancel(ctx), t, err, cluster, 0) {
 				return fmt.Errorf("submit task: %w (%w)", err, ErrWithdrawn)
 			}
 			return fmt.Errorf("submit task: %w", err)
@@ -491,6 +500,14 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	// Which index expiries the submit script sets: noted as set once it
 	// has queued the task (it sets them only then).
 	expire := make([]byte, len(ikeys))
+	// With a worker free here, the submit script may hand the task to this
+	// node at once (take, submit.lua), sparing it a claim's round trip.
+	take := !cluster && s.reserve()
+	var until int64 // the take's lease deadline (0: no take asked)
+	if take {
+		until = now.Add(s.o.Lease).UnixMilli()
+	}
+	var st *started
 	err = s.shared.PipelinedMerge(ctx, func(p redis.Pipeliner, m *rdb.Merge) {
 		if cluster {
 			enq = enqueueScript.Eval(ctx, p, qkeys, qargs...)
@@ -502,14 +519,24 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 				expire[i] = '1'
 			}
 		}
-		sargs := append(qargs, createdMS(t.ChannelID, now), t.ChannelID, max(1, int64(s.o.Retention/time.Second)), string(expire))
-		enq = m.Call(ctx, submitScript, slices.Concat(qkeys, keys, ikeys), append(sargs, args...)...)
+		stamp, entry := "", []byte(nil)
+		if take {
+			stamp, entry, _ = s.startEntries(now)
+		}
+		sargs := append(qargs, createdMS(t.ChannelID, now), t.ChannelID, max(1, int64(s.o.Retention/time.Second)), string(expire), until, stamp, entry)
+		enq = m.Call(ctx, submitScript, slices.Concat(qkeys, keys, []string{q.lease}, ikeys), append(sargs, args...)...)
 		s.trim(m, now, ikeys...)
 	})
 	if err == nil {
-		err = s.enqueued(enq, t.ProjectID, ask, now)
+		st, err = s.enqueued(enq, t.ProjectID, ask, now)
 	} else {
 		s.permits.kept(t.ProjectID, ask, 0, now)
+	}
+	switch {
+	case st != nil: // taken: it runs here, in the slot reserved for it
+		s.runTaken(t, st)
+	case take && (err == nil || apperr.As(err) != nil): // not taken: something else was ready, or refused
+		s.unreserve()
 	}
 	if err == nil {
 		for i, k := range ikeys {
@@ -519,18 +546,74 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		}
 	}
 	if err != nil {
-		gone := s.withdraw(context.WithoutCancel(ctx), t, err, cluster)
+		gone := s.withdraw(context.WithoutCancel(ctx), t, err, cluster, until)
 		switch {
 		case apperr.As(err) != nil:
 			return err
 		case gone:
+			if take {
+				s.unreserve()
+			}
 			return fmt.Errorf("submit task: %w (%w)", err, ErrWithdrawn)
+		}
+		if take { // the outcome is unknown: Redis will tell, once it answers
+			go s.settleTake(t, until)
 		}
 		return fmt.Errorf("submit task: %w", err)
 	}
 	s.m.submitted.Inc()
-	s.poke()
+	if st == nil {
+		s.poke()
+	}
 	return nil
+}
+
+// runTaken runs task t, which its submission took (submit.lua), started
+// st, in the worker slot reserved for it.
+func (s *Service) runTaken(t *Task, st *started) {
+	s.track(t.ChannelID, lease{0, leaseMember(t.ProjectID, t.ChannelID)})
+	s.launch(t.ChannelID, st)
+}
+
+// settleTake settles a submission that asked to take its task under lease
+// deadline until and whose outcome is unknown (its answer lost, and taking
+// it back failed too), holding the slot reserved for it: it asks Redis
+// (settletake.lua), again until Redis answers (and while it answers that
+// it cannot serve now: rdb.Unavailable), as a lost claim is sent again.
+// If the take ran and its lease is untouched, the task is leased again
+// (until a deadline one lease past the take's) and runs here at once,
+// rather than after its lease; if there is
+// no record, the channel is marked withdrawn, so that a submission Redis
+// runs later writes nothing; else the record runs as any other. It gives
+// up when the running tasks are cancelled (Shutdown): a take that ran is
+// then reclaimed when its lease runs out.
+func (s *Service) settleTake(t *Task, until int64) {
+	keys := []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID), s.q.of(t.ChannelID).lease}
+	renewed := until + s.o.Lease.Milliseconds() // the same on every call: one that ran, its answer lost, is known by it
+	for pause := 50 * time.Millisecond; ; pause = min(2*pause, time.Second) {
+		select {
+		case <-s.runCtx.Done():
+			s.unreserve()
+			return
+		case <-time.After(pause):
+		}
+		now := s.o.Now()
+		stamp, entry, _ := s.startEntries(now)
+		out, err := settleTakeScript.Run(s.runCtx, s.rdb, keys, leaseMember(t.ProjectID, t.ChannelID), until,
+			now.UnixMilli(), renewed, stamp, entry, int64(withdrawnTTL/time.Second)).StringSlice()
+		var reply redis.Error
+		switch {
+		case err != nil && (!errors.As(err, &reply) || rdb.Unavailable(err)): // no answer, or not now: ask again
+			continue
+		case err == nil && len(out) > 0:
+			s.runTaken(t, &started{out: out})
+			return
+		case err != nil:
+			s.o.Log.Error().Err(err).Str("channel_id", t.ChannelID).Msg("settle a take whose outcome was unknown")
+		}
+		s.unreserve()
+		return
+	}
 }
 
 // withdraw takes back submission t, not queued (err): its record must not
@@ -555,7 +638,11 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 // refused, or taken back before any worker started it (its record taken
 // out, or not there yet and the channel marked withdrawn: a submission
 // Redis runs later writes nothing).
-func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool) (gone bool) {
+//
+// took is the lease deadline under which the submission asked to take its
+// task (0: it did not): a task it took and nobody has run yet is taken
+// back like a pending one (unrecord.lua).
+func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool, took int64) (gone bool) {
 	keys := []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}
 	refused := apperr.As(err) != nil
 	ttl := int64(withdrawnTTL / time.Second)
@@ -568,7 +655,11 @@ func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool
 		if refused {
 			return true
 		}
-		removed, err := unrecordScript.Run(ctx, s.rdb, append(keys, ikeys...), ttl, t.ChannelID).Int()
+		keys, args := append(keys, ikeys...), []any{ttl, t.ChannelID}
+		if took != 0 {
+			keys, args = append(keys, s.q.of(t.ChannelID).lease), append(args, leaseMember(t.ProjectID, t.ChannelID), took)
+		}
+		removed, err := unrecordScript.Run(ctx, s.rdb, keys, args...).Int()
 		if err != nil {
 			// Redis may have run the submission: then its task runs,
 			// with its record and entries, though its answer was an error.
@@ -597,32 +688,33 @@ func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool
 // outcome unknown: Redis may yet run the submission.
 var ErrWithdrawn = errors.New("the submission was taken back; its task will not run")
 
-// enqueued reads the enqueue script's answer: nil, or why it refused. It
-// reports to the node's permits what the check, asking for ask tasks of
+// enqueued reads the enqueue (or submit) script's answer: the task's start
+// when the submit script took it for this node (else nil), or why it was
+// refused. It reports to the node's permits what the check, asking for ask tasks of
 // project pid's rate at now, took.
-func (s *Service) enqueued(c *redis.Cmd, pid string, ask int, now time.Time) error {
-	out, err := c.Int64Slice()
+func (s *Service) enqueued(c *redis.Cmd, pid string, ask int, now time.Time) (*started, error) {
+	out, err := c.Slice()
 	if err != nil {
 		s.permits.kept(pid, ask, 0, now)
-		return err
+		return nil, err
 	}
-	r, err := decodeEnqueue(out)
+	r, st, err := decodeSubmit(out)
 	s.permits.kept(pid, ask, int(r.taken), now)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch r.refused {
 	case enqueueQueueFull:
 		s.m.rejected.Inc()
-		return ErrQueueFull
+		return nil, ErrQueueFull
 	case enqueueProjectFull:
 		s.m.rejected.Inc()
-		return ErrProjectQueueFull
+		return nil, ErrProjectQueueFull
 	case enqueueRateLimited:
 		s.m.limited.Inc()
-		return rateLimited(int64(s.o.ProjectRate), r.waitMS)
+		return nil, rateLimited(int64(s.o.ProjectRate), r.waitMS)
 	}
-	return nil
+	return st, nil
 }
 
 // pipelined runs fill's commands in one round trip, scripts by hash; only

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -394,7 +395,7 @@ func TestWithdrawnSubmissionLeavesNoIndex(t *testing.T) {
 	if err := s.Submit(ctx, refused); !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("third submit: %v, want ErrQueueFull", err)
 	}
-	if !s.withdraw(ctx, lost, context.DeadlineExceeded, false) { // its answer was lost
+	if !s.withdraw(ctx, lost, context.DeadlineExceeded, false, 0) { // its answer was lost
 		t.Error("a submission taken back with its record: not reported gone")
 	}
 	listed := func(task *Task) (n int) {
@@ -434,7 +435,7 @@ func TestWithdrawnBeforeItRanNeverRuns(t *testing.T) {
 	s := newService(t, c, prefix, answer(`{}`), Options{})
 	ctx := context.Background()
 	late := newTask()
-	if !s.withdraw(ctx, late, context.DeadlineExceeded, rdb.IsCluster(c)) {
+	if !s.withdraw(ctx, late, context.DeadlineExceeded, rdb.IsCluster(c), 0) {
 		t.Fatal("a submission taken back before it ran: not reported gone")
 	}
 	queue := s.q.of(late.ChannelID).queue(late.ProjectID)
@@ -471,7 +472,7 @@ func TestWithdrawnBeforeItRanNeverRuns(t *testing.T) {
 	if err := c.HSet(ctx, s.chKey(other.ChannelID), "status", string(StatusGenerating)).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if s.withdraw(ctx, other, context.DeadlineExceeded, rdb.IsCluster(c)) {
+	if s.withdraw(ctx, other, context.DeadlineExceeded, rdb.IsCluster(c), 0) {
 		t.Error("a started submission: reported gone")
 	}
 	if n, _ := c.Exists(ctx, s.chKey(other.ChannelID)).Result(); n != 1 {
@@ -767,5 +768,278 @@ func TestLateEnqueueLeavesTheTaskAlone(t *testing.T) {
 	}
 	if at, err := c.ZScore(ctx, q.lease, member).Result(); err != nil || at != claimed {
 		t.Errorf("the claim's lease: %v, %v", at, err)
+	}
+}
+
+// A submission on a node that claims tasks, with a worker free and no other
+// task ready, is taken at once (submit.lua's take): leased to this node and
+// started in the submission's own round trip, never queued. One made with
+// no worker free, or while another task is ready, is queued: a take
+// overtakes no task.
+func TestSubmissionTakenAtOnce(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	release := make(chan struct{})
+	ok := answer(`{"ok":true}`)
+	block := runnerFunc(func(ctx context.Context, req ai.Request) (ai.Result, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return ai.Result{}, ctx.Err()
+		}
+		return ok(ctx, req)
+	})
+	s := newService(t, c, prefix, block, Options{Workers: 1})
+	s.reclaim() // as Start: the legacy lists are seen empty
+	s.drained.Store(true)
+	s.taking.Store(true) // claiming, without the claim loop: what runs, the take started
+	ctx := context.Background()
+	q := s.q.keys[0]
+	queued := func(want ...*Task) {
+		t.Helper()
+		ids, _ := s.rdb.LRange(ctx, q.queue("p1"), 0, -1).Result()
+		n, _ := s.rdb.Get(ctx, q.count).Int()
+		if len(ids) != len(want) || n != len(want) {
+			t.Fatalf("queue %v (ready counter %d), want %d tasks", ids, n, len(want))
+		}
+		for i, w := range want {
+			if ids[i] != w.ChannelID {
+				t.Fatalf("queue %v: %d is not %s", ids, i, w.ChannelID)
+			}
+			if v, err := s.Get(ctx, "p1", w.ChannelID); err != nil || v.Status != StatusPending {
+				t.Fatalf("queued %s: %q %v, want pending", w.ChannelID, v.Status, err)
+			}
+		}
+	}
+	first := newTask()
+	if err := s.Submit(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Get(ctx, "p1", first.ChannelID); err != nil || v.Status != StatusGenerating {
+		t.Fatalf("taken task: %q %v, want generating when its submission returns", v.Status, err)
+	}
+	if _, err := s.rdb.ZScore(ctx, q.lease, leaseMember("p1", first.ChannelID)).Result(); err != nil {
+		t.Fatalf("taken task not leased: %v", err)
+	}
+	queued()
+
+	second := newTask() // the one worker runs first
+	if err := s.Submit(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	queued(second)
+
+	close(release)
+	waitStatus(t, s, first.ChannelID, StatusSuccess)
+	for deadline := time.Now().Add(5 * time.Second); len(s.slots) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the worker slot never came back")
+		}
+	}
+	third := newTask() // a worker is free, but second is ready
+	if err := s.Submit(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+	queued(second, third)
+	if len(s.slots) != 1 {
+		t.Errorf("%d free slots after a submission not taken, want 1", len(s.slots))
+	}
+
+	s.Start() // the claim loop runs the queued ones
+	waitStatus(t, s, second.ChannelID, StatusSuccess)
+	waitStatus(t, s, third.ChannelID, StatusSuccess)
+}
+
+// submitHook does to the next round trip that carries a submission what a
+// network can: runs it twice (the client sent it again after losing its
+// answer) or runs it and loses the answer.
+type submitHook struct {
+	twice, lose, drop atomic.Bool
+	down              atomic.Bool // every command but pipelines fails, unsent
+}
+
+var errAnswerLost = errors.New("answer lost")
+
+func (h *submitHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *submitHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.down.Load() {
+			cmd.SetErr(errAnswerLost)
+			return errAnswerLost
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *submitHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		submits := slices.ContainsFunc(cmds, func(c redis.Cmder) bool {
+			return slices.Contains(c.Args(), any(submitScript.Hash()))
+		})
+		if submits && h.drop.CompareAndSwap(true, false) { // lost on its way
+			for _, c := range cmds {
+				c.SetErr(errAnswerLost)
+			}
+			return errAnswerLost
+		}
+		err := next(ctx, cmds)
+		switch {
+		case !submits:
+		case h.twice.CompareAndSwap(true, false):
+			return next(ctx, cmds)
+		case h.lose.CompareAndSwap(true, false):
+			for _, c := range cmds {
+				c.SetErr(errAnswerLost)
+			}
+			return errAnswerLost
+		}
+		return err
+	}
+}
+
+// A submission that took its task (submit.lua's take) and was sent again
+// after its answer was lost runs it at once, once; one whose answer was
+// lost is taken back (ErrWithdrawn), its task never run, its slot free;
+// one that cannot be taken back either is settled once Redis answers
+// (settleTake) and runs.
+func TestTakenSubmissionSentAgainOrLost(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	if rdb.IsCluster(c) {
+		t.Skip("no take on a Cluster")
+	}
+	h := &submitHook{}
+	c.AddHook(h)
+	var runs atomic.Int32
+	ok := answer(`{"ok":true}`)
+	s := newService(t, c, prefix, runnerFunc(func(ctx context.Context, req ai.Request) (ai.Result, error) {
+		runs.Add(1)
+		return ok(ctx, req)
+	}), Options{Workers: 4})
+	s.reclaim()
+	s.drained.Store(true)
+	s.taking.Store(true)
+	ctx := context.Background()
+
+	again := newTask()
+	h.twice.Store(true)
+	if err := s.Submit(ctx, again); err != nil {
+		t.Fatalf("a take sent again: %v", err)
+	}
+	waitStatus(t, s, again.ChannelID, StatusSuccess) // within 5 s: not left to its 30 s lease
+	if runs.Load() != 1 {
+		t.Errorf("a take sent again: %d provider calls, want 1", runs.Load())
+	}
+
+	lost := newTask()
+	h.lose.Store(true)
+	if err := s.Submit(ctx, lost); !errors.Is(err, ErrWithdrawn) {
+		t.Fatalf("a take whose answer was lost: %v, want ErrWithdrawn", err)
+	}
+	if n, _ := c.Exists(ctx, s.chKey(lost.ChannelID)).Result(); n != 0 {
+		t.Error("a withdrawn take left its record")
+	}
+	if c.ZScore(ctx, s.q.keys[0].lease, leaseMember(lost.ProjectID, lost.ChannelID)).Err() == nil {
+		t.Error("a withdrawn take left its lease")
+	}
+	for _, k := range s.newKeys(lost, StatusPending) {
+		if c.ZScore(ctx, k, lost.ChannelID).Err() == nil {
+			t.Errorf("a withdrawn take is in index %s", k)
+		}
+	}
+	until(t, "every worker slot free", func() bool { return len(s.slots) == 4 })
+	if runs.Load() != 1 {
+		t.Errorf("%d provider calls, want 1: the withdrawn take ran", runs.Load())
+	}
+
+	// Its answer lost, and taking it back failing too: settled once Redis
+	// answers, it runs then, not after its 30 s lease.
+	unknown := newTask()
+	h.lose.Store(true)
+	h.down.Store(true)
+	err := s.Submit(ctx, unknown)
+	time.Sleep(200 * time.Millisecond) // Redis answers nothing a while longer
+	h.down.Store(false)
+	if err == nil || errors.Is(err, ErrWithdrawn) {
+		t.Fatalf("a take whose outcome is unknown: %v, want an error, not ErrWithdrawn", err)
+	}
+	waitStatus(t, s, unknown.ChannelID, StatusSuccess)
+	until(t, "every worker slot free", func() bool { return len(s.slots) == 4 })
+	if runs.Load() != 2 {
+		t.Errorf("%d provider calls, want 2", runs.Load())
+	}
+
+	// Lost on its way, and not taken back: once Redis answers, the channel
+	// is marked withdrawn, so the submission, run late, writes nothing.
+	late := newTask()
+	h.drop.Store(true)
+	h.down.Store(true)
+	err = s.Submit(ctx, late)
+	h.down.Store(false)
+	if err == nil || errors.Is(err, ErrWithdrawn) {
+		t.Fatalf("a take lost on its way: %v, want an error, not ErrWithdrawn", err)
+	}
+	until(t, "every worker slot free", func() bool { return len(s.slots) == 4 })
+	if err := s.Submit(ctx, late); !errors.Is(err, ErrWithdrawn) { // the late run
+		t.Fatalf("a submission run after its take was settled: %v, want ErrWithdrawn", err)
+	}
+	if n, _ := c.Exists(ctx, s.chKey(late.ChannelID)).Result(); n != 0 || runs.Load() != 2 {
+		t.Errorf("a settled take lost on its way: record %d, provider calls %d; want none and 2", n, runs.Load())
+	}
+}
+
+// settletake.lua may run twice (its answer lost): the second run finds the
+// lease it renewed and answers the start again; a lease not the take's is
+// left alone; with no record, the channel is marked withdrawn.
+func TestSettleTakeRunsTwice(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	if rdb.IsCluster(c) {
+		t.Skip("no take on a Cluster")
+	}
+	release := make(chan struct{})
+	defer close(release)
+	s := newService(t, c, prefix, runnerFunc(func(ctx context.Context, req ai.Request) (ai.Result, error) {
+		<-release
+		return ai.Result{}, errors.New("stopped")
+	}), Options{})
+	s.reclaim()
+	s.drained.Store(true)
+	s.taking.Store(true)
+	ctx := context.Background()
+	task := newTask()
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	q, member := s.q.of(task.ChannelID), leaseMember(task.ProjectID, task.ChannelID)
+	until, err := c.ZScore(ctx, q.lease, member).Result()
+	if err != nil {
+		t.Fatalf("not taken: %v", err)
+	}
+	now := time.Now()
+	renewed := int64(until) + time.Hour.Milliseconds()
+	settle := func(cid string, took, renew int64) []string {
+		t.Helper()
+		stamp, entry, _ := s.startEntries(now)
+		out, err := settleTakeScript.Run(ctx, c, []string{s.chKey(cid), s.wKey(cid), q.lease}, leaseMember(task.ProjectID, cid),
+			took, now.UnixMilli(), renew, stamp, entry, 60).StringSlice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	for i := range 2 {
+		if out := settle(task.ChannelID, int64(until), renewed); len(out) == 0 || out[0] != "run" {
+			t.Fatalf("call %d: %v, want the start", i+1, out)
+		}
+		if got := c.ZScore(ctx, q.lease, member).Val(); got != float64(renewed) {
+			t.Fatalf("call %d: lease %v, want renewed to %d", i+1, got, renewed)
+		}
+	}
+	if out := settle(task.ChannelID, int64(until)-1, renewed+1); len(out) != 0 {
+		t.Errorf("a lease not the take's: %v, want it left alone", out)
+	}
+	gone := NewChannelID()
+	if out := settle(gone, int64(until), renewed); len(out) != 0 || c.Exists(ctx, s.wKey(gone)).Val() != 1 {
+		t.Errorf("no record: %v, mark %d; want nothing and the channel marked withdrawn", out, c.Exists(ctx, s.wKey(gone)).Val())
 	}
 }

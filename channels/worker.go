@@ -40,6 +40,8 @@ func (s *Service) Start() {
 	go s.every(s.o.Lease/3, nil, s.heartbeat)
 	go s.every(max(s.o.Lease/4, 50*time.Millisecond), nil, s.reclaim)
 	go s.every(time.Second, nil, s.unindexDue)
+	s.drained.Store(true)
+	s.taking.Store(len(s.q.keys) == 1 && !rdb.IsCluster(s.rdb))
 }
 
 // poke wakes this node's claimer after a local submission.
@@ -85,10 +87,7 @@ func (s *Service) untrack(cid string) {
 
 func (s *Service) claimLoop() {
 	defer s.claimer.Done()
-	slots := make(chan struct{}, s.o.Workers) // one token per free worker
-	for range s.o.Workers {
-		slots <- struct{}{}
-	}
+	slots := s.slots
 	for {
 		select {
 		case <-s.stop:
@@ -106,6 +105,7 @@ func (s *Service) claimLoop() {
 			}
 		}
 		part, members, starts, err := s.claim(n)
+		s.drained.Store(err == nil && len(members) < n)
 		for range n - len(members) {
 			slots <- struct{}{}
 		}
@@ -126,32 +126,11 @@ func (s *Service) claimLoop() {
 		}
 		for i, id := range ids {
 			s.tasks.Add(1)
-			s.runners.Go(func() {
-				// A task that waits for a provider gives its slot back
-				// (within MaxWaiting), so that tasks of other providers
-				// and projects run meanwhile; it finishes without one.
-				held := true
-				defer func() {
-					s.untrack(id)
-					if held {
-						slots <- struct{}{}
-					} else {
-						s.waiting.Add(-1)
-					}
-					s.tasks.Done()
-				}()
-				onWait := func(ai.Wait) {
-					if s.waiting.Add(1) > int64(s.o.MaxWaiting) {
-						s.waiting.Add(-1)
-						return
-					}
-					held = false
-					slots <- struct{}{}
-				}
-				if starts != nil {
-					s.process(id, starts[i], onWait)
-				}
-			})
+			var st *started
+			if starts != nil {
+				st = &starts[i]
+			}
+			s.launch(id, st)
 		}
 		if len(ids) > 0 {
 			continue
@@ -170,6 +149,69 @@ func (s *Service) claimLoop() {
 		}
 		t.Stop()
 	}
+}
+
+// launch runs a task this node leased (st: its start, nil when it could
+// not be started: its lease then runs out) on a goroutine of the pool, with
+// a worker slot and a count in s.tasks its caller took.
+func (s *Service) launch(id string, st *started) {
+	s.runners.Go(func() {
+		// A task that waits for a provider gives its slot back
+		// (within MaxWaiting), so that tasks of other providers
+		// and projects run meanwhile; it finishes without one.
+		held := true
+		defer func() {
+			s.untrack(id)
+			if held {
+				s.slots <- struct{}{}
+			} else {
+				s.waiting.Add(-1)
+			}
+			s.tasks.Done()
+		}()
+		onWait := func(ai.Wait) {
+			if s.waiting.Add(1) > int64(s.o.MaxWaiting) {
+				s.waiting.Add(-1)
+				return
+			}
+			held = false
+			s.slots <- struct{}{}
+		}
+		if st != nil {
+			s.process(id, *st, onWait)
+		}
+	})
+}
+
+// reserve takes a free worker slot for a submission that may run its task
+// here at once (submit.lua's take), if this node claims tasks, its last
+// claim left nothing ready (else the slot would sit idle through a round
+// trip whose take the backlog refuses, while the claimer waits for one),
+// one is free and Shutdown has not begun; launch or unreserve gives it
+// back.
+func (s *Service) reserve() bool {
+	if !s.taking.Load() || !s.drained.Load() {
+		return false
+	}
+	select {
+	case <-s.slots:
+	default:
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		s.slots <- struct{}{}
+		return false
+	}
+	s.tasks.Add(1)
+	return true
+}
+
+// unreserve gives back a slot reserve took for a task not taken.
+func (s *Service) unreserve() {
+	s.slots <- struct{}{}
+	s.tasks.Done()
 }
 
 // claim leases up to n tasks of one partition and returns the partition
@@ -425,6 +467,7 @@ func (s *Service) reclaim() {
 // The first step of a shutdown, before the HTTP server drains.
 func (s *Service) StopClaiming() {
 	s.stopOnce.Do(func() {
+		s.taking.Store(false)
 		close(s.stop)
 		s.claimer.Wait()
 	})

@@ -12,9 +12,22 @@
 -- Redis, KEYS[3..] the log indexes submit.lua wrote its entries in, taken
 -- out with the record. ARGV[1] the mark's time to live (seconds); ARGV[2]
 -- the channel id (with KEYS[3..]).
+-- With ARGV[3] (a lease member) and ARGV[4] (its deadline), the submission
+-- asked to take its task (submit.lua) and the last key is the lease set: a
+-- task it took and nobody has run (its lease untouched since, one run
+-- begun) is taken back as if still pending.
 -- Returns 1 when removed, 2 when not there (marked: it will not be
 -- recorded), 0 when kept.
 local st = redis.call('HGET', KEYS[1], 'status')
+local last = #KEYS
+if ARGV[3] then
+  last = last - 1
+  if st == 'generating' and redis.call('HGET', KEYS[1], 'runs') == '1'
+    and tonumber(redis.call('ZSCORE', KEYS[#KEYS], ARGV[3])) == tonumber(ARGV[4]) then
+    redis.call('ZREM', KEYS[#KEYS], ARGV[3])
+    st = 'pending'
+  end
+end
 if st and st ~= 'pending' then
   return 0
 end
@@ -25,7 +38,7 @@ if not st and redis.call('EXISTS', KEYS[1]) == 0 then
   return 2
 end
 redis.call('DEL', KEYS[1])
-for i = 3, #KEYS do
+for i = 3, last do
   redis.call('ZREM', KEYS[i], ARGV[2])
 end
 return 1
