@@ -402,8 +402,8 @@ func (s *Service) recordArgs(t *Task, status Status, now time.Time, entries ...E
 
 // Submit records a channel and queues its task on its project's queue (or,
 // on one Redis, may take it for this node to run at once: see the package
-// doc, Queue), in one round trip: one script on one Redis (submit.lua); on a Cluster in
-// three, each shared with other submissions: the intent (the queue's
+// doc, Queue), in one round trip: one script on one Redis (submit.lua); on
+// a Cluster in three, each shared with other submissions: the intent (the queue's
 // slot), the record with its index entries, then the enqueue script (the
 // queue's slot; see docs/layout.md, "Write order across slots"). The channel id is chosen by the
 // caller (it is part of the answer, which may have to be stored for
@@ -582,11 +582,11 @@ func (s *Service) runTaken(t *Task, st *started) {
 // it cannot serve now: rdb.Unavailable), as a lost claim is sent again.
 // If the take ran and its lease is untouched, the task is leased again
 // (until a deadline one lease past the take's) and runs here at once,
-// rather than after its lease; if there is
-// no record, the channel is marked withdrawn, so that a submission Redis
-// runs later writes nothing; else the record runs as any other. It gives
-// up when the running tasks are cancelled (Shutdown): a take that ran is
-// then reclaimed when its lease runs out.
+// rather than after its lease; if there is no record, the channel is
+// marked withdrawn, so that a submission Redis runs later writes nothing;
+// else the record runs as any other. It gives up when the running tasks
+// are cancelled (Shutdown): a take that ran is then reclaimed when its
+// lease runs out.
 func (s *Service) settleTake(t *Task, until int64) {
 	keys := []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID), s.q.of(t.ChannelID).lease}
 	renewed := until + s.o.Lease.Milliseconds() // the same on every call: one that ran, its answer lost, is known by it
@@ -690,8 +690,8 @@ var ErrWithdrawn = errors.New("the submission was taken back; its task will not 
 
 // enqueued reads the enqueue (or submit) script's answer: the task's start
 // when the submit script took it for this node (else nil), or why it was
-// refused. It reports to the node's permits what the check, asking for ask tasks of
-// project pid's rate at now, took.
+// refused. It reports to the node's permits what the check, asking for ask
+// tasks of project pid's rate at now, took.
 func (s *Service) enqueued(c *redis.Cmd, pid string, ask int, now time.Time) (*started, error) {
 	out, err := c.Slice()
 	if err != nil {

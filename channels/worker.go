@@ -32,6 +32,7 @@ const (
 // are claimed like a project's.
 func (s *Service) Start() {
 	s.reclaim()
+	s.drained.Store(true) // until a claim finds more than it asked for
 	s.claimer.Add(1)
 	s.loops.Add(5)
 	go s.claimLoop()
@@ -40,7 +41,6 @@ func (s *Service) Start() {
 	go s.every(s.o.Lease/3, nil, s.heartbeat)
 	go s.every(max(s.o.Lease/4, 50*time.Millisecond), nil, s.reclaim)
 	go s.every(time.Second, nil, s.unindexDue)
-	s.drained.Store(true)
 	s.taking.Store(len(s.q.keys) == 1 && !rdb.IsCluster(s.rdb))
 }
 
