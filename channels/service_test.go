@@ -779,6 +779,9 @@ func TestLateEnqueueLeavesTheTaskAlone(t *testing.T) {
 func TestSubmissionTakenAtOnce(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)
+	if rdb.IsCluster(c) {
+		t.Skip("no take on a Cluster")
+	}
 	release := make(chan struct{})
 	ok := answer(`{"ok":true}`)
 	block := runnerFunc(func(ctx context.Context, req ai.Request) (ai.Result, error) {
