@@ -956,15 +956,22 @@ func TestTakenSubmissionSentAgainOrLost(t *testing.T) {
 
 	// Its answer lost, and taking it back failing too: settled once Redis
 	// answers, it runs then, not after its 30 s lease.
-	unknown := newTask()
-	h.lose.Store(true)
-	h.down.Store(true)
-	err := s.Submit(ctx, unknown)
-	time.Sleep(200 * time.Millisecond) // Redis answers nothing a while longer
-	h.down.Store(false)
-	if err == nil || errors.Is(err, ErrWithdrawn) {
-		t.Fatalf("a take whose outcome is unknown: %v, want an error, not ErrWithdrawn", err)
+	// submitUnknown submits task with fault set and every single command
+	// failing (so withdraw fails too) for hold past the submission: its
+	// outcome must be unknown (an error, not ErrWithdrawn).
+	submitUnknown := func(task *Task, fault *atomic.Bool, hold time.Duration) {
+		t.Helper()
+		fault.Store(true)
+		h.down.Store(true)
+		err := s.Submit(ctx, task)
+		time.Sleep(hold)
+		h.down.Store(false)
+		if err == nil || errors.Is(err, ErrWithdrawn) {
+			t.Fatalf("a take whose outcome is unknown: %v, want an error, not ErrWithdrawn", err)
+		}
 	}
+	unknown := newTask()
+	submitUnknown(unknown, &h.lose, 200*time.Millisecond) // Redis answers nothing a while longer
 	waitStatus(t, s, unknown.ChannelID, StatusSuccess)
 	until(t, "every worker slot free", func() bool { return len(s.slots) == 4 })
 	if runs.Load() != 2 {
@@ -974,13 +981,7 @@ func TestTakenSubmissionSentAgainOrLost(t *testing.T) {
 	// Lost on its way, and not taken back: once Redis answers, the channel
 	// is marked withdrawn, so the submission, run late, writes nothing.
 	late := newTask()
-	h.drop.Store(true)
-	h.down.Store(true)
-	err = s.Submit(ctx, late)
-	h.down.Store(false)
-	if err == nil || errors.Is(err, ErrWithdrawn) {
-		t.Fatalf("a take lost on its way: %v, want an error, not ErrWithdrawn", err)
-	}
+	submitUnknown(late, &h.drop, 0)
 	until(t, "every worker slot free", func() bool { return len(s.slots) == 4 })
 	if err := s.Submit(ctx, late); !errors.Is(err, ErrWithdrawn) { // the late run
 		t.Fatalf("a submission run after its take was settled: %v, want ErrWithdrawn", err)

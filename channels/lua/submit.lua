@@ -1,11 +1,10 @@
 -- Submissions on one Redis (not a Cluster, where the channel, the queue and
 -- the log indexes live in different slots), a batch of them (rdb.Merge's
 -- Call): for each, enqueue.lua (or the take, below), then, if the task was
--- queued, record.lua and the channel's log-index entries, so that a refused
--- task writes nothing, a queued one is never claimed before its record
--- exists, and its
--- entries stand exactly when its record does (unrecord.lua takes them out
--- with it). The batch's entries go as one ZADD per index, after every
+-- queued or taken, record.lua and the channel's log-index entries, so that
+-- a refused task writes nothing, a queued one is never claimed before its
+-- record exists, and its entries stand exactly when its record does
+-- (unrecord.lua takes them out with it). The batch's entries go as one ZADD per index, after every
 -- call (a batch is at most rdb.Shared's 256 calls: 512 arguments, well
 -- within unpack's limit). A call that fails is an error reply of its own,
 -- and writes no entries; the others go on.
