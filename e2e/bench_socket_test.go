@@ -18,6 +18,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -62,7 +63,8 @@ import (
 // and by everything else outside this process and its nodes: a run beside
 // other work is not a clean one); nodes-cores (the nodes' processes);
 // self-cores (this process: the load generator and its 5,200 sockets, and
-// the nodes too unless BENCH_PROCESS is set).
+// the nodes too unless BENCH_PROCESS is set); self-gcs and self-B/msg (this
+// process's collections in the window and what it allocated per message).
 //
 // BENCH_HOOK=1 gives the project a webhook endpoint (a local receiver
 // answering 200): the tasks' task.ai_generated deliveries go out, and each
@@ -75,6 +77,9 @@ import (
 // BENCH_PROCESS=1 runs nodes A and B as processes of their own, built
 // (go build) from the tree the test binary runs in: to compare two trees,
 // run each binary from its own tree's e2e directory.
+// This process's garbage collector is then off for the window (quietGC),
+// as bench/centrifugo's is: the load generator's collections are not the
+// nodes' latency. BENCH_SELF_GC=1 leaves it on.
 func BenchmarkCrossNodePublish(b *testing.B) {
 	b.Run("callback", func(b *testing.B) {
 		benchCrossNode(b, func(x *crossNode, i int) error {
@@ -220,6 +225,12 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 		answered := make([]time.Duration, total) // the call's own duration
 		var failed atomic.Int64
 		tick := time.Second / time.Duration(rate)
+		restoreGC := func() {}
+		if len(pids) > 0 && os.Getenv("BENCH_SELF_GC") == "" {
+			restoreGC = quietGC()
+		}
+		var ms0, ms1 runtime.MemStats
+		runtime.ReadMemStats(&ms0)
 		cpu0, redis0 := readCPU(pids...), redisCPU(rc)
 		var prof *os.File
 		if f := os.Getenv("BENCH_CPUPROFILE"); f != "" {
@@ -251,6 +262,8 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 		}
 		cpu1, redis1 := readCPU(pids...), redisCPU(rc)
 		lost := x.await(b, joined(measured), 10*time.Second)
+		runtime.ReadMemStats(&ms1)
+		restoreGC()
 		b.StopTimer()
 
 		lat := make([]time.Duration, 0, total)
@@ -270,6 +283,8 @@ func benchCrossNode(b *testing.B, cause func(x *crossNode, i int) error, want st
 		b.ReportMetric(ms(percentile(answered, 0.99)), "call-p99-ms")
 		b.ReportMetric(float64(total)/elapsed.Seconds(), "msg/s")
 		b.ReportMetric(float64(lost), "lost")
+		b.ReportMetric(float64(ms1.NumGC-ms0.NumGC), "self-gcs")
+		b.ReportMetric(float64(ms1.TotalAlloc-ms0.TotalAlloc)/float64(total), "self-B/msg")
 		redisCores := (redis1 - redis0) / elapsed.Seconds()
 		b.ReportMetric(redisCores, "redis-cores")
 		if cpu0.ok && cpu1.ok {
@@ -550,4 +565,16 @@ func processTicks(pid string) (int64, bool) {
 	u, _ := strconv.ParseInt(g[11], 10, 64)
 	k, _ := strconv.ParseInt(g[12], 10, 64)
 	return u + k, true
+}
+
+// quietGC collects this process's garbage, then turns its collector off
+// until the returned func is called: the load generator's own collection
+// (a heap of about 100 MB for its sockets, 20 ms of marking on a machine of
+// two cores) would otherwise take a core from the nodes under test in the
+// middle of the measured window. The window allocates about 3 KB per
+// message.
+func quietGC() (restore func()) {
+	runtime.GC()
+	old := debug.SetGCPercent(-1)
+	return func() { debug.SetGCPercent(old) }
 }

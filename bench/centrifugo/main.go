@@ -12,7 +12,9 @@
 // It reports p50, p99 and max, the publish call's own p99, the rate
 // achieved, the publications lost (not received within 10 s), and the CPU
 // used meanwhile by Redis, by the two Centrifugo processes and by this one,
-// in cores.
+// in cores, and this process's collections in the window (its collector
+// is off then, quietGC; -self-gc leaves it on) and bytes allocated per
+// publication.
 //
 // It is a module of its own, so that the peer is no dependency of
 // riverhub. The centrifugo binary is built apart:
@@ -35,6 +37,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,6 +58,7 @@ func main() {
 	window := flag.Duration("window", 5*time.Second, "how long to publish")
 	portA := flag.Int("port-a", 18401, "node A's port")
 	portB := flag.Int("port-b", 18402, "node B's port")
+	selfGC := flag.Bool("self-gc", false, "leave this process's garbage collector on during the window")
 	flag.Parse()
 	const warm = 200
 	total := int(float64(*rate) * window.Seconds())
@@ -114,6 +118,12 @@ func main() {
 	answered := make([]time.Duration, total)
 	var failed atomic.Int64
 	tick := time.Second / time.Duration(*rate)
+	restoreGC := func() {}
+	if !*selfGC {
+		restoreGC = quietGC()
+	}
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	cpu0, redis0 := readCPU(a.pid(), b.pid()), redisCPU(rc)
 	t0 := time.Now()
 	for i := range total {
@@ -133,6 +143,8 @@ func main() {
 	cpu1, redis1 := readCPU(a.pid(), b.pid()), redisCPU(rc)
 	measured := subs[warm:]
 	lost := await(measured, 10*time.Second)
+	runtime.ReadMemStats(&ms1)
+	restoreGC()
 
 	var lat []time.Duration
 	for i, s := range measured {
@@ -150,8 +162,9 @@ func main() {
 	fmt.Printf("p50-ms %.3f  p99-ms %.3f  max-ms %.3f  call-p99-ms %.3f  msg/s %.0f  lost %d  failed %d\n",
 		ms(pct(lat, 0.50)), ms(pct(lat, 0.99)), ms(pct(lat, 1)), ms(pct(answered, 0.99)),
 		float64(total)/elapsed.Seconds(), lost, failed.Load())
-	fmt.Printf("nodes-cores %.3f  redis-cores %.3f  self-cores %.3f\n",
-		float64(cpu1.nodes-cpu0.nodes)/all, (redis1-redis0)/elapsed.Seconds(), float64(cpu1.self-cpu0.self)/all)
+	fmt.Printf("nodes-cores %.3f  redis-cores %.3f  self-cores %.3f  self-gcs %d  self-B/msg %.0f\n",
+		float64(cpu1.nodes-cpu0.nodes)/all, (redis1-redis0)/elapsed.Seconds(), float64(cpu1.self-cpu0.self)/all,
+		ms1.NumGC-ms0.NumGC, float64(ms1.TotalAlloc-ms0.TotalAlloc)/float64(total))
 	for _, s := range subs {
 		if s != nil {
 			_ = s.conn.CloseNow()
@@ -432,4 +445,14 @@ func check(err error) {
 	if err != nil {
 		panic(err)
 	}
+}
+
+// quietGC collects this process's garbage, then turns its collector off
+// until the returned func is called, as riverhub's benchmark does with its
+// nodes in processes of their own: the load generator's collections (its
+// sockets' heap) would otherwise take a core from the nodes mid-window.
+func quietGC() (restore func()) {
+	runtime.GC()
+	old := debug.SetGCPercent(-1)
+	return func() { debug.SetGCPercent(old) }
 }
