@@ -149,14 +149,18 @@
 //	                        per line, appended by the scripts that change the record (tl.lua;
 //	                        the dispatcher keeps its entries in its own log, merged in when a
 //	                        timeline is read, Service.Timeline);
+//	                        kept, set by a repeat of its Idempotency-Key that found it standing
+//	                        once the reservation ran out (idemsettle.lua): a take-back of its
+//	                        submission landing after leaves it;
 //	                        a settled channel drops its live fields (liveFields: task, result,
-//	                        runs, hook, sim, due_*, deadline, announced, cb_parts) with the step that
-//	                        settles it
+//	                        runs, hook, sim, due_*, deadline, announced, cb_parts, kept) with the
+//	                        step that settles it
 //	P:ch:{cid}:tl     LIST  timeline entries of earlier versions, and of a channel whose record
 //	                        has left Redis for the archive (a late note); read before the
 //	                        record's
-//	P:ch:{cid}:w      STRING the withdrawn mark of a submission taken back (10 min):
-//	                        a submission Redis runs after it writes nothing
+//	P:ch:{cid}:w      STRING the withdrawn mark of a submission taken back, or found
+//	                        missing by a repeat of its Idempotency-Key past the reservation
+//	                        (10 min): a submission Redis runs after it writes nothing
 //	P:{tasks}:q:<pid> LIST  a project's channel ids waiting for a worker, FIFO
 //	P:{tasks}:rr      LIST  the ring: each project with waiting tasks, once
 //	P:{tasks}:n       STRING tasks waiting in the project lists (all projects)

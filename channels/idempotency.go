@@ -39,8 +39,9 @@ func (s *Service) idemKey(pid, key string) string {
 const idemLease = 10 * time.Second
 
 var (
-	idemClaimScript = script("idemclaim")
-	idemTakeScript  = script("idemtake")
+	idemClaimScript  = script("idemclaim")
+	idemTakeScript   = script("idemtake")
+	idemSettleScript = script("idemsettle")
 )
 
 // ClaimIdempotency reserves (project, key) for a request with the given
@@ -83,8 +84,13 @@ func (s *Service) ClaimIdempotency(ctx context.Context, pid, key, fingerprint, c
 			return &prev, nil
 		}
 		// Never confirmed nor released: was the first request accepted?
-		// (Its channel may have settled and moved to the archive since.)
-		n, err := s.rdb.Exists(ctx, s.chKey(prev.ChannelID)).Result()
+		// Settled here for good (idemsettle.lua): a record standing is
+		// kept, should the first request's take-back still be on its way;
+		// with none, the channel is marked withdrawn, should its
+		// submission be. (Its channel may have settled and moved to the
+		// archive since.)
+		n, err := idemSettleScript.Run(ctx, s.rdb, []string{s.chKey(prev.ChannelID), s.wKey(prev.ChannelID)},
+			int64(withdrawnTTL/time.Second)).Int()
 		if err != nil {
 			return nil, fmt.Errorf("idempotency: %w", err)
 		}

@@ -340,7 +340,7 @@ func RecordKey(prefix string) func(cid string) string {
 // request logs, a repeated callback and a late join read.
 // (The bc:<status> markers stay: small, and a settlement redone after the
 // compaction must still find that its broadcast entries were written.)
-var liveFields = []string{"task", "result", "runs", "hook", "sim", "due_msg", "due_status", "deadline", "announced", "cb_parts"}
+var liveFields = []string{"task", "result", "runs", "hook", "sim", "due_msg", "due_status", "deadline", "announced", "cb_parts", "kept"}
 
 // compact drops a settled channel's live fields, within p: sent once its
 // side effects have landed (with its lease release, and with the removal

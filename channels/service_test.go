@@ -373,6 +373,60 @@ func TestIdempotencyKeyIsNeverStuck(t *testing.T) {
 	}
 }
 
+// A repeat that finds the reservation run out settles the first request's
+// fate for good (idemsettle.lua). Its channel standing, the repeat replays
+// it as accepted, and the first submission's take-back, landing after
+// (sent when its answer was lost, and slow on its way), leaves it: the
+// client was told it was accepted. With no channel, the repeat submits
+// afresh, and the first submission, run late by Redis, writes nothing: one
+// task for the key.
+func TestIdempotencyRepeatSettlesTheFirst(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{}`), Options{})
+	ctx := context.Background()
+	cluster := rdb.IsCluster(c)
+	lease := func(key string) string { return s.idemKey("p1", key) + ":lease" }
+	exists := func(cid string) bool { return c.Exists(ctx, s.chKey(cid)).Val() == 1 }
+
+	first := newTask()
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k1", "fp", first.ChannelID); prev != nil || err != nil {
+		t.Fatalf("claim = %+v, %v", prev, err)
+	}
+	if err := s.Submit(ctx, first); err != nil { // accepted; its answer is lost
+		t.Fatal(err)
+	}
+	c.Del(ctx, lease("k1"))
+	prev, err := s.ClaimIdempotency(ctx, "p1", "k1", "fp", NewChannelID())
+	if err != nil || prev == nil || !prev.Done || prev.ChannelID != first.ChannelID {
+		t.Fatalf("repeat = %+v, %v; want %s replayed as accepted", prev, err, first.ChannelID)
+	}
+	if s.withdraw(ctx, first, context.DeadlineExceeded, cluster, 0) {
+		t.Error("a take-back landing after the repeat was answered: reported the task gone")
+	}
+	if !exists(first.ChannelID) {
+		t.Fatal("a take-back landing after the repeat took out the channel the repeat was answered with")
+	}
+	if v, err := s.Get(ctx, "p1", first.ChannelID); err != nil || v.Status != StatusPending {
+		t.Errorf("the kept channel = %+v, %v; want it pending, to run", v.Status, err)
+	}
+
+	late := newTask()
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k2", "fp", late.ChannelID); prev != nil || err != nil {
+		t.Fatalf("claim = %+v, %v", prev, err)
+	}
+	c.Del(ctx, lease("k2")) // its submission has not reached Redis yet
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k2", "fp", NewChannelID()); prev != nil || err != nil {
+		t.Fatalf("repeat = %+v, %v; want it to take the key", prev, err)
+	}
+	if err := s.Submit(ctx, late); !errors.Is(err, ErrWithdrawn) {
+		t.Errorf("the first submission, run after the repeat took the key: %v, want ErrWithdrawn", err)
+	}
+	if exists(late.ChannelID) {
+		t.Error("the first submission, run after the repeat took the key, recorded its channel: two tasks for one key")
+	}
+}
+
 // On one Redis a submission's index entries stand exactly when its record
 // does: the submit script writes both or nothing, and taking back one
 // whose answer was lost (Redis ran it after all) takes both out in one

@@ -42,7 +42,7 @@ redis.call('SET', KEYS[4], ARGV[1], 'PX', ttl)
 -- fields (service.go, liveFields) go too, should its compaction have been
 -- cut short.
 local drop = {message = true, metadata = true, task = true, result = true, runs = true, hook = true, sim = true,
-  due_msg = true, due_status = true, deadline = true, announced = true, cb_parts = true, tl = true}
+  due_msg = true, due_status = true, deadline = true, announced = true, cb_parts = true, kept = true, tl = true}
 local keep = {}
 for i = 1, #all, 2 do
   if not drop[all[i]] then

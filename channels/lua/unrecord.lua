@@ -16,9 +16,15 @@
 -- asked to take its task (submit.lua) and the last key is the lease set: a
 -- task it took and nobody has run (its lease untouched since, one run
 -- begun) is taken back as if still pending.
+-- A record a repeat of its Idempotency-Key found standing (field "kept",
+-- idemsettle.lua) is kept: the repeat was answered that it was accepted.
 -- Returns 1 when removed, 2 when not there (marked: it will not be
 -- recorded), 0 when kept.
-local st = redis.call('HGET', KEYS[1], 'status')
+local rec = redis.call('HMGET', KEYS[1], 'status', 'kept')
+if rec[2] then
+  return 0
+end
+local st = rec[1]
 local last = #KEYS
 if ARGV[3] then
   last = last - 1
