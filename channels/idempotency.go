@@ -5,11 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/riverhub/riverhub/internal/apperr"
 )
@@ -42,6 +39,7 @@ var (
 	idemClaimScript  = script("idemclaim")
 	idemTakeScript   = script("idemtake")
 	idemSettleScript = script("idemsettle")
+	idemOwnScript    = script("idemown")
 )
 
 // ClaimIdempotency reserves (project, key) for a request with the given
@@ -121,13 +119,24 @@ func (s *Service) ClaimIdempotency(ctx context.Context, pid, key, fingerprint, c
 }
 
 // ConfirmIdempotency marks the claimed key's request as accepted: repeats
-// now get its answer.
+// now get its answer. A key a repeat has taken over meanwhile (its
+// reservation ran out) is left to that repeat (idemown.lua).
 func (s *Service) ConfirmIdempotency(ctx context.Context, pid, key, fingerprint, channelID string) {
-	rec, _ := json.Marshal(Idempotent{Fingerprint: fingerprint, ChannelID: channelID, Done: true})
-	k := s.idemKey(pid, key)
-	if err := s.rdb.SetArgs(context.WithoutCancel(ctx), k, rec, redis.SetArgs{Mode: "XX", KeepTTL: true}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	if err := s.settleIdem(ctx, pid, key, fingerprint, channelID, true); err != nil {
 		s.o.Log.Warn().Err(err).Msg("confirm idempotency key; repeats will be told the request is in progress")
 	}
+}
+
+// settleIdem confirms (or releases) the key reserved for the request of
+// fingerprint and channelID, if it still stands for that request.
+func (s *Service) settleIdem(ctx context.Context, pid, key, fingerprint, channelID string, confirm bool) error {
+	reserved, _ := json.Marshal(Idempotent{Fingerprint: fingerprint, ChannelID: channelID})
+	var done []byte
+	if confirm {
+		done, _ = json.Marshal(Idempotent{Fingerprint: fingerprint, ChannelID: channelID, Done: true})
+	}
+	k := s.idemKey(pid, key)
+	return idemOwnScript.Run(context.WithoutCancel(ctx), s.rdb, []string{k, k + ":lease"}, reserved, done).Err()
 }
 
 // ErrInProgress answers a repeat of a request that is still being accepted.
@@ -135,10 +144,10 @@ var ErrInProgress = apperr.New(apperr.Conflict, "request_in_progress",
 	"the first request with this Idempotency-Key is still in progress; retry shortly")
 
 // ReleaseIdempotency forgets a claimed key whose request then failed, so
-// the client's retry is not answered with an answer that never held. If
-// this fails too (Redis is failing), the reservation's lease runs out and a
+// the client's retry is not answered with an answer that never held;
+// unless a repeat has taken the key over meanwhile (idemown.lua). If this
+// fails too (Redis is failing), the reservation's lease runs out and a
 // retry resolves it (ClaimIdempotency).
-func (s *Service) ReleaseIdempotency(ctx context.Context, pid, key string) {
-	k := s.idemKey(pid, key)
-	s.rdb.Del(context.WithoutCancel(ctx), k, k+":lease")
+func (s *Service) ReleaseIdempotency(ctx context.Context, pid, key, fingerprint, channelID string) {
+	_ = s.settleIdem(ctx, pid, key, fingerprint, channelID, false)
 }

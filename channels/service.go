@@ -38,21 +38,22 @@ func script(names ...string) *redis.Script {
 }
 
 var (
-	recordScript     = script("tl", "record", "record_main")
-	unrecordScript   = script("unrecord")
-	unindexScript    = script("unindex")
-	enqueueScript    = script("gcra", "enqueue", "enqueue_main")
-	submitScript     = script("gcra", "enqueue", "tl", "record", "start", "submit")
-	settleTakeScript = script("tl", "start", "settletake")
-	limitScript      = script("gcra", "limit")
-	claimScript      = script("claim", "claim_main")
-	claimStartScript = script("claim", "tl", "start", "claimstart")
-	reclaimScript    = script("requeue", "reclaim")
-	releaseScript    = script("requeue", "release")
-	startScript      = script("tl", "start", "start_main")
-	completeScript   = script("tl", "complete")
-	claimDueScript   = script("claimdue")
-	fireScript       = script("tl", "settle", "fire")
+	recordScript       = script("tl", "record", "record_main")
+	unrecordScript     = script("unrecord")
+	unrecordSyncScript = script("unrecordsync")
+	unindexScript      = script("unindex")
+	enqueueScript      = script("gcra", "enqueue", "enqueue_main")
+	submitScript       = script("gcra", "enqueue", "tl", "record", "start", "submit")
+	settleTakeScript   = script("tl", "start", "settletake")
+	limitScript        = script("gcra", "limit")
+	claimScript        = script("claim", "claim_main")
+	claimStartScript   = script("claim", "tl", "start", "claimstart")
+	reclaimScript      = script("requeue", "reclaim")
+	releaseScript      = script("requeue", "release")
+	startScript        = script("tl", "start", "start_main")
+	completeScript     = script("tl", "complete")
+	claimDueScript     = script("claimdue")
+	fireScript         = script("tl", "settle", "fire")
 	// (with the hub's publish as a function: ScriptPublisher)
 	callbackScript = rdb.Named(rdb.NewScript(rdb.Compact(hub.PublishFunc)+rdb.Source(luaFS, "tl", "settle", "callback")),
 		"channels/hub.publish+tl+settle+callback")
@@ -670,6 +671,17 @@ func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool
 	removed, uerr := unrecordScript.Run(ctx, s.rdb, keys, ttl).Int()
 	u := unindexed{ref: t.logRef(), st: StatusPending}
 	switch {
+	case refused && uerr == nil && removed == 0:
+		// Kept: a repeat of its Idempotency-Key was answered with it
+		// (idemsettle.lua). Its intent, which the refusal took out, goes
+		// back as a lease already run out (unless it is leased), so the
+		// reclaimer queues it and it runs.
+		q := s.q.of(t.ChannelID)
+		intent := redis.Z{Score: float64(s.o.Now().UnixMilli()), Member: leaseMember(t.ProjectID, t.ChannelID)}
+		if err := s.rdb.ZAddNX(ctx, q.lease, intent).Err(); err != nil {
+			s.o.Log.Warn().Err(err).Str("channel_id", t.ChannelID).Msg("submit: queue a refused submission a repeat was answered with; it stays pending")
+		}
+		return true
 	case refused:
 		s.unindex(ctx, t, StatusPending)
 		return true
@@ -822,13 +834,16 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 // withdrawn and its record removed, so that a record script Redis runs
 // later writes nothing (record_main.lua), and then its lease goes. If
 // that fails the lease is left to run out: the node that claims the task
-// then runs it if its record stands, and drops it if not. Index entries
+// then runs it if its record stands, and drops it if not. A record a
+// repeat of its Idempotency-Key was answered with (kept, unrecordsync.lua)
+// stays, with its lease, and runs when the lease runs out. Index entries
 // that land late are taken back if no record stands then (unindexLater).
 func (s *Service) takeBackSync(ctx context.Context, t *Task, l lease) {
-	err := s.pipelined(ctx, func(p redis.Pipeliner) { // one slot: in order
-		p.Set(ctx, s.wKey(t.ChannelID), 1, withdrawnTTL)
-		p.Del(ctx, s.chKey(t.ChannelID), s.tlKey(t.ChannelID))
-	})
+	n, err := unrecordSyncScript.Run(ctx, s.rdb, []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID), s.tlKey(t.ChannelID)},
+		int64(withdrawnTTL/time.Second)).Int()
+	if err == nil && n == 0 {
+		return
+	}
 	if err == nil {
 		err = s.rdb.ZRem(ctx, s.q.keys[l.part].lease, l.member).Err()
 	}

@@ -416,7 +416,8 @@ func TestIdempotencyRepeatSettlesTheFirst(t *testing.T) {
 		t.Fatalf("claim = %+v, %v", prev, err)
 	}
 	c.Del(ctx, lease("k2")) // its submission has not reached Redis yet
-	if prev, err := s.ClaimIdempotency(ctx, "p1", "k2", "fp", NewChannelID()); prev != nil || err != nil {
+	again := NewChannelID()
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k2", "fp", again); prev != nil || err != nil {
 		t.Fatalf("repeat = %+v, %v; want it to take the key", prev, err)
 	}
 	if err := s.Submit(ctx, late); !errors.Is(err, ErrWithdrawn) {
@@ -424,6 +425,84 @@ func TestIdempotencyRepeatSettlesTheFirst(t *testing.T) {
 	}
 	if exists(late.ChannelID) {
 		t.Error("the first submission, run after the repeat took the key, recorded its channel: two tasks for one key")
+	}
+	// The first node, told ErrWithdrawn, releases its reservation; the key
+	// is the repeat's now, and stays so.
+	s.ReleaseIdempotency(ctx, "p1", "k2", "fp", late.ChannelID)
+	s.ConfirmIdempotency(ctx, "p1", "k2", "fp", late.ChannelID)
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k2", "fp", NewChannelID()); err != nil || prev == nil || prev.Done || prev.ChannelID != again {
+		t.Errorf("after the first node settled its reservation late = %+v, %v; want the repeat's %s, in progress", prev, err, again)
+	}
+	s.ConfirmIdempotency(ctx, "p1", "k2", "fp", again)
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k2", "fp", NewChannelID()); err != nil || prev == nil || !prev.Done || prev.ChannelID != again {
+		t.Errorf("after the repeat confirmed = %+v, %v; want the repeat's %s, done", prev, err, again)
+	}
+}
+
+// On a Cluster a submission's record stands before its enqueue. An enqueue
+// refused after a repeat of its Idempotency-Key was answered with that
+// record (kept) puts its intent back, run out: the reclaimer queues the
+// task, and it runs, as the repeat was told.
+func TestRefusedSubmissionKeptRuns(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{"a":1}`), Options{Lease: 400 * time.Millisecond})
+	ctx := context.Background()
+	lease := s.idemKey("p1", "k") + ":lease"
+	task := newTask()
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k", "fp", task.ChannelID); prev != nil || err != nil {
+		t.Fatalf("claim = %+v, %v", prev, err)
+	}
+	if err := s.Submit(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	q := s.q.of(task.ChannelID) // as if its enqueue had not run: only the record stands
+	c.LRem(ctx, q.queue(task.ProjectID), 0, task.ChannelID)
+	c.Decr(ctx, q.count)
+	c.Del(ctx, lease)
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k", "fp", NewChannelID()); err != nil || prev == nil || !prev.Done || prev.ChannelID != task.ChannelID {
+		t.Fatalf("repeat = %+v, %v; want %s replayed", prev, err, task.ChannelID)
+	}
+	if !s.withdraw(ctx, task, ErrQueueFull, true, 0) {
+		t.Error("a refusal: not reported gone")
+	}
+	s.Start()
+	waitStatus(t, s, task.ChannelID, StatusSuccess)
+}
+
+// A sync run whose record round trip failed takes its record back, unless
+// a repeat of its Idempotency-Key was answered with it (kept): that record
+// stays, with its lease, and runs when the lease runs out.
+func TestSyncTakeBackKeepsARepeatsChannel(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{}`), Options{})
+	ctx := context.Background()
+	for _, kept := range []bool{false, true} {
+		task := newTask()
+		if err := s.Submit(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+		l := lease{s.q.parts.Of(task.ChannelID), leaseMember(task.ProjectID, task.ChannelID)}
+		lk := s.q.keys[l.part].lease
+		c.ZAdd(ctx, lk, redis.Z{Score: float64(time.Now().Add(time.Minute).UnixMilli()), Member: l.member})
+		if kept {
+			c.Del(ctx, s.idemKey("p1", "k")+":lease")
+			if prev, err := s.ClaimIdempotency(ctx, "p1", "k", "fp", task.ChannelID); prev != nil || err != nil {
+				t.Fatalf("claim = %+v, %v", prev, err)
+			}
+			c.Del(ctx, s.idemKey("p1", "k")+":lease")
+			if prev, err := s.ClaimIdempotency(ctx, "p1", "k", "fp", NewChannelID()); err != nil || prev == nil || !prev.Done {
+				t.Fatalf("repeat = %+v, %v; want the channel replayed", prev, err)
+			}
+		}
+		s.takeBackSync(ctx, task, l)
+		standing := c.Exists(ctx, s.chKey(task.ChannelID)).Val() == 1
+		leased := c.ZScore(ctx, lk, l.member).Err() == nil
+		marked := c.Exists(ctx, s.wKey(task.ChannelID)).Val() == 1
+		if standing != kept || leased != kept || marked == kept {
+			t.Errorf("kept %v: record standing %v, leased %v, marked withdrawn %v", kept, standing, leased, marked)
+		}
 	}
 }
 

@@ -176,10 +176,10 @@ func (s *Server) settleIdempotency(ctx context.Context, k idemKey, accepted bool
 	case accepted:
 		s.Channels.ConfirmIdempotency(ctx, k.pid, k.key, k.fingerprint, k.cid)
 	case errors.Is(failure, channels.ErrWithdrawn): // known not accepted: a retry goes ahead at once
-		s.Channels.ReleaseIdempotency(ctx, k.pid, k.key)
+		s.Channels.ReleaseIdempotency(ctx, k.pid, k.key, k.fingerprint, k.cid)
 	case e == nil || e.Kind == apperr.Unavailable: // unknown: the reservation's lease decides
 	default:
-		s.Channels.ReleaseIdempotency(ctx, k.pid, k.key)
+		s.Channels.ReleaseIdempotency(ctx, k.pid, k.key, k.fingerprint, k.cid)
 	}
 }
 

@@ -10,8 +10,11 @@
 -- submission, should Redis run it later, records and queues nothing
 -- (submit.lua, record_main.lua): the repeat submits afresh, and one task
 -- stands for the key.
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'kept', '1')
+local st = redis.call('HGET', KEYS[1], 'status')
+if st or redis.call('EXISTS', KEYS[1]) == 1 then
+  if st == 'pending' or st == 'generating' then -- else nothing takes it back
+    redis.call('HSET', KEYS[1], 'kept', '1')
+  end
   return 1
 end
 redis.call('SET', KEYS[2], 1, 'EX', ARGV[1])
