@@ -41,6 +41,7 @@ var (
 	recordScript       = script("tl", "record", "record_main")
 	unrecordScript     = script("unrecord")
 	unrecordSyncScript = script("unrecordsync")
+	queueKeptScript    = script("queuekept")
 	unindexScript      = script("unindex")
 	enqueueScript      = script("gcra", "enqueue", "enqueue_main")
 	submitScript       = script("gcra", "enqueue", "tl", "record", "start", "submit")
@@ -549,6 +550,9 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	if err != nil {
 		gone := s.withdraw(context.WithoutCancel(ctx), t, err, cluster, until)
 		switch {
+		case apperr.As(err) != nil && !gone: // kept for a repeat of its key, and queued (withdraw): accepted
+			s.m.submitted.Inc()
+			return nil
 		case apperr.As(err) != nil:
 			return err
 		case gone:
@@ -666,31 +670,49 @@ func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool
 			// with its record and entries, though its answer was an error.
 			s.o.Log.Warn().Err(err).Str("channel_id", t.ChannelID).Msg("submit: take back a submission whose outcome is unknown; it runs if Redis queued it")
 		}
-		return err == nil && removed != 0
+		return err == nil && (removed == unrecordRemoved || removed == unrecordAbsent)
 	}
 	removed, uerr := unrecordScript.Run(ctx, s.rdb, keys, ttl).Int()
 	u := unindexed{ref: t.logRef(), st: StatusPending}
 	switch {
-	case refused && uerr == nil && removed == 0:
-		// Kept: a repeat of its Idempotency-Key was answered with it
-		// (idemsettle.lua). Its intent, which the refusal took out, goes
-		// back as a lease already run out (unless it is leased), so the
-		// reclaimer queues it and it runs.
-		q := s.q.of(t.ChannelID)
-		intent := redis.Z{Score: float64(s.o.Now().UnixMilli()), Member: leaseMember(t.ProjectID, t.ChannelID)}
-		if err := s.rdb.ZAddNX(ctx, q.lease, intent).Err(); err != nil {
-			s.o.Log.Warn().Err(err).Str("channel_id", t.ChannelID).Msg("submit: queue a refused submission a repeat was answered with; it stays pending")
-		}
-		return true
+	case uerr == nil && removed == unrecordKept:
+		// A repeat of its Idempotency-Key was answered with it
+		// (idemsettle.lua): it must run, though its enqueue may have
+		// refused it or been lost.
+		s.queueKept(ctx, t)
+		return false
 	case refused:
 		s.unindex(ctx, t, StatusPending)
 		return true
 	case uerr != nil: // Redis is slow or gone: noted without holding up the answer
 		go s.unindexLater(ctx, u)
-	case removed != 0:
+	case removed != unrecordStarted:
 		s.unindexLater(ctx, u)
 	}
-	return uerr == nil && removed != 0
+	return uerr == nil && removed != unrecordStarted
+}
+
+// unrecord.lua's replies.
+const (
+	unrecordStarted = 0 // kept: a worker started it
+	unrecordRemoved = 1
+	unrecordAbsent  = 2 // not there: marked withdrawn
+	unrecordKept    = 3 // kept for a repeat of its Idempotency-Key, not started
+)
+
+// queueKept makes sure the task of a Cluster submission kept for a repeat
+// of its Idempotency-Key runs: unless it is leased or queued, its intent
+// goes back already run out, so the reclaimer queues it (queuekept.lua).
+// It tries again while Redis is unavailable (persist).
+func (s *Service) queueKept(ctx context.Context, t *Task) {
+	q := s.q.of(t.ChannelID)
+	err := s.persist(ctx, "queue a kept submission", func() error {
+		return queueKeptScript.Run(ctx, s.rdb, []string{q.lease, q.queue(t.ProjectID)},
+			leaseMember(t.ProjectID, t.ChannelID), t.ChannelID, s.o.Now().UnixMilli()).Err()
+	})
+	if err != nil {
+		s.o.Log.Error().Err(err).Str("channel_id", t.ChannelID).Msg("submit: queue a submission a repeat was answered with; it stays pending")
+	}
 }
 
 // ErrWithdrawn marks a failed submission (one whose Redis round trip
@@ -778,12 +800,17 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 		// provider's answer): a record never stands without its lease, so
 		// if this node dies another node finishes the run (a lease whose
 		// record never lands is dropped by the claim that finds none).
-		recorded <- s.indexing(rdb.InOrder(ctx, s.rdb, func(p redis.Pipeliner, _ *rdb.Merge) {
+		var rec *redis.Cmd
+		err := s.indexing(rdb.InOrder(ctx, s.rdb, func(p redis.Pipeliner, _ *rdb.Merge) {
 			p.ZAdd(ctx, s.q.keys[l.part].lease, redis.Z{Score: float64(now.Add(s.o.Lease).UnixMilli()), Member: l.member})
 		}, func(p redis.Pipeliner, m *rdb.Merge) {
-			recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}, args...)
+			rec = recordScript.Eval(ctx, p, []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}, args...)
 			s.indexNew(m, t, StatusGenerating, now)
 		}))
+		if err == nil && rec.Val() == int64(0) { // marked withdrawn (a repeat of its key found no record: idemsettle.lua)
+			err = fmt.Errorf("the channel was withdrawn (%w)", ErrWithdrawn)
+		}
+		recorded <- err
 	}()
 	res, runErr := s.generate(ctx, t, nil, s.o.SyncWait)
 	if err := <-recorded; err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -439,35 +440,72 @@ func TestIdempotencyRepeatSettlesTheFirst(t *testing.T) {
 	}
 }
 
-// On a Cluster a submission's record stands before its enqueue. An enqueue
-// refused after a repeat of its Idempotency-Key was answered with that
-// record (kept) puts its intent back, run out: the reclaimer queues the
-// task, and it runs, as the repeat was told.
-func TestRefusedSubmissionKeptRuns(t *testing.T) {
+// On a Cluster a submission's record stands before its enqueue. A record
+// a repeat of its Idempotency-Key was answered with (kept) runs whatever
+// its enqueue did: refused (its intent taken out) or lost, the take-back
+// puts the intent back, run out, and the reclaimer queues the task; still
+// queued, nothing is added (it would run twice).
+func TestKeptSubmissionRuns(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)
 	s := newService(t, c, prefix, answer(`{"a":1}`), Options{Lease: 400 * time.Millisecond})
 	ctx := context.Background()
-	lease := s.idemKey("p1", "k") + ":lease"
-	task := newTask()
-	if prev, err := s.ClaimIdempotency(ctx, "p1", "k", "fp", task.ChannelID); prev != nil || err != nil {
-		t.Fatalf("claim = %+v, %v", prev, err)
-	}
-	if err := s.Submit(ctx, task); err != nil {
-		t.Fatal(err)
-	}
-	q := s.q.of(task.ChannelID) // as if its enqueue had not run: only the record stands
-	c.LRem(ctx, q.queue(task.ProjectID), 0, task.ChannelID)
-	c.Decr(ctx, q.count)
-	c.Del(ctx, lease)
-	if prev, err := s.ClaimIdempotency(ctx, "p1", "k", "fp", NewChannelID()); err != nil || prev == nil || !prev.Done || prev.ChannelID != task.ChannelID {
-		t.Fatalf("repeat = %+v, %v; want %s replayed", prev, err, task.ChannelID)
-	}
-	if !s.withdraw(ctx, task, ErrQueueFull, true, 0) {
-		t.Error("a refusal: not reported gone")
+	var tasks []*Task
+	for i, failure := range []error{ErrQueueFull, context.DeadlineExceeded, context.DeadlineExceeded} {
+		key := "k" + strconv.Itoa(i)
+		lease := s.idemKey("p1", key) + ":lease"
+		task := newTask()
+		if prev, err := s.ClaimIdempotency(ctx, "p1", key, "fp", task.ChannelID); prev != nil || err != nil {
+			t.Fatalf("claim = %+v, %v", prev, err)
+		}
+		if err := s.Submit(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+		q := s.q.of(task.ChannelID)
+		queued := i == 2
+		if !queued { // as if its enqueue had refused it or not run: only the record stands
+			c.LRem(ctx, q.queue(task.ProjectID), 0, task.ChannelID)
+			c.Decr(ctx, q.count)
+		}
+		c.Del(ctx, lease)
+		if prev, err := s.ClaimIdempotency(ctx, "p1", key, "fp", NewChannelID()); err != nil || prev == nil || !prev.Done || prev.ChannelID != task.ChannelID {
+			t.Fatalf("repeat = %+v, %v; want %s replayed", prev, err, task.ChannelID)
+		}
+		if s.withdraw(ctx, task, failure, true, 0) {
+			t.Errorf("%v: a submission kept for a repeat reported gone", failure)
+		}
+		leased := c.ZScore(ctx, q.lease, leaseMember(task.ProjectID, task.ChannelID)).Err() == nil
+		if leased == queued {
+			t.Errorf("%v, queued %v: its intent is back: %v", failure, queued, leased)
+		}
+		tasks = append(tasks, task)
 	}
 	s.Start()
-	waitStatus(t, s, task.ChannelID, StatusSuccess)
+	for _, task := range tasks {
+		waitStatus(t, s, task.ChannelID, StatusSuccess)
+	}
+}
+
+// A sync run whose record Redis refuses (the channel marked withdrawn: a
+// repeat of its Idempotency-Key found no record) ends withdrawn, its lease
+// taken out, rather than concluding a channel that is not there.
+func TestSyncRunWithdrawn(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{"a":1}`), Options{})
+	ctx := context.Background()
+	task := newTask()
+	c.Set(ctx, s.wKey(task.ChannelID), 1, time.Minute)
+	if _, err := s.RunSync(ctx, task); !errors.Is(err, ErrWithdrawn) {
+		t.Fatalf("RunSync = %v, want ErrWithdrawn", err)
+	}
+	if c.Exists(ctx, s.chKey(task.ChannelID)).Val() != 0 {
+		t.Error("a withdrawn sync run left a record")
+	}
+	l := leaseMember(task.ProjectID, task.ChannelID)
+	if c.ZScore(ctx, s.q.of(task.ChannelID).lease, l).Err() == nil {
+		t.Error("a withdrawn sync run left its lease")
+	}
 }
 
 // A sync run whose record round trip failed takes its record back, unless

@@ -19,9 +19,13 @@
 -- A record a repeat of its Idempotency-Key found standing (field "kept",
 -- idemsettle.lua) is kept: the repeat was answered that it was accepted.
 -- Returns 1 when removed, 2 when not there (marked: it will not be
--- recorded), 0 when kept.
+-- recorded), 0 when kept because a worker started it, 3 when kept for a
+-- repeat, not started.
 local rec = redis.call('HMGET', KEYS[1], 'status', 'kept')
 if rec[2] then
+  if rec[1] == 'pending' then
+    return 3
+  end
   return 0
 end
 local st = rec[1]
