@@ -461,11 +461,13 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 	// in different slots, so the record goes before the enqueue, in a
 	// round trip of its own, and after the intent.
 	cluster := rdb.IsCluster(s.rdb)
+	var intentUntil int64 // a Cluster submission's intent's deadline
 	if cluster {
 		// The intent first (enqueue_main.lua): a record never stands
 		// without a way to its queue. Both round trips are shared with
 		// other submissions (rdb.Shared).
 		intent, until := leaseMember(t.ProjectID, t.ChannelID), now.Add(s.o.Lease).UnixMilli()
+		intentUntil = until
 		err := s.shared.PipelinedMerge(ctx, func(_ redis.Pipeliner, m *rdb.Merge) {
 			m.ZAdd(q.lease, redis.Z{Score: float64(until), Member: intent})
 		})
@@ -492,7 +494,7 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		}
 		if err != nil {
 			s.permits.kept(t.ProjectID, ask, 0, now)
-			if s.withdraw(context.WithoutCancel(ctx), t, err, cluster, 0) {
+			if s.withdraw(context.WithoutCancel(ctx), t, err, cluster, until) {
 				return fmt.Errorf("submit task: %w (%w)", err, ErrWithdrawn)
 			}
 			return fmt.Errorf("submit task: %w", err)
@@ -548,7 +550,7 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		}
 	}
 	if err != nil {
-		gone := s.withdraw(context.WithoutCancel(ctx), t, err, cluster, until)
+		gone := s.withdraw(context.WithoutCancel(ctx), t, err, cluster, max(until, intentUntil))
 		switch {
 		case apperr.As(err) != nil && !gone: // kept for a repeat of its key, and queued (withdraw): accepted
 			s.m.submitted.Inc()
@@ -646,7 +648,8 @@ func (s *Service) settleTake(t *Task, until int64) {
 //
 // took is the lease deadline under which the submission asked to take its
 // task (0: it did not): a task it took and nobody has run yet is taken
-// back like a pending one (unrecord.lua).
+// back like a pending one (unrecord.lua). On a Cluster it is the
+// deadline of the submission's intent (queueKept).
 func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool, took int64) (gone bool) {
 	keys := []string{s.chKey(t.ChannelID), s.wKey(t.ChannelID)}
 	refused := apperr.As(err) != nil
@@ -672,14 +675,26 @@ func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool
 		}
 		return err == nil && (removed == unrecordRemoved || removed == unrecordAbsent)
 	}
-	removed, uerr := unrecordScript.Run(ctx, s.rdb, keys, ttl).Int()
+	var removed int
+	unrecord := func() (err error) {
+		removed, err = unrecordScript.Run(ctx, s.rdb, keys, ttl).Int()
+		return err
+	}
+	var uerr error
+	if refused { // nothing of it is in flight: its take-back is worth waiting for
+		bctx, cancel := context.WithTimeout(ctx, keptWait)
+		uerr = s.persist(bctx, "take back a refused submission", unrecord)
+		cancel()
+	} else {
+		uerr = unrecord()
+	}
 	u := unindexed{ref: t.logRef(), st: StatusPending}
 	switch {
 	case uerr == nil && removed == unrecordKept:
 		// A repeat of its Idempotency-Key was answered with it
 		// (idemsettle.lua): it must run, though its enqueue may have
-		// refused it or been lost.
-		s.queueKept(ctx, t)
+		// refused it, been lost, or be on its way.
+		s.queueKept(ctx, t, took)
 		return false
 	case refused:
 		s.unindex(ctx, t, StatusPending)
@@ -700,15 +715,22 @@ const (
 	unrecordKept    = 3 // kept for a repeat of its Idempotency-Key, not started
 )
 
+// keptWait bounds how long a submission's answer waits for the writes
+// that settle a refused or kept submission on a Cluster (withdraw).
+const keptWait = 5 * time.Second
+
 // queueKept makes sure the task of a Cluster submission kept for a repeat
-// of its Idempotency-Key runs: unless it is leased or queued, its intent
-// goes back already run out, so the reclaimer queues it (queuekept.lua).
-// It tries again while Redis is unavailable (persist).
-func (s *Service) queueKept(ctx context.Context, t *Task) {
+// of its Idempotency-Key runs: its intent (deadline intent) runs out now,
+// or, unless the task is leased or queued, goes back already run out, so
+// the reclaimer queues it (queuekept.lua). It tries again while Redis is
+// unavailable (persist), for keptWait.
+func (s *Service) queueKept(ctx context.Context, t *Task, intent int64) {
 	q := s.q.of(t.ChannelID)
+	ctx, cancel := context.WithTimeout(ctx, keptWait)
+	defer cancel()
 	err := s.persist(ctx, "queue a kept submission", func() error {
 		return queueKeptScript.Run(ctx, s.rdb, []string{q.lease, q.queue(t.ProjectID)},
-			leaseMember(t.ProjectID, t.ChannelID), t.ChannelID, s.o.Now().UnixMilli()).Err()
+			leaseMember(t.ProjectID, t.ChannelID), t.ChannelID, s.o.Now().UnixMilli(), intent).Err()
 	})
 	if err != nil {
 		s.o.Log.Error().Err(err).Str("channel_id", t.ChannelID).Msg("submit: queue a submission a repeat was answered with; it stays pending")
@@ -808,7 +830,7 @@ func (s *Service) RunSync(ctx context.Context, t *Task) (json.RawMessage, error)
 			s.indexNew(m, t, StatusGenerating, now)
 		}))
 		if err == nil && rec.Val() == int64(0) { // marked withdrawn (a repeat of its key found no record: idemsettle.lua)
-			err = fmt.Errorf("the channel was withdrawn (%w)", ErrWithdrawn)
+			err = fmt.Errorf("the channel was withdrawn: %w (%w)", ErrInProgress, ErrWithdrawn) // a repeat of its key runs
 		}
 		recorded <- err
 	}()

@@ -444,14 +444,16 @@ func TestIdempotencyRepeatSettlesTheFirst(t *testing.T) {
 // a repeat of its Idempotency-Key was answered with (kept) runs whatever
 // its enqueue did: refused (its intent taken out) or lost, the take-back
 // puts the intent back, run out, and the reclaimer queues the task; still
-// queued, nothing is added (it would run twice).
+// on its way (its intent as written), the intent runs out now, so that the
+// enqueue pushes nothing when it lands; still queued, nothing is added
+// (it would run twice).
 func TestKeptSubmissionRuns(t *testing.T) {
 	t.Parallel()
 	c, prefix := rdbtest.New(t)
 	s := newService(t, c, prefix, answer(`{"a":1}`), Options{Lease: 400 * time.Millisecond})
 	ctx := context.Background()
 	var tasks []*Task
-	for i, failure := range []error{ErrQueueFull, context.DeadlineExceeded, context.DeadlineExceeded} {
+	for i, failure := range []error{ErrQueueFull, context.DeadlineExceeded, context.DeadlineExceeded, context.DeadlineExceeded} {
 		key := "k" + strconv.Itoa(i)
 		lease := s.idemKey("p1", key) + ":lease"
 		task := newTask()
@@ -462,21 +464,27 @@ func TestKeptSubmissionRuns(t *testing.T) {
 			t.Fatal(err)
 		}
 		q := s.q.of(task.ChannelID)
-		queued := i == 2
+		member := leaseMember(task.ProjectID, task.ChannelID)
+		queued, inFlight := i == 2, i == 3
+		var intent int64
 		if !queued { // as if its enqueue had refused it or not run: only the record stands
 			c.LRem(ctx, q.queue(task.ProjectID), 0, task.ChannelID)
 			c.Decr(ctx, q.count)
+		}
+		if inFlight { // its intent as written, its enqueue still to come
+			intent = time.Now().Add(time.Hour).UnixMilli()
+			c.ZAdd(ctx, q.lease, redis.Z{Score: float64(intent), Member: member})
 		}
 		c.Del(ctx, lease)
 		if prev, err := s.ClaimIdempotency(ctx, "p1", key, "fp", NewChannelID()); err != nil || prev == nil || !prev.Done || prev.ChannelID != task.ChannelID {
 			t.Fatalf("repeat = %+v, %v; want %s replayed", prev, err, task.ChannelID)
 		}
-		if s.withdraw(ctx, task, failure, true, 0) {
+		if s.withdraw(ctx, task, failure, true, intent) {
 			t.Errorf("%v: a submission kept for a repeat reported gone", failure)
 		}
-		leased := c.ZScore(ctx, q.lease, leaseMember(task.ProjectID, task.ChannelID)).Err() == nil
-		if leased == queued {
-			t.Errorf("%v, queued %v: its intent is back: %v", failure, queued, leased)
+		at, err := c.ZScore(ctx, q.lease, member).Result()
+		if due := err == nil && at <= float64(time.Now().UnixMilli()); due == queued {
+			t.Errorf("case %d (%v): its intent due now: %v (at %v, %v)", i, failure, due, at, err)
 		}
 		tasks = append(tasks, task)
 	}
@@ -496,8 +504,8 @@ func TestSyncRunWithdrawn(t *testing.T) {
 	ctx := context.Background()
 	task := newTask()
 	c.Set(ctx, s.wKey(task.ChannelID), 1, time.Minute)
-	if _, err := s.RunSync(ctx, task); !errors.Is(err, ErrWithdrawn) {
-		t.Fatalf("RunSync = %v, want ErrWithdrawn", err)
+	if _, err := s.RunSync(ctx, task); !errors.Is(err, ErrWithdrawn) || !errors.Is(err, ErrInProgress) {
+		t.Fatalf("RunSync = %v, want ErrWithdrawn, answered as in progress", err)
 	}
 	if c.Exists(ctx, s.chKey(task.ChannelID)).Val() != 0 {
 		t.Error("a withdrawn sync run left a record")
