@@ -550,7 +550,11 @@ func (s *Service) submit(ctx context.Context, t *Task) error {
 		}
 	}
 	if err != nil {
-		gone := s.withdraw(context.WithoutCancel(ctx), t, err, cluster, max(until, intentUntil))
+		took := until // a take's deadline on one Redis; the intent's on a Cluster
+		if cluster {
+			took = intentUntil
+		}
+		gone := s.withdraw(context.WithoutCancel(ctx), t, err, cluster, took)
 		switch {
 		case apperr.As(err) != nil && !gone: // kept for a repeat of its key, and queued (withdraw): accepted
 			s.m.submitted.Inc()
@@ -675,19 +679,7 @@ func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool
 		}
 		return err == nil && (removed == unrecordRemoved || removed == unrecordAbsent)
 	}
-	var removed int
-	unrecord := func() (err error) {
-		removed, err = unrecordScript.Run(ctx, s.rdb, keys, ttl).Int()
-		return err
-	}
-	var uerr error
-	if refused { // nothing of it is in flight: its take-back is worth waiting for
-		bctx, cancel := context.WithTimeout(ctx, keptWait)
-		uerr = s.persist(bctx, "take back a refused submission", unrecord)
-		cancel()
-	} else {
-		uerr = unrecord()
-	}
+	removed, uerr := unrecordScript.Run(ctx, s.rdb, keys, ttl).Int()
 	u := unindexed{ref: t.logRef(), st: StatusPending}
 	switch {
 	case uerr == nil && removed == unrecordKept:
@@ -696,6 +688,9 @@ func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool
 		// refused it, been lost, or be on its way.
 		s.queueKept(ctx, t, took)
 		return false
+	case refused && uerr != nil: // nothing of it is in flight: taken back once Redis answers
+		go s.takeBackRefused(t, keys, ttl, took)
+		return true
 	case refused:
 		s.unindex(ctx, t, StatusPending)
 		return true
@@ -707,6 +702,26 @@ func (s *Service) withdraw(ctx context.Context, t *Task, err error, cluster bool
 	return uerr == nil && removed != unrecordStarted
 }
 
+// takeBackRefused takes back a refused Cluster submission whose first
+// take-back failed, again until Redis answers (persist): its record goes,
+// with its index entries, unless a repeat of its Idempotency-Key was
+// answered with it meanwhile (queueKept).
+func (s *Service) takeBackRefused(t *Task, keys []string, ttl, intent int64) {
+	var removed int
+	err := s.persist(s.runCtx, "take back a refused submission", func() (err error) {
+		removed, err = unrecordScript.Run(s.runCtx, s.rdb, keys, ttl).Int()
+		return err
+	})
+	switch {
+	case err != nil:
+		s.o.Log.Error().Err(err).Str("channel_id", t.ChannelID).Msg("submit: take back a refused submission; its record stays pending")
+	case removed == unrecordKept:
+		s.queueKept(s.runCtx, t, intent)
+	default:
+		s.unindex(s.runCtx, t, StatusPending)
+	}
+}
+
 // unrecord.lua's replies.
 const (
 	unrecordStarted = 0 // kept: a worker started it
@@ -715,26 +730,26 @@ const (
 	unrecordKept    = 3 // kept for a repeat of its Idempotency-Key, not started
 )
 
-// keptWait bounds how long a submission's answer waits for the writes
-// that settle a refused or kept submission on a Cluster (withdraw).
-const keptWait = 5 * time.Second
-
 // queueKept makes sure the task of a Cluster submission kept for a repeat
 // of its Idempotency-Key runs: its intent (deadline intent) runs out now,
 // or, unless the task is leased or queued, goes back already run out, so
-// the reclaimer queues it (queuekept.lua). It tries again while Redis is
-// unavailable (persist), for keptWait.
+// the reclaimer queues it (queuekept.lua). Should that fail, it is tried
+// again in the background until Redis answers (persist): the submission's
+// answer does not wait for it.
 func (s *Service) queueKept(ctx context.Context, t *Task, intent int64) {
 	q := s.q.of(t.ChannelID)
-	ctx, cancel := context.WithTimeout(ctx, keptWait)
-	defer cancel()
-	err := s.persist(ctx, "queue a kept submission", func() error {
+	queue := func(ctx context.Context) error {
 		return queueKeptScript.Run(ctx, s.rdb, []string{q.lease, q.queue(t.ProjectID)},
 			leaseMember(t.ProjectID, t.ChannelID), t.ChannelID, s.o.Now().UnixMilli(), intent).Err()
-	})
-	if err != nil {
-		s.o.Log.Error().Err(err).Str("channel_id", t.ChannelID).Msg("submit: queue a submission a repeat was answered with; it stays pending")
 	}
+	if queue(ctx) == nil {
+		return
+	}
+	go func() {
+		if err := s.persist(s.runCtx, "queue a kept submission", func() error { return queue(s.runCtx) }); err != nil {
+			s.o.Log.Error().Err(err).Str("channel_id", t.ChannelID).Msg("submit: queue a submission a repeat was answered with; it stays pending")
+		}
+	}()
 }
 
 // ErrWithdrawn marks a failed submission (one whose Redis round trip

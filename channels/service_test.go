@@ -494,6 +494,40 @@ func TestKeptSubmissionRuns(t *testing.T) {
 	}
 }
 
+// A refused Cluster submission whose take-back failed is taken back once
+// Redis answers (takeBackRefused): its record goes, unless a repeat of its
+// Idempotency-Key was answered with it meanwhile; then it runs.
+func TestRefusedTakenBackLater(t *testing.T) {
+	t.Parallel()
+	c, prefix := rdbtest.New(t)
+	s := newService(t, c, prefix, answer(`{"a":1}`), Options{Lease: 400 * time.Millisecond})
+	ctx := context.Background()
+	plain, kept := newTask(), newTask()
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k", "fp", kept.ChannelID); prev != nil || err != nil {
+		t.Fatalf("claim = %+v, %v", prev, err)
+	}
+	for _, task := range []*Task{plain, kept} {
+		if err := s.Submit(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+		q := s.q.of(task.ChannelID) // refused: only the record stands
+		c.LRem(ctx, q.queue(task.ProjectID), 0, task.ChannelID)
+		c.Decr(ctx, q.count)
+	}
+	c.Del(ctx, s.idemKey("p1", "k")+":lease")
+	if prev, err := s.ClaimIdempotency(ctx, "p1", "k", "fp", NewChannelID()); err != nil || prev == nil || !prev.Done {
+		t.Fatalf("repeat = %+v, %v; want %s replayed", prev, err, kept.ChannelID)
+	}
+	for _, task := range []*Task{plain, kept} {
+		s.takeBackRefused(task, []string{s.chKey(task.ChannelID), s.wKey(task.ChannelID)}, 0, 0)
+	}
+	if c.Exists(ctx, s.chKey(plain.ChannelID)).Val() != 0 {
+		t.Error("a refused submission taken back late left its record")
+	}
+	s.Start()
+	waitStatus(t, s, kept.ChannelID, StatusSuccess)
+}
+
 // A sync run whose record Redis refuses (the channel marked withdrawn: a
 // repeat of its Idempotency-Key found no record) ends withdrawn, its lease
 // taken out, rather than concluding a channel that is not there.
