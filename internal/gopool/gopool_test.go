@@ -1,6 +1,7 @@
 package gopool
 
 import (
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
@@ -35,14 +36,12 @@ func TestEveryFunctionRunsOnce(t *testing.T) {
 // new goroutine starting.
 func TestIdleGoroutineIsReused(t *testing.T) {
 	p := New(time.Minute, nil)
-	ids := make(chan uint64, 2)
-	for range 2 {
-		done := make(chan struct{})
-		p.Go(func() { ids <- goid(); close(done) })
-		<-done
-		waitIdle(t, p)
-	}
-	if a, b := <-ids, <-ids; a != b {
+	ids := make(chan uint64, 1)
+	p.Go(func() { ids <- goid() })
+	a := <-ids
+	waitIdle(t, a)
+	p.Go(func() { ids <- goid() })
+	if b := <-ids; a != b {
 		t.Fatalf("second function ran on goroutine %d, not on the idle %d", b, a)
 	}
 }
@@ -78,18 +77,19 @@ func TestIdleGoroutinesEnd(t *testing.T) {
 	}
 }
 
-// waitIdle waits until a goroutine of p waits for work.
-func waitIdle(t *testing.T, p *Pool) {
+// waitIdle waits until goroutine id, a pool's, waits for work (in its
+// select). Other pools' goroutines, idle or not, do not count.
+func waitIdle(t *testing.T, id uint64) {
 	t.Helper()
+	head := fmt.Sprintf("goroutine %d [select", id)
+	buf := make([]byte, 1<<22)
 	for range 1000 {
-		var buf [1 << 16]byte
-		s := string(buf[:runtime.Stack(buf[:], true)])
-		if strings.Contains(s, "gopool.(*Pool).run") && strings.Contains(s, "[select") {
+		if strings.Contains(string(buf[:runtime.Stack(buf, true)]), head) {
 			return
 		}
 		time.Sleep(time.Millisecond)
 	}
-	t.Fatal("no goroutine of the pool went idle")
+	t.Fatalf("goroutine %d of the pool did not go idle", id)
 }
 
 // goid is the calling goroutine's id, from its stack's first line.
